@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The few kernel types memdiag reads, declared by hand instead of a 130k-line
+ * vmlinux.h. preserve_access_index makes every field access a CO-RE
+ * relocation, so the offsets come from the running kernel's BTF at load time
+ * and only the field names below must exist there.
+ */
+#ifndef MEMDIAG_KERNEL_H
+#define MEMDIAG_KERNEL_H
+
+#include <linux/types.h>
+
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __s16 s16;
+typedef __u32 u32;
+typedef __s32 s32;
+typedef __u64 u64;
+typedef __s64 s64;
+
+struct mm_struct {
+	unsigned long brk;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct mm_struct *mm;
+	int exit_code;
+} __attribute__((preserve_access_index));
+
+/*
+ * Tracepoint contexts. Each mirrors the format file named above it; the
+ * first 8 bytes are the common fields (type, flags, preempt_count, pid).
+ */
+
+/* /sys/kernel/tracing/events/kmem/rss_stat/format */
+struct tp_rss_stat {
+	u64 common;
+	u32 mm_id;  /* siphash of the mm pointer: opaque, stable for the mm's life */
+	u32 curr;   /* 1 when the mm is current's own */
+	s32 member; /* MM_FILEPAGES=0, MM_ANONPAGES=1, MM_SWAPENTS=2, MM_SHMEMPAGES=3 */
+	u32 _pad;
+	s64 size;   /* the counter's current value in bytes, not a delta */
+};
+
+/* /sys/kernel/tracing/events/exceptions/page_fault_user/format (not in BTF) */
+struct tp_page_fault {
+	u64 common;
+	u64 address;
+	u64 ip;
+	u64 error_code;
+};
+
+/* /sys/kernel/tracing/events/syscalls/sys_enter_<name>/format: args at 16 + 8*i */
+struct tp_sys_enter {
+	u64 common;
+	s32 nr;
+	u32 _pad;
+	u64 args[6];
+};
+
+/* /sys/kernel/tracing/events/syscalls/sys_exit_<name>/format */
+struct tp_sys_exit {
+	u64 common;
+	s32 nr;
+	u32 _pad;
+	s64 ret;
+};
+
+/* /sys/kernel/tracing/events/sched/sched_process_fork/format */
+struct tp_sched_fork {
+	u64 common;
+	u32 parent_comm_loc; /* __data_loc: offset | len << 16 */
+	s32 parent_pid;
+	u32 child_comm_loc;
+	s32 child_pid;
+};
+
+/* /sys/kernel/tracing/events/sched/sched_process_exec/format */
+struct tp_sched_exec {
+	u64 common;
+	u32 filename_loc;
+	s32 pid;
+	s32 old_pid;
+};
+
+/* /sys/kernel/tracing/events/sched/sched_process_exit/format */
+struct tp_sched_exit {
+	u64 common;
+	char comm[16];
+	s32 pid;
+	s32 prio;
+	u8 group_dead;
+};
+
+/* /sys/kernel/tracing/events/task/task_rename/format */
+struct tp_task_rename {
+	u64 common;
+	s32 pid;
+	char oldcomm[16];
+	char newcomm[16];
+	s16 oom_score_adj;
+};
+
+#endif

@@ -1,0 +1,575 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * memdiag's kernel half: charges every change of a target's memory to a
+ * bucket, in the kernel, without one event per change.
+ *
+ * Targets. `targets` holds the thread group ids being traced. Userspace seeds
+ * it (attach) or the run launcher's exec adds it (launcher_tgid); fork adds
+ * children, so threads and child processes are followed. Every handler starts
+ * with one lookup of the current tgid there and returns when it misses.
+ *
+ * Buckets. Each charge goes to a struct bucket_key: today the acting thread
+ * (BK_THREAD, id = tid), or one of the per-process pseudo buckets below.
+ * `buckets` maps key -> struct counters; values are only ever added to, with
+ * atomic adds, and userspace reads the map periodically: that is the flush.
+ *
+ * RSS accounting. kmem:rss_stat reports the new value of one MM_* counter of
+ * one mm. The delta against the last value seen for that (mm, member) is the
+ * exact change, charged to the current thread's bucket when the mm is its own
+ * (curr = 1); when the mm is not current's (curr = 0) it goes to the owner's
+ * BK_RELEASE bucket if the owner itself is tearing down an mm it left (exit,
+ * exec), else to its BK_KERNEL bucket (reclaim, remote access). The first
+ * value seen for a (mm, member) has no previous value; it is charged whole:
+ *   - to BK_BASELINE if the process was already running at attach,
+ *   - to BK_START if it was forked while traced (what fork copied),
+ *   - to the current thread if it exec'd while traced (a new mm starts at 0).
+ * So for every mm the charges telescope to its last value, and the sum over
+ * all buckets but BK_BASELINE is exactly the RSS growth since attach.
+ *
+ * Virtual memory. mmap, munmap, mremap, brk, mprotect and madvise are paired
+ * enter -> exit through `pending` (tid -> arguments) and charged on success.
+ */
+#include "memdiag.h"
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define E2BIG 7
+
+/* Set by `memdiag run`: the launcher process whose exec makes it a target. */
+volatile const u32 launcher_tgid = 0;
+
+/* tgid (or tid of a traced thread, until it exits) -> struct target.
+ * 8192: far more processes and threads than one service has. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, struct target);
+} targets SEC(".maps");
+
+/* struct bucket_key -> struct counters. Userspace deletes the buckets of
+ * exited threads after reading them, so the size bounds live buckets only;
+ * its size is set from userspace (--max-buckets). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct bucket_key);
+	__type(value, struct counters);
+} buckets SEC(".maps");
+
+/* rss_stat mm_id -> struct mm_state. One per traced mm; userspace deletes
+ * the entries of processes that exited. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u32);
+	__type(value, struct mm_state);
+} mm_states SEC(".maps");
+
+/* Arguments of a memory syscall in flight: tid -> struct pending. */
+struct pending {
+	u64 args[3];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, struct pending);
+} pending SEC(".maps");
+
+/* [0] -> {sum of all traced mms' totals, its peak}: the peak of the whole
+ * target group, which no single mm shows. */
+struct group_total {
+	s64 total;
+	s64 peak;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct group_total);
+} group SEC(".maps");
+
+/* enum stat_index -> count, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ST_MAX);
+	__type(key, u32);
+	__type(value, u64);
+} stats SEC(".maps");
+
+/* Lifecycle records; size set from userspace (--ringbuf-size). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+/* Adds one to a stats slot. */
+static __always_inline void stat_inc(u32 idx)
+{
+	u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+/* Returns the target entry of the current process, or NULL. */
+static __always_inline struct target *current_target(u32 tgid)
+{
+	return bpf_map_lookup_elem(&targets, &tgid);
+}
+
+/* Returns the counters of key, creating them; NULL only when even the
+ * overflow bucket (created by userspace before attach) is missing. */
+static __always_inline struct counters *bucket(struct bucket_key *key)
+{
+	struct counters *c = bpf_map_lookup_elem(&buckets, key);
+	if (c)
+		return c;
+	struct counters zero = {};
+	zero.first_ns = bpf_ktime_get_ns();
+	if (key->kind == BK_THREAD)
+		bpf_get_current_comm(zero.comm, sizeof(zero.comm));
+	bpf_map_update_elem(&buckets, key, &zero, BPF_NOEXIST);
+	c = bpf_map_lookup_elem(&buckets, key);
+	if (c)
+		return c;
+	stat_inc(ST_BUCKET_OVERFLOW);
+	struct bucket_key of = { .tgid = 0, .kind = BK_OVERFLOW, .id = 0 };
+	return bpf_map_lookup_elem(&buckets, &of);
+}
+
+/* Fills key with the bucket the current thread's activity is charged to. */
+static __always_inline void current_bucket(struct bucket_key *key, u32 tgid, u32 tid)
+{
+	key->tgid = tgid;
+	key->kind = BK_THREAD;
+	key->id = tid;
+}
+
+/* Adds delta bytes of member to the bucket named by key. */
+static __always_inline void charge_rss(struct bucket_key *key, u32 member, s64 delta)
+{
+	struct counters *c = bucket(key);
+	if (!c || member >= RSS_MEMBERS)
+		return;
+	__sync_fetch_and_add(&c->rss[member], delta);
+	c->last_ns = bpf_ktime_get_ns();
+}
+
+/* Adds delta to the group total and raises the peak. */
+static __always_inline void group_add(s64 delta)
+{
+	u32 zero = 0;
+	struct group_total *g = bpf_map_lookup_elem(&group, &zero);
+	if (!g)
+		return;
+	s64 now = __sync_fetch_and_add(&g->total, delta) + delta;
+	if (now > g->peak)
+		g->peak = now;
+}
+
+/* Reserves a ring buffer record of size bytes and fills its header; counts
+ * and returns NULL when the buffer is full. */
+static __always_inline void *event_reserve(u32 size, u32 kind, u32 tgid, u32 tid)
+{
+	struct event_hdr *h = bpf_ringbuf_reserve(&events, size, 0);
+	if (!h) {
+		stat_inc(ST_LOST_EVENTS);
+		return NULL;
+	}
+	h->kind = kind;
+	h->size = size;
+	h->ktime_ns = bpf_ktime_get_ns();
+	h->pid = tgid;
+	h->tid = tid;
+	return h;
+}
+
+SEC("tracepoint/kmem/rss_stat")
+int on_rss_stat(struct tp_rss_stat *ctx)
+{
+	u32 member = ctx->member;
+	if (member >= RSS_MEMBERS)
+		return 0;
+	u32 mm_id = ctx->mm_id;
+	s64 size = ctx->size;
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	struct bucket_key key = {};
+	struct mm_state *st = bpf_map_lookup_elem(&mm_states, &mm_id);
+
+	if (!ctx->curr) {
+		/* Someone else changed an mm: ours only if we know it. */
+		if (!st)
+			return 0;
+		key.tgid = st->tgid;
+		/* The owner itself, after leaving the mm: exit or exec. */
+		key.kind = tgid == st->tgid ? BK_RELEASE : BK_KERNEL;
+	} else {
+		struct target *t = current_target(tgid);
+		if (!t) {
+			/* A non-target's own mm: an entry under its id is stale
+			 * (the mm was freed and its id reused). */
+			if (st)
+				bpf_map_delete_elem(&mm_states, &mm_id);
+			return 0;
+		}
+		if (!st) {
+			struct mm_state fresh = { .tgid = tgid };
+			if (bpf_map_update_elem(&mm_states, &mm_id, &fresh, BPF_NOEXIST) == -E2BIG)
+				stat_inc(ST_MM_OVERFLOW);
+			st = bpf_map_lookup_elem(&mm_states, &mm_id);
+			if (!st)
+				return 0;
+		}
+		current_bucket(&key, tgid, tid);
+		if (!(st->seen & (1u << member))) {
+			if (t->state == TS_ATTACHED) {
+				key.kind = BK_BASELINE;
+				key.id = 0;
+			} else if (t->state == TS_FORKED) {
+				key.kind = BK_START;
+				key.id = 0;
+			}
+		}
+	}
+
+	s64 delta = size;
+	if (st->seen & (1u << member))
+		delta = size - st->last[member];
+	else
+		__sync_fetch_and_or(&st->seen, 1u << member);
+	st->last[member] = size;
+	if (delta == 0)
+		return 0;
+	charge_rss(&key, member, delta);
+	if (member != RSS_SWAP) {
+		s64 now = __sync_fetch_and_add(&st->total, delta) + delta;
+		if (now > st->peak)
+			st->peak = now;
+		group_add(delta);
+	}
+	return 0;
+}
+
+SEC("tracepoint/exceptions/page_fault_user")
+int on_page_fault(struct tp_page_fault *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (!current_target(tgid))
+		return 0;
+	struct bucket_key key = {};
+	current_bucket(&key, tgid, (u32)id);
+	struct counters *c = bucket(&key);
+	if (c)
+		__sync_fetch_and_add(&c->faults, 1);
+	return 0;
+}
+
+/* Saves the first n (<= 3) syscall arguments of a target thread; returns 0.
+ * n must be a constant no larger than the syscall's argument count: the
+ * kernel refuses to attach a program that reads past a tracepoint's record. */
+static __always_inline int save_args(struct tp_sys_enter *ctx, int n)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!current_target(id >> 32))
+		return 0;
+	u32 tid = (u32)id;
+	struct pending p = {};
+	p.args[0] = ctx->args[0];
+	p.args[1] = ctx->args[1];
+	if (n > 2)
+		p.args[2] = ctx->args[2];
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
+	return 0;
+}
+
+/* Takes the saved arguments of the current thread into out; returns 1 when
+ * there were some (the syscall was entered by a target thread). */
+static __always_inline int take_args(struct pending *out, u32 *tgid, u32 *tid)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	*tgid = id >> 32;
+	*tid = (u32)id;
+	struct pending *p = bpf_map_lookup_elem(&pending, tid);
+	if (!p)
+		return 0;
+	*out = *p;
+	bpf_map_delete_elem(&pending, tid);
+	return 1;
+}
+
+#define PAGE_ALIGN(x) (((x) + 4095) & ~4095ULL)
+#define IS_ERR_VALUE(x) ((u64)(x) >= (u64)-4095)
+
+/* Field selectors for vm_charge. */
+enum vm_field { VM_MAPPED, VM_UNMAPPED, VM_WRITABLE, VM_ADVISED };
+
+/* Adds bytes to one virtual-memory field of the current thread's bucket. */
+static __always_inline void vm_charge(u32 tgid, u32 tid, enum vm_field f, u64 bytes)
+{
+	if (!bytes)
+		return;
+	struct bucket_key key = {};
+	current_bucket(&key, tgid, tid);
+	struct counters *c = bucket(&key);
+	if (!c)
+		return;
+	switch (f) {
+	case VM_MAPPED:
+		__sync_fetch_and_add(&c->mapped, bytes);
+		break;
+	case VM_UNMAPPED:
+		__sync_fetch_and_add(&c->unmapped, bytes);
+		break;
+	case VM_WRITABLE:
+		__sync_fetch_and_add(&c->made_writable, bytes);
+		break;
+	case VM_ADVISED:
+		__sync_fetch_and_add(&c->advised_free, bytes);
+		break;
+	}
+}
+
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int on_enter_mmap(struct tp_sys_enter *ctx) { return save_args(ctx, 2); }
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int on_exit_mmap(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ctx->ret))
+		return 0;
+	vm_charge(tgid, tid, VM_MAPPED, PAGE_ALIGN(p.args[1]));
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_munmap")
+int on_enter_munmap(struct tp_sys_enter *ctx) { return save_args(ctx, 2); }
+
+SEC("tracepoint/syscalls/sys_exit_munmap")
+int on_exit_munmap(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid) || ctx->ret != 0)
+		return 0;
+	vm_charge(tgid, tid, VM_UNMAPPED, PAGE_ALIGN(p.args[1]));
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_mremap")
+int on_enter_mremap(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
+
+SEC("tracepoint/syscalls/sys_exit_mremap")
+int on_exit_mremap(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ctx->ret))
+		return 0;
+	u64 old_len = PAGE_ALIGN(p.args[1]), new_len = PAGE_ALIGN(p.args[2]);
+	if (new_len > old_len)
+		vm_charge(tgid, tid, VM_MAPPED, new_len - old_len);
+	else
+		vm_charge(tgid, tid, VM_UNMAPPED, old_len - new_len);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_brk")
+int on_enter_brk(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!current_target(id >> 32))
+		return 0;
+	u32 tid = (u32)id;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct pending p = {};
+	p.args[0] = BPF_CORE_READ(task, mm, brk); /* the break before the call */
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_brk")
+int on_exit_brk(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid))
+		return 0;
+	/* brk returns the new break, or the old one on failure. */
+	u64 before = PAGE_ALIGN(p.args[0]), after = PAGE_ALIGN((u64)ctx->ret);
+	if (after > before)
+		vm_charge(tgid, tid, VM_MAPPED, after - before);
+	else
+		vm_charge(tgid, tid, VM_UNMAPPED, before - after);
+	return 0;
+}
+
+#define PROT_WRITE 0x2
+
+SEC("tracepoint/syscalls/sys_enter_mprotect")
+int on_enter_mprotect(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
+
+SEC("tracepoint/syscalls/sys_exit_mprotect")
+int on_exit_mprotect(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid) || ctx->ret != 0 || !(p.args[2] & PROT_WRITE))
+		return 0;
+	vm_charge(tgid, tid, VM_WRITABLE, PAGE_ALIGN(p.args[1]));
+	return 0;
+}
+
+#define MADV_DONTNEED 4
+#define MADV_FREE 8
+#define MADV_REMOVE 9
+
+SEC("tracepoint/syscalls/sys_enter_madvise")
+int on_enter_madvise(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
+
+SEC("tracepoint/syscalls/sys_exit_madvise")
+int on_exit_madvise(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid) || ctx->ret != 0)
+		return 0;
+	u64 advice = p.args[2];
+	if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
+		vm_charge(tgid, tid, VM_ADVISED, PAGE_ALIGN(p.args[1]));
+	return 0;
+}
+
+/* execve by a target: the mm it gets starts at zero, so first sights in it
+ * are growth. The state before is kept in case the exec fails. */
+static __always_inline int exec_enter(void)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct target *t = current_target(tgid);
+	if (!t)
+		return 0;
+	t->prev_state = t->state;
+	t->state = TS_EXECED;
+	return 0;
+}
+
+static __always_inline int exec_exit(struct tp_sys_exit *ctx)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct target *t = current_target(tgid);
+	if (t && ctx->ret < 0 && t->prev_state)
+		t->state = t->prev_state;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int on_enter_execve(struct tp_sys_enter *ctx) { return exec_enter(); }
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int on_exit_execve(struct tp_sys_exit *ctx) { return exec_exit(ctx); }
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int on_enter_execveat(struct tp_sys_enter *ctx) { return exec_enter(); }
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int on_exit_execveat(struct tp_sys_exit *ctx) { return exec_exit(ctx); }
+
+SEC("tracepoint/sched/sched_process_exec")
+int on_exec(struct tp_sched_exec *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (!current_target(tgid)) {
+		if (!launcher_tgid || tgid != launcher_tgid)
+			return 0;
+		struct target t = { .state = TS_EXECED };
+		if (bpf_map_update_elem(&targets, &tgid, &t, BPF_NOEXIST) == -E2BIG)
+			stat_inc(ST_TARGET_OVERFLOW);
+	}
+	struct exec_event *e = event_reserve(sizeof(*e), EV_EXEC, tgid, (u32)id);
+	if (!e)
+		return 0;
+	u32 off = ctx->filename_loc & 0xffff;
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), (void *)ctx + off);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int on_fork(struct tp_sched_fork *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (!current_target(tgid))
+		return 0;
+	u32 child = ctx->child_pid;
+	/* A new thread's tid lands here too; lookups are by tgid, so it is
+	 * inert, and its exit removes it. */
+	struct target t = { .state = TS_FORKED };
+	if (bpf_map_update_elem(&targets, &child, &t, BPF_NOEXIST) == -E2BIG)
+		stat_inc(ST_TARGET_OVERFLOW);
+	struct fork_event *e = event_reserve(sizeof(*e), EV_FORK, tgid, (u32)id);
+	if (!e)
+		return 0;
+	e->child_pid = child;
+	e->_pad = 0;
+	u32 off = ctx->child_comm_loc & 0xffff;
+	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), (void *)ctx + off);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int on_exit(struct tp_sched_exit *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	u8 group_dead = ctx->group_dead;
+	/* The leader may leave before its threads: the tgid entry goes only
+	 * with the last thread. */
+	if (tid != tgid)
+		bpf_map_delete_elem(&targets, &tid);
+	if (group_dead)
+		bpf_map_delete_elem(&targets, &tgid);
+	struct exit_event *e = event_reserve(sizeof(*e), EV_EXIT, tgid, tid);
+	if (!e)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	e->exit_code = BPF_CORE_READ(task, exit_code);
+	e->group_dead = group_dead;
+	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
+	__builtin_memcpy(e->comm, ctx->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tracepoint/task/task_rename")
+int on_rename(struct tp_task_rename *ctx)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!current_target(tgid))
+		return 0;
+	struct bucket_key key = { .tgid = tgid, .kind = BK_THREAD, .id = (u32)ctx->pid };
+	struct counters *c = bpf_map_lookup_elem(&buckets, &key);
+	if (c)
+		__builtin_memcpy(c->comm, ctx->newcomm, sizeof(c->comm));
+	return 0;
+}
+
+/* Keeps the record layouts in BTF so bpf2go emits their Go mirrors. */
+const struct event_hdr *unused_event_hdr __attribute__((unused));
+const struct fork_event *unused_fork_event __attribute__((unused));
+const struct exec_event *unused_exec_event __attribute__((unused));
+const struct exit_event *unused_exit_event __attribute__((unused));

@@ -1,0 +1,134 @@
+package event
+
+import "time"
+
+// Event is one of *Fork, *Exec, *Exit or *Snapshot.
+type Event interface {
+	// When is the time the event happened (wall clock).
+	When() time.Time
+}
+
+// Header is common to every lifecycle event.
+type Header struct {
+	Time time.Time
+	PID  uint32 // thread group id of the acting task
+	TID  uint32 // thread id of the acting task
+}
+
+// When implements Event.
+func (h Header) When() time.Time { return h.Time }
+
+// Fork says a traced task created a thread or a process.
+type Fork struct {
+	Header
+	Child uint32 // tid of the new task; its pid when it is a process
+	Comm  string // name of the new task
+}
+
+// Exec says a traced process (or the run launcher) replaced its image.
+type Exec struct {
+	Header
+	Filename string
+}
+
+// Exit says a traced thread exited; GroupDead when it was the last one.
+type Exit struct {
+	Header
+	ExitCode  int32 // wait(2) status encoding
+	GroupDead bool
+	Comm      string
+}
+
+// RSS members, the kernel's MM_* counters, indexes of Counters.RSS.
+const (
+	RSSFile    = 0
+	RSSAnon    = 1
+	RSSSwap    = 2
+	RSSShmem   = 3
+	RSSMembers = 4
+)
+
+// BucketKind says what a bucket charges.
+type BucketKind uint32
+
+// Bucket kinds; the values are the kernel's enum bucket_kind.
+const (
+	BucketThread   BucketKind = 1 // ID is a tid: that thread's own activity
+	BucketBaseline BucketKind = 2 // counters as first seen after attach
+	BucketStart    BucketKind = 3 // what a forked child inherited
+	BucketKernel   BucketKind = 4 // changes made from outside the process
+	BucketOverflow BucketKind = 5 // charges that found the bucket table full
+	BucketRelease  BucketKind = 6 // a process tearing down its own mm (exit, exec)
+)
+
+// String names the kind as reports do.
+func (k BucketKind) String() string {
+	switch k {
+	case BucketThread:
+		return "thread"
+	case BucketBaseline:
+		return "baseline"
+	case BucketStart:
+		return "inherited"
+	case BucketKernel:
+		return "kernel"
+	case BucketOverflow:
+		return "overflow"
+	case BucketRelease:
+		return "released"
+	}
+	return "unknown"
+}
+
+// BucketKey names a bucket: a process, a kind and a kind-specific id.
+type BucketKey struct {
+	PID  uint32
+	Kind BucketKind
+	ID   uint64
+}
+
+// Counters are a bucket's totals since it was created; they only grow
+// (RSS entries are signed sums of changes).
+type Counters struct {
+	RSS          [RSSMembers]int64 // bytes of RSS change per member
+	Faults       uint64            // user page faults
+	Mapped       uint64            // bytes mapped (mmap, mremap and brk growth)
+	Unmapped     uint64            // bytes unmapped (munmap, mremap and brk shrink)
+	MadeWritable uint64            // bytes mprotect'ed writable
+	AdvisedFree  uint64            // bytes given back with madvise
+	Comm         string            // thread name for BucketThread
+}
+
+// Resident is the change of resident memory: file + anon + shmem.
+func (c Counters) Resident() int64 {
+	return c.RSS[RSSFile] + c.RSS[RSSAnon] + c.RSS[RSSShmem]
+}
+
+// Bucket is one bucket's counters at snapshot time.
+type Bucket struct {
+	Key BucketKey
+	Counters
+}
+
+// Stats are the kernel's own health counters, summed over CPUs.
+type Stats struct {
+	LostEvents      uint64 // ring buffer records dropped (full buffer)
+	DroppedEvents   uint64 // records decoded but dropped before attribution (slow consumer)
+	BucketOverflow  uint64 // charges that found the bucket table full
+	MMOverflow      uint64 // address spaces that found the mm table full
+	TargetOverflow  uint64 // tasks that found the target table full
+	PendingOverflow uint64 // syscalls whose arguments found the pending table full
+}
+
+// Snapshot is a read of the kernel's aggregated state: every live bucket,
+// the group's RSS total and peak, and the health counters.
+type Snapshot struct {
+	Time    time.Time
+	Buckets []Bucket // sorted by key
+	Total   int64    // sum of all traced mms' resident counters as last seen
+	Peak    int64    // highest Total seen
+	Stats   Stats
+}
+
+// When implements Event.
+func (s *Snapshot) When() time.Time { return s.Time }

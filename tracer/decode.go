@@ -1,0 +1,121 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/memdiag/memdiag/event"
+)
+
+// Sentinel errors of Decode.
+var (
+	ErrShort       = errors.New("record shorter than its layout")
+	ErrUnknownKind = errors.New("unknown record kind")
+	ErrBadSize     = errors.New("record size field disagrees with its length")
+)
+
+// Record kinds, the kernel's enum event_kind.
+const (
+	kindFork = 1
+	kindExec = 2
+	kindExit = 3
+)
+
+// Sizes of the kernel's records, from their Go mirrors.
+var (
+	hdrSize  = binary.Size(memdiagEventHdr{})
+	forkSize = binary.Size(memdiagForkEvent{})
+	execSize = binary.Size(memdiagExecEvent{})
+	exitSize = binary.Size(memdiagExitEvent{})
+)
+
+// Clock turns the kernel's CLOCK_MONOTONIC nanoseconds into wall time.
+type Clock struct {
+	offset int64 // unix ns - monotonic ns
+}
+
+// NewClock returns a Clock anchored at now.
+func NewClock(monoNow time.Duration, wallNow time.Time) Clock {
+	return Clock{offset: wallNow.UnixNano() - int64(monoNow)}
+}
+
+// Wall returns the wall time of a monotonic timestamp.
+func (c Clock) Wall(ktimeNs uint64) time.Time {
+	return time.Unix(0, int64(ktimeNs)+c.offset)
+}
+
+// Decode turns one ring buffer record into an event.
+func Decode(raw []byte, clock Clock) (event.Event, error) {
+	if len(raw) < hdrSize {
+		return nil, fmt.Errorf("decoding header of %d bytes: %w", len(raw), ErrShort)
+	}
+	var h memdiagEventHdr
+	if _, err := binary.Decode(raw, binary.LittleEndian, &h); err != nil {
+		return nil, fmt.Errorf("decoding header: %w", err)
+	}
+	if int(h.Size) > len(raw) || int(h.Size) < hdrSize {
+		return nil, fmt.Errorf("record says %d bytes, has %d: %w", h.Size, len(raw), ErrBadSize)
+	}
+	raw = raw[:h.Size]
+	hdr := event.Header{Time: clock.Wall(h.KtimeNs), PID: h.Pid, TID: h.Tid}
+	switch h.Kind {
+	case kindFork:
+		var e memdiagForkEvent
+		if err := decodeFixed(raw, forkSize, &e, "fork"); err != nil {
+			return nil, err
+		}
+		return &event.Fork{Header: hdr, Child: e.ChildPid, Comm: cString(e.Comm[:])}, nil
+	case kindExec:
+		var e memdiagExecEvent
+		if err := decodeFixed(raw, execSize, &e, "exec"); err != nil {
+			return nil, err
+		}
+		return &event.Exec{Header: hdr, Filename: cString(e.Filename[:])}, nil
+	case kindExit:
+		var e memdiagExitEvent
+		if err := decodeFixed(raw, exitSize, &e, "exit"); err != nil {
+			return nil, err
+		}
+		return &event.Exit{Header: hdr, ExitCode: e.ExitCode, GroupDead: e.GroupDead != 0, Comm: cString(e.Comm[:])}, nil
+	}
+	return nil, fmt.Errorf("record kind %d: %w", h.Kind, ErrUnknownKind)
+}
+
+// decodeFixed decodes raw into out after checking it holds size bytes.
+func decodeFixed(raw []byte, size int, out any, what string) error {
+	if len(raw) < size {
+		return fmt.Errorf("decoding %s record of %d bytes, want %d: %w", what, len(raw), size, ErrShort)
+	}
+	if _, err := binary.Decode(raw[:size], binary.LittleEndian, out); err != nil {
+		return fmt.Errorf("decoding %s record: %w", what, err)
+	}
+	return nil
+}
+
+// cString returns the NUL-terminated prefix of a C char array.
+func cString[T int8 | uint8](b []T) string {
+	buf := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		buf = append(buf, byte(c))
+	}
+	return string(bytes.ToValidUTF8(buf, []byte("?")))
+}
+
+// counters converts the kernel's counters to event.Counters.
+func counters(c *memdiagCounters) event.Counters {
+	return event.Counters{
+		RSS:          c.Rss,
+		Faults:       c.Faults,
+		Mapped:       c.Mapped,
+		Unmapped:     c.Unmapped,
+		MadeWritable: c.MadeWritable,
+		AdvisedFree:  c.AdvisedFree,
+		Comm:         cString(c.Comm[:]),
+	}
+}
