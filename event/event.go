@@ -120,14 +120,24 @@ type Stats struct {
 	PendingOverflow uint64 // syscalls whose arguments found the pending table full
 }
 
+// ProcessMemory is one traced process's resident memory as the kernel last
+// reported it, counting each counter from its first change after attach.
+type ProcessMemory struct {
+	PID     uint32
+	Current int64
+	Peak    int64 // highest Current seen
+}
+
 // Snapshot is a read of the kernel's aggregated state: every live bucket,
-// the group's RSS total and peak, and the health counters.
+// the resident memory of each process and of the group, and the health
+// counters.
 type Snapshot struct {
-	Time    time.Time
-	Buckets []Bucket // sorted by key
-	Total   int64    // sum of all traced mms' resident counters as last seen
-	Peak    int64    // highest Total seen
-	Stats   Stats
+	Time      time.Time
+	Buckets   []Bucket        // sorted by key
+	Processes []ProcessMemory // sorted by pid
+	Total     int64           // sum of all traced mms' resident counters as last seen
+	Peak      int64           // highest Total seen
+	Stats     Stats
 }
 
 // When implements Event.

@@ -247,6 +247,30 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 	slices.SortFunc(s.Buckets, func(a, b event.Bucket) int {
 		return cmp.Or(cmp.Compare(a.Key.PID, b.Key.PID), cmp.Compare(a.Key.Kind, b.Key.Kind), cmp.Compare(a.Key.ID, b.Key.ID))
 	})
+	procs := map[uint32]*event.ProcessMemory{}
+	var (
+		mmID uint32
+		mm   memdiagMmState
+	)
+	mit := t.objs.MmStates.Iterate()
+	for mit.Next(&mmID, &mm) {
+		p := procs[mm.Tgid]
+		if p == nil {
+			p = &event.ProcessMemory{PID: mm.Tgid}
+			procs[mm.Tgid] = p
+		}
+		// A process has one mm, two while an exec replaces it: the
+		// current one is the larger by then, peaks are per mm.
+		p.Current = max(p.Current, mm.Total)
+		p.Peak = max(p.Peak, mm.Peak)
+	}
+	if err := mit.Err(); err != nil {
+		return nil, fmt.Errorf("reading mm states: %w", err)
+	}
+	for _, p := range procs {
+		s.Processes = append(s.Processes, *p)
+	}
+	slices.SortFunc(s.Processes, func(a, b event.ProcessMemory) int { return cmp.Compare(a.PID, b.PID) })
 	var g memdiagGroupTotal
 	if err := t.objs.Group.Lookup(uint32(0), &g); err != nil {
 		return nil, fmt.Errorf("reading group total: %w", err)

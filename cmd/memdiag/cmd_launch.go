@@ -1,0 +1,36 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// launchCommand is the hidden subcommand `run` starts: it waits on fd 3
+// for one byte (the probes are attached), then execs the command. EOF
+// without the byte means memdiag gave up: exit without exec'ing.
+const launchCommand = "__launch"
+
+func newLaunchCommand() *cli.Command {
+	return &cli.Command{
+		Name:            launchCommand,
+		Hidden:          true,
+		SkipFlagParsing: true,
+		Action: func(c *cli.Context) error {
+			args := c.Args().Slice()
+			if len(args) < 2 {
+				return usageErr("%s is internal to memdiag run", launchCommand)
+			}
+			gate := os.NewFile(3, "gate")
+			var b [1]byte
+			if n, _ := gate.Read(b[:]); n != 1 {
+				os.Exit(127)
+			}
+			gate.Close()
+			err := syscall.Exec(args[0], args[1:], os.Environ())
+			return fmt.Errorf("exec %s: %w", args[0], err)
+		},
+	}
+}

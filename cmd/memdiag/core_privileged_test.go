@@ -1,0 +1,199 @@
+//go:build privileged
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+const mib = 1 << 20
+
+// TestAttachAccountsKnownSizes attaches to a running workload that maps
+// and touches known sizes in every way memdiag distinguishes, and checks
+// memdiag's numbers against the sizes and against the workload's own
+// /proc/self/status.
+func TestAttachAccountsKnownSizes(t *testing.T) {
+	requireRoot(t)
+	w := startWorkload(t)
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h")
+	base := w.do("status")
+	w.do("anon 64M")
+	w.do("heap 32M")
+	w.do("thread 16M")
+	w.do("fork 8M")
+	w.do("shm 8M")
+	w.do("file 16M " + filepath.Join(r.dir, "mapped-file"))
+	w.do("anon 24M")
+	end := w.do("dontneed") // gives back the 24M region
+	fmt.Fprintln(w.in, "exit 0")
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("memdiag exit %d: %s", code, r.stderr.String())
+	}
+	rep := r.readReport(t)
+
+	if !rep.Target.Exited || rep.Target.PID != uint32(w.pid) {
+		t.Errorf("target = %+v, want pid %d exited", rep.Target, w.pid)
+	}
+	// Totals against the workload's own view.
+	within(t, "growth.rss_bytes", rep.Growth.RSS, end.RSS-base.RSS, 0.01, end.RSS)
+	within(t, "growth.rss_anon_bytes", rep.Growth.Anon, end.Anon-base.Anon, 0.01, end.Anon)
+	within(t, "growth.rss_file_bytes", rep.Growth.File, end.File-base.File, 0.01, end.RSS)
+	within(t, "growth.rss_shmem_bytes", rep.Growth.Shmem, 8*mib, 0.01, 8*mib)
+	within(t, "baseline.rss_bytes", rep.Baseline.RSS, base.RSS, 0.01, base.RSS)
+	within(t, "final.rss_bytes", rep.Final.RSS, end.RSS, 0.01, end.RSS)
+	within(t, "peak.rss_bytes", rep.Peak.RSS, end.HWM, 0.02, end.HWM)
+
+	// Conservation: the buckets explain all of it.
+	within(t, "sum of buckets", bucketSum(rep), rep.Growth.RSS, 0.01, rep.Growth.RSS)
+	within(t, "unattributed_bytes", rep.UnattributedBytes, 0, 0.01, rep.Growth.RSS)
+
+	// Known sizes, bucket by bucket.
+	thr, ok := bucket(rep, "thread:memwork-thr", uint32(w.pid))
+	if !ok {
+		t.Fatalf("no thread:memwork-thr bucket in %+v", rep.Buckets)
+	}
+	within(t, "thread bucket anon", thr.Anon, 16*mib, 0.01, 16*mib)
+	var child *uint32
+	for _, p := range rep.Processes {
+		if p.Parent == uint32(w.pid) {
+			pid := p.PID
+			child = &pid
+		}
+	}
+	if child == nil {
+		t.Fatalf("forked child missing from processes %+v", rep.Processes)
+	}
+	cb, ok := bucket(rep, "thread:memwork", *child)
+	if !ok {
+		t.Fatalf("no bucket for the child %d", *child)
+	}
+	within(t, "child's own anon", cb.Anon, 8*mib, 0.01, 8*mib)
+	main, _ := bucket(rep, "thread:memwork", uint32(w.pid))
+	// Main thread: 64M + 32M + 24M - 24M anon, 8M shmem, 16M file.
+	within(t, "main thread anon", main.Anon, 96*mib, 0.01, 96*mib)
+	within(t, "main thread file", main.File, 16*mib, 0.01, 16*mib)
+
+	if want := uint64(64+32+16+8+8+16+24) * mib; rep.MappedBytes < want {
+		t.Errorf("mapped_bytes = %d, want at least %d", rep.MappedBytes, want)
+	}
+	if rep.AdvisedFreeBytes < 24*mib {
+		t.Errorf("advised_free_bytes = %d, want at least %d", rep.AdvisedFreeBytes, 24*mib)
+	}
+	// One fault per anonymous page written (file pages fault around, 16
+	// at a time, so they are left out).
+	if want := uint64(64+32+16+8+8+24) * mib / 4096; rep.Faults < want {
+		t.Errorf("faults = %d, want at least %d (one per anonymous page written)", rep.Faults, want)
+	}
+	if rep.LostEvents != 0 {
+		t.Errorf("lost_events = %d", rep.LostEvents)
+	}
+}
+
+// TestRunMissesNothing starts the workload under `memdiag run`: growth
+// counts from its exec, so it equals the workload's whole RSS, and memdiag
+// exits with the workload's status.
+func TestRunMissesNothing(t *testing.T) {
+	requireRoot(t)
+	var w *workload
+	r := startMemdiag(t, func(c *exec.Cmd) { w = newWorkload(t, c) }, "run", "--interval", "1h", "--", memworkBin)
+	w.ready()
+	w.do("anon 32M")
+	end := w.do("heap 16M")
+	fmt.Fprintln(w.in, "exit 7")
+	if code := r.wait(t); code != 7 {
+		t.Fatalf("memdiag run exit = %d, want the command's 7; stderr: %s", code, r.stderr.String())
+	}
+	rep := r.readReport(t)
+	if rep.Baseline.RSS != 0 {
+		t.Errorf("baseline = %d, want 0 for run", rep.Baseline.RSS)
+	}
+	within(t, "growth.rss_bytes (everything since exec)", rep.Growth.RSS, end.RSS, 0.01, end.RSS)
+	within(t, "growth.rss_file_bytes (the binary and libc)", rep.Growth.File, end.File, 0.01, end.RSS)
+	within(t, "peak.rss_bytes", rep.Peak.RSS, end.HWM, 0.02, end.HWM)
+	within(t, "sum of buckets", bucketSum(rep), rep.Growth.RSS, 0.01, rep.Growth.RSS)
+	if rep.Target.ExitCode == nil || *rep.Target.ExitCode>>8 != 7 {
+		t.Errorf("target exit code = %v, want status 7", rep.Target.ExitCode)
+	}
+}
+
+// TestSIGTERMDetachesDrainsReports: SIGTERM ends tracing with a complete
+// report and exit 0, and the target keeps running.
+func TestSIGTERMDetachesDrainsReports(t *testing.T) {
+	requireRoot(t)
+	w := startWorkload(t)
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h")
+	w.do("anon 16M")
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("exit %d after SIGTERM: %s", code, r.stderr.String())
+	}
+	rep := r.readReport(t)
+	within(t, "growth.rss_anon_bytes", rep.Growth.Anon, 16*mib, 0.01, 16*mib)
+	if rep.Target.Exited {
+		t.Error("report says the target exited; it did not")
+	}
+	w.do("anon 1M") // still serving
+	log, _ := os.ReadFile(r.log)
+	for _, tag := range []string{"[INIT]", "[SUMMARY] Tracing ended (signal)"} {
+		if !strings.Contains(string(log), tag) {
+			t.Errorf("log lacks %s:\n%s", tag, log)
+		}
+	}
+	assertNoMemdiagPrograms(t)
+}
+
+// TestSIGKILLLeavesNothing: memdiag killed outright leaves no BPF program
+// or link behind, and the target runs on.
+func TestSIGKILLLeavesNothing(t *testing.T) {
+	requireRoot(t)
+	w := startWorkload(t)
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid))
+	if n := countMemdiagPrograms(t); n == 0 {
+		t.Fatal("no memdiag program is loaded while attached: the check below would prove nothing")
+	}
+	w.do("anon 4M")
+	r.cmd.Process.Kill()
+	r.wait(t)
+	w.do("anon 4M")
+	assertNoMemdiagPrograms(t)
+}
+
+// countMemdiagPrograms counts loaded BPF programs with memdiag's names.
+func countMemdiagPrograms(t *testing.T) int {
+	t.Helper()
+	n := 0
+	for id, err := ebpf.ProgramGetNextID(0); err == nil; id, err = ebpf.ProgramGetNextID(id) {
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		info, err := p.Info()
+		p.Close()
+		if err == nil && (info.Name == "on_rss_stat" || info.Name == "on_page_fault") {
+			n++
+		}
+	}
+	return n
+}
+
+// assertNoMemdiagPrograms waits (bounded) for the kernel to free memdiag's
+// programs: their release after the last fd closes is asynchronous.
+func assertNoMemdiagPrograms(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for countMemdiagPrograms(t) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("memdiag's BPF programs are still loaded after it exited")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,296 @@
+//go:build privileged
+
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/memdiag/memdiag/report"
+)
+
+// Built once by TestMain.
+var (
+	memdiagBin string
+	memworkBin string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "memdiag-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	memdiagBin = filepath.Join(dir, "memdiag")
+	memworkBin = filepath.Join(dir, "memwork")
+	build := func(name string, args ...string) {
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s %v: %v\n%s", name, args, err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	build("go", "build", "-o", memdiagBin, ".")
+	build("gcc", "-O2", "-Wall", "-pthread", "-o", memworkBin, "../../testdata/workload/memwork.c")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: run `sudo make test`")
+	}
+}
+
+// status is one answer line of memwork: its own /proc/self/status values.
+type status struct {
+	RSS, Anon, File, Shmem, HWM int64
+}
+
+// workload is a running memwork.
+type workload struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	out   *bufio.Scanner
+	pid   int
+	first status
+}
+
+func parseStatus(t *testing.T, line string) status {
+	t.Helper()
+	var st status
+	for _, f := range strings.Fields(line)[2:] {
+		k, v, _ := strings.Cut(f, "=")
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("bad status line %q", line)
+		}
+		switch k {
+		case "rss":
+			st.RSS = n
+		case "anon":
+			st.Anon = n
+		case "file":
+			st.File = n
+		case "shmem":
+			st.Shmem = n
+		case "hwm":
+			st.HWM = n
+		}
+	}
+	return st
+}
+
+// newWorkload wires memwork's stdin and stdout to the test; start is
+// called by the caller (directly, or through memdiag run).
+func newWorkload(t *testing.T, cmd *exec.Cmd) *workload {
+	t.Helper()
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &workload{t: t, cmd: cmd, in: in, out: bufio.NewScanner(out)}
+}
+
+// ready reads memwork's "ready <pid>" line.
+func (w *workload) ready() {
+	w.t.Helper()
+	line := w.line()
+	if _, err := fmt.Sscanf(line, "ready %d", &w.pid); err != nil {
+		w.t.Fatalf("want a ready line, got %q", line)
+	}
+}
+
+func (w *workload) line() string {
+	w.t.Helper()
+	if !w.out.Scan() {
+		w.t.Fatalf("workload ended early: %v", w.out.Err())
+	}
+	return w.out.Text()
+}
+
+// do sends one command and returns the status after it.
+func (w *workload) do(cmd string) status {
+	w.t.Helper()
+	if _, err := fmt.Fprintln(w.in, cmd); err != nil {
+		w.t.Fatalf("sending %q: %v", cmd, err)
+	}
+	line := w.line()
+	if !strings.HasPrefix(line, "ok ") {
+		w.t.Fatalf("%q: %s", cmd, line)
+	}
+	return parseStatus(w.t, line)
+}
+
+// startWorkload starts memwork directly and waits for it to be ready.
+func startWorkload(t *testing.T) *workload {
+	t.Helper()
+	w := newWorkload(t, exec.Command(memworkBin))
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		w.cmd.Process.Kill()
+		w.cmd.Wait()
+	})
+	w.ready()
+	w.first = w.do("status")
+	return w
+}
+
+// waitFile waits until path exists, watching its directory with inotify:
+// no sleeping, and a hard deadline.
+func waitFile(t *testing.T, path string, deadline time.Duration, exited <-chan struct{}) {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Add(deadline)
+	buf := make([]byte, 4096)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("memdiag exited before creating %s", path)
+		default:
+		}
+		left := time.Until(end)
+		if left <= 0 {
+			t.Fatalf("%s did not appear within %s", path, deadline)
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		// Wake at least every 100ms to notice memdiag exiting.
+		unix.Poll(fds, int(min(left, 100*time.Millisecond)/time.Millisecond))
+		unix.Read(fd, buf)
+	}
+}
+
+// tracerRun is a memdiag process under test.
+type tracerRun struct {
+	cmd     *exec.Cmd
+	dir     string
+	report  string
+	log     string
+	stderr  strings.Builder
+	done    chan struct{}
+	waitErr error
+}
+
+// startMemdiag starts memdiag with args plus --ready-file, --report-json
+// and --log in a fresh directory, and waits until its probes are attached.
+// stdin, when not nil, becomes memdiag's (and so `run`'s command's) stdin.
+func startMemdiag(t *testing.T, setup func(*exec.Cmd), args ...string) *tracerRun {
+	t.Helper()
+	dir := t.TempDir()
+	r := &tracerRun{dir: dir, report: filepath.Join(dir, "report.json"), log: filepath.Join(dir, "memdiag.log"), done: make(chan struct{})}
+	ready := filepath.Join(dir, "ready")
+	full := append([]string{args[0], "--ready-file", ready, "--report-json", r.report, "--log", r.log}, args[1:]...)
+	r.cmd = exec.Command(memdiagBin, full...)
+	r.cmd.Stderr = &r.stderr
+	if setup != nil {
+		setup(r.cmd)
+	}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		r.waitErr = r.cmd.Wait()
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		r.cmd.Process.Kill()
+		<-r.done
+	})
+	waitFile(t, ready, 30*time.Second, r.done)
+	return r
+}
+
+// wait waits for memdiag to exit and returns its exit code.
+func (r *tracerRun) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("memdiag did not exit; stderr: %s", r.stderr.String())
+	}
+	if r.waitErr == nil {
+		return 0
+	}
+	if ee, ok := r.waitErr.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	t.Fatal(r.waitErr)
+	return -1
+}
+
+// readReport parses the JSON report.
+func (r *tracerRun) readReport(t *testing.T) *report.Report {
+	t.Helper()
+	data, err := os.ReadFile(r.report)
+	if err != nil {
+		log, _ := os.ReadFile(r.log)
+		t.Fatalf("no report: %v\nstderr: %s\nlog: %s", err, r.stderr.String(), log)
+	}
+	var rep report.Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatalf("report does not parse: %v", err)
+	}
+	return &rep
+}
+
+// within fails unless got is within frac of want (relative to scale).
+func within(t *testing.T, what string, got, want int64, frac float64, scale int64) {
+	t.Helper()
+	d := got - want
+	if d < 0 {
+		d = -d
+	}
+	if float64(d) > frac*float64(scale) {
+		t.Errorf("%s = %d, want %d within %.1f%% of %d (off by %d)", what, got, want, frac*100, scale, d)
+	}
+}
+
+// bucket finds a bucket by name and pid.
+func bucket(rep *report.Report, name string, pid uint32) (report.BucketJSON, bool) {
+	for _, b := range rep.Buckets {
+		if b.Name == name && b.PID == pid {
+			return b, true
+		}
+	}
+	return report.BucketJSON{}, false
+}
+
+// bucketSum sums the resident change of every bucket.
+func bucketSum(rep *report.Report) int64 {
+	var s int64
+	for _, b := range rep.Buckets {
+		s += b.RSS
+	}
+	return s
+}

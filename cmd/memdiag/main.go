@@ -1,0 +1,104 @@
+// Command memdiag finds out, from outside a running Linux service, which
+// operations make its memory grow.
+//
+// EXIT STATUS
+//
+//	0  tracing ended normally (signal, --duration, or the target exited)
+//	1  tracing failed (kernel refused, target vanished, I/O error)
+//	2  bad usage or input (unknown flag, missing pid, malformed value)
+//	N  `memdiag run` exits with the command's own status (128+signal if killed)
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// exitError carries an exit code through cli's error return.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageErr marks err as bad input (exit 2).
+func usageErr(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+// statusErr ends memdiag with code and no message (run's child status).
+type statusErr int
+
+func (s statusErr) Error() string { return fmt.Sprintf("exit status %d", int(s)) }
+
+// onUsageError turns a flag error into one line and exit status 2.
+func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
+	name := "memdiag"
+	if c.Command != nil && c.Command.Name != "" {
+		name += " " + c.Command.Name
+	}
+	return usageErr("%v (see '%s --help')", err, name)
+}
+
+func newApp() *cli.App {
+	app := &cli.App{
+		Name:    "memdiag",
+		Usage:   "find which operations make a Linux service's memory grow, from outside it",
+		Version: version,
+		Commands: []*cli.Command{
+			newAttachCommand(),
+			newRunCommand(),
+			newVersionCommand(),
+			newLaunchCommand(),
+		},
+		HideVersion:          true,
+		EnableBashCompletion: false,
+		OnUsageError:         onUsageError,
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(os.Stderr, "memdiag: unknown command %q (see 'memdiag --help')\n", name)
+			os.Exit(2)
+		},
+		ExitErrHandler: func(*cli.Context, error) {},
+		CustomAppHelpTemplate: cli.AppHelpTemplate + `
+EXIT STATUS:
+   0  tracing ended normally (signal, --duration, or the target exited)
+   1  tracing failed (the kernel refused, the target vanished, an I/O error)
+   2  bad usage or input (unknown flag, missing pid, malformed value)
+   N  'memdiag run' exits with the command's own status (128+signal if killed)
+`,
+	}
+	for _, c := range app.Commands {
+		c.OnUsageError = onUsageError
+	}
+	return app
+}
+
+func main() {
+	os.Exit(exitCode(newApp().Run(os.Args)))
+}
+
+// exitCode prints err as one line and maps it to the process exit code.
+// This is the one place memdiag picks exit codes.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var st statusErr
+	if errors.As(err, &st) {
+		return int(st)
+	}
+	fmt.Fprintf(os.Stderr, "memdiag: %v\n", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}

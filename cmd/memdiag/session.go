@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/memdiag/memdiag/attribution"
+	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/report"
+	"github.com/memdiag/memdiag/tracer"
+)
+
+// flushEvery is how often the kernel's counters are read.
+const flushEvery = time.Second
+
+// session ties one tracer to one account and its outputs.
+type session struct {
+	opts    sessionOptions
+	tr      *tracer.Tracer
+	acct    *attribution.Account
+	log     *report.Log
+	target  report.Target
+	base    report.Baseline
+	started time.Time
+
+	lastLost     uint64
+	lastPeriodic time.Time
+	lastGrowth   int64
+}
+
+// checkOutputs refuses, before anything is traced, outputs that could not
+// be written at the end.
+func checkOutputs(o sessionOptions) error {
+	for _, p := range []string{o.reportJSON, o.readyFile} {
+		if p == "" {
+			continue
+		}
+		if err := report.CheckNew(p); err != nil {
+			return usageErr("%v", err)
+		}
+	}
+	return nil
+}
+
+// start opens the log, logs the baseline and announces readiness.
+func (s *session) start() error {
+	var warn string
+	s.log, warn = report.OpenLog(s.opts.logPath, report.Stderr)
+	if warn != "" {
+		fmt.Fprintln(os.Stderr, warn)
+	}
+	s.log.Init(s.target, s.base)
+	s.lastPeriodic = s.started
+	if s.opts.readyFile != "" {
+		if err := report.WriteNew(s.opts.readyFile, []byte(fmt.Sprintf("%d\n", os.Getpid()))); err != nil {
+			return fmt.Errorf("writing the ready file: %w", err)
+		}
+	}
+	return nil
+}
+
+// loop runs until ctx ends or done closes, then stops the tracer and
+// returns why it ended.
+func (s *session) loop(ctx context.Context, done <-chan struct{}) string {
+	flush := time.NewTicker(flushEvery)
+	defer flush.Stop()
+	periodic := time.NewTicker(s.opts.interval)
+	defer periodic.Stop()
+	var timeout <-chan time.Time
+	if s.opts.duration > 0 {
+		t := time.NewTimer(s.opts.duration)
+		defer t.Stop()
+		timeout = t.C
+	}
+	events := s.tr.Events()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			s.acct.Apply(ev)
+		case <-flush.C:
+			s.flush()
+		case <-periodic.C:
+			s.periodic()
+		case <-timeout:
+			return fmt.Sprintf("--duration %s reached", s.opts.duration)
+		case <-done:
+			return "the target exited"
+		case <-ctx.Done():
+			return "signal"
+		}
+	}
+}
+
+// flush reads the kernel's counters into the account and lets the kernel
+// forget what attribution folded away.
+func (s *session) flush() {
+	snap, err := s.tr.Snapshot()
+	if err != nil {
+		s.log.Printf("ERROR", "reading counters: %v", err)
+		return
+	}
+	s.apply(snap)
+}
+
+func (s *session) apply(snap *event.Snapshot) {
+	s.acct.Apply(snap)
+	if keys, pids := s.acct.Retired(); len(keys)+len(pids) > 0 {
+		if err := s.tr.Forget(keys, pids); err != nil {
+			s.log.Printf("ERROR", "trimming kernel tables: %v", err)
+		}
+	}
+	if lost := snap.Stats.LostEvents; lost > s.lastLost {
+		s.log.Lost(lost-s.lastLost, lost)
+		s.lastLost = lost
+	}
+}
+
+func (s *session) periodic() {
+	sum := s.acct.Summary()
+	growth := sum.Growth.Resident()
+	now := sum.End
+	current := s.base.Memory.Add(report.MemoryOf(sum.Growth))
+	s.log.Periodic(current, growth-s.lastGrowth, now.Sub(s.lastPeriodic))
+	s.lastGrowth, s.lastPeriodic = growth, now
+}
+
+// finish stops the tracer, drains what is left, takes the final snapshot,
+// writes the report and closes everything.
+func (s *session) finish(why string) error {
+	stopErr := s.tr.Stop()
+	for ev := range s.tr.Events() {
+		s.acct.Apply(ev)
+	}
+	snap, snapErr := s.tr.Snapshot()
+	if snapErr == nil {
+		s.apply(snap)
+	}
+	closeErr := s.tr.Close()
+	sum := s.acct.Summary()
+	r := report.Build(sum, s.base, s.target, "memdiag "+version)
+	s.log.Final(r, sum, why)
+	var writeErr error
+	if s.opts.reportJSON != "" {
+		data, err := r.JSON()
+		if err == nil {
+			err = report.WriteNew(s.opts.reportJSON, data)
+		}
+		if err != nil {
+			writeErr = fmt.Errorf("writing the JSON report: %w", err)
+			s.log.Printf("ERROR", "%v", writeErr)
+		} else {
+			s.log.Printf("REPORT", "JSON report written to %s", s.opts.reportJSON)
+		}
+	}
+	s.log.Close()
+	for _, err := range []error{snapErr, writeErr, stopErr, closeErr} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,188 @@
+package report
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/memdiag/memdiag/attribution"
+	"github.com/memdiag/memdiag/event"
+)
+
+// Memory is resident memory split by member, in bytes.
+type Memory struct {
+	RSS   int64 `json:"rss_bytes"`
+	Anon  int64 `json:"rss_anon_bytes"`
+	File  int64 `json:"rss_file_bytes"`
+	Shmem int64 `json:"rss_shmem_bytes"`
+}
+
+// MemoryOf takes resident memory from counters.
+func MemoryOf(c event.Counters) Memory {
+	return Memory{
+		RSS:   c.Resident(),
+		Anon:  c.RSS[event.RSSAnon],
+		File:  c.RSS[event.RSSFile],
+		Shmem: c.RSS[event.RSSShmem],
+	}
+}
+
+// Add returns m + o.
+func (m Memory) Add(o Memory) Memory {
+	return Memory{m.RSS + o.RSS, m.Anon + o.Anon, m.File + o.File, m.Shmem + o.Shmem}
+}
+
+// Baseline is the target's memory when tracing began, from /proc.
+type Baseline struct {
+	Memory
+	HWM int64 `json:"hwm_bytes"` // VmHWM: the peak before attach
+}
+
+// Target names the traced process.
+type Target struct {
+	PID      uint32 `json:"pid"`
+	Comm     string `json:"comm"`
+	Exe      string `json:"exe,omitempty"`
+	Mode     string `json:"mode"` // "attach" or "run"
+	Exited   bool   `json:"exited"`
+	ExitCode *int   `json:"exit_code,omitempty"` // exit status when it exited
+}
+
+// BucketJSON is one account of the report.
+type BucketJSON struct {
+	Name string `json:"name"`
+	PID  uint32 `json:"pid"`
+	Memory
+	Faults   uint64 `json:"faults"`
+	Mapped   uint64 `json:"mapped_bytes"`
+	Unmapped uint64 `json:"unmapped_bytes"`
+}
+
+// ProcessJSON is one traced process.
+type ProcessJSON struct {
+	PID      uint32 `json:"pid"`
+	Parent   uint32 `json:"parent,omitempty"`
+	Comm     string `json:"comm"`
+	Exe      string `json:"exe,omitempty"`
+	Exited   bool   `json:"exited"`
+	RSSBytes int64  `json:"rss_bytes"` // growth charged to this process
+}
+
+// Health counts what the tracer could not keep.
+type Health struct {
+	BucketOverflow  uint64 `json:"bucket_overflow"`
+	MMOverflow      uint64 `json:"mm_overflow"`
+	TargetOverflow  uint64 `json:"target_overflow"`
+	PendingOverflow uint64 `json:"pending_overflow"`
+	DroppedEvents   uint64 `json:"dropped_events"`
+}
+
+// Report is the JSON report; every field is documented in README.md.
+type Report struct {
+	Version     int       `json:"version"`
+	Tool        string    `json:"tool"`
+	Target      Target    `json:"target"`
+	StartedAt   time.Time `json:"started_at"`
+	EndedAt     time.Time `json:"ended_at"`
+	DurationSec float64   `json:"duration_seconds"`
+	Baseline    Baseline  `json:"baseline"`
+	Final       Memory    `json:"final"`
+	Peak        struct {
+		RSS      int64 `json:"rss_bytes"`       // the target process's peak
+		GroupRSS int64 `json:"group_rss_bytes"` // the peak of the target and its children together
+	} `json:"peak"`
+	Growth struct {
+		Memory
+		Swap int64 `json:"swap_bytes"`
+	} `json:"growth"`
+	Faults            uint64        `json:"faults"`
+	MappedBytes       uint64        `json:"mapped_bytes"`
+	UnmappedBytes     uint64        `json:"unmapped_bytes"`
+	MadeWritableBytes uint64        `json:"made_writable_bytes"`
+	AdvisedFreeBytes  uint64        `json:"advised_free_bytes"`
+	ExitReleaseBytes  int64         `json:"exit_release_bytes"`
+	UnattributedBytes int64         `json:"unattributed_bytes"`
+	Buckets           []BucketJSON  `json:"buckets"`
+	Processes         []ProcessJSON `json:"processes"`
+	LostEvents        uint64        `json:"lost_events"`
+	Health            Health        `json:"health"`
+}
+
+// ReportVersion is the JSON report's format version.
+const ReportVersion = 1
+
+// Build assembles the report from a summary and the /proc baseline. For
+// `run`, the baseline is zero: the command was traced from its exec.
+func Build(sum *attribution.Summary, base Baseline, target Target, tool string) *Report {
+	r := &Report{Version: ReportVersion, Tool: tool, Target: target, StartedAt: sum.Start, EndedAt: sum.End, Baseline: base}
+	r.DurationSec = sum.End.Sub(sum.Start).Seconds()
+	if r.DurationSec < 0 {
+		r.DurationSec = 0
+	}
+	if sum.Main != nil {
+		r.Target.Exited = sum.Main.Exited
+		if sum.Main.Exited {
+			code := int(sum.Main.ExitCode)
+			r.Target.ExitCode = &code
+		}
+		if r.Target.Comm == "" {
+			r.Target.Comm = sum.Main.Comm
+		}
+		if sum.Main.Exe != "" {
+			r.Target.Exe = sum.Main.Exe
+		}
+	}
+	g := MemoryOf(sum.Growth)
+	r.Growth.Memory = g
+	r.Growth.Swap = sum.Growth.RSS[event.RSSSwap]
+	r.Final = base.Memory.Add(g)
+	// The kernel's peak counts a counter from its first change after
+	// attach; counters that never changed stand at their baseline.
+	unseen := base.RSS - sum.Baseline.Resident()
+	if unseen < 0 {
+		unseen = 0
+	}
+	var mainPeak int64
+	if sum.Main != nil {
+		mainPeak = sum.Main.Peak
+	}
+	r.Peak.RSS = max(mainPeak+unseen, base.RSS)
+	r.Peak.GroupRSS = max(sum.GroupPeak+unseen, r.Peak.RSS)
+	r.Faults = sum.Growth.Faults
+	r.MappedBytes = sum.Growth.Mapped
+	r.UnmappedBytes = sum.Growth.Unmapped
+	r.MadeWritableBytes = sum.Growth.MadeWritable
+	r.AdvisedFreeBytes = sum.Growth.AdvisedFree
+	r.ExitReleaseBytes = sum.ExitRelease.Resident()
+	r.UnattributedBytes = sum.Unattributed()
+	r.Buckets = []BucketJSON{}
+	perPID := map[uint32]int64{}
+	for _, b := range sum.Buckets {
+		r.Buckets = append(r.Buckets, BucketJSON{
+			Name: b.Name, PID: b.PID, Memory: MemoryOf(b.Counters),
+			Faults: b.Faults, Mapped: b.Mapped, Unmapped: b.Unmapped,
+		})
+		perPID[b.PID] += b.Resident()
+	}
+	r.Processes = []ProcessJSON{}
+	for _, p := range sum.Processes {
+		r.Processes = append(r.Processes, ProcessJSON{PID: p.PID, Parent: p.Parent, Comm: p.Comm, Exe: p.Exe, Exited: p.Exited, RSSBytes: perPID[p.PID]})
+	}
+	r.LostEvents = sum.Stats.LostEvents
+	r.Health = Health{
+		BucketOverflow:  sum.Stats.BucketOverflow,
+		MMOverflow:      sum.Stats.MMOverflow,
+		TargetOverflow:  sum.Stats.TargetOverflow,
+		PendingOverflow: sum.Stats.PendingOverflow,
+		DroppedEvents:   sum.Stats.DroppedEvents,
+	}
+	return r
+}
+
+// JSON encodes the report, indented, with a final newline.
+func (r *Report) JSON() ([]byte, error) {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}

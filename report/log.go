@@ -1,0 +1,67 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+)
+
+// Log writes the live log, one line per event, timestamp first, in the
+// classic [TAG] format. It is safe for concurrent use.
+type Log struct {
+	mu  sync.Mutex
+	w   io.Writer
+	c   io.Closer
+	now func() time.Time
+}
+
+// OpenLog opens path for appending. When that fails it logs to fallback
+// (the console) and returns a warning saying why, once.
+func OpenLog(path string, fallback io.Writer) (*Log, string) {
+	f, err := OpenAppend(path)
+	if err != nil {
+		return &Log{w: fallback, now: time.Now}, fmt.Sprintf("memdiag: warning: cannot write the log %s (%v); logging to the console", path, err)
+	}
+	return &Log{w: f, c: f, now: time.Now}, ""
+}
+
+// NewLog logs to w with the given clock (tests pass a fixed one).
+func NewLog(w io.Writer, now func() time.Time) *Log { return &Log{w: w, now: now} }
+
+// Printf writes one line: timestamp, [tag], message.
+func (l *Log) Printf(tag, format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "%s [%s] %s\n", l.now().UTC().Format("2006-01-02T15:04:05.000Z"), tag, fmt.Sprintf(format, args...))
+}
+
+// Close closes the log file, if any.
+func (l *Log) Close() error {
+	if l.c == nil {
+		return nil
+	}
+	return l.c.Close()
+}
+
+// Stderr is the console fallback.
+var Stderr io.Writer = os.Stderr
+
+// MB formats bytes as the classic log does: whole mebibytes, labelled MB,
+// with a sign when signed is set.
+func MB(b int64, signed bool) string {
+	mb := float64(b) / (1 << 20)
+	if signed {
+		return fmt.Sprintf("%+.0fMB", mb)
+	}
+	return fmt.Sprintf("%.0fMB", mb)
+}
+
+// Rate formats a growth rate in MB/min.
+func Rate(bytes int64, d time.Duration) string {
+	if d <= 0 {
+		return "0.0 MB/min"
+	}
+	return fmt.Sprintf("%.1f MB/min", float64(bytes)/(1<<20)/d.Minutes())
+}
