@@ -32,6 +32,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	os.Chmod(dir, 0o755) // the not-root test runs memdiag as nobody
 	memdiagBin = filepath.Join(dir, "memdiag")
 	memworkBin = filepath.Join(dir, "memwork")
 	build := func(name string, args ...string) {

@@ -1,0 +1,46 @@
+# memdiag — run `make help` for the targets.
+# sudo resets PATH on many systems: fall back to the usual Go install.
+GO        ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+BIN       := bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+FUZZTIME  ?= 10s
+
+.PHONY: help build generate check-generated test fuzz bench lint demo vagrant-test clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+build: ## build bin/memdiag (needs only Go: the BPF object is committed)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/memdiag ./cmd/memdiag
+
+generate: ## recompile the BPF program and its Go bindings (needs clang, libbpf-dev)
+	$(GO) generate ./...
+
+check-generated: generate ## fail when the committed BPF object or bindings are stale
+	git diff --exit-code -- tracer/memdiag_bpfel.go tracer/memdiag_bpfel.o
+
+test: ## run every test, privileged ones included (run as root: sudo make test)
+	$(GO) test -tags privileged -count=1 -timeout 20m ./...
+
+fuzz: ## run each fuzz target for FUZZTIME
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+bench: build ## run the benchmarks (root) and print the results for BENCHMARKS.md
+	$(GO) run ./bench
+
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet -tags privileged ./...
+
+demo: build ## trace the built-in demo workload (root: sudo make demo)
+	./scripts/demo.sh
+
+vagrant-test: ## run `make test` in a fresh VM (see Vagrantfile)
+	vagrant up --provision && vagrant ssh -c 'cd /vagrant && sudo make test'
+
+clean: ## remove build outputs
+	rm -rf $(BIN) out
