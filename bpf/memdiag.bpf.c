@@ -81,6 +81,33 @@ struct {
 	__type(value, struct pending);
 } pending SEC(".maps");
 
+/* tid -> struct thread_state: what the thread's activity is charged to
+ * when it is not its own (BK_THREAD). Deleted at thread exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, struct thread_state);
+} thread_states SEC(".maps");
+
+/* struct sock_key -> struct sock_info: the targets' TCP sockets we saw
+ * accepted, connected or carrying a request. Deleted at close; sized for
+ * 10k+ concurrent connections, overflow counted (--max-sockets). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sock_key);
+	__type(value, struct sock_info);
+} sockets SEC(".maps");
+
+/* [0] -> the last op id handed out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} op_ids SEC(".maps");
+
 /* [0] -> {sum of all traced mms' totals, its peak}: the peak of the whole
  * target group, which no single mm shows. */
 struct group_total {
@@ -129,6 +156,14 @@ static __always_inline struct counters *bucket(struct bucket_key *key)
 	struct counters *c = bpf_map_lookup_elem(&buckets, key);
 	if (c)
 		return c;
+	if (key->kind == BK_OP) {
+		/* Taken by userspace at the op's end: never re-create it. */
+		key->kind = BK_IDLE;
+		key->id = 0;
+		c = bpf_map_lookup_elem(&buckets, key);
+		if (c)
+			return c;
+	}
 	struct counters zero = {};
 	zero.first_ns = bpf_ktime_get_ns();
 	if (key->kind == BK_THREAD)
@@ -142,12 +177,26 @@ static __always_inline struct counters *bucket(struct bucket_key *key)
 	return bpf_map_lookup_elem(&buckets, &of);
 }
 
-/* Fills key with the bucket the current thread's activity is charged to. */
+/* Fills key with the bucket the current thread's activity is charged to:
+ * its operation, the idle bucket, or its own. An operation whose bucket is
+ * gone (userspace took it when the op ended) charges idle instead: op
+ * buckets are created only by op_begin, never re-created by a late charge. */
 static __always_inline void current_bucket(struct bucket_key *key, u32 tgid, u32 tid)
 {
 	key->tgid = tgid;
 	key->kind = BK_THREAD;
 	key->id = tid;
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	if (!ts)
+		return;
+	if (ts->mode == TM_OP) {
+		key->kind = BK_OP;
+		key->id = ts->op_id;
+		if (bpf_map_lookup_elem(&buckets, key))
+			return;
+	}
+	key->kind = BK_IDLE;
+	key->id = 0;
 }
 
 /* Adds delta bytes of member to the bucket named by key. */
@@ -541,6 +590,7 @@ int on_exit(struct tp_sched_exit *ctx)
 	 * with the last thread. */
 	if (tid != tgid)
 		bpf_map_delete_elem(&targets, &tid);
+	bpf_map_delete_elem(&thread_states, &tid);
 	if (group_dead)
 		bpf_map_delete_elem(&targets, &tgid);
 	struct exit_event *e = event_reserve(sizeof(*e), EV_EXIT, tgid, tid);
@@ -568,8 +618,397 @@ int on_rename(struct tp_task_rename *ctx)
 	return 0;
 }
 
+/*
+ * Operations.
+ *
+ * A served socket (accepted, or whose first bytes read are an HTTP request)
+ * starts an op when a read brings the first bytes of a request: at the
+ * first read, or after the server wrote a response (keep-alive). The op's
+ * id is bound to the socket, and every read or write on that socket makes
+ * it the thread's current op again (an event loop interleaves
+ * connections). A write on a served socket releases the thread when it
+ * returns: what runs after a response is written is not the request's.
+ * Return from epoll_wait/epoll_pwait/epoll_pwait2/poll/ppoll makes the
+ * thread idle. A thread that never took part in an op keeps its own
+ * bucket (BK_THREAD, "background").
+ *
+ * A client socket (connected by a target) written to by a thread that has
+ * an op joins that op; written to by an idle thread, it starts an outbound
+ * op. Reads on it make its op current again.
+ *
+ * Ops end at the next request (or call) on their socket, or at close.
+ * The first OP_DATA_LEN bytes go to Go with OP_BEGIN; the kernel only
+ * checks they start with an HTTP method.
+ */
+
+#define AF_INET 2
+#define AF_INET6 10
+
+enum io_kind {
+	IO_PLAIN = 1, /* args[1] is the buffer */
+	IO_IOV = 2,   /* args[1] is a struct iovec array */
+	IO_MSG = 3,   /* args[1] is a struct user_msghdr */
+};
+
+struct iovec_ {
+	u64 base;
+	u64 len;
+};
+
+/* Returns the user address of the first buffer of a read or write, or 0. */
+static __always_inline u64 first_buffer(u64 ptr, u32 kind)
+{
+	struct iovec_ iov = {};
+	if (kind == IO_PLAIN)
+		return ptr;
+	if (kind == IO_MSG) {
+		/* struct user_msghdr: msg_iov at offset 16 */
+		u64 iovp = 0;
+		if (bpf_probe_read_user(&iovp, sizeof(iovp), (void *)(ptr + 16)))
+			return 0;
+		ptr = iovp;
+	}
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)ptr))
+		return 0;
+	return iov.base;
+}
+
+/* Returns 1 when the 8 bytes start with an HTTP/1.x request method and a
+ * space. */
+static __always_inline int looks_like_request(const u8 *b)
+{
+	switch (b[0]) {
+	case 'G': return b[1] == 'E' && b[2] == 'T' && b[3] == ' ';
+	case 'P': return (b[1] == 'O' && b[2] == 'S' && b[3] == 'T' && b[4] == ' ') ||
+			 (b[1] == 'U' && b[2] == 'T' && b[3] == ' ') ||
+			 (b[1] == 'A' && b[2] == 'T' && b[3] == 'C' && b[4] == 'H' && b[5] == ' ');
+	case 'D': return b[1] == 'E' && b[2] == 'L' && b[3] == 'E' && b[4] == 'T' && b[5] == 'E' && b[6] == ' ';
+	case 'H': return b[1] == 'E' && b[2] == 'A' && b[3] == 'D' && b[4] == ' ';
+	case 'O': return b[1] == 'P' && b[2] == 'T' && b[3] == 'I' && b[4] == 'O' && b[5] == 'N' && b[6] == 'S' && b[7] == ' ';
+	}
+	return 0;
+}
+
+static __always_inline void set_thread(u32 tid, u32 mode, u64 op_id)
+{
+	struct thread_state ts = { .op_id = op_id, .mode = mode };
+	if (bpf_map_update_elem(&thread_states, &tid, &ts, BPF_ANY))
+		stat_inc(ST_THREAD_OVERFLOW);
+}
+
+/* Ends the socket's op, if any; returns 0. */
+static __always_inline int op_end(struct sock_info *s, u32 tgid, u32 tid, s32 fd, u32 reason)
+{
+	u64 op_id = s->op_id;
+	if (!op_id)
+		return 0;
+	s->op_id = 0;
+	struct op_end_event *e = event_reserve(sizeof(*e), EV_OP_END, tgid, tid);
+	if (!e)
+		return 0;
+	e->op_id = op_id;
+	e->fd = fd;
+	e->reason = reason;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* Starts an op on socket s: creates its bucket, makes it the thread's and
+ * the socket's current op, and sends OP_BEGIN with the first bytes at buf
+ * (len of them valid). Returns 0. */
+static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 fd, u32 kind, u64 buf, s64 len)
+{
+	op_end(s, tgid, tid, fd, END_NEXT);
+	u32 zero = 0;
+	u64 *next = bpf_map_lookup_elem(&op_ids, &zero);
+	if (!next)
+		return 0;
+	u64 op_id = __sync_fetch_and_add(next, 1) + 1;
+	struct bucket_key key = { .tgid = tgid, .kind = BK_OP, .id = op_id };
+	struct counters c = {};
+	c.first_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&buckets, &key, &c, BPF_NOEXIST)) {
+		/* No room for the op's bucket: its activity stays idle. */
+		stat_inc(ST_BUCKET_OVERFLOW);
+		set_thread(tid, TM_IDLE, 0);
+		return 0;
+	}
+	s->op_id = op_id;
+	s->flags &= ~SF_RESPONDED;
+	set_thread(tid, TM_OP, op_id);
+
+	struct op_begin_event *e = event_reserve(sizeof(*e), EV_OP_BEGIN, tgid, tid);
+	if (!e)
+		return 0;
+	e->op_id = op_id;
+	e->op_kind = kind;
+	e->fd = fd;
+	e->family = s->family;
+	e->port = s->port;
+	__builtin_memcpy(e->addr, s->addr, sizeof(e->addr));
+	u32 n = len > OP_DATA_LEN ? OP_DATA_LEN : (u32)len;
+	e->data_len = 0;
+	if (n > 0 && n <= OP_DATA_LEN && !bpf_probe_read_user(e->data, n, (void *)buf))
+		e->data_len = n;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* accept/accept4: the returned fd is a served socket (Node passes a NULL
+ * sockaddr, so the fd is all there is). */
+static __always_inline int accepted(struct tp_sys_exit *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (ctx->ret < 0 || !current_target(tgid))
+		return 0;
+	struct sock_key k = { .tgid = tgid, .fd = (s32)ctx->ret };
+	struct sock_info s = { .role = SOCK_SERVER };
+	if (bpf_map_update_elem(&sockets, &k, &s, BPF_ANY))
+		stat_inc(ST_SOCK_OVERFLOW);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int on_exit_accept4(struct tp_sys_exit *ctx) { return accepted(ctx); }
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int on_exit_accept(struct tp_sys_exit *ctx) { return accepted(ctx); }
+
+/* struct sockaddr_in / sockaddr_in6, as much as we read. */
+struct sockaddr_ {
+	u16 family;
+	u16 port_be;
+	u32 flowinfo_or_addr4;
+	u8 addr6[16];
+};
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int on_enter_connect(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (!current_target(tgid))
+		return 0;
+	struct sockaddr_ sa = {};
+	if (bpf_probe_read_user(&sa, sizeof(sa), (void *)ctx->args[1]))
+		return 0;
+	if (sa.family != AF_INET && sa.family != AF_INET6)
+		return 0;
+	struct sock_key k = { .tgid = tgid, .fd = (s32)ctx->args[0] };
+	struct sock_info s = { .role = SOCK_CLIENT, .family = sa.family };
+	s.port = (sa.port_be >> 8) | ((sa.port_be & 0xff) << 8);
+	if (sa.family == AF_INET)
+		__builtin_memcpy(s.addr, &sa.flowinfo_or_addr4, 4);
+	else
+		__builtin_memcpy(s.addr, sa.addr6, 16);
+	/* Recorded at entry: a non-blocking connect returns EINPROGRESS, and a
+	 * failed one is followed by close, which deletes the entry. */
+	if (bpf_map_update_elem(&sockets, &k, &s, BPF_ANY))
+		stat_inc(ST_SOCK_OVERFLOW);
+	return 0;
+}
+
+/* Saves fd, buffer and io kind of a read or write by a target thread. */
+static __always_inline int save_io(struct tp_sys_enter *ctx, u32 kind)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!current_target(id >> 32))
+		return 0;
+	u32 tid = (u32)id;
+	struct pending p = { .args = { ctx->args[0], ctx->args[1], kind } };
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
+	return 0;
+}
+
+/* A read of ret bytes finished: switch to the socket's op, or start one
+ * when the bytes begin a request. */
+static __always_inline int read_done(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid) || ctx->ret <= 0)
+		return 0;
+	s32 fd = (s32)p.args[0];
+	struct sock_key k = { .tgid = tgid, .fd = fd };
+	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
+	if (s && s->role == SOCK_CLIENT) {
+		if (s->op_id)
+			set_thread(tid, TM_OP, s->op_id);
+		return 0;
+	}
+	/* A served socket, or an fd we do not know yet (a connection
+	 * accepted before attach): look at the first bytes. */
+	if (s && s->op_id && !(s->flags & SF_RESPONDED)) {
+		set_thread(tid, TM_OP, s->op_id); /* more of the same request */
+		return 0;
+	}
+	u64 buf = first_buffer(p.args[1], (u32)p.args[2]);
+	u8 head[8] = {};
+	if (!buf || ctx->ret < 8 || bpf_probe_read_user(head, sizeof(head), (void *)buf))
+		goto not_request;
+	if (!looks_like_request(head)) {
+		if (s && !s->op_id && head[0] == 0x16 && head[1] == 0x03) {
+			s->flags |= SF_TLS;
+			struct target *t = current_target(tgid);
+			if (t && !(t->flags & TF_TLS_SEEN)) {
+				t->flags |= TF_TLS_SEEN;
+				struct event_hdr *e = event_reserve(sizeof(*e), EV_TLS_SEEN, tgid, tid);
+				if (e)
+					bpf_ringbuf_submit(e, 0);
+			}
+		}
+		goto not_request;
+	}
+	if (!s) {
+		struct sock_info fresh = { .role = SOCK_SERVER };
+		if (bpf_map_update_elem(&sockets, &k, &fresh, BPF_NOEXIST) == -E2BIG)
+			stat_inc(ST_SOCK_OVERFLOW);
+		s = bpf_map_lookup_elem(&sockets, &k);
+		if (!s)
+			return 0;
+	}
+	return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret);
+
+not_request:
+	if (s && s->op_id)
+		set_thread(tid, TM_OP, s->op_id);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int on_enter_read(struct tp_sys_enter *ctx) { return save_io(ctx, IO_PLAIN); }
+SEC("tracepoint/syscalls/sys_exit_read")
+int on_exit_read(struct tp_sys_exit *ctx) { return read_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int on_enter_recvfrom(struct tp_sys_enter *ctx) { return save_io(ctx, IO_PLAIN); }
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int on_exit_recvfrom(struct tp_sys_exit *ctx) { return read_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_readv")
+int on_enter_readv(struct tp_sys_enter *ctx) { return save_io(ctx, IO_IOV); }
+SEC("tracepoint/syscalls/sys_exit_readv")
+int on_exit_readv(struct tp_sys_exit *ctx) { return read_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int on_enter_recvmsg(struct tp_sys_enter *ctx) { return save_io(ctx, IO_MSG); }
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int on_exit_recvmsg(struct tp_sys_exit *ctx) { return read_done(ctx); }
+
+/* A write begins: a served socket's write belongs to its op (and releases
+ * the thread when it returns); a client socket's joins the thread's op or,
+ * from an idle thread, starts an outbound op. */
+static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	s32 fd = (s32)ctx->args[0];
+	struct sock_key k = { .tgid = tgid, .fd = fd };
+	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
+	if (!s)
+		return 0;
+	if (s->role == SOCK_SERVER) {
+		if (!s->op_id)
+			return 0;
+		s->flags |= SF_RESPONDED;
+		set_thread(tid, TM_OP, s->op_id);
+		/* Remember the served fd so the exit releases the thread. */
+		struct pending p = { .args = { fd, 0, 0 } };
+		bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+		return 0;
+	}
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	if (ts && ts->mode == TM_OP) {
+		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = ts->op_id };
+		if (bpf_map_lookup_elem(&buckets, &bk)) {
+			s->op_id = ts->op_id; /* the call is part of the thread's op */
+			return 0;
+		}
+	}
+	u64 buf = first_buffer(ctx->args[1], kind);
+	s64 len = kind == IO_PLAIN ? (s64)ctx->args[2] : OP_DATA_LEN;
+	return op_begin(s, tgid, tid, fd, OP_OUTBOUND, buf, len);
+}
+
+/* A write on a served socket returned: the thread is released. */
+static __always_inline int write_done(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid))
+		return 0;
+	set_thread(tid, TM_IDLE, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int on_enter_write(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_PLAIN); }
+SEC("tracepoint/syscalls/sys_exit_write")
+int on_exit_write(struct tp_sys_exit *ctx) { return write_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int on_enter_sendto(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_PLAIN); }
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int on_exit_sendto(struct tp_sys_exit *ctx) { return write_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_writev")
+int on_enter_writev(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_IOV); }
+SEC("tracepoint/syscalls/sys_exit_writev")
+int on_exit_writev(struct tp_sys_exit *ctx) { return write_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int on_enter_sendmsg(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_MSG); }
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int on_exit_sendmsg(struct tp_sys_exit *ctx) { return write_done(ctx); }
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int on_enter_close(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	struct sock_key k = { .tgid = tgid, .fd = (s32)ctx->args[0] };
+	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
+	if (!s)
+		return 0;
+	u64 op_id = s->op_id;
+	op_end(s, tgid, tid, k.fd, END_CLOSE);
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	if (op_id && ts && ts->mode == TM_OP && ts->op_id == op_id)
+		set_thread(tid, TM_IDLE, 0);
+	bpf_map_delete_elem(&sockets, &k);
+	return 0;
+}
+
+/* Back from the event loop's poll: nothing is current until socket
+ * activity names an op. Only threads that took part in ops have a state. */
+static __always_inline int poll_done(void)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	if (ts && ts->mode == TM_OP) {
+		ts->mode = TM_IDLE;
+		ts->op_id = 0;
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_epoll_wait")
+int on_exit_epoll_wait(struct tp_sys_exit *ctx) { return poll_done(); }
+SEC("tracepoint/syscalls/sys_exit_epoll_pwait")
+int on_exit_epoll_pwait(struct tp_sys_exit *ctx) { return poll_done(); }
+SEC("tracepoint/syscalls/sys_exit_epoll_pwait2")
+int on_exit_epoll_pwait2(struct tp_sys_exit *ctx) { return poll_done(); }
+SEC("tracepoint/syscalls/sys_exit_poll")
+int on_exit_poll(struct tp_sys_exit *ctx) { return poll_done(); }
+SEC("tracepoint/syscalls/sys_exit_ppoll")
+int on_exit_ppoll(struct tp_sys_exit *ctx) { return poll_done(); }
+
 /* Keeps the record layouts in BTF so bpf2go emits their Go mirrors. */
 const struct event_hdr *unused_event_hdr __attribute__((unused));
 const struct fork_event *unused_fork_event __attribute__((unused));
 const struct exec_event *unused_exec_event __attribute__((unused));
 const struct exit_event *unused_exit_event __attribute__((unused));
+const struct op_begin_event *unused_op_begin_event __attribute__((unused));
+const struct op_end_event *unused_op_end_event __attribute__((unused));
+const struct thread_state *unused_thread_state __attribute__((unused));
+const struct sock_info *unused_sock_info __attribute__((unused));

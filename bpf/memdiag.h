@@ -15,9 +15,12 @@
 /* Ring buffer record kinds. Only lifecycle goes through the ring buffer:
  * memory counters are aggregated in the buckets map. */
 enum event_kind {
-	EV_FORK = 1, /* a target made a thread or a process */
-	EV_EXEC = 2, /* a target (or the run launcher) exec'd */
-	EV_EXIT = 3, /* a target thread exited */
+	EV_FORK = 1,     /* a target made a thread or a process */
+	EV_EXEC = 2,     /* a target (or the run launcher) exec'd */
+	EV_EXIT = 3,     /* a target thread exited */
+	EV_OP_BEGIN = 4, /* an operation began: a request read, an outbound call written */
+	EV_OP_END = 5,   /* an operation ended: next request on its socket, or close */
+	EV_TLS_SEEN = 6, /* a served socket carries TLS (once per process) */
 };
 
 /* Every ring buffer record starts with this header. */
@@ -41,6 +44,39 @@ struct exec_event {
 	char filename[PATH_LEN];
 };
 
+/* How many leading bytes of a request (or outbound call) travel to Go,
+ * which parses the request line and drops the rest. */
+#define OP_DATA_LEN 192
+
+enum op_kind {
+	OP_HTTP_SERVER = 1, /* a request read on a served socket */
+	OP_OUTBOUND = 2,    /* a call written on a client socket by an idle thread */
+};
+
+struct op_begin_event {
+	struct event_hdr hdr;
+	u64 op_id;
+	u32 op_kind;   /* enum op_kind */
+	s32 fd;
+	u16 family;    /* AF_INET, AF_INET6 for outbound; 0 when unknown */
+	u16 port;      /* destination port, host order, outbound */
+	u32 data_len;  /* valid bytes in data */
+	u8 addr[16];   /* destination address, outbound (IPv4 in the first 4) */
+	u8 data[OP_DATA_LEN];
+};
+
+enum op_end_reason {
+	END_NEXT = 1,  /* a new request (or call) on the same socket */
+	END_CLOSE = 2, /* the socket was closed */
+};
+
+struct op_end_event {
+	struct event_hdr hdr;
+	u64 op_id;
+	s32 fd;
+	u32 reason; /* enum op_end_reason */
+};
+
 struct exit_event {
 	struct event_hdr hdr;
 	s32 exit_code;  /* task->exit_code: wait(2) status encoding */
@@ -57,6 +93,8 @@ enum bucket_kind {
 	BK_KERNEL = 4,   /* id = 0: changes made from outside the process: reclaim, remote access */
 	BK_OVERFLOW = 5, /* tgid = 0, id = 0: whatever found the buckets map full */
 	BK_RELEASE = 6,  /* id = 0: the process tearing down its own mm (exit, or the old image at exec) */
+	BK_OP = 7,       /* id = op id: an operation (request, outbound call) */
+	BK_IDLE = 8,     /* id = 0: event-loop threads between operations */
 };
 
 struct bucket_key {
@@ -106,6 +144,46 @@ enum target_state {
 struct target {
 	u32 state;      /* enum target_state */
 	u32 prev_state; /* state before an execve in flight, restored if it fails */
+	u32 flags;      /* TF_* */
+	u32 _pad;
+};
+
+#define TF_TLS_SEEN 1 /* EV_TLS_SEEN was sent for this process */
+
+/* What a thread's activity is charged to. */
+enum thread_mode {
+	TM_OP = 1,   /* the operation op_id */
+	TM_IDLE = 2, /* the process's idle bucket: back from the event loop's poll */
+};
+
+struct thread_state {
+	u64 op_id;
+	u32 mode; /* enum thread_mode */
+	u32 _pad;
+};
+
+/* A socket of a target, keyed by struct sock_key. */
+enum sock_role {
+	SOCK_SERVER = 1, /* accepted, or first read a request */
+	SOCK_CLIENT = 2, /* connected by the target */
+};
+
+#define SF_RESPONDED 1 /* the server wrote since its op began */
+#define SF_TLS 2       /* the first bytes read were a TLS handshake */
+
+struct sock_key {
+	u32 tgid;
+	s32 fd;
+};
+
+struct sock_info {
+	u64 op_id;     /* the socket's current op, 0 when none */
+	u32 role;      /* enum sock_role */
+	u32 flags;     /* SF_* */
+	u16 family;
+	u16 port;      /* host order */
+	u32 _pad;
+	u8 addr[16];
 };
 
 /* Indexes of the per-CPU stats array. */
@@ -115,6 +193,8 @@ enum stat_index {
 	ST_MM_OVERFLOW = 2,     /* mms that found the mm_state map full */
 	ST_TARGET_OVERFLOW = 3, /* tasks that found the targets map full */
 	ST_PENDING_OVERFLOW = 4,/* syscalls whose arguments found the pending map full */
+	ST_SOCK_OVERFLOW = 5,   /* sockets that found the sockets map full */
+	ST_THREAD_OVERFLOW = 6, /* threads that found the thread_states map full */
 	ST_MAX = 8,
 };
 

@@ -1,8 +1,12 @@
 package event
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
-// Event is one of *Fork, *Exec, *Exit or *Snapshot.
+// Event is one of *Fork, *Exec, *Exit, *OpBegin, *OpEnd, *TLSSeen or
+// *Snapshot.
 type Event interface {
 	// When is the time the event happened (wall clock).
 	When() time.Time
@@ -39,6 +43,62 @@ type Exit struct {
 	Comm      string
 }
 
+// OpKind says what started an operation.
+type OpKind uint32
+
+// Operation kinds; the values are the kernel's enum op_kind.
+const (
+	OpHTTPServer OpKind = 1 // a request read on a served socket
+	OpOutbound   OpKind = 2 // a call written on a client socket by an idle thread
+)
+
+// OpBegin says an operation began. Its request line is parsed and its
+// query values redacted before it leaves the tracer; nothing else of the
+// bytes on the wire is kept.
+type OpBegin struct {
+	Header
+	OpID uint64
+	Kind OpKind
+	FD   int32
+	// Dest is the destination of an outbound call (invalid for served
+	// requests).
+	Dest netip.AddrPort
+	// HTTP is set when the bytes began with an HTTP/1.x request line;
+	// Method, Path and Query are then filled (Query redacted).
+	HTTP      bool
+	Method    string
+	Path      string
+	Query     string
+	Truncated bool
+}
+
+// OpEndReason says why an operation ended.
+type OpEndReason uint32
+
+// Reasons; the values are the kernel's enum op_end_reason.
+const (
+	EndNext  OpEndReason = 1 // the next request (or call) on its socket
+	EndClose OpEndReason = 2 // its socket was closed
+	EndExit  OpEndReason = 3 // its process exited (set by attribution)
+)
+
+// OpEnd says an operation ended. The tracer takes the op's bucket out of
+// the kernel when it reads the end, so Final holds its last counters.
+type OpEnd struct {
+	Header
+	OpID     uint64
+	FD       int32
+	Reason   OpEndReason
+	HasFinal bool // false when the bucket was already gone
+	Final    Counters
+}
+
+// TLSSeen says a served socket of the process carries TLS: its requests
+// cannot be named from the syscalls alone.
+type TLSSeen struct {
+	Header
+}
+
 // RSS members, the kernel's MM_* counters, indexes of Counters.RSS.
 const (
 	RSSFile    = 0
@@ -59,6 +119,8 @@ const (
 	BucketKernel   BucketKind = 4 // changes made from outside the process
 	BucketOverflow BucketKind = 5 // charges that found the bucket table full
 	BucketRelease  BucketKind = 6 // a process tearing down its own mm (exit, exec)
+	BucketOp       BucketKind = 7 // ID is an op id: an operation
+	BucketIdle     BucketKind = 8 // event-loop threads between operations
 )
 
 // String names the kind as reports do.
@@ -76,6 +138,10 @@ func (k BucketKind) String() string {
 		return "overflow"
 	case BucketRelease:
 		return "released"
+	case BucketOp:
+		return "op"
+	case BucketIdle:
+		return "idle"
 	}
 	return "unknown"
 }
@@ -118,6 +184,8 @@ type Stats struct {
 	MMOverflow      uint64 // address spaces that found the mm table full
 	TargetOverflow  uint64 // tasks that found the target table full
 	PendingOverflow uint64 // syscalls whose arguments found the pending table full
+	SocketOverflow  uint64 // sockets that found the socket table full
+	ThreadOverflow  uint64 // threads that found the thread-state table full
 }
 
 // ProcessMemory is one traced process's resident memory as the kernel last

@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/httpreq"
 )
 
 // Sentinel errors of Decode.
@@ -19,17 +21,22 @@ var (
 
 // Record kinds, the kernel's enum event_kind.
 const (
-	kindFork = 1
-	kindExec = 2
-	kindExit = 3
+	kindFork    = 1
+	kindExec    = 2
+	kindExit    = 3
+	kindOpBegin = 4
+	kindOpEnd   = 5
+	kindTLSSeen = 6
 )
 
 // Sizes of the kernel's records, from their Go mirrors.
 var (
-	hdrSize  = binary.Size(memdiagEventHdr{})
-	forkSize = binary.Size(memdiagForkEvent{})
-	execSize = binary.Size(memdiagExecEvent{})
-	exitSize = binary.Size(memdiagExitEvent{})
+	hdrSize   = binary.Size(memdiagEventHdr{})
+	forkSize  = binary.Size(memdiagForkEvent{})
+	execSize  = binary.Size(memdiagExecEvent{})
+	exitSize  = binary.Size(memdiagExitEvent{})
+	beginSize = binary.Size(memdiagOpBeginEvent{})
+	endSize   = binary.Size(memdiagOpEndEvent{})
 )
 
 // Clock turns the kernel's CLOCK_MONOTONIC nanoseconds into wall time.
@@ -47,8 +54,13 @@ func (c Clock) Wall(ktimeNs uint64) time.Time {
 	return time.Unix(0, int64(ktimeNs)+c.offset)
 }
 
-// Decode turns one ring buffer record into an event.
+// Decode turns one ring buffer record into an event, redacting query
+// values.
 func Decode(raw []byte, clock Clock) (event.Event, error) {
+	return decode(raw, clock, httpreq.Options{})
+}
+
+func decode(raw []byte, clock Clock, opts httpreq.Options) (event.Event, error) {
 	if len(raw) < hdrSize {
 		return nil, fmt.Errorf("decoding header of %d bytes: %w", len(raw), ErrShort)
 	}
@@ -80,8 +92,45 @@ func Decode(raw []byte, clock Clock) (event.Event, error) {
 			return nil, err
 		}
 		return &event.Exit{Header: hdr, ExitCode: e.ExitCode, GroupDead: e.GroupDead != 0, Comm: cString(e.Comm[:])}, nil
+	case kindOpBegin:
+		var e memdiagOpBeginEvent
+		if err := decodeFixed(raw, beginSize, &e, "op begin"); err != nil {
+			return nil, err
+		}
+		return opBegin(hdr, &e, opts), nil
+	case kindOpEnd:
+		var e memdiagOpEndEvent
+		if err := decodeFixed(raw, endSize, &e, "op end"); err != nil {
+			return nil, err
+		}
+		return &event.OpEnd{Header: hdr, OpID: e.OpId, FD: e.Fd, Reason: event.OpEndReason(e.Reason)}, nil
+	case kindTLSSeen:
+		return &event.TLSSeen{Header: hdr}, nil
 	}
 	return nil, fmt.Errorf("record kind %d: %w", h.Kind, ErrUnknownKind)
+}
+
+// Address families of the kernel's sockaddr.
+const (
+	afInet  = 2
+	afInet6 = 10
+)
+
+// opBegin converts an op begin record, parsing its request line; the raw
+// bytes go no further.
+func opBegin(hdr event.Header, e *memdiagOpBeginEvent, opts httpreq.Options) *event.OpBegin {
+	ob := &event.OpBegin{Header: hdr, OpID: e.OpId, Kind: event.OpKind(e.OpKind), FD: e.Fd}
+	switch e.Family {
+	case afInet:
+		ob.Dest = netip.AddrPortFrom(netip.AddrFrom4([4]byte(e.Addr[:4])), e.Port)
+	case afInet6:
+		ob.Dest = netip.AddrPortFrom(netip.AddrFrom16(e.Addr).Unmap(), e.Port)
+	}
+	n := min(int(e.DataLen), len(e.Data))
+	if r, err := httpreq.Parse(e.Data[:n], opts); err == nil {
+		ob.HTTP, ob.Method, ob.Path, ob.Query, ob.Truncated = true, r.Method, r.Path, r.Query, r.Truncated
+	}
+	return ob
 }
 
 // decodeFixed decodes raw into out after checking it holds size bytes.

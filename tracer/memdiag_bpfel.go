@@ -80,55 +80,134 @@ type memdiagMmState struct {
 	Seen  uint32
 }
 
+type memdiagOpBeginEvent struct {
+	_       structs.HostLayout
+	Hdr     memdiagEventHdr
+	OpId    uint64
+	OpKind  uint32
+	Fd      int32
+	Family  uint16
+	Port    uint16
+	DataLen uint32
+	Addr    [16]uint8
+	Data    [192]uint8
+}
+
+type memdiagOpEndEvent struct {
+	_      structs.HostLayout
+	Hdr    memdiagEventHdr
+	OpId   uint64
+	Fd     int32
+	Reason uint32
+}
+
 type memdiagPending struct {
 	_    structs.HostLayout
 	Args [3]uint64
+}
+
+type memdiagSockInfo struct {
+	_      structs.HostLayout
+	OpId   uint64
+	Role   uint32
+	Flags  uint32
+	Family uint16
+	Port   uint16
+	Pad    uint32
+	Addr   [16]uint8
+}
+
+type memdiagSockKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Fd   int32
 }
 
 type memdiagTarget struct {
 	_         structs.HostLayout
 	State     uint32
 	PrevState uint32
+	Flags     uint32
+	Pad       uint32
+}
+
+type memdiagThreadState struct {
+	_    structs.HostLayout
+	OpId uint64
+	Mode uint32
+	Pad  uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	memdiagMapBuckets          = "buckets"
-	memdiagMapEvents           = "events"
-	memdiagMapGroup            = "group"
-	memdiagMapMmStates         = "mm_states"
-	memdiagMapPending          = "pending"
-	memdiagMapStats            = "stats"
-	memdiagMapTargets          = "targets"
-	memdiagProgOnEnterBrk      = "on_enter_brk"
-	memdiagProgOnEnterExecve   = "on_enter_execve"
-	memdiagProgOnEnterExecveat = "on_enter_execveat"
-	memdiagProgOnEnterMadvise  = "on_enter_madvise"
-	memdiagProgOnEnterMmap     = "on_enter_mmap"
-	memdiagProgOnEnterMprotect = "on_enter_mprotect"
-	memdiagProgOnEnterMremap   = "on_enter_mremap"
-	memdiagProgOnEnterMunmap   = "on_enter_munmap"
-	memdiagProgOnExec          = "on_exec"
-	memdiagProgOnExit          = "on_exit"
-	memdiagProgOnExitBrk       = "on_exit_brk"
-	memdiagProgOnExitExecve    = "on_exit_execve"
-	memdiagProgOnExitExecveat  = "on_exit_execveat"
-	memdiagProgOnExitMadvise   = "on_exit_madvise"
-	memdiagProgOnExitMmap      = "on_exit_mmap"
-	memdiagProgOnExitMprotect  = "on_exit_mprotect"
-	memdiagProgOnExitMremap    = "on_exit_mremap"
-	memdiagProgOnExitMunmap    = "on_exit_munmap"
-	memdiagProgOnFork          = "on_fork"
-	memdiagProgOnPageFault     = "on_page_fault"
-	memdiagProgOnRename        = "on_rename"
-	memdiagProgOnRssStat       = "on_rss_stat"
-	memdiagVarLauncherTgid     = "launcher_tgid"
-	memdiagVarUnusedEventHdr   = "unused_event_hdr"
-	memdiagVarUnusedExecEvent  = "unused_exec_event"
-	memdiagVarUnusedExitEvent  = "unused_exit_event"
-	memdiagVarUnusedForkEvent  = "unused_fork_event"
+	memdiagMapBuckets            = "buckets"
+	memdiagMapEvents             = "events"
+	memdiagMapGroup              = "group"
+	memdiagMapMmStates           = "mm_states"
+	memdiagMapOpIds              = "op_ids"
+	memdiagMapPending            = "pending"
+	memdiagMapSockets            = "sockets"
+	memdiagMapStats              = "stats"
+	memdiagMapTargets            = "targets"
+	memdiagMapThreadStates       = "thread_states"
+	memdiagProgOnEnterBrk        = "on_enter_brk"
+	memdiagProgOnEnterClose      = "on_enter_close"
+	memdiagProgOnEnterConnect    = "on_enter_connect"
+	memdiagProgOnEnterExecve     = "on_enter_execve"
+	memdiagProgOnEnterExecveat   = "on_enter_execveat"
+	memdiagProgOnEnterMadvise    = "on_enter_madvise"
+	memdiagProgOnEnterMmap       = "on_enter_mmap"
+	memdiagProgOnEnterMprotect   = "on_enter_mprotect"
+	memdiagProgOnEnterMremap     = "on_enter_mremap"
+	memdiagProgOnEnterMunmap     = "on_enter_munmap"
+	memdiagProgOnEnterRead       = "on_enter_read"
+	memdiagProgOnEnterReadv      = "on_enter_readv"
+	memdiagProgOnEnterRecvfrom   = "on_enter_recvfrom"
+	memdiagProgOnEnterRecvmsg    = "on_enter_recvmsg"
+	memdiagProgOnEnterSendmsg    = "on_enter_sendmsg"
+	memdiagProgOnEnterSendto     = "on_enter_sendto"
+	memdiagProgOnEnterWrite      = "on_enter_write"
+	memdiagProgOnEnterWritev     = "on_enter_writev"
+	memdiagProgOnExec            = "on_exec"
+	memdiagProgOnExit            = "on_exit"
+	memdiagProgOnExitAccept      = "on_exit_accept"
+	memdiagProgOnExitAccept4     = "on_exit_accept4"
+	memdiagProgOnExitBrk         = "on_exit_brk"
+	memdiagProgOnExitEpollPwait  = "on_exit_epoll_pwait"
+	memdiagProgOnExitEpollPwait2 = "on_exit_epoll_pwait2"
+	memdiagProgOnExitEpollWait   = "on_exit_epoll_wait"
+	memdiagProgOnExitExecve      = "on_exit_execve"
+	memdiagProgOnExitExecveat    = "on_exit_execveat"
+	memdiagProgOnExitMadvise     = "on_exit_madvise"
+	memdiagProgOnExitMmap        = "on_exit_mmap"
+	memdiagProgOnExitMprotect    = "on_exit_mprotect"
+	memdiagProgOnExitMremap      = "on_exit_mremap"
+	memdiagProgOnExitMunmap      = "on_exit_munmap"
+	memdiagProgOnExitPoll        = "on_exit_poll"
+	memdiagProgOnExitPpoll       = "on_exit_ppoll"
+	memdiagProgOnExitRead        = "on_exit_read"
+	memdiagProgOnExitReadv       = "on_exit_readv"
+	memdiagProgOnExitRecvfrom    = "on_exit_recvfrom"
+	memdiagProgOnExitRecvmsg     = "on_exit_recvmsg"
+	memdiagProgOnExitSendmsg     = "on_exit_sendmsg"
+	memdiagProgOnExitSendto      = "on_exit_sendto"
+	memdiagProgOnExitWrite       = "on_exit_write"
+	memdiagProgOnExitWritev      = "on_exit_writev"
+	memdiagProgOnFork            = "on_fork"
+	memdiagProgOnPageFault       = "on_page_fault"
+	memdiagProgOnRename          = "on_rename"
+	memdiagProgOnRssStat         = "on_rss_stat"
+	memdiagVarLauncherTgid       = "launcher_tgid"
+	memdiagVarUnusedEventHdr     = "unused_event_hdr"
+	memdiagVarUnusedExecEvent    = "unused_exec_event"
+	memdiagVarUnusedExitEvent    = "unused_exit_event"
+	memdiagVarUnusedForkEvent    = "unused_fork_event"
+	memdiagVarUnusedOpBeginEvent = "unused_op_begin_event"
+	memdiagVarUnusedOpEndEvent   = "unused_op_end_event"
+	memdiagVarUnusedSockInfo     = "unused_sock_info"
+	memdiagVarUnusedThreadState  = "unused_thread_state"
 )
 
 // loadMemdiag returns the embedded CollectionSpec for memdiag.
@@ -173,52 +252,84 @@ type memdiagSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type memdiagProgramSpecs struct {
-	OnEnterBrk      *ebpf.ProgramSpec `ebpf:"on_enter_brk"`
-	OnEnterExecve   *ebpf.ProgramSpec `ebpf:"on_enter_execve"`
-	OnEnterExecveat *ebpf.ProgramSpec `ebpf:"on_enter_execveat"`
-	OnEnterMadvise  *ebpf.ProgramSpec `ebpf:"on_enter_madvise"`
-	OnEnterMmap     *ebpf.ProgramSpec `ebpf:"on_enter_mmap"`
-	OnEnterMprotect *ebpf.ProgramSpec `ebpf:"on_enter_mprotect"`
-	OnEnterMremap   *ebpf.ProgramSpec `ebpf:"on_enter_mremap"`
-	OnEnterMunmap   *ebpf.ProgramSpec `ebpf:"on_enter_munmap"`
-	OnExec          *ebpf.ProgramSpec `ebpf:"on_exec"`
-	OnExit          *ebpf.ProgramSpec `ebpf:"on_exit"`
-	OnExitBrk       *ebpf.ProgramSpec `ebpf:"on_exit_brk"`
-	OnExitExecve    *ebpf.ProgramSpec `ebpf:"on_exit_execve"`
-	OnExitExecveat  *ebpf.ProgramSpec `ebpf:"on_exit_execveat"`
-	OnExitMadvise   *ebpf.ProgramSpec `ebpf:"on_exit_madvise"`
-	OnExitMmap      *ebpf.ProgramSpec `ebpf:"on_exit_mmap"`
-	OnExitMprotect  *ebpf.ProgramSpec `ebpf:"on_exit_mprotect"`
-	OnExitMremap    *ebpf.ProgramSpec `ebpf:"on_exit_mremap"`
-	OnExitMunmap    *ebpf.ProgramSpec `ebpf:"on_exit_munmap"`
-	OnFork          *ebpf.ProgramSpec `ebpf:"on_fork"`
-	OnPageFault     *ebpf.ProgramSpec `ebpf:"on_page_fault"`
-	OnRename        *ebpf.ProgramSpec `ebpf:"on_rename"`
-	OnRssStat       *ebpf.ProgramSpec `ebpf:"on_rss_stat"`
+	OnEnterBrk        *ebpf.ProgramSpec `ebpf:"on_enter_brk"`
+	OnEnterClose      *ebpf.ProgramSpec `ebpf:"on_enter_close"`
+	OnEnterConnect    *ebpf.ProgramSpec `ebpf:"on_enter_connect"`
+	OnEnterExecve     *ebpf.ProgramSpec `ebpf:"on_enter_execve"`
+	OnEnterExecveat   *ebpf.ProgramSpec `ebpf:"on_enter_execveat"`
+	OnEnterMadvise    *ebpf.ProgramSpec `ebpf:"on_enter_madvise"`
+	OnEnterMmap       *ebpf.ProgramSpec `ebpf:"on_enter_mmap"`
+	OnEnterMprotect   *ebpf.ProgramSpec `ebpf:"on_enter_mprotect"`
+	OnEnterMremap     *ebpf.ProgramSpec `ebpf:"on_enter_mremap"`
+	OnEnterMunmap     *ebpf.ProgramSpec `ebpf:"on_enter_munmap"`
+	OnEnterRead       *ebpf.ProgramSpec `ebpf:"on_enter_read"`
+	OnEnterReadv      *ebpf.ProgramSpec `ebpf:"on_enter_readv"`
+	OnEnterRecvfrom   *ebpf.ProgramSpec `ebpf:"on_enter_recvfrom"`
+	OnEnterRecvmsg    *ebpf.ProgramSpec `ebpf:"on_enter_recvmsg"`
+	OnEnterSendmsg    *ebpf.ProgramSpec `ebpf:"on_enter_sendmsg"`
+	OnEnterSendto     *ebpf.ProgramSpec `ebpf:"on_enter_sendto"`
+	OnEnterWrite      *ebpf.ProgramSpec `ebpf:"on_enter_write"`
+	OnEnterWritev     *ebpf.ProgramSpec `ebpf:"on_enter_writev"`
+	OnExec            *ebpf.ProgramSpec `ebpf:"on_exec"`
+	OnExit            *ebpf.ProgramSpec `ebpf:"on_exit"`
+	OnExitAccept      *ebpf.ProgramSpec `ebpf:"on_exit_accept"`
+	OnExitAccept4     *ebpf.ProgramSpec `ebpf:"on_exit_accept4"`
+	OnExitBrk         *ebpf.ProgramSpec `ebpf:"on_exit_brk"`
+	OnExitEpollPwait  *ebpf.ProgramSpec `ebpf:"on_exit_epoll_pwait"`
+	OnExitEpollPwait2 *ebpf.ProgramSpec `ebpf:"on_exit_epoll_pwait2"`
+	OnExitEpollWait   *ebpf.ProgramSpec `ebpf:"on_exit_epoll_wait"`
+	OnExitExecve      *ebpf.ProgramSpec `ebpf:"on_exit_execve"`
+	OnExitExecveat    *ebpf.ProgramSpec `ebpf:"on_exit_execveat"`
+	OnExitMadvise     *ebpf.ProgramSpec `ebpf:"on_exit_madvise"`
+	OnExitMmap        *ebpf.ProgramSpec `ebpf:"on_exit_mmap"`
+	OnExitMprotect    *ebpf.ProgramSpec `ebpf:"on_exit_mprotect"`
+	OnExitMremap      *ebpf.ProgramSpec `ebpf:"on_exit_mremap"`
+	OnExitMunmap      *ebpf.ProgramSpec `ebpf:"on_exit_munmap"`
+	OnExitPoll        *ebpf.ProgramSpec `ebpf:"on_exit_poll"`
+	OnExitPpoll       *ebpf.ProgramSpec `ebpf:"on_exit_ppoll"`
+	OnExitRead        *ebpf.ProgramSpec `ebpf:"on_exit_read"`
+	OnExitReadv       *ebpf.ProgramSpec `ebpf:"on_exit_readv"`
+	OnExitRecvfrom    *ebpf.ProgramSpec `ebpf:"on_exit_recvfrom"`
+	OnExitRecvmsg     *ebpf.ProgramSpec `ebpf:"on_exit_recvmsg"`
+	OnExitSendmsg     *ebpf.ProgramSpec `ebpf:"on_exit_sendmsg"`
+	OnExitSendto      *ebpf.ProgramSpec `ebpf:"on_exit_sendto"`
+	OnExitWrite       *ebpf.ProgramSpec `ebpf:"on_exit_write"`
+	OnExitWritev      *ebpf.ProgramSpec `ebpf:"on_exit_writev"`
+	OnFork            *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnPageFault       *ebpf.ProgramSpec `ebpf:"on_page_fault"`
+	OnRename          *ebpf.ProgramSpec `ebpf:"on_rename"`
+	OnRssStat         *ebpf.ProgramSpec `ebpf:"on_rss_stat"`
 }
 
 // memdiagMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type memdiagMapSpecs struct {
-	Buckets  *ebpf.MapSpec `ebpf:"buckets"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Group    *ebpf.MapSpec `ebpf:"group"`
-	MmStates *ebpf.MapSpec `ebpf:"mm_states"`
-	Pending  *ebpf.MapSpec `ebpf:"pending"`
-	Stats    *ebpf.MapSpec `ebpf:"stats"`
-	Targets  *ebpf.MapSpec `ebpf:"targets"`
+	Buckets      *ebpf.MapSpec `ebpf:"buckets"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Group        *ebpf.MapSpec `ebpf:"group"`
+	MmStates     *ebpf.MapSpec `ebpf:"mm_states"`
+	OpIds        *ebpf.MapSpec `ebpf:"op_ids"`
+	Pending      *ebpf.MapSpec `ebpf:"pending"`
+	Sockets      *ebpf.MapSpec `ebpf:"sockets"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Targets      *ebpf.MapSpec `ebpf:"targets"`
+	ThreadStates *ebpf.MapSpec `ebpf:"thread_states"`
 }
 
 // memdiagVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type memdiagVariableSpecs struct {
-	LauncherTgid    *ebpf.VariableSpec `ebpf:"launcher_tgid"`
-	UnusedEventHdr  *ebpf.VariableSpec `ebpf:"unused_event_hdr"`
-	UnusedExecEvent *ebpf.VariableSpec `ebpf:"unused_exec_event"`
-	UnusedExitEvent *ebpf.VariableSpec `ebpf:"unused_exit_event"`
-	UnusedForkEvent *ebpf.VariableSpec `ebpf:"unused_fork_event"`
+	LauncherTgid       *ebpf.VariableSpec `ebpf:"launcher_tgid"`
+	UnusedEventHdr     *ebpf.VariableSpec `ebpf:"unused_event_hdr"`
+	UnusedExecEvent    *ebpf.VariableSpec `ebpf:"unused_exec_event"`
+	UnusedExitEvent    *ebpf.VariableSpec `ebpf:"unused_exit_event"`
+	UnusedForkEvent    *ebpf.VariableSpec `ebpf:"unused_fork_event"`
+	UnusedOpBeginEvent *ebpf.VariableSpec `ebpf:"unused_op_begin_event"`
+	UnusedOpEndEvent   *ebpf.VariableSpec `ebpf:"unused_op_end_event"`
+	UnusedSockInfo     *ebpf.VariableSpec `ebpf:"unused_sock_info"`
+	UnusedThreadState  *ebpf.VariableSpec `ebpf:"unused_thread_state"`
 }
 
 // memdiagObjects contains all objects after they have been loaded into the kernel.
@@ -241,13 +352,16 @@ func (o *memdiagObjects) Close() error {
 //
 // It can be passed to loadMemdiagObjects or ebpf.CollectionSpec.LoadAndAssign.
 type memdiagMaps struct {
-	Buckets  *ebpf.Map `ebpf:"buckets"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Group    *ebpf.Map `ebpf:"group"`
-	MmStates *ebpf.Map `ebpf:"mm_states"`
-	Pending  *ebpf.Map `ebpf:"pending"`
-	Stats    *ebpf.Map `ebpf:"stats"`
-	Targets  *ebpf.Map `ebpf:"targets"`
+	Buckets      *ebpf.Map `ebpf:"buckets"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Group        *ebpf.Map `ebpf:"group"`
+	MmStates     *ebpf.Map `ebpf:"mm_states"`
+	OpIds        *ebpf.Map `ebpf:"op_ids"`
+	Pending      *ebpf.Map `ebpf:"pending"`
+	Sockets      *ebpf.Map `ebpf:"sockets"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	Targets      *ebpf.Map `ebpf:"targets"`
+	ThreadStates *ebpf.Map `ebpf:"thread_states"`
 }
 
 func (m *memdiagMaps) Close() error {
@@ -256,9 +370,12 @@ func (m *memdiagMaps) Close() error {
 		m.Events,
 		m.Group,
 		m.MmStates,
+		m.OpIds,
 		m.Pending,
+		m.Sockets,
 		m.Stats,
 		m.Targets,
+		m.ThreadStates,
 	)
 }
 
@@ -266,44 +383,75 @@ func (m *memdiagMaps) Close() error {
 //
 // It can be passed to loadMemdiagObjects or ebpf.CollectionSpec.LoadAndAssign.
 type memdiagVariables struct {
-	LauncherTgid    *ebpf.Variable `ebpf:"launcher_tgid"`
-	UnusedEventHdr  *ebpf.Variable `ebpf:"unused_event_hdr"`
-	UnusedExecEvent *ebpf.Variable `ebpf:"unused_exec_event"`
-	UnusedExitEvent *ebpf.Variable `ebpf:"unused_exit_event"`
-	UnusedForkEvent *ebpf.Variable `ebpf:"unused_fork_event"`
+	LauncherTgid       *ebpf.Variable `ebpf:"launcher_tgid"`
+	UnusedEventHdr     *ebpf.Variable `ebpf:"unused_event_hdr"`
+	UnusedExecEvent    *ebpf.Variable `ebpf:"unused_exec_event"`
+	UnusedExitEvent    *ebpf.Variable `ebpf:"unused_exit_event"`
+	UnusedForkEvent    *ebpf.Variable `ebpf:"unused_fork_event"`
+	UnusedOpBeginEvent *ebpf.Variable `ebpf:"unused_op_begin_event"`
+	UnusedOpEndEvent   *ebpf.Variable `ebpf:"unused_op_end_event"`
+	UnusedSockInfo     *ebpf.Variable `ebpf:"unused_sock_info"`
+	UnusedThreadState  *ebpf.Variable `ebpf:"unused_thread_state"`
 }
 
 // memdiagPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadMemdiagObjects or ebpf.CollectionSpec.LoadAndAssign.
 type memdiagPrograms struct {
-	OnEnterBrk      *ebpf.Program `ebpf:"on_enter_brk"`
-	OnEnterExecve   *ebpf.Program `ebpf:"on_enter_execve"`
-	OnEnterExecveat *ebpf.Program `ebpf:"on_enter_execveat"`
-	OnEnterMadvise  *ebpf.Program `ebpf:"on_enter_madvise"`
-	OnEnterMmap     *ebpf.Program `ebpf:"on_enter_mmap"`
-	OnEnterMprotect *ebpf.Program `ebpf:"on_enter_mprotect"`
-	OnEnterMremap   *ebpf.Program `ebpf:"on_enter_mremap"`
-	OnEnterMunmap   *ebpf.Program `ebpf:"on_enter_munmap"`
-	OnExec          *ebpf.Program `ebpf:"on_exec"`
-	OnExit          *ebpf.Program `ebpf:"on_exit"`
-	OnExitBrk       *ebpf.Program `ebpf:"on_exit_brk"`
-	OnExitExecve    *ebpf.Program `ebpf:"on_exit_execve"`
-	OnExitExecveat  *ebpf.Program `ebpf:"on_exit_execveat"`
-	OnExitMadvise   *ebpf.Program `ebpf:"on_exit_madvise"`
-	OnExitMmap      *ebpf.Program `ebpf:"on_exit_mmap"`
-	OnExitMprotect  *ebpf.Program `ebpf:"on_exit_mprotect"`
-	OnExitMremap    *ebpf.Program `ebpf:"on_exit_mremap"`
-	OnExitMunmap    *ebpf.Program `ebpf:"on_exit_munmap"`
-	OnFork          *ebpf.Program `ebpf:"on_fork"`
-	OnPageFault     *ebpf.Program `ebpf:"on_page_fault"`
-	OnRename        *ebpf.Program `ebpf:"on_rename"`
-	OnRssStat       *ebpf.Program `ebpf:"on_rss_stat"`
+	OnEnterBrk        *ebpf.Program `ebpf:"on_enter_brk"`
+	OnEnterClose      *ebpf.Program `ebpf:"on_enter_close"`
+	OnEnterConnect    *ebpf.Program `ebpf:"on_enter_connect"`
+	OnEnterExecve     *ebpf.Program `ebpf:"on_enter_execve"`
+	OnEnterExecveat   *ebpf.Program `ebpf:"on_enter_execveat"`
+	OnEnterMadvise    *ebpf.Program `ebpf:"on_enter_madvise"`
+	OnEnterMmap       *ebpf.Program `ebpf:"on_enter_mmap"`
+	OnEnterMprotect   *ebpf.Program `ebpf:"on_enter_mprotect"`
+	OnEnterMremap     *ebpf.Program `ebpf:"on_enter_mremap"`
+	OnEnterMunmap     *ebpf.Program `ebpf:"on_enter_munmap"`
+	OnEnterRead       *ebpf.Program `ebpf:"on_enter_read"`
+	OnEnterReadv      *ebpf.Program `ebpf:"on_enter_readv"`
+	OnEnterRecvfrom   *ebpf.Program `ebpf:"on_enter_recvfrom"`
+	OnEnterRecvmsg    *ebpf.Program `ebpf:"on_enter_recvmsg"`
+	OnEnterSendmsg    *ebpf.Program `ebpf:"on_enter_sendmsg"`
+	OnEnterSendto     *ebpf.Program `ebpf:"on_enter_sendto"`
+	OnEnterWrite      *ebpf.Program `ebpf:"on_enter_write"`
+	OnEnterWritev     *ebpf.Program `ebpf:"on_enter_writev"`
+	OnExec            *ebpf.Program `ebpf:"on_exec"`
+	OnExit            *ebpf.Program `ebpf:"on_exit"`
+	OnExitAccept      *ebpf.Program `ebpf:"on_exit_accept"`
+	OnExitAccept4     *ebpf.Program `ebpf:"on_exit_accept4"`
+	OnExitBrk         *ebpf.Program `ebpf:"on_exit_brk"`
+	OnExitEpollPwait  *ebpf.Program `ebpf:"on_exit_epoll_pwait"`
+	OnExitEpollPwait2 *ebpf.Program `ebpf:"on_exit_epoll_pwait2"`
+	OnExitEpollWait   *ebpf.Program `ebpf:"on_exit_epoll_wait"`
+	OnExitExecve      *ebpf.Program `ebpf:"on_exit_execve"`
+	OnExitExecveat    *ebpf.Program `ebpf:"on_exit_execveat"`
+	OnExitMadvise     *ebpf.Program `ebpf:"on_exit_madvise"`
+	OnExitMmap        *ebpf.Program `ebpf:"on_exit_mmap"`
+	OnExitMprotect    *ebpf.Program `ebpf:"on_exit_mprotect"`
+	OnExitMremap      *ebpf.Program `ebpf:"on_exit_mremap"`
+	OnExitMunmap      *ebpf.Program `ebpf:"on_exit_munmap"`
+	OnExitPoll        *ebpf.Program `ebpf:"on_exit_poll"`
+	OnExitPpoll       *ebpf.Program `ebpf:"on_exit_ppoll"`
+	OnExitRead        *ebpf.Program `ebpf:"on_exit_read"`
+	OnExitReadv       *ebpf.Program `ebpf:"on_exit_readv"`
+	OnExitRecvfrom    *ebpf.Program `ebpf:"on_exit_recvfrom"`
+	OnExitRecvmsg     *ebpf.Program `ebpf:"on_exit_recvmsg"`
+	OnExitSendmsg     *ebpf.Program `ebpf:"on_exit_sendmsg"`
+	OnExitSendto      *ebpf.Program `ebpf:"on_exit_sendto"`
+	OnExitWrite       *ebpf.Program `ebpf:"on_exit_write"`
+	OnExitWritev      *ebpf.Program `ebpf:"on_exit_writev"`
+	OnFork            *ebpf.Program `ebpf:"on_fork"`
+	OnPageFault       *ebpf.Program `ebpf:"on_page_fault"`
+	OnRename          *ebpf.Program `ebpf:"on_rename"`
+	OnRssStat         *ebpf.Program `ebpf:"on_rss_stat"`
 }
 
 func (p *memdiagPrograms) Close() error {
 	return _MemdiagClose(
 		p.OnEnterBrk,
+		p.OnEnterClose,
+		p.OnEnterConnect,
 		p.OnEnterExecve,
 		p.OnEnterExecveat,
 		p.OnEnterMadvise,
@@ -311,9 +459,22 @@ func (p *memdiagPrograms) Close() error {
 		p.OnEnterMprotect,
 		p.OnEnterMremap,
 		p.OnEnterMunmap,
+		p.OnEnterRead,
+		p.OnEnterReadv,
+		p.OnEnterRecvfrom,
+		p.OnEnterRecvmsg,
+		p.OnEnterSendmsg,
+		p.OnEnterSendto,
+		p.OnEnterWrite,
+		p.OnEnterWritev,
 		p.OnExec,
 		p.OnExit,
+		p.OnExitAccept,
+		p.OnExitAccept4,
 		p.OnExitBrk,
+		p.OnExitEpollPwait,
+		p.OnExitEpollPwait2,
+		p.OnExitEpollWait,
 		p.OnExitExecve,
 		p.OnExitExecveat,
 		p.OnExitMadvise,
@@ -321,6 +482,16 @@ func (p *memdiagPrograms) Close() error {
 		p.OnExitMprotect,
 		p.OnExitMremap,
 		p.OnExitMunmap,
+		p.OnExitPoll,
+		p.OnExitPpoll,
+		p.OnExitRead,
+		p.OnExitReadv,
+		p.OnExitRecvfrom,
+		p.OnExitRecvmsg,
+		p.OnExitSendmsg,
+		p.OnExitSendto,
+		p.OnExitWrite,
+		p.OnExitWritev,
 		p.OnFork,
 		p.OnPageFault,
 		p.OnRename,

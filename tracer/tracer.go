@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/httpreq"
 )
 
 // Config sets the tracer's sizes and mode.
@@ -29,6 +30,9 @@ type Config struct {
 	RingbufBytes int
 	// MaxBuckets bounds the kernel's bucket table; 0 means 16384.
 	MaxBuckets int
+	// KeepQueryValues keeps query-string values in request names (they
+	// are redacted by default: they carry tokens and personal data).
+	KeepQueryValues bool
 	// QueueLen bounds the channel between the ring buffer reader and its
 	// consumer; records that find it full are dropped and counted. 0 means 4096.
 	QueueLen int
@@ -46,52 +50,79 @@ const (
 	statMMOverflow
 	statTargetOverflow
 	statPendingOverflow
+	statSocketOverflow
+	statThreadOverflow
 )
 
-// Tracepoints lists every tracepoint the BPF program attaches to, with the
-// program that handles it.
-var Tracepoints = []Tracepoint{
-	{"kmem", "rss_stat"},
-	{"exceptions", "page_fault_user"},
-	{"syscalls", "sys_enter_mmap"}, {"syscalls", "sys_exit_mmap"},
-	{"syscalls", "sys_enter_munmap"}, {"syscalls", "sys_exit_munmap"},
-	{"syscalls", "sys_enter_mremap"}, {"syscalls", "sys_exit_mremap"},
-	{"syscalls", "sys_enter_mprotect"}, {"syscalls", "sys_exit_mprotect"},
-	{"syscalls", "sys_enter_brk"}, {"syscalls", "sys_exit_brk"},
-	{"syscalls", "sys_enter_madvise"}, {"syscalls", "sys_exit_madvise"},
-	{"syscalls", "sys_enter_execve"}, {"syscalls", "sys_exit_execve"},
-	{"syscalls", "sys_enter_execveat"}, {"syscalls", "sys_exit_execveat"},
-	{"sched", "sched_process_fork"},
-	{"sched", "sched_process_exec"},
-	{"sched", "sched_process_exit"},
-	{"task", "task_rename"},
+// attachment is one tracepoint and the program that handles it.
+type attachment struct {
+	Tracepoint
+	prog func(*memdiagObjects) *ebpf.Program
 }
 
-func (o *memdiagObjects) program(tp Tracepoint) *ebpf.Program {
-	return map[string]*ebpf.Program{
-		"rss_stat":           o.OnRssStat,
-		"page_fault_user":    o.OnPageFault,
-		"sys_enter_mmap":     o.OnEnterMmap,
-		"sys_exit_mmap":      o.OnExitMmap,
-		"sys_enter_munmap":   o.OnEnterMunmap,
-		"sys_exit_munmap":    o.OnExitMunmap,
-		"sys_enter_mremap":   o.OnEnterMremap,
-		"sys_exit_mremap":    o.OnExitMremap,
-		"sys_enter_mprotect": o.OnEnterMprotect,
-		"sys_exit_mprotect":  o.OnExitMprotect,
-		"sys_enter_brk":      o.OnEnterBrk,
-		"sys_exit_brk":       o.OnExitBrk,
-		"sys_enter_madvise":  o.OnEnterMadvise,
-		"sys_exit_madvise":   o.OnExitMadvise,
-		"sys_enter_execve":   o.OnEnterExecve,
-		"sys_exit_execve":    o.OnExitExecve,
-		"sys_enter_execveat": o.OnEnterExecveat,
-		"sys_exit_execveat":  o.OnExitExecveat,
-		"sched_process_fork": o.OnFork,
-		"sched_process_exec": o.OnExec,
-		"sched_process_exit": o.OnExit,
-		"task_rename":        o.OnRename,
-	}[tp.Name]
+func tp(group, name string, prog func(*memdiagObjects) *ebpf.Program) attachment {
+	return attachment{Tracepoint{group, name}, prog}
+}
+
+// attachments lists every tracepoint the BPF program attaches to.
+var attachments = []attachment{
+	tp("kmem", "rss_stat", func(o *memdiagObjects) *ebpf.Program { return o.OnRssStat }),
+	tp("exceptions", "page_fault_user", func(o *memdiagObjects) *ebpf.Program { return o.OnPageFault }),
+	tp("syscalls", "sys_enter_mmap", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMmap }),
+	tp("syscalls", "sys_exit_mmap", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMmap }),
+	tp("syscalls", "sys_enter_munmap", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMunmap }),
+	tp("syscalls", "sys_exit_munmap", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMunmap }),
+	tp("syscalls", "sys_enter_mremap", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMremap }),
+	tp("syscalls", "sys_exit_mremap", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMremap }),
+	tp("syscalls", "sys_enter_mprotect", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMprotect }),
+	tp("syscalls", "sys_exit_mprotect", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMprotect }),
+	tp("syscalls", "sys_enter_brk", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterBrk }),
+	tp("syscalls", "sys_exit_brk", func(o *memdiagObjects) *ebpf.Program { return o.OnExitBrk }),
+	tp("syscalls", "sys_enter_madvise", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMadvise }),
+	tp("syscalls", "sys_exit_madvise", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMadvise }),
+	tp("syscalls", "sys_enter_execve", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterExecve }),
+	tp("syscalls", "sys_exit_execve", func(o *memdiagObjects) *ebpf.Program { return o.OnExitExecve }),
+	tp("syscalls", "sys_enter_execveat", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterExecveat }),
+	tp("syscalls", "sys_exit_execveat", func(o *memdiagObjects) *ebpf.Program { return o.OnExitExecveat }),
+	tp("sched", "sched_process_fork", func(o *memdiagObjects) *ebpf.Program { return o.OnFork }),
+	tp("sched", "sched_process_exec", func(o *memdiagObjects) *ebpf.Program { return o.OnExec }),
+	tp("sched", "sched_process_exit", func(o *memdiagObjects) *ebpf.Program { return o.OnExit }),
+	tp("task", "task_rename", func(o *memdiagObjects) *ebpf.Program { return o.OnRename }),
+	// Operations: requests, outbound calls, the event loop.
+	tp("syscalls", "sys_exit_accept4", func(o *memdiagObjects) *ebpf.Program { return o.OnExitAccept4 }),
+	tp("syscalls", "sys_exit_accept", func(o *memdiagObjects) *ebpf.Program { return o.OnExitAccept }),
+	tp("syscalls", "sys_enter_connect", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterConnect }),
+	tp("syscalls", "sys_enter_read", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterRead }),
+	tp("syscalls", "sys_exit_read", func(o *memdiagObjects) *ebpf.Program { return o.OnExitRead }),
+	tp("syscalls", "sys_enter_recvfrom", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterRecvfrom }),
+	tp("syscalls", "sys_exit_recvfrom", func(o *memdiagObjects) *ebpf.Program { return o.OnExitRecvfrom }),
+	tp("syscalls", "sys_enter_readv", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterReadv }),
+	tp("syscalls", "sys_exit_readv", func(o *memdiagObjects) *ebpf.Program { return o.OnExitReadv }),
+	tp("syscalls", "sys_enter_recvmsg", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterRecvmsg }),
+	tp("syscalls", "sys_exit_recvmsg", func(o *memdiagObjects) *ebpf.Program { return o.OnExitRecvmsg }),
+	tp("syscalls", "sys_enter_write", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterWrite }),
+	tp("syscalls", "sys_exit_write", func(o *memdiagObjects) *ebpf.Program { return o.OnExitWrite }),
+	tp("syscalls", "sys_enter_sendto", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterSendto }),
+	tp("syscalls", "sys_exit_sendto", func(o *memdiagObjects) *ebpf.Program { return o.OnExitSendto }),
+	tp("syscalls", "sys_enter_writev", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterWritev }),
+	tp("syscalls", "sys_exit_writev", func(o *memdiagObjects) *ebpf.Program { return o.OnExitWritev }),
+	tp("syscalls", "sys_enter_sendmsg", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterSendmsg }),
+	tp("syscalls", "sys_exit_sendmsg", func(o *memdiagObjects) *ebpf.Program { return o.OnExitSendmsg }),
+	tp("syscalls", "sys_enter_close", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterClose }),
+	tp("syscalls", "sys_exit_epoll_wait", func(o *memdiagObjects) *ebpf.Program { return o.OnExitEpollWait }),
+	tp("syscalls", "sys_exit_epoll_pwait", func(o *memdiagObjects) *ebpf.Program { return o.OnExitEpollPwait }),
+	tp("syscalls", "sys_exit_epoll_pwait2", func(o *memdiagObjects) *ebpf.Program { return o.OnExitEpollPwait2 }),
+	tp("syscalls", "sys_exit_poll", func(o *memdiagObjects) *ebpf.Program { return o.OnExitPoll }),
+	tp("syscalls", "sys_exit_ppoll", func(o *memdiagObjects) *ebpf.Program { return o.OnExitPpoll }),
+}
+
+// Tracepoints lists every tracepoint memdiag attaches to.
+func Tracepoints() []Tracepoint {
+	tps := make([]Tracepoint, len(attachments))
+	for i, a := range attachments {
+		tps[i] = a.Tracepoint
+	}
+	return tps
 }
 
 // Tracer is a loaded and attached BPF program.
@@ -101,7 +132,8 @@ type Tracer struct {
 	reader      *ringbuf.Reader
 	events      chan event.Event
 	clock       Clock
-	dropped     atomic.Uint64 // records dropped because events was full
+	http        httpreq.Options // what request names keep
+	dropped     atomic.Uint64   // records dropped because events was full
 	undecodable atomic.Uint64
 	readerDone  chan struct{}
 
@@ -114,7 +146,7 @@ type Tracer struct {
 // Open probes the kernel, loads the program and attaches every tracepoint.
 // Nothing is traced until a target is added (or the launcher execs).
 func Open(cfg Config) (_ *Tracer, err error) {
-	if err := Probe(Tracepoints); err != nil {
+	if err := Probe(Tracepoints()); err != nil {
 		return nil, err
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -146,6 +178,7 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		events:     make(chan event.Event, cfg.QueueLen),
 		readerDone: make(chan struct{}),
 		clock:      nowClock(),
+		http:       httpreq.Options{KeepQueryValues: cfg.KeepQueryValues},
 	}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -165,11 +198,11 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		return nil, fmt.Errorf("creating the overflow bucket: %w", err)
 	}
 
-	for _, tp := range Tracepoints {
-		l, err := link.Tracepoint(tp.Group, tp.Name, t.objs.program(tp), nil)
+	for _, a := range attachments {
+		l, err := link.Tracepoint(a.Group, a.Name, a.prog(&t.objs), nil)
 		if err != nil {
 			t.closeLinks()
-			return nil, fmt.Errorf("attaching tracepoint %s: %w", tp, err)
+			return nil, fmt.Errorf("attaching tracepoint %s: %w", a.Tracepoint, err)
 		}
 		t.links = append(t.links, l)
 	}
@@ -214,16 +247,29 @@ func (t *Tracer) read() {
 			}
 			continue
 		}
-		ev, err := Decode(rec.RawSample, t.clock)
+		ev, err := decode(rec.RawSample, t.clock, t.http)
 		if err != nil {
 			t.undecodable.Add(1)
 			continue
+		}
+		if end, ok := ev.(*event.OpEnd); ok {
+			t.takeOp(end)
 		}
 		select {
 		case t.events <- ev:
 		default:
 			t.dropped.Add(1)
 		}
+	}
+}
+
+// takeOp moves an ended op's bucket out of the kernel into the event:
+// from now on the kernel charges that op's stragglers to idle.
+func (t *Tracer) takeOp(end *event.OpEnd) {
+	key := memdiagBucketKey{Tgid: end.PID, Kind: uint32(event.BucketOp), Id: end.OpID}
+	var val memdiagCounters
+	if err := t.objs.Buckets.LookupAndDelete(&key, &val); err == nil {
+		end.HasFinal, end.Final = true, counters(&val)
 	}
 }
 
@@ -294,6 +340,8 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 		statMMOverflow:      &s.Stats.MMOverflow,
 		statTargetOverflow:  &s.Stats.TargetOverflow,
 		statPendingOverflow: &s.Stats.PendingOverflow,
+		statSocketOverflow:  &s.Stats.SocketOverflow,
+		statThreadOverflow:  &s.Stats.ThreadOverflow,
 	} {
 		if *dst, err = stat(idx); err != nil {
 			return nil, err

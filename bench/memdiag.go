@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/memdiag/memdiag/procfs"
+	"github.com/memdiag/memdiag/report"
+)
+
+// userHZ is the unit of utime and stime in /proc/PID/stat: USER_HZ, 100
+// on every Linux architecture memdiag runs on.
+const userHZ = 100
+
+// tracerRun is one `memdiag attach` on a workload.
+type tracerRun struct {
+	cmd      *exec.Cmd
+	stderr   bytes.Buffer
+	exited   chan struct{} // closed once cmd.Wait returned
+	waitErr  error
+	ready    string
+	reportTo string
+}
+
+// attach starts memdiag pinned to cpu on pid, with its ready file, report
+// and log under dir (names built from tag), and waits for the ready file.
+// It returns the attach time: memdiag's start to the ready file existing.
+func attach(memdiagBin, dir, tag string, pid, cpu int, timeout time.Duration) (*tracerRun, time.Duration, error) {
+	t := &tracerRun{
+		ready:    filepath.Join(dir, tag+".ready"),
+		reportTo: filepath.Join(dir, tag+".json"),
+		exited:   make(chan struct{}),
+	}
+	t.cmd = exec.Command(memdiagBin, "attach",
+		"--pid", strconv.Itoa(pid),
+		"--ready-file", t.ready,
+		"--report-json", t.reportTo,
+		"--log", filepath.Join(dir, tag+".log"),
+		"--interval", "1h")
+	t.cmd.Stdout = &t.stderr
+	t.cmd.Stderr = &t.stderr
+
+	w, err := newDirWatch(dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer w.close()
+	start := time.Now()
+	if err := startPinned(t.cmd, cpu); err != nil {
+		return nil, 0, fmt.Errorf("starting memdiag: %w", err)
+	}
+	go func() {
+		t.waitErr = t.cmd.Wait()
+		close(t.exited)
+	}()
+	deadline := start.Add(timeout)
+	for {
+		if _, err := os.Stat(t.ready); err == nil {
+			return t, time.Since(start), nil
+		}
+		select {
+		case <-t.exited:
+			return nil, 0, fmt.Errorf("memdiag exited before it was ready (%v): %s", t.waitErr, t.output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.kill()
+			return nil, 0, fmt.Errorf("memdiag was not ready after %s: %s", timeout, t.output())
+		}
+		if err := w.wait(50 * time.Millisecond); err != nil {
+			t.kill()
+			return nil, 0, err
+		}
+	}
+}
+
+func (t *tracerRun) output() string { return strings.TrimSpace(t.stderr.String()) }
+
+// usage is what memdiag had used when it was read, just before it was
+// asked to stop.
+type usage struct {
+	PeakRSS int64         // VmHWM, bytes
+	CPU     time.Duration // utime + stime
+}
+
+// usage reads memdiag's peak resident memory and CPU time from /proc.
+func (t *tracerRun) usage() (usage, error) {
+	pid := t.cmd.Process.Pid
+	st, err := procfs.ReadStatus(pid)
+	if err != nil {
+		return usage{}, fmt.Errorf("reading memdiag's status: %w", err)
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return usage{}, fmt.Errorf("reading memdiag's stat: %w", err)
+	}
+	ticks, err := cpuTicks(string(data))
+	if err != nil {
+		return usage{}, err
+	}
+	return usage{PeakRSS: st.VmHWM, CPU: time.Duration(ticks) * time.Second / userHZ}, nil
+}
+
+// cpuTicks returns utime + stime (fields 14 and 15) of a /proc/PID/stat
+// line. The command name, field 2, may hold spaces and parentheses: the
+// fields are counted after its last ')'.
+func cpuTicks(stat string) (uint64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc stat line %q", stat)
+	}
+	// After ')': field 3 (state) is index 0, so utime is index 11.
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc stat line %q", stat)
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("parsing /proc stat times: %w", err)
+	}
+	return utime + stime, nil
+}
+
+// stop sends SIGTERM, waits for memdiag to write its report and exit 0,
+// and returns the report.
+func (t *tracerRun) stop(timeout time.Duration) (*report.Report, error) {
+	if err := t.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return nil, fmt.Errorf("stopping memdiag: %w", err)
+	}
+	select {
+	case <-t.exited:
+	case <-time.After(timeout):
+		t.kill()
+		return nil, fmt.Errorf("memdiag did not exit %s after SIGTERM: %s", timeout, t.output())
+	}
+	if t.waitErr != nil {
+		return nil, fmt.Errorf("memdiag: %v: %s", t.waitErr, t.output())
+	}
+	data, err := os.ReadFile(t.reportTo)
+	if err != nil {
+		return nil, fmt.Errorf("reading memdiag's report: %w", err)
+	}
+	var r report.Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("decoding memdiag's report %s: %w", t.reportTo, err)
+	}
+	return &r, nil
+}
+
+// kill ends memdiag on an error path and reaps it.
+func (t *tracerRun) kill() {
+	t.cmd.Process.Kill()
+	<-t.exited
+}
+
+// dirWatch wakes its caller when a file is created in one directory.
+type dirWatch struct{ fd int }
+
+func newDirWatch(dir string) (*dirWatch, error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("inotify: %w", err)
+	}
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("watching %s: %w", dir, err)
+	}
+	return &dirWatch{fd: fd}, nil
+}
+
+// wait returns after a creation in the directory or after timeout, having
+// drained the pending events.
+func (w *dirWatch) wait(timeout time.Duration) error {
+	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+	if _, err := unix.Poll(fds, int(timeout/time.Millisecond)); err != nil && !errors.Is(err, unix.EINTR) {
+		return fmt.Errorf("waiting for the ready file: %w", err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := unix.Read(w.fd, buf); err != nil {
+			return nil // EAGAIN: drained
+		}
+	}
+}
+
+func (w *dirWatch) close() { unix.Close(w.fd) }

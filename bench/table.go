@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// row is every measured round of one workload.
+type row struct {
+	w        workload
+	untraced []result
+	traced   []tracedResult
+}
+
+// median returns the median of xs (the mean of the middle two for an even
+// count); xs is not modified.
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n == 0 {
+		return 0
+	}
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// collect maps f over xs.
+func collect[T any](xs []T, f func(T) float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = f(x)
+	}
+	return out
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// rate formats a throughput: "512k faults/s".
+func rate(perSec float64, what string) string {
+	if perSec >= 1e6 {
+		return fmt.Sprintf("%.2fM %s/s", perSec/1e6, what)
+	}
+	return fmt.Sprintf("%.0fk %s/s", perSec/1e3, what)
+}
+
+// pct formats a traced/untraced ratio as a signed percentage.
+func pct(ratio float64) string { return fmt.Sprintf("%+.1f%%", (ratio-1)*100) }
+
+// printTable writes the results as a caption line and a markdown table.
+func printTable(out io.Writer, rows []row, rounds int, loadBefore, loadAfter string) {
+	w := bufio.NewWriter(out)
+	defer w.Flush()
+	fmt.Fprintf(w, "memdiag bench: %d interleaved untraced/traced rounds per workload, medians; %s; load average %s before, %s after.\n\n",
+		rounds, machine(), loadBefore, loadAfter)
+	fmt.Fprintln(w, "| workload | untraced | traced | slowdown (elapsed) | slowdown (CPU time) | memdiag peak RSS | memdiag CPU | attach time | lost events |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+	for _, r := range rows {
+		elapsed := func(x result) float64 { return x.Elapsed.Seconds() }
+		cpu := func(x result) float64 { return x.CPU.Seconds() }
+		uEl, tEl := median(collect(r.untraced, elapsed)), median(collect(results(r.traced), elapsed))
+		uCPU, tCPU := median(collect(r.untraced, cpu)), median(collect(results(r.traced), cpu))
+		var pairs []float64
+		for i := range r.traced {
+			pairs = append(pairs, r.traced[i].Elapsed.Seconds()/r.untraced[i].Elapsed.Seconds())
+		}
+		peaks := collect(r.traced, func(t tracedResult) float64 { return float64(t.usage.PeakRSS) })
+		var lost, dropped uint64
+		for _, t := range r.traced {
+			lost += t.lost
+			dropped += t.dropped
+		}
+		lostCell := fmt.Sprint(lost)
+		if dropped > 0 {
+			lostCell += fmt.Sprintf(" (and %d dropped in userspace)", dropped)
+		}
+		work := float64(r.untraced[0].count(r.w))
+		fmt.Fprintf(w, "| %s: %s, %.0f %s | %.3f s (%s) | %.3f s (%s) | %s (per round %s … %s) | %s | %s (max %s) | %.2f s | %s (max %s) | %s |\n",
+			r.w.name, r.w.desc, work, r.w.rate,
+			uEl, rate(work/uEl, r.w.rate),
+			tEl, rate(work/tEl, r.w.rate),
+			pct(tEl/uEl), pct(slices.Min(pairs)), pct(slices.Max(pairs)),
+			pct(tCPU/uCPU),
+			mib(int64(median(peaks))), mib(int64(slices.Max(peaks))),
+			median(collect(r.traced, func(t tracedResult) float64 { return t.usage.CPU.Seconds() })),
+			ms(median(collect(r.traced, func(t tracedResult) float64 { return t.attach.Seconds() }))),
+			ms(slices.Max(collect(r.traced, func(t tracedResult) float64 { return t.attach.Seconds() }))),
+			lostCell)
+	}
+}
+
+func results(ts []tracedResult) []result {
+	out := make([]result, len(ts))
+	for i, t := range ts {
+		out[i] = t.result
+	}
+	return out
+}
+
+func ms(secs float64) string {
+	return time.Duration(secs * float64(time.Second)).Round(time.Millisecond).String()
+}
+
+// machine describes the machine: CPU model, CPU count, kernel release.
+func machine() string {
+	model := "unknown CPU"
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	var u unix.Utsname
+	release := "?"
+	if unix.Uname(&u) == nil {
+		release = unix.ByteSliceToString(u.Release[:])
+	}
+	return fmt.Sprintf("%s, %d CPUs, Linux %s", model, runtime.NumCPU(), release)
+}

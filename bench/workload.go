@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// faultstormSource is the workload program; the harness compiles it with
+// gcc into its temporary directory.
+//
+//go:embed workloads/faultstorm.c
+var faultstormSource []byte
+
+// compileFaultstorm builds faultstorm into dir and returns its path.
+func compileFaultstorm(dir string) (string, error) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		return "", errors.New("gcc not found: the benchmark compiles its workload with gcc (apt-get install gcc libc6-dev)")
+	}
+	bin := filepath.Join(dir, "faultstorm")
+	cmd := exec.Command("gcc", "-O2", "-Wall", "-Werror", "-o", bin, "-x", "c", "-")
+	cmd.Stdin = bytes.NewReader(faultstormSource)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("compiling bench/workloads/faultstorm.c: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// workload is one way of running faultstorm: a row of the table.
+type workload struct {
+	name string   // row name
+	desc string   // what one run does
+	args []string // faultstorm flags, -w aside
+	rate string   // what the throughput counts: "faults" or "syscalls"
+}
+
+// result is faultstorm's own account of one run.
+type result struct {
+	Elapsed  time.Duration // wall time of the work alone
+	CPU      time.Duration // user+system CPU time of the work (BPF programs run in it)
+	Faults   uint64        // minor faults during the work
+	Syscalls uint64        // mmap and munmap calls
+}
+
+// count is the run's amount of work in what w counts.
+func (r result) count(w workload) uint64 {
+	if w.rate == "faults" {
+		return r.Faults
+	}
+	return r.Syscalls
+}
+
+// perSecond is the run's throughput in what w counts.
+func (r result) perSecond(w workload) float64 {
+	return float64(r.count(w)) / r.Elapsed.Seconds()
+}
+
+// parseResult reads faultstorm's "result k=v ..." line.
+func parseResult(line string) (result, error) {
+	fields := strings.Fields(line)
+	if len(fields) == 0 || fields[0] != "result" {
+		return result{}, fmt.Errorf("want a result line from faultstorm, got %q", line)
+	}
+	vals := map[string]uint64{}
+	for _, f := range fields[1:] {
+		k, v, _ := strings.Cut(f, "=")
+		if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+			vals[k] = n
+		}
+	}
+	for _, k := range []string{"elapsed_ns", "cpu_ns", "faults", "syscalls"} {
+		if _, ok := vals[k]; !ok {
+			return result{}, fmt.Errorf("no %s in faultstorm's result %q", k, line)
+		}
+	}
+	r := result{
+		Elapsed:  time.Duration(vals["elapsed_ns"]),
+		CPU:      time.Duration(vals["cpu_ns"]),
+		Faults:   vals["faults"],
+		Syscalls: vals["syscalls"],
+	}
+	if r.Elapsed <= 0 {
+		return result{}, fmt.Errorf("faultstorm's result %q has no elapsed time", line)
+	}
+	return r, nil
+}
+
+// running is a started faultstorm -w, waiting on its stdin.
+type running struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+	pid int
+}
+
+// startWorkload starts faultstorm pinned to cpu and waits for its "ready"
+// line: from then on it only waits for the line that releases it.
+func startWorkload(bin string, w workload, cpu int) (*running, error) {
+	cmd := exec.Command(bin, append(w.args, "-w")...)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := startPinned(cmd, cpu); err != nil {
+		return nil, fmt.Errorf("starting faultstorm: %w", err)
+	}
+	r := &running{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	line, err := r.line()
+	if err == nil {
+		_, err = fmt.Sscanf(line, "ready %d", &r.pid)
+	}
+	if err != nil {
+		r.kill()
+		return nil, fmt.Errorf("faultstorm did not get ready (%v): %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return r, nil
+}
+
+func (r *running) line() (string, error) {
+	if !r.out.Scan() {
+		if err := r.out.Err(); err != nil {
+			return "", err
+		}
+		return "", io.ErrUnexpectedEOF
+	}
+	return r.out.Text(), nil
+}
+
+// work releases the workload and returns its result once the work is done.
+// The process stays alive until finish.
+func (r *running) work() (result, error) {
+	if _, err := io.WriteString(r.in, "go\n"); err != nil {
+		return result{}, fmt.Errorf("releasing faultstorm: %w", err)
+	}
+	line, err := r.line()
+	if err != nil {
+		return result{}, fmt.Errorf("reading faultstorm's result: %w", err)
+	}
+	return parseResult(line)
+}
+
+// finish closes the workload's stdin, which lets it exit, and reaps it.
+func (r *running) finish() error {
+	r.in.Close()
+	if err := r.cmd.Wait(); err != nil {
+		return fmt.Errorf("faultstorm: %w", err)
+	}
+	return nil
+}
+
+// kill ends the workload on an error path.
+func (r *running) kill() {
+	r.cmd.Process.Kill()
+	r.in.Close()
+	r.cmd.Wait()
+}
+
+// startPinned starts cmd with its CPU affinity set to cpu alone, for every
+// thread it will have: the fork happens on an OS thread pinned for it, and
+// a child inherits the affinity of the thread that forked it.
+func startPinned(cmd *exec.Cmd, cpu int) error {
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the pinned thread exits with this goroutine
+		// instead of going back to the runtime's pool.
+		runtime.LockOSThread()
+		var set unix.CPUSet
+		set.Set(cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			errc <- fmt.Errorf("pinning to CPU %d: %w", cpu, err)
+			return
+		}
+		errc <- cmd.Start()
+	}()
+	return <-errc
+}

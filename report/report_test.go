@@ -1,0 +1,589 @@
+package report_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/memdiag/memdiag/attribution"
+	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/report"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+const mib = 1 << 20
+
+// perm returns the permission bits of path (not following a symlink).
+func perm(t *testing.T, path string) fs.FileMode {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+// names lists dir.
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func TestWriteNew(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out", "reports")
+	path := filepath.Join(dir, "report.json")
+	if err := report.WriteNew(path, []byte("first\n")); err != nil {
+		t.Fatalf("WriteNew: %v", err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "first\n" {
+		t.Errorf("content = %q, want %q", got, "first\n")
+	}
+	if got := perm(t, path); got != 0o600 {
+		t.Errorf("file mode = %v, want 0600", got)
+	}
+	if got := perm(t, dir); got != 0o700 {
+		t.Errorf("directory mode = %v, want 0700", got)
+	}
+	if got := perm(t, filepath.Dir(dir)); got != 0o700 {
+		t.Errorf("created parent mode = %v, want 0700", got)
+	}
+
+	// Never over an existing file, whole or not at all.
+	err := report.WriteNew(path, []byte("second\n"))
+	if !errors.Is(err, report.ErrExists) {
+		t.Fatalf("WriteNew over an existing file: error %v, want ErrExists", err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "first\n" {
+		t.Errorf("content after refused overwrite = %q, want %q", got, "first\n")
+	}
+	// No temporary file left behind, after success or refusal.
+	if got := names(t, dir); !reflect.DeepEqual(got, []string{"report.json"}) {
+		t.Errorf("directory holds %q, want only report.json", got)
+	}
+}
+
+func TestWriteNewEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ready")
+	if err := report.WriteNew(path, nil); err != nil {
+		t.Fatalf("WriteNew: %v", err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
+		t.Errorf("stat = %v, %v; want an empty file", fi, err)
+	}
+}
+
+func TestWriteNewExistingDirKeepsMode(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := report.WriteNew(filepath.Join(dir, "r.json"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if got := perm(t, dir); got != 0o755 {
+		t.Errorf("existing directory mode = %v, want it left at 0755", got)
+	}
+	if got := perm(t, filepath.Join(dir, "r.json")); got != 0o600 {
+		t.Errorf("file mode = %v, want 0600", got)
+	}
+}
+
+func TestWriteNewRefusesSymlinks(t *testing.T) {
+	tmp := t.TempDir()
+	victim := filepath.Join(tmp, "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// A symlink, dangling or not, at the path is an existing file.
+	for name, target := range map[string]string{"live": victim, "dangling": filepath.Join(tmp, "nowhere")} {
+		link := filepath.Join(tmp, name)
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+		if err := report.WriteNew(link, []byte("evil")); !errors.Is(err, report.ErrExists) {
+			t.Errorf("WriteNew through a %s symlink: error %v, want ErrExists", name, err)
+		}
+	}
+	if got, _ := os.ReadFile(victim); string(got) != "keep" {
+		t.Errorf("symlink target = %q, want it untouched", got)
+	}
+	if _, err := os.Lstat(filepath.Join(tmp, "nowhere")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("dangling symlink target was created: %v", err)
+	}
+
+	// A symlinked directory is refused.
+	realDir := filepath.Join(tmp, "real")
+	if err := os.Mkdir(realDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	linkDir := filepath.Join(tmp, "linkdir")
+	if err := os.Symlink(realDir, linkDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := report.WriteNew(filepath.Join(linkDir, "r.json"), []byte("x")); err == nil {
+		t.Error("WriteNew into a symlinked directory succeeded")
+	}
+	if got := names(t, realDir); len(got) != 0 {
+		t.Errorf("symlinked directory holds %q, want nothing", got)
+	}
+}
+
+func TestMkdirPrivate(t *testing.T) {
+	tmp := t.TempDir()
+
+	dir := filepath.Join(tmp, "a", "b")
+	if err := report.MkdirPrivate(dir); err != nil {
+		t.Fatalf("MkdirPrivate: %v", err)
+	}
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if got := perm(t, d); got != 0o700 {
+			t.Errorf("mode of %s = %v, want 0700", d, got)
+		}
+	}
+	if err := report.MkdirPrivate(dir); err != nil {
+		t.Errorf("MkdirPrivate on an existing directory: %v", err)
+	}
+
+	link := filepath.Join(tmp, "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := report.MkdirPrivate(link); err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Errorf("MkdirPrivate on a symlinked directory: error %v, want a symlink refusal", err)
+	}
+
+	file := filepath.Join(tmp, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := report.MkdirPrivate(file); err == nil {
+		t.Error("MkdirPrivate on a regular file succeeded")
+	}
+}
+
+func TestOpenAppend(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "logs", "memdiag.log")
+	for _, line := range []string{"one\n", "two\n"} {
+		f, err := report.OpenAppend(path)
+		if err != nil {
+			t.Fatalf("OpenAppend: %v", err)
+		}
+		if _, err := f.WriteString(line); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := os.ReadFile(path); string(got) != "one\ntwo\n" {
+		t.Errorf("content = %q, want both lines appended", got)
+	}
+	if got := perm(t, path); got != 0o600 {
+		t.Errorf("file mode = %v, want 0600", got)
+	}
+	if got := perm(t, filepath.Dir(path)); got != 0o700 {
+		t.Errorf("directory mode = %v, want 0700", got)
+	}
+}
+
+func TestOpenAppendRefusesSymlinks(t *testing.T) {
+	tmp := t.TempDir()
+	victim := filepath.Join(tmp, "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(tmp, "memdiag.log")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	f, err := report.OpenAppend(link)
+	if err == nil {
+		f.Close()
+		t.Fatal("OpenAppend through a planted symlink succeeded")
+	}
+	if !strings.Contains(err.Error(), "symlink") {
+		t.Errorf("error %q does not say symlink", err)
+	}
+	if got, _ := os.ReadFile(victim); string(got) != "keep" {
+		t.Errorf("symlink target = %q, want it untouched", got)
+	}
+
+	// Nor through a symlinked directory.
+	realDir := filepath.Join(tmp, "real")
+	if err := os.Mkdir(realDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	linkDir := filepath.Join(tmp, "linkdir")
+	if err := os.Symlink(realDir, linkDir); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := report.OpenAppend(filepath.Join(linkDir, "memdiag.log")); err == nil {
+		f.Close()
+		t.Error("OpenAppend into a symlinked directory succeeded")
+	}
+	if got := names(t, realDir); len(got) != 0 {
+		t.Errorf("symlinked directory holds %q, want nothing", got)
+	}
+}
+
+func TestOpenLogFallsBack(t *testing.T) {
+	tmp := t.TempDir()
+	link := filepath.Join(tmp, "memdiag.log")
+	if err := os.Symlink(filepath.Join(tmp, "victim"), link); err != nil {
+		t.Fatal(err)
+	}
+	var console bytes.Buffer
+	l, warn := report.OpenLog(link, &console)
+	defer l.Close()
+	if !strings.Contains(warn, link) || !strings.Contains(warn, "console") {
+		t.Errorf("warning = %q, want it to name the path and the console", warn)
+	}
+	l.Printf("TAG", "hello")
+	if !strings.HasSuffix(console.String(), " [TAG] hello\n") {
+		t.Errorf("console got %q, want the line", console.String())
+	}
+	if _, err := os.Lstat(filepath.Join(tmp, "victim")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("symlink target was created: %v", err)
+	}
+}
+
+func TestCheckNew(t *testing.T) {
+	tmp := t.TempDir()
+	file := filepath.Join(tmp, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dangling := filepath.Join(tmp, "dangling")
+	if err := os.Symlink(filepath.Join(tmp, "nowhere"), dangling); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		path   string
+		exists bool
+	}{
+		{"missing", filepath.Join(tmp, "missing"), false},
+		{"missing in a missing directory", filepath.Join(tmp, "no", "such"), false},
+		{"regular file", file, true},
+		{"directory", tmp, true},
+		{"dangling symlink", dangling, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := report.CheckNew(tt.path)
+			if tt.exists != errors.Is(err, report.ErrExists) || (!tt.exists && err != nil) {
+				t.Errorf("CheckNew(%s) = %v, exists %v", tt.path, err, tt.exists)
+			}
+			if tt.exists && !strings.Contains(err.Error(), tt.path) {
+				t.Errorf("error %q does not name the path", err)
+			}
+		})
+	}
+}
+
+func TestMB(t *testing.T) {
+	tests := []struct {
+		bytes  int64
+		signed bool
+		want   string
+	}{
+		{0, false, "0MB"},
+		{0, true, "+0MB"},
+		{1 * mib, false, "1MB"},
+		{1 * mib, true, "+1MB"},
+		{-1 * mib, true, "-1MB"},
+		{-1 * mib, false, "-1MB"},
+		{1536 * 1024, false, "2MB"}, // 1.5 MiB rounds half to even
+		{2560 * 1024, false, "2MB"}, // 2.5 MiB rounds half to even
+		{mib - 1, false, "1MB"},
+		{400 * 1024, false, "0MB"},
+		{4096 * mib, false, "4096MB"},
+		{-300 * mib, true, "-300MB"},
+	}
+	for _, tt := range tests {
+		if got := report.MB(tt.bytes, tt.signed); got != tt.want {
+			t.Errorf("MB(%d, %v) = %q, want %q", tt.bytes, tt.signed, got, tt.want)
+		}
+	}
+}
+
+func TestRate(t *testing.T) {
+	tests := []struct {
+		bytes int64
+		d     time.Duration
+		want  string
+	}{
+		{60 * mib, time.Minute, "60.0 MB/min"},
+		{30 * mib, 30 * time.Second, "60.0 MB/min"},
+		{mib, 2 * time.Minute, "0.5 MB/min"},
+		{-mib, time.Minute, "-1.0 MB/min"},
+		{0, time.Minute, "0.0 MB/min"},
+		{mib, 0, "0.0 MB/min"},
+		{mib, -time.Second, "0.0 MB/min"},
+	}
+	for _, tt := range tests {
+		if got := report.Rate(tt.bytes, tt.d); got != tt.want {
+			t.Errorf("Rate(%d, %v) = %q, want %q", tt.bytes, tt.d, got, tt.want)
+		}
+	}
+}
+
+// fixedClock is 2024-01-02T03:04:05.123Z, given in another zone to check
+// the log prints UTC.
+func fixedClock() time.Time {
+	return time.Date(2024, 1, 2, 4, 4, 5, 123_456_789, time.FixedZone("CET", 3600))
+}
+
+func TestLogPrintf(t *testing.T) {
+	var buf bytes.Buffer
+	l := report.NewLog(&buf, fixedClock)
+	l.Printf("INIT", "Tracing pid %d", 42)
+	l.Printf("PERIODIC", "no args")
+	l.Printf("X", "%s", "100%")
+	want := "2024-01-02T03:04:05.123Z [INIT] Tracing pid 42\n" +
+		"2024-01-02T03:04:05.123Z [PERIODIC] no args\n" +
+		"2024-01-02T03:04:05.123Z [X] 100%\n"
+	if buf.String() != want {
+		t.Errorf("log =\n%s\nwant\n%s", buf.String(), want)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close of a log without file: %v", err)
+	}
+}
+
+func TestLogLines(t *testing.T) {
+	var buf bytes.Buffer
+	l := report.NewLog(&buf, fixedClock)
+	l.Init(report.Target{PID: 42, Comm: "server", Mode: "attach"},
+		report.Baseline{Memory: report.Memory{RSS: 52 * mib, Anon: 40 * mib, File: 12 * mib}, HWM: 80 * mib})
+	l.Periodic(report.Memory{RSS: 60 * mib, Anon: 45 * mib, File: 14 * mib, Shmem: 1 * mib}, 6*mib, 2*time.Minute)
+	l.Lost(3, 10)
+	const ts = "2024-01-02T03:04:05.123Z "
+	want := []string{
+		ts + "[INIT] Tracing pid 42 (server, attach). Baseline memory: RSS: 52MB (anon 40MB, file 12MB, shmem 0MB), peak before: 80MB",
+		ts + "[PERIODIC] Current: RSS: 60MB (anon 45MB, file 14MB, shmem 1MB) | Growth rate: RSS 3.0 MB/min",
+		ts + "[LOST] 3 lifecycle events lost (ring buffer full; 10 in all). Byte totals are kept in the kernel and are unaffected",
+	}
+	if got := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n"); !reflect.DeepEqual(got, want) {
+		t.Errorf("log =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestLogFinal(t *testing.T) {
+	sum := &attribution.Summary{Start: t0, End: t0.Add(90 * time.Second), Main: &attribution.Process{PID: 42}}
+	for i := range 12 {
+		b := attribution.Bucket{Name: "thread:w", PID: uint32(100 + i)}
+		b.RSS[event.RSSAnon] = int64(12-i) * mib
+		sum.Buckets = append(sum.Buckets, b)
+		sum.Growth.RSS[event.RSSAnon] += b.RSS[event.RSSAnon]
+	}
+	sum.Stats.LostEvents = 4
+	r := report.Build(sum, report.Baseline{}, report.Target{PID: 42, Mode: "run"}, "memdiag test")
+	var buf bytes.Buffer
+	report.NewLog(&buf, fixedClock).Final(r, sum, "the target exited")
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("Final wrote %d lines, want 3:\n%s", len(lines), buf.String())
+	}
+	const ts = "2024-01-02T03:04:05.123Z "
+	if want := ts + "[SUMMARY] Tracing ended (the target exited) after 90s. Growth: RSS +78MB (anon +78MB, file +0MB, shmem +0MB), peak 0MB, final 78MB"; lines[0] != want {
+		t.Errorf("summary line =\n%s\nwant\n%s", lines[0], want)
+	}
+	if !strings.HasPrefix(lines[1], ts+"[SUMMARY] By bucket: thread:w[100] +12MB, thread:w[101] +11MB,") ||
+		!strings.HasSuffix(lines[1], "thread:w[109] +3MB; 2 more in the report") {
+		t.Errorf("bucket line = %s", lines[1])
+	}
+	if want := ts + "[LOST] 4 lifecycle events were lost in all; byte totals are unaffected"; lines[2] != want {
+		t.Errorf("lost line =\n%s\nwant\n%s", lines[2], want)
+	}
+}
+
+var t0 = time.Date(2024, 1, 2, 3, 0, 0, 0, time.UTC)
+
+// counters is anon, file, shmem and swap bytes.
+func counters(anon, file, shmem, swap int64) event.Counters {
+	var c event.Counters
+	c.RSS[event.RSSAnon], c.RSS[event.RSSFile], c.RSS[event.RSSShmem], c.RSS[event.RSSSwap] = anon, file, shmem, swap
+	return c
+}
+
+// attachSummary is a traced server (pid 100) with one child (200) that
+// exited, 90 seconds after attach.
+func attachSummary() (*attribution.Summary, report.Baseline) {
+	main := attribution.Process{PID: 100, Comm: "server", Exe: "/usr/bin/server", Peak: 70 * mib}
+	bucket := func(name string, pid uint32, c event.Counters) attribution.Bucket {
+		return attribution.Bucket{Name: name, PID: pid, Counters: c}
+	}
+	worker := counters(12*mib, 0, 0, 1*mib)
+	worker.Faults, worker.Mapped, worker.Unmapped = 3072, 64*mib, 16*mib
+	sum := &attribution.Summary{
+		Start: t0,
+		End:   t0.Add(90 * time.Second),
+		Main:  &main,
+		Processes: []attribution.Process{
+			main,
+			{PID: 200, Parent: 100, Comm: "helper", Exe: "/bin/helper", Exited: true, ExitCode: 0, Peak: 9 * mib},
+		},
+		Baseline: counters(40*mib, 10*mib, 0, 0),
+		Buckets: []attribution.Bucket{
+			bucket("thread:worker", 100, worker),
+			bucket("thread:server", 100, counters(6*mib, 2*mib, 1*mib, 0)),
+			bucket("inherited", 200, counters(3*mib, 0, 0, 0)),
+			bucket("kernel", 100, counters(-1*mib, 0, 0, 0)),
+			bucket("released", 200, counters(-3*mib, 0, 0, 0)),
+		},
+		Current:   (40+10+12+6+2+1+3-1-3)*mib + 5*4096, // 5 pages raced the snapshot
+		GroupPeak: 75 * mib,
+		Stats: event.Stats{
+			LostEvents: 2, DroppedEvents: 1, BucketOverflow: 0,
+			MMOverflow: 0, TargetOverflow: 0, PendingOverflow: 7,
+		},
+		Snapshots: 90,
+	}
+	for _, b := range sum.Buckets {
+		for i := range sum.Growth.RSS {
+			sum.Growth.RSS[i] += b.RSS[i]
+		}
+		sum.Growth.Faults += b.Faults
+		sum.Growth.Mapped += b.Mapped
+		sum.Growth.Unmapped += b.Unmapped
+	}
+	sum.Growth.MadeWritable, sum.Growth.AdvisedFree = 8*mib, 2*mib
+	// /proc saw 2 MiB of file pages the kernel never reported changed.
+	base := report.Baseline{Memory: report.Memory{RSS: 52 * mib, Anon: 40 * mib, File: 12 * mib}, HWM: 80 * mib}
+	return sum, base
+}
+
+func TestBuild(t *testing.T) {
+	sum, base := attachSummary()
+	r := report.Build(sum, base, report.Target{PID: 100, Mode: "attach"}, "memdiag test")
+
+	wantGrowth := report.Memory{RSS: 20 * mib, Anon: 17 * mib, File: 2 * mib, Shmem: 1 * mib}
+	if r.Growth.Memory != wantGrowth || r.Growth.Swap != 1*mib {
+		t.Errorf("growth = %+v swap %d, want %+v swap %d", r.Growth.Memory, r.Growth.Swap, wantGrowth, 1*mib)
+	}
+	if want := base.Memory.Add(wantGrowth); r.Final != want {
+		t.Errorf("final = %+v, want baseline + growth = %+v", r.Final, want)
+	}
+	// The kernel's peak (70 MiB) misses the 2 MiB that never changed.
+	if r.Peak.RSS != 72*mib || r.Peak.GroupRSS != 77*mib {
+		t.Errorf("peak = %d, group %d; want %d, %d", r.Peak.RSS, r.Peak.GroupRSS, 72*mib, 77*mib)
+	}
+	if r.UnattributedBytes != 5*4096 {
+		t.Errorf("unattributed = %d, want %d", r.UnattributedBytes, 5*4096)
+	}
+	if r.Target.Comm != "server" || r.Target.Exe != "/usr/bin/server" || r.Target.Exited || r.Target.ExitCode != nil {
+		t.Errorf("target = %+v, want comm and exe from the summary, not exited", r.Target)
+	}
+	var names []string
+	for _, b := range r.Buckets {
+		names = append(names, b.Name)
+	}
+	if want := []string{"thread:worker", "thread:server", "inherited", "kernel", "released"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("buckets = %v, want the summary's order %v", names, want)
+	}
+	wantProcs := []report.ProcessJSON{
+		{PID: 100, Comm: "server", Exe: "/usr/bin/server", RSSBytes: 20 * mib},
+		{PID: 200, Parent: 100, Comm: "helper", Exe: "/bin/helper", Exited: true, RSSBytes: 0},
+	}
+	if !reflect.DeepEqual(r.Processes, wantProcs) {
+		t.Errorf("processes = %+v, want %+v", r.Processes, wantProcs)
+	}
+
+	got, err := r.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, filepath.Join("testdata", "report_attach.golden.json"), got)
+
+	// The JSON carries the fields under their documented names.
+	var m map[string]any
+	if err := json.Unmarshal(got, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"version", "tool", "target", "started_at", "ended_at", "duration_seconds", "baseline", "final",
+		"peak", "growth", "faults", "mapped_bytes", "unmapped_bytes", "exit_release_bytes", "unattributed_bytes",
+		"buckets", "processes", "lost_events", "health"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("JSON lacks %q", k)
+		}
+	}
+}
+
+func TestBuildRunExited(t *testing.T) {
+	main := attribution.Process{PID: 300, Comm: "memwork", Exe: "/tmp/memwork", Exited: true, ExitCode: 2 << 8, Peak: 30 * mib}
+	sum := &attribution.Summary{
+		Start:       t0,
+		End:         t0.Add(-time.Second), // a clock step: the duration stays at 0
+		Main:        &main,
+		Processes:   []attribution.Process{main},
+		Growth:      counters(24*mib, 1*mib, 0, 0),
+		ExitRelease: counters(-24*mib, -1*mib, 0, 0),
+		GroupPeak:   30 * mib,
+	}
+	r := report.Build(sum, report.Baseline{}, report.Target{PID: 300, Comm: "given", Mode: "run"}, "memdiag test")
+	if r.DurationSec != 0 {
+		t.Errorf("duration = %v, want 0", r.DurationSec)
+	}
+	if !r.Target.Exited || r.Target.ExitCode == nil || *r.Target.ExitCode != 2<<8 {
+		t.Errorf("target = %+v, want exited with status %d", r.Target, 2<<8)
+	}
+	if r.Target.Comm != "given" || r.Target.Exe != "/tmp/memwork" {
+		t.Errorf("target comm, exe = %q, %q; want the given comm and the exec'd file", r.Target.Comm, r.Target.Exe)
+	}
+	if r.ExitReleaseBytes != -25*mib || r.UnattributedBytes != 0 {
+		t.Errorf("exit release, unattributed = %d, %d; want %d, 0", r.ExitReleaseBytes, r.UnattributedBytes, -25*mib)
+	}
+	if r.Final.RSS != 25*mib || r.Peak.RSS != 30*mib || r.Peak.GroupRSS != 30*mib {
+		t.Errorf("final %d, peak %d, group peak %d; want %d, %d, %d", r.Final.RSS, r.Peak.RSS, r.Peak.GroupRSS, 25*mib, 30*mib, 30*mib)
+	}
+	if r.Buckets == nil || len(r.Buckets) != 0 {
+		t.Errorf("buckets = %#v, want an empty, non-nil list", r.Buckets)
+	}
+	data, err := r.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte(`"buckets": []`)) || !bytes.Contains(data, []byte(`"exit_code": 512`)) {
+		t.Errorf("JSON =\n%s\nwant an empty bucket list and exit_code 512", data)
+	}
+	if !bytes.HasSuffix(data, []byte("}\n")) {
+		t.Errorf("JSON does not end with a newline")
+	}
+}
+
+// golden compares got with the file at path, or rewrites it with -update.
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./report -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs (go test ./report -update rewrites it):\ngot\n%s\nwant\n%s", path, got, want)
+	}
+}
