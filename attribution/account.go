@@ -37,6 +37,7 @@ type Account struct {
 	retired  map[nameKey]event.Counters         // folded buckets of exited threads and processes
 	exited   map[event.BucketKey]int            // thread bucket -> snapshot seq of its thread's exit
 	parents  map[uint32]uint32                  // forked task -> parent pid, until placed
+	folded   map[event.BucketKey]event.Counters // folded buckets until a snapshot shows them gone
 	forget   []event.BucketKey                  // folded, to delete from the kernel
 	deadPIDs []uint32                           // processes whose kernel state can go
 
@@ -61,6 +62,7 @@ func New(main uint32, start time.Time) *Account {
 		retired: map[nameKey]event.Counters{},
 		exited:  map[event.BucketKey]int{},
 		parents: map[uint32]uint32{},
+		folded:  map[event.BucketKey]event.Counters{},
 		start:   start,
 	}
 	a.process(main)
@@ -121,7 +123,27 @@ func (a *Account) snapshot(s *event.Snapshot) {
 		p := a.process(pm.PID)
 		p.Peak = max(p.Peak, pm.Peak)
 	}
+	if len(a.folded) > 0 {
+		present := make(map[event.BucketKey]bool, len(s.Buckets))
+		for _, b := range s.Buckets {
+			present[b.Key] = true
+		}
+		for k := range a.folded {
+			if !present[k] {
+				delete(a.folded, k)
+			}
+		}
+	}
 	for _, b := range s.Buckets {
+		if prev, ok := a.folded[b.Key]; ok {
+			// Folded, but the kernel still has it (a delete failed or a
+			// late charge raced it): only what came since counts.
+			if b.Counters == prev {
+				continue
+			}
+			b.Counters = sub(b.Counters, prev)
+			delete(a.folded, b.Key)
+		}
 		a.live[b.Key] = b.Counters
 		if b.Key.PID != 0 {
 			p := a.process(b.Key.PID)
@@ -162,6 +184,7 @@ func (a *Account) fold(key event.BucketKey) {
 	a.retired[nk] = add(a.retired[nk], c)
 	delete(a.live, key)
 	a.forget = append(a.forget, key)
+	a.folded[key] = c
 }
 
 // Retired returns, once, the buckets folded away and the processes gone,
@@ -169,7 +192,13 @@ func (a *Account) fold(key event.BucketKey) {
 func (a *Account) Retired() (buckets []event.BucketKey, pids []uint32) {
 	buckets, pids = a.forget, a.deadPIDs
 	a.forget, a.deadPIDs = nil, nil
+	slices.SortFunc(buckets, compareKeys)
+	slices.Sort(pids)
 	return buckets, pids
+}
+
+func compareKeys(x, y event.BucketKey) int {
+	return cmp.Or(cmp.Compare(x.PID, y.PID), cmp.Compare(x.Kind, y.Kind), cmp.Compare(x.ID, y.ID))
 }
 
 // bucketName is how reports name a bucket.
@@ -181,6 +210,20 @@ func bucketName(key event.BucketKey, c event.Counters) string {
 		return "thread:" + c.Comm
 	}
 	return key.Kind.String()
+}
+
+// sub returns a - b; the kernel's counters only grow, so this is what was
+// added since b was read.
+func sub(a, b event.Counters) event.Counters {
+	for i := range a.RSS {
+		a.RSS[i] -= b.RSS[i]
+	}
+	a.Faults -= b.Faults
+	a.Mapped -= b.Mapped
+	a.Unmapped -= b.Unmapped
+	a.MadeWritable -= b.MadeWritable
+	a.AdvisedFree -= b.AdvisedFree
+	return a
 }
 
 func add(a, b event.Counters) event.Counters {
@@ -268,6 +311,7 @@ func (a *Account) Summary() *Summary {
 	for _, pid := range a.order {
 		s.Processes = append(s.Processes, *a.procs[pid])
 	}
-	s.Main = a.procs[a.main]
+	m := *a.procs[a.main]
+	s.Main = &m
 	return s
 }

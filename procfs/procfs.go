@@ -3,7 +3,6 @@
 package procfs
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -38,9 +37,9 @@ func ReadStatus(pid int) (Status, error) {
 func ParseStatus(data []byte) (Status, error) {
 	var st Status
 	seenVm := false
-	s := bufio.NewScanner(bytes.NewReader(data))
-	for s.Scan() {
-		key, val, ok := strings.Cut(s.Text(), ":")
+	// No line-length limit: a Groups: line can be longer than a scanner's.
+	for line := range bytes.Lines(data) {
+		key, val, ok := strings.Cut(strings.TrimRight(string(line), "\n"), ":")
 		if !ok {
 			continue
 		}

@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -51,7 +52,7 @@ var Stderr io.Writer = os.Stderr
 // MB formats bytes as the classic log does: whole mebibytes, labelled MB,
 // with a sign when signed is set.
 func MB(b int64, signed bool) string {
-	mb := float64(b) / (1 << 20)
+	mb := math.RoundToEven(float64(b)/(1<<20)) + 0 // + 0 turns -0 into 0
 	if signed {
 		return fmt.Sprintf("%+.0fMB", mb)
 	}
