@@ -44,6 +44,18 @@ type Account struct {
 	seq         int
 	first, last *event.Snapshot
 	start       time.Time
+
+	opts      Options
+	cats      map[string]*category
+	open      map[uint64]*op
+	ended     map[uint64]int       // op id -> snapshot seq of its end
+	orphans   map[uint64]int       // op id seen in a snapshot before its begin -> seq
+	owners    map[uint64]*category // ended ops that mapped memory -> their category
+	ownerRing []uint64             // owners' ids, oldest first, for eviction
+	ownerNext int
+	notices   []Notice
+	evicted   int // open ops ended early because the table was full
+	tlsSeen   bool
 }
 
 // nameKey groups buckets in reports: per process, per bucket name.
@@ -64,9 +76,22 @@ func New(main uint32, start time.Time) *Account {
 		parents: map[uint32]uint32{},
 		folded:  map[event.BucketKey]event.Counters{},
 		start:   start,
+		cats:    map[string]*category{},
+		open:    map[uint64]*op{},
+		ended:   map[uint64]int{},
+		orphans: map[uint64]int{},
+		owners:  map[uint64]*category{},
 	}
+	a.opts.defaults()
 	a.process(main)
 	return a
+}
+
+// SetOptions sets how operations are named and bounded; call it before
+// the first event.
+func (a *Account) SetOptions(o Options) {
+	o.defaults()
+	a.opts = o
 }
 
 // Main returns the main target's pid.
@@ -108,6 +133,16 @@ func (a *Account) Apply(ev event.Event) {
 		}
 		delete(a.parents, e.TID)
 		a.exited[event.BucketKey{PID: e.PID, Kind: event.BucketThread, ID: uint64(e.TID)}] = a.seq
+	case *event.OpBegin:
+		a.opBegin(e)
+	case *event.OpEnd:
+		if e.HasFinal {
+			a.opEnd(e.OpID, e.Time, &e.Final)
+		} else {
+			a.opEnd(e.OpID, e.Time, nil)
+		}
+	case *event.TLSSeen:
+		a.tlsSeen = true
 	case *event.Snapshot:
 		a.snapshot(e)
 	}
@@ -134,6 +169,9 @@ func (a *Account) snapshot(s *event.Snapshot) {
 			}
 		}
 	}
+	for _, b := range s.Freed {
+		a.freed(b)
+	}
 	for _, b := range s.Buckets {
 		if prev, ok := a.folded[b.Key]; ok {
 			// Folded, but the kernel still has it (a delete failed or a
@@ -143,6 +181,10 @@ func (a *Account) snapshot(s *event.Snapshot) {
 			}
 			b.Counters = sub(b.Counters, prev)
 			delete(a.folded, b.Key)
+		}
+		if b.Key.Kind == event.BucketOp {
+			a.opSnapshot(b, s.Time)
+			continue
 		}
 		a.live[b.Key] = b.Counters
 		if b.Key.PID != 0 {
@@ -169,9 +211,16 @@ func (a *Account) snapshot(s *event.Snapshot) {
 				a.fold(key)
 			}
 		}
+		a.endOpsOf(pid, s.Time)
 		p.exitedSeq = -1 // folded
 		a.deadPIDs = append(a.deadPIDs, pid)
 	}
+	for _, c := range a.cats {
+		if c.cycle != nil && c.cycle.open == 0 && s.Time.Sub(c.cycle.last) >= c.gap {
+			a.closeCycle(c)
+		}
+	}
+	a.pruneEnded()
 }
 
 // fold moves a live bucket's counters into the retired totals.
@@ -226,6 +275,17 @@ func sub(a, b event.Counters) event.Counters {
 	return a
 }
 
+// kindOf gives the category kind of a non-op bucket name.
+func kindOf(name string) string {
+	switch name {
+	case event.BucketIdle.String():
+		return KindIdle
+	case event.BucketKernel.String(), event.BucketStart.String(), event.BucketRelease.String(), event.BucketOverflow.String():
+		return KindProcess
+	}
+	return KindBackground
+}
+
 func add(a, b event.Counters) event.Counters {
 	for i := range a.RSS {
 		a.RSS[i] += b.RSS[i]
@@ -260,11 +320,22 @@ type Summary struct {
 	// ExitRelease is the main target's own teardown once it exited:
 	// reported apart, so Growth says how it stood just before exit.
 	ExitRelease event.Counters
-	Buckets     []Bucket // by resident growth, largest first
-	Current     int64    // resident memory of all traced processes, as last reported
-	GroupPeak   int64    // highest resident memory of all traced processes together
-	Stats       event.Stats
-	Snapshots   int
+	Buckets     []Bucket // by resident growth, largest first; ops summed per category
+	// Categories holds every account of growth: op categories and the
+	// non-op buckets (idle, background threads, kernel…), largest first.
+	// They sum to Growth.
+	Categories []CategorySummary
+	// Culprit is the op category with the largest resident growth, ""
+	// when no op category grew; CulpritShare is its share of the growth
+	// of all op categories that grew.
+	Culprit      string
+	CulpritShare float64
+	OpsEvicted   int   // open ops ended early because their table was full
+	TLSSeen      bool  // a served socket carried TLS
+	Current      int64 // resident memory of all traced processes, as last reported
+	GroupPeak    int64 // highest resident memory of all traced processes together
+	Stats        event.Stats
+	Snapshots    int
 }
 
 // Unattributed is the growth the buckets do not explain: Current minus
@@ -290,6 +361,17 @@ func (a *Account) Summary() *Summary {
 		byName[nk] = add(byName[nk], c)
 	}
 	mainExited := a.procs[a.main].Exited
+	s.OpsEvicted, s.TLSSeen = a.evicted, a.tlsSeen
+	opCats := a.opCategories()
+	for _, cs := range opCats {
+		s.Growth = add(s.Growth, cs.Counters)
+		for pid, c := range cs.PerPID {
+			if c != (event.Counters{}) {
+				s.Buckets = append(s.Buckets, Bucket{Name: cs.Name, PID: pid, Counters: c})
+			}
+		}
+	}
+	nonOp := map[string]*CategorySummary{}
 	for nk, c := range byName {
 		switch {
 		case nk.Name == event.BucketBaseline.String():
@@ -304,6 +386,32 @@ func (a *Account) Summary() *Summary {
 			continue
 		}
 		s.Buckets = append(s.Buckets, Bucket{Name: nk.Name, PID: nk.PID, Counters: c})
+		cs := nonOp[nk.Name]
+		if cs == nil {
+			cs = &CategorySummary{Name: nk.Name, Kind: kindOf(nk.Name)}
+			nonOp[nk.Name] = cs
+		}
+		cs.Counters = add(cs.Counters, c)
+	}
+	s.Categories = opCats
+	for _, cs := range nonOp {
+		s.Categories = append(s.Categories, *cs)
+	}
+	slices.SortFunc(s.Categories, func(x, y CategorySummary) int {
+		return cmp.Or(cmp.Compare(y.Resident(), x.Resident()), cmp.Compare(x.Name, y.Name))
+	})
+	var grew int64
+	for _, cs := range s.Categories {
+		if (cs.Kind == KindHTTP || cs.Kind == KindOutbound) && cs.Resident() > 0 {
+			grew += cs.Resident()
+			if s.Culprit == "" {
+				s.Culprit = cs.Name
+				s.CulpritShare = float64(cs.Resident())
+			}
+		}
+	}
+	if grew > 0 {
+		s.CulpritShare /= float64(grew)
 	}
 	slices.SortFunc(s.Buckets, func(x, y Bucket) int {
 		return cmp.Or(cmp.Compare(y.Resident(), x.Resident()), cmp.Compare(x.Name, y.Name), cmp.Compare(x.PID, y.PID))

@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -50,11 +51,13 @@ func main() {
 
 func run() int {
 	var (
-		rounds     = flag.Int("rounds", 9, "interleaved untraced/traced `pairs` per workload (at least 7)")
+		rounds     = flag.Int("rounds", 11, "interleaved untraced/traced `pairs` per workload (at least 7)")
 		memdiagBin = flag.String("memdiag", "bin/memdiag", "the memdiag `binary` to measure (make build)")
-		faultIters = flag.Int("fault-iterations", 50, "fault storm: `N` times map 64 MiB, write each page, unmap")
+		faultIters = flag.Int("fault-iterations", 750, "fault storm: `N` times map a region, write each page, unmap")
+		faultMiB   = flag.Int("fault-mib", 4, "fault storm: region size in `MiB`")
 		mmapIters  = flag.Int("mmap-iterations", 300000, "mmap storm: `N` times map 64 KiB and unmap it untouched")
 		only       = flag.String("only", "", "run only the workload `NAME` (fault-storm or mmap-storm)")
+		bystander  = flag.Bool("bystander", false, "attach memdiag to an idle process instead of the workload: what tracing costs the processes it does not trace")
 	)
 	flag.Parse()
 	if err := checkSetup(*rounds, *memdiagBin); err != nil {
@@ -64,8 +67,8 @@ func run() int {
 	workloads := []workload{
 		{
 			name: "fault-storm",
-			desc: fmt.Sprintf("%d × (mmap 64 MiB, write 1 byte per 4 KiB page, munmap)", *faultIters),
-			args: []string{"-m", "fault", "-s", strconv.Itoa(64 << 20), "-n", strconv.Itoa(*faultIters)},
+			desc: fmt.Sprintf("%d × (mmap %d MiB, write 1 byte per 4 KiB page, munmap)", *faultIters, *faultMiB),
+			args: []string{"-m", "fault", "-s", strconv.Itoa(*faultMiB << 20), "-n", strconv.Itoa(*faultIters)},
 			rate: "faults",
 		},
 		{
@@ -98,7 +101,7 @@ func run() int {
 
 	// Ctrl-C or SIGTERM: the run in progress fails (its processes are
 	// killed), and the temporary directory is still removed.
-	b := &bench{memdiag: *memdiagBin, dir: dir, stop: make(chan os.Signal, 1)}
+	b := &bench{memdiag: *memdiagBin, dir: dir, bystander: *bystander, stop: make(chan os.Signal, 1)}
 	signal.Notify(b.stop, os.Interrupt, syscall.SIGTERM)
 
 	loadBefore := loadavg()
@@ -112,7 +115,10 @@ func run() int {
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "bench: done in %s\n", time.Since(start).Round(time.Second))
-	printTable(os.Stdout, b.rows, *rounds, loadBefore, loadavg())
+	printTable(os.Stdout, b.rows, tableInfo{
+		rounds: *rounds, bystander: *bystander, version: memdiagVersion(*memdiagBin),
+		loadBefore: loadBefore, loadAfter: loadavg(),
+	})
 	return 0
 }
 
@@ -139,8 +145,12 @@ type bench struct {
 	memdiag    string // memdiag binary
 	faultstorm string // compiled workload
 	dir        string // temporary directory for every file
+	bystander  bool   // attach to an idle process, not to the workload
 	stop       chan os.Signal
 	rows       []row
+
+	sawForeign bool  // another memdiag was loaded during the current pair
+	foreignErr error // listing BPF programs failed: no more checks
 }
 
 // interrupted reports a pending Ctrl-C or SIGTERM as an error.
@@ -153,38 +163,39 @@ func (b *bench) interrupted() error {
 	}
 }
 
+// maxRetries bounds how often one round is run again after memdiag was
+// killed from outside.
+const maxRetries = 3
+
 // measure runs every workload: one discarded warm-up pair, then rounds
 // interleaved pairs.
 func (b *bench) measure(workloads []workload, rounds int) error {
 	for _, w := range workloads {
 		r := row{w: w}
 		for i := 0; i <= rounds; i++ {
-			warmup := i == 0
-			u, err := b.untraced(w)
-			if err != nil {
-				return fmt.Errorf("%s round %d untraced: %w", w.name, i, err)
-			}
-			if err := b.interrupted(); err != nil {
-				return err
-			}
-			t, err := b.traced(w, i)
-			if err != nil {
-				return fmt.Errorf("%s round %d traced: %w", w.name, i, err)
-			}
-			if err := b.interrupted(); err != nil {
-				return err
-			}
 			label := fmt.Sprintf("round %d", i)
-			if warmup {
+			if i == 0 {
 				label = "warm-up"
-			} else {
+			}
+			u, t, foreign, err := b.pair(w, i, label)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", w.name, label, err)
+			}
+			if i > 0 {
 				r.untraced = append(r.untraced, u)
 				r.traced = append(r.traced, t)
+				if foreign {
+					r.foreign++
+				}
 			}
-			fmt.Fprintf(os.Stderr, "bench: %s %s: untraced %.3fs (%s), traced %.3fs (%s), ×%.3f, memdiag %s peak, %.2f s CPU, attach %s, lost %d\n",
-				w.name, label, u.Elapsed.Seconds(), rate(u.perSecond(w), w.rate),
-				t.Elapsed.Seconds(), rate(t.perSecond(w), w.rate), t.Elapsed.Seconds()/u.Elapsed.Seconds(),
-				mib(t.usage.PeakRSS), t.usage.CPU.Seconds(), t.attach.Round(time.Millisecond), t.lost)
+			note := ""
+			if foreign {
+				note = " (another memdiag was loaded)"
+			}
+			fmt.Fprintf(os.Stderr, "bench: %s %s: untraced %.3fs (%s, CPU %.3fs), traced %.3fs (%s, CPU %.3fs), ×%.3f; memdiag %s peak, %.2fs CPU, attach %s, lost %d%s\n",
+				w.name, label, u.Elapsed.Seconds(), rate(u.perSecond(w), w.rate), u.CPU.Seconds(),
+				t.Elapsed.Seconds(), rate(t.perSecond(w), w.rate), t.CPU.Seconds(), t.Elapsed.Seconds()/u.Elapsed.Seconds(),
+				mib(t.usage.PeakRSS), t.usage.CPU.Seconds(), t.attach.Round(time.Millisecond), t.lost, note)
 			for _, warn := range t.warnings {
 				fmt.Fprintf(os.Stderr, "bench: %s %s: warning: %s\n", w.name, label, warn)
 			}
@@ -192,6 +203,53 @@ func (b *bench) measure(workloads []workload, rounds int) error {
 		b.rows = append(b.rows, r)
 	}
 	return nil
+}
+
+// pair runs one untraced and one traced run. Both are run again when
+// memdiag was killed from outside, or when another memdiag was loaded
+// during them; after maxRetries such a pair is kept and counted.
+func (b *bench) pair(w workload, round int, label string) (u result, t tracedResult, foreign bool, err error) {
+	for attempt := 0; ; attempt++ {
+		b.sawForeign = false
+		b.checkForeign(0)
+		u, err = b.untraced(w)
+		if err != nil {
+			return u, t, false, fmt.Errorf("untraced: %w", err)
+		}
+		if err := b.interrupted(); err != nil {
+			return u, t, false, err
+		}
+		t, err = b.traced(w, round, attempt)
+		retry := attempt < maxRetries
+		switch {
+		case errors.Is(err, errKilled) && retry:
+			fmt.Fprintf(os.Stderr, "bench: %s %s: %v; running the pair again\n", w.name, label, err)
+			continue
+		case err != nil:
+			return u, t, false, fmt.Errorf("traced: %w", err)
+		case b.sawForeign && retry:
+			fmt.Fprintf(os.Stderr, "bench: %s %s: another memdiag was loaded on the machine during the pair; running it again\n", w.name, label)
+			continue
+		}
+		return u, t, b.sawForeign, b.interrupted()
+	}
+}
+
+// checkForeign notes when more memdiag instances are loaded than the
+// benchmark's own (ours: 0 or 1).
+func (b *bench) checkForeign(ours int) {
+	if b.foreignErr != nil {
+		return
+	}
+	n, err := loadedTracers()
+	if err != nil {
+		b.foreignErr = err
+		fmt.Fprintf(os.Stderr, "bench: warning: cannot list BPF programs (%v): other tracers on the machine go unnoticed\n", err)
+		return
+	}
+	if n > ours {
+		b.sawForeign = true
+	}
 }
 
 // untraced runs the workload once with nothing attached, the same way as
@@ -206,6 +264,7 @@ func (b *bench) untraced(w workload) (result, error) {
 		wl.kill()
 		return result{}, err
 	}
+	b.checkForeign(0)
 	return res, wl.finish()
 }
 
@@ -220,23 +279,36 @@ type tracedResult struct {
 }
 
 // traced runs the workload once with memdiag attached.
-func (b *bench) traced(w workload, round int) (tracedResult, error) {
+func (b *bench) traced(w workload, round, attempt int) (tracedResult, error) {
 	wl, err := startWorkload(b.faultstorm, w, workloadCPU)
 	if err != nil {
 		return tracedResult{}, err
 	}
-	tag := fmt.Sprintf("%s-%d", w.name, round)
-	tr, attachTime, err := attach(b.memdiag, b.dir, tag, wl.pid, memdiagCPU, readyTimeout)
+	target := wl.pid
+	if b.bystander {
+		// An idle faultstorm, never released: killed at the end.
+		idle, err := startWorkload(b.faultstorm, workload{}, memdiagCPU)
+		if err != nil {
+			wl.kill()
+			return tracedResult{}, err
+		}
+		defer idle.kill()
+		target = idle.pid
+	}
+	tag := fmt.Sprintf("%s-%d-%d", w.name, round, attempt)
+	tr, attachTime, err := attach(b.memdiag, b.dir, tag, target, memdiagCPU, readyTimeout)
 	if err != nil {
 		wl.kill()
 		return tracedResult{}, err
 	}
+	b.checkForeign(1)
 	res, err := wl.work()
 	if err != nil {
 		tr.kill()
 		wl.kill()
 		return tracedResult{}, err
 	}
+	b.checkForeign(1)
 	use, err := tr.usage()
 	if err != nil {
 		tr.kill()
@@ -259,13 +331,22 @@ func (b *bench) traced(w workload, round int) (tracedResult, error) {
 	t := tracedResult{result: res, usage: use, attach: attachTime, lost: rep.LostEvents, dropped: rep.Health.DroppedEvents}
 	// memdiag counts every fault from attach on: fewer than the workload
 	// counted itself means it missed some.
-	if rep.Faults < res.Faults {
+	if !b.bystander && rep.Faults < res.Faults {
 		t.warnings = append(t.warnings, fmt.Sprintf("memdiag counted %d faults, the workload %d during its work alone", rep.Faults, res.Faults))
 	}
 	if h := rep.Health; h.BucketOverflow+h.MMOverflow+h.TargetOverflow+h.PendingOverflow+h.DroppedEvents > 0 {
 		t.warnings = append(t.warnings, fmt.Sprintf("memdiag's report has health counters set: %+v", h))
 	}
 	return t, nil
+}
+
+// memdiagVersion returns what `memdiag version` says, or "?".
+func memdiagVersion(bin string) string {
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // loadavg returns the 1-minute load average, or "?".

@@ -23,6 +23,21 @@ import (
 // on every Linux architecture memdiag runs on.
 const userHZ = 100
 
+// errKilled marks a memdiag run ended by a signal the benchmark did not
+// send: on a shared machine, someone's `pkill memdiag`. The round is run
+// again rather than the benchmark failing.
+var errKilled = errors.New("memdiag was killed by a signal the benchmark did not send")
+
+// killedBySignal reports whether err says the process died of a signal.
+func killedBySignal(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled()
+}
+
 // tracerRun is one `memdiag attach` on a workload.
 type tracerRun struct {
 	cmd      *exec.Cmd
@@ -71,6 +86,9 @@ func attach(memdiagBin, dir, tag string, pid, cpu int, timeout time.Duration) (*
 		}
 		select {
 		case <-t.exited:
+			if killedBySignal(t.waitErr) {
+				return nil, 0, fmt.Errorf("%w before it was ready (%v)", errKilled, t.waitErr)
+			}
 			return nil, 0, fmt.Errorf("memdiag exited before it was ready (%v): %s", t.waitErr, t.output())
 		default:
 		}
@@ -146,6 +164,11 @@ func (t *tracerRun) stop(timeout time.Duration) (*report.Report, error) {
 		return nil, fmt.Errorf("memdiag did not exit %s after SIGTERM: %s", timeout, t.output())
 	}
 	if t.waitErr != nil {
+		// memdiag handles SIGTERM and exits 0: dying of a signal means
+		// another one came.
+		if killedBySignal(t.waitErr) {
+			return nil, fmt.Errorf("%w (%v)", errKilled, t.waitErr)
+		}
 		return nil, fmt.Errorf("memdiag: %v: %s", t.waitErr, t.output())
 	}
 	data, err := os.ReadFile(t.reportTo)

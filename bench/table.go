@@ -18,6 +18,7 @@ type row struct {
 	w        workload
 	untraced []result
 	traced   []tracedResult
+	foreign  int // pairs kept although another memdiag was loaded during them
 }
 
 // median returns the median of xs (the mean of the middle two for an even
@@ -57,12 +58,24 @@ func rate(perSec float64, what string) string {
 // pct formats a traced/untraced ratio as a signed percentage.
 func pct(ratio float64) string { return fmt.Sprintf("%+.1f%%", (ratio-1)*100) }
 
+// tableInfo is what the caption line says about the run.
+type tableInfo struct {
+	rounds                int
+	bystander             bool
+	version               string // memdiag version
+	loadBefore, loadAfter string // 1-minute load averages
+}
+
 // printTable writes the results as a caption line and a markdown table.
-func printTable(out io.Writer, rows []row, rounds int, loadBefore, loadAfter string) {
+func printTable(out io.Writer, rows []row, info tableInfo) {
 	w := bufio.NewWriter(out)
 	defer w.Flush()
-	fmt.Fprintf(w, "memdiag bench: %d interleaved untraced/traced rounds per workload, medians; %s; load average %s before, %s after.\n\n",
-		rounds, machine(), loadBefore, loadAfter)
+	mode := "memdiag attached to the workload"
+	if info.bystander {
+		mode = "bystander: in \"traced\" runs memdiag is attached to another, idle process"
+	}
+	fmt.Fprintf(w, "%s, %s; %d interleaved untraced/traced rounds per workload, medians; %s; load average %s before, %s after.\n\n",
+		info.version, mode, info.rounds, machine(), info.loadBefore, info.loadAfter)
 	fmt.Fprintln(w, "| workload | untraced | traced | slowdown (elapsed) | slowdown (CPU time) | memdiag peak RSS | memdiag CPU | attach time | lost events |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
@@ -96,6 +109,12 @@ func printTable(out io.Writer, rows []row, rounds int, loadBefore, loadAfter str
 			ms(median(collect(r.traced, func(t tracedResult) float64 { return t.attach.Seconds() }))),
 			ms(slices.Max(collect(r.traced, func(t tracedResult) float64 { return t.attach.Seconds() }))),
 			lostCell)
+	}
+	for _, r := range rows {
+		if r.foreign > 0 {
+			fmt.Fprintf(w, "\n%s: another memdiag was loaded on the machine during %d of %d pairs, even after %d reruns; its programs ran on the workload's faults in both arms.\n",
+				r.w.name, r.foreign, len(r.traced), maxRetries)
+		}
 	}
 }
 

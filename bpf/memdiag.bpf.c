@@ -28,6 +28,10 @@
  *
  * Virtual memory. mmap, munmap, mremap, brk, mprotect and madvise are paired
  * enter -> exit through `pending` (tid -> arguments) and charged on success.
+ * Every mapping is remembered with its owner (`regions`); unmapping a whole
+ * one charges the RSS it gives back to that owner (through `releasing`),
+ * and for an op that has ended, to its BK_FREED bucket: an op's transient
+ * buffer freed later by a GC nets out in the op's category.
  */
 #include "memdiag.h"
 
@@ -99,6 +103,26 @@ struct {
 	__type(key, struct sock_key);
 	__type(value, struct sock_info);
 } sockets SEC(".maps");
+
+/* struct region_key -> struct region: mappings made while traced, so
+ * that unmapping a whole one gives its memory back to whoever mapped it
+ * (an op's transient buffer freed later by a GC is the op's, not the
+ * GC's). Deleted at munmap; overflow counted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct region_key);
+	__type(value, struct region);
+} regions SEC(".maps");
+
+/* tid -> struct bucket_key: while a thread unmaps a whole region, the
+ * bucket its RSS decreases go to (the region's owner). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, struct bucket_key);
+} releasing SEC(".maps");
 
 /* [0] -> the last op id handed out. */
 struct {
@@ -238,6 +262,27 @@ static __always_inline void *event_reserve(u32 size, u32 kind, u32 tgid, u32 tid
 	return h;
 }
 
+/* Makes op_id (or idle) the thread's current charge. An op whose socket
+ * closed under the thread ends when the thread moves on. */
+static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
+{
+	struct thread_state *cur = bpf_map_lookup_elem(&thread_states, &tid);
+	if (cur && cur->mode == mode && cur->op_id == op_id)
+		return;
+	if (cur && cur->mode == TM_OP && cur->end_fd) {
+		struct op_end_event *e = event_reserve(sizeof(*e), EV_OP_END, tgid, tid);
+		if (e) {
+			e->op_id = cur->op_id;
+			e->fd = (s32)cur->end_fd - 1;
+			e->reason = END_CLOSE;
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	struct thread_state ts = { .op_id = op_id, .mode = mode };
+	if (bpf_map_update_elem(&thread_states, &tid, &ts, BPF_ANY))
+		stat_inc(ST_THREAD_OVERFLOW);
+}
+
 SEC("tracepoint/kmem/rss_stat")
 int on_rss_stat(struct tp_rss_stat *ctx)
 {
@@ -295,6 +340,12 @@ int on_rss_stat(struct tp_rss_stat *ctx)
 	st->last[member] = size;
 	if (delta == 0)
 		return 0;
+	if (delta < 0 && ctx->curr) {
+		/* Unmapping a whole region gives back to its owner. */
+		struct bucket_key *owner = bpf_map_lookup_elem(&releasing, &tid);
+		if (owner)
+			key = *owner;
+	}
 	charge_rss(&key, member, delta);
 	if (member != RSS_SWAP) {
 		s64 now = __sync_fetch_and_add(&st->total, delta) + delta;
@@ -396,19 +447,50 @@ int on_exit_mmap(struct tp_sys_exit *ctx)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ctx->ret))
 		return 0;
-	vm_charge(tgid, tid, VM_MAPPED, PAGE_ALIGN(p.args[1]));
+	u64 len = PAGE_ALIGN(p.args[1]);
+	vm_charge(tgid, tid, VM_MAPPED, len);
+	struct region_key rk = { .tgid = tgid, .start = (u64)ctx->ret };
+	struct region r = { .len = len, .created_ns = bpf_ktime_get_ns() };
+	current_bucket(&r.owner, tgid, tid);
+	if (bpf_map_update_elem(&regions, &rk, &r, BPF_ANY))
+		stat_inc(ST_REGION_OVERFLOW);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_munmap")
-int on_enter_munmap(struct tp_sys_enter *ctx) { return save_args(ctx, 2); }
+int on_enter_munmap(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	save_args(ctx, 2);
+	struct region_key rk = { .tgid = tgid, .start = ctx->args[0] };
+	struct region *r = bpf_map_lookup_elem(&regions, &rk);
+	if (!r)
+		return 0;
+	if (PAGE_ALIGN(ctx->args[1]) < r->len) {
+		/* A partial unmap: the rest stays mapped, and the owner keeps
+		 * it; the part given back is the current thread's. */
+		return 0;
+	}
+	struct bucket_key owner = r->owner;
+	if (owner.kind == BK_OP)
+		owner.kind = BK_FREED; /* the op's bucket is gone once it ended */
+	bpf_map_update_elem(&releasing, &tid, &owner, BPF_ANY);
+	bpf_map_delete_elem(&regions, &rk);
+	return 0;
+}
 
 SEC("tracepoint/syscalls/sys_exit_munmap")
 int on_exit_munmap(struct tp_sys_exit *ctx)
 {
 	struct pending p;
 	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || ctx->ret != 0)
+	if (!take_args(&p, &tgid, &tid))
+		return 0;
+	bpf_map_delete_elem(&releasing, &tid);
+	if (ctx->ret != 0)
 		return 0;
 	vm_charge(tgid, tid, VM_UNMAPPED, PAGE_ALIGN(p.args[1]));
 	return 0;
@@ -590,6 +672,7 @@ int on_exit(struct tp_sched_exit *ctx)
 	 * with the last thread. */
 	if (tid != tgid)
 		bpf_map_delete_elem(&targets, &tid);
+	set_thread(tgid, tid, TM_IDLE, 0); /* sends an end still waiting */
 	bpf_map_delete_elem(&thread_states, &tid);
 	if (group_dead)
 		bpf_map_delete_elem(&targets, &tgid);
@@ -673,27 +756,24 @@ static __always_inline u64 first_buffer(u64 ptr, u32 kind)
 	return iov.base;
 }
 
-/* Returns 1 when the 8 bytes start with an HTTP/1.x request method and a
- * space. */
-static __always_inline int looks_like_request(const u8 *b)
-{
-	switch (b[0]) {
-	case 'G': return b[1] == 'E' && b[2] == 'T' && b[3] == ' ';
-	case 'P': return (b[1] == 'O' && b[2] == 'S' && b[3] == 'T' && b[4] == ' ') ||
-			 (b[1] == 'U' && b[2] == 'T' && b[3] == ' ') ||
-			 (b[1] == 'A' && b[2] == 'T' && b[3] == 'C' && b[4] == 'H' && b[5] == ' ');
-	case 'D': return b[1] == 'E' && b[2] == 'L' && b[3] == 'E' && b[4] == 'T' && b[5] == 'E' && b[6] == ' ';
-	case 'H': return b[1] == 'E' && b[2] == 'A' && b[3] == 'D' && b[4] == ' ';
-	case 'O': return b[1] == 'P' && b[2] == 'T' && b[3] == 'I' && b[4] == 'O' && b[5] == 'N' && b[6] == 'S' && b[7] == ' ';
-	}
-	return 0;
-}
+/* The first n bytes of s as a little-endian integer. */
+#define LE(s, n) (                                                           \
+	((u64)(s)[0]) | ((u64)(s)[1] << 8) | ((u64)(s)[2] << 16) |           \
+	((u64)(s)[3] << 24) | ((n) > 4 ? (u64)(s)[4] << 32 : 0) |            \
+	((n) > 5 ? (u64)(s)[5] << 40 : 0) | ((n) > 6 ? (u64)(s)[6] << 48 : 0) | \
+	((n) > 7 ? (u64)(s)[7] << 56 : 0))
+#define MASK(n) ((n) == 8 ? ~0ULL : (1ULL << (8 * (n))) - 1)
+#define STARTS(w, s, n) (((w) & MASK(n)) == LE(s, n))
 
-static __always_inline void set_thread(u32 tid, u32 mode, u64 op_id)
+/* Returns 1 when w, the first 8 bytes read (little endian), starts with an
+ * HTTP/1.x request method and a space. Compared as one word: byte-wise
+ * code tempts the compiler into pointer arithmetic the verifier refuses. */
+static __always_inline int looks_like_request(u64 w)
 {
-	struct thread_state ts = { .op_id = op_id, .mode = mode };
-	if (bpf_map_update_elem(&thread_states, &tid, &ts, BPF_ANY))
-		stat_inc(ST_THREAD_OVERFLOW);
+	return STARTS(w, "GET ", 4) || STARTS(w, "PUT ", 4) ||
+	       STARTS(w, "POST ", 5) || STARTS(w, "HEAD ", 5) ||
+	       STARTS(w, "PATCH ", 6) || STARTS(w, "DELETE ", 7) ||
+	       STARTS(w, "OPTIONS ", 8);
 }
 
 /* Ends the socket's op, if any; returns 0. */
@@ -730,12 +810,12 @@ static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 
 	if (bpf_map_update_elem(&buckets, &key, &c, BPF_NOEXIST)) {
 		/* No room for the op's bucket: its activity stays idle. */
 		stat_inc(ST_BUCKET_OVERFLOW);
-		set_thread(tid, TM_IDLE, 0);
+		set_thread(tgid, tid, TM_IDLE, 0);
 		return 0;
 	}
 	s->op_id = op_id;
 	s->flags &= ~SF_RESPONDED;
-	set_thread(tid, TM_OP, op_id);
+	set_thread(tgid, tid, TM_OP, op_id);
 
 	struct op_begin_event *e = event_reserve(sizeof(*e), EV_OP_BEGIN, tgid, tid);
 	if (!e)
@@ -746,9 +826,13 @@ static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 
 	e->family = s->family;
 	e->port = s->port;
 	__builtin_memcpy(e->addr, s->addr, sizeof(e->addr));
-	u32 n = len > OP_DATA_LEN ? OP_DATA_LEN : (u32)len;
+	u64 n = len <= 0 ? 0 : len >= OP_DATA_LEN ? OP_DATA_LEN - 1 : (u64)len;
+	/* Hide n's range from the compiler so the mask below survives for
+	 * the verifier. */
+	asm volatile("" : "+r"(n));
+	n &= OP_DATA_LEN - 1;
 	e->data_len = 0;
-	if (n > 0 && n <= OP_DATA_LEN && !bpf_probe_read_user(e->data, n, (void *)buf))
+	if (n > 0 && !bpf_probe_read_user(e->data, n, (void *)buf))
 		e->data_len = n;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
@@ -835,21 +919,22 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
 	if (s && s->role == SOCK_CLIENT) {
 		if (s->op_id)
-			set_thread(tid, TM_OP, s->op_id);
+			set_thread(tgid, tid, TM_OP, s->op_id);
 		return 0;
 	}
 	/* A served socket, or an fd we do not know yet (a connection
 	 * accepted before attach): look at the first bytes. */
 	if (s && s->op_id && !(s->flags & SF_RESPONDED)) {
-		set_thread(tid, TM_OP, s->op_id); /* more of the same request */
+		set_thread(tgid, tid, TM_OP, s->op_id); /* more of the same request */
 		return 0;
 	}
 	u64 buf = first_buffer(p.args[1], (u32)p.args[2]);
-	u8 head[8] = {};
-	if (!buf || ctx->ret < 8 || bpf_probe_read_user(head, sizeof(head), (void *)buf))
+	u64 head = 0;
+	if (!buf || ctx->ret < 8 || bpf_probe_read_user(&head, sizeof(head), (void *)buf))
 		goto not_request;
 	if (!looks_like_request(head)) {
-		if (s && !s->op_id && head[0] == 0x16 && head[1] == 0x03) {
+		/* A TLS handshake record: 0x16 0x03 */
+		if (s && !s->op_id && (head & 0xffff) == 0x0316) {
 			s->flags |= SF_TLS;
 			struct target *t = current_target(tgid);
 			if (t && !(t->flags & TF_TLS_SEEN)) {
@@ -873,7 +958,7 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 
 not_request:
 	if (s && s->op_id)
-		set_thread(tid, TM_OP, s->op_id);
+		set_thread(tgid, tid, TM_OP, s->op_id);
 	return 0;
 }
 
@@ -912,7 +997,7 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 		if (!s->op_id)
 			return 0;
 		s->flags |= SF_RESPONDED;
-		set_thread(tid, TM_OP, s->op_id);
+		set_thread(tgid, tid, TM_OP, s->op_id);
 		/* Remember the served fd so the exit releases the thread. */
 		struct pending p = { .args = { fd, 0, 0 } };
 		bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
@@ -938,7 +1023,7 @@ static __always_inline int write_done(struct tp_sys_exit *ctx)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid))
 		return 0;
-	set_thread(tid, TM_IDLE, 0);
+	set_thread(tgid, tid, TM_IDLE, 0);
 	return 0;
 }
 
@@ -970,25 +1055,42 @@ int on_enter_close(struct tp_sys_enter *ctx)
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
 	if (!s)
 		return 0;
-	u64 op_id = s->op_id;
-	op_end(s, tgid, tid, k.fd, END_CLOSE);
 	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
-	if (op_id && ts && ts->mode == TM_OP && ts->op_id == op_id)
-		set_thread(tid, TM_IDLE, 0);
+	if (s->op_id && ts && ts->mode == TM_OP && ts->op_id == s->op_id) {
+		/* Closed by the op's own callback (a client done with its
+		 * response): what the callback does next is still the op's, so
+		 * the end waits until the thread is back in its poll. */
+		ts->end_fd = (u32)k.fd + 1;
+		s->op_id = 0;
+	} else {
+		op_end(s, tgid, tid, k.fd, END_CLOSE);
+	}
 	bpf_map_delete_elem(&sockets, &k);
 	return 0;
 }
 
 /* Back from the event loop's poll: nothing is current until socket
- * activity names an op. Only threads that took part in ops have a state. */
+ * activity names an op, and an op whose socket closed under it ends now.
+ * Only threads that took part in ops have a state. */
 static __always_inline int poll_done(void)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
 	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
-	if (ts && ts->mode == TM_OP) {
-		ts->mode = TM_IDLE;
-		ts->op_id = 0;
+	if (!ts || ts->mode != TM_OP)
+		return 0;
+	if (ts->end_fd) {
+		struct op_end_event *e = event_reserve(sizeof(*e), EV_OP_END, id >> 32, tid);
+		if (e) {
+			e->op_id = ts->op_id;
+			e->fd = (s32)ts->end_fd - 1;
+			e->reason = END_CLOSE;
+			bpf_ringbuf_submit(e, 0);
+		}
 	}
+	ts->mode = TM_IDLE;
+	ts->op_id = 0;
+	ts->end_fd = 0;
 	return 0;
 }
 
@@ -1012,3 +1114,4 @@ const struct op_begin_event *unused_op_begin_event __attribute__((unused));
 const struct op_end_event *unused_op_end_event __attribute__((unused));
 const struct thread_state *unused_thread_state __attribute__((unused));
 const struct sock_info *unused_sock_info __attribute__((unused));
+const struct region *unused_region __attribute__((unused));

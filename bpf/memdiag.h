@@ -46,7 +46,7 @@ struct exec_event {
 
 /* How many leading bytes of a request (or outbound call) travel to Go,
  * which parses the request line and drops the rest. */
-#define OP_DATA_LEN 192
+#define OP_DATA_LEN 256 /* a power of two: sizes are masked with OP_DATA_LEN - 1 */
 
 enum op_kind {
 	OP_HTTP_SERVER = 1, /* a request read on a served socket */
@@ -95,6 +95,7 @@ enum bucket_kind {
 	BK_RELEASE = 6,  /* id = 0: the process tearing down its own mm (exit, or the old image at exec) */
 	BK_OP = 7,       /* id = op id: an operation (request, outbound call) */
 	BK_IDLE = 8,     /* id = 0: event-loop threads between operations */
+	BK_FREED = 9,    /* id = op id: memory an op mapped, given back after the op ended */
 };
 
 struct bucket_key {
@@ -123,6 +124,19 @@ struct counters {
 	u64 first_ns;         /* ktime of the first charge */
 	u64 last_ns;          /* ktime of the latest charge (racy, informative) */
 	char comm[COMM_LEN];  /* thread name, for BK_THREAD */
+};
+
+/* A mapping made while traced, keyed by struct region_key. */
+struct region_key {
+	u32 tgid;
+	u32 _pad;
+	u64 start;
+};
+
+struct region {
+	u64 len;
+	struct bucket_key owner; /* the bucket of whoever mapped it */
+	u64 created_ns;
 };
 
 /* Per-mm state, keyed by the rss_stat mm_id. */
@@ -158,8 +172,8 @@ enum thread_mode {
 
 struct thread_state {
 	u64 op_id;
-	u32 mode; /* enum thread_mode */
-	u32 _pad;
+	u32 mode;     /* enum thread_mode */
+	u32 end_fd;   /* fd + 1 of the op's socket when it closed under the op: its end waits for the poll */
 };
 
 /* A socket of a target, keyed by struct sock_key. */
@@ -195,6 +209,7 @@ enum stat_index {
 	ST_PENDING_OVERFLOW = 4,/* syscalls whose arguments found the pending map full */
 	ST_SOCK_OVERFLOW = 5,   /* sockets that found the sockets map full */
 	ST_THREAD_OVERFLOW = 6, /* threads that found the thread_states map full */
+	ST_REGION_OVERFLOW = 7, /* mappings that found the regions map full */
 	ST_MAX = 8,
 };
 

@@ -121,6 +121,7 @@ const (
 	BucketRelease  BucketKind = 6 // a process tearing down its own mm (exit, exec)
 	BucketOp       BucketKind = 7 // ID is an op id: an operation
 	BucketIdle     BucketKind = 8 // event-loop threads between operations
+	BucketFreed    BucketKind = 9 // ID is an op id: what the op mapped, given back after it ended
 )
 
 // String names the kind as reports do.
@@ -142,6 +143,8 @@ func (k BucketKind) String() string {
 		return "op"
 	case BucketIdle:
 		return "idle"
+	case BucketFreed:
+		return "freed"
 	}
 	return "unknown"
 }
@@ -186,6 +189,7 @@ type Stats struct {
 	PendingOverflow uint64 // syscalls whose arguments found the pending table full
 	SocketOverflow  uint64 // sockets that found the socket table full
 	ThreadOverflow  uint64 // threads that found the thread-state table full
+	RegionOverflow  uint64 // mappings that found the region table full
 }
 
 // ProcessMemory is one traced process's resident memory as the kernel last
@@ -200,8 +204,11 @@ type ProcessMemory struct {
 // the resident memory of each process and of the group, and the health
 // counters.
 type Snapshot struct {
-	Time      time.Time
-	Buckets   []Bucket        // sorted by key
+	Time    time.Time
+	Buckets []Bucket // sorted by key
+	// Freed holds BucketFreed buckets taken out of the kernel by this
+	// snapshot: unlike Buckets, their counters add to what came before.
+	Freed     []Bucket
 	Processes []ProcessMemory // sorted by pid
 	Total     int64           // sum of all traced mms' resident counters as last seen
 	Peak      int64           // highest Total seen

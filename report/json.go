@@ -57,6 +57,37 @@ type BucketJSON struct {
 	Unmapped uint64 `json:"unmapped_bytes"`
 }
 
+// OpJSON is one op (or cycle) of a category's top list.
+type OpJSON struct {
+	Name          string    `json:"name"`
+	Detail        string    `json:"detail"`
+	PID           uint32    `json:"pid"`
+	Ops           int       `json:"ops"` // ops in a cycle; 1 otherwise
+	Begin         time.Time `json:"begin"`
+	End           time.Time `json:"end"`
+	RSSBytes      int64     `json:"rss_bytes"`
+	ExternalBytes int64     `json:"external_bytes"`
+}
+
+// CategoryJSON is one category of the report.
+type CategoryJSON struct {
+	Name             string   `json:"name"`
+	Kind             string   `json:"kind"`
+	Ops              int      `json:"ops"`
+	OpenOps          int      `json:"open_ops"`
+	RSSBytes         int64    `json:"rss_bytes"`
+	RSSAnonBytes     int64    `json:"rss_anon_bytes"`
+	RSSFileBytes     int64    `json:"rss_file_bytes"`
+	RSSShmemBytes    int64    `json:"rss_shmem_bytes"`
+	ExternalBytes    int64    `json:"external_bytes"`
+	RetainedBytes    int64    `json:"retained_bytes"`
+	AvgRSSBytesPerOp int64    `json:"avg_rss_bytes_per_op"`
+	Faults           uint64   `json:"faults"`
+	MappedBytes      uint64   `json:"mapped_bytes"`
+	UnmappedBytes    uint64   `json:"unmapped_bytes"`
+	TopOps           []OpJSON `json:"top_ops"`
+}
+
 // ProcessJSON is one traced process.
 type ProcessJSON struct {
 	PID      uint32 `json:"pid"`
@@ -74,6 +105,10 @@ type Health struct {
 	TargetOverflow  uint64 `json:"target_overflow"`
 	PendingOverflow uint64 `json:"pending_overflow"`
 	DroppedEvents   uint64 `json:"dropped_events"`
+	SocketOverflow  uint64 `json:"socket_overflow"`
+	ThreadOverflow  uint64 `json:"thread_overflow"`
+	RegionOverflow  uint64 `json:"region_overflow"`
+	OpsEvicted      int    `json:"ops_evicted"`
 }
 
 // Report is the JSON report; every field is documented in README.md.
@@ -94,17 +129,20 @@ type Report struct {
 		Memory
 		Swap int64 `json:"swap_bytes"`
 	} `json:"growth"`
-	Faults            uint64        `json:"faults"`
-	MappedBytes       uint64        `json:"mapped_bytes"`
-	UnmappedBytes     uint64        `json:"unmapped_bytes"`
-	MadeWritableBytes uint64        `json:"made_writable_bytes"`
-	AdvisedFreeBytes  uint64        `json:"advised_free_bytes"`
-	ExitReleaseBytes  int64         `json:"exit_release_bytes"`
-	UnattributedBytes int64         `json:"unattributed_bytes"`
-	Buckets           []BucketJSON  `json:"buckets"`
-	Processes         []ProcessJSON `json:"processes"`
-	LostEvents        uint64        `json:"lost_events"`
-	Health            Health        `json:"health"`
+	Faults            uint64         `json:"faults"`
+	MappedBytes       uint64         `json:"mapped_bytes"`
+	UnmappedBytes     uint64         `json:"unmapped_bytes"`
+	MadeWritableBytes uint64         `json:"made_writable_bytes"`
+	AdvisedFreeBytes  uint64         `json:"advised_free_bytes"`
+	ExitReleaseBytes  int64          `json:"exit_release_bytes"`
+	UnattributedBytes int64          `json:"unattributed_bytes"`
+	Categories        []CategoryJSON `json:"categories"`
+	Culprit           *string        `json:"culprit"`
+	CulpritShare      float64        `json:"culprit_share"`
+	Buckets           []BucketJSON   `json:"buckets"`
+	Processes         []ProcessJSON  `json:"processes"`
+	LostEvents        uint64         `json:"lost_events"`
+	Health            Health         `json:"health"`
 }
 
 // ReportVersion is the JSON report's format version.
@@ -174,6 +212,29 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 		TargetOverflow:  sum.Stats.TargetOverflow,
 		PendingOverflow: sum.Stats.PendingOverflow,
 		DroppedEvents:   sum.Stats.DroppedEvents,
+		SocketOverflow:  sum.Stats.SocketOverflow,
+		ThreadOverflow:  sum.Stats.ThreadOverflow,
+		RegionOverflow:  sum.Stats.RegionOverflow,
+		OpsEvicted:      sum.OpsEvicted,
+	}
+	r.Categories = []CategoryJSON{}
+	for _, c := range sum.Categories {
+		m := MemoryOf(c.Counters)
+		cj := CategoryJSON{
+			Name: c.Name, Kind: c.Kind, Ops: c.Ops, OpenOps: c.OpenOps,
+			RSSBytes: m.RSS, RSSAnonBytes: m.Anon, RSSFileBytes: m.File, RSSShmemBytes: m.Shmem,
+			AvgRSSBytesPerOp: c.AvgResidentPerOp(),
+			Faults:           c.Faults, MappedBytes: c.Mapped, UnmappedBytes: c.Unmapped,
+			TopOps: []OpJSON{},
+		}
+		for _, o := range c.Top {
+			cj.TopOps = append(cj.TopOps, OpJSON{Name: o.Name, Detail: o.Detail, PID: o.PID, Ops: o.Ops, Begin: o.Begin, End: o.End, RSSBytes: o.Counters.Resident()})
+		}
+		r.Categories = append(r.Categories, cj)
+	}
+	if sum.Culprit != "" {
+		culprit := sum.Culprit
+		r.Culprit, r.CulpritShare = &culprit, sum.CulpritShare
 	}
 	return r
 }

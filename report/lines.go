@@ -53,3 +53,59 @@ func (l *Log) Final(r *Report, sum *attribution.Summary, why string) {
 		l.Printf("LOST", "%d lifecycle events were lost in all; byte totals are unaffected", r.LostEvents)
 	}
 }
+
+// Growth logs an op (or cycle) that grew past the threshold.
+func (l *Log) Growth(n attribution.Notice) {
+	name := n.Name
+	if n.Ops > 1 {
+		name = fmt.Sprintf("%s cycle (%d calls)", n.Category, n.Ops)
+	}
+	detail := ""
+	if n.Detail != "" {
+		detail = " (" + n.Detail + ")"
+	}
+	l.Printf("GROWTH", "%s%s: RSS %s [%s]", name, detail, MB(n.Counters.Resident(), true), n.Category)
+}
+
+// Summary logs the per-category block: ops, total, average per op, top 3,
+// and the primary culprit.
+func (l *Log) Summary(sum *attribution.Summary, why string) {
+	l.Printf("SUMMARY", "Memory by category (%s): growth RSS %s", why, MB(sum.Growth.Resident(), true))
+	for _, c := range sum.Categories {
+		if c.Resident() == 0 && c.Ops == 0 {
+			continue
+		}
+		mark := ""
+		if c.Name == sum.Culprit && sum.CulpritShare >= 0.5 {
+			mark = fmt.Sprintf("  <-- PRIMARY CULPRIT (%.0f%% of operation growth)", sum.CulpritShare*100)
+		}
+		if c.Kind == attribution.KindHTTP || c.Kind == attribution.KindOutbound || c.Kind == attribution.KindUnknown {
+			var top []string
+			for _, o := range c.Top {
+				top = append(top, fmt.Sprintf("%s %s", o.Name, Size(o.Counters.Resident())))
+			}
+			l.Printf("SUMMARY", "  %s: %d ops, RSS %s, avg %s/op; top: %s%s", c.Name, c.Ops, MB(c.Resident(), true),
+				KB(c.AvgResidentPerOp()), strings.Join(top, ", "), mark)
+		} else {
+			l.Printf("SUMMARY", "  %s (%s): RSS %s", c.Name, c.Kind, MB(c.Resident(), true))
+		}
+	}
+}
+
+// Size formats signed bytes in MB from 1 MB up, in KB below.
+func Size(b int64) string {
+	if b >= 1<<20 || b <= -(1<<20) {
+		return fmt.Sprintf("%+.1fMB", float64(b)/(1<<20))
+	}
+	return KB(b)
+}
+
+// KB formats bytes as signed kibibytes, for per-op averages.
+func KB(b int64) string {
+	return fmt.Sprintf("%+.1fKB", float64(b)/1024)
+}
+
+// TLSHint says once that served requests were encrypted.
+func (l *Log) TLSHint() {
+	l.Printf("TLS", "a served socket carries TLS: its requests are charged to \"unknown\"; run memdiag with --tls to name HTTPS requests (Node.js)")
+}

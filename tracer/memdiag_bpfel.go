@@ -90,7 +90,7 @@ type memdiagOpBeginEvent struct {
 	Port    uint16
 	DataLen uint32
 	Addr    [16]uint8
-	Data    [192]uint8
+	Data    [256]uint8
 }
 
 type memdiagOpEndEvent struct {
@@ -104,6 +104,20 @@ type memdiagOpEndEvent struct {
 type memdiagPending struct {
 	_    structs.HostLayout
 	Args [3]uint64
+}
+
+type memdiagRegion struct {
+	_         structs.HostLayout
+	Len       uint64
+	Owner     memdiagBucketKey
+	CreatedNs uint64
+}
+
+type memdiagRegionKey struct {
+	_     structs.HostLayout
+	Tgid  uint32
+	Pad   uint32
+	Start uint64
 }
 
 type memdiagSockInfo struct {
@@ -132,10 +146,10 @@ type memdiagTarget struct {
 }
 
 type memdiagThreadState struct {
-	_    structs.HostLayout
-	OpId uint64
-	Mode uint32
-	Pad  uint32
+	_     structs.HostLayout
+	OpId  uint64
+	Mode  uint32
+	EndFd uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -148,6 +162,8 @@ const (
 	memdiagMapMmStates           = "mm_states"
 	memdiagMapOpIds              = "op_ids"
 	memdiagMapPending            = "pending"
+	memdiagMapRegions            = "regions"
+	memdiagMapReleasing          = "releasing"
 	memdiagMapSockets            = "sockets"
 	memdiagMapStats              = "stats"
 	memdiagMapTargets            = "targets"
@@ -206,6 +222,7 @@ const (
 	memdiagVarUnusedForkEvent    = "unused_fork_event"
 	memdiagVarUnusedOpBeginEvent = "unused_op_begin_event"
 	memdiagVarUnusedOpEndEvent   = "unused_op_end_event"
+	memdiagVarUnusedRegion       = "unused_region"
 	memdiagVarUnusedSockInfo     = "unused_sock_info"
 	memdiagVarUnusedThreadState  = "unused_thread_state"
 )
@@ -311,6 +328,8 @@ type memdiagMapSpecs struct {
 	MmStates     *ebpf.MapSpec `ebpf:"mm_states"`
 	OpIds        *ebpf.MapSpec `ebpf:"op_ids"`
 	Pending      *ebpf.MapSpec `ebpf:"pending"`
+	Regions      *ebpf.MapSpec `ebpf:"regions"`
+	Releasing    *ebpf.MapSpec `ebpf:"releasing"`
 	Sockets      *ebpf.MapSpec `ebpf:"sockets"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	Targets      *ebpf.MapSpec `ebpf:"targets"`
@@ -328,6 +347,7 @@ type memdiagVariableSpecs struct {
 	UnusedForkEvent    *ebpf.VariableSpec `ebpf:"unused_fork_event"`
 	UnusedOpBeginEvent *ebpf.VariableSpec `ebpf:"unused_op_begin_event"`
 	UnusedOpEndEvent   *ebpf.VariableSpec `ebpf:"unused_op_end_event"`
+	UnusedRegion       *ebpf.VariableSpec `ebpf:"unused_region"`
 	UnusedSockInfo     *ebpf.VariableSpec `ebpf:"unused_sock_info"`
 	UnusedThreadState  *ebpf.VariableSpec `ebpf:"unused_thread_state"`
 }
@@ -358,6 +378,8 @@ type memdiagMaps struct {
 	MmStates     *ebpf.Map `ebpf:"mm_states"`
 	OpIds        *ebpf.Map `ebpf:"op_ids"`
 	Pending      *ebpf.Map `ebpf:"pending"`
+	Regions      *ebpf.Map `ebpf:"regions"`
+	Releasing    *ebpf.Map `ebpf:"releasing"`
 	Sockets      *ebpf.Map `ebpf:"sockets"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	Targets      *ebpf.Map `ebpf:"targets"`
@@ -372,6 +394,8 @@ func (m *memdiagMaps) Close() error {
 		m.MmStates,
 		m.OpIds,
 		m.Pending,
+		m.Regions,
+		m.Releasing,
 		m.Sockets,
 		m.Stats,
 		m.Targets,
@@ -390,6 +414,7 @@ type memdiagVariables struct {
 	UnusedForkEvent    *ebpf.Variable `ebpf:"unused_fork_event"`
 	UnusedOpBeginEvent *ebpf.Variable `ebpf:"unused_op_begin_event"`
 	UnusedOpEndEvent   *ebpf.Variable `ebpf:"unused_op_end_event"`
+	UnusedRegion       *ebpf.Variable `ebpf:"unused_region"`
 	UnusedSockInfo     *ebpf.Variable `ebpf:"unused_sock_info"`
 	UnusedThreadState  *ebpf.Variable `ebpf:"unused_thread_state"`
 }

@@ -52,6 +52,7 @@ const (
 	statPendingOverflow
 	statSocketOverflow
 	statThreadOverflow
+	statRegionOverflow
 )
 
 // attachment is one tracepoint and the program that handles it.
@@ -280,8 +281,13 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 		key memdiagBucketKey
 		val memdiagCounters
 	)
+	var freed []memdiagBucketKey
 	it := t.objs.Buckets.Iterate()
 	for it.Next(&key, &val) {
+		if key.Kind == uint32(event.BucketFreed) {
+			freed = append(freed, key)
+			continue
+		}
 		s.Buckets = append(s.Buckets, event.Bucket{
 			Key:      event.BucketKey{PID: key.Tgid, Kind: event.BucketKind(key.Kind), ID: key.Id},
 			Counters: counters(&val),
@@ -289,6 +295,16 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading buckets: %w", err)
+	}
+	// Freed buckets are taken, atomically, so a give-back that lands after
+	// the read starts a new bucket instead of being lost.
+	for _, k := range freed {
+		if err := t.objs.Buckets.LookupAndDelete(&k, &val); err == nil {
+			s.Freed = append(s.Freed, event.Bucket{
+				Key:      event.BucketKey{PID: k.Tgid, Kind: event.BucketFreed, ID: k.Id},
+				Counters: counters(&val),
+			})
+		}
 	}
 	slices.SortFunc(s.Buckets, func(a, b event.Bucket) int {
 		return cmp.Or(cmp.Compare(a.Key.PID, b.Key.PID), cmp.Compare(a.Key.Kind, b.Key.Kind), cmp.Compare(a.Key.ID, b.Key.ID))
@@ -342,6 +358,7 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 		statPendingOverflow: &s.Stats.PendingOverflow,
 		statSocketOverflow:  &s.Stats.SocketOverflow,
 		statThreadOverflow:  &s.Stats.ThreadOverflow,
+		statRegionOverflow:  &s.Stats.RegionOverflow,
 	} {
 		if *dst, err = stat(idx); err != nil {
 			return nil, err
@@ -385,6 +402,25 @@ func (t *Tracer) Forget(buckets []event.BucketKey, deadPIDs []uint32) error {
 	for _, id := range stale {
 		if err := t.objs.MmStates.Delete(&id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("deleting mm state: %w", err))
+		}
+	}
+	var (
+		rk      memdiagRegionKey
+		rv      memdiagRegion
+		regions []memdiagRegionKey
+	)
+	rit := t.objs.Regions.Iterate()
+	for rit.Next(&rk, &rv) {
+		if dead[rk.Tgid] {
+			regions = append(regions, rk)
+		}
+	}
+	if err := rit.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("reading regions: %w", err))
+	}
+	for _, k := range regions {
+		if err := t.objs.Regions.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("deleting region: %w", err))
 		}
 	}
 	return errors.Join(errs...)

@@ -69,7 +69,7 @@ func runAttach(ctx context.Context, pid int, opts sessionOptions) error {
 	}
 	defer unix.Close(pidfd)
 
-	tr, err := tracer.Open(tracer.Config{RingbufBytes: opts.ringbufBytes, MaxBuckets: opts.maxBuckets})
+	tr, err := tracer.Open(tracer.Config{RingbufBytes: opts.ringbufBytes, MaxBuckets: opts.maxBuckets, KeepQueryValues: opts.keepQuery})
 	if err != nil {
 		return err
 	}
@@ -93,6 +93,7 @@ func runAttach(ctx context.Context, pid int, opts sessionOptions) error {
 		started: time.Now(),
 	}
 	s.acct.SetComm(uint32(pid), base.Name)
+	s.acct.SetOptions(opts.accountOptions())
 	if err := s.start(); err != nil {
 		tr.Close()
 		return err

@@ -69,7 +69,7 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 		return err
 	}
 
-	tr, err := tracer.Open(tracer.Config{Launcher: cmd.Process.Pid, RingbufBytes: opts.ringbufBytes, MaxBuckets: opts.maxBuckets})
+	tr, err := tracer.Open(tracer.Config{Launcher: cmd.Process.Pid, RingbufBytes: opts.ringbufBytes, MaxBuckets: opts.maxBuckets, KeepQueryValues: opts.keepQuery})
 	if err != nil {
 		return abort(err)
 	}
@@ -81,6 +81,7 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 		target:  report.Target{PID: pid, Comm: argv[0], Exe: path, Mode: "run"},
 		started: time.Now(),
 	}
+	s.acct.SetOptions(opts.accountOptions())
 	if err := s.start(); err != nil {
 		tr.Close()
 		return abort(err)

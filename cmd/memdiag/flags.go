@@ -4,6 +4,9 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/memdiag/memdiag/attribution"
+	"github.com/memdiag/memdiag/config"
 )
 
 // commonFlags are shared by attach and run.
@@ -16,6 +19,11 @@ func commonFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "duration", Usage: "stop tracing after `D` (0: until the target exits or a signal)"},
 		&cli.IntFlag{Name: "ringbuf-size", Value: 256 << 10, Usage: "lifecycle ring buffer `BYTES` (a power of two)"},
 		&cli.IntFlag{Name: "max-buckets", Value: 16384, Usage: "bound on the kernel's bucket table (`N` entries)"},
+		&cli.StringFlag{Name: "config", Usage: "name operations' categories with the rules in `FILE` (YAML, see examples/classic-categories.yaml)"},
+		&cli.StringFlag{Name: "growth-rss", Value: "50MB", Usage: "log [GROWTH] for an op whose RSS grows by `SIZE` or more"},
+		&cli.StringFlag{Name: "summary-rss-rate", Value: "100MB", Usage: "log a [SUMMARY] block at an interval whose RSS grew faster than `SIZE` per minute"},
+		&cli.IntFlag{Name: "keep-ops", Value: 100, Usage: "remember the last `N` ops per category"},
+		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
 	}
 }
 
@@ -28,6 +36,16 @@ type sessionOptions struct {
 	duration     time.Duration
 	ringbufBytes int
 	maxBuckets   int
+	cfg          *config.Config
+	growthRSS    int64
+	summaryRate  int64
+	keepOps      int
+	keepQuery    bool
+}
+
+// accountOptions are the attribution options of a session.
+func (o sessionOptions) accountOptions() attribution.Options {
+	return attribution.Options{Categorizer: attribution.NewCategorizer(o.cfg), KeepOps: o.keepOps, GrowthRSS: o.growthRSS}
 }
 
 func optionsFrom(c *cli.Context) (sessionOptions, error) {
@@ -39,8 +57,24 @@ func optionsFrom(c *cli.Context) (sessionOptions, error) {
 		duration:     c.Duration("duration"),
 		ringbufBytes: c.Int("ringbuf-size"),
 		maxBuckets:   c.Int("max-buckets"),
+		keepOps:      c.Int("keep-ops"),
+		keepQuery:    c.Bool("keep-query-values"),
+	}
+	var err error
+	if o.growthRSS, err = config.ParseSize(c.String("growth-rss")); err != nil {
+		return o, usageErr("--growth-rss: %v", err)
+	}
+	if o.summaryRate, err = config.ParseSize(c.String("summary-rss-rate")); err != nil {
+		return o, usageErr("--summary-rss-rate: %v", err)
+	}
+	if path := c.String("config"); path != "" {
+		if o.cfg, err = config.Load(path); err != nil {
+			return o, usageErr("%v", err)
+		}
 	}
 	switch {
+	case o.keepOps < 1 || o.keepOps > 100000:
+		return o, usageErr("--keep-ops must be from 1 to 100000, got %d", o.keepOps)
 	case o.interval <= 0:
 		return o, usageErr("--interval must be positive, got %s", o.interval)
 	case o.duration < 0:

@@ -28,6 +28,7 @@ type session struct {
 	lastLost     uint64
 	lastPeriodic time.Time
 	lastGrowth   int64
+	tlsHinted    bool
 }
 
 // checkOutputs refuses, before anything is traced, outputs that could not
@@ -83,6 +84,10 @@ func (s *session) loop(ctx context.Context, done <-chan struct{}) string {
 				continue
 			}
 			s.acct.Apply(ev)
+			if !s.tlsHinted && s.acct.TLSSeen() {
+				s.tlsHinted = true
+				s.log.TLSHint()
+			}
 		case <-flush.C:
 			s.flush()
 		case <-periodic.C:
@@ -115,6 +120,9 @@ func (s *session) apply(snap *event.Snapshot) {
 			s.log.Printf("ERROR", "trimming kernel tables: %v", err)
 		}
 	}
+	for _, n := range s.acct.Notices() {
+		s.log.Growth(n)
+	}
 	if lost := snap.Stats.LostEvents; lost > s.lastLost {
 		s.log.Lost(lost-s.lastLost, lost)
 		s.lastLost = lost
@@ -126,7 +134,11 @@ func (s *session) periodic() {
 	growth := sum.Growth.Resident()
 	now := sum.End
 	current := s.base.Memory.Add(report.MemoryOf(sum.Growth))
-	s.log.Periodic(current, growth-s.lastGrowth, now.Sub(s.lastPeriodic))
+	delta, over := growth-s.lastGrowth, now.Sub(s.lastPeriodic)
+	s.log.Periodic(current, delta, over)
+	if over > 0 && float64(delta)/over.Minutes() >= float64(s.opts.summaryRate) {
+		s.log.Summary(sum, "growth rate over --summary-rss-rate")
+	}
 	s.lastGrowth, s.lastPeriodic = growth, now
 }
 
@@ -144,6 +156,10 @@ func (s *session) finish(why string) error {
 	closeErr := s.tr.Close()
 	sum := s.acct.Summary()
 	r := report.Build(sum, s.base, s.target, "memdiag "+version)
+	for _, n := range s.acct.Notices() {
+		s.log.Growth(n)
+	}
+	s.log.Summary(sum, "final")
 	s.log.Final(r, sum, why)
 	var writeErr error
 	if s.opts.reportJSON != "" {

@@ -4,7 +4,7 @@
 // Routes                 retains per request (true leak)
 //   GET  /api/records    nothing (builds and sends 200 records)
 //   GET  /api/voice/:id  VOICE_RETAIN_BYTES (default 2 KiB) Buffer, kept forever
-//   GET  /api/alfred/*   nothing (a transient 256 KiB Buffer)
+//   GET  /api/alfred/*   nothing (a transient 64 KiB Buffer)
 //   POST /graphql        nothing (parses the body, answers)
 //   GET  /media/*        nothing (sends a shared 64 KiB Buffer)
 //   GET  /stats          counters, for tests
@@ -45,13 +45,13 @@ app.get('/api/records', (req, res) => {
 const voiceKept = [];
 app.get('/api/voice/:id', (req, res) => {
   stats.voice++;
-  voiceKept.push(Buffer.alloc(voiceRetain, stats.voice & 0xff)); // the leak
+  voiceKept.push(Buffer.alloc(voiceRetain, (stats.voice % 255) + 1)); // the leak: nonzero, so every page is written
   res.json({ id: req.params.id, kept: voiceKept.length });
 });
 
 app.get('/api/alfred/*', (req, res) => {
   stats.alfred++;
-  const scratch = Buffer.alloc(256 * 1024, 1);
+  const scratch = Buffer.alloc(64 * 1024, 1);
   res.json({ path: req.path, sum: scratch[0] + scratch[scratch.length - 1] });
 });
 
@@ -85,7 +85,7 @@ function call(method, path, body) {
 async function syncCycle() {
   try {
     const changes = await call('GET', '/sync/changes');
-    const kept = Buffer.alloc(syncRetain, changes.length & 0xff); // the leak
+    const kept = Buffer.alloc(syncRetain, (syncKept.length % 255) + 1); // the leak: nonzero, so every page is written
     syncKept.push(kept);
     await call('POST', '/sync/ack', JSON.stringify({ n: syncKept.length }));
     stats.cycles++;

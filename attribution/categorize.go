@@ -1,0 +1,186 @@
+package attribution
+
+import (
+	"strings"
+	"time"
+
+	"github.com/memdiag/memdiag/config"
+	"github.com/memdiag/memdiag/event"
+)
+
+// Category kinds.
+const (
+	KindHTTP       = "http"       // served requests
+	KindOutbound   = "outbound"   // outbound calls and cycles
+	KindUnknown    = "unknown"    // served bytes that were not an HTTP request
+	KindIdle       = "idle"       // event-loop threads between operations
+	KindBackground = "background" // threads that never served an operation
+	KindProcess    = "process"    // kernel, inherited, released, overflow
+)
+
+// Naming is what the categorizer makes of an operation.
+type Naming struct {
+	Category string
+	Kind     string
+	CycleGap time.Duration // >0: group calls into cycles
+	Name     string        // the op itself: "GET /api/voice/42", "out 10.0.0.5:9200 POST /_search"
+	Detail   string        // "?limit=…", or ""
+}
+
+// Categorizer names operations from rules, first match wins; with no
+// match, HTTP ops are named by normalized route and outbound ops by
+// destination.
+type Categorizer struct {
+	rules []config.Category
+}
+
+// NewCategorizer returns a categorizer for cfg (nil: automatic names only).
+func NewCategorizer(cfg *config.Config) *Categorizer {
+	c := &Categorizer{}
+	if cfg != nil {
+		c.rules = cfg.Categories
+	}
+	return c
+}
+
+// Categorize names an operation.
+func (c *Categorizer) Categorize(b *event.OpBegin) Naming {
+	n := Naming{Kind: KindHTTP}
+	if b.Kind == event.OpOutbound {
+		n.Kind = KindOutbound
+	}
+	switch {
+	case b.Kind == event.OpOutbound:
+		n.Name = "out " + dest(b)
+		if b.HTTP {
+			n.Name += " " + b.Method + " " + b.Path
+		}
+	case b.HTTP:
+		n.Name = b.Method + " " + b.Path
+	default:
+		n.Kind, n.Category, n.Name = KindUnknown, "unknown", "unknown"
+		return n
+	}
+	if b.Query != "" {
+		n.Detail = "?" + b.Query
+	}
+	if b.Truncated {
+		n.Detail += "…"
+	}
+	for _, r := range c.rules {
+		if matches(r, b) {
+			n.Category, n.CycleGap = r.Name, r.CycleGap
+			return n
+		}
+	}
+	if b.Kind == event.OpOutbound {
+		n.Category = "out " + dest(b)
+	} else {
+		n.Category = b.Method + " " + NormalizeRoute(b.Path)
+	}
+	return n
+}
+
+func dest(b *event.OpBegin) string {
+	if !b.Dest.IsValid() {
+		return "?"
+	}
+	return b.Dest.String()
+}
+
+func matches(r config.Category, b *event.OpBegin) bool {
+	switch {
+	case r.HTTP == nil && r.Outbound == nil:
+		return true // a catch-all
+	case r.HTTP != nil:
+		if b.Kind != event.OpHTTPServer || !b.HTTP {
+			return false
+		}
+		m := r.HTTP
+		return (m.Method == "" || m.Method == b.Method) &&
+			strings.HasPrefix(b.Path, m.PathPrefix) &&
+			(m.PathRegex == nil || m.PathRegex.MatchString(b.Path))
+	default:
+		if b.Kind != event.OpOutbound {
+			return false
+		}
+		m := r.Outbound
+		if m.Host.IsValid() && (!b.Dest.IsValid() || b.Dest.Addr().Unmap() != m.Host) {
+			return false
+		}
+		if m.Port != 0 && b.Dest.Port() != m.Port {
+			return false
+		}
+		return m.PathPrefix == "" || b.HTTP && strings.HasPrefix(b.Path, m.PathPrefix)
+	}
+}
+
+// Route normalization bounds.
+const (
+	maxSegments = 8
+	maxRouteLen = 128
+)
+
+// NormalizeRoute folds the variable parts of a path — numbers, UUIDs,
+// long hex strings and other id-like segments — to ":id", so requests of
+// one route share a category.
+func NormalizeRoute(path string) string {
+	if path == "" || path == "*" {
+		return path
+	}
+	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	var b strings.Builder
+	for i, s := range segs {
+		if i == maxSegments {
+			b.WriteString("/…")
+			break
+		}
+		b.WriteByte('/')
+		if isID(s) {
+			b.WriteString(":id")
+		} else {
+			b.WriteString(s)
+		}
+	}
+	r := b.String()
+	if len(r) > maxRouteLen {
+		r = r[:maxRouteLen] + "…"
+	}
+	return r
+}
+
+// isID says whether a path segment looks like an identifier rather than a
+// fixed part of a route.
+func isID(s string) bool {
+	if s == "" {
+		return false
+	}
+	digits, hex, letters := 0, 0, 0
+	for _, c := range s {
+		switch {
+		case c >= '0' && c <= '9':
+			digits++
+			hex++
+		case c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F':
+			hex++
+			letters++
+		case c >= 'g' && c <= 'z' || c >= 'G' && c <= 'Z':
+			letters++
+		case c == '-' || c == '_' || c == '.' || c == '~' || c == '%' || c == ':':
+		default:
+			return false
+		}
+	}
+	n := len(s)
+	switch {
+	case digits == n: // 42
+		return true
+	case n == 36 && strings.Count(s, "-") == 4 && hex == 32: // UUID
+		return true
+	case hex == n && n >= 16: // object ids, hashes
+		return true
+	case digits > 0 && n >= 8 && digits*3 >= n: // mixed ids like a1b2c3d4e5
+		return true
+	}
+	return false
+}

@@ -1,0 +1,89 @@
+package attribution
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/memdiag/memdiag/config"
+	"github.com/memdiag/memdiag/event"
+)
+
+func TestNormalizeRoute(t *testing.T) {
+	for in, want := range map[string]string{
+		"/api/records":  "/api/records",
+		"/api/voice/42": "/api/voice/:id",
+		"/users/550e8400-e29b-41d4-a716-446655440000": "/users/:id",
+		"/objects/5f2b8c9e1a2b3c4d5e6f7a8b/view":      "/objects/:id/view",
+		"/media/logo.png":                             "/media/logo.png",
+		"/v1/orders/ab12cd34ef56":                     "/v1/orders/:id",
+		"/a/b/c/d/e/f/g/h/i/j":                        "/a/b/c/d/e/f/g/h/…",
+		"/":                                           "/",
+		"/api/v2":                                     "/api/v2",
+	} {
+		if got := NormalizeRoute(in); got != want {
+			t.Errorf("NormalizeRoute(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestCategorize(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`categories:
+  - name: api_voice
+    http: { path_prefix: /api/voice }
+  - name: posts
+    http: { method: POST, path_regex: '^/p/[0-9]+$' }
+  - name: gun_sync
+    outbound: { port: 8765 }
+    cycle_gap: 1s
+  - name: es
+    outbound: { host: 10.0.0.5, path_prefix: /_search }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCategorizer(cfg)
+	peer := netip.MustParseAddrPort("127.0.0.1:8765")
+	es := netip.MustParseAddrPort("10.0.0.5:9200")
+	for _, tc := range []struct {
+		in   event.OpBegin
+		want Naming
+	}{
+		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "GET", Path: "/api/voice/7", Query: "t=…"},
+			Naming{Category: "api_voice", Kind: KindHTTP, Name: "GET /api/voice/7", Detail: "?t=…"}},
+		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "POST", Path: "/p/12"},
+			Naming{Category: "posts", Kind: KindHTTP, Name: "POST /p/12"}},
+		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "GET", Path: "/p/12"},
+			Naming{Category: "GET /p/:id", Kind: KindHTTP, Name: "GET /p/12"}},
+		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "GET", Path: "/x", Truncated: true},
+			Naming{Category: "GET /x", Kind: KindHTTP, Name: "GET /x", Detail: "…"}},
+		{event.OpBegin{Kind: event.OpHTTPServer},
+			Naming{Category: "unknown", Kind: KindUnknown, Name: "unknown"}},
+		{event.OpBegin{Kind: event.OpOutbound, Dest: peer, HTTP: true, Method: "GET", Path: "/sync/changes"},
+			Naming{Category: "gun_sync", Kind: KindOutbound, CycleGap: time.Second, Name: "out 127.0.0.1:8765 GET /sync/changes"}},
+		{event.OpBegin{Kind: event.OpOutbound, Dest: es, HTTP: true, Method: "POST", Path: "/_search"},
+			Naming{Category: "es", Kind: KindOutbound, Name: "out 10.0.0.5:9200 POST /_search"}},
+		{event.OpBegin{Kind: event.OpOutbound, Dest: es},
+			Naming{Category: "out 10.0.0.5:9200", Kind: KindOutbound, Name: "out 10.0.0.5:9200"}},
+	} {
+		if got := c.Categorize(&tc.in); got != tc.want {
+			t.Errorf("Categorize(%+v) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func FuzzNormalizeRoute(f *testing.F) {
+	for _, s := range []string{"/api/records", "/a/1/b/2", "//", "/%2F/x", "/" + string(make([]byte, 300))} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		r := NormalizeRoute(p)
+		if len(r) > maxRouteLen+len("…") {
+			t.Fatalf("route too long: %d", len(r))
+		}
+		if NormalizeRoute(r) != r && len(r) <= maxRouteLen {
+			// normalizing twice changes nothing for bounded routes
+			t.Fatalf("not idempotent: %q -> %q -> %q", p, r, NormalizeRoute(r))
+		}
+	})
+}

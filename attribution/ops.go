@@ -1,0 +1,395 @@
+package attribution
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/memdiag/memdiag/event"
+)
+
+// Options tune the account's handling of operations.
+type Options struct {
+	Categorizer *Categorizer
+	// KeepOps is how many recent ops each category keeps (default 100).
+	KeepOps int
+	// GrowthRSS: an op (or cycle) whose RSS growth reaches it is noticed
+	// (a [GROWTH] line); 0 disables.
+	GrowthRSS int64
+	// MaxCategories bounds the category table; ops beyond it go to
+	// "other (too many categories)". Default 1000.
+	MaxCategories int
+	// MaxOpenOps bounds the table of ops still open; the oldest is ended
+	// when it is full. Default 65536.
+	MaxOpenOps int
+	// StaleOp ends an op whose counters did not move for this long (its
+	// end record was lost). Default 5 minutes.
+	StaleOp time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.Categorizer == nil {
+		o.Categorizer = NewCategorizer(nil)
+	}
+	if o.KeepOps <= 0 {
+		o.KeepOps = 100
+	}
+	if o.MaxCategories <= 0 {
+		o.MaxCategories = 1000
+	}
+	if o.MaxOpenOps <= 0 {
+		o.MaxOpenOps = 65536
+	}
+	if o.StaleOp <= 0 {
+		o.StaleOp = 5 * time.Minute
+	}
+}
+
+// OpRecord is one finished op (or cycle) as reports list it.
+type OpRecord struct {
+	Name     string
+	Detail   string
+	PID      uint32
+	Begin    time.Time
+	End      time.Time
+	Ops      int // ops in a cycle; 1 otherwise
+	Counters event.Counters
+}
+
+// Notice is an op (or cycle) that grew past the threshold.
+type Notice struct {
+	Category string
+	OpRecord
+}
+
+// unit is what a category counts: one op, or one cycle of ops.
+type unit struct {
+	rec     OpRecord
+	open    int       // member ops still open
+	last    time.Time // latest begin or end of a member
+	pending bool      // a cycle still accepting members
+}
+
+// category accumulates the ops of one name.
+type category struct {
+	name, kind string
+	gap        time.Duration
+	ops        int
+	done       event.Counters            // finished ops' counters
+	perPID     map[uint32]event.Counters // finished ops' counters per process
+	recent     []OpRecord                // ring of the last KeepOps units
+	next       int                       // ring position
+	top        []OpRecord                // largest units by resident growth, at most 3
+	cycle      *unit                     // the cycle being gathered
+}
+
+// op is an operation still open.
+type op struct {
+	id    uint64
+	pid   uint32
+	cat   *category
+	unit  *unit
+	live  event.Counters // provisional, from snapshots
+	moved time.Time      // when live last changed
+}
+
+const topOps = 3
+
+// orphanAfter is how many snapshots an op bucket may precede its begin
+// record before the begin counts as lost.
+const orphanAfter = 3
+
+func (a *Account) categoryFor(n Naming) *category {
+	c, ok := a.cats[n.Category]
+	if !ok {
+		if len(a.cats) >= a.opts.MaxCategories {
+			n = Naming{Category: "other (too many categories)", Kind: n.Kind}
+			if c, ok = a.cats[n.Category]; ok {
+				return c
+			}
+		}
+		c = &category{name: n.Category, kind: n.Kind, gap: n.CycleGap, perPID: map[uint32]event.Counters{}}
+		a.cats[n.Category] = c
+	}
+	return c
+}
+
+func (a *Account) opBegin(b *event.OpBegin) {
+	if _, dup := a.open[b.OpID]; dup {
+		return
+	}
+	delete(a.orphans, b.OpID)
+	if len(a.open) >= a.opts.MaxOpenOps {
+		a.endOldest(b.Time)
+	}
+	n := a.opts.Categorizer.Categorize(b)
+	c := a.categoryFor(n)
+	o := &op{id: b.OpID, pid: b.PID, cat: c, moved: b.Time}
+	rec := OpRecord{Name: n.Name, Detail: n.Detail, PID: b.PID, Begin: b.Time, Ops: 1}
+	switch {
+	case c.gap > 0 && c.cycle != nil && b.Time.Sub(c.cycle.last) < c.gap:
+		o.unit = c.cycle // part of the cycle under way
+		o.unit.rec.Ops++
+	default:
+		if c.cycle != nil {
+			a.closeCycle(c)
+		}
+		c.ops++
+		o.unit = &unit{rec: rec, pending: c.gap > 0}
+		if c.gap > 0 {
+			c.cycle = o.unit
+		}
+	}
+	o.unit.open++
+	o.unit.last = b.Time
+	a.open[b.OpID] = o
+}
+
+// opEnd finishes an op with its final counters (or its last snapshot's).
+func (a *Account) opEnd(id uint64, at time.Time, final *event.Counters) {
+	o, ok := a.open[id]
+	if !ok {
+		if final != nil && !a.isEnded(id) {
+			// Its begin was lost: count it as unknown.
+			o = &op{id: id, cat: a.categoryFor(Naming{Category: "unknown", Kind: KindUnknown}), moved: at}
+			o.cat.ops++
+			o.unit = &unit{rec: OpRecord{Name: "unknown (begin lost)", Begin: at, Ops: 1}, open: 1}
+		} else {
+			return
+		}
+	}
+	c := o.live
+	if final != nil {
+		c = *final
+	}
+	delete(a.open, id)
+	delete(a.orphans, id)
+	a.ended[id] = a.seq
+	if c.Mapped > 0 {
+		a.rememberOwner(id, o.cat)
+	}
+	cat := o.cat
+	cat.done = add(cat.done, c)
+	cat.perPID[o.pid] = add(cat.perPID[o.pid], c)
+	u := o.unit
+	u.rec.Counters = add(u.rec.Counters, c)
+	u.open--
+	if at.After(u.last) {
+		u.last = at
+	}
+	if at.After(u.rec.End) {
+		u.rec.End = at
+	}
+	if u.open == 0 && !u.pending {
+		a.record(cat, u)
+	}
+}
+
+func (a *Account) isEnded(id uint64) bool {
+	_, ok := a.ended[id]
+	return ok
+}
+
+// closeCycle ends the gathering of a category's cycle; it is recorded once
+// its last member op has ended.
+func (a *Account) closeCycle(c *category) {
+	u := c.cycle
+	c.cycle = nil
+	u.pending = false
+	if u.open == 0 {
+		a.record(c, u)
+	}
+}
+
+// record files a finished unit: recent ring, top list, growth notice.
+func (a *Account) record(c *category, u *unit) {
+	rec := u.rec
+	if len(c.recent) < a.opts.KeepOps {
+		c.recent = append(c.recent, rec)
+	} else {
+		c.recent[c.next] = rec
+		c.next = (c.next + 1) % len(c.recent)
+	}
+	c.top = append(c.top, rec)
+	slices.SortStableFunc(c.top, func(x, y OpRecord) int { return cmp.Compare(y.Counters.Resident(), x.Counters.Resident()) })
+	if len(c.top) > topOps {
+		c.top = c.top[:topOps]
+	}
+	if a.opts.GrowthRSS > 0 && rec.Counters.Resident() >= a.opts.GrowthRSS && len(a.notices) < 1000 {
+		a.notices = append(a.notices, Notice{Category: c.name, OpRecord: rec})
+	}
+}
+
+// endOldest ends the op that began first, to make room.
+func (a *Account) endOldest(at time.Time) {
+	var oldest *op
+	for _, o := range a.open {
+		if oldest == nil || o.id < oldest.id {
+			oldest = o
+		}
+	}
+	if oldest != nil {
+		a.evicted++
+		a.opEnd(oldest.id, at, nil)
+	}
+}
+
+// opSnapshot takes an op bucket's provisional counters; it returns the
+// key when the op is stale (its end was lost) and should be dropped from
+// the kernel.
+func (a *Account) opSnapshot(b event.Bucket, now time.Time) {
+	o, ok := a.open[b.Key.ID]
+	if !ok {
+		if a.isEnded(b.Key.ID) {
+			return // read before the tracer took it at the op's end
+		}
+		// Its begin may still be on its way through the ring buffer;
+		// after a few snapshots, it was lost: track it as unknown.
+		first, seen := a.orphans[b.Key.ID]
+		if !seen {
+			a.orphans[b.Key.ID] = a.seq
+			return
+		}
+		if a.seq-first < orphanAfter {
+			return
+		}
+		delete(a.orphans, b.Key.ID)
+		c := a.categoryFor(Naming{Category: "unknown", Kind: KindUnknown})
+		c.ops++
+		o = &op{id: b.Key.ID, pid: b.Key.PID, cat: c, moved: now,
+			unit: &unit{rec: OpRecord{Name: "unknown (begin lost)", PID: b.Key.PID, Begin: now, Ops: 1}, open: 1}}
+		a.open[b.Key.ID] = o
+	}
+	if b.Counters != o.live {
+		o.live, o.moved = b.Counters, now
+		return
+	}
+	if now.Sub(o.moved) >= a.opts.StaleOp {
+		a.opEnd(o.id, now, nil)
+		a.forget = append(a.forget, b.Key)
+	}
+}
+
+// endOpsOf ends every open op of an exited process.
+func (a *Account) endOpsOf(pid uint32, at time.Time) {
+	var ids []uint64
+	for id, o := range a.open {
+		if o.pid == pid {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		a.opEnd(id, at, nil)
+	}
+}
+
+// pruneEnded forgets ended op ids old enough that no snapshot can still
+// show them.
+func (a *Account) pruneEnded() {
+	for id, seq := range a.ended {
+		if a.seq-seq > retireAfter {
+			delete(a.ended, id)
+		}
+	}
+	for id, seq := range a.orphans {
+		if a.seq-seq > 2*orphanAfter {
+			delete(a.orphans, id) // gone without a trace: taken at an end we applied
+		}
+	}
+}
+
+// Notices returns, once, the ops that grew past the threshold since the
+// last call.
+func (a *Account) Notices() []Notice {
+	n := a.notices
+	a.notices = nil
+	return n
+}
+
+// TLSSeen says whether a served socket carried TLS.
+func (a *Account) TLSSeen() bool { return a.tlsSeen }
+
+// CategorySummary is one category in a Summary.
+type CategorySummary struct {
+	Name string
+	Kind string
+	Ops  int // ops, or cycles for cycle categories
+	event.Counters
+	OpenOps int        // ops still open, counted with their latest counters
+	Top     []OpRecord // largest ops (or cycles) by resident growth
+	Recent  []OpRecord // the last KeepOps, oldest first
+	PerPID  map[uint32]event.Counters
+}
+
+// AvgResidentPerOp is the resident growth per op.
+func (c *CategorySummary) AvgResidentPerOp() int64 {
+	if c.Ops == 0 {
+		return 0
+	}
+	return c.Resident() / int64(c.Ops)
+}
+
+// opCategories summarizes every op category, open ops included.
+func (a *Account) opCategories() []CategorySummary {
+	out := make([]CategorySummary, 0, len(a.cats))
+	idx := map[string]int{}
+	for _, c := range a.cats {
+		cs := CategorySummary{Name: c.name, Kind: c.kind, Ops: c.ops, Counters: c.done, PerPID: map[uint32]event.Counters{}}
+		for pid, v := range c.perPID {
+			cs.PerPID[pid] = v
+		}
+		cs.Top = slices.Clone(c.top)
+		cs.Recent = append(slices.Clone(c.recent[c.next:]), c.recent[:c.next]...)
+		if c.cycle != nil && c.cycle.open == 0 {
+			cs.Top = mergeTop(cs.Top, c.cycle.rec)
+		}
+		idx[c.name] = len(out)
+		out = append(out, cs)
+	}
+	for _, o := range a.open {
+		cs := &out[idx[o.cat.name]]
+		cs.Counters = add(cs.Counters, o.live)
+		cs.PerPID[o.pid] = add(cs.PerPID[o.pid], o.live)
+		cs.OpenOps++
+	}
+	return out
+}
+
+func mergeTop(top []OpRecord, r OpRecord) []OpRecord {
+	top = append(top, r)
+	slices.SortStableFunc(top, func(x, y OpRecord) int { return cmp.Compare(y.Counters.Resident(), x.Counters.Resident()) })
+	if len(top) > topOps {
+		top = top[:topOps]
+	}
+	return top
+}
+
+// maxOwners bounds how many ended ops that mapped memory are remembered,
+// so what they give back later finds their category.
+const maxOwners = 65536
+
+// rememberOwner keeps an ended op's category for its later give-backs.
+func (a *Account) rememberOwner(id uint64, c *category) {
+	if len(a.ownerRing) < maxOwners {
+		a.ownerRing = append(a.ownerRing, id)
+	} else {
+		delete(a.owners, a.ownerRing[a.ownerNext])
+		a.ownerRing[a.ownerNext] = id
+		a.ownerNext = (a.ownerNext + 1) % maxOwners
+	}
+	a.owners[id] = c
+}
+
+// freed adds memory an op gave back after it ended to the op's category.
+func (a *Account) freed(b event.Bucket) {
+	c := a.owners[b.Key.ID]
+	if o, ok := a.open[b.Key.ID]; ok {
+		c = o.cat
+	}
+	if c == nil {
+		c = a.categoryFor(Naming{Category: "freed (op forgotten)", Kind: KindUnknown})
+	}
+	c.done = add(c.done, b.Counters)
+	c.perPID[b.Key.PID] = add(c.perPID[b.Key.PID], b.Counters)
+}

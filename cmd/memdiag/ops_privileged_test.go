@@ -1,0 +1,357 @@
+//go:build privileged
+
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/memdiag/memdiag/report"
+)
+
+const repoRoot = "../.."
+
+// freePort returns a loopback port nothing listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// service is a server process under test.
+type service struct {
+	cmd  *exec.Cmd
+	pid  int
+	port int
+}
+
+// startService starts argv with env, waits for its "listening" line on
+// stdout, and stops it at the end of the test.
+func startService(t *testing.T, env []string, argv ...string) *service {
+	t.Helper()
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		t.Fatalf("%s is needed for this test (.ci/run installs it): %v", argv[0], err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "listening") {
+			go io.Copy(io.Discard, out)
+			return &service{cmd: cmd, pid: cmd.Process.Pid}
+		}
+	}
+	t.Fatalf("%v exited before listening", argv)
+	return nil
+}
+
+// client is a keep-alive HTTP client with bounded connections.
+func client(conns int) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
+			DisableCompression: true,
+		},
+	}
+}
+
+// get fetches url and returns the body.
+func get(t *testing.T, c *http.Client, method, url string, body io.Reader) []byte {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode >= 300 {
+		t.Fatalf("%s %s: %d %v", method, url, resp.StatusCode, err)
+	}
+	return data
+}
+
+// getJSON fetches url into v.
+func getJSON(t *testing.T, c *http.Client, url string, v any) {
+	t.Helper()
+	if err := json.Unmarshal(get(t, c, "GET", url, nil), v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// category finds a category of the report by name.
+func category(rep *report.Report, name string) (report.CategoryJSON, bool) {
+	for _, c := range rep.Categories {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return report.CategoryJSON{}, false
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<none>"
+	}
+	return *s
+}
+
+// opsWithin fails unless got is within 2% (at least one op: a boundary op)
+// of want.
+func opsWithin(t *testing.T, what string, got, want int) {
+	t.Helper()
+	tol := max(1, want*2/100)
+	if d := got - want; d > tol || -d > tol {
+		t.Errorf("%s: %d ops, want %d ± %d", what, got, want, tol)
+	}
+}
+
+type serviceStats struct {
+	Records, Voice, Alfred, Graphql, Media, Cycles int
+}
+
+type peerStats struct{ Changes, Acks int }
+
+// TestReferenceService runs the reference service under load with
+// memdiag attached by pid and the example config: the sync cycle is the
+// culprit, /api/records grows next to nothing, every category has its op
+// count, and the categories explain all the growth.
+func TestReferenceService(t *testing.T) {
+	requireRoot(t)
+	dir := filepath.Join(repoRoot, "examples", "leaky-service")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "express")); err != nil {
+		t.Fatalf("run `npm ci` in %s first (.ci/run does): %v", dir, err)
+	}
+	port := freePort(t)
+	// The example config names the peer by port 8765.
+	peer := startService(t, []string{"PEER_PORT=8765"}, "node", filepath.Join(dir, "peer.js"))
+	_ = peer
+	svc := startService(t, []string{
+		fmt.Sprintf("PORT=%d", port), "PEER_PORT=8765",
+		"SYNC_INTERVAL_MS=1200", "SYNC_RETAIN_BYTES=33554432", "VOICE_RETAIN_BYTES=2048",
+	}, "node", filepath.Join(dir, "server.js"))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	c := client(16)
+	load := func(rounds int) {
+		var wg sync.WaitGroup
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i := 0; i < rounds; i++ {
+					get(t, c, "GET", fmt.Sprintf("%s/api/records?limit=%d", base, 20+i%100), nil)
+					get(t, c, "GET", fmt.Sprintf("%s/api/voice/%d", base, w*1000+i), nil)
+					get(t, c, "GET", base+"/api/alfred/ask", nil)
+					get(t, c, "POST", base+"/graphql", strings.NewReader(`{"query":"{ records { id } }"}`))
+					get(t, c, "GET", base+"/media/logo.png", nil)
+				}
+			}(w)
+		}
+		wg.Wait()
+	}
+	load(300) // warm up: the V8 heap and malloc arenas reach their working size
+
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h",
+		"--config", filepath.Join(repoRoot, "examples", "classic-categories.yaml"))
+	pc := client(1)
+	var s0, s1 serviceStats
+	var p0, p1 peerStats
+	getJSON(t, pc, "http://127.0.0.1:8765/stats", &p0)
+	getJSON(t, c, base+"/stats", &s0)
+	// Load until the peer has served 8 more cycles (bounded).
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		load(20)
+		getJSON(t, pc, "http://127.0.0.1:8765/stats", &p1)
+		if p1.Changes-p0.Changes >= 8 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the service made only %d sync cycles", p1.Changes-p0.Changes)
+		}
+	}
+	getJSON(t, c, base+"/stats", &s1)
+	getJSON(t, pc, "http://127.0.0.1:8765/stats", &p1)
+	c.CloseIdleConnections() // ends the last ops on their sockets
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("memdiag exit %d: %s", code, r.stderr.String())
+	}
+	rep := r.readReport(t)
+	for _, c := range rep.Categories {
+		t.Logf("category %s (%s): %d ops, %d bytes", c.Name, c.Kind, c.Ops, c.RSSBytes)
+	}
+	t.Logf("growth %d; service %+v -> %+v; peer %+v -> %+v", rep.Growth.RSS, s0, s1, p0, p1)
+
+	if rep.Culprit == nil || *rep.Culprit != "gun_sync" || rep.CulpritShare < 0.8 {
+		t.Errorf("culprit = %s with %.0f%% of operation growth, want gun_sync with at least 80%%", deref(rep.Culprit), rep.CulpritShare*100)
+	}
+	if rec, _ := category(rep, "api_records"); float64(rec.RSSBytes) >= 0.05*float64(rep.Growth.RSS) {
+		t.Errorf("api_records grew %d of %d bytes (>= 5%%)", rec.RSSBytes, rep.Growth.RSS)
+	}
+	for name, want := range map[string]int{
+		"api_records":   s1.Records - s0.Records,
+		"api_voice":     s1.Voice - s0.Voice,
+		"api_alfred":    s1.Alfred - s0.Alfred,
+		"graphql_query": s1.Graphql - s0.Graphql,
+		"static_media":  s1.Media - s0.Media,
+		// a cycle = GET /sync/changes + POST /sync/ack, gaps < 1s
+		"gun_sync": p1.Changes - p0.Changes,
+	} {
+		cat, ok := category(rep, name)
+		if !ok {
+			t.Errorf("no category %s in the report", name)
+			continue
+		}
+		opsWithin(t, name, cat.Ops, want)
+	}
+	if g, _ := category(rep, "gun_sync"); g.Kind != "outbound" || len(g.TopOps) == 0 || !strings.Contains(g.TopOps[0].Name, "GET /sync/changes") {
+		t.Errorf("gun_sync = %+v", g)
+	}
+	// Conservation: categories (ops, idle, background, kernel…) sum to the growth.
+	var sum int64
+	for _, cat := range rep.Categories {
+		sum += cat.RSSBytes
+	}
+	within(t, "sum of categories", sum, rep.Growth.RSS, 0.01, rep.Growth.RSS)
+	within(t, "unattributed", rep.UnattributedBytes, 0, 0.01, rep.Growth.RSS)
+	if rep.LostEvents != 0 {
+		t.Errorf("lost %d events", rep.LostEvents)
+	}
+	log, _ := os.ReadFile(r.log)
+	if !strings.Contains(string(log), "PRIMARY CULPRIT") || !strings.Contains(string(log), "gun_sync: ") {
+		t.Errorf("the log lacks the culprit summary:\n%s", log)
+	}
+}
+
+// TestConcurrentConnections: 64 keep-alive connections interleave two
+// routes that keep different sizes; each route is charged its own.
+func TestConcurrentConnections(t *testing.T) {
+	requireRoot(t)
+	port := freePort(t)
+	// Both above glibc's mmap threshold (128 KiB): each is fresh memory,
+	// not a chunk a freed request left in the heap.
+	const small, big = 160 << 10, 480 << 10
+	svc := startService(t, []string{fmt.Sprintf("PORT=%d", port), fmt.Sprintf("SMALL=%d", small), fmt.Sprintf("BIG=%d", big)},
+		"node", filepath.Join(repoRoot, "testdata", "services", "concurrency.js"))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	const conns, perConn = 64, 20
+	c := client(conns)
+	run := func(n int) {
+		var wg sync.WaitGroup
+		for w := 0; w < conns; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i := 0; i < n; i++ {
+					route := "/small"
+					if (i+w)%2 == 1 {
+						route = "/big"
+					}
+					get(t, c, "GET", base+route, nil)
+				}
+			}(w)
+		}
+		wg.Wait()
+	}
+	run(4) // warm up, and open all 64 connections
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h")
+	run(perConn)
+	c.CloseIdleConnections()
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("memdiag exit %d: %s", code, r.stderr.String())
+	}
+	rep := r.readReport(t)
+	for _, c := range rep.Categories {
+		t.Logf("category %s (%s): %d ops, %d bytes", c.Name, c.Kind, c.Ops, c.RSSBytes)
+	}
+	n := int64(conns * perConn / 2)
+	for route, size := range map[string]int64{"GET /small": small, "GET /big": big} {
+		cat, ok := category(rep, route)
+		if !ok {
+			t.Fatalf("no category %q in %+v", route, rep.Categories)
+		}
+		opsWithin(t, route, cat.Ops, int(n))
+		within(t, route+" resident growth", cat.RSSBytes, n*size, 0.10, n*size)
+	}
+}
+
+// TestNonNodeService: a Python http.server with a leaking route is named
+// and charged through the syscall path alone.
+func TestNonNodeService(t *testing.T) {
+	requireRoot(t)
+	port := freePort(t)
+	const leak = 1 << 20
+	svc := startService(t, []string{fmt.Sprintf("PORT=%d", port), fmt.Sprintf("LEAK=%d", leak)},
+		"python3", filepath.Join(repoRoot, "testdata", "services", "leaky.py"))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	c := client(1)
+	get(t, c, "GET", base+"/ok", nil)
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h")
+	const n = 40
+	for i := 0; i < n; i++ {
+		get(t, c, "GET", fmt.Sprintf("%s/leak/%d?token=secret%d", base, i, i), nil)
+		get(t, c, "GET", base+"/ok", nil)
+	}
+	c.CloseIdleConnections()
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("memdiag exit %d: %s", code, r.stderr.String())
+	}
+	rep := r.readReport(t)
+	leakCat, ok := category(rep, "GET /leak/:id")
+	if !ok {
+		t.Fatalf("no category GET /leak/:id in %+v", rep.Categories)
+	}
+	opsWithin(t, "GET /leak/:id", leakCat.Ops, n)
+	within(t, "leak route growth", leakCat.RSSBytes, n*leak, 0.10, n*leak)
+	if okCat, _ := category(rep, "GET /ok"); okCat.Ops != n || okCat.RSSBytes > n*leak/20 {
+		t.Errorf("GET /ok = %+v, want %d ops and little growth", okCat, n)
+	}
+	data, _ := os.ReadFile(r.report)
+	logData, _ := os.ReadFile(r.log)
+	for _, out := range [][]byte{data, logData} {
+		if strings.Contains(string(out), "secret") {
+			t.Errorf("a query value reached an output")
+		}
+	}
+	if len(leakCat.TopOps) == 0 || leakCat.TopOps[0].Detail != "?token=…" {
+		t.Errorf("top op detail = %+v, want the query key with its value redacted", leakCat.TopOps)
+	}
+}
