@@ -101,7 +101,10 @@ func run() int {
 
 	// Ctrl-C or SIGTERM: the run in progress fails (its processes are
 	// killed), and the temporary directory is still removed.
-	b := &bench{memdiag: *memdiagBin, dir: dir, bystander: *bystander, stop: make(chan os.Signal, 1)}
+	b := &bench{
+		memdiag: *memdiagBin, dir: dir, bystander: *bystander, stop: make(chan os.Signal, 1),
+		retriesLeft: retryBudget * (*rounds + 1) * len(workloads),
+	}
 	signal.Notify(b.stop, os.Interrupt, syscall.SIGTERM)
 
 	loadBefore := loadavg()
@@ -149,8 +152,9 @@ type bench struct {
 	stop       chan os.Signal
 	rows       []row
 
-	sawForeign bool  // another memdiag was loaded during the current pair
-	foreignErr error // listing BPF programs failed: no more checks
+	retriesLeft int   // pairs that may still be run again
+	sawForeign  bool  // another memdiag was loaded during the current pair
+	foreignErr  error // listing BPF programs failed: no more checks
 }
 
 // interrupted reports a pending Ctrl-C or SIGTERM as an error.
@@ -163,9 +167,13 @@ func (b *bench) interrupted() error {
 	}
 }
 
-// maxRetries bounds how often one round is run again after memdiag was
-// killed from outside.
-const maxRetries = 3
+// maxRetries bounds how often one pair is run again (memdiag killed from
+// outside, another memdiag loaded); retryBudget bounds the reruns of a whole
+// benchmark, in pairs per round, so a busy machine cannot stretch it much.
+const (
+	maxRetries  = 3
+	retryBudget = 2
+)
 
 // measure runs every workload: one discarded warm-up pair, then rounds
 // interleaved pairs.
@@ -206,8 +214,9 @@ func (b *bench) measure(workloads []workload, rounds int) error {
 }
 
 // pair runs one untraced and one traced run. Both are run again when
-// memdiag was killed from outside, or when another memdiag was loaded
-// during them; after maxRetries such a pair is kept and counted.
+// memdiag was killed from outside or another memdiag was loaded during
+// them, up to maxRetries times and while the retry budget lasts; after
+// that, a pair with another memdiag loaded is kept and reported as such.
 func (b *bench) pair(w workload, round int, label string) (u result, t tracedResult, foreign bool, err error) {
 	for attempt := 0; ; attempt++ {
 		b.sawForeign = false
@@ -220,18 +229,28 @@ func (b *bench) pair(w workload, round int, label string) (u result, t tracedRes
 			return u, t, false, err
 		}
 		t, err = b.traced(w, round, attempt)
-		retry := attempt < maxRetries
+		var why string
 		switch {
-		case errors.Is(err, errKilled) && retry:
-			fmt.Fprintf(os.Stderr, "bench: %s %s: %v; running the pair again\n", w.name, label, err)
-			continue
+		case errors.Is(err, errKilled):
+			why = err.Error()
 		case err != nil:
 			return u, t, false, fmt.Errorf("traced: %w", err)
-		case b.sawForeign && retry:
-			fmt.Fprintf(os.Stderr, "bench: %s %s: another memdiag was loaded on the machine during the pair; running it again\n", w.name, label)
-			continue
+		case b.sawForeign:
+			why = "another memdiag was loaded on the machine during the pair"
+		default:
+			return u, t, false, b.interrupted()
 		}
-		return u, t, b.sawForeign, b.interrupted()
+		if attempt == maxRetries || b.retriesLeft == 0 {
+			if err != nil {
+				return u, t, false, fmt.Errorf("traced: %w", err)
+			}
+			return u, t, true, b.interrupted()
+		}
+		b.retriesLeft--
+		fmt.Fprintf(os.Stderr, "bench: %s %s: %s; running the pair again\n", w.name, label, why)
+		if err := b.interrupted(); err != nil {
+			return u, t, false, err
+		}
 	}
 }
 

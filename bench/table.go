@@ -112,8 +112,8 @@ func printTable(out io.Writer, rows []row, info tableInfo) {
 	}
 	for _, r := range rows {
 		if r.foreign > 0 {
-			fmt.Fprintf(w, "\n%s: another memdiag was loaded on the machine during %d of %d pairs, even after %d reruns; its programs ran on the workload's faults in both arms.\n",
-				r.w.name, r.foreign, len(r.traced), maxRetries)
+			fmt.Fprintf(w, "\n%s: another memdiag was loaded on the machine during %d of %d pairs, even after reruns; its programs ran on the workload's faults in both arms.\n",
+				r.w.name, r.foreign, len(r.traced))
 		}
 	}
 }

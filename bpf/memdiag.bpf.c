@@ -262,6 +262,42 @@ static __always_inline void *event_reserve(u32 size, u32 kind, u32 tgid, u32 tid
 	return h;
 }
 
+/* Wake the reader only once the ring is a quarter full: a wakeup is an
+ * irq_work self-IPI, several microseconds in a VM, and the reader polls
+ * the ring on a short timer anyway (tracer.readPoll). */
+static __always_inline void submit(void *e)
+{
+	u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+	bpf_ringbuf_submit(e, avail >= size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+/* Sends OP_END for op_id with the op's final counters, taken out of the
+ * buckets map. When the ring is full the bucket stays: userspace finds it
+ * in a snapshot and ends the op itself, so no byte is lost with the record.
+ * (A charge racing the copy on another CPU can be lost; ops run on one
+ * thread at a time, so this is rare and small.) */
+static __always_inline void emit_op_end(u32 tgid, u32 tid, u64 op_id, s32 fd, u32 reason)
+{
+	struct op_end_event *e = event_reserve(sizeof(*e), EV_OP_END, tgid, tid);
+	if (!e)
+		return;
+	e->op_id = op_id;
+	e->fd = fd;
+	e->reason = reason;
+	e->has_final = 0;
+	struct bucket_key key = { .tgid = tgid, .kind = BK_OP, .id = op_id };
+	struct counters *c = bpf_map_lookup_elem(&buckets, &key);
+	if (c) {
+		__builtin_memcpy(&e->final, c, sizeof(e->final));
+		e->has_final = 1;
+		bpf_map_delete_elem(&buckets, &key);
+	} else {
+		__builtin_memset(&e->final, 0, sizeof(e->final));
+	}
+	submit(e);
+}
+
 /* Makes op_id (or idle) the thread's current charge. An op whose socket
  * closed under the thread ends when the thread moves on. */
 static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
@@ -269,15 +305,8 @@ static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
 	struct thread_state *cur = bpf_map_lookup_elem(&thread_states, &tid);
 	if (cur && cur->mode == mode && cur->op_id == op_id)
 		return;
-	if (cur && cur->mode == TM_OP && cur->end_fd) {
-		struct op_end_event *e = event_reserve(sizeof(*e), EV_OP_END, tgid, tid);
-		if (e) {
-			e->op_id = cur->op_id;
-			e->fd = (s32)cur->end_fd - 1;
-			e->reason = END_CLOSE;
-			bpf_ringbuf_submit(e, 0);
-		}
-	}
+	if (cur && cur->mode == TM_OP && cur->end_fd)
+		emit_op_end(tgid, tid, cur->op_id, (s32)cur->end_fd - 1, END_CLOSE);
 	struct thread_state ts = { .op_id = op_id, .mode = mode };
 	if (bpf_map_update_elem(&thread_states, &tid, &ts, BPF_ANY))
 		stat_inc(ST_THREAD_OVERFLOW);
@@ -632,7 +661,7 @@ int on_exec(struct tp_sched_exec *ctx)
 		return 0;
 	u32 off = ctx->filename_loc & 0xffff;
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), (void *)ctx + off);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -656,7 +685,7 @@ int on_fork(struct tp_sched_fork *ctx)
 	e->_pad = 0;
 	u32 off = ctx->child_comm_loc & 0xffff;
 	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), (void *)ctx + off);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -684,7 +713,7 @@ int on_exit(struct tp_sched_exit *ctx)
 	e->group_dead = group_dead;
 	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
 	__builtin_memcpy(e->comm, ctx->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -783,13 +812,7 @@ static __always_inline int op_end(struct sock_info *s, u32 tgid, u32 tid, s32 fd
 	if (!op_id)
 		return 0;
 	s->op_id = 0;
-	struct op_end_event *e = event_reserve(sizeof(*e), EV_OP_END, tgid, tid);
-	if (!e)
-		return 0;
-	e->op_id = op_id;
-	e->fd = fd;
-	e->reason = reason;
-	bpf_ringbuf_submit(e, 0);
+	emit_op_end(tgid, tid, op_id, fd, reason);
 	return 0;
 }
 
@@ -834,7 +857,7 @@ static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 
 	e->data_len = 0;
 	if (n > 0 && !bpf_probe_read_user(e->data, n, (void *)buf))
 		e->data_len = n;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -941,7 +964,7 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 				t->flags |= TF_TLS_SEEN;
 				struct event_hdr *e = event_reserve(sizeof(*e), EV_TLS_SEEN, tgid, tid);
 				if (e)
-					bpf_ringbuf_submit(e, 0);
+					submit(e);
 			}
 		}
 		goto not_request;
@@ -1079,15 +1102,8 @@ static __always_inline int poll_done(void)
 	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
 	if (!ts || ts->mode != TM_OP)
 		return 0;
-	if (ts->end_fd) {
-		struct op_end_event *e = event_reserve(sizeof(*e), EV_OP_END, id >> 32, tid);
-		if (e) {
-			e->op_id = ts->op_id;
-			e->fd = (s32)ts->end_fd - 1;
-			e->reason = END_CLOSE;
-			bpf_ringbuf_submit(e, 0);
-		}
-	}
+	if (ts->end_fd)
+		emit_op_end(id >> 32, tid, ts->op_id, (s32)ts->end_fd - 1, END_CLOSE);
 	ts->mode = TM_IDLE;
 	ts->op_id = 0;
 	ts->end_fd = 0;

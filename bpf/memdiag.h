@@ -70,12 +70,6 @@ enum op_end_reason {
 	END_CLOSE = 2, /* the socket was closed */
 };
 
-struct op_end_event {
-	struct event_hdr hdr;
-	u64 op_id;
-	s32 fd;
-	u32 reason; /* enum op_end_reason */
-};
 
 struct exit_event {
 	struct event_hdr hdr;
@@ -124,6 +118,16 @@ struct counters {
 	u64 first_ns;         /* ktime of the first charge */
 	u64 last_ns;          /* ktime of the latest charge (racy, informative) */
 	char comm[COMM_LEN];  /* thread name, for BK_THREAD */
+};
+
+struct op_end_event {
+	struct event_hdr hdr;
+	u64 op_id;
+	s32 fd;
+	u32 reason;    /* enum op_end_reason */
+	u32 has_final; /* final holds the op's counters, taken from the buckets map */
+	u32 _pad;
+	struct counters final;
 };
 
 /* A mapping made while traced, keyed by struct region_key. */

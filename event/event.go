@@ -82,8 +82,8 @@ const (
 	EndExit  OpEndReason = 3 // its process exited (set by attribution)
 )
 
-// OpEnd says an operation ended. The tracer takes the op's bucket out of
-// the kernel when it reads the end, so Final holds its last counters.
+// OpEnd says an operation ended. The kernel takes the op's bucket out of
+// its table when it sends the end, so Final holds the op's counters.
 type OpEnd struct {
 	Header
 	OpID     uint64

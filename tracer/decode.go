@@ -103,7 +103,11 @@ func decode(raw []byte, clock Clock, opts httpreq.Options) (event.Event, error) 
 		if err := decodeFixed(raw, endSize, &e, "op end"); err != nil {
 			return nil, err
 		}
-		return &event.OpEnd{Header: hdr, OpID: e.OpId, FD: e.Fd, Reason: event.OpEndReason(e.Reason)}, nil
+		end := &event.OpEnd{Header: hdr, OpID: e.OpId, FD: e.Fd, Reason: event.OpEndReason(e.Reason)}
+		if e.HasFinal != 0 {
+			end.HasFinal, end.Final = true, counters(&e.Final)
+		}
+		return end, nil
 	case kindTLSSeen:
 		return &event.TLSSeen{Header: hdr}, nil
 	}

@@ -94,11 +94,14 @@ type memdiagOpBeginEvent struct {
 }
 
 type memdiagOpEndEvent struct {
-	_      structs.HostLayout
-	Hdr    memdiagEventHdr
-	OpId   uint64
-	Fd     int32
-	Reason uint32
+	_        structs.HostLayout
+	Hdr      memdiagEventHdr
+	OpId     uint64
+	Fd       int32
+	Reason   uint32
+	HasFinal uint32
+	Pad      uint32
+	Final    memdiagCounters
 }
 
 type memdiagPending struct {

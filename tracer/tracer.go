@@ -126,6 +126,10 @@ func Tracepoints() []Tracepoint {
 	return tps
 }
 
+// readPoll is how often the ring buffer reader looks for records the
+// kernel did not wake it for.
+const readPoll = 50 * time.Millisecond
+
 // Tracer is a loaded and attached BPF program.
 type Tracer struct {
 	objs        memdiagObjects
@@ -242,6 +246,10 @@ func (t *Tracer) read() {
 	defer close(t.events)
 	var rec ringbuf.Record
 	for {
+		// The kernel side wakes the reader only when the ring fills up
+		// (a wakeup per record costs the traced service a self-IPI), so
+		// the reader also looks every readPoll.
+		t.reader.SetDeadline(time.Now().Add(readPoll))
 		if err := t.reader.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed) {
 				return
@@ -253,24 +261,11 @@ func (t *Tracer) read() {
 			t.undecodable.Add(1)
 			continue
 		}
-		if end, ok := ev.(*event.OpEnd); ok {
-			t.takeOp(end)
-		}
 		select {
 		case t.events <- ev:
 		default:
 			t.dropped.Add(1)
 		}
-	}
-}
-
-// takeOp moves an ended op's bucket out of the kernel into the event:
-// from now on the kernel charges that op's stragglers to idle.
-func (t *Tracer) takeOp(end *event.OpEnd) {
-	key := memdiagBucketKey{Tgid: end.PID, Kind: uint32(event.BucketOp), Id: end.OpID}
-	var val memdiagCounters
-	if err := t.objs.Buckets.LookupAndDelete(&key, &val); err == nil {
-		end.HasFinal, end.Final = true, counters(&val)
 	}
 }
 
