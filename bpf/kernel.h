@@ -101,4 +101,10 @@ struct tp_task_rename {
 	s16 oom_score_adj;
 };
 
+/* x86_64 struct pt_regs, the context of a uprobe program: a fixed ABI. */
+struct pt_regs_x86 {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+
 #endif

@@ -124,6 +124,16 @@ struct {
 	__type(value, struct bucket_key);
 } releasing SEC(".maps");
 
+/* tid -> fd of the TLS socket the thread read last: the cleartext that
+ * Node's HTTP parser gets next (uprobe on llhttp_execute, --tls) came from
+ * it. Deleted at thread exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, s32);
+} tls_reads SEC(".maps");
+
 /* [0] -> the last op id handed out. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -332,6 +342,15 @@ int on_rss_stat(struct tp_rss_stat *ctx)
 		key.tgid = st->tgid;
 		/* The owner itself, after leaving the mm: exit or exec. */
 		key.kind = tgid == st->tgid ? BK_RELEASE : BK_KERNEL;
+		if (!(st->seen & (1u << member))) {
+			/* A first sight from outside (e.g. a uprobe being set in
+			 * the binary's pages) still is the counter as found. */
+			struct target *owner = bpf_map_lookup_elem(&targets, &st->tgid);
+			if (owner && owner->state == TS_ATTACHED)
+				key.kind = BK_BASELINE;
+			else if (owner && owner->state == TS_FORKED)
+				key.kind = BK_START;
+		}
 	} else {
 		struct target *t = current_target(tgid);
 		if (!t) {
@@ -703,6 +722,7 @@ int on_exit(struct tp_sched_exit *ctx)
 		bpf_map_delete_elem(&targets, &tid);
 	set_thread(tgid, tid, TM_IDLE, 0); /* sends an end still waiting */
 	bpf_map_delete_elem(&thread_states, &tid);
+	bpf_map_delete_elem(&tls_reads, &tid);
 	if (group_dead)
 		bpf_map_delete_elem(&targets, &tgid);
 	struct exit_event *e = event_reserve(sizeof(*e), EV_EXIT, tgid, tid);
@@ -945,6 +965,8 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 			set_thread(tgid, tid, TM_OP, s->op_id);
 		return 0;
 	}
+	if (s && (s->flags & SF_TLS))
+		bpf_map_update_elem(&tls_reads, &tid, &fd, BPF_ANY);
 	/* A served socket, or an fd we do not know yet (a connection
 	 * accepted before attach): look at the first bytes. */
 	if (s && s->op_id && !(s->flags & SF_RESPONDED)) {
@@ -956,9 +978,21 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 	if (!buf || ctx->ret < 8 || bpf_probe_read_user(&head, sizeof(head), (void *)buf))
 		goto not_request;
 	if (!looks_like_request(head)) {
-		/* A TLS handshake record: 0x16 0x03 */
-		if (s && !s->op_id && (head & 0xffff) == 0x0316) {
+		/* A TLS record: handshake (0x16 0x03) on a served socket, or
+		 * application data (0x17 0x03) on a connection accepted before
+		 * attach. */
+		u64 rec = head & 0xffff;
+		if (!s && rec == 0x0317) {
+			struct sock_info fresh = { .role = SOCK_SERVER };
+			if (bpf_map_update_elem(&sockets, &k, &fresh, BPF_NOEXIST) == -E2BIG)
+				stat_inc(ST_SOCK_OVERFLOW);
+			s = bpf_map_lookup_elem(&sockets, &k);
+			if (s)
+				rec = 0x0316;
+		}
+		if (s && !s->op_id && s->role == SOCK_SERVER && rec == 0x0316) {
 			s->flags |= SF_TLS;
+			bpf_map_update_elem(&tls_reads, &tid, &fd, BPF_ANY);
 			struct target *t = current_target(tgid);
 			if (t && !(t->flags & TF_TLS_SEEN)) {
 				t->flags |= TF_TLS_SEEN;
@@ -983,6 +1017,35 @@ not_request:
 	if (s && s->op_id)
 		set_thread(tgid, tid, TM_OP, s->op_id);
 	return 0;
+}
+
+/* llhttp_execute(parser, data, len) in the target's node binary (--tls):
+ * the cleartext of a request read on a TLS socket, which the syscalls only
+ * see encrypted. Attached for the target's pid only: each call traps. */
+SEC("uprobe/llhttp_execute")
+int on_llhttp_execute(struct pt_regs_x86 *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	s32 *fd = bpf_map_lookup_elem(&tls_reads, &tid);
+	if (!fd)
+		return 0;
+	struct sock_key k = { .tgid = tgid, .fd = *fd };
+	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
+	if (!s || !(s->flags & SF_TLS) || s->role != SOCK_SERVER)
+		return 0;
+	if (s->op_id && !(s->flags & SF_RESPONDED)) {
+		set_thread(tgid, tid, TM_OP, s->op_id);
+		return 0;
+	}
+	u64 data = ctx->si;
+	s64 len = (s64)ctx->dx;
+	u64 head = 0;
+	if (len < 8 || bpf_probe_read_user(&head, sizeof(head), (void *)data) || !looks_like_request(head))
+		return 0;
+	return op_begin(s, tgid, tid, k.fd, OP_HTTP_SERVER, data, len);
 }
 
 SEC("tracepoint/syscalls/sys_enter_read")

@@ -171,6 +171,7 @@ const (
 	memdiagMapStats              = "stats"
 	memdiagMapTargets            = "targets"
 	memdiagMapThreadStates       = "thread_states"
+	memdiagMapTlsReads           = "tls_reads"
 	memdiagProgOnEnterBrk        = "on_enter_brk"
 	memdiagProgOnEnterClose      = "on_enter_close"
 	memdiagProgOnEnterConnect    = "on_enter_connect"
@@ -215,6 +216,7 @@ const (
 	memdiagProgOnExitWrite       = "on_exit_write"
 	memdiagProgOnExitWritev      = "on_exit_writev"
 	memdiagProgOnFork            = "on_fork"
+	memdiagProgOnLlhttpExecute   = "on_llhttp_execute"
 	memdiagProgOnPageFault       = "on_page_fault"
 	memdiagProgOnRename          = "on_rename"
 	memdiagProgOnRssStat         = "on_rss_stat"
@@ -316,6 +318,7 @@ type memdiagProgramSpecs struct {
 	OnExitWrite       *ebpf.ProgramSpec `ebpf:"on_exit_write"`
 	OnExitWritev      *ebpf.ProgramSpec `ebpf:"on_exit_writev"`
 	OnFork            *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnLlhttpExecute   *ebpf.ProgramSpec `ebpf:"on_llhttp_execute"`
 	OnPageFault       *ebpf.ProgramSpec `ebpf:"on_page_fault"`
 	OnRename          *ebpf.ProgramSpec `ebpf:"on_rename"`
 	OnRssStat         *ebpf.ProgramSpec `ebpf:"on_rss_stat"`
@@ -337,6 +340,7 @@ type memdiagMapSpecs struct {
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	Targets      *ebpf.MapSpec `ebpf:"targets"`
 	ThreadStates *ebpf.MapSpec `ebpf:"thread_states"`
+	TlsReads     *ebpf.MapSpec `ebpf:"tls_reads"`
 }
 
 // memdiagVariableSpecs contains global variables before they are loaded into the kernel.
@@ -387,6 +391,7 @@ type memdiagMaps struct {
 	Stats        *ebpf.Map `ebpf:"stats"`
 	Targets      *ebpf.Map `ebpf:"targets"`
 	ThreadStates *ebpf.Map `ebpf:"thread_states"`
+	TlsReads     *ebpf.Map `ebpf:"tls_reads"`
 }
 
 func (m *memdiagMaps) Close() error {
@@ -403,6 +408,7 @@ func (m *memdiagMaps) Close() error {
 		m.Stats,
 		m.Targets,
 		m.ThreadStates,
+		m.TlsReads,
 	)
 }
 
@@ -470,6 +476,7 @@ type memdiagPrograms struct {
 	OnExitWrite       *ebpf.Program `ebpf:"on_exit_write"`
 	OnExitWritev      *ebpf.Program `ebpf:"on_exit_writev"`
 	OnFork            *ebpf.Program `ebpf:"on_fork"`
+	OnLlhttpExecute   *ebpf.Program `ebpf:"on_llhttp_execute"`
 	OnPageFault       *ebpf.Program `ebpf:"on_page_fault"`
 	OnRename          *ebpf.Program `ebpf:"on_rename"`
 	OnRssStat         *ebpf.Program `ebpf:"on_rss_stat"`
@@ -521,6 +528,7 @@ func (p *memdiagPrograms) Close() error {
 		p.OnExitWrite,
 		p.OnExitWritev,
 		p.OnFork,
+		p.OnLlhttpExecute,
 		p.OnPageFault,
 		p.OnRename,
 		p.OnRssStat,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -233,6 +234,31 @@ func (t *Tracer) AddTarget(pid int) error {
 	if err := t.objs.Targets.Update(&key, &val, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("adding target %d: %w", pid, err)
 	}
+	return nil
+}
+
+// TLSSymbol is the function of Node.js's HTTP parser that --tls probes.
+const TLSSymbol = "llhttp_execute"
+
+// AttachTLS attaches the uprobe that names HTTPS requests to the binary
+// process pid runs, for that process only (a uprobe traps on every call,
+// about 20 µs on these VMs, so no other process must pay it). The binary
+// is opened through /proc/PID/exe, which also reaches into containers.
+func (t *Tracer) AttachTLS(pid int) error {
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	ex, err := link.OpenExecutable(exe)
+	if err != nil {
+		return fmt.Errorf("--tls: opening the binary of process %d: %w", pid, err)
+	}
+	l, err := ex.Uprobe(TLSSymbol, t.objs.OnLlhttpExecute, &link.UprobeOptions{PID: pid})
+	if err != nil {
+		if errors.Is(err, link.ErrNoSymbol) {
+			target, _ := os.Readlink(exe)
+			return fmt.Errorf("--tls: %s (process %d) has no %s symbol: --tls names HTTPS requests of Node.js binaries that export it; run without --tls", target, pid, TLSSymbol)
+		}
+		return fmt.Errorf("--tls: attaching uprobe %s to process %d: %w", TLSSymbol, pid, err)
+	}
+	t.links = append(t.links, l)
 	return nil
 }
 

@@ -4,7 +4,9 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -93,4 +95,27 @@ func makeZombie(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return cmd.Process.Pid
+}
+
+// TestTLSOnNonNodeBinary: --tls on a binary without llhttp_execute is a
+// one-line error, exit 2, and the target is untouched.
+func TestTLSOnNonNodeBinary(t *testing.T) {
+	requireRoot(t)
+	w := startWorkload(t)
+	code, stderr := runOnce(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--tls", "--log", filepath.Join(t.TempDir(), "log"))
+	if code != 2 || !strings.Contains(stderr, "has no llhttp_execute symbol") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("exit %d, stderr %q; want 2 and one line about llhttp_execute", code, stderr)
+	}
+	w.do("anon 1M")
+}
+
+// TestMalformedConfig: a bad config is `file:line: message`, exit 2.
+func TestMalformedConfig(t *testing.T) {
+	requireRoot(t)
+	cfg := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(cfg, []byte("categories:\n  - name: x\n    http: { path_prefix: nope }\n"), 0o600)
+	code, stderr := runOnce(t, nil, "attach", "--pid", "1", "--config", cfg)
+	if code != 2 || !strings.HasPrefix(stderr, "memdiag: "+cfg+":3: path_prefix must start with '/'") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
 }

@@ -77,6 +77,12 @@ func runAttach(ctx context.Context, pid int, opts sessionOptions) error {
 		tr.Close()
 		return err
 	}
+	if opts.tls {
+		if err := tr.AttachTLS(pid); err != nil {
+			tr.Close()
+			return usageErr("%v", err)
+		}
+	}
 	// The baseline is read after the target is in the kernel's table, so
 	// no change falls between the two.
 	base, err := procfs.ReadStatus(pid)

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -354,4 +355,66 @@ func TestNonNodeService(t *testing.T) {
 	if len(leakCat.TopOps) == 0 || leakCat.TopOps[0].Detail != "?token=…" {
 		t.Errorf("top op detail = %+v, want the query key with its value redacted", leakCat.TopOps)
 	}
+}
+
+// TestHTTPS: the reference service over HTTPS names its routes with --tls
+// (uprobe on llhttp_execute), and without it says once that --tls would.
+func TestHTTPS(t *testing.T) {
+	requireRoot(t)
+	dir := filepath.Join(repoRoot, "examples", "leaky-service")
+	tmp := t.TempDir()
+	cert, key := filepath.Join(tmp, "cert.pem"), filepath.Join(tmp, "key.pem")
+	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+		"-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert).CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v\n%s", err, out)
+	}
+	port := freePort(t)
+	svc := startService(t, []string{fmt.Sprintf("PORT=%d", port), "SYNC_INTERVAL_MS=0", "HTTPS=1",
+		"TLS_CERT=" + cert, "TLS_KEY=" + key}, "node", filepath.Join(dir, "server.js"))
+	base := fmt.Sprintf("https://127.0.0.1:%d", port)
+	c := client(4)
+	c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	const n = 50
+	send := func() {
+		for i := 0; i < n; i++ {
+			get(t, c, "GET", base+"/api/records", nil)
+			get(t, c, "GET", fmt.Sprintf("%s/api/voice/%d", base, i), nil)
+		}
+	}
+	send()
+
+	t.Run("with --tls", func(t *testing.T) {
+		r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h", "--tls",
+			"--config", filepath.Join(repoRoot, "examples", "classic-categories.yaml"))
+		send() // on connections opened before attach
+		c.CloseIdleConnections()
+		send() // on new ones
+		c.CloseIdleConnections()
+		r.cmd.Process.Signal(syscall.SIGTERM)
+		if code := r.wait(t); code != 0 {
+			t.Fatalf("memdiag exit %d: %s", code, r.stderr.String())
+		}
+		rep := r.readReport(t)
+		for _, name := range []string{"api_records", "api_voice"} {
+			cat, ok := category(rep, name)
+			if !ok {
+				t.Fatalf("no %s category over HTTPS: %+v", name, rep.Categories)
+			}
+			opsWithin(t, name, cat.Ops, 2*n)
+		}
+	})
+	t.Run("without --tls", func(t *testing.T) {
+		r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h")
+		c.CloseIdleConnections()
+		send() // new connections: memdiag sees their handshakes
+		c.CloseIdleConnections()
+		r.cmd.Process.Signal(syscall.SIGTERM)
+		if code := r.wait(t); code != 0 {
+			t.Fatalf("memdiag exit %d: %s", code, r.stderr.String())
+		}
+		log, _ := os.ReadFile(r.log)
+		if n := strings.Count(string(log), "[TLS]"); n != 1 || !strings.Contains(string(log), "--tls") {
+			t.Errorf("want one [TLS] line naming --tls, got %d:\n%s", n, log)
+		}
+	})
 }

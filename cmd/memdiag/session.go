@@ -84,7 +84,13 @@ func (s *session) loop(ctx context.Context, done <-chan struct{}) string {
 				continue
 			}
 			s.acct.Apply(ev)
-			if !s.tlsHinted && s.acct.TLSSeen() {
+			if ex, ok := ev.(*event.Exec); ok && s.opts.tls && s.target.Mode == "run" && ex.PID == s.target.PID {
+				// run: the command's own binary is there only now.
+				if err := s.tr.AttachTLS(int(ex.PID)); err != nil {
+					s.log.Printf("TLS", "%v", err)
+				}
+			}
+			if !s.tlsHinted && !s.opts.tls && s.acct.TLSSeen() {
 				s.tlsHinted = true
 				s.log.TLSHint()
 			}
