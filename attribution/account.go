@@ -56,6 +56,7 @@ type Account struct {
 	notices   []Notice
 	evicted   int // open ops ended early because the table was full
 	tlsSeen   bool
+	tl        timeline
 }
 
 // nameKey groups buckets in reports: per process, per bucket name.
@@ -221,6 +222,7 @@ func (a *Account) snapshot(s *event.Snapshot) {
 		}
 	}
 	a.pruneEnded()
+	a.tl.add(func() TimelinePoint { return a.point(s.Time) })
 }
 
 // fold moves a live bucket's counters into the retired totals.
@@ -330,12 +332,15 @@ type Summary struct {
 	// of all op categories that grew.
 	Culprit      string
 	CulpritShare float64
-	OpsEvicted   int   // open ops ended early because their table was full
-	TLSSeen      bool  // a served socket carried TLS
-	Current      int64 // resident memory of all traced processes, as last reported
-	GroupPeak    int64 // highest resident memory of all traced processes together
-	Stats        event.Stats
-	Snapshots    int
+	OpsEvicted   int  // open ops ended early because their table was full
+	TLSSeen      bool // a served socket carried TLS
+	// Timeline is the growth over time, one point per snapshot (thinned
+	// evenly to a bounded number).
+	Timeline  []TimelinePoint
+	Current   int64 // resident memory of all traced processes, as last reported
+	GroupPeak int64 // highest resident memory of all traced processes together
+	Stats     event.Stats
+	Snapshots int
 }
 
 // Unattributed is the growth the buckets do not explain: Current minus
@@ -347,6 +352,12 @@ func (s *Summary) Unattributed() int64 {
 
 // Summary computes the accounts as of the latest snapshot.
 func (a *Account) Summary() *Summary {
+	s := a.summaryNoTimeline()
+	s.Timeline = slices.Clone(a.tl.points)
+	return s
+}
+
+func (a *Account) summaryNoTimeline() *Summary {
 	s := &Summary{Start: a.start, Snapshots: a.seq}
 	if a.last != nil {
 		s.End = a.last.Time

@@ -143,6 +143,23 @@ type Report struct {
 	Processes         []ProcessJSON  `json:"processes"`
 	LostEvents        uint64         `json:"lost_events"`
 	Health            Health         `json:"health"`
+	Timeline          []TimelineJSON `json:"timeline"`
+	Markers           []MarkerJSON   `json:"markers"`
+}
+
+// TimelineJSON is one point of growth over time.
+type TimelineJSON struct {
+	Time          time.Time        `json:"time"`
+	RSSBytes      int64            `json:"rss_growth_bytes"`      // resident growth since the start
+	ExternalBytes int64            `json:"external_growth_bytes"` // external growth since the start
+	Categories    map[string]int64 `json:"categories"`            // resident growth per category (the largest 64)
+}
+
+// MarkerJSON is an event on the timeline: a threshold crossed, a dump.
+type MarkerJSON struct {
+	Time  time.Time `json:"time"`
+	Kind  string    `json:"kind"` // "threshold", "dump", "oom"
+	Label string    `json:"label"`
 }
 
 // ReportVersion is the JSON report's format version.
@@ -232,6 +249,11 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 		}
 		r.Categories = append(r.Categories, cj)
 	}
+	r.Timeline = []TimelineJSON{}
+	for _, p := range sum.Timeline {
+		r.Timeline = append(r.Timeline, TimelineJSON{Time: p.Time, RSSBytes: p.Resident, ExternalBytes: p.External, Categories: p.ByCat})
+	}
+	r.Markers = []MarkerJSON{}
 	if sum.Culprit != "" {
 		culprit := sum.Culprit
 		r.Culprit, r.CulpritShare = &culprit, sum.CulpritShare
