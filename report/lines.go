@@ -85,7 +85,7 @@ func (l *Log) Summary(sum *attribution.Summary, why string) {
 				top = append(top, fmt.Sprintf("%s %s", o.Name, Size(o.Counters.Resident())))
 			}
 			l.Printf("SUMMARY", "  %s: %d ops, RSS %s, avg %s/op; top: %s%s", c.Name, c.Ops, MB(c.Resident(), true),
-				KB(c.AvgResidentPerOp()), strings.Join(top, ", "), mark)
+				Size(c.AvgResidentPerOp()), strings.Join(top, ", "), mark)
 		} else {
 			l.Printf("SUMMARY", "  %s (%s): RSS %s", c.Name, c.Kind, MB(c.Resident(), true))
 		}

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# memdiag's demo: traces a built-in workload and shows what memdiag found.
+# memdiag's demo: traces a workload and shows what memdiag found.
+# With Node.js installed it traces the reference service (examples/leaky-service)
+# under load; otherwise the built-in Go workload (examples/demo-workload).
 # Run through `sudo make demo` (memdiag needs root to load its BPF program).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,14 +15,41 @@ fi
 out=out/demo-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
 chmod 700 out "$out"
-"$GO" build -o bin/demo-workload ./examples/demo-workload
+log="$out/memory-diagnostics.log"
 
-echo "demo: tracing the built-in workload for 20 s (threads 'cache' leaks 4 MiB/s, 'parser' churns 16 MiB/s, 'reporter' maps a 32 MiB file)"
-./bin/memdiag run --interval 5s --log "$out/memory-diagnostics.log" --report-json "$out/report.json" \
-  -- ./bin/demo-workload --seconds 20
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  svc=examples/leaky-service
+  if [ ! -d "$svc/node_modules/express" ]; then
+    echo "demo: installing the reference service's dependencies (npm ci)"
+    (cd "$svc" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  "$GO" build -o bin/loadgen ./examples/loadgen
+  port=${DEMO_PORT:-3000}
+  PEER_PORT=8765 node "$svc/peer.js" >"$out/peer.out" 2>&1 &
+  peer=$!
+  PORT=$port PEER_PORT=8765 SYNC_INTERVAL_MS=2000 node "$svc/server.js" >"$out/service.out" 2>&1 &
+  svcpid=$!
+  trap 'kill $svcpid $peer 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do grep -q listening "$out/service.out" 2>/dev/null && break; sleep 0.1; done
+  echo "demo: the reference service (pid $svcpid) leaks 4 MiB per sync cycle to its peer and 2 KiB per /api/voice request"
+  echo "demo: warming the service up for 5 s (its heap grows to its working size first)"
+  ./bin/loadgen --url "http://127.0.0.1:$port" --seconds 5 >/dev/null
+  echo "demo: attaching memdiag for 20 s while bin/loadgen sends a mix of requests"
+  ./bin/memdiag attach --pid "$svcpid" --duration 20s --interval 5s --config examples/classic-categories.yaml \
+    --log "$log" --report-json "$out/report.json" --ready-file "$out/ready" &
+  md=$!
+  for _ in $(seq 100); do [ -e "$out/ready" ] && break; sleep 0.1; done
+  ./bin/loadgen --url "http://127.0.0.1:$port" --seconds 18
+  wait $md
+else
+  "$GO" build -o bin/demo-workload ./examples/demo-workload
+  echo "demo: Node.js not found: tracing the built-in workload for 20 s (thread 'cache' leaks 4 MiB/s, 'parser' churns 16 MiB/s, 'reporter' maps a 32 MiB file)"
+  ./bin/memdiag run --interval 5s --log "$log" --report-json "$out/report.json" \
+    -- ./bin/demo-workload --seconds 20
+fi
 
 echo
-echo "== log ($out/memory-diagnostics.log)"
-cat "$out/memory-diagnostics.log"
+echo "== log ($log)"
+cat "$log"
 echo
 echo "== JSON report: $out/report.json"
