@@ -107,5 +107,5 @@ func KB(b int64) string {
 
 // TLSHint says once that served requests were encrypted.
 func (l *Log) TLSHint() {
-	l.Printf("TLS", "a served socket carries TLS: its requests are charged to \"unknown\"; run memdiag with --tls to name HTTPS requests (Node.js)")
+	l.Printf("TLS", "a served socket carries TLS: its requests cannot be named from the syscalls and are charged to idle; run memdiag with --tls to name HTTPS requests (Node.js)")
 }
