@@ -15,7 +15,7 @@ build: ## build bin/memdiag (needs only Go: the BPF object is committed)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/memdiag ./cmd/memdiag
 
 generate: ## recompile the BPF program and its Go bindings (needs clang, libbpf-dev)
-	$(GO) generate ./...
+	$(GO) generate .
 
 check-generated: generate ## fail when the committed BPF object or bindings are stale
 	git diff --exit-code -- tracer/memdiag_bpfel.go tracer/memdiag_bpfel.o

@@ -274,6 +274,11 @@ func sub(a, b event.Counters) event.Counters {
 	a.Unmapped -= b.Unmapped
 	a.MadeWritable -= b.MadeWritable
 	a.AdvisedFree -= b.AdvisedFree
+	a.External -= b.External
+	a.Retained -= b.Retained
+	a.RetainedNative -= b.RetainedNative
+	a.ABAlloc -= b.ABAlloc
+	a.ABFreed -= b.ABFreed
 	return a
 }
 
@@ -297,6 +302,11 @@ func add(a, b event.Counters) event.Counters {
 	a.Unmapped += b.Unmapped
 	a.MadeWritable += b.MadeWritable
 	a.AdvisedFree += b.AdvisedFree
+	a.External += b.External
+	a.Retained += b.Retained
+	a.RetainedNative += b.RetainedNative
+	a.ABAlloc += b.ABAlloc
+	a.ABFreed += b.ABFreed
 	a.Comm = ""
 	return a
 }

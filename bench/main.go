@@ -1,16 +1,23 @@
 // Command bench measures what memdiag costs the process it traces, and what
 // it costs itself. `sudo make bench` runs it from the repository root, after
-// `make build`.
+// `make build`; BENCHMARKS.md records a run and explains the numbers.
 //
 // It compiles bench/workloads/faultstorm.c and runs it in two modes: a page
-// fault storm and an mmap/munmap storm. For each, rounds interleave an
-// untraced run and a run with `memdiag attach` on it (untraced, traced,
-// untraced, traced, ...), so drift and other load on the machine hit both
-// alike. The workload is pinned to one CPU, memdiag to another. In a traced
-// run the workload starts and waits on stdin; memdiag attaches; once its
-// ready file exists the workload is released, does a fixed amount of work
-// and prints its own elapsed time; memdiag's peak RSS and CPU time are read
-// from /proc and memdiag is stopped with SIGTERM, which writes its report.
+// fault storm and an mmap/munmap storm. For each, one warm-up pair and then
+// -rounds pairs interleave an untraced run and a run with `memdiag attach`
+// on it (untraced, traced, untraced, traced, ...), so drift and other load
+// on the machine hit both alike. The workload is pinned to CPU 1, memdiag to
+// CPU 0. In a traced run the workload starts and waits on stdin; memdiag
+// attaches; once its ready file exists (inotify) the workload is released,
+// does a fixed amount of work and prints its own elapsed and CPU time;
+// memdiag's peak RSS (VmHWM) and CPU time are read from /proc, and memdiag is
+// stopped with SIGTERM and writes its JSON report, whose lost_events is kept.
+//
+// On a shared machine a pair is run again when memdiag was killed from
+// outside, or when another memdiag had its programs loaded during the pair:
+// they run on every page fault of every process, the untraced runs' too.
+// With -bystander, memdiag is attached to an idle process instead of the
+// workload: that measures what tracing costs the processes it does not trace.
 //
 // It prints one markdown table on stdout (progress goes to stderr) and
 // leaves no files behind: everything it writes is in a temporary directory
@@ -21,10 +28,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,11 +60,11 @@ func main() {
 
 func run() int {
 	var (
-		rounds     = flag.Int("rounds", 11, "interleaved untraced/traced `pairs` per workload (at least 7)")
+		rounds     = flag.Int("rounds", 9, "interleaved untraced/traced `pairs` per workload (at least 7)")
 		memdiagBin = flag.String("memdiag", "bin/memdiag", "the memdiag `binary` to measure (make build)")
-		faultIters = flag.Int("fault-iterations", 750, "fault storm: `N` times map a region, write each page, unmap")
+		faultIters = flag.Int("fault-iterations", 500, "fault storm: `N` times map a region, write each page, unmap")
 		faultMiB   = flag.Int("fault-mib", 4, "fault storm: region size in `MiB`")
-		mmapIters  = flag.Int("mmap-iterations", 300000, "mmap storm: `N` times map 64 KiB and unmap it untouched")
+		mmapIters  = flag.Int("mmap-iterations", 200000, "mmap storm: `N` times map 64 KiB and unmap it untouched")
 		only       = flag.String("only", "", "run only the workload `NAME` (fault-storm or mmap-storm)")
 		bystander  = flag.Bool("bystander", false, "attach memdiag to an idle process instead of the workload: what tracing costs the processes it does not trace")
 	)
@@ -104,11 +113,11 @@ func run() int {
 	b := &bench{
 		memdiag: *memdiagBin, dir: dir, bystander: *bystander, stop: make(chan os.Signal, 1),
 		retriesLeft: retryBudget * (*rounds + 1) * len(workloads),
+		start:       time.Now(),
 	}
 	signal.Notify(b.stop, os.Interrupt, syscall.SIGTERM)
 
 	loadBefore := loadavg()
-	start := time.Now()
 	b.faultstorm, err = compileFaultstorm(dir)
 	if err == nil {
 		err = b.measure(workloads, *rounds)
@@ -117,7 +126,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "bench: done in %s\n", time.Since(start).Round(time.Second))
+	fmt.Fprintf(os.Stderr, "bench: done in %s\n", time.Since(b.start).Round(time.Second))
 	printTable(os.Stdout, b.rows, tableInfo{
 		rounds: *rounds, bystander: *bystander, version: memdiagVersion(*memdiagBin),
 		loadBefore: loadBefore, loadAfter: loadavg(),
@@ -152,6 +161,7 @@ type bench struct {
 	stop       chan os.Signal
 	rows       []row
 
+	start       time.Time
 	retriesLeft int   // pairs that may still be run again
 	sawForeign  bool  // another memdiag was loaded during the current pair
 	foreignErr  error // listing BPF programs failed: no more checks
@@ -168,11 +178,13 @@ func (b *bench) interrupted() error {
 }
 
 // maxRetries bounds how often one pair is run again (memdiag killed from
-// outside, another memdiag loaded); retryBudget bounds the reruns of a whole
-// benchmark, in pairs per round, so a busy machine cannot stretch it much.
+// outside, another memdiag loaded). retryBudget (reruns per round) and
+// retryUntil (since the start) bound the reruns of a whole benchmark, so a
+// busy machine cannot stretch `make bench` much past a few minutes.
 const (
 	maxRetries  = 3
-	retryBudget = 2
+	retryBudget = 1
+	retryUntil  = 3 * time.Minute
 )
 
 // measure runs every workload: one discarded warm-up pair, then rounds
@@ -240,7 +252,7 @@ func (b *bench) pair(w workload, round int, label string) (u result, t tracedRes
 		default:
 			return u, t, false, b.interrupted()
 		}
-		if attempt == maxRetries || b.retriesLeft == 0 {
+		if attempt == maxRetries || b.retriesLeft == 0 || time.Since(b.start) > retryUntil {
 			if err != nil {
 				return u, t, false, fmt.Errorf("traced: %w", err)
 			}
@@ -347,14 +359,16 @@ func (b *bench) traced(w workload, round, attempt int) (tracedResult, error) {
 	for _, ext := range []string{".ready", ".json", ".log"} {
 		os.Remove(filepath.Join(b.dir, tag+ext))
 	}
-	t := tracedResult{result: res, usage: use, attach: attachTime, lost: rep.LostEvents, dropped: rep.Health.DroppedEvents}
+	t := tracedResult{result: res, usage: use, attach: attachTime, lost: rep.LostEvents, dropped: rep.Health["dropped_events"]}
 	// memdiag counts every fault from attach on: fewer than the workload
 	// counted itself means it missed some.
 	if !b.bystander && rep.Faults < res.Faults {
 		t.warnings = append(t.warnings, fmt.Sprintf("memdiag counted %d faults, the workload %d during its work alone", rep.Faults, res.Faults))
 	}
-	if h := rep.Health; h.BucketOverflow+h.MMOverflow+h.TargetOverflow+h.PendingOverflow+h.DroppedEvents > 0 {
-		t.warnings = append(t.warnings, fmt.Sprintf("memdiag's report has health counters set: %+v", h))
+	for _, name := range slices.Sorted(maps.Keys(rep.Health)) {
+		if n := rep.Health[name]; n > 0 {
+			t.warnings = append(t.warnings, fmt.Sprintf("memdiag's report says health.%s = %d", name, n))
+		}
 	}
 	return t, nil
 }

@@ -14,9 +14,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/memdiag/memdiag/procfs"
-	"github.com/memdiag/memdiag/report"
 )
 
 // userHZ is the unit of utime and stime in /proc/PID/stat: USER_HZ, 100
@@ -115,19 +112,37 @@ type usage struct {
 // usage reads memdiag's peak resident memory and CPU time from /proc.
 func (t *tracerRun) usage() (usage, error) {
 	pid := t.cmd.Process.Pid
-	st, err := procfs.ReadStatus(pid)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return usage{}, fmt.Errorf("reading memdiag's status: %w", err)
 	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return usage{}, fmt.Errorf("reading memdiag's stat: %w", err)
-	}
-	ticks, err := cpuTicks(string(data))
+	hwm, err := vmHWM(string(status))
 	if err != nil {
 		return usage{}, err
 	}
-	return usage{PeakRSS: st.VmHWM, CPU: time.Duration(ticks) * time.Second / userHZ}, nil
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return usage{}, fmt.Errorf("reading memdiag's stat: %w", err)
+	}
+	ticks, err := cpuTicks(string(stat))
+	if err != nil {
+		return usage{}, err
+	}
+	return usage{PeakRSS: hwm, CPU: time.Duration(ticks) * time.Second / userHZ}, nil
+}
+
+// vmHWM returns the VmHWM line of a /proc/PID/status text, in bytes.
+func vmHWM(status string) (int64, error) {
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parsing %q: %w", line, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no VmHWM line in memdiag's /proc status")
 }
 
 // cpuTicks returns utime + stime (fields 14 and 15) of a /proc/PID/stat
@@ -151,9 +166,18 @@ func cpuTicks(stat string) (uint64, error) {
 	return utime + stime, nil
 }
 
+// jsonReport is what the benchmark reads of memdiag's JSON report (see
+// README.md): the documented format, not memdiag's Go types, so the
+// benchmark measures any memdiag binary.
+type jsonReport struct {
+	Faults     uint64            `json:"faults"`
+	LostEvents uint64            `json:"lost_events"`
+	Health     map[string]uint64 `json:"health"`
+}
+
 // stop sends SIGTERM, waits for memdiag to write its report and exit 0,
 // and returns the report.
-func (t *tracerRun) stop(timeout time.Duration) (*report.Report, error) {
+func (t *tracerRun) stop(timeout time.Duration) (*jsonReport, error) {
 	if err := t.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		return nil, fmt.Errorf("stopping memdiag: %w", err)
 	}
@@ -175,7 +199,7 @@ func (t *tracerRun) stop(timeout time.Duration) (*report.Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading memdiag's report: %w", err)
 	}
-	var r report.Report
+	var r jsonReport
 	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("decoding memdiag's report %s: %w", t.reportTo, err)
 	}

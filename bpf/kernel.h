@@ -27,6 +27,8 @@ struct task_struct {
 	int exit_code;
 } __attribute__((preserve_access_index));
 
+struct pt_regs;
+
 /*
  * Tracepoint contexts. Each mirrors the format file named above it; the
  * first 8 bytes are the common fields (type, flags, preempt_count, pid).

@@ -28,10 +28,13 @@
  *
  * Virtual memory. mmap, munmap, mremap, brk, mprotect and madvise are paired
  * enter -> exit through `pending` (tid -> arguments) and charged on success.
- * Every mapping is remembered with its owner (`regions`); unmapping a whole
- * one charges the RSS it gives back to that owner (through `releasing`),
- * and for an op that has ended, to its BK_FREED bucket: an op's transient
- * buffer freed later by a GC nets out in the op's category.
+ * Every mapping is remembered with its owner and class (`regions`, an LPM
+ * trie of aligned blocks). Unmapping charges the RSS it gives back to the
+ * owner (through `releasing`) — for an op that has ended, to its BK_FREED
+ * bucket — so an op's transient buffer freed later by a GC nets out in the
+ * op's category; `retained` counts the owner's bytes still mapped. An RSS
+ * increase is external when the page's mapping is the native allocator's
+ * (RC_NATIVE: the brk heap, or anonymous memory mapped from libc code).
  */
 #include "memdiag.h"
 
@@ -76,7 +79,7 @@ struct {
 
 /* Arguments of a memory syscall in flight: tid -> struct pending. */
 struct pending {
-	u64 args[3];
+	u64 args[4];
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -104,25 +107,51 @@ struct {
 	__type(value, struct sock_info);
 } sockets SEC(".maps");
 
-/* struct region_key -> struct region: mappings made while traced, so
- * that unmapping a whole one gives its memory back to whoever mapped it
- * (an op's transient buffer freed later by a GC is the op's, not the
- * GC's). Deleted at munmap; overflow counted. */
+/* struct region_key -> struct region: every mapping made while traced (and
+ * those found at attach), as the aligned power-of-two blocks that tile it,
+ * so the longest-prefix match of an address is the mapping that holds it.
+ * Unmapping gives the memory back to whoever mapped it (an op's transient
+ * buffer freed later by a GC nets out in the op's category), and a fault
+ * is external when its mapping is the native allocator's. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct region_key);
 	__type(value, struct region);
 } regions SEC(".maps");
 
-/* tid -> struct bucket_key: while a thread unmaps a whole region, the
- * bucket its RSS decreases go to (the region's owner). */
+/* tid -> struct releasing, while the thread gives memory back. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
 	__type(key, u32);
-	__type(value, struct bucket_key);
+	__type(value, struct releasing);
 } releasing SEC(".maps");
+
+/* tgid -> struct libc_range (userspace reads it from /proc/PID/maps; fork
+ * copies it to the child). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, struct libc_range);
+} libc_ranges SEC(".maps");
+
+/* The last user fault of the thread running on this CPU: {tid, address}.
+ * rss_stat follows its fault on the same CPU, so this names the mapping a
+ * new page went to without a per-thread table. */
+struct last_fault {
+	u32 tid;
+	u32 _pad;
+	u64 addr;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct last_fault);
+} last_faults SEC(".maps");
 
 /* tid -> fd of the TLS socket the thread read last: the cleartext that
  * Node's HTTP parser gets next (uprobe on llhttp_execute, --tls) came from
@@ -154,6 +183,15 @@ struct {
 	__type(key, u32);
 	__type(value, struct group_total);
 } group SEC(".maps");
+
+/* [0] -> all-zero counters: the template new buckets are copied from,
+ * so no 150-byte struct sits on the BPF stack. Never written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct counters);
+} zeroes SEC(".maps");
 
 /* enum stat_index -> count, per CPU. */
 struct {
@@ -198,14 +236,20 @@ static __always_inline struct counters *bucket(struct bucket_key *key)
 		if (c)
 			return c;
 	}
-	struct counters zero = {};
-	zero.first_ns = bpf_ktime_get_ns();
-	if (key->kind == BK_THREAD)
-		bpf_get_current_comm(zero.comm, sizeof(zero.comm));
-	bpf_map_update_elem(&buckets, key, &zero, BPF_NOEXIST);
+	u32 zero = 0;
+	struct counters *fresh = bpf_map_lookup_elem(&zeroes, &zero);
+	if (!fresh)
+		return NULL;
+	int created = !bpf_map_update_elem(&buckets, key, fresh, BPF_NOEXIST);
 	c = bpf_map_lookup_elem(&buckets, key);
-	if (c)
+	if (c) {
+		if (created) {
+			c->first_ns = bpf_ktime_get_ns();
+			if (key->kind == BK_THREAD)
+				bpf_get_current_comm(c->comm, sizeof(c->comm));
+		}
 		return c;
+	}
 	stat_inc(ST_BUCKET_OVERFLOW);
 	struct bucket_key of = { .tgid = 0, .kind = BK_OVERFLOW, .id = 0 };
 	return bpf_map_lookup_elem(&buckets, &of);
@@ -322,6 +366,8 @@ static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
 		stat_inc(ST_THREAD_OVERFLOW);
 }
 
+static __always_inline u32 fault_class(u32 tgid, u32 tid);
+
 SEC("tracepoint/kmem/rss_stat")
 int on_rss_stat(struct tp_rss_stat *ctx)
 {
@@ -388,13 +434,31 @@ int on_rss_stat(struct tp_rss_stat *ctx)
 	st->last[member] = size;
 	if (delta == 0)
 		return 0;
-	if (delta < 0 && ctx->curr) {
-		/* Unmapping a whole region gives back to its owner. */
-		struct bucket_key *owner = bpf_map_lookup_elem(&releasing, &tid);
-		if (owner)
-			key = *owner;
+	s64 external = 0;
+	if (ctx->curr && member == RSS_ANON) {
+		if (delta > 0) {
+			if (fault_class(tgid, tid) == RC_NATIVE)
+				external = delta;
+		} else {
+			struct releasing *rel = bpf_map_lookup_elem(&releasing, &tid);
+			if (rel) {
+				if (rel->credit_owner)
+					key = rel->owner;
+				if (rel->class == RC_NATIVE)
+					external = delta;
+			}
+		}
+	} else if (ctx->curr && delta < 0) {
+		struct releasing *rel = bpf_map_lookup_elem(&releasing, &tid);
+		if (rel && rel->credit_owner)
+			key = rel->owner;
 	}
 	charge_rss(&key, member, delta);
+	if (external) {
+		struct counters *c = bucket(&key);
+		if (c)
+			__sync_fetch_and_add(&c->external, external);
+	}
 	if (member != RSS_SWAP) {
 		s64 now = __sync_fetch_and_add(&st->total, delta) + delta;
 		if (now > st->peak)
@@ -416,6 +480,12 @@ int on_page_fault(struct tp_page_fault *ctx)
 	struct counters *c = bucket(&key);
 	if (c)
 		__sync_fetch_and_add(&c->faults, 1);
+	u32 zero = 0;
+	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
+	if (lf) {
+		lf->tid = (u32)id;
+		lf->addr = ctx->address;
+	}
 	return 0;
 }
 
@@ -485,8 +555,233 @@ static __always_inline void vm_charge(u32 tgid, u32 tid, enum vm_field f, u64 by
 	}
 }
 
+/*
+ * The regions trie.
+ */
+
+/* The largest power of two <= x (x > 0), without branches. */
+static __always_inline u64 floor_pow2(u64 x)
+{
+	x |= x >> 1;
+	x |= x >> 2;
+	x |= x >> 4;
+	x |= x >> 8;
+	x |= x >> 16;
+	x |= x >> 32;
+	return x - (x >> 1);
+}
+
+/* Bits set in x, without branches (SWAR). */
+static __always_inline u64 popcount64(u64 x)
+{
+	x = x - ((x >> 1) & 0x5555555555555555ULL);
+	x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+	return (x * 0x0101010101010101ULL) >> 56;
+}
+
+/* A range tiles into at most this many aligned blocks (two per bit). */
+#define MAX_BLOCKS 96
+
+struct blocks_ctx {
+	struct region *r;
+	u64 start;
+	u64 len;
+	u32 tgid;
+	u32 insert;
+};
+
+/* One block of region_blocks: bpf_loop callback, returns 1 to stop. */
+static long block_step(u64 i, struct blocks_ctx *c)
+{
+	if (c->len < 4096)
+		return 1;
+	/* The block: as large as the start's alignment and the length allow. */
+	u64 size = floor_pow2(c->len);
+	u64 align = c->start & (~c->start + 1);
+	if (align && align < size)
+		size = align;
+	u32 k = popcount64(size - 1); /* log2(size) */
+	struct region_key key = { .prefixlen = 32 + 64 - k, .tgid = c->tgid, .addr_be = __builtin_bswap64(c->start) };
+	if (c->insert) {
+		if (bpf_map_update_elem(&regions, &key, c->r, BPF_ANY)) {
+			stat_inc(ST_REGION_OVERFLOW);
+			return 1;
+		}
+	} else {
+		bpf_map_delete_elem(&regions, &key);
+	}
+	c->start += size;
+	c->len -= size;
+	return 0;
+}
+
+/* Stores r (insert) or removes its blocks, as the aligned power-of-two
+ * blocks that tile it. */
+static __always_inline void region_blocks(u32 tgid, struct region *r, int insert)
+{
+	struct blocks_ctx c = {
+		.r = r, .start = r->start & ~4095ULL, .len = PAGE_ALIGN(r->len), .tgid = tgid, .insert = insert,
+	};
+	bpf_loop(MAX_BLOCKS, block_step, &c, 0);
+}
+
+/* Returns the mapping that holds addr, or NULL. */
+static __always_inline struct region *region_at(u32 tgid, u64 addr)
+{
+	struct region_key key = { .prefixlen = 32 + 64, .tgid = tgid, .addr_be = __builtin_bswap64(addr) };
+	return bpf_map_lookup_elem(&regions, &key);
+}
+
+/* The class of the mapping this thread last faulted in. */
+static __always_inline u32 fault_class(u32 tgid, u32 tid)
+{
+	u32 zero = 0;
+	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
+	if (!lf || lf->tid != tid)
+		return RC_UNKNOWN;
+	struct region *r = region_at(tgid, lf->addr);
+	return r ? r->class : RC_UNKNOWN;
+}
+
+/* The bucket a mapping's owner is credited through: an op that has ended
+ * (its bucket was taken) is credited through its BK_FREED bucket. */
+static __always_inline void owner_key(struct bucket_key *owner)
+{
+	if (owner->kind == BK_OP && !bpf_map_lookup_elem(&buckets, owner))
+		owner->kind = BK_FREED;
+}
+
+/* Adds bytes (signed) to the retained counters of key. */
+static __always_inline void retain(struct bucket_key *key, u32 class, s64 bytes)
+{
+	struct counters *c = bucket(key);
+	if (!c)
+		return;
+	__sync_fetch_and_add(&c->retained, bytes);
+	if (class == RC_NATIVE)
+		__sync_fetch_and_add(&c->retained_native, bytes);
+}
+
+/* Records a new mapping [start, start + len) of class, owned by the
+ * current thread's bucket. */
+static __always_inline void map_region(u32 tgid, u32 tid, u64 start, u64 len, u32 class)
+{
+	struct region r = { .start = start, .len = len, .class = class };
+	current_bucket(&r.owner, tgid, tid);
+	region_blocks(tgid, &r, 1);
+	retain(&r.owner, class, (s64)len);
+}
+
+/* How many mappings one unmap follows; the rest is counted. */
+#define MAX_UNMAP_REGIONS 8
+
+struct unmap_ctx {
+	struct releasing *rel;
+	u64 a;
+	u64 b;
+	u32 tgid;
+	u32 done;
+};
+
+/* One mapping of unmap_range: bpf_loop callback, returns 1 to stop. */
+static long unmap_step(u64 i, struct unmap_ctx *c)
+{
+	if (c->a >= c->b) {
+		c->done = 1;
+		return 1;
+	}
+	struct region *found = region_at(c->tgid, c->a);
+	if (!found) {
+		c->done = 1;
+		return 1; /* a gap: what follows was mapped before tracing */
+	}
+	struct region r = *found;
+	u64 end = r.start + r.len;
+	region_blocks(c->tgid, &r, 0);
+	u64 lo = c->a > r.start ? c->a : r.start, hi = c->b < end ? c->b : end;
+	if (r.start < lo) {
+		struct region left = r;
+		left.len = lo - r.start;
+		region_blocks(c->tgid, &left, 1);
+	}
+	if (hi < end) {
+		struct region right = r;
+		right.start = hi;
+		right.len = end - hi;
+		region_blocks(c->tgid, &right, 1);
+	}
+	if (i == 0)
+		c->rel->class = r.class;
+	if (r.owner.kind) {
+		struct bucket_key owner = r.owner;
+		owner_key(&owner);
+		if (hi > lo)
+			retain(&owner, r.class, -(s64)(hi - lo));
+		if (i == 0) {
+			c->rel->owner = owner;
+			c->rel->credit_owner = 1;
+		}
+	}
+	/* else: found at attach, owned by no bucket: what it gives back is
+	 * the current thread's. */
+	c->a = end;
+	return 0;
+}
+
+/* Forgets the mappings in [a, b): each loses the part inside, keeps the
+ * rest, and its owner's retained bytes drop by the part. Fills rel with
+ * the first mapping's owner and class, for the RSS given back. */
+static __always_inline void unmap_range(u32 tgid, u64 a, u64 b, struct releasing *rel)
+{
+	rel->credit_owner = 0;
+	struct unmap_ctx c = { .rel = rel, .a = a, .b = b, .tgid = tgid };
+	bpf_loop(MAX_UNMAP_REGIONS, unmap_step, &c, 0);
+	if (!c.done && c.a < c.b)
+		stat_inc(ST_UNMAP_SPLIT);
+}
+
+#define MAP_SHARED 0x01
+#define MAP_ANONYMOUS 0x20
+#define MAP_GROWSDOWN 0x100
+#define MAP_STACK 0x20000
+
+/* The user return address at syscall entry: [sp] is where the libc
+ * wrapper (a leaf) returns to, i.e. the code that asked for the mapping. */
+static __always_inline u64 syscall_caller(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs_x86 *regs = (struct pt_regs_x86 *)bpf_task_pt_regs(task);
+	u64 sp = 0, ret = 0;
+	if (bpf_probe_read_kernel(&sp, sizeof(sp), &regs->sp))
+		return 0;
+	if (bpf_probe_read_user(&ret, sizeof(ret), (void *)sp))
+		return 0;
+	return ret;
+}
+
+/* Classifies an anonymous private mapping by who asked for it. */
+static __always_inline u32 anon_class(u32 tgid, u64 caller)
+{
+	struct libc_range *lr = bpf_map_lookup_elem(&libc_ranges, &tgid);
+	if (!lr || !caller)
+		return RC_UNKNOWN;
+	return caller >= lr->lo && caller < lr->hi ? RC_NATIVE : RC_RUNTIME;
+}
+
 SEC("tracepoint/syscalls/sys_enter_mmap")
-int on_enter_mmap(struct tp_sys_enter *ctx) { return save_args(ctx, 2); }
+int on_enter_mmap(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!current_target(id >> 32))
+		return 0;
+	u32 tid = (u32)id;
+	/* len, flags, fd, caller */
+	struct pending p = { .args = { ctx->args[1], ctx->args[3], ctx->args[4], syscall_caller() } };
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
+	return 0;
+}
 
 SEC("tracepoint/syscalls/sys_exit_mmap")
 int on_exit_mmap(struct tp_sys_exit *ctx)
@@ -495,14 +790,39 @@ int on_exit_mmap(struct tp_sys_exit *ctx)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ctx->ret))
 		return 0;
-	u64 len = PAGE_ALIGN(p.args[1]);
+	u64 start = (u64)ctx->ret, len = PAGE_ALIGN(p.args[0]), flags = p.args[1];
+	s32 fd = (s32)p.args[2];
 	vm_charge(tgid, tid, VM_MAPPED, len);
-	struct region_key rk = { .tgid = tgid, .start = (u64)ctx->ret };
-	struct region r = { .len = len, .created_ns = bpf_ktime_get_ns() };
-	current_bucket(&r.owner, tgid, tid);
-	if (bpf_map_update_elem(&regions, &rk, &r, BPF_ANY))
-		stat_inc(ST_REGION_OVERFLOW);
+	u32 class;
+	if (!(flags & MAP_ANONYMOUS) && fd >= 0)
+		class = RC_FILE;
+	else if (flags & (MAP_STACK | MAP_GROWSDOWN))
+		class = RC_STACK;
+	else if (flags & MAP_SHARED)
+		class = RC_SHARED;
+	else
+		class = anon_class(tgid, p.args[3]);
+	/* MAP_FIXED over an old mapping replaces it. */
+	struct releasing rel = {};
+	unmap_range(tgid, start, start + len, &rel);
+	map_region(tgid, tid, start, len, class);
 	return 0;
+}
+
+/* Marks the thread as giving back [a, b): forgets those mappings and
+ * remembers, for the RSS decreases to come, whose they were. */
+static __always_inline void release_begin(u32 tgid, u32 tid, u64 a, u64 b, int forget)
+{
+	struct releasing rel = {};
+	if (forget) {
+		unmap_range(tgid, a, b, &rel);
+	} else {
+		struct region *r = region_at(tgid, a);
+		if (!r)
+			return;
+		rel.class = r->class; /* madvise: only what it held, not whose */
+	}
+	bpf_map_update_elem(&releasing, &tid, &rel, BPF_ANY);
 }
 
 SEC("tracepoint/syscalls/sys_enter_munmap")
@@ -513,20 +833,7 @@ int on_enter_munmap(struct tp_sys_enter *ctx)
 	if (!current_target(tgid))
 		return 0;
 	save_args(ctx, 2);
-	struct region_key rk = { .tgid = tgid, .start = ctx->args[0] };
-	struct region *r = bpf_map_lookup_elem(&regions, &rk);
-	if (!r)
-		return 0;
-	if (PAGE_ALIGN(ctx->args[1]) < r->len) {
-		/* A partial unmap: the rest stays mapped, and the owner keeps
-		 * it; the part given back is the current thread's. */
-		return 0;
-	}
-	struct bucket_key owner = r->owner;
-	if (owner.kind == BK_OP)
-		owner.kind = BK_FREED; /* the op's bucket is gone once it ended */
-	bpf_map_update_elem(&releasing, &tid, &owner, BPF_ANY);
-	bpf_map_delete_elem(&regions, &rk);
+	release_begin(tgid, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 1);
 	return 0;
 }
 
@@ -554,11 +861,36 @@ int on_exit_mremap(struct tp_sys_exit *ctx)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ctx->ret))
 		return 0;
-	u64 old_len = PAGE_ALIGN(p.args[1]), new_len = PAGE_ALIGN(p.args[2]);
+	u64 old = p.args[0], old_len = PAGE_ALIGN(p.args[1]), new_len = PAGE_ALIGN(p.args[2]);
 	if (new_len > old_len)
 		vm_charge(tgid, tid, VM_MAPPED, new_len - old_len);
 	else
 		vm_charge(tgid, tid, VM_UNMAPPED, old_len - new_len);
+	/* The mapping moved or resized: it keeps its class; the part that
+	 * grew is the current thread's. */
+	struct region *r = region_at(tgid, old);
+	struct region moved = {};
+	int found = 0;
+	if (r) {
+		moved = *r;
+		found = 1;
+	}
+	u32 class = moved.class;
+	struct releasing rel = {};
+	unmap_range(tgid, old, old + old_len, &rel);
+	u64 start = (u64)ctx->ret;
+	if (found) {
+		moved.start = start;
+		moved.len = new_len < old_len ? new_len : old_len;
+		region_blocks(tgid, &moved, 1);
+		if (moved.owner.kind) {
+			struct bucket_key owner = moved.owner;
+			owner_key(&owner);
+			retain(&owner, class, (s64)moved.len);
+		}
+	}
+	if (new_len > old_len)
+		map_region(tgid, tid, start + old_len, new_len - old_len, class);
 	return 0;
 }
 
@@ -574,6 +906,11 @@ int on_enter_brk(struct tp_sys_enter *ctx)
 	p.args[0] = BPF_CORE_READ(task, mm, brk); /* the break before the call */
 	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
 		stat_inc(ST_PENDING_OVERFLOW);
+	if (ctx->args[0] && PAGE_ALIGN(ctx->args[0]) < PAGE_ALIGN(p.args[0])) {
+		/* Shrinking the heap gives native memory back. */
+		u32 tgid = id >> 32;
+		release_begin(tgid, tid, PAGE_ALIGN(ctx->args[0]), PAGE_ALIGN(p.args[0]), 1);
+	}
 	return 0;
 }
 
@@ -584,12 +921,15 @@ int on_exit_brk(struct tp_sys_exit *ctx)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid))
 		return 0;
+	bpf_map_delete_elem(&releasing, &tid);
 	/* brk returns the new break, or the old one on failure. */
 	u64 before = PAGE_ALIGN(p.args[0]), after = PAGE_ALIGN((u64)ctx->ret);
-	if (after > before)
+	if (after > before) {
 		vm_charge(tgid, tid, VM_MAPPED, after - before);
-	else
+		map_region(tgid, tid, before, after - before, RC_NATIVE); /* the brk heap is malloc's */
+	} else {
 		vm_charge(tgid, tid, VM_UNMAPPED, before - after);
+	}
 	return 0;
 }
 
@@ -614,14 +954,28 @@ int on_exit_mprotect(struct tp_sys_exit *ctx)
 #define MADV_REMOVE 9
 
 SEC("tracepoint/syscalls/sys_enter_madvise")
-int on_enter_madvise(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
+int on_enter_madvise(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	save_args(ctx, 3);
+	u64 advice = ctx->args[2];
+	if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
+		release_begin(tgid, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 0);
+	return 0;
+}
 
 SEC("tracepoint/syscalls/sys_exit_madvise")
 int on_exit_madvise(struct tp_sys_exit *ctx)
 {
 	struct pending p;
 	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || ctx->ret != 0)
+	if (!take_args(&p, &tgid, &tid))
+		return 0;
+	bpf_map_delete_elem(&releasing, &tid);
+	if (ctx->ret != 0)
 		return 0;
 	u64 advice = p.args[2];
 	if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
@@ -697,6 +1051,11 @@ int on_fork(struct tp_sched_fork *ctx)
 	struct target t = { .state = TS_FORKED };
 	if (bpf_map_update_elem(&targets, &child, &t, BPF_NOEXIST) == -E2BIG)
 		stat_inc(ST_TARGET_OVERFLOW);
+	struct libc_range *lr = bpf_map_lookup_elem(&libc_ranges, &tgid);
+	if (lr) {
+		struct libc_range copy = *lr; /* a child (not a thread) has the same libc */
+		bpf_map_update_elem(&libc_ranges, &child, &copy, BPF_NOEXIST);
+	}
 	struct fork_event *e = event_reserve(sizeof(*e), EV_FORK, tgid, (u32)id);
 	if (!e)
 		return 0;
@@ -811,7 +1170,7 @@ static __always_inline u64 first_buffer(u64 ptr, u32 kind)
 	((u64)(s)[3] << 24) | ((n) > 4 ? (u64)(s)[4] << 32 : 0) |            \
 	((n) > 5 ? (u64)(s)[5] << 40 : 0) | ((n) > 6 ? (u64)(s)[6] << 48 : 0) | \
 	((n) > 7 ? (u64)(s)[7] << 56 : 0))
-#define MASK(n) ((n) == 8 ? ~0ULL : (1ULL << (8 * (n))) - 1)
+#define MASK(n) ((n) >= 8 ? ~0ULL : (1ULL << (8 * ((n) & 7))) - 1)
 #define STARTS(w, s, n) (((w) & MASK(n)) == LE(s, n))
 
 /* Returns 1 when w, the first 8 bytes read (little endian), starts with an
@@ -848,9 +1207,9 @@ static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 
 		return 0;
 	u64 op_id = __sync_fetch_and_add(next, 1) + 1;
 	struct bucket_key key = { .tgid = tgid, .kind = BK_OP, .id = op_id };
-	struct counters c = {};
-	c.first_ns = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&buckets, &key, &c, BPF_NOEXIST)) {
+	u32 zero_idx = 0;
+	struct counters *fresh = bpf_map_lookup_elem(&zeroes, &zero_idx);
+	if (!fresh || bpf_map_update_elem(&buckets, &key, fresh, BPF_NOEXIST)) {
 		/* No room for the op's bucket: its activity stays idle. */
 		stat_inc(ST_BUCKET_OVERFLOW);
 		set_thread(tgid, tid, TM_IDLE, 0);
@@ -1194,3 +1553,5 @@ const struct op_end_event *unused_op_end_event __attribute__((unused));
 const struct thread_state *unused_thread_state __attribute__((unused));
 const struct sock_info *unused_sock_info __attribute__((unused));
 const struct region *unused_region __attribute__((unused));
+const struct region_key *unused_region_key __attribute__((unused));
+const struct libc_range *unused_libc_range __attribute__((unused));

@@ -115,6 +115,11 @@ struct counters {
 	u64 unmapped;         /* bytes unmapped: munmap, mremap shrink, brk shrink */
 	u64 made_writable;    /* bytes mprotect'ed writable (commits of reserved ranges) */
 	u64 advised_free;     /* bytes given back with madvise DONTNEED/FREE/REMOVE */
+	s64 external;         /* bytes of RSS change in native-allocator (RC_NATIVE) mappings */
+	s64 retained;         /* bytes of mappings made here and not unmapped yet (negative: gave back others') */
+	s64 retained_native;  /* the RC_NATIVE part of retained */
+	u64 ab_alloc;         /* exact mode: ArrayBuffer bytes allocated */
+	u64 ab_freed;         /* exact mode: ArrayBuffer bytes allocated here and freed (anywhere) */
 	u64 first_ns;         /* ktime of the first charge */
 	u64 last_ns;          /* ktime of the latest charge (racy, informative) */
 	char comm[COMM_LEN];  /* thread name, for BK_THREAD */
@@ -130,17 +135,46 @@ struct op_end_event {
 	struct counters final;
 };
 
-/* A mapping made while traced, keyed by struct region_key. */
-struct region_key {
-	u32 tgid;
-	u32 _pad;
-	u64 start;
+/* What a mapping holds, from how it was made. */
+enum region_class {
+	RC_UNKNOWN = 0, /* anonymous, made before memdiag knew the process's libc */
+	RC_NATIVE = 1,  /* the native allocator's (libc malloc: brk heap, arenas, large chunks): external */
+	RC_RUNTIME = 2, /* anonymous, mapped by anything else (V8, the Go runtime, …) */
+	RC_FILE = 3,    /* a file */
+	RC_STACK = 4,   /* a thread stack (MAP_STACK, MAP_GROWSDOWN) */
+	RC_SHARED = 5,  /* shared anonymous memory */
 };
 
+/* Key of the regions LPM trie: a mapping is stored as the aligned
+ * power-of-two blocks that tile it; prefixlen = 32 (tgid) + 64 - log2(block). */
+struct region_key {
+	u32 prefixlen;
+	u32 tgid;
+	u64 addr_be; /* block start, big endian, so its high bits are the prefix */
+};
+
+/* A mapping made while traced (or found at attach), with its owner. */
 struct region {
+	u64 start;
 	u64 len;
 	struct bucket_key owner; /* the bucket of whoever mapped it */
-	u64 created_ns;
+	u32 class;               /* enum region_class */
+	u32 _pad;
+};
+
+/* While a thread gives memory back (munmap, madvise, brk shrink): who
+ * mapped it and what it held. */
+struct releasing {
+	struct bucket_key owner;
+	u32 class;
+	u32 credit_owner; /* 1: resident decreases go to owner, not the thread */
+};
+
+/* The address range of a process's libc: a mapping made from code there
+ * is the native allocator's. Written by userspace from /proc/PID/maps. */
+struct libc_range {
+	u64 lo;
+	u64 hi;
 };
 
 /* Per-mm state, keyed by the rss_stat mm_id. */
@@ -213,8 +247,10 @@ enum stat_index {
 	ST_PENDING_OVERFLOW = 4,/* syscalls whose arguments found the pending map full */
 	ST_SOCK_OVERFLOW = 5,   /* sockets that found the sockets map full */
 	ST_THREAD_OVERFLOW = 6, /* threads that found the thread_states map full */
-	ST_REGION_OVERFLOW = 7, /* mappings that found the regions map full */
-	ST_MAX = 8,
+	ST_REGION_OVERFLOW = 7, /* mapping blocks that found the regions trie full */
+	ST_OUTSTANDING_OVERFLOW = 8, /* exact mode: ArrayBuffers that found the outstanding table full */
+	ST_UNMAP_SPLIT = 9,     /* unmaps that crossed more regions than one pass follows */
+	ST_MAX = 16,
 };
 
 #endif

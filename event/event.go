@@ -165,7 +165,16 @@ type Counters struct {
 	Unmapped     uint64            // bytes unmapped (munmap, mremap and brk shrink)
 	MadeWritable uint64            // bytes mprotect'ed writable
 	AdvisedFree  uint64            // bytes given back with madvise
-	Comm         string            // thread name for BucketThread
+	// External is the RSS change in native-allocator mappings (the brk
+	// heap, arenas, large malloc chunks): memory outside the runtime's heap.
+	External int64
+	// Retained is the bytes of mappings made here and not unmapped yet;
+	// negative when this bucket is credited with others' unmaps.
+	Retained       int64
+	RetainedNative int64  // the native-allocator part of Retained
+	ABAlloc        uint64 // exact mode: ArrayBuffer bytes allocated
+	ABFreed        uint64 // exact mode: ArrayBuffer bytes allocated here, freed since
+	Comm           string // thread name for BucketThread
 }
 
 // Resident is the change of resident memory: file + anon + shmem.
@@ -189,7 +198,12 @@ type Stats struct {
 	PendingOverflow uint64 // syscalls whose arguments found the pending table full
 	SocketOverflow  uint64 // sockets that found the socket table full
 	ThreadOverflow  uint64 // threads that found the thread-state table full
-	RegionOverflow  uint64 // mappings that found the region table full
+	RegionOverflow  uint64 // mapping blocks that found the region table full
+	// OutstandingOverflow counts ArrayBuffers (exact mode) that found the
+	// outstanding-allocation table full: their frees are not credited to
+	// their op, totals stay exact.
+	OutstandingOverflow uint64
+	UnmapSplit          uint64 // unmaps that crossed more mappings than one pass follows
 }
 
 // ProcessMemory is one traced process's resident memory as the kernel last

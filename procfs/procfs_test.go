@@ -287,3 +287,40 @@ func FuzzParseStatus(f *testing.F) {
 		}
 	})
 }
+
+func TestParseMaps(t *testing.T) {
+	data := []byte(`55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]
+7f3a10000000-7f3a10021000 rw-p 00000000 00:00 0 
+7f3a10021000-7f3a14000000 ---p 00000000 00:00 0 
+7f3a1c800000-7f3a1c828000 r--p 00000000 fe:00 1234                       /usr/lib/x86_64-linux-gnu/libc.so.6
+7f3a1c828000-7f3a1c99d000 r-xp 00028000 fe:00 1234                       /usr/lib/x86_64-linux-gnu/libc.so.6
+7f3a1c9f6000-7f3a1c9f8000 rw-p 001f5000 fe:00 1234                       /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd5a1e1000-7ffd5a202000 rw-p 00000000 00:00 0                          [stack]
+`)
+	maps, err := procfs.ParseMaps(data)
+	if err != nil || len(maps) != 7 {
+		t.Fatalf("%d maps, %v", len(maps), err)
+	}
+	if maps[0].Path != "[heap]" || maps[1].Path != "" || maps[2].Perms != "---p" || maps[4].Offset != 0x28000 || maps[4].Inode != 1234 {
+		t.Errorf("parsed %+v", maps[:5])
+	}
+	lo, hi, ok := procfs.LibcRange(maps)
+	if !ok || lo != 0x7f3a1c800000 || hi != 0x7f3a1c9f8000 {
+		t.Errorf("libc range %x-%x %v", lo, hi, ok)
+	}
+	if _, err := procfs.ParseMaps([]byte("zz-1 r--p 0 0 0\n")); err == nil {
+		t.Error("garbage accepted")
+	}
+	for path, want := range map[string]bool{"/lib/libc.so.6": true, "/lib/libc-2.31.so": true, "/lib/ld-musl-x86_64.so.1": true, "/lib/libcrypto.so.3": false, "[heap]": false} {
+		if procfs.IsLibc(path) != want {
+			t.Errorf("procfs.IsLibc(%q) != %v", path, want)
+		}
+	}
+}
+
+func TestReadMapsSelf(t *testing.T) {
+	maps, err := procfs.ReadMaps(os.Getpid())
+	if err != nil || len(maps) == 0 {
+		t.Fatalf("%d, %v", len(maps), err)
+	}
+}

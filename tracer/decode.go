@@ -163,12 +163,17 @@ func cString[T int8 | uint8](b []T) string {
 // counters converts the kernel's counters to event.Counters.
 func counters(c *memdiagCounters) event.Counters {
 	return event.Counters{
-		RSS:          c.Rss,
-		Faults:       c.Faults,
-		Mapped:       c.Mapped,
-		Unmapped:     c.Unmapped,
-		MadeWritable: c.MadeWritable,
-		AdvisedFree:  c.AdvisedFree,
-		Comm:         cString(c.Comm[:]),
+		RSS:            c.Rss,
+		Faults:         c.Faults,
+		Mapped:         c.Mapped,
+		Unmapped:       c.Unmapped,
+		MadeWritable:   c.MadeWritable,
+		AdvisedFree:    c.AdvisedFree,
+		External:       c.External,
+		Retained:       c.Retained,
+		RetainedNative: c.RetainedNative,
+		ABAlloc:        c.AbAlloc,
+		ABFreed:        c.AbFreed,
+		Comm:           cString(c.Comm[:]),
 	}
 }

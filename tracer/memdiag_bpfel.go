@@ -21,16 +21,21 @@ type memdiagBucketKey struct {
 }
 
 type memdiagCounters struct {
-	_            structs.HostLayout
-	Rss          [4]int64
-	Faults       uint64
-	Mapped       uint64
-	Unmapped     uint64
-	MadeWritable uint64
-	AdvisedFree  uint64
-	FirstNs      uint64
-	LastNs       uint64
-	Comm         [16]int8
+	_              structs.HostLayout
+	Rss            [4]int64
+	Faults         uint64
+	Mapped         uint64
+	Unmapped       uint64
+	MadeWritable   uint64
+	AdvisedFree    uint64
+	External       int64
+	Retained       int64
+	RetainedNative int64
+	AbAlloc        uint64
+	AbFreed        uint64
+	FirstNs        uint64
+	LastNs         uint64
+	Comm           [16]int8
 }
 
 type memdiagEventHdr struct {
@@ -71,6 +76,19 @@ type memdiagGroupTotal struct {
 	Peak  int64
 }
 
+type memdiagLastFault struct {
+	_    structs.HostLayout
+	Tid  uint32
+	Pad  uint32
+	Addr uint64
+}
+
+type memdiagLibcRange struct {
+	_  structs.HostLayout
+	Lo uint64
+	Hi uint64
+}
+
 type memdiagMmState struct {
 	_     structs.HostLayout
 	Last  [4]int64
@@ -106,21 +124,30 @@ type memdiagOpEndEvent struct {
 
 type memdiagPending struct {
 	_    structs.HostLayout
-	Args [3]uint64
+	Args [4]uint64
 }
 
 type memdiagRegion struct {
-	_         structs.HostLayout
-	Len       uint64
-	Owner     memdiagBucketKey
-	CreatedNs uint64
+	_     structs.HostLayout
+	Start uint64
+	Len   uint64
+	Owner memdiagBucketKey
+	Class uint32
+	Pad   uint32
 }
 
 type memdiagRegionKey struct {
-	_     structs.HostLayout
-	Tgid  uint32
-	Pad   uint32
-	Start uint64
+	_         structs.HostLayout
+	Prefixlen uint32
+	Tgid      uint32
+	AddrBe    uint64
+}
+
+type memdiagReleasing struct {
+	_           structs.HostLayout
+	Owner       memdiagBucketKey
+	Class       uint32
+	CreditOwner uint32
 }
 
 type memdiagSockInfo struct {
@@ -162,6 +189,8 @@ const (
 	memdiagMapBuckets            = "buckets"
 	memdiagMapEvents             = "events"
 	memdiagMapGroup              = "group"
+	memdiagMapLastFaults         = "last_faults"
+	memdiagMapLibcRanges         = "libc_ranges"
 	memdiagMapMmStates           = "mm_states"
 	memdiagMapOpIds              = "op_ids"
 	memdiagMapPending            = "pending"
@@ -172,6 +201,7 @@ const (
 	memdiagMapTargets            = "targets"
 	memdiagMapThreadStates       = "thread_states"
 	memdiagMapTlsReads           = "tls_reads"
+	memdiagMapZeroes             = "zeroes"
 	memdiagProgOnEnterBrk        = "on_enter_brk"
 	memdiagProgOnEnterClose      = "on_enter_close"
 	memdiagProgOnEnterConnect    = "on_enter_connect"
@@ -225,9 +255,11 @@ const (
 	memdiagVarUnusedExecEvent    = "unused_exec_event"
 	memdiagVarUnusedExitEvent    = "unused_exit_event"
 	memdiagVarUnusedForkEvent    = "unused_fork_event"
+	memdiagVarUnusedLibcRange    = "unused_libc_range"
 	memdiagVarUnusedOpBeginEvent = "unused_op_begin_event"
 	memdiagVarUnusedOpEndEvent   = "unused_op_end_event"
 	memdiagVarUnusedRegion       = "unused_region"
+	memdiagVarUnusedRegionKey    = "unused_region_key"
 	memdiagVarUnusedSockInfo     = "unused_sock_info"
 	memdiagVarUnusedThreadState  = "unused_thread_state"
 )
@@ -331,6 +363,8 @@ type memdiagMapSpecs struct {
 	Buckets      *ebpf.MapSpec `ebpf:"buckets"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Group        *ebpf.MapSpec `ebpf:"group"`
+	LastFaults   *ebpf.MapSpec `ebpf:"last_faults"`
+	LibcRanges   *ebpf.MapSpec `ebpf:"libc_ranges"`
 	MmStates     *ebpf.MapSpec `ebpf:"mm_states"`
 	OpIds        *ebpf.MapSpec `ebpf:"op_ids"`
 	Pending      *ebpf.MapSpec `ebpf:"pending"`
@@ -341,6 +375,7 @@ type memdiagMapSpecs struct {
 	Targets      *ebpf.MapSpec `ebpf:"targets"`
 	ThreadStates *ebpf.MapSpec `ebpf:"thread_states"`
 	TlsReads     *ebpf.MapSpec `ebpf:"tls_reads"`
+	Zeroes       *ebpf.MapSpec `ebpf:"zeroes"`
 }
 
 // memdiagVariableSpecs contains global variables before they are loaded into the kernel.
@@ -352,9 +387,11 @@ type memdiagVariableSpecs struct {
 	UnusedExecEvent    *ebpf.VariableSpec `ebpf:"unused_exec_event"`
 	UnusedExitEvent    *ebpf.VariableSpec `ebpf:"unused_exit_event"`
 	UnusedForkEvent    *ebpf.VariableSpec `ebpf:"unused_fork_event"`
+	UnusedLibcRange    *ebpf.VariableSpec `ebpf:"unused_libc_range"`
 	UnusedOpBeginEvent *ebpf.VariableSpec `ebpf:"unused_op_begin_event"`
 	UnusedOpEndEvent   *ebpf.VariableSpec `ebpf:"unused_op_end_event"`
 	UnusedRegion       *ebpf.VariableSpec `ebpf:"unused_region"`
+	UnusedRegionKey    *ebpf.VariableSpec `ebpf:"unused_region_key"`
 	UnusedSockInfo     *ebpf.VariableSpec `ebpf:"unused_sock_info"`
 	UnusedThreadState  *ebpf.VariableSpec `ebpf:"unused_thread_state"`
 }
@@ -382,6 +419,8 @@ type memdiagMaps struct {
 	Buckets      *ebpf.Map `ebpf:"buckets"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Group        *ebpf.Map `ebpf:"group"`
+	LastFaults   *ebpf.Map `ebpf:"last_faults"`
+	LibcRanges   *ebpf.Map `ebpf:"libc_ranges"`
 	MmStates     *ebpf.Map `ebpf:"mm_states"`
 	OpIds        *ebpf.Map `ebpf:"op_ids"`
 	Pending      *ebpf.Map `ebpf:"pending"`
@@ -392,6 +431,7 @@ type memdiagMaps struct {
 	Targets      *ebpf.Map `ebpf:"targets"`
 	ThreadStates *ebpf.Map `ebpf:"thread_states"`
 	TlsReads     *ebpf.Map `ebpf:"tls_reads"`
+	Zeroes       *ebpf.Map `ebpf:"zeroes"`
 }
 
 func (m *memdiagMaps) Close() error {
@@ -399,6 +439,8 @@ func (m *memdiagMaps) Close() error {
 		m.Buckets,
 		m.Events,
 		m.Group,
+		m.LastFaults,
+		m.LibcRanges,
 		m.MmStates,
 		m.OpIds,
 		m.Pending,
@@ -409,6 +451,7 @@ func (m *memdiagMaps) Close() error {
 		m.Targets,
 		m.ThreadStates,
 		m.TlsReads,
+		m.Zeroes,
 	)
 }
 
@@ -421,9 +464,11 @@ type memdiagVariables struct {
 	UnusedExecEvent    *ebpf.Variable `ebpf:"unused_exec_event"`
 	UnusedExitEvent    *ebpf.Variable `ebpf:"unused_exit_event"`
 	UnusedForkEvent    *ebpf.Variable `ebpf:"unused_fork_event"`
+	UnusedLibcRange    *ebpf.Variable `ebpf:"unused_libc_range"`
 	UnusedOpBeginEvent *ebpf.Variable `ebpf:"unused_op_begin_event"`
 	UnusedOpEndEvent   *ebpf.Variable `ebpf:"unused_op_end_event"`
 	UnusedRegion       *ebpf.Variable `ebpf:"unused_region"`
+	UnusedRegionKey    *ebpf.Variable `ebpf:"unused_region_key"`
 	UnusedSockInfo     *ebpf.Variable `ebpf:"unused_sock_info"`
 	UnusedThreadState  *ebpf.Variable `ebpf:"unused_thread_state"`
 }

@@ -54,6 +54,8 @@ const (
 	statSocketOverflow
 	statThreadOverflow
 	statRegionOverflow
+	statOutstandingOverflow
+	statUnmapSplit
 )
 
 // attachment is one tracepoint and the program that handles it.
@@ -372,14 +374,16 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 	}
 	var err error
 	for idx, dst := range map[uint32]*uint64{
-		statLost:            &s.Stats.LostEvents,
-		statBucketOverflow:  &s.Stats.BucketOverflow,
-		statMMOverflow:      &s.Stats.MMOverflow,
-		statTargetOverflow:  &s.Stats.TargetOverflow,
-		statPendingOverflow: &s.Stats.PendingOverflow,
-		statSocketOverflow:  &s.Stats.SocketOverflow,
-		statThreadOverflow:  &s.Stats.ThreadOverflow,
-		statRegionOverflow:  &s.Stats.RegionOverflow,
+		statLost:                &s.Stats.LostEvents,
+		statBucketOverflow:      &s.Stats.BucketOverflow,
+		statMMOverflow:          &s.Stats.MMOverflow,
+		statTargetOverflow:      &s.Stats.TargetOverflow,
+		statPendingOverflow:     &s.Stats.PendingOverflow,
+		statSocketOverflow:      &s.Stats.SocketOverflow,
+		statThreadOverflow:      &s.Stats.ThreadOverflow,
+		statRegionOverflow:      &s.Stats.RegionOverflow,
+		statOutstandingOverflow: &s.Stats.OutstandingOverflow,
+		statUnmapSplit:          &s.Stats.UnmapSplit,
 	} {
 		if *dst, err = stat(idx); err != nil {
 			return nil, err
@@ -425,35 +429,26 @@ func (t *Tracer) Forget(buckets []event.BucketKey, deadPIDs []uint32) error {
 			errs = append(errs, fmt.Errorf("deleting mm state: %w", err))
 		}
 	}
-	var (
-		rk      memdiagRegionKey
-		rv      memdiagRegion
-		regions []memdiagRegionKey
-	)
-	rit := t.objs.Regions.Iterate()
-	for rit.Next(&rk, &rv) {
-		if dead[rk.Tgid] {
-			regions = append(regions, rk)
-		}
-	}
-	if err := rit.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("reading regions: %w", err))
-	}
-	for _, k := range regions {
-		if err := t.objs.Regions.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("deleting region: %w", err))
-		}
+	if err := t.ForgetProcess(deadPIDs...); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
+// closeLinks detaches every program. Detaching from a syscall tracepoint
+// waits for an RCU grace period (tens of milliseconds each), so the links
+// are closed in parallel: the waits overlap instead of adding up.
 func (t *Tracer) closeLinks() error {
-	var errs []error
-	for i := len(t.links) - 1; i >= 0; i-- {
-		if err := t.links[i].Close(); err != nil {
-			errs = append(errs, err)
-		}
+	errs := make([]error, len(t.links))
+	var wg sync.WaitGroup
+	for i, l := range t.links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.Close()
+		}()
 	}
+	wg.Wait()
 	t.links = nil
 	return errors.Join(errs...)
 }

@@ -77,6 +77,10 @@ func runAttach(ctx context.Context, pid int, opts sessionOptions) error {
 		tr.Close()
 		return err
 	}
+	if _, err := tr.LearnProcess(pid, true); err != nil {
+		tr.Close()
+		return fmt.Errorf("process %d exited while memdiag was attaching (%v)", pid, err)
+	}
 	if opts.tls {
 		if err := tr.AttachTLS(pid); err != nil {
 			tr.Close()

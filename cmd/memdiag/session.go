@@ -29,6 +29,9 @@ type session struct {
 	lastPeriodic time.Time
 	lastGrowth   int64
 	tlsHinted    bool
+	// learn holds processes that exec'd and whose C library memdiag has
+	// not found yet: pid -> flushes left to look.
+	learn map[uint32]int
 }
 
 // checkOutputs refuses, before anything is traced, outputs that could not
@@ -84,17 +87,15 @@ func (s *session) loop(ctx context.Context, done <-chan struct{}) string {
 				continue
 			}
 			s.acct.Apply(ev)
-			if ex, ok := ev.(*event.Exec); ok && s.opts.tls && s.target.Mode == "run" && ex.PID == s.target.PID {
-				// run: the command's own binary is there only now.
-				if err := s.tr.AttachTLS(int(ex.PID)); err != nil {
-					s.log.Printf("TLS", "%v", err)
-				}
+			if ex, ok := ev.(*event.Exec); ok {
+				s.execd(ex)
 			}
 			if !s.tlsHinted && !s.opts.tls && s.acct.TLSSeen() {
 				s.tlsHinted = true
 				s.log.TLSHint()
 			}
 		case <-flush.C:
+			s.learnPending()
 			s.flush()
 		case <-periodic.C:
 			s.periodic()
@@ -117,6 +118,37 @@ func (s *session) flush() {
 		return
 	}
 	s.apply(snap)
+}
+
+// execd follows a traced process into its new image: the old mappings
+// are gone, the new C library is not mapped yet.
+func (s *session) execd(ex *event.Exec) {
+	if err := s.tr.ForgetProcess(ex.PID); err != nil {
+		s.log.Printf("ERROR", "%v", err)
+	}
+	if s.learn == nil {
+		s.learn = map[uint32]int{}
+	}
+	s.learn[ex.PID] = 10
+	s.learnPending()
+	if s.opts.tls && s.target.Mode == "run" && ex.PID == s.target.PID {
+		// run: the command's own binary is there only now.
+		if err := s.tr.AttachTLS(int(ex.PID)); err != nil {
+			s.log.Printf("TLS", "%v", err)
+		}
+	}
+}
+
+// learnPending looks again for the C library of processes that exec'd.
+func (s *session) learnPending() {
+	for pid, left := range s.learn {
+		found, err := s.tr.LearnProcess(int(pid), false)
+		if found || err != nil || left <= 1 {
+			delete(s.learn, pid)
+			continue
+		}
+		s.learn[pid] = left - 1
+	}
 }
 
 func (s *session) apply(snap *event.Snapshot) {

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseResult(t *testing.T) {
+	r, err := parseResult("result mode=fault iterations=2 bytes=4194304 elapsed_ns=1500000000 faults=2048 faults_per_sec=1365 syscalls=4 syscalls_per_sec=3 cpu_ns=1400000000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := result{Elapsed: 1500 * time.Millisecond, CPU: 1400 * time.Millisecond, Faults: 2048, Syscalls: 4}
+	if r != want {
+		t.Errorf("got %+v, want %+v", r, want)
+	}
+	for _, bad := range []string{
+		"",
+		"ready 42",
+		"result mode=fault elapsed_ns=1 faults=2 syscalls=3",           // no cpu_ns
+		"result elapsed_ns=0 cpu_ns=0 faults=0 syscalls=0",             // no elapsed time
+		"result elapsed_ns=x cpu_ns=1 faults=1 syscalls=1 elapsed_ns=", // unparsable
+	} {
+		if _, err := parseResult(bad); err == nil {
+			t.Errorf("parseResult(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestCPUTicks(t *testing.T) {
+	// The command name may hold spaces and parentheses.
+	stat := "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 9 0 123 456 789"
+	n, err := cpuTicks(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 22 {
+		t.Errorf("got %d ticks, want 17+5", n)
+	}
+	if _, err := cpuTicks("4242 (short) S 1"); err == nil {
+		t.Error("short stat line accepted")
+	}
+}
+
+func TestVmHWM(t *testing.T) {
+	n, err := vmHWM("Name:\tmemdiag\nVmPeak:\t 1000 kB\nVmHWM:\t   14012 kB\nVmRSS:\t 13000 kB\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 14012<<10 {
+		t.Errorf("got %d, want %d", n, 14012<<10)
+	}
+	if _, err := vmHWM("Name:\tkthreadd\n"); err == nil {
+		t.Error("status without VmHWM accepted")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 3, 2}, 2.5},
+		{[]float64{7}, 7},
+		{nil, 0},
+	} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}

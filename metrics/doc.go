@@ -1,0 +1,44 @@
+// Package metrics serves what memdiag found as Prometheus metrics
+// (`--metrics-addr`), so a fleet can run memdiag as a Kubernetes DaemonSet
+// and aggregate in Prometheus.
+//
+// An Exporter has its own registry (never the global one). The session feeds
+// it report snapshots with Update; Handler and Serve expose the latest one at
+// /metrics. Until the first Update only memdiag_build_info and the Go and
+// process collectors' series are exported.
+//
+// Every series, the Go and process collectors' included, carries two
+// constant labels naming the traced target, since the scraped pod is memdiag's
+// own and not the target's:
+//
+//	container_id  the target's container ID, 64 hex digits (ContainerID); "" when unknown
+//	pod_uid       the target's Kubernetes pod UID (PodUID); "" when unknown
+//
+// memdiag's series (values from report.Report, whose fields README.md
+// documents):
+//
+//	memdiag_target_rss_bytes{pid}                          gauge   final.rss_bytes: resident memory now (baseline + growth); pid is target.pid
+//	memdiag_target_growth_rss_bytes                        gauge   growth.rss_bytes: change since tracing began, target and children
+//	memdiag_growth_rate_rss_bytes_per_minute               gauge   RSS growth per minute over the last minute of snapshots (since the start while tracing is younger)
+//	memdiag_category_rss_bytes{category,kind}              gauge   categories[].rss_bytes
+//	memdiag_category_external_bytes{category,kind}         gauge   categories[].external_bytes
+//	memdiag_category_retained_bytes{category,kind}         gauge   categories[].retained_bytes: allocated by the category's ops and still live
+//	memdiag_category_ops_total{category,kind}              counter categories[].ops: operations completed
+//	memdiag_lost_events_total                              counter lost_events
+//	memdiag_dumps_total                                    counter dumps taken at RSS thresholds
+//	memdiag_culprit_info{category}                         gauge   1 for culprit, the category dominating growth; absent when none
+//	memdiag_build_info{version}                            gauge   1, with memdiag's version
+//
+// kind is the category's kind: http, outbound, unknown, idle, background or
+// process.
+//
+// Cardinality is bounded: the MaxCategories (200) categories with the largest
+// |rss_bytes| are exported by name, the others are summed into one series
+// labelled category="other", kind="other" (a kind no real category has).
+//
+// memdiag_category_ops_total is a true counter: each Update adds the ops a
+// category completed since the previous one to the series it is exported
+// in now, so the series never go down, even when a category moves in or out
+// of the "other" sum or a new session starts from zero. While a category
+// keeps its own series, its value equals the report's ops.
+package metrics

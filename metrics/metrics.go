@@ -1,0 +1,347 @@
+package metrics
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/memdiag/memdiag/report"
+)
+
+// MaxCategories bounds the categories exported by name: the largest by
+// |rss_bytes| are exported, the rest are summed into one series labelled
+// category=OtherCategory, kind=OtherKind.
+const MaxCategories = 200
+
+// OtherCategory and OtherKind label the series that sums the categories
+// beyond MaxCategories. No category of the report has kind "other", so the
+// sum never collides with a category that is itself named "other".
+const (
+	OtherCategory = "other"
+	OtherKind     = "other"
+)
+
+// rateWindow is how far back memdiag_growth_rate_rss_bytes_per_minute looks.
+const rateWindow = time.Minute
+
+// shutdownTimeout bounds how long Serve waits for scrapes in flight once its
+// context ends.
+const shutdownTimeout = 5 * time.Second
+
+// Labels are the constant labels every series carries, and memdiag's version.
+type Labels struct {
+	ContainerID string // the target's container ID (see ContainerID); "" when unknown
+	PodUID      string // the target's Kubernetes pod UID (see PodUID); "" when unknown
+	Version     string // memdiag's version: only the version label of memdiag_build_info
+}
+
+// Exporter serves the metrics of one memdiag session. Update feeds it report
+// snapshots; Handler and Serve expose the latest one. It is safe for
+// concurrent use.
+type Exporter struct {
+	reg     *prometheus.Registry
+	handler http.Handler
+	version string
+
+	mu     sync.Mutex
+	snap   *snapshot   // the latest Update, nil before the first
+	ops    opsCounters // memdiag_category_ops_total, monotonic across Updates
+	window []sample    // recent growth samples, oldest first, for the growth rate
+	start  time.Time   // StartedAt of the session the samples belong to
+}
+
+// catKey names a category series.
+type catKey struct{ name, kind string }
+
+// otherKey is the series the categories beyond MaxCategories are summed in.
+var otherKey = catKey{OtherCategory, OtherKind}
+
+// catValues are a category series' gauges.
+type catValues struct {
+	rss, external, retained int64
+}
+
+// snapshot is what Collect emits, taken from one report.
+type snapshot struct {
+	pid        string
+	rss        int64
+	growth     int64
+	rate       float64 // bytes per minute
+	lost       uint64
+	dumps      int
+	culprit    string // "" when none
+	categories []catKey
+	values     map[catKey]catValues
+}
+
+// sample is the RSS growth at one time.
+type sample struct {
+	at     time.Time
+	growth int64
+}
+
+// opsCounters turns the report's cumulative op counts into counters that
+// never go down, even when a category moves in or out of the "other" sum or
+// a new session starts counting from zero.
+type opsCounters struct {
+	seen  map[catKey]int     // a category's op count at the previous Update
+	total map[catKey]float64 // each series' counter
+}
+
+// New returns an exporter with its own registry: memdiag's metrics and the Go
+// and process collectors, every series labelled with labels.
+func New(labels Labels) *Exporter {
+	e := &Exporter{
+		reg:     prometheus.NewRegistry(),
+		version: labels.Version,
+		ops:     opsCounters{seen: map[catKey]int{}, total: map[catKey]float64{}},
+	}
+	// The series describe the target, not the memdiag pod Prometheus
+	// scrapes (a DaemonSet pod traces another pod), so its container and pod
+	// travel as labels of every series rather than as target labels.
+	wrapped := prometheus.WrapRegistererWith(prometheus.Labels{
+		"container_id": labels.ContainerID,
+		"pod_uid":      labels.PodUID,
+	}, e.reg)
+	wrapped.MustRegister(
+		collector{e},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	e.handler = promhttp.InstrumentMetricHandler(wrapped, promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}))
+	return e
+}
+
+// Update replaces the exported values with those of r, a snapshot of the
+// session so far, and dumps, the number of dumps taken. A nil r is ignored.
+func (e *Exporter) Update(r *report.Report, dumps int) {
+	if r == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !r.StartedAt.Equal(e.start) || e.snap == nil {
+		// A new session counts its ops from zero and its growth from
+		// its own start.
+		e.start = r.StartedAt
+		e.ops.seen = map[catKey]int{}
+		e.window = []sample{{at: r.StartedAt}}
+	}
+	s := &snapshot{
+		pid:    strconv.FormatUint(uint64(r.Target.PID), 10),
+		rss:    r.Final.RSS,
+		growth: r.Growth.RSS,
+		lost:   r.LostEvents,
+		dumps:  dumps,
+		values: map[catKey]catValues{},
+	}
+	if r.Culprit != nil {
+		s.culprit = *r.Culprit
+	}
+	s.rate = e.growthRate(snapshotTime(r), r.Growth.RSS)
+
+	cats := slices.Clone(r.Categories)
+	slices.SortStableFunc(cats, func(a, b report.CategoryJSON) int {
+		return cmp.Or(cmp.Compare(abs(b.RSSBytes), abs(a.RSSBytes)), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind))
+	})
+	for i, c := range cats {
+		k := catKey{c.Name, c.Kind}
+		series := k
+		if i >= MaxCategories {
+			series = otherKey
+		}
+		if _, ok := s.values[series]; !ok {
+			s.categories = append(s.categories, series)
+		}
+		v := s.values[series]
+		v.rss += c.RSSBytes
+		v.external += c.ExternalBytes
+		v.retained += c.RetainedBytes
+		s.values[series] = v
+		e.ops.add(k, series, c.Ops)
+	}
+	e.snap = s
+}
+
+// add counts the ops category k completed since the previous Update into
+// the counter of series.
+func (o *opsCounters) add(k, series catKey, ops int) {
+	delta := ops - o.seen[k]
+	if delta < 0 { // the count restarted: all of it is new
+		delta = ops
+	}
+	o.seen[k] = ops
+	o.total[series] += float64(delta)
+}
+
+// snapshotTime is when r was taken.
+func snapshotTime(r *report.Report) time.Time {
+	if r.EndedAt.After(r.StartedAt) {
+		return r.EndedAt
+	}
+	return r.StartedAt.Add(time.Duration(r.DurationSec * float64(time.Second)))
+}
+
+// growthRate returns the RSS growth per minute over the last rateWindow (or
+// since the session started, when it is younger), and remembers the sample.
+// The base is the latest sample at least rateWindow old, so Updates every
+// interval give the rate since the previous one, as the [PERIODIC] log line.
+func (e *Exporter) growthRate(at time.Time, growth int64) float64 {
+	base := 0
+	for i, s := range e.window {
+		if !s.at.After(at.Add(-rateWindow)) {
+			base = i
+		}
+	}
+	e.window = e.window[base:]
+	b := e.window[0]
+	// Keep at most one sample a second: the window stays small however
+	// often Update is called.
+	if last := e.window[len(e.window)-1]; at.Sub(last.at) >= time.Second {
+		e.window = append(e.window, sample{at: at, growth: growth})
+	}
+	elapsed := at.Sub(b.at)
+	if elapsed <= 0 {
+		return 0
+	}
+	return float64(growth-b.growth) / elapsed.Minutes()
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// Handler serves the metrics in the Prometheus exposition formats.
+func (e *Exporter) Handler() http.Handler { return e.handler }
+
+// Listen opens addr for Serve, with a clear error when the address is
+// already in use.
+func Listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("metrics address %s is already in use by another process: choose another --metrics-addr: %w", addr, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Serve listens on addr and serves the metrics at /metrics until ctx ends,
+// then shuts down, giving scrapes in flight a few seconds. It returns nil
+// after a shutdown caused by ctx, and the error otherwise (Listen's when addr
+// cannot be opened).
+func (e *Exporter) Serve(ctx context.Context, addr string) error {
+	ln, err := Listen(addr)
+	if err != nil {
+		return err
+	}
+	return e.ServeListener(ctx, ln)
+}
+
+// ServeListener is Serve on a listener the caller opened (with Listen, to
+// fail before tracing starts). It closes ln.
+func (e *Exporter) ServeListener(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", e.handler)
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "memdiag: metrics at /metrics")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving metrics on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+		return fmt.Errorf("shutting down the metrics server: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving metrics on %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// Descriptions of memdiag's series; doc.go lists them.
+var (
+	descTargetRSS = prometheus.NewDesc("memdiag_target_rss_bytes",
+		"Resident memory of the target at the latest snapshot: baseline plus growth (report final.rss_bytes).", []string{"pid"}, nil)
+	descGrowth = prometheus.NewDesc("memdiag_target_growth_rss_bytes",
+		"Change of resident memory since tracing began, target and children (report growth.rss_bytes).", nil, nil)
+	descRate = prometheus.NewDesc("memdiag_growth_rate_rss_bytes_per_minute",
+		"RSS growth per minute over the last minute (since the start when tracing is younger).", nil, nil)
+	descCatRSS = prometheus.NewDesc("memdiag_category_rss_bytes",
+		"Resident memory growth charged to a category (report categories[].rss_bytes).", []string{"category", "kind"}, nil)
+	descCatExternal = prometheus.NewDesc("memdiag_category_external_bytes",
+		"External (off-heap) memory growth charged to a category (report categories[].external_bytes).", []string{"category", "kind"}, nil)
+	descCatRetained = prometheus.NewDesc("memdiag_category_retained_bytes",
+		"Memory allocated by a category's ops and still live (report categories[].retained_bytes).", []string{"category", "kind"}, nil)
+	descCatOps = prometheus.NewDesc("memdiag_category_ops_total",
+		"Operations completed in a category (report categories[].ops).", []string{"category", "kind"}, nil)
+	descLost = prometheus.NewDesc("memdiag_lost_events_total",
+		"Lifecycle events the ring buffer could not take (report lost_events); byte totals never depend on them.", nil, nil)
+	descDumps = prometheus.NewDesc("memdiag_dumps_total",
+		"Dumps taken at RSS thresholds.", nil, nil)
+	descCulprit = prometheus.NewDesc("memdiag_culprit_info",
+		"1 for the category that dominates growth (report culprit); absent when there is none.", []string{"category"}, nil)
+	descBuild = prometheus.NewDesc("memdiag_build_info",
+		"1, labelled with memdiag's version.", []string{"version"}, nil)
+)
+
+// collector emits the exporter's latest snapshot.
+type collector struct{ e *Exporter }
+
+func (collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descTargetRSS, descGrowth, descRate, descCatRSS, descCatExternal, descCatRetained, descCatOps, descLost, descDumps, descCulprit, descBuild} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	e := c.e
+	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, e.version)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.snap
+	if s == nil {
+		return
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(descTargetRSS, float64(s.rss), s.pid)
+	gauge(descGrowth, float64(s.growth))
+	gauge(descRate, s.rate)
+	ch <- prometheus.MustNewConstMetric(descLost, prometheus.CounterValue, float64(s.lost))
+	ch <- prometheus.MustNewConstMetric(descDumps, prometheus.CounterValue, float64(s.dumps))
+	if s.culprit != "" {
+		gauge(descCulprit, 1, s.culprit)
+	}
+	for _, k := range s.categories {
+		v := s.values[k]
+		gauge(descCatRSS, float64(v.rss), k.name, k.kind)
+		gauge(descCatExternal, float64(v.external), k.name, k.kind)
+		gauge(descCatRetained, float64(v.retained), k.name, k.kind)
+		ch <- prometheus.MustNewConstMetric(descCatOps, prometheus.CounterValue, e.ops.total[k], k.name, k.kind)
+	}
+}

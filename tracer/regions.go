@@ -1,0 +1,145 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/memdiag/memdiag/procfs"
+)
+
+// Region classes, the kernel's enum region_class.
+const (
+	classUnknown = 0
+	classNative  = 1
+	classRuntime = 2
+	classFile    = 3
+	classStack   = 4
+	classShared  = 5
+)
+
+// arenaAlign is glibc's HEAP_MAX_SIZE on 64-bit: its non-main arenas are
+// mappings aligned to it.
+const arenaAlign = 64 << 20
+
+// LearnProcess reads the process's mappings and gives the kernel what it
+// needs to classify memory: the C library's address range (a mapping
+// made from there is the native allocator's) and, when seed is set, the
+// mappings that exist already (the brk heap and glibc arenas as native,
+// files, stacks, the rest as runtime), owned by no bucket. It reports
+// whether the C library was found (a process just exec'd may not have
+// mapped it yet).
+func (t *Tracer) LearnProcess(pid int, seed bool) (bool, error) {
+	maps, err := procfs.ReadMaps(pid)
+	if err != nil {
+		return false, fmt.Errorf("reading the mappings of process %d: %w", pid, err)
+	}
+	key := uint32(pid)
+	lo, hi, found := procfs.LibcRange(maps)
+	if found {
+		if err := t.objs.LibcRanges.Update(&key, &memdiagLibcRange{Lo: lo, Hi: hi}, ebpf.UpdateAny); err != nil {
+			return false, fmt.Errorf("setting the libc range of process %d: %w", pid, err)
+		}
+	}
+	if !seed {
+		return found, nil
+	}
+	for _, m := range maps {
+		r := memdiagRegion{Start: m.Start, Len: m.End - m.Start, Class: seedClass(m)}
+		if err := t.putRegion(key, &r); err != nil {
+			return found, err
+		}
+	}
+	return found, nil
+}
+
+// seedClass classifies a mapping found at attach.
+func seedClass(m procfs.Mapping) uint32 {
+	switch {
+	case m.Path == "[heap]":
+		return classNative
+	case m.Path == "[stack]" || len(m.Path) > 7 && m.Path[:7] == "[stack:":
+		return classStack
+	case m.Path != "" && m.Path[0] == '/' && m.Inode != 0:
+		return classFile
+	case m.Path != "":
+		return classRuntime // [vdso], [vvar], anon_inode…
+	case len(m.Perms) == 4 && m.Perms[3] == 's':
+		return classShared
+	case m.Start%arenaAlign == 0:
+		return classNative
+	}
+	return classRuntime
+}
+
+// putRegion stores a region as the aligned blocks that tile it, as the
+// kernel does (region_blocks in bpf/memdiag.bpf.c).
+func (t *Tracer) putRegion(tgid uint32, r *memdiagRegion) error {
+	for _, b := range regionBlocks(r.Start, r.Len) {
+		key := memdiagRegionKey{Prefixlen: 32 + 64 - uint32(b.log2), Tgid: tgid, AddrBe: bits.ReverseBytes64(b.start)}
+		if err := t.objs.Regions.Update(&key, r, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("seeding the region table: %w", err)
+		}
+	}
+	return nil
+}
+
+type block struct {
+	start uint64
+	log2  int
+}
+
+// regionBlocks tiles [start, start+len) with the largest aligned
+// power-of-two blocks, from the start.
+func regionBlocks(start, length uint64) []block {
+	start &^= 4095
+	length = (length + 4095) &^ 4095
+	var out []block
+	for length >= 4096 {
+		k := bits.TrailingZeros64(start)
+		if l := 63 - bits.LeadingZeros64(length); l < k {
+			k = l
+		}
+		out = append(out, block{start, k})
+		start += 1 << k
+		length -= 1 << k
+	}
+	return out
+}
+
+// ForgetProcess drops the kernel's region table and libc range of a
+// process (it exited, or exec'd a new image).
+func (t *Tracer) ForgetProcess(pids ...uint32) error {
+	dead := map[uint32]bool{}
+	for _, p := range pids {
+		dead[p] = true
+	}
+	var (
+		k    memdiagRegionKey
+		v    memdiagRegion
+		gone []memdiagRegionKey
+		errs []error
+	)
+	it := t.objs.Regions.Iterate()
+	for it.Next(&k, &v) {
+		if dead[k.Tgid] {
+			gone = append(gone, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("reading regions: %w", err))
+	}
+	for _, k := range gone {
+		if err := t.objs.Regions.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("deleting a region: %w", err))
+		}
+	}
+	for _, p := range pids {
+		if err := t.objs.LibcRanges.Delete(&p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("deleting a libc range: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
