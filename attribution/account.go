@@ -282,6 +282,41 @@ func sub(a, b event.Counters) event.Counters {
 	return a
 }
 
+// culprit picks the op category that grew most: by retained bytes when
+// any op category retains some (growth that never came back is the leak
+// signal), else by resident growth. The share is of the total over the op
+// categories that grew by the same measure.
+func culprit(cats []CategorySummary) (name string, share float64, by string) {
+	pick := func(measure func(*CategorySummary) int64) (string, float64) {
+		var best string
+		var top, total int64
+		for i := range cats {
+			c := &cats[i]
+			if c.Kind != KindHTTP && c.Kind != KindOutbound {
+				continue
+			}
+			if v := measure(c); v > 0 {
+				total += v
+				if v > top || v == top && c.Name < best {
+					best, top = c.Name, v
+				}
+			}
+		}
+		if total == 0 {
+			return "", 0
+		}
+		return best, float64(top) / float64(total)
+	}
+	if name, share = pick((*CategorySummary).RetainedBytes); name != "" {
+		return name, share, "retained"
+	}
+	name, share = pick(func(c *CategorySummary) int64 { return c.Resident() })
+	if name == "" {
+		return "", 0, ""
+	}
+	return name, share, "rss"
+}
+
 // kindOf gives the category kind of a non-op bucket name.
 func kindOf(name string) string {
 	switch name {
@@ -342,6 +377,13 @@ type Summary struct {
 	// of all op categories that grew.
 	Culprit      string
 	CulpritShare float64
+	CulpritBy    string // "retained" or "rss": what the culprit was chosen by
+	// ExternalMode is "estimated" (native-allocator mappings) or "exact"
+	// (ArrayBuffer allocator uprobes).
+	ExternalMode string
+	// ExternalLive is, in exact mode, the ArrayBuffer bytes live in the
+	// traced processes now (allocated minus freed, whoever allocated).
+	ExternalLive int64
 	OpsEvicted   int  // open ops ended early because their table was full
 	TLSSeen      bool // a served socket carried TLS
 	// Timeline is the growth over time, one point per snapshot (thinned
@@ -383,6 +425,10 @@ func (a *Account) summaryNoTimeline() *Summary {
 	}
 	mainExited := a.procs[a.main].Exited
 	s.OpsEvicted, s.TLSSeen = a.evicted, a.tlsSeen
+	s.ExternalMode = "estimated"
+	if a.opts.ExactExternal {
+		s.ExternalMode = "exact"
+	}
 	opCats := a.opCategories()
 	for _, cs := range opCats {
 		s.Growth = add(s.Growth, cs.Counters)
@@ -421,19 +467,7 @@ func (a *Account) summaryNoTimeline() *Summary {
 	slices.SortFunc(s.Categories, func(x, y CategorySummary) int {
 		return cmp.Or(cmp.Compare(y.Resident(), x.Resident()), cmp.Compare(x.Name, y.Name))
 	})
-	var grew int64
-	for _, cs := range s.Categories {
-		if (cs.Kind == KindHTTP || cs.Kind == KindOutbound) && cs.Resident() > 0 {
-			grew += cs.Resident()
-			if s.Culprit == "" {
-				s.Culprit = cs.Name
-				s.CulpritShare = float64(cs.Resident())
-			}
-		}
-	}
-	if grew > 0 {
-		s.CulpritShare /= float64(grew)
-	}
+	s.Culprit, s.CulpritShare, s.CulpritBy = culprit(s.Categories)
 	slices.SortFunc(s.Buckets, func(x, y Bucket) int {
 		return cmp.Or(cmp.Compare(y.Resident(), x.Resident()), cmp.Compare(x.Name, y.Name), cmp.Compare(x.PID, y.PID))
 	})

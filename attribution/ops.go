@@ -13,9 +13,10 @@ type Options struct {
 	Categorizer *Categorizer
 	// KeepOps is how many recent ops each category keeps (default 100).
 	KeepOps int
-	// GrowthRSS: an op (or cycle) whose RSS growth reaches it is noticed
-	// (a [GROWTH] line); 0 disables.
-	GrowthRSS int64
+	// GrowthRSS, GrowthExternal: an op (or cycle) whose RSS or external
+	// growth reaches them is noticed (a [GROWTH] line); 0 disables.
+	GrowthRSS      int64
+	GrowthExternal int64
 	// MaxCategories bounds the category table; ops beyond it go to
 	// "other (too many categories)". Default 1000.
 	MaxCategories int
@@ -25,6 +26,9 @@ type Options struct {
 	// StaleOp ends an op whose counters did not move for this long (its
 	// end record was lost). Default 5 minutes.
 	StaleOp time.Duration
+	// ExactExternal says external bytes come from the ArrayBuffer
+	// allocator uprobes (--exact-external).
+	ExactExternal bool
 }
 
 func (o *Options) defaults() {
@@ -59,6 +63,7 @@ type OpRecord struct {
 // Notice is an op (or cycle) that grew past the threshold.
 type Notice struct {
 	Category string
+	Exact    bool // external bytes are the exact ArrayBuffer counts
 	OpRecord
 }
 
@@ -215,8 +220,14 @@ func (a *Account) record(c *category, u *unit) {
 	if len(c.top) > topOps {
 		c.top = c.top[:topOps]
 	}
-	if a.opts.GrowthRSS > 0 && rec.Counters.Resident() >= a.opts.GrowthRSS && len(a.notices) < 1000 {
-		a.notices = append(a.notices, Notice{Category: c.name, OpRecord: rec})
+	ext := rec.Counters.External
+	if a.opts.ExactExternal {
+		ext = int64(rec.Counters.ABAlloc) - int64(rec.Counters.ABFreed)
+	}
+	over := a.opts.GrowthRSS > 0 && rec.Counters.Resident() >= a.opts.GrowthRSS ||
+		a.opts.GrowthExternal > 0 && ext >= a.opts.GrowthExternal
+	if over && len(a.notices) < 1000 {
+		a.notices = append(a.notices, Notice{Category: c.name, Exact: a.opts.ExactExternal, OpRecord: rec})
 	}
 }
 
@@ -320,6 +331,22 @@ type CategorySummary struct {
 	Top     []OpRecord // largest ops (or cycles) by resident growth
 	Recent  []OpRecord // the last KeepOps, oldest first
 	PerPID  map[uint32]event.Counters
+}
+
+// RetainedBytes is what the category's ops made and is still there:
+// mappings not unmapped, and (exact mode) ArrayBuffers not freed.
+func (c *CategorySummary) RetainedBytes() int64 {
+	return c.Retained + int64(c.ABAlloc) - int64(c.ABFreed)
+}
+
+// ExternalBytes is the category's external growth: in exact mode the
+// ArrayBuffer bytes allocated and not freed, else the RSS growth of
+// native-allocator mappings.
+func (c *CategorySummary) ExternalBytes(exact bool) int64 {
+	if exact {
+		return int64(c.ABAlloc) - int64(c.ABFreed)
+	}
+	return c.External
 }
 
 // AvgResidentPerOp is the resident growth per op.

@@ -54,11 +54,20 @@ func (tl *timeline) add(p func() TimelinePoint) {
 // whole Summary (it runs at every snapshot).
 func (a *Account) point(at time.Time) TimelinePoint {
 	totals := map[string]int64{}
+	var external int64
+	ext := func(c event.Counters) int64 {
+		if a.opts.ExactExternal {
+			return int64(c.ABAlloc) - int64(c.ABFreed)
+		}
+		return c.External
+	}
 	for _, c := range a.cats {
 		totals[c.name] += c.done.Resident()
+		external += ext(c.done)
 	}
 	for _, o := range a.open {
 		totals[o.cat.name] += o.live.Resident()
+		external += ext(o.live)
 	}
 	mainExited := a.procs[a.main].Exited
 	addBucket := func(pid uint32, name string, c event.Counters) {
@@ -66,6 +75,7 @@ func (a *Account) point(at time.Time) TimelinePoint {
 			return
 		}
 		totals[name] += c.Resident()
+		external += ext(c)
 	}
 	for k, c := range a.retired {
 		addBucket(k.PID, k.Name, c)
@@ -86,7 +96,7 @@ func (a *Account) point(at time.Time) TimelinePoint {
 		}
 	}
 	slices.SortFunc(all, func(x, y kv) int { return cmp.Or(cmp.Compare(abs(y.v), abs(x.v)), cmp.Compare(x.name, y.name)) })
-	p := TimelinePoint{Time: at, Resident: total, ByCat: map[string]int64{}}
+	p := TimelinePoint{Time: at, Resident: total, External: external, ByCat: map[string]int64{}}
 	for i, e := range all {
 		if i == maxPointCats {
 			break

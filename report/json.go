@@ -127,8 +127,14 @@ type Report struct {
 	} `json:"peak"`
 	Growth struct {
 		Memory
-		Swap int64 `json:"swap_bytes"`
+		Swap     int64 `json:"swap_bytes"`
+		External int64 `json:"external_bytes"` // external growth (see external.mode)
+		Retained int64 `json:"retained_bytes"` // retained by op categories
 	} `json:"growth"`
+	External struct {
+		Mode      string `json:"mode"`       // "estimated" (native-allocator mappings) or "exact" (ArrayBuffer uprobes)
+		LiveBytes int64  `json:"live_bytes"` // exact: ArrayBuffer bytes live now; estimated: external growth since the start
+	} `json:"external"`
 	Faults            uint64         `json:"faults"`
 	MappedBytes       uint64         `json:"mapped_bytes"`
 	UnmappedBytes     uint64         `json:"unmapped_bytes"`
@@ -139,6 +145,7 @@ type Report struct {
 	Categories        []CategoryJSON `json:"categories"`
 	Culprit           *string        `json:"culprit"`
 	CulpritShare      float64        `json:"culprit_share"`
+	CulpritBy         string         `json:"culprit_by"` // retained or rss
 	Buckets           []BucketJSON   `json:"buckets"`
 	Processes         []ProcessJSON  `json:"processes"`
 	LostEvents        uint64         `json:"lost_events"`
@@ -234,21 +241,37 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 		RegionOverflow:  sum.Stats.RegionOverflow,
 		OpsEvicted:      sum.OpsEvicted,
 	}
+	exact := sum.ExternalMode == "exact"
+	r.External.Mode = sum.ExternalMode
 	r.Categories = []CategoryJSON{}
 	for _, c := range sum.Categories {
 		m := MemoryOf(c.Counters)
 		cj := CategoryJSON{
 			Name: c.Name, Kind: c.Kind, Ops: c.Ops, OpenOps: c.OpenOps,
 			RSSBytes: m.RSS, RSSAnonBytes: m.Anon, RSSFileBytes: m.File, RSSShmemBytes: m.Shmem,
+			ExternalBytes: c.ExternalBytes(exact), RetainedBytes: c.RetainedBytes(),
 			AvgRSSBytesPerOp: c.AvgResidentPerOp(),
 			Faults:           c.Faults, MappedBytes: c.Mapped, UnmappedBytes: c.Unmapped,
 			TopOps: []OpJSON{},
 		}
 		for _, o := range c.Top {
-			cj.TopOps = append(cj.TopOps, OpJSON{Name: o.Name, Detail: o.Detail, PID: o.PID, Ops: o.Ops, Begin: o.Begin, End: o.End, RSSBytes: o.Counters.Resident()})
+			ext := o.Counters.External
+			if exact {
+				ext = int64(o.Counters.ABAlloc) - int64(o.Counters.ABFreed)
+			}
+			cj.TopOps = append(cj.TopOps, OpJSON{Name: o.Name, Detail: o.Detail, PID: o.PID, Ops: o.Ops, Begin: o.Begin, End: o.End, RSSBytes: o.Counters.Resident(), ExternalBytes: ext})
 		}
 		r.Categories = append(r.Categories, cj)
+		r.Growth.External += cj.ExternalBytes
+		if c.Kind == attribution.KindHTTP || c.Kind == attribution.KindOutbound {
+			r.Growth.Retained += cj.RetainedBytes
+		}
 	}
+	r.External.LiveBytes = r.Growth.External
+	if exact {
+		r.External.LiveBytes = sum.ExternalLive
+	}
+	r.CulpritBy = sum.CulpritBy
 	r.Timeline = []TimelineJSON{}
 	for _, p := range sum.Timeline {
 		r.Timeline = append(r.Timeline, TimelineJSON{Time: p.Time, RSSBytes: p.Resident, ExternalBytes: p.External, Categories: p.ByCat})

@@ -21,8 +21,9 @@ func (l *Log) Init(target Target, base Baseline) {
 
 // Periodic logs current memory and the growth rate since the previous
 // periodic line.
-func (l *Log) Periodic(current Memory, delta int64, over time.Duration) {
-	l.Printf("PERIODIC", "Current: %s | Growth rate: RSS %s", memLine(current), Rate(delta, over))
+func (l *Log) Periodic(current Memory, external, delta, externalDelta int64, mode string, over time.Duration) {
+	l.Printf("PERIODIC", "Current: %s, External %s since start (%s) | Growth rate: RSS %s, External %s",
+		memLine(current), MB(external, true), mode, Rate(delta, over), Rate(externalDelta, over))
 }
 
 // Lost logs newly lost ring buffer records.
@@ -64,28 +65,33 @@ func (l *Log) Growth(n attribution.Notice) {
 	if n.Detail != "" {
 		detail = " (" + n.Detail + ")"
 	}
-	l.Printf("GROWTH", "%s%s: RSS %s [%s]", name, detail, MB(n.Counters.Resident(), true), n.Category)
+	ext := n.Counters.External
+	if n.Exact {
+		ext = int64(n.Counters.ABAlloc) - int64(n.Counters.ABFreed)
+	}
+	l.Printf("GROWTH", "%s%s: RSS %s, External %s [%s]", name, detail, MB(n.Counters.Resident(), true), MB(ext, true), n.Category)
 }
 
 // Summary logs the per-category block: ops, total, average per op, top 3,
 // and the primary culprit.
 func (l *Log) Summary(sum *attribution.Summary, why string) {
-	l.Printf("SUMMARY", "Memory by category (%s): growth RSS %s", why, MB(sum.Growth.Resident(), true))
+	exact := sum.ExternalMode == "exact"
+	l.Printf("SUMMARY", "Memory by category (%s): growth RSS %s; external %s", why, MB(sum.Growth.Resident(), true), sum.ExternalMode)
 	for _, c := range sum.Categories {
 		if c.Resident() == 0 && c.Ops == 0 {
 			continue
 		}
 		mark := ""
 		if c.Name == sum.Culprit && sum.CulpritShare >= 0.5 {
-			mark = fmt.Sprintf("  <-- PRIMARY CULPRIT (%.0f%% of operation growth)", sum.CulpritShare*100)
+			mark = fmt.Sprintf("  <-- PRIMARY CULPRIT (%.0f%% of operation %s)", sum.CulpritShare*100, map[string]string{"retained": "retained bytes", "rss": "growth"}[sum.CulpritBy])
 		}
 		if c.Kind == attribution.KindHTTP || c.Kind == attribution.KindOutbound || c.Kind == attribution.KindUnknown {
 			var top []string
 			for _, o := range c.Top {
 				top = append(top, fmt.Sprintf("%s %s", o.Name, Size(o.Counters.Resident())))
 			}
-			l.Printf("SUMMARY", "  %s: %d ops, RSS %s, avg %s/op; top: %s%s", c.Name, c.Ops, MB(c.Resident(), true),
-				Size(c.AvgResidentPerOp()), strings.Join(top, ", "), mark)
+			l.Printf("SUMMARY", "  %s: %d ops, RSS %s, External %s, Retained %s, avg %s/op; top: %s%s", c.Name, c.Ops, MB(c.Resident(), true),
+				MB(c.ExternalBytes(exact), true), MB(c.RetainedBytes(), true), Size(c.AvgResidentPerOp()), strings.Join(top, ", "), mark)
 		} else {
 			l.Printf("SUMMARY", "  %s (%s): RSS %s", c.Name, c.Kind, MB(c.Resident(), true))
 		}

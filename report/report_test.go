@@ -374,12 +374,12 @@ func TestLogLines(t *testing.T) {
 	l := report.NewLog(&buf, fixedClock)
 	l.Init(report.Target{PID: 42, Comm: "server", Mode: "attach"},
 		report.Baseline{Memory: report.Memory{RSS: 52 * mib, Anon: 40 * mib, File: 12 * mib}, HWM: 80 * mib})
-	l.Periodic(report.Memory{RSS: 60 * mib, Anon: 45 * mib, File: 14 * mib, Shmem: 1 * mib}, 6*mib, 2*time.Minute)
+	l.Periodic(report.Memory{RSS: 60 * mib, Anon: 45 * mib, File: 14 * mib, Shmem: 1 * mib}, 8*mib, 6*mib, 2*mib, "estimated", 2*time.Minute)
 	l.Lost(3, 10)
 	const ts = "2024-01-02T03:04:05.123Z "
 	want := []string{
 		ts + "[INIT] Tracing pid 42 (server, attach). Baseline memory: RSS: 52MB (anon 40MB, file 12MB, shmem 0MB), peak before: 80MB",
-		ts + "[PERIODIC] Current: RSS: 60MB (anon 45MB, file 14MB, shmem 1MB) | Growth rate: RSS 3.0 MB/min",
+		ts + "[PERIODIC] Current: RSS: 60MB (anon 45MB, file 14MB, shmem 1MB), External +8MB since start (estimated) | Growth rate: RSS 3.0 MB/min, External 1.0 MB/min",
 		ts + "[LOST] 3 lifecycle events lost (ring buffer full; 10 in all). Byte totals are kept in the kernel and are unaffected",
 	}
 	if got := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n"); !reflect.DeepEqual(got, want) {

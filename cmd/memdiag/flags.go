@@ -21,7 +21,10 @@ func commonFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-buckets", Value: 16384, Usage: "bound on the kernel's bucket table (`N` entries)"},
 		&cli.StringFlag{Name: "config", Usage: "name operations' categories with the rules in `FILE` (YAML, see examples/classic-categories.yaml)"},
 		&cli.StringFlag{Name: "growth-rss", Value: "50MB", Usage: "log [GROWTH] for an op whose RSS grows by `SIZE` or more"},
+		&cli.StringFlag{Name: "growth-external", Value: "10MB", Usage: "log [GROWTH] for an op whose external memory grows by `SIZE` or more"},
 		&cli.StringFlag{Name: "summary-rss-rate", Value: "100MB", Usage: "log a [SUMMARY] block at an interval whose RSS grew faster than `SIZE` per minute"},
+		&cli.StringFlag{Name: "summary-external-rate", Value: "50MB", Usage: "log a [SUMMARY] block at an interval whose external memory grew faster than `SIZE` per minute"},
+		&cli.BoolFlag{Name: "exact-external", Usage: "count external memory exactly with uprobes on Node.js's ArrayBuffer allocator (~3 traps per Buffer, opt-in)"},
 		&cli.IntFlag{Name: "keep-ops", Value: 100, Usage: "remember the last `N` ops per category"},
 		&cli.BoolFlag{Name: "tls", Usage: "name HTTPS requests of a Node.js target (uprobe on llhttp_execute: ~20 µs per parsed chunk, opt-in)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
@@ -30,24 +33,28 @@ func commonFlags() []cli.Flag {
 
 // sessionOptions are the values of commonFlags.
 type sessionOptions struct {
-	logPath      string
-	interval     time.Duration
-	reportJSON   string
-	readyFile    string
-	duration     time.Duration
-	ringbufBytes int
-	maxBuckets   int
-	cfg          *config.Config
-	growthRSS    int64
-	summaryRate  int64
-	keepOps      int
-	keepQuery    bool
-	tls          bool
+	logPath        string
+	interval       time.Duration
+	reportJSON     string
+	readyFile      string
+	duration       time.Duration
+	ringbufBytes   int
+	maxBuckets     int
+	cfg            *config.Config
+	growthRSS      int64
+	growthExt      int64
+	summaryRate    int64
+	summaryExtRate int64
+	exact          bool
+	keepOps        int
+	keepQuery      bool
+	tls            bool
 }
 
 // accountOptions are the attribution options of a session.
 func (o sessionOptions) accountOptions() attribution.Options {
-	return attribution.Options{Categorizer: attribution.NewCategorizer(o.cfg), KeepOps: o.keepOps, GrowthRSS: o.growthRSS}
+	return attribution.Options{Categorizer: attribution.NewCategorizer(o.cfg), KeepOps: o.keepOps,
+		GrowthRSS: o.growthRSS, GrowthExternal: o.growthExt, ExactExternal: o.exact}
 }
 
 func optionsFrom(c *cli.Context) (sessionOptions, error) {
@@ -70,6 +77,13 @@ func optionsFrom(c *cli.Context) (sessionOptions, error) {
 	if o.summaryRate, err = config.ParseSize(c.String("summary-rss-rate")); err != nil {
 		return o, usageErr("--summary-rss-rate: %v", err)
 	}
+	if o.growthExt, err = config.ParseSize(c.String("growth-external")); err != nil {
+		return o, usageErr("--growth-external: %v", err)
+	}
+	if o.summaryExtRate, err = config.ParseSize(c.String("summary-external-rate")); err != nil {
+		return o, usageErr("--summary-external-rate: %v", err)
+	}
+	o.exact = c.Bool("exact-external")
 	if path := c.String("config"); path != "" {
 		if o.cfg, err = config.Load(path); err != nil {
 			return o, usageErr("%v", err)

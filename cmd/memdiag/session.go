@@ -28,6 +28,7 @@ type session struct {
 	lastLost     uint64
 	lastPeriodic time.Time
 	lastGrowth   int64
+	lastExternal int64
 	tlsHinted    bool
 	// learn holds processes that exec'd and whose C library memdiag has
 	// not found yet: pid -> flushes left to look.
@@ -170,14 +171,19 @@ func (s *session) apply(snap *event.Snapshot) {
 func (s *session) periodic() {
 	sum := s.acct.Summary()
 	growth := sum.Growth.Resident()
+	var external int64
+	for _, c := range sum.Categories {
+		external += c.ExternalBytes(sum.ExternalMode == "exact")
+	}
 	now := sum.End
 	current := s.base.Memory.Add(report.MemoryOf(sum.Growth))
-	delta, over := growth-s.lastGrowth, now.Sub(s.lastPeriodic)
-	s.log.Periodic(current, delta, over)
-	if over > 0 && float64(delta)/over.Minutes() >= float64(s.opts.summaryRate) {
-		s.log.Summary(sum, "growth rate over --summary-rss-rate")
+	delta, extDelta, over := growth-s.lastGrowth, external-s.lastExternal, now.Sub(s.lastPeriodic)
+	s.log.Periodic(current, external, delta, extDelta, sum.ExternalMode, over)
+	if over > 0 && (float64(delta)/over.Minutes() >= float64(s.opts.summaryRate) ||
+		float64(extDelta)/over.Minutes() >= float64(s.opts.summaryExtRate)) {
+		s.log.Summary(sum, "growth rate over --summary-rss-rate or --summary-external-rate")
 	}
-	s.lastGrowth, s.lastPeriodic = growth, now
+	s.lastGrowth, s.lastExternal, s.lastPeriodic = growth, external, now
 }
 
 // finish stops the tracer, drains what is left, takes the final snapshot,
