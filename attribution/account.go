@@ -57,6 +57,7 @@ type Account struct {
 	evicted   int // open ops ended early because the table was full
 	tlsSeen   bool
 	tl        timeline
+	abLive    int64 // exact mode: live ArrayBuffer bytes at the last snapshot
 }
 
 // nameKey groups buckets in reports: per process, per bucket name.
@@ -155,9 +156,11 @@ func (a *Account) snapshot(s *event.Snapshot) {
 		a.first = s
 	}
 	a.last = s
+	a.abLive = 0
 	for _, pm := range s.Processes {
 		p := a.process(pm.PID)
 		p.Peak = max(p.Peak, pm.Peak)
+		a.abLive += pm.ArrayBuffers
 	}
 	if len(a.folded) > 0 {
 		present := make(map[event.BucketKey]bool, len(s.Buckets))
@@ -428,6 +431,7 @@ func (a *Account) summaryNoTimeline() *Summary {
 	s.ExternalMode = "estimated"
 	if a.opts.ExactExternal {
 		s.ExternalMode = "exact"
+		s.ExternalLive = a.abLive
 	}
 	opCats := a.opCategories()
 	for _, cs := range opCats {

@@ -170,7 +170,7 @@ func (a *Account) opEnd(id uint64, at time.Time, final *event.Counters) {
 	delete(a.open, id)
 	delete(a.orphans, id)
 	a.ended[id] = a.seq
-	if c.Mapped > 0 {
+	if c.Mapped > 0 || c.ABAlloc > 0 || c.Retained != 0 {
 		a.rememberOwner(id, o.cat)
 	}
 	cat := o.cat
@@ -392,8 +392,8 @@ func mergeTop(top []OpRecord, r OpRecord) []OpRecord {
 	return top
 }
 
-// maxOwners bounds how many ended ops that mapped memory are remembered,
-// so what they give back later finds their category.
+// maxOwners bounds how many ended ops that mapped or allocated memory are
+// remembered, so what they give back later finds their category.
 const maxOwners = 65536
 
 // rememberOwner keeps an ended op's category for its later give-backs.

@@ -79,7 +79,7 @@ struct {
 
 /* Arguments of a memory syscall in flight: tid -> struct pending. */
 struct pending {
-	u64 args[4];
+	u64 args[5];
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -162,6 +162,35 @@ struct {
 	__type(key, u32);
 	__type(value, s32);
 } tls_reads SEC(".maps");
+
+/* Exact mode (--exact-external): struct ab_key -> struct ab_alloc, the
+ * ArrayBuffers allocated while traced and not freed yet. 262144: a busy
+ * service's live Buffers; overflow counted (their frees are then not
+ * credited to their op; the live totals stay exact). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ab_key);
+	__type(value, struct ab_alloc);
+} outstanding SEC(".maps");
+
+/* Exact mode: tid -> size of the ArrayBuffer allocation in flight
+ * (Allocate entry -> return). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, u64);
+} ab_pending SEC(".maps");
+
+/* Exact mode: tgid -> ArrayBuffer bytes live (allocated while traced,
+ * minus those freed). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, s64);
+} ab_live SEC(".maps");
 
 /* [0] -> the last op id handed out. */
 struct {
@@ -664,13 +693,15 @@ static __always_inline void retain(struct bucket_key *key, u32 class, s64 bytes)
 }
 
 /* Records a new mapping [start, start + len) of class, owned by the
- * current thread's bucket. */
-static __always_inline void map_region(u32 tgid, u32 tid, u64 start, u64 len, u32 class)
+ * current thread's bucket. Only a writable mapping counts as retained: a
+ * PROT_NONE reservation (V8, glibc arenas) is address space, not memory. */
+static __always_inline void map_region(u32 tgid, u32 tid, u64 start, u64 len, u32 class, int writable)
 {
-	struct region r = { .start = start, .len = len, .class = class };
+	struct region r = { .start = start, .len = len, .class = class, .counted = writable ? 1 : 0 };
 	current_bucket(&r.owner, tgid, tid);
 	region_blocks(tgid, &r, 1);
-	retain(&r.owner, class, (s64)len);
+	if (writable)
+		retain(&r.owner, class, (s64)len);
 }
 
 /* How many mappings one unmap follows; the rest is counted. */
@@ -716,7 +747,7 @@ static long unmap_step(u64 i, struct unmap_ctx *c)
 	if (r.owner.kind) {
 		struct bucket_key owner = r.owner;
 		owner_key(&owner);
-		if (hi > lo)
+		if (hi > lo && r.counted)
 			retain(&owner, r.class, -(s64)(hi - lo));
 		if (i == 0) {
 			c->rel->owner = owner;
@@ -741,6 +772,7 @@ static __always_inline void unmap_range(u32 tgid, u64 a, u64 b, struct releasing
 		stat_inc(ST_UNMAP_SPLIT);
 }
 
+#define PROT_WRITE 0x2
 #define MAP_SHARED 0x01
 #define MAP_ANONYMOUS 0x20
 #define MAP_GROWSDOWN 0x100
@@ -776,8 +808,8 @@ int on_enter_mmap(struct tp_sys_enter *ctx)
 	if (!current_target(id >> 32))
 		return 0;
 	u32 tid = (u32)id;
-	/* len, flags, fd, caller */
-	struct pending p = { .args = { ctx->args[1], ctx->args[3], ctx->args[4], syscall_caller() } };
+	/* len, flags, fd, caller, prot */
+	struct pending p = { .args = { ctx->args[1], ctx->args[3], ctx->args[4], syscall_caller(), ctx->args[2] } };
 	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
 		stat_inc(ST_PENDING_OVERFLOW);
 	return 0;
@@ -805,7 +837,7 @@ int on_exit_mmap(struct tp_sys_exit *ctx)
 	/* MAP_FIXED over an old mapping replaces it. */
 	struct releasing rel = {};
 	unmap_range(tgid, start, start + len, &rel);
-	map_region(tgid, tid, start, len, class);
+	map_region(tgid, tid, start, len, class, p.args[4] & PROT_WRITE);
 	return 0;
 }
 
@@ -883,14 +915,14 @@ int on_exit_mremap(struct tp_sys_exit *ctx)
 		moved.start = start;
 		moved.len = new_len < old_len ? new_len : old_len;
 		region_blocks(tgid, &moved, 1);
-		if (moved.owner.kind) {
+		if (moved.owner.kind && moved.counted) {
 			struct bucket_key owner = moved.owner;
 			owner_key(&owner);
 			retain(&owner, class, (s64)moved.len);
 		}
 	}
 	if (new_len > old_len)
-		map_region(tgid, tid, start + old_len, new_len - old_len, class);
+		map_region(tgid, tid, start + old_len, new_len - old_len, class, moved.counted);
 	return 0;
 }
 
@@ -926,14 +958,13 @@ int on_exit_brk(struct tp_sys_exit *ctx)
 	u64 before = PAGE_ALIGN(p.args[0]), after = PAGE_ALIGN((u64)ctx->ret);
 	if (after > before) {
 		vm_charge(tgid, tid, VM_MAPPED, after - before);
-		map_region(tgid, tid, before, after - before, RC_NATIVE); /* the brk heap is malloc's */
+		map_region(tgid, tid, before, after - before, RC_NATIVE, 1); /* the brk heap is malloc's */
 	} else {
 		vm_charge(tgid, tid, VM_UNMAPPED, before - after);
 	}
 	return 0;
 }
 
-#define PROT_WRITE 0x2
 
 SEC("tracepoint/syscalls/sys_enter_mprotect")
 int on_enter_mprotect(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
@@ -1082,6 +1113,7 @@ int on_exit(struct tp_sched_exit *ctx)
 	set_thread(tgid, tid, TM_IDLE, 0); /* sends an end still waiting */
 	bpf_map_delete_elem(&thread_states, &tid);
 	bpf_map_delete_elem(&tls_reads, &tid);
+	bpf_map_delete_elem(&ab_pending, &tid);
 	if (group_dead)
 		bpf_map_delete_elem(&targets, &tgid);
 	struct exit_event *e = event_reserve(sizeof(*e), EV_EXIT, tgid, tid);
@@ -1381,7 +1413,7 @@ not_request:
 /* llhttp_execute(parser, data, len) in the target's node binary (--tls):
  * the cleartext of a request read on a TLS socket, which the syscalls only
  * see encrypted. Attached for the target's pid only: each call traps. */
-SEC("uprobe/llhttp_execute")
+SEC("uprobe.multi")
 int on_llhttp_execute(struct pt_regs_x86 *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
@@ -1405,6 +1437,90 @@ int on_llhttp_execute(struct pt_regs_x86 *ctx)
 	if (len < 8 || bpf_probe_read_user(&head, sizeof(head), (void *)data) || !looks_like_request(head))
 		return 0;
 	return op_begin(s, tgid, tid, k.fd, OP_HTTP_SERVER, data, len);
+}
+
+/*
+ * Exact external memory (--exact-external): uprobes on Node's
+ * node::NodeArrayBufferAllocator::{Allocate,AllocateUninitialized}(size)
+ * (entry and return) and ::Free(data, size), attached for the target pid
+ * only. Every Buffer that is not pooled costs three traps.
+ */
+
+/* Adds delta to the process's live ArrayBuffer bytes. */
+static __always_inline void ab_live_add(u32 tgid, s64 delta)
+{
+	s64 *live = bpf_map_lookup_elem(&ab_live, &tgid);
+	if (live) {
+		__sync_fetch_and_add(live, delta);
+		return;
+	}
+	bpf_map_update_elem(&ab_live, &tgid, &delta, BPF_NOEXIST);
+}
+
+SEC("uprobe.multi")
+int on_ab_allocate(struct pt_regs_x86 *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!current_target(id >> 32))
+		return 0;
+	u32 tid = (u32)id;
+	u64 size = ctx->si; /* (this, size) */
+	bpf_map_update_elem(&ab_pending, &tid, &size, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe.multi")
+int on_ab_allocate_ret(struct pt_regs_x86 *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	u64 *pending_size = bpf_map_lookup_elem(&ab_pending, &tid);
+	if (!pending_size)
+		return 0;
+	u64 size = *pending_size;
+	bpf_map_delete_elem(&ab_pending, &tid);
+	u64 ptr = ctx->ax;
+	if (!ptr)
+		return 0;
+	struct ab_alloc a = { .size = size };
+	current_bucket(&a.owner, tgid, tid);
+	struct ab_key k = { .tgid = tgid, .ptr = ptr };
+	if (bpf_map_update_elem(&outstanding, &k, &a, BPF_ANY)) {
+		/* Table full: this one is not followed at all, so the counts
+		 * stay consistent (its free will not be found either). */
+		stat_inc(ST_OUTSTANDING_OVERFLOW);
+		return 0;
+	}
+	struct counters *c = bucket(&a.owner);
+	if (c)
+		__sync_fetch_and_add(&c->ab_alloc, size);
+	ab_live_add(tgid, (s64)size);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int on_ab_free(struct pt_regs_x86 *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (!current_target(tgid))
+		return 0;
+	u64 ptr = ctx->si; /* (this, data, size): the size is the allocation's */
+	if (!ptr)
+		return 0;
+	struct ab_key k = { .tgid = tgid, .ptr = ptr };
+	struct ab_alloc *a = bpf_map_lookup_elem(&outstanding, &k);
+	if (!a)
+		return 0; /* allocated before memdiag came: not ours to count */
+	struct bucket_key owner = a->owner;
+	u64 asize = a->size;
+	bpf_map_delete_elem(&outstanding, &k);
+	owner_key(&owner);
+	struct counters *c = bucket(&owner);
+	if (c)
+		__sync_fetch_and_add(&c->ab_freed, asize);
+	ab_live_add(tgid, -(s64)asize);
+	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_read")
@@ -1555,3 +1671,5 @@ const struct sock_info *unused_sock_info __attribute__((unused));
 const struct region *unused_region __attribute__((unused));
 const struct region_key *unused_region_key __attribute__((unused));
 const struct libc_range *unused_libc_range __attribute__((unused));
+const struct ab_key *unused_ab_key __attribute__((unused));
+const struct ab_alloc *unused_ab_alloc __attribute__((unused));

@@ -159,7 +159,7 @@ struct region {
 	u64 len;
 	struct bucket_key owner; /* the bucket of whoever mapped it */
 	u32 class;               /* enum region_class */
-	u32 _pad;
+	u32 counted;             /* 1: mapped writable, counted in the owner's retained bytes */
 };
 
 /* While a thread gives memory back (munmap, madvise, brk shrink): who
@@ -175,6 +175,19 @@ struct releasing {
 struct libc_range {
 	u64 lo;
 	u64 hi;
+};
+
+/* Exact mode: an ArrayBuffer allocated while traced and not freed yet,
+ * keyed by struct ab_key. */
+struct ab_key {
+	u32 tgid;
+	u32 _pad;
+	u64 ptr;
+};
+
+struct ab_alloc {
+	struct bucket_key owner; /* the bucket that allocated it */
+	u64 size;
 };
 
 /* Per-mm state, keyed by the rss_stat mm_id. */

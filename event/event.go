@@ -212,6 +212,9 @@ type ProcessMemory struct {
 	PID     uint32
 	Current int64
 	Peak    int64 // highest Current seen
+	// ArrayBuffers (exact mode) is the ArrayBuffer bytes allocated while
+	// traced and not freed yet.
+	ArrayBuffers int64
 }
 
 // Snapshot is a read of the kernel's aggregated state: every live bucket,

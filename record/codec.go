@@ -206,6 +206,7 @@ func (e *encoder) appendSnapshot(b []byte, s *event.Snapshot) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(p.PID))
 		b = binary.AppendVarint(b, p.Current)
 		b = binary.AppendVarint(b, p.Peak)
+		b = binary.AppendVarint(b, p.ArrayBuffers)
 	}
 	b = binary.AppendVarint(b, s.Total)
 	b = binary.AppendVarint(b, s.Peak)
@@ -502,13 +503,14 @@ func (e *eventDecoder) snapshot(d *decoder) *event.Snapshot {
 			counters(d, &s.Freed[i].Counters)
 		}
 	}
-	if n := d.entries(3); n > 0 {
+	if n := d.entries(4); n > 0 {
 		s.Processes = make([]event.ProcessMemory, n)
 		for i := range s.Processes {
 			p := &s.Processes[i]
 			p.PID = d.u32("pid")
 			p.Current = d.varint()
 			p.Peak = d.varint()
+			p.ArrayBuffers = d.varint()
 		}
 	}
 	s.Total = d.varint()

@@ -104,7 +104,7 @@
 //	snapshot  time,
 //	          n uvarint, n × bucket (Buckets),
 //	          n uvarint, n × (key, counters) (Freed),
-//	          n uvarint, n × (pid uvarint, current varint, peak varint) (Processes),
+//	          n uvarint, n × (pid uvarint, current varint, peak varint, array_buffers varint) (Processes),
 //	          total varint, peak varint,
 //	          stats
 //

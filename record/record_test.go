@@ -68,7 +68,7 @@ func everyEvent() []event.Event {
 			{Key: event.BucketKey{PID: 4242, Kind: event.BucketOp, ID: 77}, Counters: sampleCounters(12, "op")},
 		},
 		Freed:     []event.Bucket{{Key: event.BucketKey{PID: 4242, Kind: event.BucketFreed, ID: 76}, Counters: sampleCounters(-5, "freed")}},
-		Processes: []event.ProcessMemory{{PID: 4242, Current: 90 << 20, Peak: 100 << 20}, {PID: 4300, Current: 1 << 20, Peak: 2 << 20}},
+		Processes: []event.ProcessMemory{{PID: 4242, Current: 90 << 20, Peak: 100 << 20, ArrayBuffers: 5 << 20}, {PID: 4300, Current: 1 << 20, Peak: 2 << 20, ArrayBuffers: 1}},
 		Total:     91 << 20,
 		Peak:      102 << 20,
 		Stats: event.Stats{LostEvents: 1, DroppedEvents: 2, BucketOverflow: 3, MMOverflow: 4, TargetOverflow: 5,

@@ -71,21 +71,25 @@ type OpJSON struct {
 
 // CategoryJSON is one category of the report.
 type CategoryJSON struct {
-	Name             string   `json:"name"`
-	Kind             string   `json:"kind"`
-	Ops              int      `json:"ops"`
-	OpenOps          int      `json:"open_ops"`
-	RSSBytes         int64    `json:"rss_bytes"`
-	RSSAnonBytes     int64    `json:"rss_anon_bytes"`
-	RSSFileBytes     int64    `json:"rss_file_bytes"`
-	RSSShmemBytes    int64    `json:"rss_shmem_bytes"`
-	ExternalBytes    int64    `json:"external_bytes"`
-	RetainedBytes    int64    `json:"retained_bytes"`
-	AvgRSSBytesPerOp int64    `json:"avg_rss_bytes_per_op"`
-	Faults           uint64   `json:"faults"`
-	MappedBytes      uint64   `json:"mapped_bytes"`
-	UnmappedBytes    uint64   `json:"unmapped_bytes"`
-	TopOps           []OpJSON `json:"top_ops"`
+	Name          string `json:"name"`
+	Kind          string `json:"kind"`
+	Ops           int    `json:"ops"`
+	OpenOps       int    `json:"open_ops"`
+	RSSBytes      int64  `json:"rss_bytes"`
+	RSSAnonBytes  int64  `json:"rss_anon_bytes"`
+	RSSFileBytes  int64  `json:"rss_file_bytes"`
+	RSSShmemBytes int64  `json:"rss_shmem_bytes"`
+	ExternalBytes int64  `json:"external_bytes"`
+	// ExternalAllocated and ExternalFreed (exact mode): ArrayBuffer bytes
+	// the category's ops allocated, and how many of those were freed since.
+	ExternalAllocated uint64   `json:"external_allocated_bytes"`
+	ExternalFreed     uint64   `json:"external_freed_bytes"`
+	RetainedBytes     int64    `json:"retained_bytes"`
+	AvgRSSBytesPerOp  int64    `json:"avg_rss_bytes_per_op"`
+	Faults            uint64   `json:"faults"`
+	MappedBytes       uint64   `json:"mapped_bytes"`
+	UnmappedBytes     uint64   `json:"unmapped_bytes"`
+	TopOps            []OpJSON `json:"top_ops"`
 }
 
 // ProcessJSON is one traced process.
@@ -108,7 +112,11 @@ type Health struct {
 	SocketOverflow  uint64 `json:"socket_overflow"`
 	ThreadOverflow  uint64 `json:"thread_overflow"`
 	RegionOverflow  uint64 `json:"region_overflow"`
-	OpsEvicted      int    `json:"ops_evicted"`
+	// OutstandingOverflow counts ArrayBuffers (exact mode) the live table
+	// had no room for: they are not counted at all, so totals stay consistent.
+	OutstandingOverflow uint64 `json:"outstanding_overflow"`
+	UnmapSplit          uint64 `json:"unmap_split"`
+	OpsEvicted          int    `json:"ops_evicted"`
 }
 
 // Report is the JSON report; every field is documented in README.md.
@@ -231,15 +239,17 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 	}
 	r.LostEvents = sum.Stats.LostEvents
 	r.Health = Health{
-		BucketOverflow:  sum.Stats.BucketOverflow,
-		MMOverflow:      sum.Stats.MMOverflow,
-		TargetOverflow:  sum.Stats.TargetOverflow,
-		PendingOverflow: sum.Stats.PendingOverflow,
-		DroppedEvents:   sum.Stats.DroppedEvents,
-		SocketOverflow:  sum.Stats.SocketOverflow,
-		ThreadOverflow:  sum.Stats.ThreadOverflow,
-		RegionOverflow:  sum.Stats.RegionOverflow,
-		OpsEvicted:      sum.OpsEvicted,
+		BucketOverflow:      sum.Stats.BucketOverflow,
+		MMOverflow:          sum.Stats.MMOverflow,
+		TargetOverflow:      sum.Stats.TargetOverflow,
+		PendingOverflow:     sum.Stats.PendingOverflow,
+		DroppedEvents:       sum.Stats.DroppedEvents,
+		SocketOverflow:      sum.Stats.SocketOverflow,
+		ThreadOverflow:      sum.Stats.ThreadOverflow,
+		RegionOverflow:      sum.Stats.RegionOverflow,
+		OutstandingOverflow: sum.Stats.OutstandingOverflow,
+		UnmapSplit:          sum.Stats.UnmapSplit,
+		OpsEvicted:          sum.OpsEvicted,
 	}
 	exact := sum.ExternalMode == "exact"
 	r.External.Mode = sum.ExternalMode
@@ -250,6 +260,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 			Name: c.Name, Kind: c.Kind, Ops: c.Ops, OpenOps: c.OpenOps,
 			RSSBytes: m.RSS, RSSAnonBytes: m.Anon, RSSFileBytes: m.File, RSSShmemBytes: m.Shmem,
 			ExternalBytes: c.ExternalBytes(exact), RetainedBytes: c.RetainedBytes(),
+			ExternalAllocated: c.ABAlloc, ExternalFreed: c.ABFreed,
 			AvgRSSBytesPerOp: c.AvgResidentPerOp(),
 			Faults:           c.Faults, MappedBytes: c.Mapped, UnmappedBytes: c.Unmapped,
 			TopOps: []OpJSON{},

@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type memdiagAbAlloc struct {
+	_     structs.HostLayout
+	Owner memdiagBucketKey
+	Size  uint64
+}
+
+type memdiagAbKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Pad  uint32
+	Ptr  uint64
+}
+
 type memdiagBucketKey struct {
 	_    structs.HostLayout
 	Tgid uint32
@@ -124,16 +137,16 @@ type memdiagOpEndEvent struct {
 
 type memdiagPending struct {
 	_    structs.HostLayout
-	Args [4]uint64
+	Args [5]uint64
 }
 
 type memdiagRegion struct {
-	_     structs.HostLayout
-	Start uint64
-	Len   uint64
-	Owner memdiagBucketKey
-	Class uint32
-	Pad   uint32
+	_       structs.HostLayout
+	Start   uint64
+	Len     uint64
+	Owner   memdiagBucketKey
+	Class   uint32
+	Counted uint32
 }
 
 type memdiagRegionKey struct {
@@ -186,6 +199,8 @@ type memdiagThreadState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	memdiagMapAbLive             = "ab_live"
+	memdiagMapAbPending          = "ab_pending"
 	memdiagMapBuckets            = "buckets"
 	memdiagMapEvents             = "events"
 	memdiagMapGroup              = "group"
@@ -193,6 +208,7 @@ const (
 	memdiagMapLibcRanges         = "libc_ranges"
 	memdiagMapMmStates           = "mm_states"
 	memdiagMapOpIds              = "op_ids"
+	memdiagMapOutstanding        = "outstanding"
 	memdiagMapPending            = "pending"
 	memdiagMapRegions            = "regions"
 	memdiagMapReleasing          = "releasing"
@@ -202,6 +218,9 @@ const (
 	memdiagMapThreadStates       = "thread_states"
 	memdiagMapTlsReads           = "tls_reads"
 	memdiagMapZeroes             = "zeroes"
+	memdiagProgOnAbAllocate      = "on_ab_allocate"
+	memdiagProgOnAbAllocateRet   = "on_ab_allocate_ret"
+	memdiagProgOnAbFree          = "on_ab_free"
 	memdiagProgOnEnterBrk        = "on_enter_brk"
 	memdiagProgOnEnterClose      = "on_enter_close"
 	memdiagProgOnEnterConnect    = "on_enter_connect"
@@ -251,6 +270,8 @@ const (
 	memdiagProgOnRename          = "on_rename"
 	memdiagProgOnRssStat         = "on_rss_stat"
 	memdiagVarLauncherTgid       = "launcher_tgid"
+	memdiagVarUnusedAbAlloc      = "unused_ab_alloc"
+	memdiagVarUnusedAbKey        = "unused_ab_key"
 	memdiagVarUnusedEventHdr     = "unused_event_hdr"
 	memdiagVarUnusedExecEvent    = "unused_exec_event"
 	memdiagVarUnusedExitEvent    = "unused_exit_event"
@@ -306,6 +327,9 @@ type memdiagSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type memdiagProgramSpecs struct {
+	OnAbAllocate      *ebpf.ProgramSpec `ebpf:"on_ab_allocate"`
+	OnAbAllocateRet   *ebpf.ProgramSpec `ebpf:"on_ab_allocate_ret"`
+	OnAbFree          *ebpf.ProgramSpec `ebpf:"on_ab_free"`
 	OnEnterBrk        *ebpf.ProgramSpec `ebpf:"on_enter_brk"`
 	OnEnterClose      *ebpf.ProgramSpec `ebpf:"on_enter_close"`
 	OnEnterConnect    *ebpf.ProgramSpec `ebpf:"on_enter_connect"`
@@ -360,6 +384,8 @@ type memdiagProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type memdiagMapSpecs struct {
+	AbLive       *ebpf.MapSpec `ebpf:"ab_live"`
+	AbPending    *ebpf.MapSpec `ebpf:"ab_pending"`
 	Buckets      *ebpf.MapSpec `ebpf:"buckets"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Group        *ebpf.MapSpec `ebpf:"group"`
@@ -367,6 +393,7 @@ type memdiagMapSpecs struct {
 	LibcRanges   *ebpf.MapSpec `ebpf:"libc_ranges"`
 	MmStates     *ebpf.MapSpec `ebpf:"mm_states"`
 	OpIds        *ebpf.MapSpec `ebpf:"op_ids"`
+	Outstanding  *ebpf.MapSpec `ebpf:"outstanding"`
 	Pending      *ebpf.MapSpec `ebpf:"pending"`
 	Regions      *ebpf.MapSpec `ebpf:"regions"`
 	Releasing    *ebpf.MapSpec `ebpf:"releasing"`
@@ -383,6 +410,8 @@ type memdiagMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type memdiagVariableSpecs struct {
 	LauncherTgid       *ebpf.VariableSpec `ebpf:"launcher_tgid"`
+	UnusedAbAlloc      *ebpf.VariableSpec `ebpf:"unused_ab_alloc"`
+	UnusedAbKey        *ebpf.VariableSpec `ebpf:"unused_ab_key"`
 	UnusedEventHdr     *ebpf.VariableSpec `ebpf:"unused_event_hdr"`
 	UnusedExecEvent    *ebpf.VariableSpec `ebpf:"unused_exec_event"`
 	UnusedExitEvent    *ebpf.VariableSpec `ebpf:"unused_exit_event"`
@@ -416,6 +445,8 @@ func (o *memdiagObjects) Close() error {
 //
 // It can be passed to loadMemdiagObjects or ebpf.CollectionSpec.LoadAndAssign.
 type memdiagMaps struct {
+	AbLive       *ebpf.Map `ebpf:"ab_live"`
+	AbPending    *ebpf.Map `ebpf:"ab_pending"`
 	Buckets      *ebpf.Map `ebpf:"buckets"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Group        *ebpf.Map `ebpf:"group"`
@@ -423,6 +454,7 @@ type memdiagMaps struct {
 	LibcRanges   *ebpf.Map `ebpf:"libc_ranges"`
 	MmStates     *ebpf.Map `ebpf:"mm_states"`
 	OpIds        *ebpf.Map `ebpf:"op_ids"`
+	Outstanding  *ebpf.Map `ebpf:"outstanding"`
 	Pending      *ebpf.Map `ebpf:"pending"`
 	Regions      *ebpf.Map `ebpf:"regions"`
 	Releasing    *ebpf.Map `ebpf:"releasing"`
@@ -436,6 +468,8 @@ type memdiagMaps struct {
 
 func (m *memdiagMaps) Close() error {
 	return _MemdiagClose(
+		m.AbLive,
+		m.AbPending,
 		m.Buckets,
 		m.Events,
 		m.Group,
@@ -443,6 +477,7 @@ func (m *memdiagMaps) Close() error {
 		m.LibcRanges,
 		m.MmStates,
 		m.OpIds,
+		m.Outstanding,
 		m.Pending,
 		m.Regions,
 		m.Releasing,
@@ -460,6 +495,8 @@ func (m *memdiagMaps) Close() error {
 // It can be passed to loadMemdiagObjects or ebpf.CollectionSpec.LoadAndAssign.
 type memdiagVariables struct {
 	LauncherTgid       *ebpf.Variable `ebpf:"launcher_tgid"`
+	UnusedAbAlloc      *ebpf.Variable `ebpf:"unused_ab_alloc"`
+	UnusedAbKey        *ebpf.Variable `ebpf:"unused_ab_key"`
 	UnusedEventHdr     *ebpf.Variable `ebpf:"unused_event_hdr"`
 	UnusedExecEvent    *ebpf.Variable `ebpf:"unused_exec_event"`
 	UnusedExitEvent    *ebpf.Variable `ebpf:"unused_exit_event"`
@@ -477,6 +514,9 @@ type memdiagVariables struct {
 //
 // It can be passed to loadMemdiagObjects or ebpf.CollectionSpec.LoadAndAssign.
 type memdiagPrograms struct {
+	OnAbAllocate      *ebpf.Program `ebpf:"on_ab_allocate"`
+	OnAbAllocateRet   *ebpf.Program `ebpf:"on_ab_allocate_ret"`
+	OnAbFree          *ebpf.Program `ebpf:"on_ab_free"`
 	OnEnterBrk        *ebpf.Program `ebpf:"on_enter_brk"`
 	OnEnterClose      *ebpf.Program `ebpf:"on_enter_close"`
 	OnEnterConnect    *ebpf.Program `ebpf:"on_enter_connect"`
@@ -529,6 +569,9 @@ type memdiagPrograms struct {
 
 func (p *memdiagPrograms) Close() error {
 	return _MemdiagClose(
+		p.OnAbAllocate,
+		p.OnAbAllocateRet,
+		p.OnAbFree,
 		p.OnEnterBrk,
 		p.OnEnterClose,
 		p.OnEnterConnect,

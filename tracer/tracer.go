@@ -31,6 +31,9 @@ type Config struct {
 	RingbufBytes int
 	// MaxBuckets bounds the kernel's bucket table; 0 means 16384.
 	MaxBuckets int
+	// MaxOutstanding bounds the exact mode's table of live ArrayBuffers;
+	// 0 means 262144.
+	MaxOutstanding int
 	// KeepQueryValues keeps query-string values in request names (they
 	// are redacted by default: they carry tokens and personal data).
 	KeepQueryValues bool
@@ -178,6 +181,9 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	if cfg.MaxBuckets != 0 {
 		spec.Maps["buckets"].MaxEntries = uint32(cfg.MaxBuckets)
 	}
+	if cfg.MaxOutstanding != 0 {
+		spec.Maps["outstanding"].MaxEntries = uint32(cfg.MaxOutstanding)
+	}
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = 4096
 	}
@@ -242,21 +248,24 @@ func (t *Tracer) AddTarget(pid int) error {
 // TLSSymbol is the function of Node.js's HTTP parser that --tls probes.
 const TLSSymbol = "llhttp_execute"
 
-// AttachTLS attaches the uprobe that names HTTPS requests to the binary
-// process pid runs, for that process only (a uprobe traps on every call,
-// about 20 µs on these VMs, so no other process must pay it). The binary
-// is opened through /proc/PID/exe, which also reaches into containers.
-func (t *Tracer) AttachTLS(pid int) error {
-	exe := fmt.Sprintf("/proc/%d/exe", pid)
-	ex, err := link.OpenExecutable(exe)
+// AttachTLS attaches the uprobe that names HTTPS requests to the binary at
+// path, for process pid only (a uprobe traps on every call, about 20 µs
+// on these VMs, so no other process must pay it). For a running process
+// path is /proc/PID/exe, which also reaches into containers; memdiag run
+// gives the command's binary before the exec, so nothing is missed.
+func (t *Tracer) AttachTLS(pid int, path string) error {
+	ex, err := link.OpenExecutable(path)
 	if err != nil {
-		return fmt.Errorf("--tls: opening the binary of process %d: %w", pid, err)
+		return fmt.Errorf("--tls: opening %s: %w", path, err)
 	}
-	l, err := ex.Uprobe(TLSSymbol, t.objs.OnLlhttpExecute, &link.UprobeOptions{PID: pid})
+	l, err := ex.UprobeMulti([]string{TLSSymbol}, t.objs.OnLlhttpExecute, &link.UprobeMultiOptions{PID: uint32(pid)})
 	if err != nil {
 		if errors.Is(err, link.ErrNoSymbol) {
-			target, _ := os.Readlink(exe)
-			return fmt.Errorf("--tls: %s (process %d) has no %s symbol: --tls names HTTPS requests of Node.js binaries that export it; run without --tls", target, pid, TLSSymbol)
+			target, rerr := os.Readlink(path)
+			if rerr != nil {
+				target = path
+			}
+			return fmt.Errorf("--tls: %s has no %s symbol: --tls names HTTPS requests of Node.js binaries that export it; run without --tls", target, TLSSymbol)
 		}
 		return fmt.Errorf("--tls: attaching uprobe %s to process %d: %w", TLSSymbol, pid, err)
 	}
@@ -351,6 +360,19 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 	}
 	if err := mit.Err(); err != nil {
 		return nil, fmt.Errorf("reading mm states: %w", err)
+	}
+	var (
+		abPID  uint32
+		abLive int64
+	)
+	ait := t.objs.AbLive.Iterate()
+	for ait.Next(&abPID, &abLive) {
+		if p := procs[abPID]; p != nil {
+			p.ArrayBuffers = abLive
+		}
+	}
+	if err := ait.Err(); err != nil {
+		return nil, fmt.Errorf("reading live ArrayBuffer bytes: %w", err)
 	}
 	for _, p := range procs {
 		s.Processes = append(s.Processes, *p)
@@ -488,4 +510,59 @@ func (t *Tracer) Close() error {
 		t.closeErr = errors.Join(errs...)
 	})
 	return t.closeErr
+}
+
+// Symbols of node::NodeArrayBufferAllocator that --exact-external probes.
+const (
+	abAllocate              = "_ZN4node24NodeArrayBufferAllocator8AllocateEm"
+	abAllocateUninitialized = "_ZN4node24NodeArrayBufferAllocator21AllocateUninitializedEm"
+	abFree                  = "_ZN4node24NodeArrayBufferAllocator4FreeEPvm"
+)
+
+// AttachExact attaches the ArrayBuffer allocator uprobes (entry and return
+// of Allocate and AllocateUninitialized, entry of Free) to the binary at
+// path, for process pid only. path is the binary the process runs or will
+// run (memdiag run attaches before the exec, so nothing is missed).
+func (t *Tracer) AttachExact(pid int, path string) error {
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return fmt.Errorf("--exact-external: opening %s: %w", path, err)
+	}
+	// uprobe_multi links filter by process, all its threads (V8 frees
+	// backing stores on its own threads); a classic uprobe's pid is one
+	// thread's.
+	freeAt, err := probeOffset(path, abFree)
+	if err != nil && err.Error() != "symbol not found" {
+		return fmt.Errorf("--exact-external: %w", err)
+	}
+	allocs := []string{abAllocate, abAllocateUninitialized}
+	for _, p := range []struct {
+		syms []string
+		ret  bool
+		prog *ebpf.Program
+		opts *link.UprobeMultiOptions
+	}{
+		{allocs, false, t.objs.OnAbAllocate, &link.UprobeMultiOptions{PID: uint32(pid)}},
+		{allocs, true, t.objs.OnAbAllocateRet, &link.UprobeMultiOptions{PID: uint32(pid)}},
+		{[]string{abFree}, false, t.objs.OnAbFree, &link.UprobeMultiOptions{PID: uint32(pid), Offsets: []uint64{freeAt}}},
+	} {
+		var l link.Link
+		if p.ret {
+			l, err = ex.UretprobeMulti(p.syms, p.prog, p.opts)
+		} else {
+			l, err = ex.UprobeMulti(p.syms, p.prog, p.opts)
+		}
+		if err != nil {
+			if errors.Is(err, link.ErrNoSymbol) {
+				target, rerr := os.Readlink(path)
+				if rerr != nil {
+					target = path
+				}
+				return fmt.Errorf("--exact-external: %s has no node::NodeArrayBufferAllocator symbols: it works with Node.js binaries that export them; run without --exact-external", target)
+			}
+			return fmt.Errorf("--exact-external: attaching to %s: %w", path, err)
+		}
+		t.links = append(t.links, l)
+	}
+	return nil
 }

@@ -69,7 +69,7 @@ func runAttach(ctx context.Context, pid int, opts sessionOptions) error {
 	}
 	defer unix.Close(pidfd)
 
-	tr, err := tracer.Open(tracer.Config{RingbufBytes: opts.ringbufBytes, MaxBuckets: opts.maxBuckets, KeepQueryValues: opts.keepQuery})
+	tr, err := tracer.Open(tracer.Config{RingbufBytes: opts.ringbufBytes, MaxBuckets: opts.maxBuckets, MaxOutstanding: opts.maxOutstanding, KeepQueryValues: opts.keepQuery})
 	if err != nil {
 		return err
 	}
@@ -81,8 +81,15 @@ func runAttach(ctx context.Context, pid int, opts sessionOptions) error {
 		tr.Close()
 		return fmt.Errorf("process %d exited while memdiag was attaching (%v)", pid, err)
 	}
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
 	if opts.tls {
-		if err := tr.AttachTLS(pid); err != nil {
+		if err := tr.AttachTLS(pid, exe); err != nil {
+			tr.Close()
+			return usageErr("%v", err)
+		}
+	}
+	if opts.exact {
+		if err := tr.AttachExact(pid, exe); err != nil {
 			tr.Close()
 			return usageErr("%v", err)
 		}

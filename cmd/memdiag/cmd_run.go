@@ -69,9 +69,23 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 		return err
 	}
 
-	tr, err := tracer.Open(tracer.Config{Launcher: cmd.Process.Pid, RingbufBytes: opts.ringbufBytes, MaxBuckets: opts.maxBuckets, KeepQueryValues: opts.keepQuery})
+	tr, err := tracer.Open(tracer.Config{Launcher: cmd.Process.Pid, RingbufBytes: opts.ringbufBytes, MaxBuckets: opts.maxBuckets, MaxOutstanding: opts.maxOutstanding, KeepQueryValues: opts.keepQuery})
 	if err != nil {
 		return abort(err)
+	}
+	// Uprobes go on the command's binary before it runs: the launcher's
+	// pid is the command's after the exec.
+	if opts.tls {
+		if err := tr.AttachTLS(cmd.Process.Pid, path); err != nil {
+			tr.Close()
+			return abort(usageErr("%v", err))
+		}
+	}
+	if opts.exact {
+		if err := tr.AttachExact(cmd.Process.Pid, path); err != nil {
+			tr.Close()
+			return abort(usageErr("%v", err))
+		}
 	}
 	pid := uint32(cmd.Process.Pid)
 	s := &session{

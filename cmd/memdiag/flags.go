@@ -19,6 +19,7 @@ func commonFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "duration", Usage: "stop tracing after `D` (0: until the target exits or a signal)"},
 		&cli.IntFlag{Name: "ringbuf-size", Value: 256 << 10, Usage: "lifecycle ring buffer `BYTES` (a power of two)"},
 		&cli.IntFlag{Name: "max-buckets", Value: 16384, Usage: "bound on the kernel's bucket table (`N` entries)"},
+		&cli.IntFlag{Name: "max-outstanding", Value: 262144, Usage: "with --exact-external, bound on the table of live ArrayBuffers (`N` entries; overflow is counted)"},
 		&cli.StringFlag{Name: "config", Usage: "name operations' categories with the rules in `FILE` (YAML, see examples/classic-categories.yaml)"},
 		&cli.StringFlag{Name: "growth-rss", Value: "50MB", Usage: "log [GROWTH] for an op whose RSS grows by `SIZE` or more"},
 		&cli.StringFlag{Name: "growth-external", Value: "10MB", Usage: "log [GROWTH] for an op whose external memory grows by `SIZE` or more"},
@@ -40,6 +41,7 @@ type sessionOptions struct {
 	duration       time.Duration
 	ringbufBytes   int
 	maxBuckets     int
+	maxOutstanding int
 	cfg            *config.Config
 	growthRSS      int64
 	growthExt      int64
@@ -59,16 +61,17 @@ func (o sessionOptions) accountOptions() attribution.Options {
 
 func optionsFrom(c *cli.Context) (sessionOptions, error) {
 	o := sessionOptions{
-		logPath:      c.String("log"),
-		interval:     c.Duration("interval"),
-		reportJSON:   c.String("report-json"),
-		readyFile:    c.String("ready-file"),
-		duration:     c.Duration("duration"),
-		ringbufBytes: c.Int("ringbuf-size"),
-		maxBuckets:   c.Int("max-buckets"),
-		keepOps:      c.Int("keep-ops"),
-		keepQuery:    c.Bool("keep-query-values"),
-		tls:          c.Bool("tls"),
+		logPath:        c.String("log"),
+		interval:       c.Duration("interval"),
+		reportJSON:     c.String("report-json"),
+		readyFile:      c.String("ready-file"),
+		duration:       c.Duration("duration"),
+		ringbufBytes:   c.Int("ringbuf-size"),
+		maxBuckets:     c.Int("max-buckets"),
+		maxOutstanding: c.Int("max-outstanding"),
+		keepOps:        c.Int("keep-ops"),
+		keepQuery:      c.Bool("keep-query-values"),
+		tls:            c.Bool("tls"),
 	}
 	var err error
 	if o.growthRSS, err = config.ParseSize(c.String("growth-rss")); err != nil {
@@ -100,6 +103,8 @@ func optionsFrom(c *cli.Context) (sessionOptions, error) {
 		return o, usageErr("--ringbuf-size must be a power of two of at least 4096, got %d", o.ringbufBytes)
 	case o.maxBuckets < 64:
 		return o, usageErr("--max-buckets must be at least 64, got %d", o.maxBuckets)
+	case o.maxOutstanding < 1:
+		return o, usageErr("--max-outstanding must be at least 1, got %d", o.maxOutstanding)
 	}
 	return o, nil
 }

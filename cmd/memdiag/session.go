@@ -132,12 +132,6 @@ func (s *session) execd(ex *event.Exec) {
 	}
 	s.learn[ex.PID] = 10
 	s.learnPending()
-	if s.opts.tls && s.target.Mode == "run" && ex.PID == s.target.PID {
-		// run: the command's own binary is there only now.
-		if err := s.tr.AttachTLS(int(ex.PID)); err != nil {
-			s.log.Printf("TLS", "%v", err)
-		}
-	}
 }
 
 // learnPending looks again for the C library of processes that exec'd.

@@ -5,6 +5,7 @@
 //   /drop-big    allocates a BIG-byte Buffer and lets it go
 //   /objects     keeps OBJECTS small JS objects (V8's heap: runtime)
 //   /free        drops every kept Buffer, then GCs (run node --expose-gc)
+//   /gc          runs a full GC (node --expose-gc)
 //   /stats       {arrayBuffers, external, rss} from process.memoryUsage()
 'use strict';
 const http = require('http');
@@ -22,6 +23,7 @@ const server = http.createServer((req, res) => {
     case '/drop-big': { const b = Buffer.alloc(big, (n % 255) + 1); if (b[0] === 0) res.setHeader('x', '0'); break; }
     case '/objects': for (let i = 0; i < objects; i++) objs.push({ id: n * objects + i, name: 'object-' + i, tags: [i, i + 1] }); break;
     case '/free': kept = []; if (global.gc) global.gc(); break;
+    case '/gc': if (global.gc) global.gc(); break;
     case '/stats': {
       const m = process.memoryUsage();
       res.end(JSON.stringify({ arrayBuffers: m.arrayBuffers, external: m.external, rss: m.rss }));
