@@ -82,14 +82,17 @@ type CategoryJSON struct {
 	ExternalBytes int64  `json:"external_bytes"`
 	// ExternalAllocated and ExternalFreed (exact mode): ArrayBuffer bytes
 	// the category's ops allocated, and how many of those were freed since.
-	ExternalAllocated uint64   `json:"external_allocated_bytes"`
-	ExternalFreed     uint64   `json:"external_freed_bytes"`
-	RetainedBytes     int64    `json:"retained_bytes"`
-	AvgRSSBytesPerOp  int64    `json:"avg_rss_bytes_per_op"`
-	Faults            uint64   `json:"faults"`
-	MappedBytes       uint64   `json:"mapped_bytes"`
-	UnmappedBytes     uint64   `json:"unmapped_bytes"`
-	TopOps            []OpJSON `json:"top_ops"`
+	ExternalAllocated uint64 `json:"external_allocated_bytes"`
+	ExternalFreed     uint64 `json:"external_freed_bytes"`
+	RetainedBytes     int64  `json:"retained_bytes"`
+	// RetainedExternal is the external part of retained: native-allocator
+	// mappings still mapped (estimated), or ArrayBuffers not freed (exact).
+	RetainedExternal int64    `json:"retained_external_bytes"`
+	AvgRSSBytesPerOp int64    `json:"avg_rss_bytes_per_op"`
+	Faults           uint64   `json:"faults"`
+	MappedBytes      uint64   `json:"mapped_bytes"`
+	UnmappedBytes    uint64   `json:"unmapped_bytes"`
+	TopOps           []OpJSON `json:"top_ops"`
 }
 
 // ProcessJSON is one traced process.
@@ -261,6 +264,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 			RSSBytes: m.RSS, RSSAnonBytes: m.Anon, RSSFileBytes: m.File, RSSShmemBytes: m.Shmem,
 			ExternalBytes: c.ExternalBytes(exact), RetainedBytes: c.RetainedBytes(),
 			ExternalAllocated: c.ABAlloc, ExternalFreed: c.ABFreed,
+			RetainedExternal: c.RetainedNative,
 			AvgRSSBytesPerOp: c.AvgResidentPerOp(),
 			Faults:           c.Faults, MappedBytes: c.Mapped, UnmappedBytes: c.Unmapped,
 			TopOps: []OpJSON{},
@@ -271,6 +275,9 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 				ext = int64(o.Counters.ABAlloc) - int64(o.Counters.ABFreed)
 			}
 			cj.TopOps = append(cj.TopOps, OpJSON{Name: o.Name, Detail: o.Detail, PID: o.PID, Ops: o.Ops, Begin: o.Begin, End: o.End, RSSBytes: o.Counters.Resident(), ExternalBytes: ext})
+		}
+		if exact {
+			cj.RetainedExternal = cj.ExternalBytes
 		}
 		r.Categories = append(r.Categories, cj)
 		r.Growth.External += cj.ExternalBytes

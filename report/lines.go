@@ -53,6 +53,30 @@ func (l *Log) Final(r *Report, sum *attribution.Summary, why string) {
 	if r.LostEvents > 0 {
 		l.Printf("LOST", "%d lifecycle events were lost in all; byte totals are unaffected", r.LostEvents)
 	}
+	h := r.Health
+	var full []string
+	for _, c := range []struct {
+		n    uint64
+		what string
+	}{
+		{h.BucketOverflow, "charges found the bucket table full (--max-buckets)"},
+		{h.MMOverflow, "address spaces found the mm table full"},
+		{h.TargetOverflow, "tasks found the target table full"},
+		{h.PendingOverflow, "syscalls found the pending table full"},
+		{h.SocketOverflow, "sockets found the socket table full"},
+		{h.ThreadOverflow, "threads found the thread table full"},
+		{h.RegionOverflow, "mapping blocks found the region table full"},
+		{h.OutstandingOverflow, "ArrayBuffers found the outstanding table full (--max-outstanding; not counted)"},
+		{h.DroppedEvents, "records were dropped between the kernel and attribution"},
+		{uint64(h.OpsEvicted), "open ops were ended early (op table full)"},
+	} {
+		if c.n > 0 {
+			full = append(full, fmt.Sprintf("%d %s", c.n, c.what))
+		}
+	}
+	if len(full) > 0 {
+		l.Printf("HEALTH", "bounded tables overflowed: %s", strings.Join(full, "; "))
+	}
 }
 
 // Growth logs an op (or cycle) that grew past the threshold.

@@ -15,6 +15,9 @@
 //   thread N      a thread named "memwork-thr" maps and writes N bytes (kept), joined
 //   fork N        a child maps and writes N bytes, reports, and exits; waited for
 //   spin N        map, write and unmap N bytes 100 times (a fault storm)
+//   malloc N K    malloc K chunks of N bytes and write every page (kept until freeall)
+//   freeall       free every chunk malloc kept
+//   threshold N   mallopt(M_MMAP_THRESHOLD, N): chunks of N bytes and more get mappings of their own
 //   status        do nothing, answer the status line
 //   exit [CODE]   exit with CODE (default 0)
 #define _GNU_SOURCE
@@ -83,6 +86,10 @@ static void status_line(const char *cmd)
 	printf("ok %s rss=%lld anon=%lld file=%lld shmem=%lld hwm=%lld\n", cmd, rss, anon, file, shmem, hwm);
 	fflush(stdout);
 }
+
+#define MAX_CHUNKS 4096
+static char *chunks[MAX_CHUNKS];
+static int nchunks;
 
 static char *map_anon(size_t len, int flags)
 {
@@ -188,6 +195,21 @@ int main(void)
 				touch(p, n);
 				munmap(p, n);
 			}
+		} else if (!strcmp(cmd, "malloc")) {
+			long k = atol(a2);
+			for (long i = 0; i < k && nchunks < MAX_CHUNKS; i++) {
+				char *p = malloc(n);
+				if (!p)
+					die("malloc");
+				touch(p, n);
+				p[n - 1] = 1;
+				chunks[nchunks++] = p;
+			}
+		} else if (!strcmp(cmd, "threshold")) {
+			mallopt(M_MMAP_THRESHOLD, (int)n);
+		} else if (!strcmp(cmd, "freeall")) {
+			while (nchunks > 0)
+				free(chunks[--nchunks]);
 		} else if (!strcmp(cmd, "status")) {
 			/* just answer */
 		} else if (!strcmp(cmd, "exit")) {
