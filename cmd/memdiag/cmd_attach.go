@@ -101,13 +101,14 @@ func runAttach(ctx context.Context, pid int, opts sessionOptions) error {
 		tr.Close()
 		return fmt.Errorf("process %d exited while memdiag was attaching", pid)
 	}
+	started := time.Now()
 	s := &session{
 		opts:    opts,
 		tr:      tr,
-		acct:    attribution.New(uint32(pid), time.Now()),
+		acct:    attribution.New(uint32(pid), started),
 		target:  report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Mode: "attach"},
 		base:    baselineOf(base),
-		started: time.Now(),
+		started: started,
 	}
 	s.acct.SetComm(uint32(pid), base.Name)
 	s.acct.SetOptions(opts.accountOptions())

@@ -88,12 +88,13 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 		}
 	}
 	pid := uint32(cmd.Process.Pid)
+	started := time.Now()
 	s := &session{
 		opts:    opts,
 		tr:      tr,
-		acct:    attribution.New(pid, time.Now()),
+		acct:    attribution.New(pid, started),
 		target:  report.Target{PID: pid, Comm: argv[0], Exe: path, Mode: "run"},
-		started: time.Now(),
+		started: started,
 	}
 	s.acct.SetOptions(opts.accountOptions())
 	if err := s.start(); err != nil {

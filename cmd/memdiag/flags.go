@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -15,6 +16,9 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log", Value: "logs/memory-diagnostics.log", Usage: "append the live log to `FILE` (console if it cannot be written)"},
 		&cli.DurationFlag{Name: "interval", Value: 60 * time.Second, Usage: "write a [PERIODIC] line every `D`"},
 		&cli.StringFlag{Name: "report-json", Usage: "write the JSON report to `FILE` at exit (a new file)"},
+		&cli.StringFlag{Name: "report-html", Usage: "write the HTML report to `FILE` at exit (a new file; opens offline)"},
+		&cli.StringFlag{Name: "record", Usage: "record the event stream to `FILE` (a new file): `memdiag report FILE` rebuilds every report later, without root"},
+		&cli.StringFlag{Name: "reports-dir", Value: "reports", Usage: "where SIGUSR1 writes the current report (JSON and HTML)"},
 		&cli.StringFlag{Name: "ready-file", Usage: "create `FILE` once every probe is attached (for scripts and tests)"},
 		&cli.DurationFlag{Name: "duration", Usage: "stop tracing after `D` (0: until the target exits or a signal)"},
 		&cli.IntFlag{Name: "ringbuf-size", Value: 256 << 10, Usage: "lifecycle ring buffer `BYTES` (a power of two)"},
@@ -37,6 +41,11 @@ type sessionOptions struct {
 	logPath        string
 	interval       time.Duration
 	reportJSON     string
+	reportHTML     string
+	recordPath     string
+	reportsDir     string
+	cfgPath        string
+	cfgText        string
 	readyFile      string
 	duration       time.Duration
 	ringbufBytes   int
@@ -64,6 +73,9 @@ func optionsFrom(c *cli.Context) (sessionOptions, error) {
 		logPath:        c.String("log"),
 		interval:       c.Duration("interval"),
 		reportJSON:     c.String("report-json"),
+		reportHTML:     c.String("report-html"),
+		recordPath:     c.String("record"),
+		reportsDir:     c.String("reports-dir"),
 		readyFile:      c.String("ready-file"),
 		duration:       c.Duration("duration"),
 		ringbufBytes:   c.Int("ringbuf-size"),
@@ -91,6 +103,8 @@ func optionsFrom(c *cli.Context) (sessionOptions, error) {
 		if o.cfg, err = config.Load(path); err != nil {
 			return o, usageErr("%v", err)
 		}
+		text, _ := os.ReadFile(path)
+		o.cfgPath, o.cfgText = path, string(text)
 	}
 	switch {
 	case o.keepOps < 1 || o.keepOps > 100000:

@@ -56,6 +56,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			newAttachCommand(),
 			newRunCommand(),
+			newReportCommand(),
 			newVersionCommand(),
 			newLaunchCommand(),
 		},

@@ -187,7 +187,8 @@ func TestReferenceService(t *testing.T) {
 	}
 	load(300) // warm up: the V8 heap and malloc arenas reach their working size
 
-	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h",
+	recording := filepath.Join(t.TempDir(), "trace.mdrec")
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h", "--record", recording,
 		"--config", filepath.Join(repoRoot, "examples", "classic-categories.yaml"))
 	pc := client(1)
 	var s0, s1 serviceStats
@@ -258,6 +259,43 @@ func TestReferenceService(t *testing.T) {
 	if !strings.Contains(string(log), "PRIMARY CULPRIT") || !strings.Contains(string(log), "gun_sync: ") {
 		t.Errorf("the log lacks the culprit summary:\n%s", log)
 	}
+
+	// The recording rebuilds the same report, without root.
+	live, _ := os.ReadFile(r.report)
+	copyDir, err := os.MkdirTemp("", "memdiag-replay-") // t.TempDir's parent is root's, 0700
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(copyDir) })
+	os.Chmod(copyDir, 0o755)
+	copied := filepath.Join(copyDir, "trace.mdrec")
+	data, err := os.ReadFile(recording)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(copied, data, 0o644)
+	replayed, err := runAs(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "report", "--format", "json", copied)
+	if err != nil {
+		t.Fatalf("memdiag report as nobody: %v", err)
+	}
+	if string(replayed) != string(live) {
+		t.Errorf("memdiag report of the recording differs from the live report:\nlive:   %.300s\nreplay: %.300s", live, replayed)
+	}
+}
+
+// runAs runs memdiag as cred and returns its stdout.
+func runAs(t *testing.T, cred *syscall.Credential, args ...string) ([]byte, error) {
+	t.Helper()
+	cmd := exec.Command(memdiagBin, args...)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%v: %s", err, stderr.String())
+	}
+	return out, nil
 }
 
 // TestConcurrentConnections: 64 keep-alive connections interleave two

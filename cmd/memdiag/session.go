@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/memdiag/memdiag/attribution"
 	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/record"
 	"github.com/memdiag/memdiag/report"
 	"github.com/memdiag/memdiag/tracer"
 )
@@ -30,6 +36,7 @@ type session struct {
 	lastGrowth   int64
 	lastExternal int64
 	tlsHinted    bool
+	rec          *record.Writer // --record, or nil
 	// learn holds processes that exec'd and whose C library memdiag has
 	// not found yet: pid -> flushes left to look.
 	learn map[uint32]int
@@ -38,7 +45,7 @@ type session struct {
 // checkOutputs refuses, before anything is traced, outputs that could not
 // be written at the end.
 func checkOutputs(o sessionOptions) error {
-	for _, p := range []string{o.reportJSON, o.readyFile} {
+	for _, p := range []string{o.reportJSON, o.reportHTML, o.recordPath, o.readyFile} {
 		if p == "" {
 			continue
 		}
@@ -57,6 +64,9 @@ func (s *session) start() error {
 		fmt.Fprintln(os.Stderr, warn)
 	}
 	s.log.Init(s.target, s.base)
+	if err := s.startRecording(); err != nil {
+		return err
+	}
 	s.lastPeriodic = s.started
 	if s.opts.readyFile != "" {
 		if err := report.WriteNew(s.opts.readyFile, []byte(fmt.Sprintf("%d\n", os.Getpid()))); err != nil {
@@ -80,6 +90,9 @@ func (s *session) loop(ctx context.Context, done <-chan struct{}) string {
 		timeout = t.C
 	}
 	events := s.tr.Events()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	for {
 		select {
 		case ev, ok := <-events:
@@ -87,7 +100,7 @@ func (s *session) loop(ctx context.Context, done <-chan struct{}) string {
 				events = nil
 				continue
 			}
-			s.acct.Apply(ev)
+			s.consume(ev)
 			if ex, ok := ev.(*event.Exec); ok {
 				s.execd(ex)
 			}
@@ -104,6 +117,8 @@ func (s *session) loop(ctx context.Context, done <-chan struct{}) string {
 			return fmt.Sprintf("--duration %s reached", s.opts.duration)
 		case <-done:
 			return "the target exited"
+		case <-usr1:
+			s.reportNow()
 		case <-ctx.Done():
 			return "signal"
 		}
@@ -146,7 +161,56 @@ func (s *session) learnPending() {
 	}
 }
 
+// consume records one event and applies it to the account.
+func (s *session) consume(ev event.Event) {
+	s.record(ev)
+	s.acct.Apply(ev)
+}
+
+// record writes an event to the recording; a failed write stops the
+// recording (tracing goes on) with one log line.
+func (s *session) record(ev event.Event) {
+	if s.rec == nil {
+		return
+	}
+	if err := s.rec.Write(ev); err != nil {
+		s.log.Printf("ERROR", "recording stopped: %v", err)
+		s.rec.Close(record.Trailer{EndedAt: time.Now(), Reason: "recording failed: " + err.Error()})
+		s.rec = nil
+	}
+}
+
+// reportNow writes the current full report to the log and to the reports
+// directory (SIGUSR1), as the classic generateReport did.
+func (s *session) reportNow() {
+	r := report.Build(s.acct.Summary(), s.base, s.target, "memdiag "+version)
+	for _, line := range strings.Split(strings.TrimRight(string(r.Text()), "\n"), "\n") {
+		s.log.Printf("REPORT", "%s", line)
+	}
+	stamp := time.Now().UTC().Format("20060102-150405.000")
+	base := filepath.Join(s.opts.reportsDir, fmt.Sprintf("memdiag-%d-%s", s.target.PID, stamp))
+	var errs []error
+	if data, err := r.JSON(); err == nil {
+		errs = append(errs, report.WriteNew(base+".json", data))
+	}
+	if data, err := r.HTML(); err == nil {
+		errs = append(errs, report.WriteNew(base+".html", data))
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.log.Printf("ERROR", "writing the report on SIGUSR1: %v", err)
+		return
+	}
+	s.log.Printf("REPORT", "written to %s.json and %s.html", base, base)
+}
+
 func (s *session) apply(snap *event.Snapshot) {
+	s.record(snap)
+	if s.rec != nil {
+		if err := s.rec.Flush(); err != nil {
+			s.log.Printf("ERROR", "recording stopped: %v", err)
+			s.rec = nil
+		}
+	}
 	s.acct.Apply(snap)
 	if keys, pids := s.acct.Retired(); len(keys)+len(pids) > 0 {
 		if err := s.tr.Forget(keys, pids); err != nil {
@@ -185,7 +249,7 @@ func (s *session) periodic() {
 func (s *session) finish(why string) error {
 	stopErr := s.tr.Stop()
 	for ev := range s.tr.Events() {
-		s.acct.Apply(ev)
+		s.consume(ev)
 	}
 	snap, snapErr := s.tr.Snapshot()
 	if snapErr == nil {
@@ -199,17 +263,27 @@ func (s *session) finish(why string) error {
 	}
 	s.log.Summary(sum, "final")
 	s.log.Final(r, sum, why)
+	if s.rec != nil {
+		if err := s.rec.Close(record.Trailer{EndedAt: sum.End, Reason: why}); err != nil {
+			s.log.Printf("ERROR", "closing the recording: %v", err)
+		} else {
+			s.log.Printf("REPORT", "recording written to %s (memdiag report %s)", s.opts.recordPath, s.opts.recordPath)
+		}
+	}
 	var writeErr error
-	if s.opts.reportJSON != "" {
-		data, err := r.JSON()
+	for _, out := range []struct{ path, format string }{{s.opts.reportJSON, "json"}, {s.opts.reportHTML, "html"}} {
+		if out.path == "" {
+			continue
+		}
+		data, err := render(r, out.format)
 		if err == nil {
-			err = report.WriteNew(s.opts.reportJSON, data)
+			err = report.WriteNew(out.path, data)
 		}
 		if err != nil {
-			writeErr = fmt.Errorf("writing the JSON report: %w", err)
+			writeErr = fmt.Errorf("writing the %s report: %w", strings.ToUpper(out.format), err)
 			s.log.Printf("ERROR", "%v", writeErr)
 		} else {
-			s.log.Printf("REPORT", "JSON report written to %s", s.opts.reportJSON)
+			s.log.Printf("REPORT", "%s report written to %s", strings.ToUpper(out.format), out.path)
 		}
 	}
 	s.log.Close()

@@ -1,0 +1,90 @@
+package report
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+)
+
+// Text renders the report for a terminal or a log: baseline, current,
+// growth, the culprit, a table of categories, their top ops, and health.
+func (r *Report) Text() []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "memdiag report: pid %d (%s, %s)", r.Target.PID, r.Target.Comm, r.Target.Mode)
+	if r.Target.Exe != "" {
+		fmt.Fprintf(&b, " %s", r.Target.Exe)
+	}
+	fmt.Fprintf(&b, "\n%s -> %s (%.0fs)", r.StartedAt.UTC().Format("2006-01-02 15:04:05"), r.EndedAt.UTC().Format("15:04:05"), r.DurationSec)
+	if r.Target.Exited {
+		b.WriteString(", the target exited")
+	}
+	b.WriteString("\n\n")
+
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "memory\tRSS\tanon\tfile\tshmem\t\n")
+	fmt.Fprintf(tw, "baseline\t%s\t%s\t%s\t%s\t\n", MB(r.Baseline.RSS, false), MB(r.Baseline.Anon, false), MB(r.Baseline.File, false), MB(r.Baseline.Shmem, false))
+	fmt.Fprintf(tw, "current\t%s\t%s\t%s\t%s\t\n", MB(r.Final.RSS, false), MB(r.Final.Anon, false), MB(r.Final.File, false), MB(r.Final.Shmem, false))
+	fmt.Fprintf(tw, "growth\t%s\t%s\t%s\t%s\t\n", MB(r.Growth.RSS, true), MB(r.Growth.Anon, true), MB(r.Growth.File, true), MB(r.Growth.Shmem, true))
+	fmt.Fprintf(tw, "peak\t%s\t\t\t\t\n", MB(r.Peak.RSS, false))
+	tw.Flush()
+	fmt.Fprintf(&b, "\nexternal (%s): %s growth; retained by operations: %s\n", r.External.Mode, MB(r.Growth.External, true), MB(r.Growth.Retained, true))
+
+	if r.Culprit != nil {
+		measure := map[string]string{"retained": "retained bytes", "rss": "growth"}[r.CulpritBy]
+		label := "Largest grower"
+		if r.CulpritShare >= 0.5 {
+			label = "PRIMARY CULPRIT"
+		}
+		fmt.Fprintf(&b, "\n%s: %s (%.0f%% of operation %s)\n", label, *r.Culprit, r.CulpritShare*100, measure)
+	} else {
+		b.WriteString("\nNo operation grew.\n")
+	}
+
+	b.WriteString("\n")
+	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "category\tkind\tops\tRSS\tavg/op\texternal\tretained\t\n")
+	for _, c := range r.Categories {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", oneLine(c.Name), c.Kind, c.Ops, Size(c.RSSBytes), Size(c.AvgRSSBytesPerOp), Size(c.ExternalBytes), Size(c.RetainedBytes))
+	}
+	tw.Flush()
+
+	top := false
+	for _, c := range r.Categories {
+		if len(c.TopOps) == 0 {
+			continue
+		}
+		if !top {
+			b.WriteString("\ntop ops\n")
+			top = true
+		}
+		fmt.Fprintf(&b, "  %s:\n", oneLine(c.Name))
+		for _, o := range c.TopOps {
+			name := oneLine(o.Name)
+			if o.Ops > 1 {
+				name = fmt.Sprintf("cycle of %d calls, first %s", o.Ops, name)
+			}
+			fmt.Fprintf(&b, "    %s %s: RSS %s, external %s\n", name, oneLine(o.Detail), Size(o.RSSBytes), Size(o.ExternalBytes))
+		}
+	}
+
+	h := r.Health
+	fmt.Fprintf(&b, "\nhealth: %d lost events, %d unattributed bytes", r.LostEvents, r.UnattributedBytes)
+	if n := h.BucketOverflow + h.MMOverflow + h.TargetOverflow + h.PendingOverflow + h.SocketOverflow + h.ThreadOverflow + h.RegionOverflow + h.OutstandingOverflow + h.DroppedEvents; n > 0 || h.OpsEvicted > 0 {
+		fmt.Fprintf(&b, ", tables overflowed (see the JSON report's health)")
+	}
+	b.WriteString("\n")
+	for _, m := range r.Markers {
+		fmt.Fprintf(&b, "%s %s: %s\n", m.Time.UTC().Format("15:04:05"), m.Kind, oneLine(m.Label))
+	}
+	return []byte(b.String())
+}
+
+// oneLine keeps names from the network on one line.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
