@@ -2,6 +2,7 @@ package attribution
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"time"
 
@@ -15,12 +16,13 @@ const retireAfter = 2
 
 // Process is what the account knows about one traced process.
 type Process struct {
-	PID      uint32
-	Parent   uint32 // 0 for a target given by the user
-	Comm     string
-	Exe      string // last exec'd file, when seen
-	Exited   bool
-	ExitCode int32
+	PID       uint32
+	Parent    uint32 // 0 for a target given by the user
+	Comm      string
+	Exe       string // last exec'd file, when seen
+	Exited    bool
+	ExitCode  int32
+	OOMKilled bool // the OOM killer chose it
 	// Peak is the highest resident memory the kernel reported for this
 	// process, counting each counter from its first change after attach.
 	Peak      int64
@@ -57,7 +59,17 @@ type Account struct {
 	evicted   int // open ops ended early because the table was full
 	tlsSeen   bool
 	tl        timeline
-	abLive    int64 // exact mode: live ArrayBuffer bytes at the last snapshot
+	markers   []event.Marker // bounded: maxMarkers
+	abLive    int64          // exact mode: live ArrayBuffer bytes at the last snapshot
+}
+
+// maxMarkers bounds the markers kept for the timeline.
+const maxMarkers = 1000
+
+func (a *Account) marker(m event.Marker) {
+	if len(a.markers) < maxMarkers {
+		a.markers = append(a.markers, m)
+	}
 }
 
 // nameKey groups buckets in reports: per process, per bucket name.
@@ -145,6 +157,12 @@ func (a *Account) Apply(ev event.Event) {
 		}
 	case *event.TLSSeen:
 		a.tlsSeen = true
+	case *event.OOM:
+		p := a.process(e.PID)
+		p.OOMKilled = true
+		a.marker(event.Marker{Header: e.Header, Kind: "oom", Label: fmt.Sprintf("the OOM killer chose pid %d (anon %d MiB)", e.PID, e.AnonRSS>>20)})
+	case *event.Marker:
+		a.marker(*e)
 	case *event.Snapshot:
 		a.snapshot(e)
 	}
@@ -391,7 +409,9 @@ type Summary struct {
 	TLSSeen      bool // a served socket carried TLS
 	// Timeline is the growth over time, one point per snapshot (thinned
 	// evenly to a bounded number).
-	Timeline  []TimelinePoint
+	Timeline []TimelinePoint
+	// Markers are thresholds crossed, dumps and OOM kills, in order.
+	Markers   []event.Marker
 	Current   int64 // resident memory of all traced processes, as last reported
 	GroupPeak int64 // highest resident memory of all traced processes together
 	Stats     event.Stats
@@ -409,6 +429,7 @@ func (s *Summary) Unattributed() int64 {
 func (a *Account) Summary() *Summary {
 	s := a.summaryNoTimeline()
 	s.Timeline = slices.Clone(a.tl.points)
+	s.Markers = slices.Clone(a.markers)
 	return s
 }
 

@@ -103,6 +103,17 @@ struct tp_task_rename {
 	s16 oom_score_adj;
 };
 
+/* /sys/kernel/tracing/events/oom/mark_victim/format */
+struct tp_mark_victim {
+	u64 common;
+	s32 pid;
+	u32 comm_loc;
+	u64 total_vm;
+	u64 anon_rss;
+	u64 file_rss;
+	u64 shmem_rss;
+};
+
 /* x86_64 struct pt_regs, the context of a uprobe program: a fixed ABI. */
 struct pt_regs_x86 {
 	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;

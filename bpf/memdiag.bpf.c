@@ -49,6 +49,10 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by `memdiag run`: the launcher process whose exec makes it a target. */
 volatile const u32 launcher_tgid = 0;
 
+/* Bytes of RSS growth between two user-stack samples (0: no sampling).
+ * Set when dumps are on: their pprof profile is growth by user stack. */
+volatile const u64 stack_sample_bytes = 0;
+
 /* tgid (or tid of a traced thread, until it exits) -> struct target.
  * 8192: far more processes and threads than one service has. */
 struct {
@@ -191,6 +195,43 @@ struct {
 	__type(key, u32);
 	__type(value, s64);
 } ab_live SEC(".maps");
+
+/* [0] -> the cgroup (v2) being traced (--container, --cgroup): a process
+ * that execs or forks in it, or below it, becomes a target. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u32);
+} target_cgroup SEC(".maps");
+
+/* Set when target_cgroup holds a cgroup. */
+volatile const u32 follow_cgroup = 0;
+
+/* Stack id -> user return addresses (STACK_DEPTH of them), for dumps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 8192);
+	__uint(key_size, sizeof(u32));
+	__uint(value_size, STACK_DEPTH * sizeof(u64));
+} stacks SEC(".maps");
+
+/* struct stack_key -> struct stack_growth: RSS growth per user stack,
+ * one sample every stack_sample_bytes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct stack_key);
+	__type(value, struct stack_growth);
+} stack_growths SEC(".maps");
+
+/* [0] -> bytes of RSS growth since this CPU's last stack sample. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, s64);
+} sample_acc SEC(".maps");
 
 /* [0] -> the last op id handed out. */
 struct {
@@ -397,6 +438,35 @@ static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
 
 static __always_inline u32 fault_class(u32 tgid, u32 tid);
 
+/* Every stack_sample_bytes of growth on a CPU, charges them to the user
+ * stack of the thread that crossed the mark. */
+static __always_inline void sample_stack(void *ctx, u32 tgid, s64 delta)
+{
+	u32 zero = 0;
+	s64 *acc = bpf_map_lookup_elem(&sample_acc, &zero);
+	if (!acc)
+		return;
+	*acc += delta;
+	if (*acc < (s64)stack_sample_bytes)
+		return;
+	s64 bytes = *acc;
+	*acc = 0;
+	struct stack_key k = { .tgid = tgid };
+	k.stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	if (k.stack_id < 0)
+		return;
+	struct stack_growth *g = bpf_map_lookup_elem(&stack_growths, &k);
+	if (!g) {
+		struct stack_growth fresh = {};
+		bpf_map_update_elem(&stack_growths, &k, &fresh, BPF_NOEXIST);
+		g = bpf_map_lookup_elem(&stack_growths, &k);
+		if (!g)
+			return;
+	}
+	__sync_fetch_and_add(&g->bytes, bytes);
+	__sync_fetch_and_add(&g->samples, 1);
+}
+
 SEC("tracepoint/kmem/rss_stat")
 int on_rss_stat(struct tp_rss_stat *ctx)
 {
@@ -483,6 +553,8 @@ int on_rss_stat(struct tp_rss_stat *ctx)
 			key = rel->owner;
 	}
 	charge_rss(&key, member, delta);
+	if (stack_sample_bytes && ctx->curr && delta > 0 && member != RSS_SWAP)
+		sample_stack(ctx, tgid, delta);
 	if (external) {
 		struct counters *c = bucket(&key);
 		if (c)
@@ -1054,7 +1126,10 @@ int on_exec(struct tp_sched_exec *ctx)
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
 	if (!current_target(tgid)) {
-		if (!launcher_tgid || tgid != launcher_tgid)
+		/* The run launcher, or a process started in the traced cgroup
+		 * (docker exec, a new worker): it is a target from its exec. */
+		int in_cgroup = follow_cgroup && bpf_current_task_under_cgroup(&target_cgroup, 0) == 1;
+		if (!in_cgroup && (!launcher_tgid || tgid != launcher_tgid))
 			return 0;
 		struct target t = { .state = TS_EXECED };
 		if (bpf_map_update_elem(&targets, &tgid, &t, BPF_NOEXIST) == -E2BIG)
@@ -1659,6 +1734,24 @@ int on_exit_poll(struct tp_sys_exit *ctx) { return poll_done(); }
 SEC("tracepoint/syscalls/sys_exit_ppoll")
 int on_exit_ppoll(struct tp_sys_exit *ctx) { return poll_done(); }
 
+SEC("tracepoint/oom/mark_victim")
+int on_oom(struct tp_mark_victim *ctx)
+{
+	u32 victim = ctx->pid;
+	struct target *t = bpf_map_lookup_elem(&targets, &victim);
+	if (!t)
+		return 0;
+	struct oom_event *e = event_reserve(sizeof(*e), EV_OOM, victim, victim);
+	if (!e)
+		return 0;
+	e->anon_rss = ctx->anon_rss;
+	e->file_rss = ctx->file_rss;
+	e->shmem_rss = ctx->shmem_rss;
+	e->total_vm = ctx->total_vm;
+	submit(e);
+	return 0;
+}
+
 /* Keeps the record layouts in BTF so bpf2go emits their Go mirrors. */
 const struct event_hdr *unused_event_hdr __attribute__((unused));
 const struct fork_event *unused_fork_event __attribute__((unused));
@@ -1673,3 +1766,6 @@ const struct region_key *unused_region_key __attribute__((unused));
 const struct libc_range *unused_libc_range __attribute__((unused));
 const struct ab_key *unused_ab_key __attribute__((unused));
 const struct ab_alloc *unused_ab_alloc __attribute__((unused));
+const struct oom_event *unused_oom_event __attribute__((unused));
+const struct stack_key *unused_stack_key __attribute__((unused));
+const struct stack_growth *unused_stack_growth __attribute__((unused));

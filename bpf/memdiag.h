@@ -21,7 +21,10 @@ enum event_kind {
 	EV_OP_BEGIN = 4, /* an operation began: a request read, an outbound call written */
 	EV_OP_END = 5,   /* an operation ended: next request on its socket, or close */
 	EV_TLS_SEEN = 6, /* a served socket carries TLS (once per process) */
+	EV_OOM = 7,      /* the OOM killer chose a target */
 };
+
+
 
 /* Every ring buffer record starts with this header. */
 struct event_hdr {
@@ -31,6 +34,27 @@ struct event_hdr {
 	u32 pid;      /* thread group id of the acting task */
 	u32 tid;      /* thread id of the acting task */
 };
+
+struct oom_event {
+	struct event_hdr hdr; /* pid: the victim's tgid */
+	u64 anon_rss;         /* pages, as the OOM killer saw them */
+	u64 file_rss;
+	u64 shmem_rss;
+	u64 total_vm;
+};
+
+/* Key of the stack_growth map: user stacks of RSS growth, sampled. */
+struct stack_key {
+	u32 tgid;
+	s32 stack_id; /* in the stacks map */
+};
+
+struct stack_growth {
+	s64 bytes;
+	u64 samples;
+};
+
+#define STACK_DEPTH 64
 
 struct fork_event {
 	struct event_hdr hdr;

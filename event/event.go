@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// Event is one of *Fork, *Exec, *Exit, *OpBegin, *OpEnd, *TLSSeen or
-// *Snapshot.
+// Event is one of *Fork, *Exec, *Exit, *OpBegin, *OpEnd, *TLSSeen, *OOM,
+// *Marker or *Snapshot.
 type Event interface {
 	// When is the time the event happened (wall clock).
 	When() time.Time
@@ -97,6 +97,22 @@ type OpEnd struct {
 // cannot be named from the syscalls alone.
 type TLSSeen struct {
 	Header
+}
+
+// OOM says the kernel's OOM killer chose a traced process (PID).
+type OOM struct {
+	Header
+	AnonRSS  int64 // bytes, as the OOM killer saw them
+	FileRSS  int64
+	ShmemRSS int64
+}
+
+// Marker is something the session did that reports show on the timeline:
+// a threshold crossed, a dump taken or refused.
+type Marker struct {
+	Header
+	Kind  string // "threshold", "dump", "oom"
+	Label string
 }
 
 // RSS members, the kernel's MM_* counters, indexes of Counters.RSS.

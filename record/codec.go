@@ -142,6 +142,19 @@ func (e *encoder) appendEvent(b []byte, ev event.Event) (byte, []byte, error) {
 	case *event.Snapshot:
 		b, err = e.appendSnapshot(b, ev)
 		return kindSnapshot, b, err
+	case *event.OOM:
+		if b, err = e.appendHeader(b, ev.Header); err != nil {
+			return 0, b, err
+		}
+		b = binary.AppendVarint(b, ev.AnonRSS)
+		b = binary.AppendVarint(b, ev.FileRSS)
+		return kindOOM, binary.AppendVarint(b, ev.ShmemRSS), nil
+	case *event.Marker:
+		if b, err = e.appendHeader(b, ev.Header); err != nil {
+			return 0, b, err
+		}
+		b = appendString(b, ev.Kind)
+		return kindMarker, appendString(b, ev.Label), nil
 	case nil:
 		return 0, b, errors.New("recording a nil event")
 	}
@@ -443,6 +456,14 @@ func (e *eventDecoder) decode(kind byte, payload []byte) (event.Event, error) {
 		ev = &event.TLSSeen{Header: e.header(d)}
 	case kindSnapshot:
 		ev = e.snapshot(d)
+	case kindOOM:
+		o := &event.OOM{Header: e.header(d)}
+		o.AnonRSS, o.FileRSS, o.ShmemRSS = d.varint(), d.varint(), d.varint()
+		ev = o
+	case kindMarker:
+		m := &event.Marker{Header: e.header(d)}
+		m.Kind, m.Label = d.string(), d.string()
+		ev = m
 	default:
 		return nil, fmt.Errorf("frame kind %#x is not an event", kind)
 	}
@@ -599,6 +620,10 @@ func kindName(kind byte) string {
 		return "tls-seen"
 	case kindSnapshot:
 		return "snapshot"
+	case kindOOM:
+		return "oom"
+	case kindMarker:
+		return "marker"
 	}
 	return fmt.Sprintf("kind %#x", kind)
 }

@@ -61,6 +61,8 @@
 //	0x14 op-end    event.OpEnd
 //	0x15 tls-seen  event.TLSSeen
 //	0x16 snapshot  event.Snapshot
+//	0x17 oom       event.OOM: header, anon_rss, file_rss, shmem_rss (varints)
+//	0x18 marker    event.Marker: header, kind, label (strings)
 //
 // A reader skips a frame of any other kind (its CRC still checked), so a
 // new kind may only carry what an older reader can do without; anything
@@ -75,7 +77,7 @@
 //
 // # Event payloads
 //
-// Two pieces of state run through the event frames (0x10–0x16, in file
+// Two pieces of state run through the event frames (0x10–0x18, in file
 // order), kept alike by writer and reader; no other frame touches them:
 //
 //   - the clock, in nanoseconds since the Unix epoch, 0 at the start. A

@@ -39,6 +39,8 @@ const (
 	kindOpEnd    byte = 0x14
 	kindTLSSeen  byte = 0x15
 	kindSnapshot byte = 0x16
+	kindOOM      byte = 0x17
+	kindMarker   byte = 0x18
 )
 
 // castagnoli is the CRC-32C table frames are checked with.

@@ -39,12 +39,15 @@ type Baseline struct {
 
 // Target names the traced process.
 type Target struct {
-	PID      uint32 `json:"pid"`
-	Comm     string `json:"comm"`
-	Exe      string `json:"exe,omitempty"`
-	Mode     string `json:"mode"` // "attach" or "run"
-	Exited   bool   `json:"exited"`
-	ExitCode *int   `json:"exit_code,omitempty"` // exit status when it exited
+	PID       uint32 `json:"pid"`
+	Comm      string `json:"comm"`
+	Exe       string `json:"exe,omitempty"`
+	Mode      string `json:"mode"`                // "attach" or "run"
+	Container string `json:"container,omitempty"` // container id, when attached with --container or --in-container
+	Cgroup    string `json:"cgroup,omitempty"`    // cgroup v2 directory followed for new processes
+	Exited    bool   `json:"exited"`
+	ExitCode  *int   `json:"exit_code,omitempty"` // exit status when it exited
+	OOMKilled bool   `json:"oom_killed"`          // the kernel's OOM killer chose it
 }
 
 // BucketJSON is one account of the report.
@@ -193,6 +196,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 	}
 	if sum.Main != nil {
 		r.Target.Exited = sum.Main.Exited
+		r.Target.OOMKilled = sum.Main.OOMKilled
 		if sum.Main.Exited {
 			code := int(sum.Main.ExitCode)
 			r.Target.ExitCode = &code
@@ -295,6 +299,9 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 		r.Timeline = append(r.Timeline, TimelineJSON{Time: p.Time, RSSBytes: p.Resident, ExternalBytes: p.External, Categories: p.ByCat})
 	}
 	r.Markers = []MarkerJSON{}
+	for _, m := range sum.Markers {
+		r.Markers = append(r.Markers, MarkerJSON{Time: m.Time, Kind: m.Kind, Label: m.Label})
+	}
 	if sum.Culprit != "" {
 		culprit := sum.Culprit
 		r.Culprit, r.CulpritShare = &culprit, sum.CulpritShare

@@ -27,6 +27,7 @@ const (
 	kindOpBegin = 4
 	kindOpEnd   = 5
 	kindTLSSeen = 6
+	kindOOM     = 7
 )
 
 // Sizes of the kernel's records, from their Go mirrors.
@@ -37,6 +38,7 @@ var (
 	exitSize  = binary.Size(memdiagExitEvent{})
 	beginSize = binary.Size(memdiagOpBeginEvent{})
 	endSize   = binary.Size(memdiagOpEndEvent{})
+	oomSize   = binary.Size(memdiagOomEvent{})
 )
 
 // Clock turns the kernel's CLOCK_MONOTONIC nanoseconds into wall time.
@@ -110,6 +112,13 @@ func decode(raw []byte, clock Clock, opts httpreq.Options) (event.Event, error) 
 		return end, nil
 	case kindTLSSeen:
 		return &event.TLSSeen{Header: hdr}, nil
+	case kindOOM:
+		var e memdiagOomEvent
+		if err := decodeFixed(raw, oomSize, &e, "oom"); err != nil {
+			return nil, err
+		}
+		const page = 4096
+		return &event.OOM{Header: hdr, AnonRSS: int64(e.AnonRss) * page, FileRSS: int64(e.FileRss) * page, ShmemRSS: int64(e.ShmemRss) * page}, nil
 	}
 	return nil, fmt.Errorf("record kind %d: %w", h.Kind, ErrUnknownKind)
 }

@@ -111,6 +111,15 @@ type memdiagMmState struct {
 	Seen  uint32
 }
 
+type memdiagOomEvent struct {
+	_        structs.HostLayout
+	Hdr      memdiagEventHdr
+	AnonRss  uint64
+	FileRss  uint64
+	ShmemRss uint64
+	TotalVm  uint64
+}
+
 type memdiagOpBeginEvent struct {
 	_       structs.HostLayout
 	Hdr     memdiagEventHdr
@@ -180,6 +189,18 @@ type memdiagSockKey struct {
 	Fd   int32
 }
 
+type memdiagStackGrowth struct {
+	_       structs.HostLayout
+	Bytes   int64
+	Samples uint64
+}
+
+type memdiagStackKey struct {
+	_       structs.HostLayout
+	Tgid    uint32
+	StackId int32
+}
+
 type memdiagTarget struct {
 	_         structs.HostLayout
 	State     uint32
@@ -212,8 +233,12 @@ const (
 	memdiagMapPending            = "pending"
 	memdiagMapRegions            = "regions"
 	memdiagMapReleasing          = "releasing"
+	memdiagMapSampleAcc          = "sample_acc"
 	memdiagMapSockets            = "sockets"
+	memdiagMapStackGrowths       = "stack_growths"
+	memdiagMapStacks             = "stacks"
 	memdiagMapStats              = "stats"
+	memdiagMapTargetCgroup       = "target_cgroup"
 	memdiagMapTargets            = "targets"
 	memdiagMapThreadStates       = "thread_states"
 	memdiagMapTlsReads           = "tls_reads"
@@ -266,10 +291,13 @@ const (
 	memdiagProgOnExitWritev      = "on_exit_writev"
 	memdiagProgOnFork            = "on_fork"
 	memdiagProgOnLlhttpExecute   = "on_llhttp_execute"
+	memdiagProgOnOom             = "on_oom"
 	memdiagProgOnPageFault       = "on_page_fault"
 	memdiagProgOnRename          = "on_rename"
 	memdiagProgOnRssStat         = "on_rss_stat"
+	memdiagVarFollowCgroup       = "follow_cgroup"
 	memdiagVarLauncherTgid       = "launcher_tgid"
+	memdiagVarStackSampleBytes   = "stack_sample_bytes"
 	memdiagVarUnusedAbAlloc      = "unused_ab_alloc"
 	memdiagVarUnusedAbKey        = "unused_ab_key"
 	memdiagVarUnusedEventHdr     = "unused_event_hdr"
@@ -277,11 +305,14 @@ const (
 	memdiagVarUnusedExitEvent    = "unused_exit_event"
 	memdiagVarUnusedForkEvent    = "unused_fork_event"
 	memdiagVarUnusedLibcRange    = "unused_libc_range"
+	memdiagVarUnusedOomEvent     = "unused_oom_event"
 	memdiagVarUnusedOpBeginEvent = "unused_op_begin_event"
 	memdiagVarUnusedOpEndEvent   = "unused_op_end_event"
 	memdiagVarUnusedRegion       = "unused_region"
 	memdiagVarUnusedRegionKey    = "unused_region_key"
 	memdiagVarUnusedSockInfo     = "unused_sock_info"
+	memdiagVarUnusedStackGrowth  = "unused_stack_growth"
+	memdiagVarUnusedStackKey     = "unused_stack_key"
 	memdiagVarUnusedThreadState  = "unused_thread_state"
 )
 
@@ -375,6 +406,7 @@ type memdiagProgramSpecs struct {
 	OnExitWritev      *ebpf.ProgramSpec `ebpf:"on_exit_writev"`
 	OnFork            *ebpf.ProgramSpec `ebpf:"on_fork"`
 	OnLlhttpExecute   *ebpf.ProgramSpec `ebpf:"on_llhttp_execute"`
+	OnOom             *ebpf.ProgramSpec `ebpf:"on_oom"`
 	OnPageFault       *ebpf.ProgramSpec `ebpf:"on_page_fault"`
 	OnRename          *ebpf.ProgramSpec `ebpf:"on_rename"`
 	OnRssStat         *ebpf.ProgramSpec `ebpf:"on_rss_stat"`
@@ -397,8 +429,12 @@ type memdiagMapSpecs struct {
 	Pending      *ebpf.MapSpec `ebpf:"pending"`
 	Regions      *ebpf.MapSpec `ebpf:"regions"`
 	Releasing    *ebpf.MapSpec `ebpf:"releasing"`
+	SampleAcc    *ebpf.MapSpec `ebpf:"sample_acc"`
 	Sockets      *ebpf.MapSpec `ebpf:"sockets"`
+	StackGrowths *ebpf.MapSpec `ebpf:"stack_growths"`
+	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	TargetCgroup *ebpf.MapSpec `ebpf:"target_cgroup"`
 	Targets      *ebpf.MapSpec `ebpf:"targets"`
 	ThreadStates *ebpf.MapSpec `ebpf:"thread_states"`
 	TlsReads     *ebpf.MapSpec `ebpf:"tls_reads"`
@@ -409,7 +445,9 @@ type memdiagMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type memdiagVariableSpecs struct {
+	FollowCgroup       *ebpf.VariableSpec `ebpf:"follow_cgroup"`
 	LauncherTgid       *ebpf.VariableSpec `ebpf:"launcher_tgid"`
+	StackSampleBytes   *ebpf.VariableSpec `ebpf:"stack_sample_bytes"`
 	UnusedAbAlloc      *ebpf.VariableSpec `ebpf:"unused_ab_alloc"`
 	UnusedAbKey        *ebpf.VariableSpec `ebpf:"unused_ab_key"`
 	UnusedEventHdr     *ebpf.VariableSpec `ebpf:"unused_event_hdr"`
@@ -417,11 +455,14 @@ type memdiagVariableSpecs struct {
 	UnusedExitEvent    *ebpf.VariableSpec `ebpf:"unused_exit_event"`
 	UnusedForkEvent    *ebpf.VariableSpec `ebpf:"unused_fork_event"`
 	UnusedLibcRange    *ebpf.VariableSpec `ebpf:"unused_libc_range"`
+	UnusedOomEvent     *ebpf.VariableSpec `ebpf:"unused_oom_event"`
 	UnusedOpBeginEvent *ebpf.VariableSpec `ebpf:"unused_op_begin_event"`
 	UnusedOpEndEvent   *ebpf.VariableSpec `ebpf:"unused_op_end_event"`
 	UnusedRegion       *ebpf.VariableSpec `ebpf:"unused_region"`
 	UnusedRegionKey    *ebpf.VariableSpec `ebpf:"unused_region_key"`
 	UnusedSockInfo     *ebpf.VariableSpec `ebpf:"unused_sock_info"`
+	UnusedStackGrowth  *ebpf.VariableSpec `ebpf:"unused_stack_growth"`
+	UnusedStackKey     *ebpf.VariableSpec `ebpf:"unused_stack_key"`
 	UnusedThreadState  *ebpf.VariableSpec `ebpf:"unused_thread_state"`
 }
 
@@ -458,8 +499,12 @@ type memdiagMaps struct {
 	Pending      *ebpf.Map `ebpf:"pending"`
 	Regions      *ebpf.Map `ebpf:"regions"`
 	Releasing    *ebpf.Map `ebpf:"releasing"`
+	SampleAcc    *ebpf.Map `ebpf:"sample_acc"`
 	Sockets      *ebpf.Map `ebpf:"sockets"`
+	StackGrowths *ebpf.Map `ebpf:"stack_growths"`
+	Stacks       *ebpf.Map `ebpf:"stacks"`
 	Stats        *ebpf.Map `ebpf:"stats"`
+	TargetCgroup *ebpf.Map `ebpf:"target_cgroup"`
 	Targets      *ebpf.Map `ebpf:"targets"`
 	ThreadStates *ebpf.Map `ebpf:"thread_states"`
 	TlsReads     *ebpf.Map `ebpf:"tls_reads"`
@@ -481,8 +526,12 @@ func (m *memdiagMaps) Close() error {
 		m.Pending,
 		m.Regions,
 		m.Releasing,
+		m.SampleAcc,
 		m.Sockets,
+		m.StackGrowths,
+		m.Stacks,
 		m.Stats,
+		m.TargetCgroup,
 		m.Targets,
 		m.ThreadStates,
 		m.TlsReads,
@@ -494,7 +543,9 @@ func (m *memdiagMaps) Close() error {
 //
 // It can be passed to loadMemdiagObjects or ebpf.CollectionSpec.LoadAndAssign.
 type memdiagVariables struct {
+	FollowCgroup       *ebpf.Variable `ebpf:"follow_cgroup"`
 	LauncherTgid       *ebpf.Variable `ebpf:"launcher_tgid"`
+	StackSampleBytes   *ebpf.Variable `ebpf:"stack_sample_bytes"`
 	UnusedAbAlloc      *ebpf.Variable `ebpf:"unused_ab_alloc"`
 	UnusedAbKey        *ebpf.Variable `ebpf:"unused_ab_key"`
 	UnusedEventHdr     *ebpf.Variable `ebpf:"unused_event_hdr"`
@@ -502,11 +553,14 @@ type memdiagVariables struct {
 	UnusedExitEvent    *ebpf.Variable `ebpf:"unused_exit_event"`
 	UnusedForkEvent    *ebpf.Variable `ebpf:"unused_fork_event"`
 	UnusedLibcRange    *ebpf.Variable `ebpf:"unused_libc_range"`
+	UnusedOomEvent     *ebpf.Variable `ebpf:"unused_oom_event"`
 	UnusedOpBeginEvent *ebpf.Variable `ebpf:"unused_op_begin_event"`
 	UnusedOpEndEvent   *ebpf.Variable `ebpf:"unused_op_end_event"`
 	UnusedRegion       *ebpf.Variable `ebpf:"unused_region"`
 	UnusedRegionKey    *ebpf.Variable `ebpf:"unused_region_key"`
 	UnusedSockInfo     *ebpf.Variable `ebpf:"unused_sock_info"`
+	UnusedStackGrowth  *ebpf.Variable `ebpf:"unused_stack_growth"`
+	UnusedStackKey     *ebpf.Variable `ebpf:"unused_stack_key"`
 	UnusedThreadState  *ebpf.Variable `ebpf:"unused_thread_state"`
 }
 
@@ -562,6 +616,7 @@ type memdiagPrograms struct {
 	OnExitWritev      *ebpf.Program `ebpf:"on_exit_writev"`
 	OnFork            *ebpf.Program `ebpf:"on_fork"`
 	OnLlhttpExecute   *ebpf.Program `ebpf:"on_llhttp_execute"`
+	OnOom             *ebpf.Program `ebpf:"on_oom"`
 	OnPageFault       *ebpf.Program `ebpf:"on_page_fault"`
 	OnRename          *ebpf.Program `ebpf:"on_rename"`
 	OnRssStat         *ebpf.Program `ebpf:"on_rss_stat"`
@@ -617,6 +672,7 @@ func (p *memdiagPrograms) Close() error {
 		p.OnExitWritev,
 		p.OnFork,
 		p.OnLlhttpExecute,
+		p.OnOom,
 		p.OnPageFault,
 		p.OnRename,
 		p.OnRssStat,

@@ -34,6 +34,12 @@ type Config struct {
 	// MaxOutstanding bounds the exact mode's table of live ArrayBuffers;
 	// 0 means 262144.
 	MaxOutstanding int
+	// Cgroup, when set, is the path of a cgroup v2 directory: processes
+	// that exec in it or below it become targets (--container, --cgroup).
+	Cgroup string
+	// StackSampleBytes samples the user stack of RSS growth every so many
+	// bytes, for dumps' profiles; 0 turns sampling off.
+	StackSampleBytes uint64
 	// KeepQueryValues keeps query-string values in request names (they
 	// are redacted by default: they carry tokens and personal data).
 	KeepQueryValues bool
@@ -95,6 +101,7 @@ var attachments = []attachment{
 	tp("sched", "sched_process_exec", func(o *memdiagObjects) *ebpf.Program { return o.OnExec }),
 	tp("sched", "sched_process_exit", func(o *memdiagObjects) *ebpf.Program { return o.OnExit }),
 	tp("task", "task_rename", func(o *memdiagObjects) *ebpf.Program { return o.OnRename }),
+	tp("oom", "mark_victim", func(o *memdiagObjects) *ebpf.Program { return o.OnOom }),
 	// Operations: requests, outbound calls, the event loop.
 	tp("syscalls", "sys_exit_accept4", func(o *memdiagObjects) *ebpf.Program { return o.OnExitAccept4 }),
 	tp("syscalls", "sys_exit_accept", func(o *memdiagObjects) *ebpf.Program { return o.OnExitAccept }),
@@ -172,6 +179,16 @@ func Open(cfg Config) (_ *Tracer, err error) {
 			return nil, fmt.Errorf("setting launcher_tgid: %w", err)
 		}
 	}
+	if cfg.Cgroup != "" {
+		if err := spec.Variables["follow_cgroup"].Set(uint32(1)); err != nil {
+			return nil, fmt.Errorf("setting follow_cgroup: %w", err)
+		}
+	}
+	if cfg.StackSampleBytes != 0 {
+		if err := spec.Variables["stack_sample_bytes"].Set(cfg.StackSampleBytes); err != nil {
+			return nil, fmt.Errorf("setting stack_sample_bytes: %w", err)
+		}
+	}
 	if cfg.RingbufBytes != 0 {
 		if cfg.RingbufBytes < unix.Getpagesize() || cfg.RingbufBytes&(cfg.RingbufBytes-1) != 0 {
 			return nil, fmt.Errorf("ring buffer size %d: want a power of two of at least %d bytes", cfg.RingbufBytes, unix.Getpagesize())
@@ -207,6 +224,17 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		}
 	}()
 
+	if cfg.Cgroup != "" {
+		dir, err := os.Open(cfg.Cgroup)
+		if err != nil {
+			return nil, fmt.Errorf("opening cgroup %s: %w", cfg.Cgroup, err)
+		}
+		err = t.objs.TargetCgroup.Update(uint32(0), uint32(dir.Fd()), ebpf.UpdateAny)
+		dir.Close()
+		if err != nil {
+			return nil, fmt.Errorf("following cgroup %s (it must be a cgroup v2 directory): %w", cfg.Cgroup, err)
+		}
+	}
 	overflow := memdiagBucketKey{Kind: uint32(event.BucketOverflow)}
 	if err := t.objs.Buckets.Update(&overflow, &memdiagCounters{}, ebpf.UpdateNoExist); err != nil {
 		return nil, fmt.Errorf("creating the overflow bucket: %w", err)
@@ -565,4 +593,47 @@ func (t *Tracer) AttachExact(pid int, path string) error {
 		t.links = append(t.links, l)
 	}
 	return nil
+}
+
+// StackSample is the RSS growth the kernel charged to one user stack.
+type StackSample struct {
+	PID     uint32
+	Stack   []uint64 // user return addresses, leaf first
+	Bytes   int64
+	Samples uint64
+}
+
+// StackSamples reads the sampled growth by user stack of process pid.
+func (t *Tracer) StackSamples(pid uint32) ([]StackSample, error) {
+	var (
+		k    memdiagStackKey
+		v    memdiagStackGrowth
+		keys []memdiagStackKey
+		vals []memdiagStackGrowth
+	)
+	it := t.objs.StackGrowths.Iterate()
+	for it.Next(&k, &v) {
+		if k.Tgid == pid {
+			keys, vals = append(keys, k), append(vals, v)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading stack growth: %w", err)
+	}
+	out := make([]StackSample, 0, len(keys))
+	for i, k := range keys {
+		var frames [64]uint64
+		if err := t.objs.Stacks.Lookup(uint32(k.StackId), &frames); err != nil {
+			continue // evicted by a newer stack with the same hash
+		}
+		s := StackSample{PID: pid, Bytes: vals[i].Bytes, Samples: vals[i].Samples}
+		for _, f := range frames {
+			if f == 0 {
+				break
+			}
+			s.Stack = append(s.Stack, f)
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/memdiag/memdiag/attribution"
+	"github.com/memdiag/memdiag/container"
+	"github.com/memdiag/memdiag/metrics"
 	"github.com/memdiag/memdiag/procfs"
 	"github.com/memdiag/memdiag/report"
 	"github.com/memdiag/memdiag/tracer"
@@ -22,43 +25,132 @@ import (
 func newAttachCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "attach",
-		Usage:     "trace a running process until Ctrl-C, --duration, or its exit",
-		UsageText: "memdiag attach --pid N [flags]",
+		Usage:     "trace a running process or container until Ctrl-C, --duration, or its exit",
+		UsageText: "memdiag attach (--pid N [--in-container ID] | --container ID | --cgroup PATH) [flags]",
 		Flags: append([]cli.Flag{
-			&cli.IntFlag{Name: "pid", Usage: "trace process `N` (and the children it starts)"},
+			&cli.IntFlag{Name: "pid", Usage: "trace process `N` (and the children it starts); a host pid, or one inside --in-container"},
+			&cli.StringFlag{Name: "in-container", Usage: "--pid is a pid inside container `ID` (its pid namespace)"},
+			&cli.StringFlag{Name: "container", Usage: "trace every process of container `ID` (or a unique prefix of it), including ones started later"},
+			&cli.StringFlag{Name: "cgroup", Usage: "trace every process of the cgroup v2 directory `PATH` (absolute, or below the v2 root), including ones started later"},
 		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {
 				return usageErr("attach takes no arguments, got %q (give the process with --pid N)", c.Args().First())
 			}
-			if !c.IsSet("pid") {
-				return usageErr("attach needs --pid N (the process to trace)")
+			sel := selection{pid: c.Int("pid"), inContainer: c.String("in-container"), container: c.String("container"), cgroup: c.String("cgroup")}
+			n := 0
+			for _, set := range []bool{c.IsSet("pid"), sel.container != "", sel.cgroup != ""} {
+				if set {
+					n++
+				}
+			}
+			switch {
+			case n == 0:
+				return usageErr("attach needs --pid N (the process to trace), --container ID or --cgroup PATH")
+			case n > 1:
+				return usageErr("give one of --pid, --container and --cgroup")
+			case sel.inContainer != "" && !c.IsSet("pid"):
+				return usageErr("--in-container goes with --pid N (a pid inside the container)")
 			}
 			opts, err := optionsFrom(c)
 			if err != nil {
 				return err
 			}
-			return runAttach(c.Context, c.Int("pid"), opts)
+			return runAttach(c.Context, sel, opts)
 		},
 	}
 }
 
-func runAttach(ctx context.Context, pid int, opts sessionOptions) error {
-	if pid <= 0 {
-		return usageErr("--pid must be a positive process id, got %d", pid)
+// selection is what attach was asked to trace.
+type selection struct {
+	pid         int
+	inContainer string
+	container   string
+	cgroup      string
+}
+
+// resolved is a selection turned into host pids.
+type resolved struct {
+	main      int    // the process reports name; its exit ends tracing
+	pids      []int  // every process to trace now
+	cgroup    string // cgroup v2 directory whose new processes are followed, or ""
+	container string // container id, for reports and metrics
+}
+
+// resolve finds the processes of a selection.
+func resolve(sel selection) (resolved, error) {
+	roots := container.DefaultRoots()
+	switch {
+	case sel.container != "":
+		c, err := container.Find(sel.container, roots)
+		if err != nil {
+			return resolved{}, usageErr("%v", err)
+		}
+		dir := c.V2
+		if dir == "" {
+			dir = c.V1Memory
+		}
+		pids, err := container.Procs(dir)
+		if err != nil || len(pids) == 0 {
+			return resolved{}, usageErr("container %s has no processes (is it running?)", c.ID[:12])
+		}
+		return resolved{main: pids[0], pids: pids, cgroup: c.V2, container: c.ID}, nil
+	case sel.cgroup != "":
+		dir := sel.cgroup
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(roots.V2, dir)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil || fi.IsDir() {
+			return resolved{}, usageErr("--cgroup %s is not a cgroup v2 directory (want a directory with cgroup.procs under %s)", sel.cgroup, roots.V2)
+		}
+		pids, err := container.Procs(dir)
+		if err != nil || len(pids) == 0 {
+			return resolved{}, usageErr("cgroup %s has no processes", dir)
+		}
+		return resolved{main: pids[0], pids: pids, cgroup: dir, container: metrics.ContainerID(dir)}, nil
+	case sel.inContainer != "":
+		c, err := container.Find(sel.inContainer, roots)
+		if err != nil {
+			return resolved{}, usageErr("%v", err)
+		}
+		host, err := container.HostPID(c, sel.pid)
+		if err != nil {
+			return resolved{}, usageErr("%v", err)
+		}
+		return resolved{main: host, pids: []int{host}, container: c.ID}, nil
 	}
+	if sel.pid <= 0 {
+		return resolved{}, usageErr("--pid must be a positive process id, got %d", sel.pid)
+	}
+	return resolved{main: sel.pid, pids: []int{sel.pid}}, nil
+}
+
+// checkProcess refuses a pid memdiag cannot trace, with what to do.
+func checkProcess(pid int) (procfs.Status, error) {
 	st, err := procfs.ReadStatus(pid)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return usageErr("no process with pid %d (check the pid with ps)", pid)
+		return st, usageErr("no process with pid %d (check the pid with ps)", pid)
 	case err != nil:
-		return fmt.Errorf("reading process %d: %w", pid, err)
+		return st, fmt.Errorf("reading process %d: %w", pid, err)
 	case st.Zombie:
-		return usageErr("process %d has already exited (it is a zombie waiting for its parent)", pid)
+		return st, usageErr("process %d has already exited (it is a zombie waiting for its parent)", pid)
 	case st.Kernel:
-		return usageErr("pid %d is a kernel thread (%s): it has no memory of its own to trace", pid, st.Name)
+		return st, usageErr("pid %d is a kernel thread (%s): it has no memory of its own to trace", pid, st.Name)
 	case st.Tgid != pid:
-		return usageErr("pid %d is a thread of process %d: give the process id", pid, st.Tgid)
+		return st, usageErr("pid %d is a thread of process %d: give the process id", pid, st.Tgid)
+	}
+	return st, nil
+}
+
+func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
+	res, err := resolve(sel)
+	if err != nil {
+		return err
+	}
+	pid := res.main
+	if _, err := checkProcess(pid); err != nil {
+		return err
 	}
 	if err := checkOutputs(opts); err != nil {
 		return err
@@ -69,17 +161,26 @@ func runAttach(ctx context.Context, pid int, opts sessionOptions) error {
 	}
 	defer unix.Close(pidfd)
 
-	tr, err := tracer.Open(tracer.Config{RingbufBytes: opts.ringbufBytes, MaxBuckets: opts.maxBuckets, MaxOutstanding: opts.maxOutstanding, KeepQueryValues: opts.keepQuery})
+	tr, err := tracer.Open(opts.tracerConfig(0, res.cgroup))
 	if err != nil {
 		return err
 	}
-	if err := tr.AddTarget(pid); err != nil {
-		tr.Close()
-		return err
-	}
-	if _, err := tr.LearnProcess(pid, true); err != nil {
-		tr.Close()
-		return fmt.Errorf("process %d exited while memdiag was attaching (%v)", pid, err)
+	var others []int
+	for _, p := range res.pids {
+		if err := tr.AddTarget(p); err != nil {
+			tr.Close()
+			return err
+		}
+		if _, err := tr.LearnProcess(p, true); err != nil {
+			if p == pid {
+				tr.Close()
+				return fmt.Errorf("process %d exited while memdiag was attaching (%v)", pid, err)
+			}
+			continue // a container process that just exited
+		}
+		if p != pid {
+			others = append(others, p)
+		}
 	}
 	exe := fmt.Sprintf("/proc/%d/exe", pid)
 	if opts.tls {
@@ -94,20 +195,26 @@ func runAttach(ctx context.Context, pid int, opts sessionOptions) error {
 			return usageErr("%v", err)
 		}
 	}
-	// The baseline is read after the target is in the kernel's table, so
-	// no change falls between the two.
+	// The baseline is read after the targets are in the kernel's table,
+	// so no change falls between the two.
 	base, err := procfs.ReadStatus(pid)
 	if err != nil || exited(pidfd) {
 		tr.Close()
 		return fmt.Errorf("process %d exited while memdiag was attaching", pid)
+	}
+	baseline := baselineOf(base)
+	for _, p := range others {
+		if st, err := procfs.ReadStatus(p); err == nil {
+			baseline.Memory = baseline.Memory.Add(baselineOf(st).Memory)
+		}
 	}
 	started := time.Now()
 	s := &session{
 		opts:    opts,
 		tr:      tr,
 		acct:    attribution.New(uint32(pid), started),
-		target:  report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Mode: "attach"},
-		base:    baselineOf(base),
+		target:  report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Mode: "attach", Container: res.container, Cgroup: res.cgroup},
+		base:    baseline,
 		started: started,
 	}
 	s.acct.SetComm(uint32(pid), base.Name)

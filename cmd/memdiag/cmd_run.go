@@ -69,7 +69,7 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 		return err
 	}
 
-	tr, err := tracer.Open(tracer.Config{Launcher: cmd.Process.Pid, RingbufBytes: opts.ringbufBytes, MaxBuckets: opts.maxBuckets, MaxOutstanding: opts.maxOutstanding, KeepQueryValues: opts.keepQuery})
+	tr, err := tracer.Open(opts.tracerConfig(cmd.Process.Pid, ""))
 	if err != nil {
 		return abort(err)
 	}

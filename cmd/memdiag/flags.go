@@ -8,6 +8,7 @@ import (
 
 	"github.com/memdiag/memdiag/attribution"
 	"github.com/memdiag/memdiag/config"
+	"github.com/memdiag/memdiag/tracer"
 )
 
 // commonFlags are shared by attach and run.
@@ -32,6 +33,7 @@ func commonFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "exact-external", Usage: "count external memory exactly with uprobes on Node.js's ArrayBuffer allocator (~3 traps per Buffer, opt-in)"},
 		&cli.IntFlag{Name: "keep-ops", Value: 100, Usage: "remember the last `N` ops per category"},
 		&cli.BoolFlag{Name: "tls", Usage: "name HTTPS requests of a Node.js target (uprobe on llhttp_execute: ~20 µs per parsed chunk, opt-in)"},
+		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9464)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
 	}
 }
@@ -60,6 +62,17 @@ type sessionOptions struct {
 	keepOps        int
 	keepQuery      bool
 	tls            bool
+	metricsAddr    string
+}
+
+// tracerConfig is the tracer's configuration for a session; launcher is
+// run's launcher pid (0 for attach), cgroup a cgroup v2 directory to follow.
+func (o sessionOptions) tracerConfig(launcher int, cgroup string) tracer.Config {
+	return tracer.Config{
+		Launcher: launcher, Cgroup: cgroup,
+		RingbufBytes: o.ringbufBytes, MaxBuckets: o.maxBuckets, MaxOutstanding: o.maxOutstanding,
+		KeepQueryValues: o.keepQuery,
+	}
 }
 
 // accountOptions are the attribution options of a session.
@@ -84,6 +97,7 @@ func optionsFrom(c *cli.Context) (sessionOptions, error) {
 		keepOps:        c.Int("keep-ops"),
 		keepQuery:      c.Bool("keep-query-values"),
 		tls:            c.Bool("tls"),
+		metricsAddr:    c.String("metrics-addr"),
 	}
 	var err error
 	if o.growthRSS, err = config.ParseSize(c.String("growth-rss")); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/memdiag/memdiag/attribution"
 	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/metrics"
 	"github.com/memdiag/memdiag/record"
 	"github.com/memdiag/memdiag/report"
 	"github.com/memdiag/memdiag/tracer"
@@ -37,6 +38,13 @@ type session struct {
 	lastExternal int64
 	tlsHinted    bool
 	rec          *record.Writer // --record, or nil
+
+	exp         *metrics.Exporter // --metrics-addr, or nil
+	stopMetrics context.CancelFunc
+	metricsDone chan struct{}
+	flushes     int
+	dumps       int // dumps taken
+
 	// learn holds processes that exec'd and whose C library memdiag has
 	// not found yet: pid -> flushes left to look.
 	learn map[uint32]int
@@ -65,6 +73,9 @@ func (s *session) start() error {
 	}
 	s.log.Init(s.target, s.base)
 	if err := s.startRecording(); err != nil {
+		return err
+	}
+	if err := s.startMetrics(); err != nil {
 		return err
 	}
 	s.lastPeriodic = s.started
@@ -111,6 +122,9 @@ func (s *session) loop(ctx context.Context, done <-chan struct{}) string {
 		case <-flush.C:
 			s.learnPending()
 			s.flush()
+			if s.flushes++; s.flushes%5 == 0 {
+				s.updateMetrics()
+			}
 		case <-periodic.C:
 			s.periodic()
 		case <-timeout:
@@ -203,6 +217,35 @@ func (s *session) reportNow() {
 	s.log.Printf("REPORT", "written to %s.json and %s.html", base, base)
 }
 
+// startMetrics serves Prometheus metrics when --metrics-addr is set.
+func (s *session) startMetrics() error {
+	if s.opts.metricsAddr == "" {
+		return nil
+	}
+	ln, err := metrics.Listen(s.opts.metricsAddr)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	s.exp = metrics.New(metrics.Labels{ContainerID: s.target.Container, PodUID: metrics.PodUID(s.target.Cgroup), Version: version})
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopMetrics, s.metricsDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.metricsDone)
+		if err := s.exp.ServeListener(ctx, ln); err != nil {
+			s.log.Printf("ERROR", "metrics: %v", err)
+		}
+	}()
+	s.log.Printf("METRICS", "serving Prometheus metrics on %s/metrics", ln.Addr())
+	return nil
+}
+
+// updateMetrics feeds the exporter the current report.
+func (s *session) updateMetrics() {
+	if s.exp != nil {
+		s.exp.Update(report.Build(s.acct.Summary(), s.base, s.target, "memdiag "+version), s.dumps)
+	}
+}
+
 func (s *session) apply(snap *event.Snapshot) {
 	s.record(snap)
 	if s.rec != nil {
@@ -285,6 +328,11 @@ func (s *session) finish(why string) error {
 		} else {
 			s.log.Printf("REPORT", "%s report written to %s", strings.ToUpper(out.format), out.path)
 		}
+	}
+	if s.exp != nil {
+		s.exp.Update(r, s.dumps)
+		s.stopMetrics()
+		<-s.metricsDone
 	}
 	s.log.Close()
 	for _, err := range []error{snapErr, writeErr, stopErr, closeErr} {
