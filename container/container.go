@@ -273,3 +273,26 @@ func HostPID(c Container, nsPID int) (int, error) {
 	}
 	return 0, fmt.Errorf("no process %d in container %s", nsPID, c.ID[:12])
 }
+
+// Main picks the process reports name for a container: its pid 1 (the
+// innermost pid namespace's init), else the lowest pid.
+func Main(pids []int) int {
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				f := strings.Fields(rest)
+				if len(f) > 1 && f[len(f)-1] == "1" {
+					return pid
+				}
+			}
+		}
+	}
+	if len(pids) == 0 {
+		return 0
+	}
+	return slices.Min(pids)
+}

@@ -506,3 +506,27 @@ func FuzzProfilePerfMap(f *testing.F) {
 		t.Errorf("lookup(%#x) = %q, which no entry covering it has", addr, name)
 	})
 }
+
+func TestProfileDeletedBinary(t *testing.T) {
+	w := startProfileWorkload(t, "-no-pie")
+	if err := os.Remove(w.bin); err != nil {
+		t.Fatal(err)
+	}
+	sym, err := NewSymbolizer(w.pid, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, m := sym.Lookup(w.leaf + 4)
+	if m == nil || m.Path != w.bin+" (deleted)" {
+		t.Fatalf("Lookup(leaf) mapping %+v, want %s (deleted)", m, w.bin)
+	}
+	// Only /proc/PID/map_files still holds the file, and only root (with
+	// CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE) may open it.
+	want := ""
+	if os.Geteuid() == 0 {
+		want = "memdiag_alloc_leaf"
+	}
+	if name != want {
+		t.Errorf("Lookup(leaf) = %q, want %q (euid %d)", name, want, os.Geteuid())
+	}
+}

@@ -94,7 +94,7 @@ func resolve(sel selection) (resolved, error) {
 		if err != nil || len(pids) == 0 {
 			return resolved{}, usageErr("container %s has no processes (is it running?)", c.ID[:12])
 		}
-		return resolved{main: pids[0], pids: pids, cgroup: c.V2, container: c.ID}, nil
+		return resolved{main: container.Main(pids), pids: pids, cgroup: c.V2, container: c.ID}, nil
 	case sel.cgroup != "":
 		dir := sel.cgroup
 		if !filepath.IsAbs(dir) {
@@ -107,7 +107,7 @@ func resolve(sel selection) (resolved, error) {
 		if err != nil || len(pids) == 0 {
 			return resolved{}, usageErr("cgroup %s has no processes", dir)
 		}
-		return resolved{main: pids[0], pids: pids, cgroup: dir, container: metrics.ContainerID(dir)}, nil
+		return resolved{main: container.Main(pids), pids: pids, cgroup: dir, container: metrics.ContainerID(dir)}, nil
 	case sel.inContainer != "":
 		c, err := container.Find(sel.inContainer, roots)
 		if err != nil {
