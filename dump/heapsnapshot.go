@@ -49,11 +49,15 @@ var (
 	procPollInterval = 10 * time.Millisecond
 )
 
-// inspectorCloseExpr closes the inspector from inside: Node's
-// process._debugEnd (the function behind inspector.close()) stops the
-// inspector's server and ends its sessions, this one included. It runs on
-// the next turn of the event loop, after the answer to Runtime.evaluate
-// has gone out.
+// inspectorCloseExpr closes the inspector from inside. Node's
+// process._debugEnd, the function behind inspector.close() (the
+// inspector module itself is out of reach: require is not defined in
+// Runtime.evaluate), stops the inspector's server and ends its sessions.
+// It is called from setImmediate, at the top of the event loop as user
+// code calling inspector.close() would be, rather than inside the
+// session's own message: there it works too (Node 20), but ends the
+// session before the answer goes out. The expression answers false on a
+// Node without it.
 const inspectorCloseExpr = `typeof process._debugEnd === "function" ? (setImmediate(() => process._debugEnd()), true) : false`
 
 // HeapSnapshot writes a V8 heap snapshot of the Node.js process pid to w,
@@ -98,15 +102,15 @@ func HeapSnapshot(ctx context.Context, pid int, w io.Writer, progress func(done,
 			return res, err
 		}
 		res.OpenedByUs = true
-		path, err = inspectorTargetPath(ctx, d.httpClient(sock.dialAddr()), sock.dialAddr())
-		if err != nil {
-			// Without the session path there is no way in to close it.
-			return res, fmt.Errorf("finding the inspector memdiag opened on port %d of pid %d, which stays open: %w", sock.Addr.Port(), pid, err)
-		}
 	}
 	res.Port = int(sock.Addr.Port())
 
-	res.Bytes, err = snapshotThroughInspector(ctx, d, sock, path, w, progress)
+	if path == "" {
+		path, err = inspectorTargetPath(ctx, d.httpClient(sock.dialAddr()), sock.dialAddr())
+	}
+	if err == nil {
+		res.Bytes, err = snapshotThroughInspector(ctx, d, sock, path, w, progress)
+	}
 	if err != nil {
 		err = fmt.Errorf("heap snapshot of pid %d through its inspector on port %d: %w", pid, res.Port, err)
 	}
@@ -280,13 +284,20 @@ func snapshotThroughInspector(ctx context.Context, d *netnsDialer, sock listenSo
 }
 
 // closeInspector closes the inspector memdiag opened, in a session of its
-// own, and waits until its listening socket is gone. It has a deadline of
+// own (at path, or the one /json/list gives when path is empty), and
+// waits until its listening socket is gone. It has a deadline of
 // its own, inspectorCloseTimeout, counted from when the caller's ctx ends
 // if that is earlier.
 func closeInspector(ctx context.Context, pid int, d *netnsDialer, sock listenSocket, path string) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), inspectorCloseTimeout)
 	defer cancel()
 	err := func() error {
+		if path == "" {
+			var err error
+			if path, err = inspectorTargetPath(cctx, d.httpClient(sock.dialAddr()), sock.dialAddr()); err != nil {
+				return err
+			}
+		}
 		c, err := dialCDP(cctx, d, sock.dialAddr(), path)
 		if err != nil {
 			return err

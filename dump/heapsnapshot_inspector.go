@@ -161,13 +161,13 @@ func inspectorTargetPath(ctx context.Context, client *http.Client, addr netip.Ad
 		return "", fmt.Errorf("GET %s: not an inspector's target list: %w", u, err)
 	}
 	for _, t := range targets {
-		if t.ID != "" && !strings.ContainsAny(t.ID, "/?#%") {
-			return "/" + t.ID, nil
-		}
 		if t.WebSocketDebuggerURL != "" {
 			if wu, err := url.Parse(t.WebSocketDebuggerURL); err == nil && wu.Path != "" {
 				return wu.Path, nil
 			}
+		}
+		if t.ID != "" && !strings.ContainsAny(t.ID, "/?#%") {
+			return "/" + t.ID, nil
 		}
 	}
 	return "", fmt.Errorf("GET %s: no target to attach to", u)

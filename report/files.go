@@ -95,3 +95,16 @@ func WriteNew(path string, data []byte) error {
 	}
 	return nil
 }
+
+// CreateNew creates path for writing, 0600 in a 0700 directory, failing
+// when it exists (ErrExists) and never following a symlink.
+func CreateNew(path string) (*os.File, error) {
+	if err := MkdirPrivate(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("%s: %w", path, ErrExists)
+	}
+	return f, err
+}

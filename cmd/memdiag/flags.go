@@ -33,6 +33,9 @@ func commonFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "exact-external", Usage: "count external memory exactly with uprobes on Node.js's ArrayBuffer allocator (~3 traps per Buffer, opt-in)"},
 		&cli.IntFlag{Name: "keep-ops", Value: 100, Usage: "remember the last `N` ops per category"},
 		&cli.BoolFlag{Name: "tls", Usage: "name HTTPS requests of a Node.js target (uprobe on llhttp_execute: ~20 µs per parsed chunk, opt-in)"},
+		&cli.StringFlag{Name: "dump-at", Value: "2GB,4GB,6GB,8GB,10GB", Usage: "dump when RSS crosses these `SIZES` (and percentages of the cgroup memory limit, like 80%)"},
+		&cli.BoolFlag{Name: "no-dumps", Usage: "never dump (thresholds are still logged)"},
+		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700)"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9464)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
 	}
@@ -63,6 +66,9 @@ type sessionOptions struct {
 	keepQuery      bool
 	tls            bool
 	metricsAddr    string
+	dumpAt         []threshold
+	noDumps        bool
+	dumpsDir       string
 }
 
 // tracerConfig is the tracer's configuration for a session; launcher is
@@ -71,8 +77,18 @@ func (o sessionOptions) tracerConfig(launcher int, cgroup string) tracer.Config 
 	return tracer.Config{
 		Launcher: launcher, Cgroup: cgroup,
 		RingbufBytes: o.ringbufBytes, MaxBuckets: o.maxBuckets, MaxOutstanding: o.maxOutstanding,
-		KeepQueryValues: o.keepQuery,
+		KeepQueryValues:  o.keepQuery,
+		StackSampleBytes: o.stackSampleBytes(),
 	}
+}
+
+// stackSampleBytes samples user stacks for dumps' profiles, when dumps
+// can happen.
+func (o sessionOptions) stackSampleBytes() uint64 {
+	if o.noDumps || len(o.dumpAt) == 0 {
+		return 0
+	}
+	return 64 << 10
 }
 
 // accountOptions are the attribution options of a session.
@@ -98,6 +114,8 @@ func optionsFrom(c *cli.Context) (sessionOptions, error) {
 		keepQuery:      c.Bool("keep-query-values"),
 		tls:            c.Bool("tls"),
 		metricsAddr:    c.String("metrics-addr"),
+		noDumps:        c.Bool("no-dumps"),
+		dumpsDir:       c.String("dumps-dir"),
 	}
 	var err error
 	if o.growthRSS, err = config.ParseSize(c.String("growth-rss")); err != nil {
@@ -113,6 +131,9 @@ func optionsFrom(c *cli.Context) (sessionOptions, error) {
 		return o, usageErr("--summary-external-rate: %v", err)
 	}
 	o.exact = c.Bool("exact-external")
+	if o.dumpAt, err = parseDumpAt(c.String("dump-at")); err != nil {
+		return o, usageErr("%v", err)
+	}
 	if path := c.String("config"); path != "" {
 		if o.cfg, err = config.Load(path); err != nil {
 			return o, usageErr("%v", err)

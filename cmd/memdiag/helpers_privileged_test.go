@@ -44,7 +44,8 @@ func TestMain(m *testing.M) {
 		}
 	}
 	build("go", "build", "-o", memdiagBin, ".")
-	build("gcc", "-O2", "-Wall", "-pthread", "-o", memworkBin, "../../testdata/workload/memwork.c")
+	// Frame pointers: dumps' profiles walk user stacks with them.
+	build("gcc", "-O2", "-fno-omit-frame-pointer", "-fno-inline", "-Wall", "-pthread", "-o", memworkBin, "../../testdata/workload/memwork.c")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -45,6 +45,11 @@ type session struct {
 	flushes     int
 	dumps       int // dumps taken
 
+	levels    []level // --dump-at, resolved
+	dumping   bool    // a dump is being written
+	finishing bool    // no new dump: the tracer is going away
+	dumpDone  chan dumpResult
+
 	// learn holds processes that exec'd and whose C library memdiag has
 	// not found yet: pid -> flushes left to look.
 	learn map[uint32]int
@@ -78,6 +83,12 @@ func (s *session) start() error {
 	if err := s.startMetrics(); err != nil {
 		return err
 	}
+	var levelWarn string
+	s.levels, levelWarn = resolveLevels(s.opts.dumpAt, int(s.target.PID))
+	if levelWarn != "" {
+		s.log.Printf("THRESHOLD", "%s", levelWarn)
+	}
+	s.dumpDone = make(chan dumpResult, 1)
 	s.lastPeriodic = s.started
 	if s.opts.readyFile != "" {
 		if err := report.WriteNew(s.opts.readyFile, []byte(fmt.Sprintf("%d\n", os.Getpid()))); err != nil {
@@ -133,6 +144,8 @@ func (s *session) loop(ctx context.Context, done <-chan struct{}) string {
 			return "the target exited"
 		case <-usr1:
 			s.reportNow()
+		case d := <-s.dumpDone:
+			s.dumped(d)
 		case <-ctx.Done():
 			return "signal"
 		}
@@ -239,6 +252,29 @@ func (s *session) startMetrics() error {
 	return nil
 }
 
+// currentRSS is the main target's resident memory now: its baseline plus
+// what the kernel counted since (counters first seen at attach stand at
+// their baseline).
+func (s *session) currentRSS(snap *event.Snapshot) int64 {
+	for _, p := range snap.Processes {
+		if p.PID == s.target.PID {
+			return max(p.Current, s.base.RSS+(p.Current-s.baselineSeen(snap)))
+		}
+	}
+	return s.base.RSS
+}
+
+// baselineSeen is the part of the baseline the kernel has seen so far.
+func (s *session) baselineSeen(snap *event.Snapshot) int64 {
+	var b int64
+	for _, bk := range snap.Buckets {
+		if bk.Key.PID == s.target.PID && bk.Key.Kind == event.BucketBaseline {
+			b += bk.Resident()
+		}
+	}
+	return b
+}
+
 // updateMetrics feeds the exporter the current report.
 func (s *session) updateMetrics() {
 	if s.exp != nil {
@@ -262,6 +298,9 @@ func (s *session) apply(snap *event.Snapshot) {
 	}
 	for _, n := range s.acct.Notices() {
 		s.log.Growth(n)
+	}
+	if len(s.levels) > 0 {
+		s.checkThresholds(s.currentRSS(snap))
 	}
 	if lost := snap.Stats.LostEvents; lost > s.lastLost {
 		s.log.Lost(lost-s.lastLost, lost)
@@ -290,6 +329,11 @@ func (s *session) periodic() {
 // finish stops the tracer, drains what is left, takes the final snapshot,
 // writes the report and closes everything.
 func (s *session) finish(why string) error {
+	s.finishing = true
+	if s.dumping {
+		// Let the dump under way finish: it reads the tracer's maps.
+		s.dumped(<-s.dumpDone)
+	}
 	stopErr := s.tr.Stop()
 	for ev := range s.tr.Events() {
 		s.consume(ev)
