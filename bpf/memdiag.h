@@ -37,7 +37,7 @@ struct event_hdr {
 
 struct oom_event {
 	struct event_hdr hdr; /* pid: the victim's tgid */
-	u64 anon_rss;         /* pages, as the OOM killer saw them */
+	u64 anon_rss;         /* kB, as the OOM killer saw them */
 	u64 file_rss;
 	u64 shmem_rss;
 	u64 total_vm;

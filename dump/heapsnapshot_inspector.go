@@ -17,10 +17,15 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
 	"golang.org/x/sys/unix"
 )
+
+// inspectorDialTimeout bounds one connection attempt, within the
+// caller's deadline: a connection on loopback is made or refused at once.
+const inspectorDialTimeout = 5 * time.Second
 
 // netnsDialer makes TCP connections from inside a network namespace:
 // the inspector listens on loopback, which is the target's own.
@@ -67,7 +72,7 @@ func (d *netnsDialer) Close() error {
 // the runtime ends it with the goroutine, so no other goroutine ever runs
 // in the wrong namespace.
 func (d *netnsDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	var nd net.Dialer
+	nd := net.Dialer{Timeout: inspectorDialTimeout}
 	if d.ns == nil {
 		return nd.DialContext(ctx, network, addr)
 	}
@@ -146,7 +151,7 @@ func inspectorTargetPath(ctx context.Context, client *http.Client, addr netip.Ad
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("GET %s: %w", u, err)
+		return "", err // it names the method and URL
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTargetList))

@@ -117,8 +117,8 @@ func decode(raw []byte, clock Clock, opts httpreq.Options) (event.Event, error) 
 		if err := decodeFixed(raw, oomSize, &e, "oom"); err != nil {
 			return nil, err
 		}
-		const page = 4096
-		return &event.OOM{Header: hdr, AnonRSS: int64(e.AnonRss) * page, FileRSS: int64(e.FileRss) * page, ShmemRSS: int64(e.ShmemRss) * page}, nil
+		const kB = 1024 // mark_victim reports kilobytes
+		return &event.OOM{Header: hdr, AnonRSS: int64(e.AnonRss) * kB, FileRSS: int64(e.FileRss) * kB, ShmemRSS: int64(e.ShmemRss) * kB}, nil
 	}
 	return nil, fmt.Errorf("record kind %d: %w", h.Kind, ErrUnknownKind)
 }

@@ -306,3 +306,5 @@ func metricValue(fams map[string]*dto_MetricFamily, name, label, value string) f
 	}
 	return v
 }
+
+func containerRoots() container.Roots { return container.DefaultRoots() }

@@ -219,3 +219,57 @@ func TestDumpRefusedOnFullDisk(t *testing.T) {
 	rep := r.readReport(t)
 	within(t, "growth despite the refused dump", rep.Growth.Anon, 49<<20, 0.02, 49<<20)
 }
+
+// TestOOMKill: a target killed by the OOM killer in a memory cgroup with
+// a small limit (v1 memory.limit_in_bytes on this hybrid host, v2
+// memory.max where there is no v1 memory controller) is reported: an
+// [OOM] line, and the final report says so; --dump-at percentages use
+// the limit.
+func TestOOMKill(t *testing.T) {
+	requireRoot(t)
+	roots := containerRoots()
+	name := fmt.Sprintf("memdiag-oom-%d", os.Getpid())
+	var cg, limitFile string
+	if roots.V1Memory != "" {
+		cg, limitFile = filepath.Join(roots.V1Memory, name), "memory.limit_in_bytes"
+	} else {
+		cg, limitFile = filepath.Join(roots.V2, name), "memory.max"
+	}
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for os.Remove(cg) != nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	if err := os.WriteFile(filepath.Join(cg, limitFile), []byte("67108864"), 0o644); err != nil {
+		t.Fatalf("setting a 64 MiB limit: %v", err)
+	}
+	if roots.V1Memory != "" {
+		os.WriteFile(filepath.Join(cg, "memory.memsw.limit_in_bytes"), []byte("67108864"), 0o644) // no swap either, where accounted
+	}
+	cmd := exec.Command("sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && exec %s", cg, memworkBin))
+	w := newWorkload(t, cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	w.ready()
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h", "--dump-at", "50%", "--no-dumps")
+	fmt.Fprintln(w.in, "anon 128M") // over the limit: the OOM killer ends it
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("memdiag exit %d after the target's OOM kill: %s", code, r.stderr.String())
+	}
+	rep := r.readReport(t)
+	if !rep.Target.Exited || !rep.Target.OOMKilled {
+		t.Errorf("target = %+v, want exited and oom_killed", rep.Target)
+	}
+	log, _ := os.ReadFile(r.log)
+	for _, want := range []string{"[OOM] the kernel's OOM killer chose pid", "[SUMMARY] Memory by category (at the OOM kill)", "[THRESHOLD] RSS", "50% of 64MB"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the log lacks %q:\n%s", want, log)
+		}
+	}
+}

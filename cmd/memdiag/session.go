@@ -192,6 +192,15 @@ func (s *session) learnPending() {
 func (s *session) consume(ev event.Event) {
 	s.record(ev)
 	s.acct.Apply(ev)
+	if oom, ok := ev.(*event.OOM); ok {
+		// The last attribution state before the kill, as the classic
+		// log had it (fresh counters first), then the final report when
+		// the target is gone.
+		s.flush()
+		s.log.Printf("OOM", "the kernel's OOM killer chose pid %d (anon %s, file %s, shmem %s)", oom.PID,
+			report.MB(oom.AnonRSS, false), report.MB(oom.FileRSS, false), report.MB(oom.ShmemRSS, false))
+		s.log.Summary(s.acct.Summary(), "at the OOM kill")
+	}
 }
 
 // record writes an event to the recording; a failed write stops the
@@ -252,13 +261,13 @@ func (s *session) startMetrics() error {
 	return nil
 }
 
-// currentRSS is the main target's resident memory now: its baseline plus
-// what the kernel counted since (counters first seen at attach stand at
-// their baseline).
-func (s *session) currentRSS(snap *event.Snapshot) int64 {
+// highestRSS is the main target's highest resident memory so far: the
+// kernel's peak, so that a spike between two reads still crosses a
+// threshold, with counters not seen since attach at their baseline.
+func (s *session) highestRSS(snap *event.Snapshot) int64 {
 	for _, p := range snap.Processes {
 		if p.PID == s.target.PID {
-			return max(p.Current, s.base.RSS+(p.Current-s.baselineSeen(snap)))
+			return max(p.Peak, s.base.RSS+(p.Peak-s.baselineSeen(snap)))
 		}
 	}
 	return s.base.RSS
@@ -300,7 +309,7 @@ func (s *session) apply(snap *event.Snapshot) {
 		s.log.Growth(n)
 	}
 	if len(s.levels) > 0 {
-		s.checkThresholds(s.currentRSS(snap))
+		s.checkThresholds(s.highestRSS(snap))
 	}
 	if lost := snap.Stats.LostEvents; lost > s.lastLost {
 		s.log.Lost(lost-s.lastLost, lost)
