@@ -1466,7 +1466,14 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 				if (e)
 					submit(e);
 			}
+			goto not_request;
 		}
+		/* Something else on a socket the target accepted (another
+		 * protocol, garbage): an op Go names "unknown", not idle work
+		 * nor a misnamed request. Only at the start of a connection or
+		 * after a response, like a request. */
+		if (s && s->role == SOCK_SERVER && !(s->flags & SF_TLS) && (!s->op_id || (s->flags & SF_RESPONDED)))
+			return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret);
 		goto not_request;
 	}
 	if (!s) {

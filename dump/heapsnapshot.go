@@ -24,7 +24,7 @@ var ErrNoInspector = errors.New("the Node.js inspector cannot be opened")
 
 // HeapSnapshotResult says what HeapSnapshot did.
 type HeapSnapshotResult struct {
-	Port            int   // the inspector's TCP port, in the target's network namespace
+	Port            int   // the inspector's TCP port, in the target's network namespace; 0 when none was found
 	OpenedByUs      bool  // the inspector was closed and memdiag opened it with SIGUSR1
 	InspectorClosed bool  // memdiag closed the inspector it opened, and its socket is gone
 	Bytes           int64 // bytes of snapshot written to w
@@ -62,21 +62,31 @@ const inspectorCloseExpr = `typeof process._debugEnd === "function" ? (setImmedi
 
 // HeapSnapshot writes a V8 heap snapshot of the Node.js process pid to w,
 // in the .heapsnapshot format Chrome DevTools' Memory tab loads. The
-// snapshot streams to w chunk by chunk as V8 serializes it, never whole
-// in memory. progress, when not nil, is called on the caller's goroutine
-// as V8 reports progress (done of total objects).
+// snapshot streams to w chunk by chunk (about 100 KiB each) as V8
+// serializes it, never whole in memory; a write error ends it. progress,
+// when not nil, is called on the caller's goroutine as V8 reports how far
+// it got (done of total), ending with done == total.
 //
 // When the target's inspector is open (it runs with --inspect, or was
 // opened before), HeapSnapshot uses it and leaves it open. Otherwise it
 // sends SIGUSR1, which makes Node open it (on 127.0.0.1:9229, or where
 // --inspect-port says), takes the snapshot, then closes it again and
-// checks its socket is gone. It refuses to send SIGUSR1 to a process that
-// does not catch it, as the signal would end it. Connections are made
-// from inside the target's network namespace, so containers work.
+// checks its listening socket is gone. It refuses to send SIGUSR1 to a
+// process that does not catch it, as the signal would end it. The port
+// comes from the target's options (command line, NODE_OPTIONS); when it
+// is 0 (picked by the kernel), finding an open inspector means asking
+// each listening socket of the target for /json/list, the service's own
+// included. Connections are made from inside the target's network
+// namespace, so a target in a container is reached on its own loopback.
+//
+// While open, the inspector lets any local user run code in the target;
+// Node writes "Debugger listening on ws://…", "Debugger attached." and
+// the like to the target's stderr.
 //
 // Every wait is bounded by ctx, except closing an inspector it opened,
-// which has a few seconds of its own. When the inspector cannot be
-// opened, the error wraps ErrNoInspector. The result says what was done
+// which has a few seconds of its own (inspectorCloseTimeout), even after
+// ctx has ended. When the inspector cannot be opened, the error wraps
+// ErrNoInspector and nothing was written. The result says what was done
 // even with an error: an inspector opened and not closed shows as
 // OpenedByUs without InspectorClosed.
 func HeapSnapshot(ctx context.Context, pid int, w io.Writer, progress func(done, total int)) (HeapSnapshotResult, error) {
@@ -278,9 +288,10 @@ func snapshotThroughInspector(ctx context.Context, d *netnsDialer, sock listenSo
 	if err != nil {
 		return written, err
 	}
-	// Leave the profiler as found; the session ends with Close anyway.
-	_, err = c.call(ctx, "HeapProfiler.disable", nil, nil)
-	return written, err
+	// The snapshot is whole. Leave the profiler as found, best effort:
+	// the end of the session disables it anyway.
+	_, _ = c.call(ctx, "HeapProfiler.disable", nil, nil)
+	return written, nil
 }
 
 // closeInspector closes the inspector memdiag opened, in a session of its

@@ -139,10 +139,11 @@ type inspectorTarget struct {
 // one target (its main thread), a few hundred bytes.
 const maxTargetList = 1 << 20
 
-// inspectorTargetPath returns the websocket path of the inspector that
-// listens on addr (reached through client), from its /json/list. Node
-// leaves webSocketDebuggerUrl out of the list while a debugger is
-// attached, but takes more sessions at /<id>.
+// inspectorTargetPath returns the websocket path of the Node.js
+// inspector that listens on addr (reached through client), from its
+// /json/list: the first target of type "node". Its webSocketDebuggerUrl
+// gives the path; older Node versions leave it out while a debugger is
+// attached, but take more sessions at /<id>.
 func inspectorTargetPath(ctx context.Context, client *http.Client, addr netip.AddrPort) (string, error) {
 	u := "http://" + addr.String() + "/json/list"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -166,6 +167,9 @@ func inspectorTargetPath(ctx context.Context, client *http.Client, addr netip.Ad
 		return "", fmt.Errorf("GET %s: not an inspector's target list: %w", u, err)
 	}
 	for _, t := range targets {
+		if t.Type != "node" {
+			continue // not Node's: a service's own /json/list, say
+		}
 		if t.WebSocketDebuggerURL != "" {
 			if wu, err := url.Parse(t.WebSocketDebuggerURL); err == nil && wu.Path != "" {
 				return wu.Path, nil

@@ -170,7 +170,8 @@ func TestHeapSnapshotInspectorTargetPath(t *testing.T) {
 		{"attached", `[{"id":"a5b8","type":"node"}]`, "/a5b8", ""},
 		{"empty", `[]`, "", "no target"},
 		{"not json", `ok`, "", "not an inspector's target list"},
-		{"bad id", `[{"id":"../x"}]`, "", "no target"},
+		{"bad id", `[{"id":"../x","type":"node"}]`, "", "no target"},
+		{"not node", `[{"id":"a5b8","name":"a REST API's list"}]`, "", "no target"},
 	} {
 		f := &hsFakeInspector{list: tc.list}
 		addr := f.start(t)

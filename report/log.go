@@ -12,10 +12,12 @@ import (
 // Log writes the live log, one line per event, timestamp first, in the
 // classic [TAG] format. It is safe for concurrent use.
 type Log struct {
-	mu  sync.Mutex
-	w   io.Writer
-	c   io.Closer
-	now func() time.Time
+	mu       sync.Mutex
+	w        io.Writer
+	c        io.Closer
+	now      func() time.Time
+	fallback io.Writer // where lines go once the file fails (a full disk)
+	path     string
 }
 
 // OpenLog opens path for appending. When that fails it logs to fallback
@@ -25,7 +27,7 @@ func OpenLog(path string, fallback io.Writer) (*Log, string) {
 	if err != nil {
 		return &Log{w: fallback, now: time.Now}, fmt.Sprintf("memdiag: warning: cannot write the log %s (%v); logging to the console", path, err)
 	}
-	return &Log{w: f, c: f, now: time.Now}, ""
+	return &Log{w: f, c: f, now: time.Now, fallback: fallback, path: path}, ""
 }
 
 // NewLog logs to w with the given clock (tests pass a fixed one).
@@ -35,7 +37,14 @@ func NewLog(w io.Writer, now func() time.Time) *Log { return &Log{w: w, now: now
 func (l *Log) Printf(tag, format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	fmt.Fprintf(l.w, "%s [%s] %s\n", l.now().UTC().Format("2006-01-02T15:04:05.000Z"), tag, fmt.Sprintf(format, args...))
+	line := fmt.Sprintf("%s [%s] %s\n", l.now().UTC().Format("2006-01-02T15:04:05.000Z"), tag, fmt.Sprintf(format, args...))
+	if _, err := io.WriteString(l.w, line); err != nil && l.fallback != nil {
+		// The file stopped taking lines (a full disk): say so once and
+		// go on on the console, so nothing more is lost.
+		fmt.Fprintf(l.fallback, "memdiag: warning: cannot write the log %s any more (%v); logging to the console\n", l.path, err)
+		l.w, l.fallback = l.fallback, nil
+		io.WriteString(l.w, line)
+	}
 }
 
 // Close closes the log file, if any.

@@ -18,6 +18,7 @@
 //   malloc N K    malloc K chunks of N bytes and write every page (kept until freeall)
 //   freeall       free every chunk malloc kept
 //   threshold N   mallopt(M_MMAP_THRESHOLD, N): chunks of N bytes and more get mappings of their own
+//   exec          exec memwork again (a new image: "ready" again, no status line)
 //   status        do nothing, answer the status line
 //   exit [CODE]   exit with CODE (default 0)
 #define _GNU_SOURCE
@@ -210,6 +211,14 @@ int main(void)
 		} else if (!strcmp(cmd, "freeall")) {
 			while (nchunks > 0)
 				free(chunks[--nchunks]);
+		} else if (!strcmp(cmd, "exec")) {
+			char self[4096];
+			ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+			if (n < 0)
+				die("readlink");
+			self[n] = 0;
+			execl(self, self, (char *)NULL);
+			die("exec");
 		} else if (!strcmp(cmd, "status")) {
 			/* just answer */
 		} else if (!strcmp(cmd, "exit")) {
