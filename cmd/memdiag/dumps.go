@@ -249,10 +249,14 @@ func (s *session) writeHeapSnapshot(path string, pid int) []string {
 	cerr := f.Close()
 	if err != nil {
 		os.Remove(path)
+		lines := []string{fmt.Sprintf("heap snapshot failed: %v", err)}
 		if errors.Is(err, dump.ErrNoInspector) {
-			return []string{fmt.Sprintf("heap snapshot skipped: %v", err)}
+			lines = []string{fmt.Sprintf("heap snapshot skipped: %v", err)}
 		}
-		return []string{fmt.Sprintf("heap snapshot failed: %v", err)}
+		if res.OpenedByUs && !res.InspectorClosed {
+			lines = append(lines, "warning: the inspector memdiag opened could not be closed: it stays open on loopback")
+		}
+		return lines
 	}
 	if cerr != nil {
 		return []string{fmt.Sprintf("heap snapshot not saved: %v", cerr)}
