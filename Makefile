@@ -40,7 +40,7 @@ demo: build ## trace the built-in demo workload (root: sudo make demo)
 	./scripts/demo.sh
 
 vagrant-test: ## run `make test` in a fresh VM (see Vagrantfile)
-	vagrant up --provision && vagrant ssh -c 'cd /vagrant && sudo make test'
+	vagrant up --provision && vagrant rsync && vagrant ssh -c 'cd /vagrant && sudo make test'
 
 clean: ## remove build outputs
 	rm -rf $(BIN) out
