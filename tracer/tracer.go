@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -254,6 +256,11 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)
 	}
 	go t.read()
+	// Loading parsed the kernel's BTF (a mapping of several MB and the
+	// structures built from it): give it all back now, so memdiag's own
+	// footprint while tracing stays small.
+	runtime.GC()
+	debug.FreeOSMemory()
 	return t, nil
 }
 
