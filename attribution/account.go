@@ -196,13 +196,19 @@ func (a *Account) snapshot(s *event.Snapshot) {
 	}
 	for _, b := range s.Buckets {
 		if prev, ok := a.folded[b.Key]; ok {
-			// Folded, but the kernel still has it (a delete failed or a
-			// late charge raced it): only what came since counts.
-			if b.Counters == prev {
-				continue
-			}
-			b.Counters = sub(b.Counters, prev)
 			delete(a.folded, b.Key)
+			switch {
+			case b.Created != prev.Created:
+				// Deleted and created again (a late charge): a new
+				// bucket, all of it counts.
+			case b.Counters == prev:
+				a.folded[b.Key] = prev
+				continue // read again before the delete took effect
+			default:
+				// Folded, but the kernel still has it (its delete
+				// failed): only what came since counts.
+				b.Counters = sub(b.Counters, prev)
+			}
 		}
 		if b.Key.Kind == event.BucketOp {
 			a.opSnapshot(b, s.Time)
@@ -237,6 +243,7 @@ func (a *Account) snapshot(s *event.Snapshot) {
 		p.exitedSeq = -1 // folded
 		a.deadPIDs = append(a.deadPIDs, pid)
 	}
+	a.boundProcesses()
 	for _, c := range a.cats {
 		if c.cycle != nil && c.cycle.open == 0 && s.Time.Sub(c.cycle.last) >= c.gap {
 			a.closeCycle(c)
@@ -244,6 +251,42 @@ func (a *Account) snapshot(s *event.Snapshot) {
 	}
 	a.pruneEnded()
 	a.tl.add(func() TimelinePoint { return a.point(s.Time) })
+}
+
+// maxProcesses bounds the processes an account keeps by pid; past it,
+// exited ones are merged into pid 0 ("other processes"), so a service that
+// forks without end cannot grow memdiag's memory.
+const maxProcesses = 1024
+
+// boundProcesses forgets exited processes past maxProcesses, oldest first,
+// merging their accounts into pid 0.
+func (a *Account) boundProcesses() {
+	if len(a.procs) <= maxProcesses {
+		return
+	}
+	kept := a.order[:0]
+	for _, pid := range a.order {
+		p := a.procs[pid]
+		if len(a.procs) > maxProcesses && pid != a.main && p.Exited && p.exitedSeq == -1 {
+			delete(a.procs, pid)
+			for nk, c := range a.retired {
+				if nk.PID == pid {
+					other := nameKey{0, nk.Name}
+					a.retired[other] = add(a.retired[other], c)
+					delete(a.retired, nk)
+				}
+			}
+			for _, c := range a.cats {
+				if v, ok := c.perPID[pid]; ok {
+					c.perPID[0] = add(c.perPID[0], v)
+					delete(c.perPID, pid)
+				}
+			}
+			continue
+		}
+		kept = append(kept, pid)
+	}
+	a.order = kept
 }
 
 // fold moves a live bucket's counters into the retired totals.
@@ -364,6 +407,7 @@ func add(a, b event.Counters) event.Counters {
 	a.ABAlloc += b.ABAlloc
 	a.ABFreed += b.ABFreed
 	a.Comm = ""
+	a.Created = 0
 	return a
 }
 

@@ -88,6 +88,17 @@ type category struct {
 	cycle      *unit                     // the cycle being gathered
 }
 
+// maxPerPID bounds a category's per-process accounts; more go to pid 0.
+const maxPerPID = 256
+
+// pidKey is the key a process's account has in perPID.
+func (c *category) pidKey(pid uint32) uint32 {
+	if _, ok := c.perPID[pid]; ok || len(c.perPID) < maxPerPID {
+		return pid
+	}
+	return 0
+}
+
 // op is an operation still open.
 type op struct {
 	id    uint64
@@ -175,7 +186,7 @@ func (a *Account) opEnd(id uint64, at time.Time, final *event.Counters) {
 	}
 	cat := o.cat
 	cat.done = add(cat.done, c)
-	cat.perPID[o.pid] = add(cat.perPID[o.pid], c)
+	cat.perPID[cat.pidKey(o.pid)] = add(cat.perPID[cat.pidKey(o.pid)], c)
 	u := o.unit
 	u.rec.Counters = add(u.rec.Counters, c)
 	u.open--
@@ -418,5 +429,5 @@ func (a *Account) freed(b event.Bucket) {
 		c = a.categoryFor(Naming{Category: "freed (op forgotten)", Kind: KindUnknown})
 	}
 	c.done = add(c.done, b.Counters)
-	c.perPID[b.Key.PID] = add(c.perPID[b.Key.PID], b.Counters)
+	c.perPID[c.pidKey(b.Key.PID)] = add(c.perPID[c.pidKey(b.Key.PID)], b.Counters)
 }

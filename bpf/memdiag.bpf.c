@@ -101,9 +101,10 @@ struct {
 	__type(value, struct thread_state);
 } thread_states SEC(".maps");
 
-/* struct sock_key -> struct sock_info: the targets' TCP sockets we saw
- * accepted, connected or carrying a request. Deleted at close; sized for
- * 10k+ concurrent connections, overflow counted (--max-sockets). */
+/* struct sock_key -> struct sock_info: the targets' sockets we saw
+ * accepted, connected (TCP, and UDP connects such as DNS) or carrying a
+ * request. Deleted at close; sized for 10k+ concurrent connections,
+ * overflow counted. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -169,8 +170,9 @@ struct {
 
 /* Exact mode (--exact-external): struct ab_key -> struct ab_alloc, the
  * ArrayBuffers allocated while traced and not freed yet. 262144: a busy
- * service's live Buffers; overflow counted (their frees are then not
- * credited to their op; the live totals stay exact). */
+ * service's live Buffers (--max-outstanding). A Buffer that finds it full
+ * is counted (ST_OUTSTANDING_OVERFLOW) and not followed at all, so the
+ * totals stay consistent with the table. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 262144);
@@ -487,15 +489,6 @@ int on_rss_stat(struct tp_rss_stat *ctx)
 		key.tgid = st->tgid;
 		/* The owner itself, after leaving the mm: exit or exec. */
 		key.kind = tgid == st->tgid ? BK_RELEASE : BK_KERNEL;
-		if (!(st->seen & (1u << member))) {
-			/* A first sight from outside (e.g. a uprobe being set in
-			 * the binary's pages) still is the counter as found. */
-			struct target *owner = bpf_map_lookup_elem(&targets, &st->tgid);
-			if (owner && owner->state == TS_ATTACHED)
-				key.kind = BK_BASELINE;
-			else if (owner && owner->state == TS_FORKED)
-				key.kind = BK_START;
-		}
 	} else {
 		struct target *t = current_target(tgid);
 		if (!t) {
@@ -514,23 +507,25 @@ int on_rss_stat(struct tp_rss_stat *ctx)
 				return 0;
 		}
 		current_bucket(&key, tgid, tid);
-		if (!(st->seen & (1u << member))) {
-			if (t->state == TS_ATTACHED) {
-				key.kind = BK_BASELINE;
-				key.id = 0;
-			} else if (t->state == TS_FORKED) {
-				key.kind = BK_START;
-				key.id = 0;
-			}
-		}
 	}
 
-	s64 delta = size;
-	if (st->seen & (1u << member))
-		delta = size - st->last[member];
-	else
-		__sync_fetch_and_or(&st->seen, 1u << member);
-	st->last[member] = size;
+	/* Exchange, not read-then-write: two CPUs changing the same counter
+	 * at once still telescope (each takes the value the other left).
+	 * last[] starts at 0, so a first sight charges the whole value. */
+	s64 delta = size - __sync_lock_test_and_set(&st->last[member], size);
+	u32 bit = 1u << member;
+	if (!(__sync_fetch_and_or(&st->seen, bit) & bit)) {
+		/* The first value seen: the counter as found (attach), or what
+		 * a fork inherited; after an exec it is growth. */
+		struct target *owner = bpf_map_lookup_elem(&targets, &st->tgid);
+		if (owner && owner->state == TS_ATTACHED) {
+			key.kind = BK_BASELINE;
+			key.id = 0;
+		} else if (owner && owner->state == TS_FORKED) {
+			key.kind = BK_START;
+			key.id = 0;
+		}
+	}
 	if (delta == 0)
 		return 0;
 	s64 external = 0;
@@ -727,11 +722,23 @@ static __always_inline void region_blocks(u32 tgid, struct region *r, int insert
 	bpf_loop(MAX_BLOCKS, block_step, &c, 0);
 }
 
-/* Returns the mapping that holds addr, or NULL. */
+/* The process's exec generation (0 when unknown). */
+static __always_inline u32 exec_gen(u32 tgid)
+{
+	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
+	return t ? t->gen : 0;
+}
+
+/* Returns the mapping that holds addr, or NULL. A mapping from before the
+ * process's last exec (userspace deletes those shortly after) is stale:
+ * it is ignored. */
 static __always_inline struct region *region_at(u32 tgid, u64 addr)
 {
 	struct region_key key = { .prefixlen = 32 + 64, .tgid = tgid, .addr_be = __builtin_bswap64(addr) };
-	return bpf_map_lookup_elem(&regions, &key);
+	struct region *r = bpf_map_lookup_elem(&regions, &key);
+	if (r && r->gen != exec_gen(tgid))
+		return NULL;
+	return r;
 }
 
 /* The class of the mapping this thread last faulted in. */
@@ -769,7 +776,7 @@ static __always_inline void retain(struct bucket_key *key, u32 class, s64 bytes)
  * PROT_NONE reservation (V8, glibc arenas) is address space, not memory. */
 static __always_inline void map_region(u32 tgid, u32 tid, u64 start, u64 len, u32 class, int writable)
 {
-	struct region r = { .start = start, .len = len, .class = class, .counted = writable ? 1 : 0 };
+	struct region r = { .start = start, .len = len, .class = class, .counted = writable ? 1 : 0, .gen = exec_gen(tgid) };
 	current_bucket(&r.owner, tgid, tid);
 	region_blocks(tgid, &r, 1);
 	if (writable)
@@ -1135,6 +1142,9 @@ int on_exec(struct tp_sched_exec *ctx)
 		if (bpf_map_update_elem(&targets, &tgid, &t, BPF_NOEXIST) == -E2BIG)
 			stat_inc(ST_TARGET_OVERFLOW);
 	}
+	struct target *t = current_target(tgid);
+	if (t)
+		__sync_fetch_and_add(&t->gen, 1);
 	struct exec_event *e = event_reserve(sizeof(*e), EV_EXEC, tgid, (u32)id);
 	if (!e)
 		return 0;
@@ -1189,6 +1199,8 @@ int on_exit(struct tp_sched_exit *ctx)
 	bpf_map_delete_elem(&thread_states, &tid);
 	bpf_map_delete_elem(&tls_reads, &tid);
 	bpf_map_delete_elem(&ab_pending, &tid);
+	bpf_map_delete_elem(&pending, &tid);
+	bpf_map_delete_elem(&releasing, &tid);
 	if (group_dead)
 		bpf_map_delete_elem(&targets, &tgid);
 	struct exit_event *e = event_reserve(sizeof(*e), EV_EXIT, tgid, tid);
@@ -1280,6 +1292,22 @@ static __always_inline u64 first_buffer(u64 ptr, u32 kind)
 #define MASK(n) ((n) >= 8 ? ~0ULL : (1ULL << (8 * ((n) & 7))) - 1)
 #define STARTS(w, s, n) (((w) & MASK(n)) == LE(s, n))
 
+/* Returns the length of the first buffer of a writev/sendmsg (so the
+ * copy never reads past it), or 0. */
+static __always_inline s64 first_len(u64 ptr, u32 kind)
+{
+	struct iovec_ iov = {};
+	if (kind == IO_MSG) {
+		u64 iovp = 0;
+		if (bpf_probe_read_user(&iovp, sizeof(iovp), (void *)(ptr + 16)))
+			return 0;
+		ptr = iovp;
+	}
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)ptr))
+		return 0;
+	return (s64)iov.len;
+}
+
 /* Returns 1 when w, the first 8 bytes read (little endian), starts with an
  * HTTP/1.x request method and a space. Compared as one word: byte-wise
  * code tempts the compiler into pointer arithmetic the verifier refuses. */
@@ -1322,8 +1350,12 @@ static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 
 		set_thread(tgid, tid, TM_IDLE, 0);
 		return 0;
 	}
+	struct counters *oc = bpf_map_lookup_elem(&buckets, &key);
+	if (oc)
+		oc->first_ns = bpf_ktime_get_ns();
 	s->op_id = op_id;
 	s->flags &= ~SF_RESPONDED;
+	s->flags |= SF_STARTED;
 	set_thread(tgid, tid, TM_OP, op_id);
 
 	struct op_begin_event *e = event_reserve(sizeof(*e), EV_OP_BEGIN, tgid, tid);
@@ -1472,7 +1504,7 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		 * protocol, garbage): an op Go names "unknown", not idle work
 		 * nor a misnamed request. Only at the start of a connection or
 		 * after a response, like a request. */
-		if (s && s->role == SOCK_SERVER && !(s->flags & SF_TLS) && (!s->op_id || (s->flags & SF_RESPONDED)))
+		if (s && s->role == SOCK_SERVER && !(s->flags & (SF_TLS | SF_STARTED)))
 			return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret);
 		goto not_request;
 	}
@@ -1639,7 +1671,14 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 	if (s->role == SOCK_SERVER) {
 		if (!s->op_id)
 			return 0;
-		s->flags |= SF_RESPONDED;
+		/* An interim 1xx (100 Continue) is not the response: the body
+		 * still comes, in the same op. */
+		u64 wb = first_buffer(ctx->args[1], kind);
+		u64 status = 0;
+		/* bytes 2..9 of "HTTP/1.x 1xx": "TP/1.x 1", x masked */
+		if (!wb || bpf_probe_read_user(&status, sizeof(status), (void *)(wb + 2)) ||
+		    (status & 0xffff00ffffffffffULL) != 0x3120002e312f5054ULL)
+			s->flags |= SF_RESPONDED;
 		set_thread(tgid, tid, TM_OP, s->op_id);
 		/* Remember the served fd so the exit releases the thread. */
 		struct pending p = { .args = { fd, 0, 0 } };
@@ -1651,11 +1690,13 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = ts->op_id };
 		if (bpf_map_lookup_elem(&buckets, &bk)) {
 			s->op_id = ts->op_id; /* the call is part of the thread's op */
+			s->flags |= SF_JOINED;
 			return 0;
 		}
 	}
 	u64 buf = first_buffer(ctx->args[1], kind);
-	s64 len = kind == IO_PLAIN ? (s64)ctx->args[2] : OP_DATA_LEN;
+	s64 len = kind == IO_PLAIN ? (s64)ctx->args[2] : first_len(ctx->args[1], kind);
+	s->flags &= ~SF_JOINED;
 	return op_begin(s, tgid, tid, fd, OP_OUTBOUND, buf, len);
 }
 
@@ -1698,6 +1739,11 @@ int on_enter_close(struct tp_sys_enter *ctx)
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
 	if (!s)
 		return 0;
+	if (s->flags & SF_JOINED) {
+		/* A call made inside another op: closing it ends nothing. */
+		bpf_map_delete_elem(&sockets, &k);
+		return 0;
+	}
 	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
 	if (s->op_id && ts && ts->mode == TM_OP && ts->op_id == s->op_id) {
 		/* Closed by the op's own callback (a client done with its

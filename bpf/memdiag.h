@@ -12,8 +12,9 @@
 #define COMM_LEN 16
 #define PATH_LEN 128
 
-/* Ring buffer record kinds. Only lifecycle goes through the ring buffer:
- * memory counters are aggregated in the buckets map. */
+/* Ring buffer record kinds: lifecycle, op begin/end, TLS and OOM notes.
+ * Memory counters never go through it: they are aggregated in the buckets
+ * map (an op's end carries its final counters). */
 enum event_kind {
 	EV_FORK = 1,     /* a target made a thread or a process */
 	EV_EXEC = 2,     /* a target (or the run launcher) exec'd */
@@ -184,6 +185,8 @@ struct region {
 	struct bucket_key owner; /* the bucket of whoever mapped it */
 	u32 class;               /* enum region_class */
 	u32 counted;             /* 1: mapped writable, counted in the owner's retained bytes */
+	u32 gen;                 /* the process's exec generation when mapped: older ones are gone */
+	u32 _pad;
 };
 
 /* While a thread gives memory back (munmap, madvise, brk shrink): who
@@ -234,7 +237,7 @@ struct target {
 	u32 state;      /* enum target_state */
 	u32 prev_state; /* state before an execve in flight, restored if it fails */
 	u32 flags;      /* TF_* */
-	u32 _pad;
+	u32 gen;        /* exec generation: bumped at every exec, regions carry it */
 };
 
 #define TF_TLS_SEEN 1 /* EV_TLS_SEEN was sent for this process */
@@ -257,8 +260,10 @@ enum sock_role {
 	SOCK_CLIENT = 2, /* connected by the target */
 };
 
-#define SF_RESPONDED 1 /* the server wrote since its op began */
+#define SF_RESPONDED 1 /* the server wrote (not a 1xx) since its op began */
 #define SF_TLS 2       /* the first bytes read were a TLS handshake */
+#define SF_STARTED 4   /* an op began on it: later non-request bytes continue ops */
+#define SF_JOINED 8    /* a client socket whose call joined another op: its close ends nothing */
 
 struct sock_key {
 	u32 tgid;

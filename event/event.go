@@ -190,7 +190,10 @@ type Counters struct {
 	RetainedNative int64  // the native-allocator part of Retained
 	ABAlloc        uint64 // exact mode: ArrayBuffer bytes allocated
 	ABFreed        uint64 // exact mode: ArrayBuffer bytes allocated here, freed since
-	Comm           string // thread name for BucketThread
+	// Created is the kernel's clock when the bucket was created: a bucket
+	// deleted and created again under the same key is a new one.
+	Created uint64
+	Comm    string // thread name for BucketThread
 }
 
 // Resident is the change of resident memory: file + anon + shmem.

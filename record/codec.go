@@ -18,7 +18,7 @@ const noTime = math.MinInt64
 // "stats"). A reader takes what it knows of a longer group and skips the
 // rest.
 const (
-	countersFields = 14
+	countersFields = 15
 	statsFields    = 11
 )
 
@@ -254,6 +254,7 @@ func appendCounters(b []byte, c *event.Counters) []byte {
 	}
 	b = binary.AppendUvarint(b, c.ABAlloc)
 	b = binary.AppendUvarint(b, c.ABFreed)
+	b = binary.AppendUvarint(b, c.Created)
 	return appendString(b, c.Comm)
 }
 
@@ -558,7 +559,7 @@ func key(d *decoder) event.BucketKey {
 
 func counters(d *decoder, c *event.Counters) {
 	signed := [...]*int64{0: &c.RSS[0], 1: &c.RSS[1], 2: &c.RSS[2], 3: &c.RSS[3], 9: &c.External, 10: &c.Retained, 11: &c.RetainedNative}
-	unsigned := [...]*uint64{4: &c.Faults, 5: &c.Mapped, 6: &c.Unmapped, 7: &c.MadeWritable, 8: &c.AdvisedFree, 12: &c.ABAlloc, 13: &c.ABFreed}
+	unsigned := [...]*uint64{4: &c.Faults, 5: &c.Mapped, 6: &c.Unmapped, 7: &c.MadeWritable, 8: &c.AdvisedFree, 12: &c.ABAlloc, 13: &c.ABFreed, 14: &c.Created}
 	n := d.count(1)
 	for i := range n {
 		switch {

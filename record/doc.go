@@ -127,7 +127,8 @@
 //	                  advised_free                             u
 //	            9-11  external, retained, retained_native      s
 //	            12-13 ab_alloc, ab_freed                       u
-//	          Version 1 writes n = 14; a reader zeroes values beyond n and
+//	            14    created (the kernel clock at creation)   u
+//	          Version 1 writes n = 15; a reader zeroes values beyond n and
 //	          skips values it does not know (each is one varint). New
 //	          fields of event.Counters are appended here.
 //	stats     n uvarint, n uvarints: lost_events, dropped_events,

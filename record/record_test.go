@@ -51,6 +51,7 @@ func sampleCounters(seed int64, comm string) event.Counters {
 		RetainedNative: seed << 11,
 		ABAlloc:        uint64(seed) << 21,
 		ABFreed:        uint64(seed) << 10,
+		Created:        uint64(seed)<<20 + 5,
 		Comm:           comm,
 	}
 }
@@ -677,7 +678,7 @@ func TestAppendedFields(t *testing.T) {
 	for _, v := range []int64{end.Final.External, end.Final.Retained, end.Final.RetainedNative} {
 		p = binary.AppendVarint(p, v)
 	}
-	for _, v := range []uint64{end.Final.ABAlloc, end.Final.ABFreed, 1 << 50, 7} {
+	for _, v := range []uint64{end.Final.ABAlloc, end.Final.ABFreed, end.Final.Created, 1 << 50, 7} {
 		p = binary.AppendUvarint(p, v)
 	}
 	p = appendString(p, "x")

@@ -183,6 +183,7 @@ func counters(c *memdiagCounters) event.Counters {
 		RetainedNative: c.RetainedNative,
 		ABAlloc:        c.AbAlloc,
 		ABFreed:        c.AbFreed,
+		Created:        c.FirstNs,
 		Comm:           cString(c.Comm[:]),
 	}
 }

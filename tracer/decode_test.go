@@ -309,6 +309,7 @@ func TestCounters(t *testing.T) {
 		Unmapped:     4096,
 		MadeWritable: 65536,
 		AdvisedFree:  8192,
+		Created:      1,
 		Comm:         "worker-1",
 	}
 	if got := counters(&in); got != want {

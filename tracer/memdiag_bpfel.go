@@ -156,6 +156,8 @@ type memdiagRegion struct {
 	Owner   memdiagBucketKey
 	Class   uint32
 	Counted uint32
+	Gen     uint32
+	Pad     uint32
 }
 
 type memdiagRegionKey struct {
@@ -206,7 +208,7 @@ type memdiagTarget struct {
 	State     uint32
 	PrevState uint32
 	Flags     uint32
-	Pad       uint32
+	Gen       uint32
 }
 
 type memdiagThreadState struct {

@@ -86,7 +86,8 @@ func effectiveCaps() (uint64, error) {
 	return 0, errors.New("no CapEff line in /proc/self/status")
 }
 
-// probeKernel checks for Linux >= 5.8 (BPF ring buffer).
+// probeKernel checks for Linux >= 5.17 (ring buffer, bpf_loop,
+// bpf_task_pt_regs).
 func probeKernel() error {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
@@ -97,8 +98,8 @@ func probeKernel() error {
 	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
 		return fmt.Errorf("cannot parse kernel release %q", release)
 	}
-	if major < 5 || major == 5 && minor < 8 {
-		return fmt.Errorf("kernel %s is too old: memdiag needs Linux 5.8 or newer (BPF ring buffer)", release)
+	if major < 5 || major == 5 && minor < 17 {
+		return fmt.Errorf("kernel %s is too old: memdiag needs Linux 5.17 or newer (BPF ring buffer, bpf_loop)", release)
 	}
 	return nil
 }

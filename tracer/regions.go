@@ -46,8 +46,13 @@ func (t *Tracer) LearnProcess(pid int, seed bool) (bool, error) {
 	if !seed {
 		return found, nil
 	}
+	var tgt memdiagTarget
+	gen := uint32(0)
+	if err := t.objs.Targets.Lookup(&key, &tgt); err == nil {
+		gen = tgt.Gen
+	}
 	for _, m := range maps {
-		r := memdiagRegion{Start: m.Start, Len: m.End - m.Start, Class: seedClass(m)}
+		r := memdiagRegion{Start: m.Start, Len: m.End - m.Start, Class: seedClass(m), Counted: 0, Gen: gen}
 		if err := t.putRegion(key, &r); err != nil {
 			return found, err
 		}
@@ -109,12 +114,28 @@ func regionBlocks(start, length uint64) []block {
 	return out
 }
 
-// ForgetProcess drops the kernel's region table and libc range of a
-// process (it exited, or exec'd a new image).
+// ForgetProcess drops the kernel's region table and libc range of
+// processes that exited.
 func (t *Tracer) ForgetProcess(pids ...uint32) error {
+	return t.forgetRegions(pids, true)
+}
+
+// ForgetOldImage drops the regions a process mapped before its last exec;
+// those of its new image (mapped since, tagged with the new generation)
+// stay.
+func (t *Tracer) ForgetOldImage(pid uint32) error {
+	return t.forgetRegions([]uint32{pid}, false)
+}
+
+func (t *Tracer) forgetRegions(pids []uint32, all bool) error {
 	dead := map[uint32]bool{}
+	gens := map[uint32]uint32{}
 	for _, p := range pids {
 		dead[p] = true
+		var tgt memdiagTarget
+		if err := t.objs.Targets.Lookup(&p, &tgt); err == nil {
+			gens[p] = tgt.Gen
+		}
 	}
 	var (
 		k    memdiagRegionKey
@@ -124,7 +145,7 @@ func (t *Tracer) ForgetProcess(pids ...uint32) error {
 	)
 	it := t.objs.Regions.Iterate()
 	for it.Next(&k, &v) {
-		if dead[k.Tgid] {
+		if dead[k.Tgid] && (all || v.Gen != gens[k.Tgid]) {
 			gone = append(gone, k)
 		}
 	}
@@ -137,6 +158,9 @@ func (t *Tracer) ForgetProcess(pids ...uint32) error {
 		}
 	}
 	for _, p := range pids {
+		if !all {
+			break
+		}
 		if err := t.objs.LibcRanges.Delete(&p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("deleting a libc range: %w", err))
 		}

@@ -45,8 +45,8 @@ type Config struct {
 	// KeepQueryValues keeps query-string values in request names (they
 	// are redacted by default: they carry tokens and personal data).
 	KeepQueryValues bool
-	// QueueLen bounds the channel between the ring buffer reader and its
-	// consumer; records that find it full are dropped and counted. 0 means 4096.
+	// QueueLen sizes the channel between the ring buffer reader and its
+	// consumer (the reader waits when it is full). 0 means 4096.
 	QueueLen int
 }
 
@@ -333,11 +333,11 @@ func (t *Tracer) read() {
 			t.undecodable.Add(1)
 			continue
 		}
-		select {
-		case t.events <- ev:
-		default:
-			t.dropped.Add(1)
-		}
+		// Block rather than drop: an op's end carries bytes the kernel no
+		// longer holds. A slow consumer fills the ring buffer instead,
+		// where a record that finds no room is counted and its bytes
+		// stay in the kernel's tables.
+		t.events <- ev
 	}
 }
 
@@ -348,20 +348,39 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 		key memdiagBucketKey
 		val memdiagCounters
 	)
+	// The kernel deletes buckets while this iterates (ops ending), which
+	// can restart the walk: keep each key once, and walk again if the
+	// kernel aborted it.
 	var freed []memdiagBucketKey
-	it := t.objs.Buckets.Iterate()
-	for it.Next(&key, &val) {
-		if key.Kind == uint32(event.BucketFreed) {
-			freed = append(freed, key)
-			continue
+	seen := map[memdiagBucketKey]int{}
+	for attempt := 0; ; attempt++ {
+		it := t.objs.Buckets.Iterate()
+		for it.Next(&key, &val) {
+			if key.Kind == uint32(event.BucketFreed) {
+				if _, dup := seen[key]; !dup {
+					seen[key] = -1
+					freed = append(freed, key)
+				}
+				continue
+			}
+			b := event.Bucket{
+				Key:      event.BucketKey{PID: key.Tgid, Kind: event.BucketKind(key.Kind), ID: key.Id},
+				Counters: counters(&val),
+			}
+			if i, dup := seen[key]; dup {
+				s.Buckets[i] = b
+				continue
+			}
+			seen[key] = len(s.Buckets)
+			s.Buckets = append(s.Buckets, b)
 		}
-		s.Buckets = append(s.Buckets, event.Bucket{
-			Key:      event.BucketKey{PID: key.Tgid, Kind: event.BucketKind(key.Kind), ID: key.Id},
-			Counters: counters(&val),
-		})
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading buckets: %w", err)
+		err := it.Err()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ebpf.ErrIterationAborted) || attempt == 2 {
+			return nil, fmt.Errorf("reading buckets: %w", err)
+		}
 	}
 	// Freed buckets are taken, atomically, so a give-back that lands after
 	// the read starts a new bucket instead of being lost.
@@ -446,7 +465,7 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 			return nil, err
 		}
 	}
-	s.Stats.DroppedEvents = t.dropped.Load() + t.undecodable.Load()
+	s.Stats.DroppedEvents = t.undecodable.Load()
 	return s, nil
 }
 

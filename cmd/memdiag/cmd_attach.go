@@ -155,6 +155,15 @@ func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
 	if err := checkOutputs(opts); err != nil {
 		return err
 	}
+	metricsLn, err := listenMetrics(opts)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if metricsLn != nil {
+			metricsLn.Close() // closed already when the session served it
+		}
+	}()
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return fmt.Errorf("watching process %d: %w", pid, err)
@@ -210,12 +219,13 @@ func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
 	}
 	started := time.Now()
 	s := &session{
-		opts:    opts,
-		tr:      tr,
-		acct:    attribution.New(uint32(pid), started),
-		target:  report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Mode: "attach", Container: res.container, Cgroup: res.cgroup},
-		base:    baseline,
-		started: started,
+		opts:      opts,
+		tr:        tr,
+		acct:      attribution.New(uint32(pid), started),
+		target:    report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Mode: "attach", Container: res.container, Cgroup: res.cgroup},
+		base:      baseline,
+		started:   started,
+		metricsLn: metricsLn,
 	}
 	s.acct.SetComm(uint32(pid), base.Name)
 	s.acct.SetOptions(opts.accountOptions())
@@ -226,6 +236,7 @@ func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	why := s.loop(ctx, waitExit(pidfd))
+	stop() // a second Ctrl-C during the final report ends memdiag at once
 	return s.finish(why)
 }
 

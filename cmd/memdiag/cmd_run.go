@@ -46,6 +46,15 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 	if err := checkOutputs(opts); err != nil {
 		return err
 	}
+	metricsLn, err := listenMetrics(opts)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if metricsLn != nil {
+			metricsLn.Close() // closed already when the session served it
+		}
+	}()
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding memdiag's own binary: %w", err)
@@ -90,11 +99,12 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 	pid := uint32(cmd.Process.Pid)
 	started := time.Now()
 	s := &session{
-		opts:    opts,
-		tr:      tr,
-		acct:    attribution.New(pid, started),
-		target:  report.Target{PID: pid, Comm: argv[0], Exe: path, Mode: "run"},
-		started: started,
+		opts:      opts,
+		tr:        tr,
+		acct:      attribution.New(pid, started),
+		target:    report.Target{PID: pid, Comm: argv[0], Exe: path, Mode: "run"},
+		started:   started,
+		metricsLn: metricsLn,
 	}
 	s.acct.SetOptions(opts.accountOptions())
 	if err := s.start(); err != nil {

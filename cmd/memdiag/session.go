@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -39,6 +40,7 @@ type session struct {
 	tlsHinted    bool
 	rec          *record.Writer // --record, or nil
 
+	metricsLn   net.Listener      // --metrics-addr, opened before tracing
 	exp         *metrics.Exporter // --metrics-addr, or nil
 	stopMetrics context.CancelFunc
 	metricsDone chan struct{}
@@ -76,13 +78,11 @@ func (s *session) start() error {
 	if warn != "" {
 		fmt.Fprintln(os.Stderr, warn)
 	}
-	s.log.Init(s.target, s.base)
 	if err := s.startRecording(); err != nil {
 		return err
 	}
-	if err := s.startMetrics(); err != nil {
-		return err
-	}
+	s.log.Init(s.target, s.base)
+	s.startMetrics()
 	var levelWarn string
 	s.levels, levelWarn = resolveLevels(s.opts.dumpAt, int(s.target.PID))
 	if levelWarn != "" {
@@ -92,10 +92,20 @@ func (s *session) start() error {
 	s.lastPeriodic = s.started
 	if s.opts.readyFile != "" {
 		if err := report.WriteNew(s.opts.readyFile, []byte(fmt.Sprintf("%d\n", os.Getpid()))); err != nil {
+			s.abandonRecording()
 			return fmt.Errorf("writing the ready file: %w", err)
 		}
 	}
 	return nil
+}
+
+// abandonRecording removes a recording a session that never ran began.
+func (s *session) abandonRecording() {
+	if s.rec != nil {
+		s.rec.Close(record.Trailer{EndedAt: time.Now(), Reason: "memdiag did not start"})
+		os.Remove(s.opts.recordPath)
+		s.rec = nil
+	}
 }
 
 // loop runs until ctx ends or done closes, then stops the tracer and
@@ -166,7 +176,7 @@ func (s *session) flush() {
 // execd follows a traced process into its new image: the old mappings
 // are gone, the new C library is not mapped yet.
 func (s *session) execd(ex *event.Exec) {
-	if err := s.tr.ForgetProcess(ex.PID); err != nil {
+	if err := s.tr.ForgetOldImage(ex.PID); err != nil {
 		s.log.Printf("ERROR", "%v", err)
 	}
 	if s.learn == nil {
@@ -239,14 +249,24 @@ func (s *session) reportNow() {
 	s.log.Printf("REPORT", "written to %s.json and %s.html", base, base)
 }
 
-// startMetrics serves Prometheus metrics when --metrics-addr is set.
-func (s *session) startMetrics() error {
-	if s.opts.metricsAddr == "" {
-		return nil
+// listenMetrics opens --metrics-addr before anything else starts, so a
+// busy address is refused before memdiag traces or writes anything.
+func listenMetrics(o sessionOptions) (net.Listener, error) {
+	if o.metricsAddr == "" {
+		return nil, nil
 	}
-	ln, err := metrics.Listen(s.opts.metricsAddr)
+	ln, err := metrics.Listen(o.metricsAddr)
 	if err != nil {
-		return usageErr("%v", err)
+		return nil, usageErr("%v", err)
+	}
+	return ln, nil
+}
+
+// startMetrics serves Prometheus metrics on the listener opened early.
+func (s *session) startMetrics() {
+	ln := s.metricsLn
+	if ln == nil {
+		return
 	}
 	s.exp = metrics.New(metrics.Labels{ContainerID: s.target.Container, PodUID: metrics.PodUID(s.target.Cgroup), Version: version})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -258,7 +278,6 @@ func (s *session) startMetrics() error {
 		}
 	}()
 	s.log.Printf("METRICS", "serving Prometheus metrics on %s/metrics", ln.Addr())
-	return nil
 }
 
 // highestRSS is the main target's highest resident memory so far: the
@@ -339,12 +358,34 @@ func (s *session) periodic() {
 // writes the report and closes everything.
 func (s *session) finish(why string) error {
 	s.finishing = true
-	if s.dumping {
-		// Let the dump under way finish: it reads the tracer's maps.
-		s.dumped(<-s.dumpDone)
+	events := s.tr.Events()
+	for s.dumping {
+		// Let the dump under way finish (it reads the tracer's maps),
+		// taking events meanwhile so the ring buffer does not fill.
+		select {
+		case d := <-s.dumpDone:
+			s.dumped(d)
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			s.consume(ev)
+		}
 	}
+	// Stop drains the ring buffer into the events channel; take them
+	// while it does, apply them in order after.
+	var rest []event.Event
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for ev := range s.tr.Events() {
+			rest = append(rest, ev)
+		}
+	}()
 	stopErr := s.tr.Stop()
-	for ev := range s.tr.Events() {
+	<-drained
+	for _, ev := range rest {
 		s.consume(ev)
 	}
 	snap, snapErr := s.tr.Snapshot()
