@@ -197,3 +197,24 @@ func assertNoMemdiagPrograms(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestConcurrentFaults: threads of one process faulting at the same time
+// on both CPUs: the kernel's counter deltas still telescope, so memdiag's
+// growth matches the process's own /proc/self/status.
+func TestConcurrentFaults(t *testing.T) {
+	requireRoot(t)
+	w := startWorkload(t)
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h")
+	base := w.do("status")
+	var end status
+	for i := 0; i < 4; i++ {
+		end = w.do("threads 64M 8") // 512 MiB a round, 8 threads at once
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	rep := r.readReport(t)
+	within(t, "growth under concurrent faults vs /proc", rep.Growth.RSS, end.RSS-base.RSS, 0.01, end.RSS-base.RSS)
+	within(t, "anon growth vs /proc", rep.Growth.Anon, end.Anon-base.Anon, 0.01, end.Anon-base.Anon)
+}

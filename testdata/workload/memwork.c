@@ -13,6 +13,7 @@
 //   unmap         munmap the last anon region
 //   dontneed      madvise(MADV_DONTNEED) the last anon region
 //   thread N      a thread named "memwork-thr" maps and writes N bytes (kept), joined
+//   threads N K   K threads at once each map and write N bytes (kept), joined
 //   fork N        a child maps and writes N bytes, reports, and exits; waited for
 //   spin N        map, write and unmap N bytes 100 times (a fault storm)
 //   malloc N K    malloc K chunks of N bytes and write every page (kept until freeall)
@@ -178,6 +179,18 @@ int main(void)
 				die("pthread_create");
 			pthread_setname_np(t, "memwork-thr");
 			pthread_join(t, &p);
+		} else if (!strcmp(cmd, "threads")) {
+			pthread_t ts[64];
+			long k = atol(a2);
+			if (k < 1 || k > 64) {
+				errno = EINVAL;
+				die("threads");
+			}
+			for (long i = 0; i < k; i++)
+				if (pthread_create(&ts[i], NULL, thread_main, &n))
+					die("pthread_create");
+			for (long i = 0; i < k; i++)
+				pthread_join(ts[i], NULL);
 		} else if (!strcmp(cmd, "fork")) {
 			pid_t pid = fork();
 			if (pid < 0)
