@@ -23,6 +23,7 @@ type Process struct {
 	Exited    bool
 	ExitCode  int32
 	OOMKilled bool // the OOM killer chose it
+	Execs     int  // execs seen while traced
 	// Peak is the highest resident memory the kernel reported for this
 	// process, counting each counter from its first change after attach.
 	Peak      int64
@@ -51,7 +52,7 @@ type Account struct {
 	cats      map[string]*category
 	open      map[uint64]*op
 	ended     map[uint64]int       // op id -> snapshot seq of its end
-	orphans   map[uint64]int       // op id seen in a snapshot before its begin -> seq
+	orphans   map[uint64]orphan    // op buckets seen in a snapshot before their begin
 	owners    map[uint64]*category // ended ops that mapped memory -> their category
 	ownerRing []uint64             // owners' ids, oldest first, for eviction
 	ownerNext int
@@ -93,7 +94,7 @@ func New(main uint32, start time.Time) *Account {
 		cats:    map[string]*category{},
 		open:    map[uint64]*op{},
 		ended:   map[uint64]int{},
-		orphans: map[uint64]int{},
+		orphans: map[uint64]orphan{},
 		owners:  map[uint64]*category{},
 	}
 	a.opts.defaults()
@@ -136,6 +137,7 @@ func (a *Account) Apply(ev event.Event) {
 	case *event.Exec:
 		p := a.process(e.PID)
 		p.Exe = e.Filename
+		p.Execs++
 	case *event.Exit:
 		if e.GroupDead {
 			p := a.process(e.PID)

@@ -115,6 +115,13 @@ const topOps = 3
 // record before the begin counts as lost.
 const orphanAfter = 3
 
+// orphan is an op bucket whose begin has not been seen (yet).
+type orphan struct {
+	seq  int // snapshot it was first seen in
+	pid  uint32
+	live event.Counters
+}
+
 func (a *Account) categoryFor(n Naming) *category {
 	c, ok := a.cats[n.Category]
 	if !ok {
@@ -267,13 +274,14 @@ func (a *Account) opSnapshot(b event.Bucket, now time.Time) {
 		}
 		// Its begin may still be on its way through the ring buffer;
 		// after a few snapshots, it was lost: track it as unknown.
-		first, seen := a.orphans[b.Key.ID]
+		orph, seen := a.orphans[b.Key.ID]
 		if !seen {
-			a.orphans[b.Key.ID] = a.seq
-			return
+			orph.seq = a.seq
 		}
-		if a.seq-first < orphanAfter {
-			return
+		orph.pid, orph.live = b.Key.PID, b.Counters
+		a.orphans[b.Key.ID] = orph
+		if a.seq-orph.seq < orphanAfter {
+			return // counted as unknown, provisionally, until then
 		}
 		delete(a.orphans, b.Key.ID)
 		c := a.categoryFor(Naming{Category: "unknown", Kind: KindUnknown})
@@ -314,8 +322,8 @@ func (a *Account) pruneEnded() {
 			delete(a.ended, id)
 		}
 	}
-	for id, seq := range a.orphans {
-		if a.seq-seq > 2*orphanAfter {
+	for id, o := range a.orphans {
+		if a.seq-o.seq > 2*orphanAfter {
 			delete(a.orphans, id) // gone without a trace: taken at an end we applied
 		}
 	}
@@ -387,6 +395,20 @@ func (a *Account) opCategories() []CategorySummary {
 	}
 	for _, o := range a.open {
 		cs := &out[idx[o.cat.name]]
+		cs.Counters = add(cs.Counters, o.live)
+		cs.PerPID[o.pid] = add(cs.PerPID[o.pid], o.live)
+		cs.OpenOps++
+	}
+	// Op buckets whose begin is still on its way (or lost): their bytes
+	// count, as unknown, until the begin names them.
+	for _, o := range a.orphans {
+		i, ok := idx["unknown"]
+		if !ok {
+			i = len(out)
+			idx["unknown"] = i
+			out = append(out, CategorySummary{Name: "unknown", Kind: KindUnknown, PerPID: map[uint32]event.Counters{}})
+		}
+		cs := &out[i]
 		cs.Counters = add(cs.Counters, o.live)
 		cs.PerPID[o.pid] = add(cs.PerPID[o.pid], o.live)
 		cs.OpenOps++

@@ -69,6 +69,10 @@ func (a *Account) point(at time.Time) TimelinePoint {
 		totals[o.cat.name] += o.live.Resident()
 		external += ext(o.live)
 	}
+	for _, o := range a.orphans {
+		totals["unknown"] += o.live.Resident()
+		external += ext(o.live)
+	}
 	mainExited := a.procs[a.main].Exited
 	addBucket := func(pid uint32, name string, c event.Counters) {
 		if name == event.BucketBaseline.String() || name == event.BucketRelease.String() && pid == a.main && mainExited {

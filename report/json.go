@@ -212,6 +212,14 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 	r.Growth.Memory = g
 	r.Growth.Swap = sum.Growth.RSS[event.RSSSwap]
 	r.Final = base.Memory.Add(g)
+	if sum.Main != nil && sum.Main.Execs > 0 && base.RSS > 0 {
+		// The image found at attach is gone: counters of it the kernel
+		// never reported changing went with it, unseen.
+		unseen := base.RSS - sum.Baseline.Resident()
+		if unseen > 0 {
+			r.Final.RSS -= unseen
+		}
+	}
 	// The kernel's peak counts a counter from its first change after
 	// attach; counters that never changed stand at their baseline.
 	unseen := base.RSS - sum.Baseline.Resident()

@@ -130,7 +130,9 @@ func TestRunMissesNothing(t *testing.T) {
 func TestSIGTERMDetachesDrainsReports(t *testing.T) {
 	requireRoot(t)
 	w := startWorkload(t)
+	before := memdiagPrograms(t)
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h")
+	ours := programsOf(t, before)
 	w.do("anon 16M")
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	if code := r.wait(t); code != 0 {
@@ -148,7 +150,7 @@ func TestSIGTERMDetachesDrainsReports(t *testing.T) {
 			t.Errorf("log lacks %s:\n%s", tag, log)
 		}
 	}
-	assertNoMemdiagPrograms(t)
+	assertProgramsGone(t, ours)
 }
 
 // TestSIGKILLLeavesNothing: memdiag killed outright leaves no BPF program
@@ -156,21 +158,21 @@ func TestSIGTERMDetachesDrainsReports(t *testing.T) {
 func TestSIGKILLLeavesNothing(t *testing.T) {
 	requireRoot(t)
 	w := startWorkload(t)
+	before := memdiagPrograms(t)
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid))
-	if n := countMemdiagPrograms(t); n == 0 {
-		t.Fatal("no memdiag program is loaded while attached: the check below would prove nothing")
-	}
+	ours := programsOf(t, before)
 	w.do("anon 4M")
 	r.cmd.Process.Kill()
 	r.wait(t)
 	w.do("anon 4M")
-	assertNoMemdiagPrograms(t)
+	assertProgramsGone(t, ours)
 }
 
-// countMemdiagPrograms counts loaded BPF programs with memdiag's names.
-func countMemdiagPrograms(t *testing.T) int {
+// memdiagPrograms returns the ids of loaded BPF programs with memdiag's
+// names (other memdiag processes on the machine included).
+func memdiagPrograms(t *testing.T) map[ebpf.ProgramID]bool {
 	t.Helper()
-	n := 0
+	ids := map[ebpf.ProgramID]bool{}
 	for id, err := ebpf.ProgramGetNextID(0); err == nil; id, err = ebpf.ProgramGetNextID(id) {
 		p, err := ebpf.NewProgramFromID(id)
 		if err != nil {
@@ -179,20 +181,46 @@ func countMemdiagPrograms(t *testing.T) int {
 		info, err := p.Info()
 		p.Close()
 		if err == nil && (info.Name == "on_rss_stat" || info.Name == "on_page_fault") {
-			n++
+			ids[id] = true
 		}
 	}
-	return n
+	return ids
 }
 
-// assertNoMemdiagPrograms waits (bounded) for the kernel to free memdiag's
+// programsOf returns the memdiag programs that appeared since before: the
+// ones the memdiag started in between loaded.
+func programsOf(t *testing.T, before map[ebpf.ProgramID]bool) map[ebpf.ProgramID]bool {
+	t.Helper()
+	ours := map[ebpf.ProgramID]bool{}
+	for id := range memdiagPrograms(t) {
+		if !before[id] {
+			ours[id] = true
+		}
+	}
+	if len(ours) == 0 {
+		t.Fatal("memdiag loaded no program: the check after it exits would prove nothing")
+	}
+	return ours
+}
+
+// assertProgramsGone waits (bounded) for the kernel to free the given
 // programs: their release after the last fd closes is asynchronous.
-func assertNoMemdiagPrograms(t *testing.T) {
+func assertProgramsGone(t *testing.T, ours map[ebpf.ProgramID]bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for countMemdiagPrograms(t) > 0 {
+	for {
+		left := 0
+		now := memdiagPrograms(t)
+		for id := range ours {
+			if now[id] {
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("memdiag's BPF programs are still loaded after it exited")
+			t.Fatalf("%d of memdiag's BPF programs are still loaded after it exited", left)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
