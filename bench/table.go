@@ -118,6 +118,7 @@ func printTable(out io.Writer, rows []row, info tableInfo) {
 	}
 }
 
+// results returns the workload results of traced runs.
 func results(ts []tracedResult) []result {
 	out := make([]result, len(ts))
 	for i, t := range ts {
@@ -126,6 +127,7 @@ func results(ts []tracedResult) []result {
 	return out
 }
 
+// ms formats seconds as a duration rounded to the millisecond.
 func ms(secs float64) string {
 	return time.Duration(secs * float64(time.Second)).Round(time.Millisecond).String()
 }

@@ -229,12 +229,13 @@ func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
 	}
 	s.acct.SetComm(uint32(pid), base.Name)
 	s.acct.SetOptions(opts.accountOptions())
+	// Signals are caught before the ready file says memdiag is there.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if err := s.start(); err != nil {
 		tr.Close()
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	why := s.loop(ctx, waitExit(pidfd))
 	stop() // a second Ctrl-C during the final report ends memdiag at once
 	return s.finish(why)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -33,4 +34,14 @@ func newLaunchCommand() *cli.Command {
 			return fmt.Errorf("exec %s: %w", args[0], err)
 		},
 	}
+}
+
+func init() {
+	// The launcher must exec from its main thread: an exec from another
+	// thread makes that thread the new leader and ends the old leader's
+	// task, and the uprobes memdiag run attached for the launcher's pid
+	// before the exec (--tls, --exact-external) follow that task.
+	// Locking the main goroutine to the main thread here, before anything
+	// can move it, guarantees it.
+	runtime.LockOSThread()
 }

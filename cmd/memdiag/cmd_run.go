@@ -107,6 +107,11 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 		metricsLn: metricsLn,
 	}
 	s.acct.SetOptions(opts.accountOptions())
+	// Signals go to the command; memdiag reports when it has exited, as
+	// time(1) does. Caught before the ready file says memdiag is there.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	if err := s.start(); err != nil {
 		tr.Close()
 		return abort(err)
@@ -116,12 +121,6 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 		return abort(fmt.Errorf("releasing the command: %w", err))
 	}
 	gateW.Close()
-
-	// Signals go to the command; memdiag reports when it has exited, as
-	// time(1) does.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	go func() {
 		for sig := range sigs {
 			cmd.Process.Signal(sig)

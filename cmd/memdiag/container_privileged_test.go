@@ -161,14 +161,31 @@ func TestContainer(t *testing.T) {
 	get(t, hc, "GET", base+"/api/records", nil)
 
 	metricsPort := freePort(t)
+	dumps := filepath.Join(t.TempDir(), "dumps")
+	st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.initPID))
+	var rssKB int64
+	for _, line := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(v, "kB")), &rssKB)
+		}
+	}
 	r := startMemdiag(t, nil, "attach", "--container", c.id[:12], "--interval", "1h",
-		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort))
+		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort),
+		"--dump-at", fmt.Sprintf("%dKB", rssKB+4<<10), "--dumps-dir", dumps)
 	const n = 200
 	for i := 0; i < n; i++ {
 		get(t, hc, "GET", base+"/api/records", nil)
 		get(t, hc, "GET", fmt.Sprintf("%s/api/voice/%d", base, i), nil)
 	}
 	hc.CloseIdleConnections()
+
+	// The growth crossed the threshold: the dump's heap snapshot was
+	// taken through the inspector inside the container's network
+	// namespace.
+	log := waitLog(t, r.log, "[DUMP] written to", r.done)
+	if !strings.Contains(log, "heap snapshot of") || !strings.Contains(log, "closed again") {
+		t.Errorf("no heap snapshot across the container's network namespace:\n%s", log)
+	}
 
 	// A process started in the container after attach is traced too.
 	late := exec.Command("sh", "-c", c.enter()+fmt.Sprintf(" && exec nsenter -t %d -p -n -m node -e \"const b = Buffer.alloc(24 << 20, 1); console.log('listening', process.pid, b.length); setTimeout(() => {}, 60000)\"", c.initPID))
@@ -308,3 +325,24 @@ func metricValue(fams map[string]*dto_MetricFamily, name, label, value string) f
 }
 
 func containerRoots() container.Roots { return container.DefaultRoots() }
+
+// TestInContainerPID: --pid N --in-container ID finds the host pid of the
+// process that is N inside the container's pid namespace.
+func TestInContainerPID(t *testing.T) {
+	requireRoot(t)
+	c := newFakeContainer(t, "")
+	c.start(t, []string{"PORT=3001", "SYNC_INTERVAL_MS=0"}, "node", filepath.Join(repoRoot, "examples", "leaky-service", "server.js"))
+	r := startMemdiag(t, nil, "attach", "--pid", "1", "--in-container", c.id[:12], "--interval", "1h", "--no-dumps")
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("exit %d: %s", code, r.stderr.String())
+	}
+	rep := r.readReport(t)
+	if rep.Target.PID != uint32(c.initPID) || rep.Target.Comm != "node" {
+		t.Errorf("target = %+v, want host pid %d (node, pid 1 in the container)", rep.Target, c.initPID)
+	}
+	code, stderr := runOnce(t, nil, "attach", "--pid", "4242", "--in-container", c.id[:12])
+	if code != 2 || !strings.Contains(stderr, "no process 4242 in container") {
+		t.Errorf("unknown pid in the container: exit %d, %q", code, stderr)
+	}
+}

@@ -211,6 +211,19 @@ func TestDumpRefusedOnFullDisk(t *testing.T) {
 	if !strings.Contains(log, "free") {
 		t.Errorf("the refusal does not say why:\n%s", log)
 	}
+	// Fill the tmpfs, and point a second memdiag's log there: it says so
+	// once and goes on logging to the console.
+	filler, _ := os.Create(filepath.Join(dir, "filler"))
+	filler.Write(make([]byte, 2<<20))
+	filler.Close()
+	full := exec.Command(memdiagBin, "attach", "--pid", fmt.Sprint(w.pid), "--log", filepath.Join(dir, "full.log"), "--duration", "2s", "--interval", "1s", "--no-dumps")
+	out, err := full.CombinedOutput()
+	if err != nil {
+		t.Errorf("memdiag with its log on a full disk: %v\n%s", err, out)
+	}
+	if n := strings.Count(string(out), "warning: cannot write the log"); n != 1 || !strings.Contains(string(out), "[SUMMARY]") {
+		t.Errorf("want one warning and the log on the console, got:\n%s", out)
+	}
 	w.do("anon 1M")
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	if code := r.wait(t); code != 0 {
