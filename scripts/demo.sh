@@ -36,7 +36,7 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
   ./bin/loadgen --url "http://127.0.0.1:$port" --seconds 5 >/dev/null
   echo "demo: attaching memdiag for 20 s while bin/loadgen sends a mix of requests"
   ./bin/memdiag attach --pid "$svcpid" --duration 20s --interval 5s --config examples/classic-categories.yaml \
-    --log "$log" --report-json "$out/report.json" --ready-file "$out/ready" &
+    --log "$log" --report-json "$out/report.json" --report-html "$out/report.html" --ready-file "$out/ready" &
   md=$!
   for _ in $(seq 100); do [ -e "$out/ready" ] && break; sleep 0.1; done
   ./bin/loadgen --url "http://127.0.0.1:$port" --seconds 18
@@ -52,4 +52,4 @@ echo
 echo "== log ($log)"
 cat "$log"
 echo
-echo "== JSON report: $out/report.json"
+echo "== reports: $out/report.json, $out/report.html (open it in a browser)"
