@@ -44,7 +44,7 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
 else
   "$GO" build -o bin/demo-workload ./examples/demo-workload
   echo "demo: Node.js not found: tracing the built-in workload for 20 s (thread 'cache' leaks 4 MiB/s, 'parser' churns 16 MiB/s, 'reporter' maps a 32 MiB file)"
-  ./bin/memdiag run --interval 5s --log "$log" --report-json "$out/report.json" \
+  ./bin/memdiag run --interval 5s --log "$log" --report-json "$out/report.json" --report-html "$out/report.html" \
     -- ./bin/demo-workload --seconds 20
 fi
 
