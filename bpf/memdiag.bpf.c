@@ -148,9 +148,23 @@ struct {
  * new page went to without a per-thread table. */
 struct last_fault {
 	u32 tid;
-	u32 _pad;
+	u32 cache_tgid; /* the cached mapping: whose, and when */
 	u64 addr;
+	u64 cache_epoch;
+	u64 cache_start;
+	u64 cache_end;
+	u32 cache_class;
+	u32 _pad;
 };
+
+/* [0] -> bumped whenever a mapping is added or removed, so per-CPU caches
+ * of a fault's mapping know when they are stale. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} regions_epoch SEC(".maps");
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -356,7 +370,6 @@ static __always_inline void charge_rss(struct bucket_key *key, u32 member, s64 d
 	if (!c || member >= RSS_MEMBERS)
 		return;
 	__sync_fetch_and_add(&c->rss[member], delta);
-	c->last_ns = bpf_ktime_get_ns();
 }
 
 /* Adds delta to the group total and raises the peak. */
@@ -564,8 +577,10 @@ int on_rss_stat(struct tp_rss_stat *ctx)
 	return 0;
 }
 
-SEC("tracepoint/exceptions/page_fault_user")
-int on_page_fault(struct tp_page_fault *ctx)
+/* A raw tracepoint: no trace record is assembled for it (the fault path
+ * is the hottest memdiag sits on). TP_PROTO(address, regs, error_code). */
+SEC("raw_tracepoint/page_fault_user")
+int on_page_fault(struct bpf_raw_tracepoint_args *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
@@ -580,7 +595,7 @@ int on_page_fault(struct tp_page_fault *ctx)
 	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
 	if (lf) {
 		lf->tid = (u32)id;
-		lf->addr = ctx->address;
+		lf->addr = ctx->args[0];
 	}
 	return 0;
 }
@@ -716,6 +731,10 @@ static long block_step(u64 i, struct blocks_ctx *c)
  * blocks that tile it. */
 static __always_inline void region_blocks(u32 tgid, struct region *r, int insert)
 {
+	u32 zero = 0;
+	u64 *epoch = bpf_map_lookup_elem(&regions_epoch, &zero);
+	if (epoch)
+		__sync_fetch_and_add(epoch, 1);
 	struct blocks_ctx c = {
 		.r = r, .start = r->start & ~4095ULL, .len = PAGE_ALIGN(r->len), .tgid = tgid, .insert = insert,
 	};
@@ -748,8 +767,22 @@ static __always_inline u32 fault_class(u32 tgid, u32 tid)
 	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
 	if (!lf || lf->tid != tid)
 		return RC_UNKNOWN;
+	/* Faults come in runs through one mapping: the last answer on this
+	 * CPU holds while no mapping changed anywhere (regions_epoch). */
+	u64 *epoch = bpf_map_lookup_elem(&regions_epoch, &zero);
+	u64 now = epoch ? *epoch : 0;
+	if (lf->cache_tgid == tgid && lf->cache_epoch == now &&
+	    lf->addr >= lf->cache_start && lf->addr < lf->cache_end)
+		return lf->cache_class;
 	struct region *r = region_at(tgid, lf->addr);
-	return r ? r->class : RC_UNKNOWN;
+	if (!r)
+		return RC_UNKNOWN;
+	lf->cache_tgid = tgid;
+	lf->cache_epoch = now;
+	lf->cache_start = r->start;
+	lf->cache_end = r->start + r->len;
+	lf->cache_class = r->class;
+	return r->class;
 }
 
 /* The bucket a mapping's owner is credited through: an op that has ended

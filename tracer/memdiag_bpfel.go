@@ -90,10 +90,15 @@ type memdiagGroupTotal struct {
 }
 
 type memdiagLastFault struct {
-	_    structs.HostLayout
-	Tid  uint32
-	Pad  uint32
-	Addr uint64
+	_          structs.HostLayout
+	Tid        uint32
+	CacheTgid  uint32
+	Addr       uint64
+	CacheEpoch uint64
+	CacheStart uint64
+	CacheEnd   uint64
+	CacheClass uint32
+	Pad        uint32
 }
 
 type memdiagLibcRange struct {
@@ -234,6 +239,7 @@ const (
 	memdiagMapOutstanding        = "outstanding"
 	memdiagMapPending            = "pending"
 	memdiagMapRegions            = "regions"
+	memdiagMapRegionsEpoch       = "regions_epoch"
 	memdiagMapReleasing          = "releasing"
 	memdiagMapSampleAcc          = "sample_acc"
 	memdiagMapSockets            = "sockets"
@@ -430,6 +436,7 @@ type memdiagMapSpecs struct {
 	Outstanding  *ebpf.MapSpec `ebpf:"outstanding"`
 	Pending      *ebpf.MapSpec `ebpf:"pending"`
 	Regions      *ebpf.MapSpec `ebpf:"regions"`
+	RegionsEpoch *ebpf.MapSpec `ebpf:"regions_epoch"`
 	Releasing    *ebpf.MapSpec `ebpf:"releasing"`
 	SampleAcc    *ebpf.MapSpec `ebpf:"sample_acc"`
 	Sockets      *ebpf.MapSpec `ebpf:"sockets"`
@@ -500,6 +507,7 @@ type memdiagMaps struct {
 	Outstanding  *ebpf.Map `ebpf:"outstanding"`
 	Pending      *ebpf.Map `ebpf:"pending"`
 	Regions      *ebpf.Map `ebpf:"regions"`
+	RegionsEpoch *ebpf.Map `ebpf:"regions_epoch"`
 	Releasing    *ebpf.Map `ebpf:"releasing"`
 	SampleAcc    *ebpf.Map `ebpf:"sample_acc"`
 	Sockets      *ebpf.Map `ebpf:"sockets"`
@@ -527,6 +535,7 @@ func (m *memdiagMaps) Close() error {
 		m.Outstanding,
 		m.Pending,
 		m.Regions,
+		m.RegionsEpoch,
 		m.Releasing,
 		m.SampleAcc,
 		m.Sockets,

@@ -73,16 +73,21 @@ const (
 type attachment struct {
 	Tracepoint
 	prog func(*memdiagObjects) *ebpf.Program
+	raw  bool // a raw tracepoint: the handler gets the arguments, no record is built
 }
 
 func tp(group, name string, prog func(*memdiagObjects) *ebpf.Program) attachment {
-	return attachment{Tracepoint{group, name}, prog}
+	return attachment{Tracepoint{group, name}, prog, false}
+}
+
+func rawTP(group, name string, prog func(*memdiagObjects) *ebpf.Program) attachment {
+	return attachment{Tracepoint{group, name}, prog, true}
 }
 
 // attachments lists every tracepoint the BPF program attaches to.
 var attachments = []attachment{
 	tp("kmem", "rss_stat", func(o *memdiagObjects) *ebpf.Program { return o.OnRssStat }),
-	tp("exceptions", "page_fault_user", func(o *memdiagObjects) *ebpf.Program { return o.OnPageFault }),
+	rawTP("exceptions", "page_fault_user", func(o *memdiagObjects) *ebpf.Program { return o.OnPageFault }),
 	tp("syscalls", "sys_enter_mmap", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMmap }),
 	tp("syscalls", "sys_exit_mmap", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMmap }),
 	tp("syscalls", "sys_enter_munmap", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMunmap }),
@@ -243,7 +248,13 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	}
 
 	for _, a := range attachments {
-		l, err := link.Tracepoint(a.Group, a.Name, a.prog(&t.objs), nil)
+		var l link.Link
+		var err error
+		if a.raw {
+			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: a.Name, Program: a.prog(&t.objs)})
+		} else {
+			l, err = link.Tracepoint(a.Group, a.Name, a.prog(&t.objs), nil)
+		}
 		if err != nil {
 			t.closeLinks()
 			return nil, fmt.Errorf("attaching tracepoint %s: %w", a.Tracepoint, err)
