@@ -279,7 +279,16 @@ func TestReferenceService(t *testing.T) {
 		t.Fatalf("memdiag report as nobody: %v", err)
 	}
 	if string(replayed) != string(live) {
-		t.Errorf("memdiag report of the recording differs from the live report:\nlive:   %.300s\nreplay: %.300s", live, replayed)
+		ll, rl := strings.Split(string(live), "\n"), strings.Split(string(replayed), "\n")
+		for i := 0; i < len(ll) && i < len(rl); i++ {
+			if ll[i] != rl[i] {
+				t.Errorf("memdiag report of the recording differs from the live report at line %d:\nlive:   %s\nreplay: %s", i+1, ll[i], rl[i])
+				break
+			}
+		}
+		if len(ll) != len(rl) {
+			t.Errorf("live report has %d lines, the replay %d", len(ll), len(rl))
+		}
 	}
 }
 
