@@ -354,7 +354,9 @@ func (t *Tracer) read() {
 
 // Snapshot reads every bucket, the group totals and the health counters.
 func (t *Tracer) Snapshot() (*event.Snapshot, error) {
-	s := &event.Snapshot{Time: time.Now()}
+	// Round(0): wall time only, as events and recordings carry it, so a
+	// replay computes the same durations.
+	s := &event.Snapshot{Time: time.Now().Round(0)}
 	var (
 		key memdiagBucketKey
 		val memdiagCounters

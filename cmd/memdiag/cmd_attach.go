@@ -217,7 +217,7 @@ func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
 			baseline.Memory = baseline.Memory.Add(baselineOf(st).Memory)
 		}
 	}
-	started := time.Now()
+	started := time.Now().Round(0) // wall time only: a replay must compute the same durations
 	s := &session{
 		opts:      opts,
 		tr:        tr,

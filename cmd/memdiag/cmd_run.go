@@ -97,7 +97,7 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 		}
 	}
 	pid := uint32(cmd.Process.Pid)
-	started := time.Now()
+	started := time.Now().Round(0) // wall time only: a replay must compute the same durations
 	s := &session{
 		opts:      opts,
 		tr:        tr,

@@ -118,7 +118,7 @@ func (s *session) checkThresholds(current int64) {
 
 // mark records a marker on the timeline (and in the recording).
 func (s *session) mark(kind, label string) {
-	s.consume(&event.Marker{Header: event.Header{Time: time.Now(), PID: s.target.PID}, Kind: kind, Label: label})
+	s.consume(&event.Marker{Header: event.Header{Time: time.Now().Round(0), PID: s.target.PID}, Kind: kind, Label: label})
 }
 
 // dumped takes a finished dump into the session.
