@@ -44,5 +44,9 @@ func probeOffset(path, symbol string) (uint64, error) {
 		}
 		return 0, fmt.Errorf("%s starts with a LOCK-prefixed instruction memdiag cannot step over", symbol)
 	}
-	return 0, errors.New("symbol not found")
+	return 0, errSymbolNotFound
 }
+
+// errSymbolNotFound says probeOffset found no such symbol (the uprobe
+// attach that follows reports it to the user).
+var errSymbolNotFound = errors.New("symbol not found")

@@ -599,7 +599,7 @@ func (t *Tracer) AttachExact(pid int, path string) error {
 	// backing stores on its own threads); a classic uprobe's pid is one
 	// thread's.
 	freeAt, err := probeOffset(path, abFree)
-	if err != nil && err.Error() != "symbol not found" {
+	if err != nil && !errors.Is(err, errSymbolNotFound) {
 		return fmt.Errorf("--exact-external: %w", err)
 	}
 	allocs := []string{abAllocate, abAllocateUninitialized}
