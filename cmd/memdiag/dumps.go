@@ -221,9 +221,14 @@ func (s *session) writeProfile(path string, pid int) error {
 	}
 	if err := dump.WriteProfile(f, p); err != nil {
 		f.Close()
+		os.Remove(path) // nothing half-written
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
 }
 
 // writeHeapSnapshot takes a V8 heap snapshot through the inspector.

@@ -315,6 +315,7 @@ func (s *session) apply(snap *event.Snapshot) {
 	if s.rec != nil {
 		if err := s.rec.Flush(); err != nil {
 			s.log.Printf("ERROR", "recording stopped: %v", err)
+			s.rec.Close(record.Trailer{EndedAt: time.Now(), Reason: "recording failed: " + err.Error()})
 			s.rec = nil
 		}
 	}
