@@ -258,17 +258,8 @@ func HostPID(c Container, nsPID int) (int, error) {
 		}
 	}
 	for _, pid := range pids {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
-				f := strings.Fields(rest)
-				if len(f) > 0 && f[len(f)-1] == strconv.Itoa(nsPID) {
-					return pid, nil
-				}
-			}
+		if inner, ok := innerPID(pid); ok && inner == nsPID {
+			return pid, nil
 		}
 	}
 	return 0, fmt.Errorf("no process %d in container %s", nsPID, c.ID[:12])
@@ -278,21 +269,38 @@ func HostPID(c Container, nsPID int) (int, error) {
 // innermost pid namespace's init), else the lowest pid.
 func Main(pids []int) int {
 	for _, pid := range pids {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
-				f := strings.Fields(rest)
-				if len(f) > 1 && f[len(f)-1] == "1" {
-					return pid
-				}
-			}
+		// NSpid has more than one entry only inside a pid namespace.
+		if f := nsPIDs(pid); len(f) > 1 && f[len(f)-1] == "1" {
+			return pid
 		}
 	}
 	if len(pids) == 0 {
 		return 0
 	}
 	return slices.Min(pids)
+}
+
+// nsPIDs reads the NSpid line of /proc/PID/status: the pid in each pid
+// namespace, outermost first.
+func nsPIDs(pid int) []string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			return strings.Fields(rest)
+		}
+	}
+	return nil
+}
+
+// innerPID is a process's pid in its innermost pid namespace.
+func innerPID(pid int) (int, bool) {
+	f := nsPIDs(pid)
+	if len(f) == 0 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(f[len(f)-1])
+	return n, err == nil
 }

@@ -152,18 +152,11 @@ func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
 	if _, err := checkProcess(pid); err != nil {
 		return err
 	}
-	if err := checkOutputs(opts); err != nil {
-		return err
-	}
-	metricsLn, err := listenMetrics(opts)
+	metricsLn, closeMetrics, err := prepareOutputs(opts)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if metricsLn != nil {
-			metricsLn.Close() // closed already when the session served it
-		}
-	}()
+	defer closeMetrics()
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return fmt.Errorf("watching process %d: %w", pid, err)

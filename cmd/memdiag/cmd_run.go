@@ -43,18 +43,11 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 	if err != nil {
 		return usageErr("cannot run %q: %v", argv[0], err)
 	}
-	if err := checkOutputs(opts); err != nil {
-		return err
-	}
-	metricsLn, err := listenMetrics(opts)
+	metricsLn, closeMetrics, err := prepareOutputs(opts)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if metricsLn != nil {
-			metricsLn.Close() // closed already when the session served it
-		}
-	}()
+	defer closeMetrics()
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding memdiag's own binary: %w", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 
 	"github.com/memdiag/memdiag/attribution"
 	"github.com/memdiag/memdiag/config"
@@ -64,6 +65,9 @@ type replayed struct {
 
 // replay rebuilds the account a recording was made of.
 func replay(path string) (*replayed, error) {
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a file: give a recording written by memdiag --record", path)
+	}
 	r, err := record.Open(path)
 	if err != nil {
 		return nil, err

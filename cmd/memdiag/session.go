@@ -249,17 +249,23 @@ func (s *session) reportNow() {
 	s.log.Printf("REPORT", "written to %s.json and %s.html", base, base)
 }
 
-// listenMetrics opens --metrics-addr before anything else starts, so a
-// busy address is refused before memdiag traces or writes anything.
-func listenMetrics(o sessionOptions) (net.Listener, error) {
+// prepareOutputs refuses, before anything is traced or written, outputs
+// that could not be written at the end (checkOutputs), and opens
+// --metrics-addr so a busy address is refused too. The listener (nil
+// without --metrics-addr) is the session's to serve; done closes it if
+// the session never did.
+func prepareOutputs(o sessionOptions) (ln net.Listener, done func(), err error) {
+	if err := checkOutputs(o); err != nil {
+		return nil, nil, err
+	}
+	done = func() {}
 	if o.metricsAddr == "" {
-		return nil, nil
+		return nil, done, nil
 	}
-	ln, err := metrics.Listen(o.metricsAddr)
-	if err != nil {
-		return nil, usageErr("%v", err)
+	if ln, err = metrics.Listen(o.metricsAddr); err != nil {
+		return nil, nil, usageErr("%v", err)
 	}
-	return ln, nil
+	return ln, func() { ln.Close() }, nil
 }
 
 // startMetrics serves Prometheus metrics on the listener opened early.
