@@ -242,20 +242,10 @@ func Listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Serve listens on addr and serves the metrics at /metrics until ctx ends,
-// then shuts down, giving scrapes in flight a few seconds. It returns nil
-// after a shutdown caused by ctx, and the error otherwise (Listen's when addr
-// cannot be opened).
-func (e *Exporter) Serve(ctx context.Context, addr string) error {
-	ln, err := Listen(addr)
-	if err != nil {
-		return err
-	}
-	return e.ServeListener(ctx, ln)
-}
-
-// ServeListener is Serve on a listener the caller opened (with Listen, to
-// fail before tracing starts). It closes ln.
+// ServeListener serves the metrics at /metrics on ln, which the caller
+// opened with Listen (to fail before tracing starts), until ctx ends, then
+// shuts down, giving scrapes in flight a few seconds. It returns nil after a
+// shutdown caused by ctx, and the error otherwise. It closes ln.
 func (e *Exporter) ServeListener(ctx context.Context, ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", e.handler)
