@@ -41,6 +41,11 @@ const (
 	kindSnapshot byte = 0x16
 	kindOOM      byte = 0x17
 	kindMarker   byte = 0x18
+	kindSample   byte = 0x19
+	kindFree     byte = 0x1a
+	kindGC       byte = 0x1b
+	kindLive     byte = 0x1c
+	kindSampling byte = 0x1d
 )
 
 // castagnoli is the CRC-32C table frames are checked with.
