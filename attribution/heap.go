@@ -53,8 +53,8 @@ type heapSample struct {
 type heapState struct {
 	sampling map[uint32]event.Sampling // pid -> the latest sampling status
 	v8       map[sampleKey]*heapSample
-	v8UpTo   map[uint32]uint64             // pid -> UpTo of the last profile
-	v8Last   map[uint32]map[uint64]int64   // pid -> live ordinals of the last profile (for late samples)
+	v8UpTo   map[uint32]uint64           // pid -> UpTo of the last profile
+	v8Last   map[uint32]map[uint64]int64 // pid -> live ordinals of the last profile (for late samples)
 	goLive   map[sampleKey]*heapSample
 	goCycles map[uint32]uint64
 	goDead   map[string]*[2]float64 // category -> {bytes, samples} freed before they matured: its churn

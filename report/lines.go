@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/memdiag/memdiag/attribution"
+	"github.com/memdiag/memdiag/event"
 )
 
 // memLine formats resident memory as the classic log does.
@@ -106,20 +107,40 @@ func (l *Log) Summary(sum *attribution.Summary, why string) {
 			continue
 		}
 		mark := ""
-		if c.Name == sum.Culprit && sum.CulpritShare >= 0.5 {
-			mark = fmt.Sprintf("  <-- PRIMARY CULPRIT (%.0f%% of operation %s)", sum.CulpritShare*100, map[string]string{"retained": "retained bytes", "rss": "growth"}[sum.CulpritBy])
+		if c.Name == sum.Verdict.Culprit {
+			mark = fmt.Sprintf("  <-- PRIMARY CULPRIT (keeps %.0f%% of what retaining categories keep)", sum.Verdict.Share*100)
+		}
+		retained := fmt.Sprintf("Retained %s", Size(c.Retention.Bytes))
+		if c.Retention.StdErr > 0 {
+			retained += fmt.Sprintf(" ±%s", Size(2 * c.Retention.StdErr)[1:])
+		}
+		if c.Ops > 0 && c.Retention.Significant {
+			retained += fmt.Sprintf(" (%s/op)", Size(int64(c.Retention.PerOp)))
 		}
 		if c.Kind == attribution.KindHTTP || c.Kind == attribution.KindOutbound || c.Kind == attribution.KindUnknown {
 			var top []string
 			for _, o := range c.Top {
 				top = append(top, fmt.Sprintf("%s %s", o.Name, Size(o.Counters.Resident())))
 			}
-			l.Printf("SUMMARY", "  %s: %d ops, RSS %s, External %s, Retained %s, avg %s/op; top: %s%s", c.Name, c.Ops, MB(c.Resident(), true),
-				MB(c.ExternalBytes(exact), true), MB(c.RetainedBytes(), true), Size(c.AvgResidentPerOp()), strings.Join(top, ", "), mark)
+			l.Printf("SUMMARY", "  %s: %d ops, RSS %s, External %s, %s, avg RSS %s/op; top: %s%s", c.Name, c.Ops, MB(c.Resident(), true),
+				MB(c.ExternalBytes(exact), true), retained, Size(c.AvgResidentPerOp()), strings.Join(top, ", "), mark)
 		} else {
-			l.Printf("SUMMARY", "  %s (%s): RSS %s", c.Name, c.Kind, MB(c.Resident(), true))
+			l.Printf("SUMMARY", "  %s (%s): RSS %s, %s%s", c.Name, c.Kind, MB(c.Resident(), true), retained, mark)
 		}
 	}
+	l.Printf("VERDICT", "%s [%s]", sum.Verdict.Statement, sum.Verdict.Method)
+	if sum.GrewMost != "" && sum.GrewMost != sum.Verdict.Culprit {
+		l.Printf("VERDICT", "RSS grew most during %s (%.0f%% of operation growth): who allocated while the heap grew, not who keeps memory", sum.GrewMost, 100*sum.GrewMostShare)
+	}
+}
+
+// Sampling says which runtime sampler the verdict rests on.
+func (l *Log) Sampling(st *event.Sampling) {
+	if st.Active {
+		l.Printf("SAMPLING", "runtime heap joined with operations: %s, one sample per %s on average", st.Reason, Size(int64(st.Interval))[1:])
+		return
+	}
+	l.Printf("SAMPLING", "%s", st.Reason)
 }
 
 // Size formats signed bytes in MB from 1 MB up, in KB below.

@@ -213,6 +213,7 @@ func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
 	started := time.Now().Round(0) // wall time only: a replay must compute the same durations
 	s := &session{
 		opts:      opts,
+		exe:       exe,
 		tr:        tr,
 		acct:      attribution.New(uint32(pid), started),
 		target:    report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Mode: "attach", Container: res.container, Cgroup: res.cgroup},

@@ -38,6 +38,8 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700)"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9464)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
+		&cli.StringFlag{Name: "heap-sampling", Value: "auto", Usage: "join the runtime's own allocation sampler with the ops, for the verdict: `MODE` auto (Go's memory profiler, or V8's sampling heap profiler over the inspector memdiag opens on loopback while it runs), go, v8, or off (never opens the inspector; the runtime heap is then a mapping estimate)"},
+		&cli.StringFlag{Name: "heap-sample-interval", Value: "64KiB", Usage: "V8 heap sampling: one sample per `SIZE` allocated on average (smaller: more precise, more uprobe traps)"},
 	}
 }
 
@@ -69,6 +71,8 @@ type sessionOptions struct {
 	dumpAt         []threshold
 	noDumps        bool
 	dumpsDir       string
+	heapSampling   string // auto, go, v8, off
+	heapInterval   uint64 // V8 sampling interval, bytes
 }
 
 // tracerConfig is the tracer's configuration for a session; launcher is
@@ -131,6 +135,16 @@ func optionsFrom(c *cli.Context) (sessionOptions, error) {
 		return o, usageErr("--summary-external-rate: %v", err)
 	}
 	o.exact = c.Bool("exact-external")
+	switch o.heapSampling = c.String("heap-sampling"); o.heapSampling {
+	case "auto", "go", "v8", "off":
+	default:
+		return o, usageErr("--heap-sampling %q: give auto, go, v8 or off", o.heapSampling)
+	}
+	iv, err := config.ParseSize(c.String("heap-sample-interval"))
+	if err != nil || iv < 1024 || iv > 64<<20 {
+		return o, usageErr("--heap-sample-interval %q: give a size from 1KiB to 64MiB, e.g. 64KiB", c.String("heap-sample-interval"))
+	}
+	o.heapInterval = uint64(iv)
 	if o.dumpAt, err = parseDumpAt(c.String("dump-at")); err != nil {
 		return o, usageErr("%v", err)
 	}

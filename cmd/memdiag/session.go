@@ -26,6 +26,7 @@ const flushEvery = time.Second
 // session ties one tracer to one account and its outputs.
 type session struct {
 	opts    sessionOptions
+	exe     string // the target's binary (/proc/PID/exe)
 	tr      *tracer.Tracer
 	acct    *attribution.Account
 	log     *report.Log
@@ -55,6 +56,8 @@ type session struct {
 	// learn holds processes that exec'd and whose C library memdiag has
 	// not found yet: pid -> flushes left to look.
 	learn map[uint32]int
+
+	sampling heapSampling // runtime heap sampler (sampling.go)
 }
 
 // checkOutputs refuses, before anything is traced, outputs that could not
@@ -89,6 +92,7 @@ func (s *session) start() error {
 		s.log.Printf("THRESHOLD", "%s", levelWarn)
 	}
 	s.dumpDone = make(chan dumpResult, 1)
+	s.startSampling(s.exe)
 	s.lastPeriodic = s.started
 	if s.opts.readyFile != "" {
 		if err := report.WriteNew(s.opts.readyFile, []byte(fmt.Sprintf("%d\n", os.Getpid()))); err != nil {
@@ -147,7 +151,10 @@ func (s *session) loop(ctx context.Context, done <-chan struct{}) string {
 				s.updateMetrics()
 			}
 		case <-periodic.C:
+			s.readLive()
 			s.periodic()
+		case r := <-s.sampling.results:
+			s.gotLive(r)
 		case <-timeout:
 			return fmt.Sprintf("--duration %s reached", s.opts.duration)
 		case <-done:
@@ -380,6 +387,8 @@ func (s *session) finish(why string) error {
 			s.consume(ev)
 		}
 	}
+	// The last profile of the runtime heap, while the probes still run.
+	s.stopSampling()
 	// Stop drains the ring buffer into the events channel; take them
 	// while it does, apply them in order after.
 	var rest []event.Event
