@@ -55,6 +55,8 @@ type heapState struct {
 	v8       map[sampleKey]*heapSample
 	v8UpTo   map[uint32]uint64           // pid -> UpTo of the last profile
 	v8Last   map[uint32]map[uint64]int64 // pid -> live ordinals of the last profile (for late samples)
+	v8Base   map[uint32]int64            // pid -> V8 live heap bytes when sampling started
+	v8Used   map[uint32]int64            // pid -> V8 live heap bytes at the last profile
 	goLive   map[sampleKey]*heapSample
 	goCycles map[uint32]uint64
 	goDead   map[string]*[2]float64 // category -> {bytes, samples} freed before they matured: its churn
@@ -67,6 +69,8 @@ func newHeapState() heapState {
 		v8:       map[sampleKey]*heapSample{},
 		v8UpTo:   map[uint32]uint64{},
 		v8Last:   map[uint32]map[uint64]int64{},
+		v8Base:   map[uint32]int64{},
+		v8Used:   map[uint32]int64{},
 		goLive:   map[sampleKey]*heapSample{},
 		goCycles: map[uint32]uint64{},
 		goDead:   map[string]*[2]float64{},
@@ -148,6 +152,10 @@ func (a *Account) heapFree(e *event.HeapFree) {
 
 func (a *Account) heapLive(e *event.HeapLive) {
 	h := &a.heap
+	if _, ok := h.v8Base[e.PID]; !ok {
+		h.v8Base[e.PID] = e.HeapUsed // the first: the heap as sampling started
+	}
+	h.v8Used[e.PID] = e.HeapUsed
 	live := make(map[uint64]int64, len(e.Samples))
 	for _, s := range e.Samples {
 		live[s.Ordinal] = s.Bytes
@@ -165,6 +173,33 @@ func (a *Account) heapLive(e *event.HeapLive) {
 	}
 	h.v8UpTo[e.PID] = e.UpTo
 	h.v8Last[e.PID] = live
+}
+
+// v8Scale is, per process, the factor that brings the sampled live bytes
+// down to V8's own count of heap growth since sampling started, when they
+// exceed it. A sample keeps the size its object had when allocated, and V8
+// shrinks some objects in place afterwards (a string builder's last part,
+// trimmed arrays): JSON.stringify's result, for one, is sampled at up to
+// twice its size. The factor is never above 1: a heap that also freed
+// older objects grew by less than its new live objects, and that must not
+// inflate them.
+func (a *Account) v8Scale() map[uint32]float64 {
+	h := &a.heap
+	total := map[uint32]float64{}
+	for k, s := range h.v8 {
+		if k.id <= h.v8UpTo[k.pid] {
+			total[k.pid] += float64(s.bytes)
+		}
+	}
+	out := map[uint32]float64{}
+	for pid, t := range total {
+		out[pid] = 1
+		growth := float64(h.v8Used[pid] - h.v8Base[pid])
+		if base, ok := h.v8Base[pid]; ok && base > 0 && t > 0 && growth < t {
+			out[pid] = max(growth, 0) / t
+		}
+	}
+	return out
 }
 
 // sampleWeight is the bytes a sample of size bytes stands for in process
@@ -198,12 +233,13 @@ func (a *Account) heapByCategory() map[string]*heapEstimate {
 		}
 		return e
 	}
+	scale := a.v8Scale()
 	for k, s := range h.v8 {
 		if k.id > h.v8UpTo[k.pid] || s.bytes == 0 {
 			continue // no profile has spoken for it yet
 		}
 		e := get(s.cat)
-		w := float64(s.bytes)
+		w := float64(s.bytes) * scale[k.pid]
 		e.bytes += w
 		e.variance += w * w * a.unsampledOdds(k.pid, s.size)
 		e.samples++

@@ -92,21 +92,50 @@ func StartHeapSampler(ctx context.Context, pid int, interval uint64, ready func(
 
 // Live collects garbage in the target when collect is set (a full GC: its
 // pause is the price of an exact answer), then returns the samples still
-// alive, by ordinal, each with the bytes it stands for.
-func (h *HeapSampler) Live(ctx context.Context, collect bool) ([]event.LiveSample, error) {
+// alive, by ordinal, each with the bytes it stands for, and V8's count of
+// live heap bytes after the collection.
+func (h *HeapSampler) Live(ctx context.Context, collect bool) ([]event.LiveSample, int64, error) {
 	if h.c == nil {
-		return nil, errors.New("the heap sampler is closed")
+		return nil, 0, errors.New("the heap sampler is closed")
 	}
 	if collect {
 		if _, err := h.c.call(ctx, "HeapProfiler.collectGarbage", nil, nil); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
+	}
+	used, err := h.heapUsed(ctx)
+	if err != nil {
+		return nil, 0, err
 	}
 	raw, err := h.c.call(ctx, "HeapProfiler.getSamplingProfile", nil, nil)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return parseSamplingProfile(raw)
+	live, err := parseSamplingProfile(raw)
+	return live, used, err
+}
+
+// Baseline collects garbage and returns V8's live heap bytes: the heap as
+// sampling starts.
+func (h *HeapSampler) Baseline(ctx context.Context) (int64, error) {
+	if _, err := h.c.call(ctx, "HeapProfiler.collectGarbage", nil, nil); err != nil {
+		return 0, err
+	}
+	return h.heapUsed(ctx)
+}
+
+func (h *HeapSampler) heapUsed(ctx context.Context) (int64, error) {
+	raw, err := h.c.call(ctx, "Runtime.getHeapUsage", nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	var u struct {
+		UsedSize float64 `json:"usedSize"`
+	}
+	if err := json.Unmarshal(raw, &u); err != nil {
+		return 0, fmt.Errorf("decoding Runtime.getHeapUsage: %w", err)
+	}
+	return int64(u.UsedSize), nil
 }
 
 // parseSamplingProfile takes the samples out of getSamplingProfile's answer;

@@ -177,6 +177,10 @@ type HeapLive struct {
 	// UpTo is the highest ordinal the runtime had handed out when the
 	// profile was taken: samples above it may still come.
 	UpTo uint64
+	// HeapUsed is the runtime's own count of live heap bytes after the same
+	// collection (0 when unknown). The first HeapLive of a process, taken
+	// when sampling starts, is its baseline.
+	HeapUsed int64
 }
 
 // Sampling says whether a runtime sampler is joined with the ops of

@@ -191,7 +191,7 @@ func (e *encoder) appendEvent(b []byte, ev event.Event) (byte, []byte, error) {
 			b = binary.AppendVarint(b, smp.Bytes)
 			last = smp.Ordinal
 		}
-		return kindLive, b, nil
+		return kindLive, binary.AppendVarint(b, ev.HeapUsed), nil
 	case *event.Sampling:
 		if b, err = e.appendHeader(b, ev.Header); err != nil {
 			return 0, b, err
@@ -540,6 +540,7 @@ func (e *eventDecoder) decode(kind byte, payload []byte) (event.Event, error) {
 				x.Samples[i] = event.LiveSample{Ordinal: last, Bytes: d.varint()}
 			}
 		}
+		x.HeapUsed = d.varint()
 		ev = x
 	case kindSampling:
 		x := &event.Sampling{Header: e.header(d)}

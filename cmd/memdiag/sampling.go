@@ -101,6 +101,14 @@ func (s *session) startV8(pid int, exe string) error {
 		return err
 	}
 	s.sampling.v8 = h
+	// The heap as sampling starts, after a full GC: what the samples are
+	// checked against (attribution: heapLive).
+	used, err := h.Baseline(ctx)
+	if err != nil {
+		s.log.Printf("SAMPLING", "reading V8's heap size: %v", err)
+		return nil
+	}
+	s.consume(&event.HeapLive{Header: event.Header{Time: time.Now().Round(0), PID: uint32(pid)}, Runtime: event.RuntimeV8, HeapUsed: used})
 	return nil
 }
 
@@ -125,11 +133,11 @@ func (s *session) queryLive() liveResult {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), samplerQueryTimeout)
 	defer cancel()
-	live, err := h.v8.Live(ctx, true)
+	live, used, err := h.v8.Live(ctx, true)
 	if err != nil {
 		return liveResult{err: fmt.Errorf("reading V8's sampling profile: %w", err)}
 	}
-	return liveResult{ev: &event.HeapLive{Header: event.Header{Time: time.Now().Round(0), PID: uint32(h.pid)}, Runtime: event.RuntimeV8, Samples: live, UpTo: upTo}}
+	return liveResult{ev: &event.HeapLive{Header: event.Header{Time: time.Now().Round(0), PID: uint32(h.pid)}, Runtime: event.RuntimeV8, Samples: live, UpTo: upTo, HeapUsed: used}}
 }
 
 // gotLive applies a profile read.
