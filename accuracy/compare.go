@@ -170,6 +170,13 @@ func (t *Table) CheckVerdict() []string {
 			bad = append(bad, fmt.Sprintf("verdict: innocent %s retained %s, ≥ 10%% of the leak's %s", r.Category, Bytes(r.MemdiagRetain), Bytes(leak)))
 		}
 	}
+	// memdiag's own accounts the truth has no row for (idle, thread:…,
+	// outbound calls counted apart) hold none of the truth's bytes either.
+	for _, c := range t.Extra {
+		if leak > 0 && c.RetainedBytes*10 >= leak {
+			bad = append(bad, fmt.Sprintf("verdict: %s (%s, not in the truth) retained %s, ≥ 10%% of the leak's %s", c.Name, c.Kind, Bytes(c.RetainedBytes), Bytes(leak)))
+		}
+	}
 	return bad
 }
 
