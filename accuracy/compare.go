@@ -78,6 +78,19 @@ func Compare(service string, truth *Truth, rep *Report, exp Expect) *Table {
 		}
 	}
 	sort.Slice(t.Extra, func(i, j int) bool { return t.Extra[i].RetainedBytes > t.Extra[j].RetainedBytes })
+	var health []string
+	for _, k := range sortedKeys(rep.Health) {
+		if rep.Health[k] != 0 {
+			health = append(health, fmt.Sprintf("%s %d", k, rep.Health[k]))
+		}
+	}
+	if len(health) == 0 {
+		health = []string{"no overflow"}
+	}
+	if rep.LostEvents > 0 || health[0] != "no overflow" {
+		t.Notes = append(t.Notes, fmt.Sprintf("memdiag lost %d lifecycle events (ring buffer full: op begins among them are ops it cannot count); health: %s.",
+			rep.LostEvents, strings.Join(health, ", ")))
+	}
 	return t
 }
 
@@ -187,6 +200,15 @@ func (t *Table) row(name string) (Row, bool) {
 		}
 	}
 	return Row{}, false
+}
+
+func sortedKeys(m map[string]int64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func relErr(got, want int64) float64 {
