@@ -82,7 +82,7 @@ func TestCompareRight(t *testing.T) {
 		t.Errorf("verdict problems: %v", p)
 	}
 	md := tab.Markdown()
-	for _, want := range []string{"| leak (leaks) | 100 / 100 | 97.7 KiB / 107.4 KiB | +10% | yes (named) |", "| churn | 200 / 199 |", "9% of the leak", "— right."} {
+	for _, want := range []string{"| leak (leaks) | 100 / 100 | 97.7 KiB / 107.4 KiB | +10% | yes (named) |", "| churn | 200 / 199 |", "9.0% of the leak", "— right."} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}

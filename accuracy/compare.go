@@ -84,12 +84,11 @@ func Compare(service string, truth *Truth, rep *Report, exp Expect) *Table {
 			health = append(health, fmt.Sprintf("%s %d", k, rep.Health[k]))
 		}
 	}
-	if len(health) == 0 {
-		health = []string{"no overflow"}
+	if rep.LostEvents > 0 {
+		t.Notes = append(t.Notes, fmt.Sprintf("memdiag lost %d lifecycle events (ring buffer full): an op begin among them is an op it cannot count.", rep.LostEvents))
 	}
-	if rep.LostEvents > 0 || health[0] != "no overflow" {
-		t.Notes = append(t.Notes, fmt.Sprintf("memdiag lost %d lifecycle events (ring buffer full: op begins among them are ops it cannot count); health: %s.",
-			rep.LostEvents, strings.Join(health, ", ")))
+	if len(health) > 0 {
+		t.Notes = append(t.Notes, fmt.Sprintf("memdiag's health counters: %s.", strings.Join(health, ", ")))
 	}
 	return t
 }
@@ -270,7 +269,7 @@ func (t *Table) Markdown() string {
 		case r.TruthRetained != 0:
 			errCol = fmt.Sprintf("%+.0f%%", relErr(r.MemdiagRetain, r.TruthRetained)*100)
 		case leak > 0:
-			errCol = fmt.Sprintf("%.0f%% of the leak", float64(r.MemdiagRetain)/float64(leak)*100)
+			errCol = fmt.Sprintf("%.1f%% of the leak", float64(r.MemdiagRetain)/float64(leak)*100)
 		case r.MemdiagRetain == 0:
 			errCol = "0"
 		default:
