@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 10s
 
-.PHONY: help build generate check-generated test fuzz bench lint demo vagrant-test clean
+.PHONY: help build generate check-generated test accuracy fuzz bench lint demo vagrant-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -22,6 +22,13 @@ check-generated: generate ## fail when the committed BPF object or bindings are 
 
 test: ## run every test, privileged ones included (run as root: sudo make test)
 	$(GO) test -tags privileged -count=1 -timeout 20m ./...
+
+# The npm services of the accuracy corpus, installed from their lock files.
+ACCURACY_NPM := testdata/corpus/node-session examples/leaky-service
+
+accuracy: ## run memdiag on every accuracy-corpus service, write out/accuracy/*.md (root; see ACCURACY.md)
+	@for d in $(ACCURACY_NPM); do test -d $$d/node_modules || (cd $$d && npm ci --no-audit --no-fund --loglevel=error); done
+	MEMDIAG_ACCURACY=all $(GO) test -tags privileged -count=1 -timeout 20m -run TestAccuracy -v ./accuracy
 
 fuzz: ## run each fuzz target for FUZZTIME
 	@set -e; for pkg in $$($(GO) list ./...); do \

@@ -78,6 +78,18 @@ func Compare(service string, truth *Truth, rep *Report, exp Expect) *Table {
 		}
 	}
 	sort.Slice(t.Extra, func(i, j int) bool { return t.Extra[i].RetainedBytes > t.Extra[j].RetainedBytes })
+	var health []string
+	for _, k := range sortedKeys(rep.Health) {
+		if rep.Health[k] != 0 {
+			health = append(health, fmt.Sprintf("%s %d", k, rep.Health[k]))
+		}
+	}
+	if rep.LostEvents > 0 {
+		t.Notes = append(t.Notes, fmt.Sprintf("memdiag lost %d lifecycle events (ring buffer full): an op begin among them is an op it cannot count.", rep.LostEvents))
+	}
+	if len(health) > 0 {
+		t.Notes = append(t.Notes, fmt.Sprintf("memdiag's health counters: %s.", strings.Join(health, ", ")))
+	}
 	return t
 }
 
@@ -170,6 +182,13 @@ func (t *Table) CheckVerdict() []string {
 			bad = append(bad, fmt.Sprintf("verdict: innocent %s retained %s, ≥ 10%% of the leak's %s", r.Category, Bytes(r.MemdiagRetain), Bytes(leak)))
 		}
 	}
+	// memdiag's own accounts the truth has no row for (idle, thread:…,
+	// outbound calls counted apart) hold none of the truth's bytes either.
+	for _, c := range t.Extra {
+		if leak > 0 && c.RetainedBytes*10 >= leak {
+			bad = append(bad, fmt.Sprintf("verdict: %s (%s, not in the truth) retained %s, ≥ 10%% of the leak's %s", c.Name, c.Kind, Bytes(c.RetainedBytes), Bytes(leak)))
+		}
+	}
 	return bad
 }
 
@@ -180,6 +199,15 @@ func (t *Table) row(name string) (Row, bool) {
 		}
 	}
 	return Row{}, false
+}
+
+func sortedKeys(m map[string]int64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func relErr(got, want int64) float64 {
@@ -241,7 +269,7 @@ func (t *Table) Markdown() string {
 		case r.TruthRetained != 0:
 			errCol = fmt.Sprintf("%+.0f%%", relErr(r.MemdiagRetain, r.TruthRetained)*100)
 		case leak > 0:
-			errCol = fmt.Sprintf("%.0f%% of the leak", float64(r.MemdiagRetain)/float64(leak)*100)
+			errCol = fmt.Sprintf("%.1f%% of the leak", float64(r.MemdiagRetain)/float64(leak)*100)
 		case r.MemdiagRetain == 0:
 			errCol = "0"
 		default:

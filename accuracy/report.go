@@ -15,6 +15,10 @@ type Report struct {
 	Culprit *string `json:"culprit"`
 	// Verdict is the reworked model's verdict, when the report has one.
 	Verdict *Verdict `json:"verdict"`
+	// LostEvents and Health say whether memdiag saw everything: a lost op
+	// begin is an op it cannot count.
+	LostEvents int64            `json:"lost_events"`
+	Health     map[string]int64 `json:"health"`
 }
 
 // ReportCategory is one row of memdiag's categories.

@@ -28,9 +28,6 @@ type Service struct {
 	Conns        int
 	// Leaking lists the categories that retain memory.
 	Leaking []string
-	// Indirect counts categories the load drives through others: an
-	// outbound category whose calls are made by these routes, one each.
-	Indirect map[string][]string
 	// OpsSlack: see Expect.
 	OpsSlack map[string]int64
 	// CI: part of the default subset (go test -tags privileged ./accuracy).
@@ -48,13 +45,6 @@ func (s *Service) Expect(sent map[string]int64) Expect {
 	e := Expect{Sent: map[string]int64{}, Leaking: s.Leaking, OpsSlack: s.OpsSlack}
 	for k, v := range sent {
 		e.Sent[k] = v
-	}
-	for cat, from := range s.Indirect {
-		var n int64
-		for _, f := range from {
-			n += sent[f]
-		}
-		e.Sent[cat] = n
 	}
 	return e
 }
@@ -118,13 +108,12 @@ func Services() []*Service {
 		},
 		{
 			Name: "node-async", Dir: "testdata/corpus/node-async", Command: node,
-			Env:      []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)},
-			Helpers:  []Helper{{Command: []string{"node", "upstream.js"}, Env: []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)}}},
-			Warmup:   jobs(async, 200, 200),
-			Load:     jobs(async, 1000, 1000),
-			Conns:    4,
-			Leaking:  []string{"enrich"},
-			Indirect: map[string][]string{"upstream": {"enrich", "lookup"}},
+			Env:     []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)},
+			Helpers: []Helper{{Command: []string{"node", "upstream.js"}, Env: []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)}}},
+			Warmup:  jobs(async, 200, 200),
+			Load:    jobs(async, 1000, 1000),
+			Conns:   4,
+			Leaking: []string{"enrich"},
 		},
 		{
 			Name: "go-churn", Dir: "testdata/corpus/go-churn", GoBuild: true, CI: true,
@@ -149,10 +138,10 @@ func Services() []*Service {
 		{
 			Name: "reference", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml",
 			Command: node, NPM: []string{"examples/leaky-service"},
-			Env:     []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort), "SYNC_INTERVAL_MS=1000"},
+			Env:     []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort), "SYNC_INTERVAL_MS=500"},
 			Helpers: []Helper{{Command: []string{"node", "peer.js"}, Env: []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort)}}},
 			Warmup:  jobs(ref, 500, 200, 200, 200, 200),
-			Load:    jobs(ref, 2000, 2000, 500, 500, 500),
+			Load:    jobs(ref, 3000, 3000, 500, 500, 500),
 			Conns:   4,
 			Leaking: []string{"api_voice", "gun_sync"},
 			// Cycles run on the service's timer: one can start between

@@ -32,12 +32,17 @@ type category struct {
 }
 
 var (
-	mu     sync.Mutex
-	ops    = map[string]int64{}
-	kept   [][]byte
-	sink   byte // keeps the churned buffers' writes observable
-	counts = func(name string) { mu.Lock(); ops[name]++; mu.Unlock() }
+	mu   sync.Mutex
+	ops  = map[string]int64{}
+	kept [][]byte
+	sink byte // keeps the churned buffers' writes observable
 )
+
+func count(name string) {
+	mu.Lock()
+	ops[name]++
+	mu.Unlock()
+}
 
 func fill(b []byte, seed int) []byte {
 	for i := range b {
@@ -91,7 +96,7 @@ func main() {
 		os.Exit(2)
 	}
 	http.HandleFunc("/churn", func(w http.ResponseWriter, r *http.Request) {
-		counts("churn")
+		count("churn")
 		b := fill(make([]byte, 1<<20), int(sink))
 		mu.Lock()
 		sink ^= b[len(b)-1]
@@ -108,7 +113,7 @@ func main() {
 		fmt.Fprintln(w, "kept", n)
 	})
 	http.HandleFunc("/ping", func(w http.ResponseWriter, r *http.Request) {
-		counts("ping")
+		count("ping")
 		fmt.Fprintln(w, "pong")
 	})
 	sigs := make(chan os.Signal, 1)

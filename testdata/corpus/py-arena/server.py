@@ -35,6 +35,9 @@ kept = []
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY the body
+    # waits for the client's delayed ACK (40 ms a request).
+    disable_nagle_algorithm = True
 
     def do_GET(self):
         if self.path.startswith("/leak"):
