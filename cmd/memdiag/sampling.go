@@ -158,15 +158,35 @@ func (s *session) stopSampling() {
 		return
 	}
 	if h.busy {
-		s.gotLive(<-h.results)
+		s.gotLive(s.awaitLive(h.results))
 	}
-	s.gotLive(s.queryLive())
+	last := make(chan liveResult, 1)
+	go func() { last <- s.queryLive() }()
+	s.gotLive(s.awaitLive(last))
 	ctx, cancel := context.WithTimeout(context.Background(), samplerStartTimeout)
 	defer cancel()
 	if err := h.v8.Close(ctx); err != nil {
 		s.log.Printf("SAMPLING", "%v", err)
 	}
 	h.v8 = nil
+}
+
+// awaitLive waits for a profile read, taking the tracer's events meanwhile
+// so the ring buffer does not fill while V8 collects and answers.
+func (s *session) awaitLive(results <-chan liveResult) liveResult {
+	events := s.tr.Events()
+	for {
+		select {
+		case r := <-results:
+			return r
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			s.consume(ev)
+		}
+	}
 }
 
 var _ = tracer.ErrNoSampler
