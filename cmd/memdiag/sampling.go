@@ -12,7 +12,6 @@ import (
 
 	"github.com/memdiag/memdiag/dump"
 	"github.com/memdiag/memdiag/event"
-	"github.com/memdiag/memdiag/tracer"
 )
 
 // Bounds on the V8 sampler's inspector calls.
@@ -188,5 +187,3 @@ func (s *session) awaitLive(results <-chan liveResult) liveResult {
 		}
 	}
 }
-
-var _ = tracer.ErrNoSampler
