@@ -59,9 +59,9 @@ type Group struct {
 
 	CountA  int64 `json:"count_a"`
 	CountB  int64 `json:"count_b"`
-	New     int64 `json:"new"`     // objects in B whose id is not in A
+	New     int64 `json:"new"`      // objects in B whose id is not in A
 	NewSize int64 `json:"new_size"` // their shallow size
-	Deleted int64 `json:"deleted"` // CountA - (CountB - New)
+	Deleted int64 `json:"deleted"`  // CountA - (CountB - New)
 
 	ShallowA int64 `json:"shallow_a"`
 	ShallowB int64 `json:"shallow_b"`

@@ -57,7 +57,7 @@ type Snapshot struct {
 	nstrings int
 
 	// type codes resolved from meta (255 when the snapshot lacks the type)
-	tHidden, tObject, tNative, tCode, tSynthetic                         uint8
+	tHidden, tObject, tNative, tCode, tSynthetic                        uint8
 	eElement, eHidden, eWeak, eShortcut, eInternal, eProperty, eContext uint8
 }
 

@@ -28,20 +28,20 @@ type parser struct {
 	size int64
 	s    *Snapshot
 
-	haveMeta                bool
-	nodeFields, edgeFields  int
-	nfType, nfName, nfID    int
-	nfSelf, nfEdgeCount     int
-	efType, efName, efTo    int
-	nodeCount, edgeCount    int64
-	haveNodes, haveEdges    bool
-	haveStrings             bool
-	want                    []uint64 // string indices to keep (bitset)
-	maxName, maxEdgeName    int64    // highest string index used, -1 if none
-	maxWant                 int64
-	nodesOff, edgesOff      int64
-	keepNameOfType          [256]bool
-	edgeNameIsString        [256]bool
+	haveMeta               bool
+	nodeFields, edgeFields int
+	nfType, nfName, nfID   int
+	nfSelf, nfEdgeCount    int
+	efType, efName, efTo   int
+	nodeCount, edgeCount   int64
+	haveNodes, haveEdges   bool
+	haveStrings            bool
+	want                   []uint64 // string indices to keep (bitset)
+	maxName, maxEdgeName   int64    // highest string index used, -1 if none
+	maxWant                int64
+	nodesOff, edgesOff     int64
+	keepNameOfType         [256]bool
+	edgeNameIsString       [256]bool
 }
 
 func (p *parser) top() error {
