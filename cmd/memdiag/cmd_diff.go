@@ -89,4 +89,3 @@ func newDiffCommand() *cli.Command {
 		},
 	}
 }
-
