@@ -12,7 +12,11 @@ import (
 // strings a report prints, never the JSON text. A malformed or truncated
 // input gives a *SyntaxError naming the byte offset.
 func Parse(ctx context.Context, in io.Reader, opts ParseOptions) (*Snapshot, error) {
-	r := &reader{r: in, buf: make([]byte, 1<<20), ctx: ctx, progress: opts.Progress, nextProg: progressStep}
+	bufSize := int64(1 << 20)
+	if opts.Size > 0 && opts.Size < bufSize {
+		bufSize = opts.Size + 1 // one read sees the end
+	}
+	r := &reader{r: in, buf: make([]byte, bufSize), ctx: ctx, progress: opts.Progress, nextProg: progressStep}
 	p := &parser{r: r, size: opts.Size, s: &Snapshot{strs: map[uint32]string{}}}
 	if err := p.top(); err != nil {
 		return nil, err
