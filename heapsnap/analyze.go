@@ -2,6 +2,7 @@ package heapsnap
 
 import (
 	"context"
+	"runtime"
 	"strconv"
 )
 
@@ -19,7 +20,7 @@ type graph struct {
 // paths: weak edges never do, shortcuts only from the root (DevTools'
 // isEssentialEdge: they mark the user's global objects).
 func (s *Snapshot) essential(from uint32, e uint32) bool {
-	t := s.etype[e]
+	t := s.edgeType(e)
 	return t != s.eWeak && (t != s.eShortcut || from == 0)
 }
 
@@ -46,14 +47,14 @@ func analyze(ctx context.Context, s *Snapshot) (*graph, error) {
 		u := stack[len(stack)-1]
 		e, end := cursor[u], s.firstEdge[u+1]
 		for ; e < end; e++ {
-			v := s.eto[e]
+			v := s.to(e)
 			if postIdx[v] == noNode && s.essential(u, e) {
 				break
 			}
 		}
 		if e < end {
 			cursor[u] = e + 1
-			v := s.eto[e]
+			v := s.to(e)
 			postIdx[v] = onStack
 			cursor[v] = s.firstEdge[v]
 			stack = append(stack, v)
@@ -96,7 +97,7 @@ func analyze(ctx context.Context, s *Snapshot) (*graph, error) {
 				continue
 			}
 			for e, end := s.firstEdge[u], s.firstEdge[u+1]; e < end; e++ {
-				v := s.eto[e]
+				v := s.to(e)
 				pv := postIdx[v]
 				if pv == root || pv == noNode || !s.essential(u, e) {
 					continue
@@ -131,19 +132,19 @@ func analyze(ctx context.Context, s *Snapshot) (*graph, error) {
 	for po := uint32(0); po < k; po++ {
 		g.dom[order[po]] = order[domPo[po]]
 	}
-	order, cursor, domPo = nil, nil, nil
-
-	// Shortest paths from the root (BFS), for retainer paths.
-	g.parent = make([]uint32, n)
+	// Shortest paths from the root (BFS), for retainer paths; the
+	// parents reuse cursor, the queue reuses order.
+	g.parent = cursor[:n]
 	for i := range g.parent {
 		g.parent[i] = noNode
 	}
-	queue := make([]uint32, 1, 1024)
+	queue := append(order[:0], 0)
+	order, cursor, domPo = nil, nil, nil
 	g.parent[0] = 0
 	for qi := 0; qi < len(queue); qi++ {
 		u := queue[qi]
 		for e, end := s.firstEdge[u], s.firstEdge[u+1]; e < end; e++ {
-			v := s.eto[e]
+			v := s.to(e)
 			if g.parent[v] == noNode && s.essential(u, e) {
 				g.parent[v] = u
 				queue = append(queue, v)
@@ -151,6 +152,8 @@ func analyze(ctx context.Context, s *Snapshot) (*graph, error) {
 		}
 	}
 	g.parent[0] = noNode
+	queue = nil
+	runtime.GC() // the arrays above are garbage: reuse their memory now
 	return g, nil
 }
 
@@ -200,23 +203,25 @@ func (s *Snapshot) nodeLabel(i uint32) string {
 }
 
 // edgeLabel names edge e as DevTools' retainers view does: a property
-// name, or [index] for elements and hidden edges.
-func (s *Snapshot) edgeLabel(e uint32) string {
-	t := s.etype[e]
+// name, or [index] for elements and hidden edges. name is the edge's
+// name_or_index.
+func (s *Snapshot) edgeLabel(e uint32, name uint32) string {
+	t := s.edgeType(e)
 	if t == s.eElement || t == s.eHidden {
-		return "[" + strconv.FormatUint(uint64(s.ename[e]), 10) + "]"
+		return "[" + strconv.FormatUint(uint64(name), 10) + "]"
 	}
-	return s.strs[s.ename[e]]
+	return s.strs[name]
 }
 
 // edgeBetween finds the edge from u to v, preferring a named, non-weak one.
 func (s *Snapshot) edgeBetween(u, v uint32) (uint32, bool) {
 	best, found := uint32(0), false
+	plain := func(e uint32) bool { t := s.edgeType(e); return t != s.eInternal && t != s.eHidden }
 	for e, end := s.firstEdge[u], s.firstEdge[u+1]; e < end; e++ {
-		if s.eto[e] != v || !s.essential(u, e) {
+		if s.to(e) != v || !s.essential(u, e) {
 			continue
 		}
-		if !found || (s.etype[best] == s.eInternal || s.etype[best] == s.eHidden) && s.etype[e] != s.eInternal && s.etype[e] != s.eHidden {
+		if !found || !plain(best) && plain(e) {
 			best, found = e, true
 		}
 	}

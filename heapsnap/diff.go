@@ -131,11 +131,23 @@ type summary struct {
 	ids     []uint32 // sorted ids of every node (A only)
 }
 
-// summarize groups the nodes of s. prev (sorted ids of A) marks new objects.
-func summarize(ctx context.Context, s *Snapshot, g *graph, prev []uint32) (*summary, error) {
+// newObjects marks the nodes of s whose id is not in prev (sorted).
+func newObjects(s *Snapshot, prev []uint32) []uint64 {
+	n := uint32(len(s.nid))
+	isNew := make([]uint64, (n+63)/64)
+	for v := uint32(0); v < n; v++ {
+		if _, found := slices.BinarySearch(prev, s.nid[v]); !found {
+			isNew[v>>6] |= 1 << (v & 63)
+		}
+	}
+	return isNew
+}
+
+// summarize groups the nodes of s. isNew (nil for A) marks new objects.
+func summarize(ctx context.Context, s *Snapshot, g *graph, isNew []uint64) (*summary, error) {
 	n := uint32(len(s.ntype))
 	sum := &summary{classes: map[string]*classStats{}}
-	sum.info = SnapshotInfo{Nodes: int(n), Edges: len(s.etype), TotalBytes: g.retained[0], Passes: g.passes}
+	sum.info = SnapshotInfo{Nodes: int(n), Edges: len(s.eto), TotalBytes: g.retained[0], Passes: g.passes}
 	byKey := map[uint64]*classStats{}
 	stats := func(v uint32) *classStats {
 		k := s.classKey(v)
@@ -149,15 +161,6 @@ func summarize(ctx context.Context, s *Snapshot, g *graph, prev []uint32) (*summ
 			byKey[k] = c
 		}
 		return c
-	}
-	var isNew []uint64
-	if prev != nil {
-		isNew = make([]uint64, (n+63)/64)
-		for v := uint32(0); v < n; v++ {
-			if _, found := slices.BinarySearch(prev, s.nid[v]); !found {
-				isNew[v>>6] |= 1 << (v & 63)
-			}
-		}
 	}
 	newObj := func(v uint32) bool { return isNew != nil && isNew[v>>6]&(1<<(v&63)) != 0 }
 	var holder []uint64 // nodes already counted as holders
@@ -200,25 +203,24 @@ func summarize(ctx context.Context, s *Snapshot, g *graph, prev []uint32) (*summ
 	// Group retained sizes (DevTools' calculateClassesRetainedSize): walk
 	// the dominator tree, count a node when no dominator of it is of its
 	// group. Children lists by counting sort on the dominator.
+	// The children of x end up in kids[start[x]:start[x+1]]: count, sum
+	// to block ends, then fill each block from its end.
 	start := make([]uint32, n+1)
 	for v := uint32(1); v < n; v++ {
 		if d := g.dom[v]; d != noNode {
-			start[d+1]++
+			start[d]++
 		}
 	}
-	for i := uint32(0); i < n; i++ {
-		start[i+1] += start[i]
+	for i := uint32(1); i <= n; i++ {
+		start[i] += start[i-1]
 	}
 	kids := make([]uint32, start[n])
-	fill := make([]uint32, n)
-	copy(fill, start[:n])
 	for v := uint32(1); v < n; v++ {
 		if d := g.dom[v]; d != noNode {
-			kids[fill[d]] = v
-			fill[d]++
+			start[d]--
+			kids[start[d]] = v
 		}
 	}
-	fill = nil
 	seen := map[*classStats]int32{}
 	type frame struct {
 		v    uint32
@@ -244,31 +246,63 @@ func summarize(ctx context.Context, s *Snapshot, g *graph, prev []uint32) (*summ
 		seen[top.c]--
 		stack = stack[:len(stack)-1]
 	}
-	if prev == nil {
-		sum.ids = slices.Clone(s.nid)
-		slices.Sort(sum.ids)
-	}
+	start, kids, stack = nil, nil, nil
+	runtime.GC()
 	return sum, nil
 }
 
-// path walks BFS parents from v to the root.
-func (g *graph) path(v uint32) []Step {
-	s := g.s
-	steps := []Step{{Object: s.nodeLabel(v)}}
-	for u := v; g.parent[u] != noNode && len(steps) < 64; {
+// rawStep is a step of a retainer path before its edge is named.
+type rawStep struct {
+	node, edge uint32 // edge == noNode: none
+}
+
+// path walks BFS parents from v up to (not including) the root.
+func (g *graph) path(v uint32) []rawStep {
+	steps := []rawStep{{node: v, edge: noNode}}
+	for u := v; g.parent[u] != noNode && g.parent[u] != 0 && len(steps) < 64; {
 		p := g.parent[u]
-		st := Step{Object: s.nodeLabel(p)}
-		if e, ok := s.edgeBetween(p, u); ok {
-			st.Edge = s.edgeLabel(e)
-			st.EdgeType = s.edgeTypes[s.etype[e]]
-		}
-		if p == 0 {
-			break // the synthetic root says nothing
+		st := rawStep{node: p, edge: noNode}
+		if e, ok := g.s.edgeBetween(p, u); ok {
+			st.edge = e
 		}
 		steps = append(steps, st)
 		u = p
 	}
 	return steps
+}
+
+// namePaths turns raw paths into Steps, reading edge names from the file
+// again when the snapshot left them there.
+func (s *Snapshot) namePaths(ctx context.Context, raw [][]rawStep) ([][]Step, error) {
+	names := map[uint32]uint32{} // edge → name_or_index
+	for _, p := range raw {
+		for _, st := range p {
+			if st.edge != noNode {
+				names[st.edge] = 0
+			}
+		}
+	}
+	if s.ename != nil {
+		for e := range names {
+			names[e] = s.ename[e]
+		}
+	} else if len(names) > 0 {
+		if err := s.readEdgeNames(ctx, names); err != nil {
+			return nil, err
+		}
+	}
+	out := make([][]Step, len(raw))
+	for i, p := range raw {
+		for _, st := range p {
+			step := Step{Object: s.nodeLabel(st.node)}
+			if st.edge != noNode {
+				step.Edge = s.edgeLabel(st.edge, names[st.edge])
+				step.EdgeType = s.edgeTypes[s.edgeType(st.edge)]
+			}
+			out[i] = append(out[i], step)
+		}
+	}
+	return out, nil
 }
 
 // ParseFile parses the snapshot in file path.
@@ -285,7 +319,7 @@ func ParseFile(ctx context.Context, path string, progress func(done, total int64
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
-	opts := ParseOptions{Size: fi.Size()}
+	opts := ParseOptions{Size: fi.Size(), path: path}
 	if progress != nil {
 		opts.Progress = func(done int64) { progress(done, fi.Size()) }
 	}
@@ -319,6 +353,8 @@ func DiffFiles(ctx context.Context, a, b string, opts Options) (*Diff, error) {
 	if err != nil {
 		return nil, err
 	}
+	sumA.ids = sa.nid // A's ids, sorted, are all that is left of it
+	slices.Sort(sumA.ids)
 	sa, ga = nil, nil
 	runtime.GC()
 	debug.FreeOSMemory()
@@ -344,15 +380,21 @@ func DiffSnapshots(ctx context.Context, a, b *Snapshot, opts Options) (*Diff, er
 	if err != nil {
 		return nil, err
 	}
+	sumA.ids = slices.Sorted(slices.Values(a.nid))
 	return diffWith(ctx, sumA, b, opts)
 }
 
 func diffWith(ctx context.Context, sumA *summary, b *Snapshot, opts Options) (*Diff, error) {
+	isNew := newObjects(b, sumA.ids)
+	if b.path != "" {
+		b.nid = nil // B is ours (DiffFiles): its ids are no longer needed
+	}
+	sumA.ids = nil
 	gb, err := analyze(ctx, b)
 	if err != nil {
 		return nil, err
 	}
-	sumB, err := summarize(ctx, b, gb, sumA.ids)
+	sumB, err := summarize(ctx, b, gb, isNew)
 	if err != nil {
 		return nil, err
 	}
@@ -415,10 +457,18 @@ func diffWith(ctx context.Context, sumA *summary, b *Snapshot, opts Options) (*D
 	if len(all) > top {
 		all = all[:top]
 	}
-	for _, c := range all {
+	raw := make([][]rawStep, len(all))
+	for i, c := range all {
 		if c.rep != noNode {
-			c.g.Path = gb.path(c.rep)
+			raw[i] = gb.path(c.rep)
 		}
+	}
+	paths, err := b.namePaths(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range all {
+		c.g.Path = paths[i]
 		d.Groups = append(d.Groups, c.g)
 	}
 	return d, nil

@@ -48,9 +48,11 @@ type Snapshot struct {
 	firstEdge []uint32 // len nodes+1: edges of node i are firstEdge[i]:firstEdge[i+1]
 
 	// per edge
-	etype []uint8
-	ename []uint32 // string index, or element index for element/hidden edges
-	eto   []uint32 // target node ordinal
+	eto   []uint32 // target node ordinal | edge type << toBits
+	ename []uint32 // string index, or element index for element/hidden edges; nil when read again from path
+	path  string   // the file, when edge names are left in it
+
+	edgeFields, efName int // to find edge names in the file again
 
 	// the strings a report can print: class names, edge names
 	strs     map[uint32]string
@@ -65,7 +67,17 @@ type Snapshot struct {
 func (s *Snapshot) Nodes() int { return len(s.ntype) }
 
 // Edges is the number of edges (references) in the snapshot.
-func (s *Snapshot) Edges() int { return len(s.etype) }
+func (s *Snapshot) Edges() int { return len(s.eto) }
+
+// An edge's type shares a word with its target: 29 bits of node ordinal
+// (536 million nodes), 3 bits of type (V8 has 7).
+const (
+	toBits = 29
+	toMask = 1<<toBits - 1
+)
+
+func (s *Snapshot) to(e uint32) uint32      { return s.eto[e] & toMask }
+func (s *Snapshot) edgeType(e uint32) uint8 { return uint8(s.eto[e] >> toBits) }
 
 // ParseOptions tunes Parse.
 type ParseOptions struct {
@@ -75,6 +87,8 @@ type ParseOptions struct {
 	// Progress, if set, is called with the bytes read so far, about every
 	// 16 MiB and once at the end.
 	Progress func(done int64)
+
+	path string // set by ParseFile: leave edge names in the file
 }
 
 // reader is a byte reader over a fixed buffer that knows its offset.

@@ -17,7 +17,8 @@ func Parse(ctx context.Context, in io.Reader, opts ParseOptions) (*Snapshot, err
 		bufSize = opts.Size + 1 // one read sees the end
 	}
 	r := &reader{r: in, buf: make([]byte, bufSize), ctx: ctx, progress: opts.Progress, nextProg: progressStep}
-	p := &parser{r: r, size: opts.Size, s: &Snapshot{strs: map[uint32]string{}}}
+	p := &parser{r: r, size: opts.Size, s: &Snapshot{strs: map[uint32]string{}}, dropNames: opts.path != ""}
+	p.s.path = opts.path
 	if err := p.top(); err != nil {
 		return nil, err
 	}
@@ -46,6 +47,7 @@ type parser struct {
 	nodesOff, edgesOff     int64
 	keepNameOfType         [256]bool
 	edgeNameIsString       [256]bool
+	dropNames              bool // edge names are read again from the file when needed
 }
 
 func (p *parser) top() error {
@@ -115,11 +117,11 @@ func (p *parser) finish() error {
 	case len(s.ntype) == 0:
 		return fail("the snapshot has no nodes")
 	}
-	if got := s.firstEdge[len(s.ntype)]; int(got) != len(s.etype) {
-		return &SyntaxError{Offset: p.edgesOff, Msg: fmt.Sprintf("nodes declare %d edges, the edges array holds %d", got, len(s.etype))}
+	if got := s.firstEdge[len(s.ntype)]; int(got) != len(s.eto) {
+		return &SyntaxError{Offset: p.edgesOff, Msg: fmt.Sprintf("nodes declare %d edges, the edges array holds %d", got, len(s.eto))}
 	}
 	for i, to := range s.eto {
-		if int(to) >= len(s.ntype) {
+		if to &= toMask; int(to) >= len(s.ntype) {
 			return &SyntaxError{Offset: p.edgesOff, Msg: fmt.Sprintf("edge %d points to node %d of %d", i, to, len(s.ntype))}
 		}
 	}
@@ -249,6 +251,7 @@ func (p *parser) meta(v any, off int64) error {
 		}
 	}
 	p.nodeFields, p.edgeFields = len(nf), len(ef)
+	p.s.edgeFields, p.s.efName = len(ef), p.efName
 	types := func(key string) ([]string, error) {
 		a, ok := m[key].([]any)
 		if !ok || len(a) == 0 {
@@ -267,6 +270,9 @@ func (p *parser) meta(v any, off int64) error {
 	}
 	if s.edgeTypes, err = types("edge_types"); err != nil {
 		return err
+	}
+	if len(s.edgeTypes) > 1<<(32-toBits) {
+		return fail("more than %d edge types", 1<<(32-toBits))
 	}
 	code := func(list []string, name string) uint8 {
 		if i := index(list, name); i >= 0 {
@@ -463,8 +469,9 @@ func (p *parser) edges() error {
 	p.haveEdges = true
 	p.edgesOff = r.off()
 	n := p.capCount(p.edgeCount, 2*p.edgeFields)
-	s.etype = make([]uint8, 0, n)
-	s.ename = make([]uint32, 0, n)
+	if !p.dropNames {
+		s.ename = make([]uint32, 0, n)
+	}
 	s.eto = make([]uint32, 0, n)
 	empty, err := r.arrayOpen()
 	if err != nil || empty {
@@ -492,13 +499,16 @@ func (p *parser) edges() error {
 			}
 			name = v
 		case p.efTo:
-			if v%uint64(p.nodeFields) != 0 || v/uint64(p.nodeFields) >= math.MaxUint32 {
+			if v%uint64(p.nodeFields) != 0 || v/uint64(p.nodeFields) > toMask {
 				return r.fail("to_node %d is not a node offset", v)
 			}
 			to = v / uint64(p.nodeFields)
 		}
 		if f == p.edgeFields-1 {
 			if p.edgeNameIsString[typ] {
+				if p.dropNames {
+					name = 0 // read again later for the few edges a report names
+				}
 				if err := p.wantString(name); err != nil {
 					return err
 				}
@@ -506,9 +516,10 @@ func (p *parser) edges() error {
 					p.maxEdgeName = int64(name)
 				}
 			}
-			s.etype = append(s.etype, typ)
-			s.ename = append(s.ename, uint32(name))
-			s.eto = append(s.eto, uint32(to))
+			if !p.dropNames {
+				s.ename = append(s.ename, uint32(name))
+			}
+			s.eto = append(s.eto, uint32(to)|uint32(typ)<<toBits)
 		}
 		end, err := r.arrayNext()
 		if err != nil {

@@ -161,14 +161,23 @@ func TestDominatorsAndRetained(t *testing.T) {
 		t.Errorf("class of node 7 = %q, want (string)", got)
 	}
 	// Path to d: shortest over strong edges, first found: app.a.c.
-	p := (&Group{Path: g.path(6)}).PathText()
+	p := pathText(t, s, g, 6)
 	if want := "(array) ← C.elements ← A.c ← App.a ← (GC roots)[1]"; p != want {
 		t.Errorf("path = %q, want %q", p, want)
 	}
 	// e is held through b only, not through the weak edge.
-	if p, want := (&Group{Path: g.path(7)}).PathText(), "(string) ← B.e ← App.b ← (GC roots)[1]"; p != want {
+	if p, want := pathText(t, s, g, 7), "(string) ← B.e ← App.b ← (GC roots)[1]"; p != want {
 		t.Errorf("path = %q, want %q", p, want)
 	}
+}
+
+func pathText(t *testing.T, s *Snapshot, g *graph, v uint32) string {
+	t.Helper()
+	p, err := s.namePaths(context.Background(), [][]rawStep{g.path(v)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return (&Group{Path: p[0]}).PathText()
 }
 
 func TestGroupRetainedCountsOutermostOnly(t *testing.T) {
@@ -277,7 +286,7 @@ func bruteDominators(s *Snapshot) []uint32 {
 			u := stack[len(stack)-1]
 			stack = stack[:len(stack)-1]
 			for e := s.firstEdge[u]; e < s.firstEdge[u+1]; e++ {
-				v := s.eto[e]
+				v := s.to(e)
 				if v != skip && !seen[v] && s.essential(u, e) {
 					seen[v] = true
 					stack = append(stack, v)
