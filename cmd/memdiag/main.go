@@ -60,6 +60,7 @@ func newApp() *cli.App {
 			newReportCommand(),
 			newVersionCommand(),
 			newLaunchCommand(),
+			newDiffCommand(),
 		},
 		HideVersion:          true,
 		EnableBashCompletion: false,
