@@ -320,3 +320,16 @@ func innerPID(pid int) (int, bool) {
 	n, err := strconv.Atoi(f[len(f)-1])
 	return n, err == nil
 }
+
+// Cgroups returns every container cgroup of the hierarchies, by full id.
+func Cgroups(roots Roots) (map[string]Container, error) {
+	found, err := scan(roots)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Container, len(found))
+	for id, c := range found {
+		out[id] = *c
+	}
+	return out, nil
+}
