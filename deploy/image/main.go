@@ -231,13 +231,10 @@ func staticArch(path string) (string, error) {
 			return "", fmt.Errorf("-binary %s is dynamically linked: build it with CGO_ENABLED=0 (the image has no libc)", path)
 		}
 	}
-	switch f.Machine {
-	case elf.EM_X86_64:
-		return "amd64", nil
-	case elf.EM_AARCH64:
-		return "arm64", nil
+	if f.Machine != elf.EM_X86_64 {
+		return "", fmt.Errorf("-binary %s is for %v: memdiag runs on x86_64 only (build with GOARCH=amd64)", path, f.Machine)
 	}
-	return "", fmt.Errorf("-binary %s is for %v, which memdiag's BPF object does not support (amd64, arm64)", path, f.Machine)
+	return "amd64", nil
 }
 
 // buildLayer makes the gzipped layer and its diff id.
