@@ -26,11 +26,11 @@ func newAttachCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "attach",
 		Usage:     "trace a running process or container until Ctrl-C, --duration, or its exit",
-		UsageText: "memdiag attach (--pid N [--in-container ID] | --container ID | --cgroup PATH) [flags]",
+		UsageText: "memdiag attach (--pid N [--in-container NAME] | --container NAME | --cgroup PATH) [flags]",
 		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "pid", Usage: "trace process `N` (and the children it starts); a host pid, or one inside --in-container"},
-			&cli.StringFlag{Name: "in-container", Usage: "--pid is a pid inside container `ID` (its pid namespace)"},
-			&cli.StringFlag{Name: "container", Usage: "trace every process of container `ID` (or a unique prefix of it), including ones started later"},
+			&cli.StringFlag{Name: "in-container", Usage: "--pid is a pid inside container `NAME` (a name or id, as for --container; its pid namespace)"},
+			&cli.StringFlag{Name: "container", Usage: "trace every process of container `NAME`, including ones started later: a docker/podman/nerdctl name, a Compose service (oip-gpu) or container name (project-oip-gpu-1), Kubernetes namespace/pod/container (pod may be a glob: shop/web-*/app), or an id or unique id prefix"},
 			&cli.StringFlag{Name: "cgroup", Usage: "trace every process of the cgroup v2 directory `PATH` (absolute, or below the v2 root), including ones started later"},
 		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
@@ -82,7 +82,7 @@ func resolve(sel selection) (resolved, error) {
 	roots := container.DefaultRoots()
 	switch {
 	case sel.container != "":
-		c, err := container.Find(sel.container, roots)
+		c, err := container.Resolve(context.Background(), sel.container, container.DefaultSources())
 		if err != nil {
 			return resolved{}, usageErr("%v", err)
 		}
@@ -109,7 +109,7 @@ func resolve(sel selection) (resolved, error) {
 		}
 		return resolved{main: container.Main(pids), pids: pids, cgroup: dir, container: metrics.ContainerID(dir)}, nil
 	case sel.inContainer != "":
-		c, err := container.Find(sel.inContainer, roots)
+		c, err := container.Resolve(context.Background(), sel.inContainer, container.DefaultSources())
 		if err != nil {
 			return resolved{}, usageErr("%v", err)
 		}
