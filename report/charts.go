@@ -459,12 +459,12 @@ func byteScale(lo, hi int64, padLo, padHi float64, nticks int) (ticks []byteTick
 	if hi > 0 {
 		dhi += span * padHi
 	}
-	unit, name := float64(1<<10), "KB"
+	unit, name := float64(1<<10), "KiB"
 	switch {
 	case max(abs64(lo), abs64(hi)) >= 1<<30:
-		unit, name = 1<<30, "GB"
+		unit, name = 1<<30, "GiB"
 	case max(abs64(lo), abs64(hi)) >= 1<<20:
-		unit, name = 1<<20, "MB"
+		unit, name = 1<<20, "MiB"
 	}
 	step := max(nice(span/unit/float64(nticks))*unit, 1)
 	for v := math.Ceil(dlo/step) * step; v <= dhi; v += step {

@@ -2,44 +2,69 @@ package report
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// bytesText formats bytes for people: B, KB, MB, GB (binary, as in the log).
-func bytesText(b int64) string {
-	a := abs64(b)
+// byteUnits are the binary units Bytes picks from, each 1024 times the one
+// before it.
+var byteUnits = []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+
+// Bytes formats a byte count for people, in the binary unit the value
+// needs: 412 B, 412 KiB, 52.0 MiB, 1.5 GiB. Below 100 units it keeps one
+// decimal, from 100 on none, so every value shows three significant digits
+// or so; a value that would round to 1024 of a unit is shown in the next.
+func Bytes(b int64) string {
 	sign := ""
 	if b < 0 {
 		sign = "-"
 	}
-	f := float64(a)
-	switch {
-	case a < 1<<10:
-		return fmt.Sprintf("%s%d B", sign, a)
-	case a < 1<<20:
-		return sign + trim(f/(1<<10)) + " KB"
-	case a < 1<<30:
-		return sign + trim(f/(1<<20)) + " MB"
+	a := abs64(b)
+	if a < 1<<10 {
+		return sign + strconv.FormatInt(a, 10) + " B"
 	}
-	return sign + strconv.FormatFloat(f/(1<<30), 'f', 2, 64) + " GB"
+	f := float64(a)
+	for i := 1; i < len(byteUnits); i++ {
+		f /= 1024
+		text := trim(f)
+		if v, _ := strconv.ParseFloat(text, 64); v < 1024 || i == len(byteUnits)-1 {
+			return sign + text + " " + byteUnits[i]
+		}
+	}
+	panic("unreachable")
 }
 
-// trim keeps three significant digits or so: 1.23, 12.3, 123.
+// SignedBytes is Bytes with a sign for changes: +52.0 MiB, -412 KiB, 0 B.
+func SignedBytes(b int64) string {
+	if b > 0 {
+		return "+" + Bytes(b)
+	}
+	return Bytes(b)
+}
+
+// BytesPerMinute formats a rate of change: bytes changed over d, per
+// minute, with a sign (+3.0 MiB/min); 0 B/min when d is not positive.
+func BytesPerMinute(bytes int64, d time.Duration) string {
+	if d <= 0 {
+		return "0 B/min"
+	}
+	return SignedBytes(int64(math.Round(float64(bytes)/d.Minutes()))) + "/min"
+}
+
+// bytesText formats bytes for people; see Bytes.
+func bytesText(b int64) string { return Bytes(b) }
+
+// signed formats bytes with a sign; see SignedBytes.
+func signed(b int64) string { return SignedBytes(b) }
+
+// trim keeps three significant digits or so: 1.2, 12.3, 123.
 func trim(f float64) string {
-	if f >= 100 {
+	if f >= 99.95 {
 		return strconv.FormatFloat(f, 'f', 0, 64)
 	}
 	return strconv.FormatFloat(f, 'f', 1, 64)
-}
-
-// signed formats bytes with a sign: +12.3 MB, -4.0 KB, 0 B.
-func signed(b int64) string {
-	if b > 0 {
-		return "+" + bytesText(b)
-	}
-	return bytesText(b)
 }
 
 func count[T int | uint64](n T) string {

@@ -361,7 +361,7 @@ func TestHTMLReport(t *testing.T) {
 	if !slices.ContainsFunc(elems, func(el element) bool { return el.attrs["data-culprit"] == "GET /api/records" }) {
 		t.Error("no culprit callout for GET /api/records")
 	}
-	for _, want := range []string{"pid 4242", "+180 MB", "Primary culprit", "69%", "RSS crossed 300MB", "/usr/bin/node", "Lost lifecycle events"} {
+	for _, want := range []string{"pid 4242", "+180 MiB", "Primary culprit", "69%", "RSS crossed 300MB", "/usr/bin/node", "Lost lifecycle events"} {
 		if !strings.Contains(html.UnescapeString(page), want) {
 			t.Errorf("page lacks %q", want)
 		}

@@ -10,20 +10,20 @@ import (
 
 // memLine formats resident memory as the classic log does.
 func memLine(m Memory) string {
-	return fmt.Sprintf("RSS: %s (anon %s, file %s, shmem %s)", MB(m.RSS, false), MB(m.Anon, false), MB(m.File, false), MB(m.Shmem, false))
+	return fmt.Sprintf("RSS: %s (anon %s, file %s, shmem %s)", Bytes(m.RSS), Bytes(m.Anon), Bytes(m.File), Bytes(m.Shmem))
 }
 
 // Init logs the baseline.
 func (l *Log) Init(target Target, base Baseline) {
 	l.Printf("INIT", "Tracing pid %d (%s, %s). Baseline memory: %s, peak before: %s",
-		target.PID, target.Comm, target.Mode, memLine(base.Memory), MB(base.HWM, false))
+		target.PID, target.Comm, target.Mode, memLine(base.Memory), Bytes(base.HWM))
 }
 
 // Periodic logs current memory and the growth rate since the previous
 // periodic line.
 func (l *Log) Periodic(current Memory, external, delta, externalDelta int64, mode string, over time.Duration) {
 	l.Printf("PERIODIC", "Current: %s, External %s since start (%s) | Growth rate: RSS %s, External %s",
-		memLine(current), MB(external, true), mode, Rate(delta, over), Rate(externalDelta, over))
+		memLine(current), SignedBytes(external), mode, Rate(delta, over), Rate(externalDelta, over))
 }
 
 // Lost logs newly lost ring buffer records.
@@ -34,8 +34,8 @@ func (l *Log) Lost(n, total uint64) {
 // Final logs the closing summary: growth, peak and each bucket.
 func (l *Log) Final(r *Report, sum *attribution.Summary, why string) {
 	l.Printf("SUMMARY", "Tracing ended (%s) after %.0fs. Growth: RSS %s (anon %s, file %s, shmem %s), peak %s, final %s",
-		why, r.DurationSec, MB(r.Growth.RSS, true), MB(r.Growth.Anon, true), MB(r.Growth.File, true), MB(r.Growth.Shmem, true),
-		MB(r.Peak.RSS, false), MB(r.Final.RSS, false))
+		why, r.DurationSec, SignedBytes(r.Growth.RSS), SignedBytes(r.Growth.Anon), SignedBytes(r.Growth.File), SignedBytes(r.Growth.Shmem),
+		Bytes(r.Peak.RSS), Bytes(r.Final.RSS))
 	var b strings.Builder
 	for i, bk := range r.Buckets {
 		if i == 10 {
@@ -45,10 +45,19 @@ func (l *Log) Final(r *Report, sum *attribution.Summary, why string) {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s[%d] %s", bk.Name, bk.PID, MB(bk.RSS, true))
+		fmt.Fprintf(&b, "%s[%d] %s", bk.Name, bk.PID, SignedBytes(bk.RSS))
 	}
 	if b.Len() > 0 {
 		l.Printf("SUMMARY", "By bucket: %s", b.String())
+	}
+	var negative []string
+	for _, bk := range r.Buckets {
+		if bk.RSS < 0 {
+			negative = append(negative, fmt.Sprintf("%s[%d]", bk.Name, bk.PID))
+		}
+	}
+	if len(negative) > 0 {
+		l.Printf("SUMMARY", "Negative buckets: %s gave memory back (released more than they took)", strings.Join(negative, ", "))
 	}
 	if r.LostEvents > 0 {
 		l.Printf("LOST", "%d lifecycle events were lost in all; byte totals are unaffected", r.LostEvents)
@@ -93,14 +102,14 @@ func (l *Log) Growth(n attribution.Notice) {
 	if n.Exact {
 		ext = int64(n.Counters.ABAlloc) - int64(n.Counters.ABFreed)
 	}
-	l.Printf("GROWTH", "%s%s: RSS %s, External %s [%s]", name, detail, MB(n.Counters.Resident(), true), MB(ext, true), n.Category)
+	l.Printf("GROWTH", "%s%s: RSS %s, External %s [%s]", name, detail, SignedBytes(n.Counters.Resident()), SignedBytes(ext), n.Category)
 }
 
 // Summary logs the per-category block: ops, total, average per op, top 3,
 // and the primary culprit.
 func (l *Log) Summary(sum *attribution.Summary, why string) {
 	exact := sum.ExternalMode == "exact"
-	l.Printf("SUMMARY", "Memory by category (%s): growth RSS %s; external %s", why, MB(sum.Growth.Resident(), true), sum.ExternalMode)
+	l.Printf("SUMMARY", "Memory by category (%s): growth RSS %s; external %s", why, SignedBytes(sum.Growth.Resident()), sum.ExternalMode)
 	for _, c := range sum.Categories {
 		if c.Resident() == 0 && c.Ops == 0 {
 			continue
@@ -112,28 +121,39 @@ func (l *Log) Summary(sum *attribution.Summary, why string) {
 		if c.Kind == attribution.KindHTTP || c.Kind == attribution.KindOutbound || c.Kind == attribution.KindUnknown {
 			var top []string
 			for _, o := range c.Top {
-				top = append(top, fmt.Sprintf("%s %s", o.Name, Size(o.Counters.Resident())))
+				top = append(top, fmt.Sprintf("%s %s", o.Name, SignedBytes(o.Counters.Resident())))
 			}
-			l.Printf("SUMMARY", "  %s: %d ops, RSS %s, External %s, Retained %s, avg %s/op; top: %s%s", c.Name, c.Ops, MB(c.Resident(), true),
-				MB(c.ExternalBytes(exact), true), MB(c.RetainedBytes(), true), Size(c.AvgResidentPerOp()), strings.Join(top, ", "), mark)
+			l.Printf("SUMMARY", "  %s: %d ops, RSS %s, External %s, Retained %s, avg %s/op; top: %s%s", c.Name, c.Ops, SignedBytes(c.Resident()),
+				SignedBytes(c.ExternalBytes(exact)), SignedBytes(c.RetainedBytes()), SignedBytes(c.AvgResidentPerOp()), strings.Join(top, ", "), mark)
 		} else {
-			l.Printf("SUMMARY", "  %s (%s): RSS %s", c.Name, c.Kind, MB(c.Resident(), true))
+			l.Printf("SUMMARY", "  %s (%s): RSS %s", c.Name, c.Kind, SignedBytes(c.Resident()))
 		}
 	}
-}
-
-// Size formats signed bytes in MB from 1 MB up, in KB below.
-func Size(b int64) string {
-	if b >= 1<<20 || b <= -(1<<20) {
-		return fmt.Sprintf("%+.1fMB", float64(b)/(1<<20))
+	var negative []string
+	for _, c := range sum.Categories {
+		if c.Resident() < 0 {
+			negative = append(negative, c.Name)
+		}
 	}
-	return KB(b)
+	if len(negative) > 0 {
+		l.Printf("SUMMARY", "  negative: %s %s", strings.Join(negative, ", "), negativeNote)
+	}
 }
 
-// KB formats bytes as signed kibibytes, for per-op averages.
-func KB(b int64) string {
-	return fmt.Sprintf("%+.1fKB", float64(b)/1024)
-}
+// negativeNote says what a negative category or bucket means, after its
+// names.
+const negativeNote = "gave memory back: it released more resident memory than it took " +
+	"(e.g. a thread that freed what other threads allocated), which offsets growth charged elsewhere"
+
+// Size formats signed bytes: see SignedBytes.
+//
+// Deprecated: use SignedBytes.
+func Size(b int64) string { return SignedBytes(b) }
+
+// KB formats signed bytes: see SignedBytes.
+//
+// Deprecated: use SignedBytes.
+func KB(b int64) string { return SignedBytes(b) }
 
 // TLSHint says once that served requests were encrypted.
 func (l *Log) TLSHint() {

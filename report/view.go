@@ -3,8 +3,10 @@ package report
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -13,6 +15,7 @@ import (
 
 type card struct {
 	Label, Value, Sub string
+	Unit              string // after the value, smaller: "/min"
 	Tone              string // "up", "down" or ""
 }
 
@@ -20,6 +23,7 @@ type culpritView struct {
 	Name, Kind, Color               string
 	Primary                         bool // at least half of the ops' growth
 	Share, RSS, Ops, Avg            string
+	ShareOf                         string // what Share is a share of
 	External, Retained, GrowthShare string
 }
 
@@ -72,6 +76,8 @@ type pageView struct {
 	Bars                                *barChart
 	BarsNote                            string
 	Categories                          []categoryRow
+	Negative                            string // names of the categories whose RSS shrank, or ""
+	NegativeNote                        string // what a negative category means
 	TopOps                              []opGroup
 	Memory                              []memRow
 	Counters                            []kv
@@ -133,6 +139,9 @@ func newPageView(r *Report) *pageView {
 			row.Pct = fmt.Sprintf("%.1f%%", 100*float64(c.RSSBytes)/float64(r.Growth.RSS))
 		}
 		v.Categories = append(v.Categories, row)
+		if row.Negative {
+			v.Negative = strings.TrimPrefix(v.Negative+", "+c.Name, ", ")
+		}
 		if len(c.TopOps) == 0 {
 			continue
 		}
@@ -148,6 +157,9 @@ func newPageView(r *Report) *pageView {
 			g.Ops = append(g.Ops, row)
 		}
 		v.TopOps = append(v.TopOps, g)
+	}
+	if v.Negative != "" {
+		v.NegativeNote = negativeNote
 	}
 	v.Memory = []memRow{
 		{"Baseline", bytesText(r.Baseline.RSS), bytesText(r.Baseline.Anon), bytesText(r.Baseline.File), bytesText(r.Baseline.Shmem)},
@@ -226,9 +238,10 @@ func cards(r *Report) []card {
 	if r.Peak.GroupRSS > r.Peak.RSS {
 		peakSub = "with children " + bytesText(r.Peak.GroupRSS)
 	}
-	rate := "–"
+	rate, rateUnit := "–", ""
 	if r.DurationSec > 0 {
-		rate = fmt.Sprintf("%+.1f MB/min", float64(r.Growth.RSS)/(1<<20)/(r.DurationSec/60))
+		rate = SignedBytes(int64(math.Round(float64(r.Growth.RSS) / (r.DurationSec / 60))))
+		rateUnit = "/min"
 	}
 	ext := externalGrowth(r)
 	extSub := "none seen"
@@ -249,7 +262,7 @@ func cards(r *Report) []card {
 			Sub: fmt.Sprintf("anon %s · file %s · shmem %s", signed(r.Growth.Anon), signed(r.Growth.File), signed(r.Growth.Shmem))},
 		{Label: "Final RSS", Value: bytesText(r.Final.RSS), Sub: "from a baseline of " + bytesText(r.Baseline.RSS)},
 		{Label: "Peak RSS", Value: bytesText(r.Peak.RSS), Sub: peakSub},
-		{Label: "Growth rate", Value: rate, Tone: tone(r.Growth.RSS), Sub: "RSS over " + duration(time.Duration(r.DurationSec*float64(time.Second)))},
+		{Label: "Growth rate", Value: rate, Unit: rateUnit, Tone: tone(r.Growth.RSS), Sub: "RSS over " + duration(time.Duration(r.DurationSec*float64(time.Second)))},
 		{Label: "External growth", Value: signed(ext), Tone: tone(ext), Sub: extSub},
 	}
 }
@@ -262,6 +275,12 @@ func culprit(r *Report, colors map[string]string) (*culpritView, string) {
 	cv := &culpritView{
 		Name: name, Color: colorOf(colors, name), Primary: r.CulpritShare >= 0.5,
 		Share: fmt.Sprintf("%.0f%%", r.CulpritShare*100),
+	}
+	switch r.CulpritBy {
+	case "retained":
+		cv.ShareOf = "the bytes operations still retained at the end"
+	default:
+		cv.ShareOf = "the RSS growth charged to operations"
 	}
 	for _, c := range r.Categories {
 		if c.Name != name {
