@@ -457,3 +457,37 @@ func TestHTMLReportManyCategories(t *testing.T) {
 		t.Errorf("timeline series = %q, want the top 8 and other", got)
 	}
 }
+
+// TestHTMLCulpritShareOf checks the culprit banner says what its share is a
+// share of, and that the processes table has an Exe column only when some
+// process has an exe.
+func TestHTMLCulpritShareOf(t *testing.T) {
+	for _, tc := range []struct{ by, want string }{
+		{"retained", "of the bytes operations still retained at the end"},
+		{"rss", "of the RSS growth charged to operations"},
+	} {
+		r := sampleHTMLReport()
+		r.CulpritBy = tc.by
+		out, err := r.HTML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), "<b>69%</b> "+tc.want) {
+			t.Errorf("culprit by %s: banner lacks %q", tc.by, "69% "+tc.want)
+		}
+	}
+	r := sampleHTMLReport()
+	for i := range r.Processes {
+		r.Processes[i].Exe = ""
+	}
+	out, err := r.HTML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "<th>Exe</th>") {
+		t.Errorf("processes table has an Exe column with no exe to show")
+	}
+	if !strings.Contains(string(out), "<th>Comm</th><th>State</th>") {
+		t.Errorf("processes table lost its columns")
+	}
+}

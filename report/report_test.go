@@ -660,3 +660,54 @@ func TestTextNegativeNote(t *testing.T) {
 		t.Errorf("text report explains a negative category it does not have:\n%s", text)
 	}
 }
+
+// TestBuildInheritsExe checks that a process whose exec was not seen shows
+// the executable it runs: the target's from /proc, or its parent's when it
+// was forked without exec, while one that exec'd keeps its own.
+func TestBuildInheritsExe(t *testing.T) {
+	sum := &attribution.Summary{Start: t0, End: t0.Add(time.Second), Main: &attribution.Process{PID: 100}, Processes: []attribution.Process{
+		{PID: 100, Comm: "server"},
+		{PID: 300, Parent: 200, Comm: "grandchild"}, // listed before its parent
+		{PID: 200, Parent: 100, Comm: "worker"},
+		{PID: 400, Parent: 100, Comm: "sh", Exe: "/bin/sh"},
+		{PID: 500, Parent: 400, Comm: "sh"},
+		{PID: 600, Parent: 999, Comm: "orphan"},
+	}}
+	r := report.Build(sum, report.Baseline{}, report.Target{PID: 100, Exe: "/usr/bin/server", Cmdline: []string{"server", "-c", "a b.conf"}, Mode: "attach"}, "memdiag test")
+	want := map[uint32]string{100: "/usr/bin/server", 200: "/usr/bin/server", 300: "/usr/bin/server", 400: "/bin/sh", 500: "/bin/sh", 600: ""}
+	for _, p := range r.Processes {
+		if p.Exe != want[p.PID] {
+			t.Errorf("process %d (%s): exe %q, want %q", p.PID, p.Comm, p.Exe, want[p.PID])
+		}
+	}
+	if got, want := r.Target.CommandLine(), "server -c 'a b.conf'"; got != want {
+		t.Errorf("CommandLine() = %q, want %q", got, want)
+	}
+	data, err := r.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"cmdline": [`) {
+		t.Errorf("JSON report lacks target.cmdline:\n%s", data)
+	}
+	if text := string(r.Text()); !strings.Contains(text, "\ncommand: server -c 'a b.conf'\n") {
+		t.Errorf("text report lacks the command line:\n%s", text)
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"python3", "-m", "http.server"}, "python3 -m http.server"},
+		{[]string{"sh", "-c", "echo 'hi' $HOME"}, `sh -c 'echo '\''hi'\'' $HOME'`},
+		{[]string{"x", ""}, "x ''"},
+		{[]string{"evil\x1b[2J"}, "evil?[2J"},
+	} {
+		if got := (report.Target{Cmdline: tt.args}).CommandLine(); got != tt.want {
+			t.Errorf("CommandLine(%q) = %q, want %q", tt.args, got, tt.want)
+		}
+	}
+}

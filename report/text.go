@@ -14,6 +14,9 @@ func (r *Report) Text() []byte {
 	if r.Target.Exe != "" {
 		fmt.Fprintf(&b, " %s", r.Target.Exe)
 	}
+	if cl := r.Target.CommandLine(); cl != "" {
+		fmt.Fprintf(&b, "\ncommand: %s", cl)
+	}
 	fmt.Fprintf(&b, "\n%s -> %s (%.0fs)", r.StartedAt.UTC().Format("2006-01-02 15:04:05"), r.EndedAt.UTC().Format("15:04:05"), r.DurationSec)
 	if r.Target.Exited {
 		b.WriteString(", the target exited")

@@ -65,6 +65,8 @@ type processRow struct {
 
 type pageView struct {
 	Title, Comm, PID, Exe, Mode, Status string
+	Cmdline                             string // the target's command line, "" when unknown
+	ProcessExe                          bool   // some process has an exe to show
 	TopN                                int
 	Started, Ended, Duration, Tool      string
 	Cards                               []card
@@ -93,6 +95,7 @@ func newPageView(r *Report) *pageView {
 		Comm:     cmp.Or(r.Target.Comm, "unknown"),
 		PID:      strconv.FormatUint(uint64(r.Target.PID), 10),
 		Exe:      r.Target.Exe,
+		Cmdline:  r.Target.CommandLine(),
 		Mode:     cmp.Or(r.Target.Mode, "attach"),
 		Started:  clock(r.StartedAt),
 		Ended:    clock(r.EndedAt),
@@ -200,6 +203,7 @@ func newPageView(r *Report) *pageView {
 			break
 		}
 		row := processRow{PID: strconv.FormatUint(uint64(p.PID), 10), Comm: p.Comm, Exe: p.Exe, RSS: signed(p.RSSBytes), Status: "running"}
+		v.ProcessExe = v.ProcessExe || p.Exe != ""
 		if p.Parent != 0 {
 			row.Parent = strconv.FormatUint(uint64(p.Parent), 10)
 		}
