@@ -39,15 +39,16 @@ type Baseline struct {
 
 // Target names the traced process.
 type Target struct {
-	PID       uint32 `json:"pid"`
-	Comm      string `json:"comm"`
-	Exe       string `json:"exe,omitempty"`
-	Mode      string `json:"mode"`                // "attach" or "run"
-	Container string `json:"container,omitempty"` // container id, when attached with --container or --in-container
-	Cgroup    string `json:"cgroup,omitempty"`    // cgroup v2 directory followed for new processes
-	Exited    bool   `json:"exited"`
-	ExitCode  *int   `json:"exit_code,omitempty"` // exit status when it exited
-	OOMKilled bool   `json:"oom_killed"`          // the kernel's OOM killer chose it
+	PID       uint32   `json:"pid"`
+	Comm      string   `json:"comm"`
+	Exe       string   `json:"exe,omitempty"`
+	Cmdline   []string `json:"cmdline,omitempty"`   // its arguments, argv[0] first, when known
+	Mode      string   `json:"mode"`                // "attach" or "run"
+	Container string   `json:"container,omitempty"` // container id, when attached with --container or --in-container
+	Cgroup    string   `json:"cgroup,omitempty"`    // cgroup v2 directory followed for new processes
+	Exited    bool     `json:"exited"`
+	ExitCode  *int     `json:"exit_code,omitempty"` // exit status when it exited
+	OOMKilled bool     `json:"oom_killed"`          // the kernel's OOM killer chose it
 }
 
 // BucketJSON is one account of the report.
@@ -293,6 +294,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 	for _, p := range sum.Processes {
 		r.Processes = append(r.Processes, ProcessJSON{PID: p.PID, Parent: p.Parent, Comm: p.Comm, Exe: p.Exe, Exited: p.Exited, RSSBytes: perPID[p.PID]})
 	}
+	inheritExe(r)
 	r.LostEvents = sum.Stats.LostEvents
 	r.Health = Health{
 		BucketOverflow:      sum.Stats.BucketOverflow,

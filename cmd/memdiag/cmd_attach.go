@@ -216,7 +216,7 @@ func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
 		exe:       exe,
 		tr:        tr,
 		acct:      attribution.New(uint32(pid), started),
-		target:    report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Mode: "attach", Container: res.container, Cgroup: res.cgroup},
+		target:    report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Cmdline: procfs.Cmdline(pid), Mode: "attach", Container: res.container, Cgroup: res.cgroup},
 		base:      baseline,
 		started:   started,
 		metricsLn: metricsLn,

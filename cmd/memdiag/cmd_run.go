@@ -95,7 +95,7 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 		opts:      opts,
 		tr:        tr,
 		acct:      attribution.New(pid, started),
-		target:    report.Target{PID: pid, Comm: argv[0], Exe: path, Mode: "run"},
+		target:    report.Target{PID: pid, Comm: argv[0], Exe: path, Cmdline: argv, Mode: "run"},
 		started:   started,
 		metricsLn: metricsLn,
 	}
