@@ -74,6 +74,9 @@ type Target struct {
 	Comm string `json:"comm"`
 	Exe  string `json:"exe,omitempty"`
 	Mode string `json:"mode"` // "attach" or "run"
+	// Cmdline is its command line, argv[0] first, when known. Recordings
+	// made before it was added have none.
+	Cmdline []string `json:"cmdline,omitempty"`
 }
 
 // Baseline is the target's memory when tracing began, in bytes, as the

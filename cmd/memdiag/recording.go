@@ -43,7 +43,7 @@ func (s *session) startRecording() error {
 	w, err := record.Create(s.opts.recordPath, record.Header{
 		Memdiag:   "memdiag " + version,
 		CreatedAt: s.started,
-		Target:    record.Target{PID: s.target.PID, Comm: s.target.Comm, Exe: s.target.Exe, Mode: s.target.Mode},
+		Target:    record.Target{PID: s.target.PID, Comm: s.target.Comm, Exe: s.target.Exe, Mode: s.target.Mode, Cmdline: s.target.Cmdline},
 		Baseline:  record.Baseline{RSS: s.base.RSS, Anon: s.base.Anon, File: s.base.File, Shmem: s.base.Shmem, HWM: s.base.HWM},
 		Options:   opts,
 	})
@@ -101,7 +101,7 @@ func replay(path string) (*replayed, error) {
 	out := &replayed{
 		acct:   acct,
 		base:   report.Baseline{Memory: report.Memory{RSS: h.Baseline.RSS, Anon: h.Baseline.Anon, File: h.Baseline.File, Shmem: h.Baseline.Shmem}, HWM: h.Baseline.HWM},
-		target: report.Target{PID: h.Target.PID, Comm: h.Target.Comm, Exe: h.Target.Exe, Mode: h.Target.Mode},
+		target: report.Target{PID: h.Target.PID, Comm: h.Target.Comm, Exe: h.Target.Exe, Mode: h.Target.Mode, Cmdline: h.Target.Cmdline},
 		tool:   h.Memdiag,
 	}
 	for {
