@@ -1116,10 +1116,12 @@ int on_exit_mprotect(struct tp_sys_exit *ctx)
 	/* A commit: part of a reservation (PROT_NONE, not counted) made
 	 * writable — glibc arenas grow this way, V8 commits its pages so. It
 	 * becomes a mapping of its own, owned by the current bucket and
-	 * retained by it until given back. A range already writable (W^X
-	 * flips) changes no owner. */
+	 * retained by it until given back. Only the native allocator's
+	 * (glibc arenas): a runtime that commits its own pages (V8) reuses
+	 * them, and its heap is measured by its sampler. A range already
+	 * writable (W^X flips) changes no owner. */
 	struct region *r = region_at(tgid, a);
-	if (!r || r->counted || a + len > r->start + r->len)
+	if (!r || r->counted || r->class != RC_NATIVE || a + len > r->start + r->len)
 		return 0;
 	u32 class = r->class;
 	struct releasing rel = {};
