@@ -70,7 +70,8 @@
 //
 // The header JSON object has the fields format (the version again, which
 // must match the version byte), memdiag (tool and version), created_at
-// (RFC 3339), target {pid, comm, exe, mode}, baseline {rss_bytes,
+// (RFC 3339), target {pid, comm, exe, mode, container, cgroup — the last
+// two optional}, baseline {rss_bytes,
 // rss_anon_bytes, rss_file_bytes, rss_shmem_bytes, hwm_bytes} and options
 // (any JSON: the writer's flags and config). The trailer has ended_at
 // (RFC 3339) and reason. Unknown JSON fields are ignored.

@@ -69,6 +69,11 @@ type Target struct {
 	Comm string `json:"comm"`
 	Exe  string `json:"exe,omitempty"`
 	Mode string `json:"mode"` // "attach" or "run"
+	// Container and Cgroup are the container id and cgroup v2 directory
+	// followed (attach --container or --cgroup); empty otherwise. Older
+	// recordings lack them.
+	Container string `json:"container,omitempty"`
+	Cgroup    string `json:"cgroup,omitempty"`
 }
 
 // Baseline is the target's memory when tracing began, in bytes, as the
