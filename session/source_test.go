@@ -18,9 +18,9 @@ type sliceTracer struct {
 	events chan event.Event // unbuffered: a send returns once the loop took it
 
 	mu        sync.Mutex
-	snap      *event.Snapshot  // what Snapshot returns next
-	rest      []event.Event    // what Stop drains
-	final     *event.Snapshot  // what Snapshot returns after Stop
+	snap      *event.Snapshot // what Snapshot returns next
+	rest      []event.Event   // what Stop drains
+	final     *event.Snapshot // what Snapshot returns after Stop
 	forgotten []event.BucketKey
 	deadPIDs  []uint32
 	oldImages []uint32
