@@ -132,7 +132,7 @@
 //	          Version 1 writes n = 15; a reader zeroes values beyond n and
 //	          skips values it does not know (each is one varint). New
 //	          fields of event.Counters are appended here.
-//	stats     n uvarint, n uvarints: lost_events, dropped_events,
+//	stats     n uvarint, n uvarints: lost_events, decode_errors,
 //	          bucket_overflow, mm_overflow, target_overflow, pending_overflow,
 //	          socket_overflow, thread_overflow, region_overflow,
 //	          outstanding_overflow, unmap_split (n = 11 in version 1; same

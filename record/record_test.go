@@ -72,7 +72,7 @@ func everyEvent() []event.Event {
 		Processes: []event.ProcessMemory{{PID: 4242, Current: 90 << 20, Peak: 100 << 20, ArrayBuffers: 5 << 20}, {PID: 4300, Current: 1 << 20, Peak: 2 << 20, ArrayBuffers: 1}},
 		Total:     91 << 20,
 		Peak:      102 << 20,
-		Stats: event.Stats{LostEvents: 1, DroppedEvents: 2, BucketOverflow: 3, MMOverflow: 4, TargetOverflow: 5,
+		Stats: event.Stats{LostEvents: 1, DecodeErrors: 2, BucketOverflow: 3, MMOverflow: 4, TargetOverflow: 5,
 			PendingOverflow: 6, SocketOverflow: 7, ThreadOverflow: 8, RegionOverflow: 9, OutstandingOverflow: 10, UnmapSplit: 11},
 	}
 	// The same buckets a second later, one of them changed: both bucket

@@ -152,15 +152,16 @@ const readPoll = 50 * time.Millisecond
 
 // Tracer is a loaded and attached BPF program.
 type Tracer struct {
-	objs        memdiagObjects
-	links       []io.Closer // closed in reverse
-	reader      *ringbuf.Reader
-	events      chan event.Event
-	clock       Clock
-	http        httpreq.Options // what request names keep
-	dropped     atomic.Uint64   // records dropped because events was full
-	undecodable atomic.Uint64
-	readerDone  chan struct{}
+	objs   memdiagObjects
+	links  []io.Closer // closed in reverse
+	reader *ringbuf.Reader
+	events chan event.Event
+	clock  Clock
+	http   httpreq.Options // what request names keep
+	// decodeErrors counts records that did not decode (Stats.DecodeErrors).
+	// Nothing else is ever dropped here: read blocks on a full channel.
+	decodeErrors atomic.Uint64
+	readerDone   chan struct{}
 
 	stopOnce  sync.Once
 	stopErr   error
@@ -341,7 +342,7 @@ func (t *Tracer) read() {
 		}
 		ev, err := decode(rec.RawSample, t.clock, t.http)
 		if err != nil {
-			t.undecodable.Add(1)
+			t.decodeErrors.Add(1)
 			continue
 		}
 		// Block rather than drop: an op's end carries bytes the kernel no
@@ -478,7 +479,7 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 			return nil, err
 		}
 	}
-	s.Stats.DroppedEvents = t.undecodable.Load()
+	s.Stats.DecodeErrors = t.decodeErrors.Load()
 	return s, nil
 }
 
