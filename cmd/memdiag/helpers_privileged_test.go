@@ -287,12 +287,3 @@ func bucket(rep *report.Report, name string, pid uint32) (report.BucketJSON, boo
 	}
 	return report.BucketJSON{}, false
 }
-
-// bucketSum sums the resident change of every bucket.
-func bucketSum(rep *report.Report) int64 {
-	var s int64
-	for _, b := range rep.Buckets {
-		s += b.RSS
-	}
-	return s
-}

@@ -246,12 +246,7 @@ func TestReferenceService(t *testing.T) {
 		t.Errorf("gun_sync = %+v", g)
 	}
 	// Conservation: categories (ops, idle, background, kernel…) sum to the growth.
-	var sum int64
-	for _, cat := range rep.Categories {
-		sum += cat.RSSBytes
-	}
-	within(t, "sum of categories", sum, rep.Growth.RSS, 0.01, rep.Growth.RSS)
-	within(t, "unattributed", rep.UnattributedBytes, 0, 0.01, rep.Growth.RSS)
+	conserved(t, rep)
 	if rep.LostEvents != 0 {
 		t.Errorf("lost %d events", rep.LostEvents)
 	}
