@@ -15,7 +15,7 @@ import (
 // C layout sizes of the records TestLayoutSizes does not cover, by hand
 // from bpf/memdiag.h.
 const (
-	cOpBeginSize = cHdrSize + 8 + 4 + 4 + 2 + 2 + 4 + 16 + 256 // hdr, op_id, op_kind, fd, family, port, data_len, addr, data = 320
+	cOpBeginSize = cHdrSize + 8 + 4 + 4 + 2 + 2 + 4 + 16 + 256  // hdr, op_id, op_kind, fd, family, port, data_len, addr, data = 320
 	cOpEndSize   = cHdrSize + 8 + 4 + 4 + 4 + 4 + cCountersSize // hdr, op_id, fd, reason, has_final, _pad, final = 192
 	cOOMSize     = cHdrSize + 4*8                               // hdr, anon_rss, file_rss, shmem_rss, total_vm = 56
 	cTLSSize     = cHdrSize                                     // the header alone
@@ -123,7 +123,7 @@ func TestDecodeEveryKind(t *testing.T) {
 			&event.OpEnd{Header: hdr(9e9, 100, 100), OpID: 8, FD: 24, Reason: event.EndClose}},
 		{"TLS seen", hdrBytes(kindTLSSeen, cTLSSize, 10e9, 100, 102),
 			&event.TLSSeen{Header: hdr(10e9, 100, 102)}},
-		{"OOM kill", oomBytes(11e9, 100, 2048, 512, 4, 1 << 20),
+		{"OOM kill", oomBytes(11e9, 100, 2048, 512, 4, 1<<20),
 			&event.OOM{Header: hdr(11e9, 100, 100), AnonRSS: 2 << 20, FileRSS: 512 << 10, ShmemRSS: 4 << 10}},
 	}
 	seen := map[uint32]bool{}

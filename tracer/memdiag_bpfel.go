@@ -231,6 +231,7 @@ const (
 	memdiagMapAbPending          = "ab_pending"
 	memdiagMapBuckets            = "buckets"
 	memdiagMapEvents             = "events"
+	memdiagMapGonePeaks          = "gone_peaks"
 	memdiagMapGroup              = "group"
 	memdiagMapLastFaults         = "last_faults"
 	memdiagMapLibcRanges         = "libc_ranges"
@@ -428,6 +429,7 @@ type memdiagMapSpecs struct {
 	AbPending    *ebpf.MapSpec `ebpf:"ab_pending"`
 	Buckets      *ebpf.MapSpec `ebpf:"buckets"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	GonePeaks    *ebpf.MapSpec `ebpf:"gone_peaks"`
 	Group        *ebpf.MapSpec `ebpf:"group"`
 	LastFaults   *ebpf.MapSpec `ebpf:"last_faults"`
 	LibcRanges   *ebpf.MapSpec `ebpf:"libc_ranges"`
@@ -499,6 +501,7 @@ type memdiagMaps struct {
 	AbPending    *ebpf.Map `ebpf:"ab_pending"`
 	Buckets      *ebpf.Map `ebpf:"buckets"`
 	Events       *ebpf.Map `ebpf:"events"`
+	GonePeaks    *ebpf.Map `ebpf:"gone_peaks"`
 	Group        *ebpf.Map `ebpf:"group"`
 	LastFaults   *ebpf.Map `ebpf:"last_faults"`
 	LibcRanges   *ebpf.Map `ebpf:"libc_ranges"`
@@ -527,6 +530,7 @@ func (m *memdiagMaps) Close() error {
 		m.AbPending,
 		m.Buckets,
 		m.Events,
+		m.GonePeaks,
 		m.Group,
 		m.LastFaults,
 		m.LibcRanges,

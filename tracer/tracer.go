@@ -429,15 +429,36 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 	if err := mit.Err(); err != nil {
 		return nil, fmt.Errorf("reading mm states: %w", err)
 	}
+	// A process whose mm is gone (it exited, and the mm's id went to
+	// another process before this read) keeps its peak and its live
+	// ArrayBuffers: a short-lived target is reported whole.
+	proc := func(pid uint32) *event.ProcessMemory {
+		p := procs[pid]
+		if p == nil {
+			p = &event.ProcessMemory{PID: pid}
+			procs[pid] = p
+		}
+		return p
+	}
+	var (
+		gonePID  uint32
+		gonePeak int64
+	)
+	git := t.objs.GonePeaks.Iterate()
+	for git.Next(&gonePID, &gonePeak) {
+		p := proc(gonePID)
+		p.Peak = max(p.Peak, gonePeak)
+	}
+	if err := git.Err(); err != nil {
+		return nil, fmt.Errorf("reading the peaks of freed mms: %w", err)
+	}
 	var (
 		abPID  uint32
 		abLive int64
 	)
 	ait := t.objs.AbLive.Iterate()
 	for ait.Next(&abPID, &abLive) {
-		if p := procs[abPID]; p != nil {
-			p.ArrayBuffers = abLive
-		}
+		proc(abPID).ArrayBuffers = abLive
 	}
 	if err := ait.Err(); err != nil {
 		return nil, fmt.Errorf("reading live ArrayBuffer bytes: %w", err)
@@ -517,6 +538,11 @@ func (t *Tracer) Forget(buckets []event.BucketKey, deadPIDs []uint32) error {
 	for _, id := range stale {
 		if err := t.objs.MmStates.Delete(&id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("deleting mm state: %w", err))
+		}
+	}
+	for _, p := range deadPIDs {
+		if err := t.objs.GonePeaks.Delete(&p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("deleting a kept peak: %w", err))
 		}
 	}
 	if err := t.ForgetProcess(deadPIDs...); err != nil {
