@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 10s
 
-.PHONY: help build generate check-generated test fuzz bench lint demo vagrant-test clean
+.PHONY: help build generate check-generated test test-race fuzz bench lint demo vagrant-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ check-generated: generate ## fail when the committed BPF object or bindings are 
 
 test: ## run every test, privileged ones included (run as root: sudo make test)
 	$(GO) test -tags privileged -count=1 -timeout 20m ./...
+
+test-race: ## run the unprivileged tests under the race detector (no root needed)
+	$(GO) test -race -count=1 -timeout 20m ./...
 
 fuzz: ## run each fuzz target for FUZZTIME
 	@set -e; for pkg in $$($(GO) list ./...); do \
