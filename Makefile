@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 10s
 
-.PHONY: help build generate check-generated test test-race fuzz bench lint demo vagrant-test clean
+.PHONY: help build generate check-generated test test-race soak fuzz bench lint demo vagrant-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test: ## run every test, privileged ones included (run as root: sudo make test)
 
 test-race: ## run the unprivileged tests under the race detector (no root needed)
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+soak: ## five minutes under load: memdiag's own RSS stays flat (root: sudo make soak)
+	$(GO) test -tags privileged -count=1 -timeout 20m -run '^TestSoak$$' ./cmd/memdiag -soak -v
 
 fuzz: ## run each fuzz target for FUZZTIME
 	@set -e; for pkg in $$($(GO) list ./...); do \

@@ -63,14 +63,16 @@ func startService(t *testing.T, env []string, argv ...string) *service {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
+	readWithin(t, out, pipeDeadline)
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		if strings.Contains(sc.Text(), "listening") {
+			noDeadline(out) // the rest is drained
 			go io.Copy(io.Discard, out)
 			return &service{cmd: cmd, pid: cmd.Process.Pid}
 		}
 	}
-	t.Fatalf("%v exited before listening", argv)
+	t.Fatalf("%v exited before listening (or did not listen within %s): %v", argv, pipeDeadline, sc.Err())
 	return nil
 }
 
