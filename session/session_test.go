@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -380,5 +381,59 @@ func TestParseDumpAt(t *testing.T) {
 	levels, warn := resolveLevels(got, -1) // no such process: no cgroup limit
 	if len(levels) != 2 || levels[0].bytes != 2<<30 || levels[1].bytes != 4<<30 || warn == "" {
 		t.Errorf("resolveLevels without a limit = %+v, %q; want the two sizes, sorted, and a warning", levels, warn)
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite testdata/session.mdrec and its golden reports")
+
+// TestGoldenReplay: a committed recording (a live session's, made by this
+// test with -update) rebuilds the committed text, JSON and HTML reports —
+// what `memdiag report` prints, without root, on any machine. A change to
+// the recording format or the reports shows here.
+func TestGoldenReplay(t *testing.T) {
+	rec := filepath.Join("testdata", "session.mdrec")
+	if *update {
+		dir := t.TempDir()
+		cfg := testConfig(dir)
+		sc := newScenario()
+		live(t, cfg, sc, report.Target{PID: sc.p, Comm: "main", Exe: "/bin/main", Mode: "attach", Container: "3f2a9c1b0d4e", Cgroup: "/sys/fs/cgroup/x"})
+		data, err := os.ReadFile(cfg.RecordPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(rec, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rp, err := Replay(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rp.Warn != nil {
+		t.Fatalf("the committed recording is damaged: %v", rp.Warn)
+	}
+	for _, format := range []string{"text", "json", "html"} {
+		got, err := Render(rp.Report(), format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden := filepath.Join("testdata", "session."+format)
+		if *update {
+			if err := os.WriteFile(golden, got, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatalf("%v (go test ./session -update writes it)", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s report of %s differs from %s (go test ./session -update rewrites both after a deliberate change):\n%s", format, rec, golden, firstDiff(got, want))
+		}
+	}
+	r := rp.Report()
+	if r.Growth.RSS != 73*mib || r.Target.Container != "3f2a9c1b0d4e" {
+		t.Errorf("the committed recording's report: growth %d, container %q; want 73 MiB and the container", r.Growth.RSS, r.Target.Container)
 	}
 }
