@@ -5,14 +5,24 @@ BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 10s
+# The image `make image` builds, and the archive it writes.
+IMAGE_REPO ?= ghcr.io/memdiag/memdiag
+IMAGE      ?= $(IMAGE_REPO):$(VERSION)
+IMAGE_OUT  ?= out/memdiag-image.tar
 
-.PHONY: help build generate check-generated test test-race soak fuzz bench lint demo vagrant-test clean
+.PHONY: help build image generate check-generated test test-race soak accuracy fuzz bench lint demo vagrant-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 build: ## build bin/memdiag (needs only Go: the BPF object is committed)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/memdiag ./cmd/memdiag
+
+image: ## build $(IMAGE_OUT): an OCI image (FROM scratch, static binary, user nonroot) without Docker; load or push it (README)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/memdiag-static ./cmd/memdiag
+	@mkdir -p $(dir $(IMAGE_OUT)) && rm -f $(IMAGE_OUT)
+	$(GO) run ./deploy/image -binary $(BIN)/memdiag-static -ref $(IMAGE) -o $(IMAGE_OUT) \
+	  -revision "$$(git rev-parse HEAD 2>/dev/null)" -created "$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null)}"
 
 generate: ## recompile the BPF program and its Go bindings (needs clang, libbpf-dev)
 	$(GO) generate .
@@ -28,6 +38,13 @@ test-race: ## run the unprivileged tests under the race detector (no root needed
 
 soak: ## five minutes under load: memdiag's own RSS stays flat (root: sudo make soak)
 	$(GO) test -tags privileged -count=1 -timeout 20m -run '^TestSoak$$' ./cmd/memdiag -soak -v
+
+# The npm services of the accuracy corpus, installed from their lock files.
+ACCURACY_NPM := testdata/corpus/node-session examples/leaky-service
+
+accuracy: ## run memdiag on every accuracy-corpus service, write out/accuracy/*.md (root; see ACCURACY.md)
+	@for d in $(ACCURACY_NPM); do test -d $$d/node_modules || (cd $$d && npm ci --no-audit --no-fund --loglevel=error); done
+	MEMDIAG_ACCURACY=all $(GO) test -tags privileged -count=1 -timeout 20m -run TestAccuracy -v ./accuracy
 
 fuzz: ## run each fuzz target for FUZZTIME
 	@set -e; for pkg in $$($(GO) list ./...); do \

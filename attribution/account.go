@@ -62,6 +62,7 @@ type Account struct {
 	tl        timeline
 	markers   []event.Marker // bounded: maxMarkers
 	abLive    int64          // exact mode: live ArrayBuffer bytes at the last snapshot
+	heap      heapState      // runtime heap samples joined with ops
 }
 
 // maxMarkers bounds the markers kept for the timeline.
@@ -96,6 +97,7 @@ func New(main uint32, start time.Time) *Account {
 		ended:   map[uint64]int{},
 		orphans: map[uint64]orphan{},
 		owners:  map[uint64]*category{},
+		heap:    newHeapState(),
 	}
 	a.opts.defaults()
 	a.process(main)
@@ -165,6 +167,16 @@ func (a *Account) Apply(ev event.Event) {
 		a.marker(event.Marker{Header: e.Header, Kind: "oom", Label: fmt.Sprintf("the OOM killer chose pid %d (anon %d MiB)", e.PID, e.AnonRSS>>20)})
 	case *event.Marker:
 		a.marker(*e)
+	case *event.HeapSample:
+		a.heapSample(e)
+	case *event.HeapFree:
+		a.heapFree(e)
+	case *event.GCCycle:
+		a.heap.goCycles[e.PID]++
+	case *event.HeapLive:
+		a.heapLive(e)
+	case *event.Sampling:
+		a.heap.sampling[e.PID] = *e
 	case *event.Snapshot:
 		a.snapshot(e)
 	}
@@ -348,11 +360,11 @@ func sub(a, b event.Counters) event.Counters {
 	return a
 }
 
-// culprit picks the op category that grew most: by retained bytes when
-// any op category retains some (growth that never came back is the leak
-// signal), else by resident growth. The share is of the total over the op
+// culprit picks the op category that grew most: by retained mapping bytes
+// when byRetained and any op category retains some, else by resident
+// growth (who grew the process, not who keeps memory: see verdict.go). The share is of the total over the op
 // categories that grew by the same measure.
-func culprit(cats []CategorySummary) (name string, share float64, by string) {
+func culprit(cats []CategorySummary, byRetained bool) (name string, share float64, by string) {
 	pick := func(measure func(*CategorySummary) int64) (string, float64) {
 		var best string
 		var top, total int64
@@ -373,8 +385,10 @@ func culprit(cats []CategorySummary) (name string, share float64, by string) {
 		}
 		return best, float64(top) / float64(total)
 	}
-	if name, share = pick((*CategorySummary).RetainedBytes); name != "" {
-		return name, share, "retained"
+	if byRetained {
+		if name, share = pick((*CategorySummary).RetainedBytes); name != "" {
+			return name, share, "retained"
+		}
 	}
 	name, share = pick(func(c *CategorySummary) int64 { return c.Resident() })
 	if name == "" {
@@ -439,12 +453,22 @@ type Summary struct {
 	// non-op buckets (idle, background threads, kernel…), largest first.
 	// They sum to Growth.
 	Categories []CategorySummary
-	// Culprit is the op category with the largest resident growth, ""
-	// when no op category grew; CulpritShare is its share of the growth
-	// of all op categories that grew.
+	// Verdict names the category that keeps memory, or says none does.
+	Verdict Verdict
+	// Culprit and CulpritShare repeat Verdict.Culprit and Verdict.Share;
+	// CulpritBy is "retained" when there is a culprit.
 	Culprit      string
 	CulpritShare float64
-	CulpritBy    string // "retained" or "rss": what the culprit was chosen by
+	CulpritBy    string
+	// GrewMost is the op category with the largest resident growth (who
+	// grew the process, which is not who keeps memory), and its share of
+	// the growth of the op categories that grew.
+	GrewMost      string
+	GrewMostShare float64
+	// Sampling says which runtime samplers were joined with the ops.
+	Sampling []event.Sampling
+	// HeapSamplesDropped counts runtime samples not followed (table full).
+	HeapSamplesDropped int
 	// ExternalMode is "estimated" (native-allocator mappings) or "exact"
 	// (ArrayBuffer allocator uprobes).
 	ExternalMode string
@@ -538,7 +562,14 @@ func (a *Account) summaryNoTimeline() *Summary {
 	slices.SortFunc(s.Categories, func(x, y CategorySummary) int {
 		return cmp.Or(cmp.Compare(y.Resident(), x.Resident()), cmp.Compare(x.Name, y.Name))
 	})
-	s.Culprit, s.CulpritShare, s.CulpritBy = culprit(s.Categories)
+	a.verdict(s)
+	s.Culprit, s.CulpritShare, s.CulpritBy = s.Verdict.Culprit, s.Verdict.Share, "retained"
+	if s.Culprit == "" {
+		s.CulpritBy = ""
+	}
+	s.GrewMost, s.GrewMostShare, _ = culprit(s.Categories, false)
+	s.Sampling = a.samplingStatus()
+	s.HeapSamplesDropped = a.heap.dropped
 	slices.SortFunc(s.Buckets, func(x, y Bucket) int {
 		return cmp.Or(cmp.Compare(y.Resident(), x.Resident()), cmp.Compare(x.Name, y.Name), cmp.Compare(x.PID, y.PID))
 	})

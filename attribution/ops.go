@@ -350,6 +350,9 @@ type CategorySummary struct {
 	Top     []OpRecord // largest ops (or cycles) by resident growth
 	Recent  []OpRecord // the last KeepOps, oldest first
 	PerPID  map[uint32]event.Counters
+	// Retention is what the category's ops still keep (the verdict's
+	// evidence; see verdict.go).
+	Retention Retention
 }
 
 // RetainedBytes is what the category's ops made and is still there:

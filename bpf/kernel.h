@@ -22,8 +22,33 @@ struct mm_struct {
 	unsigned long brk;
 } __attribute__((preserve_access_index));
 
+struct file {
+	void *private_data; /* struct socket * for a socket */
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
+struct sock_common {
+	u16 skc_num; /* local port, host order */
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+} __attribute__((preserve_access_index));
+
+struct socket {
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	struct mm_struct *mm;
+	struct files_struct *files;
 	int exit_code;
 } __attribute__((preserve_access_index));
 

@@ -233,6 +233,29 @@ struct {
 	__type(value, u32);
 } target_cgroup SEC(".maps");
 
+/* Local ports whose accepted connections are memdiag's own (the Node
+ * inspector it samples the heap through): port (host order) -> 1. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, u16);
+	__type(value, u8);
+} ignored_ports SEC(".maps");
+
+/* Heap sampling (V8): tgid -> samples seen since sampling started. The
+ * n-th hit of SampleObject is the sample V8 numbers n (its ordinal);
+ * userspace deletes the entry before it starts sampling. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, u32);
+	__type(value, u64);
+} v8_samples SEC(".maps");
+
+/* Offset of `kind` in the Go runtime's struct special (next *special,
+ * offset uintptr, kind byte: 16 since Go 1.24). */
+volatile const u32 go_special_kind_off = 16;
+
 /* Set when target_cgroup holds a cgroup. */
 volatile const u32 follow_cgroup = 0;
 
@@ -1116,7 +1139,22 @@ int on_exit_mprotect(struct tp_sys_exit *ctx)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid) || ctx->ret != 0 || !(p.args[2] & PROT_WRITE))
 		return 0;
-	vm_charge(tgid, tid, VM_WRITABLE, PAGE_ALIGN(p.args[1]));
+	u64 a = p.args[0], len = PAGE_ALIGN(p.args[1]);
+	vm_charge(tgid, tid, VM_WRITABLE, len);
+	/* A commit: part of a reservation (PROT_NONE, not counted) made
+	 * writable — glibc arenas grow this way, V8 commits its pages so. It
+	 * becomes a mapping of its own, owned by the current bucket and
+	 * retained by it until given back. Only the native allocator's
+	 * (glibc arenas): a runtime that commits its own pages (V8) reuses
+	 * them, and its heap is measured by its sampler. A range already
+	 * writable (W^X flips) changes no owner. */
+	struct region *r = region_at(tgid, a);
+	if (!r || r->counted || r->class != RC_NATIVE || a + len > r->start + r->len)
+		return 0;
+	u32 class = r->class;
+	struct releasing rel = {};
+	unmap_range(tgid, a, a + len, &rel);
+	map_region(tgid, tid, a, len, class, 1);
 	return 0;
 }
 
@@ -1440,6 +1478,21 @@ static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 
 	return 0;
 }
 
+/* The local port of the current task's socket fd (host order), or 0.
+ * Read through the task's file table with CO-RE reads: only at accept. */
+static __always_inline u16 local_port(s32 fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *f = NULL;
+	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return 0;
+	return BPF_CORE_READ(sock, sk, __sk_common.skc_num);
+}
+
 /* accept/accept4: the returned fd is a served socket (Node passes a NULL
  * sockaddr, so the fd is all there is). */
 static __always_inline int accepted(struct tp_sys_exit *ctx)
@@ -1450,6 +1503,9 @@ static __always_inline int accepted(struct tp_sys_exit *ctx)
 		return 0;
 	struct sock_key k = { .tgid = tgid, .fd = (s32)ctx->ret };
 	struct sock_info s = { .role = SOCK_SERVER };
+	u16 port = local_port((s32)ctx->ret);
+	if (port && bpf_map_lookup_elem(&ignored_ports, &port))
+		s.role = SOCK_IGNORED; /* memdiag's own connection to the inspector */
 	if (bpf_map_update_elem(&sockets, &k, &s, BPF_ANY))
 		stat_inc(ST_SOCK_OVERFLOW);
 	return 0;
@@ -1488,6 +1544,17 @@ int on_enter_connect(struct tp_sys_enter *ctx)
 		__builtin_memcpy(s.addr, &sa.flowinfo_or_addr4, 4);
 	else
 		__builtin_memcpy(s.addr, sa.addr6, 16);
+	/* Connected while the thread serves an op: the call belongs to it,
+	 * even when its first write comes from a later loop turn. */
+	u32 tid = (u32)id;
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	if (ts && ts->mode == TM_OP) {
+		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = ts->op_id };
+		if (bpf_map_lookup_elem(&buckets, &bk)) {
+			s.op_id = ts->op_id;
+			s.flags |= SF_JOINED;
+		}
+	}
 	/* Recorded at entry: a non-blocking connect returns EINPROGRESS, and a
 	 * failed one is followed by close, which deletes the entry. */
 	if (bpf_map_update_elem(&sockets, &k, &s, BPF_ANY))
@@ -1519,6 +1586,8 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 	s32 fd = (s32)p.args[0];
 	struct sock_key k = { .tgid = tgid, .fd = fd };
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
+	if (s && s->role == SOCK_IGNORED)
+		return 0;
 	if (s && s->role == SOCK_CLIENT) {
 		if (s->op_id)
 			set_thread(tgid, tid, TM_OP, s->op_id);
@@ -1698,6 +1767,101 @@ int on_ab_free(struct pt_regs_x86 *ctx)
 	return 0;
 }
 
+/*
+ * Runtime heap sampling: the allocation samplers the runtimes already run,
+ * joined with the op in the kernel. A uprobe on the sampling path fires once
+ * per sample (one per sampling interval of bytes allocated, not per
+ * allocation), and at that moment the thread's current bucket is the op
+ * that allocated. Userspace keeps which samples are still live (V8: the
+ * sampling profile read over the inspector; Go: frees of profiled objects)
+ * and sums them per category: the live heap each category keeps.
+ */
+
+/* Sends one EV_HEAP_SAMPLE for the current thread. */
+static __always_inline int heap_sample(u32 runtime, u64 ordinal, u64 addr, u64 size)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	struct heap_sample_event *e = event_reserve(sizeof(*e), EV_HEAP_SAMPLE, tgid, tid);
+	if (!e)
+		return 0;
+	e->runtime = runtime;
+	e->_pad = 0;
+	e->ordinal = ordinal;
+	e->addr = addr;
+	e->size = size;
+	current_bucket(&e->owner, tgid, tid);
+	submit(e);
+	return 0;
+}
+
+/* Sends one EV_HEAP_FREE or EV_GC_CYCLE. */
+static __always_inline int heap_note(u32 kind, u32 runtime, u64 addr)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct heap_note_event *e = event_reserve(sizeof(*e), kind, id >> 32, (u32)id);
+	if (!e)
+		return 0;
+	e->runtime = runtime;
+	e->_pad = 0;
+	e->addr = addr;
+	submit(e);
+	return 0;
+}
+
+/* v8::internal::SamplingHeapProfiler::SampleObject(this, soon_object, size). */
+SEC("uprobe.multi")
+int on_v8_sample(struct pt_regs_x86 *ctx)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!current_target(tgid))
+		return 0;
+	u64 one = 1, n = 1;
+	u64 *count = bpf_map_lookup_elem(&v8_samples, &tgid);
+	if (count)
+		n = __sync_fetch_and_add(count, 1) + 1;
+	else if (bpf_map_update_elem(&v8_samples, &tgid, &one, BPF_NOEXIST))
+		return 0; /* raced with another thread's first sample: keep numbering exact */
+	return heap_sample(HR_V8, n, ctx->si, ctx->dx);
+}
+
+/* runtime.mProf_Malloc(mp *m, p unsafe.Pointer, size uintptr), Go's
+ * register ABI: AX, BX, CX. */
+SEC("uprobe.multi")
+int on_go_malloc(struct pt_regs_x86 *ctx)
+{
+	if (!current_target(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	return heap_sample(HR_GO, 0, ctx->bx, ctx->cx);
+}
+
+#define GO_KIND_SPECIAL_PROFILE 4
+
+/* runtime.freeSpecial(s *special, p unsafe.Pointer, size uintptr): a
+ * profiled object's record is freed with the object (other specials, such
+ * as finalizers, are not frees). */
+SEC("uprobe.multi")
+int on_go_free_special(struct pt_regs_x86 *ctx)
+{
+	if (!current_target(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	u8 kind = 0;
+	if (bpf_probe_read_user(&kind, sizeof(kind), (void *)(ctx->ax + go_special_kind_off)))
+		return 0;
+	if (kind != GO_KIND_SPECIAL_PROFILE)
+		return 0;
+	return heap_note(EV_HEAP_FREE, HR_GO, ctx->bx);
+}
+
+/* runtime.gcMarkTermination: one GC cycle ended (once per cycle). */
+SEC("uprobe.multi")
+int on_go_gc(struct pt_regs_x86 *ctx)
+{
+	if (!current_target(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	return heap_note(EV_GC_CYCLE, HR_GO, 0);
+}
+
 SEC("tracepoint/syscalls/sys_enter_read")
 int on_enter_read(struct tp_sys_enter *ctx) { return save_io(ctx, IO_PLAIN); }
 SEC("tracepoint/syscalls/sys_exit_read")
@@ -1727,7 +1891,7 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 	s32 fd = (s32)ctx->args[0];
 	struct sock_key k = { .tgid = tgid, .fd = fd };
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
-	if (!s)
+	if (!s || s->role == SOCK_IGNORED)
 		return 0;
 	if (s->role == SOCK_SERVER) {
 		if (!s->op_id)
@@ -1752,6 +1916,16 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 		if (bpf_map_lookup_elem(&buckets, &bk)) {
 			s->op_id = ts->op_id; /* the call is part of the thread's op */
 			s->flags |= SF_JOINED;
+			return 0;
+		}
+	}
+	if ((s->flags & SF_JOINED) && s->op_id) {
+		/* Connected inside an op, written from a later loop turn (a
+		 * non-blocking connect completes after a poll): still that op's
+		 * call, and what its callbacks do is the op's. */
+		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = s->op_id };
+		if (bpf_map_lookup_elem(&buckets, &bk)) {
+			set_thread(tgid, tid, TM_OP, s->op_id);
 			return 0;
 		}
 	}
@@ -1883,3 +2057,5 @@ const struct ab_alloc *unused_ab_alloc __attribute__((unused));
 const struct oom_event *unused_oom_event __attribute__((unused));
 const struct stack_key *unused_stack_key __attribute__((unused));
 const struct stack_growth *unused_stack_growth __attribute__((unused));
+const struct heap_sample_event *unused_heap_sample_event __attribute__((unused));
+const struct heap_note_event *unused_heap_note_event __attribute__((unused));

@@ -23,7 +23,11 @@ enum event_kind {
 	EV_OP_END = 5,   /* an operation ended: next request on its socket, or close */
 	EV_TLS_SEEN = 6, /* a served socket carries TLS (once per process) */
 	EV_OOM = 7,      /* the OOM killer chose a target */
+	EV_HEAP_SAMPLE = 8, /* a runtime's heap profiler sampled an allocation (uprobe) */
+	EV_HEAP_FREE = 9,   /* a sampled allocation was freed (Go: its profile special) */
+	EV_GC_CYCLE = 10,   /* a runtime finished a GC cycle (Go: mProf_NextCycle) */
 };
+
 
 
 
@@ -121,6 +125,34 @@ struct bucket_key {
 	u32 tgid;
 	u32 kind; /* enum bucket_kind */
 	u64 id;
+};
+
+/* Whose heap profiler a heap record comes from. */
+enum heap_runtime {
+	HR_V8 = 1, /* v8::internal::SamplingHeapProfiler (Node.js), started over the inspector */
+	HR_GO = 2, /* the Go runtime's memory profiler (on by default, MemProfileRate) */
+};
+
+/* EV_HEAP_SAMPLE: one sampled allocation and the bucket that was current
+ * on the allocating thread. V8 numbers its samples 1, 2, ... from the start
+ * of sampling (the ordinal getSamplingProfile reports); the kernel counts
+ * the hits per process the same way. Go's are keyed by address. */
+struct heap_sample_event {
+	struct event_hdr hdr;
+	u32 runtime;  /* enum heap_runtime */
+	u32 _pad;
+	u64 ordinal;  /* V8: the sample's number since sampling started; Go: 0 */
+	u64 addr;     /* the object's address */
+	u64 size;     /* bytes the runtime asked for (unscaled) */
+	struct bucket_key owner;
+};
+
+/* EV_HEAP_FREE (addr: the freed sampled object) and EV_GC_CYCLE (addr 0). */
+struct heap_note_event {
+	struct event_hdr hdr;
+	u32 runtime; /* enum heap_runtime */
+	u32 _pad;
+	u64 addr;
 };
 
 /* Indexes of struct counters.rss, the kernel's MM_* counters. */
@@ -258,6 +290,7 @@ struct thread_state {
 enum sock_role {
 	SOCK_SERVER = 1, /* accepted, or first read a request */
 	SOCK_CLIENT = 2, /* connected by the target */
+	SOCK_IGNORED = 3, /* accepted on a port memdiag itself talks to (the inspector): never an op */
 };
 
 #define SF_RESPONDED 1 /* the server wrote (not a 1xx) since its op began */

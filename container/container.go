@@ -1,8 +1,3 @@
-// Package container finds a container's cgroup from its ID (or a unique
-// prefix of it) in the cgroup hierarchies, under the names docker,
-// containerd, cri-o and podman give them, on cgroup v1, v2 and hybrid
-// hosts, and answers what memdiag asks of a cgroup: its processes, its
-// memory limit, and a host pid for a pid inside the container.
 package container
 
 import (
@@ -46,6 +41,8 @@ type Container struct {
 	ID       string // the full 64-hex id
 	V2       string // its directory in the v2 hierarchy, "" when not found there
 	V1Memory string // its directory in the v1 memory hierarchy, "" when not found there
+	Name     string // the name it was found by (see Resolve), "" when found by id
+	Runtime  string // the runtime that named it (docker, podman, nerdctl, kubernetes), "" when found by id
 }
 
 // MinPrefix is the shortest ID prefix accepted, as docker's short ids.
@@ -57,7 +54,7 @@ const maxDepth = 10
 // IDOf returns the container id a cgroup directory name carries, or "".
 func IDOf(name string) string {
 	base := strings.TrimSuffix(name, ".scope")
-	for _, p := range []string{"docker-", "cri-containerd-", "crio-", "libpod-", "containerd-"} {
+	for _, p := range []string{"docker-", "cri-containerd-", "crio-", "libpod-", "containerd-", "nerdctl-"} {
 		base = strings.TrimPrefix(base, p)
 	}
 	if len(base) != 64 {
@@ -74,9 +71,41 @@ func IDOf(name string) string {
 // Find looks up the container whose id is id or starts with it.
 func Find(id string, roots Roots) (Container, error) {
 	id = strings.ToLower(strings.TrimSpace(id))
-	if len(id) < MinPrefix || IDOf(id+strings.Repeat("0", max(0, 64-len(id)))) == "" && len(id) <= 64 {
+	if !isIDPrefix(id) {
 		return Container{}, fmt.Errorf("container id %q: want at least %d hexadecimal characters of the id", id, MinPrefix)
 	}
+	all, err := scan(roots)
+	if err != nil {
+		return Container{}, err
+	}
+	var found []*Container
+	for cid, c := range all {
+		if strings.HasPrefix(cid, id) {
+			found = append(found, c)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return Container{}, fmt.Errorf("no container with an id starting %q in %s: check the id with `docker ps --no-trunc` (or crictl ps)", id, strings.Join(nonEmpty(roots.V2, roots.V1Memory), " or "))
+	case 1:
+		return *found[0], nil
+	}
+	var ids []string
+	for _, c := range found {
+		ids = append(ids, c.ID[:12])
+	}
+	slices.Sort(ids)
+	return Container{}, fmt.Errorf("container id %q is ambiguous: it matches %s; give more of the id", id, strings.Join(ids, ", "))
+}
+
+// isIDPrefix tells whether s can be the start of a container id.
+func isIDPrefix(s string) bool {
+	return len(s) >= MinPrefix && len(s) <= 64 && IDOf(s+strings.Repeat("0", 64-len(s))) != ""
+}
+
+// scan walks the hierarchies once and returns every container cgroup
+// found, by id.
+func scan(roots Roots) (map[string]*Container, error) {
 	found := map[string]*Container{}
 	walk := func(root string, set func(*Container, string)) error {
 		if root == "" {
@@ -96,7 +125,7 @@ func Find(id string, roots Roots) (Container, error) {
 				return fs.SkipDir
 			}
 			cid := IDOf(d.Name())
-			if cid == "" || !strings.HasPrefix(cid, id) {
+			if cid == "" {
 				return nil
 			}
 			c := found[cid]
@@ -121,22 +150,9 @@ func Find(id string, roots Roots) (Container, error) {
 		}),
 	)
 	if err != nil {
-		return Container{}, fmt.Errorf("reading cgroups: %w", err)
+		return nil, fmt.Errorf("reading cgroups: %w", err)
 	}
-	switch len(found) {
-	case 0:
-		return Container{}, fmt.Errorf("no container with an id starting %q in %s: check the id with `docker ps --no-trunc` (or crictl ps)", id, strings.Join(nonEmpty(roots.V2, roots.V1Memory), " or "))
-	case 1:
-		for _, c := range found {
-			return *c, nil
-		}
-	}
-	var ids []string
-	for cid := range found {
-		ids = append(ids, cid[:12])
-	}
-	slices.Sort(ids)
-	return Container{}, fmt.Errorf("container id %q is ambiguous: it matches %s; give more of the id", id, strings.Join(ids, ", "))
+	return found, nil
 }
 
 func nonEmpty(s ...string) []string {
@@ -303,4 +319,17 @@ func innerPID(pid int) (int, bool) {
 	}
 	n, err := strconv.Atoi(f[len(f)-1])
 	return n, err == nil
+}
+
+// Cgroups returns every container cgroup of the hierarchies, by full id.
+func Cgroups(roots Roots) (map[string]Container, error) {
+	found, err := scan(roots)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Container, len(found))
+	for id, c := range found {
+		out[id] = *c
+	}
+	return out, nil
 }

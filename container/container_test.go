@@ -18,6 +18,7 @@ func TestIDOf(t *testing.T) {
 		"cri-containerd-" + idA + ".scope": idA,
 		"crio-" + idA + ".scope":           idA,
 		"libpod-" + idA + ".scope":         idA,
+		"nerdctl-" + idA + ".scope":        idA,
 		idA:                                idA,
 		"docker-" + idA[:60] + ".scope":    "",
 		"system.slice":                     "",

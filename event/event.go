@@ -6,7 +6,8 @@ import (
 )
 
 // Event is one of *Fork, *Exec, *Exit, *OpBegin, *OpEnd, *TLSSeen, *OOM,
-// *Marker or *Snapshot.
+// *Marker, *HeapSample, *HeapFree, *GCCycle, *HeapLive, *Sampling or
+// *Snapshot.
 type Event interface {
 	// When is the time the event happened (wall clock).
 	When() time.Time
@@ -113,6 +114,83 @@ type Marker struct {
 	Header
 	Kind  string // "threshold", "dump", "oom"
 	Label string
+}
+
+// Runtime names a runtime whose own allocation sampler memdiag joins with
+// operations.
+type Runtime uint32
+
+// Runtimes; the values are the kernel's enum heap_runtime.
+const (
+	RuntimeV8 Runtime = 1 // V8's sampling heap profiler (Node.js)
+	RuntimeGo Runtime = 2 // the Go runtime's memory profiler
+)
+
+// String names the runtime as reports do.
+func (r Runtime) String() string {
+	switch r {
+	case RuntimeV8:
+		return "v8"
+	case RuntimeGo:
+		return "go"
+	}
+	return "unknown"
+}
+
+// HeapSample says a runtime's allocation sampler sampled an allocation
+// while Owner was the allocating thread's bucket.
+type HeapSample struct {
+	Header
+	Runtime Runtime
+	Ordinal uint64 // V8: the sample's number since sampling started (1, 2, …)
+	Addr    uint64 // the object's address
+	Size    uint64 // bytes asked for, unscaled
+	Owner   BucketKey
+}
+
+// HeapFree says a sampled allocation (Go: by address) was freed.
+type HeapFree struct {
+	Header
+	Runtime Runtime
+	Addr    uint64
+}
+
+// GCCycle says a runtime finished a garbage collection cycle (Go).
+type GCCycle struct {
+	Header
+	Runtime Runtime
+}
+
+// LiveSample is one sample still live in a sampling profile.
+type LiveSample struct {
+	Ordinal uint64
+	Bytes   int64 // the bytes it stands for (V8 scales it by its sampling rate)
+}
+
+// HeapLive is a runtime's list of sampled allocations still live, read
+// after a full collection (V8: HeapProfiler.getSamplingProfile over the
+// inspector). Samples not listed are gone.
+type HeapLive struct {
+	Header
+	Runtime Runtime
+	Samples []LiveSample // by ordinal
+	// UpTo is the highest ordinal the runtime had handed out when the
+	// profile was taken: samples above it may still come.
+	UpTo uint64
+	// HeapUsed is the runtime's own count of live heap bytes after the same
+	// collection (0 when unknown). The first HeapLive of a process, taken
+	// when sampling starts, is its baseline.
+	HeapUsed int64
+}
+
+// Sampling says whether a runtime sampler is joined with the ops of
+// process PID, at what rate, and why not when it is not.
+type Sampling struct {
+	Header
+	Runtime  Runtime
+	Active   bool
+	Interval uint64 // bytes between samples, on average
+	Reason   string // why sampling is off, or how it runs
 }
 
 // RSS members, the kernel's MM_* counters, indexes of Counters.RSS.

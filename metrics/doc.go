@@ -41,4 +41,8 @@
 // in now, so the series never go down, even when a category moves in or out
 // of the "other" sum or a new session starts from zero. While a category
 // keeps its own series, its value equals the report's ops.
+//
+// deploy/prometheus has recording and alerting rules for these series, and
+// deploy/grafana a dashboard; prometheus_privileged_test.go checks that a real
+// Prometheus scraping memdiag stores what memdiag's report says.
 package metrics

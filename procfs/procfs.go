@@ -81,3 +81,24 @@ func Exe(pid int) string {
 	p, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	return p
 }
+
+// Cmdline returns the arguments in /proc/PID/cmdline, or nil when it cannot
+// be read or is empty (a kernel thread, a zombie).
+func Cmdline(pid int) []string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil
+	}
+	return ParseCmdline(data)
+}
+
+// ParseCmdline splits the NUL-separated arguments of a /proc/PID/cmdline
+// file. A process that rewrote its arguments into one space-separated string
+// (as some servers do to set their title) gives that one string.
+func ParseCmdline(data []byte) []string {
+	data = bytes.TrimRight(data, "\x00")
+	if len(data) == 0 {
+		return nil
+	}
+	return strings.Split(string(data), "\x00")
+}

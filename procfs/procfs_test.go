@@ -2,6 +2,7 @@ package procfs_test
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -322,5 +323,32 @@ func TestReadMapsSelf(t *testing.T) {
 	maps, err := procfs.ReadMaps(os.Getpid())
 	if err != nil || len(maps) == 0 {
 		t.Fatalf("%d, %v", len(maps), err)
+	}
+}
+
+func TestParseCmdline(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want []string
+	}{
+		{"node\x00server.js\x00--port\x003000\x00", []string{"node", "server.js", "--port", "3000"}},
+		{"python3\x00-m\x00http.server\x00\x00", []string{"python3", "-m", "http.server"}},
+		{"nginx: worker process", []string{"nginx: worker process"}},
+		{"a\x00\x00b\x00", []string{"a", "", "b"}},
+		{"", nil},
+		{"\x00\x00", nil},
+	} {
+		if got := procfs.ParseCmdline([]byte(tt.in)); !slices.Equal(got, tt.want) {
+			t.Errorf("ParseCmdline(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestCmdline(t *testing.T) {
+	if got := procfs.Cmdline(os.Getpid()); !slices.Equal(got, os.Args) {
+		t.Errorf("Cmdline(self) = %q, want %q", got, os.Args)
+	}
+	if got := procfs.Cmdline(-1); got != nil {
+		t.Errorf("Cmdline(-1) = %q, want nil", got)
 	}
 }

@@ -155,6 +155,55 @@ func (e *encoder) appendEvent(b []byte, ev event.Event) (byte, []byte, error) {
 		}
 		b = appendString(b, ev.Kind)
 		return kindMarker, appendString(b, ev.Label), nil
+	case *event.HeapSample:
+		if b, err = e.appendHeader(b, ev.Header); err != nil {
+			return 0, b, err
+		}
+		b = binary.AppendUvarint(b, uint64(ev.Runtime))
+		b = binary.AppendUvarint(b, ev.Ordinal)
+		b = binary.AppendUvarint(b, ev.Addr)
+		b = binary.AppendUvarint(b, ev.Size)
+		return kindSample, appendKey(b, ev.Owner), nil
+	case *event.HeapFree:
+		if b, err = e.appendHeader(b, ev.Header); err != nil {
+			return 0, b, err
+		}
+		b = binary.AppendUvarint(b, uint64(ev.Runtime))
+		return kindFree, binary.AppendUvarint(b, ev.Addr), nil
+	case *event.GCCycle:
+		if b, err = e.appendHeader(b, ev.Header); err != nil {
+			return 0, b, err
+		}
+		return kindGC, binary.AppendUvarint(b, uint64(ev.Runtime)), nil
+	case *event.HeapLive:
+		if b, err = e.appendHeader(b, ev.Header); err != nil {
+			return 0, b, err
+		}
+		if len(ev.Samples) > MaxEntries {
+			return 0, b, fmt.Errorf("recording a heap profile of %d samples: more than %d", len(ev.Samples), MaxEntries)
+		}
+		b = binary.AppendUvarint(b, uint64(ev.Runtime))
+		b = binary.AppendUvarint(b, ev.UpTo)
+		b = binary.AppendUvarint(b, uint64(len(ev.Samples)))
+		var last uint64
+		for _, smp := range ev.Samples {
+			b = binary.AppendUvarint(b, smp.Ordinal-last) // ordinals ascend: deltas stay small
+			b = binary.AppendVarint(b, smp.Bytes)
+			last = smp.Ordinal
+		}
+		return kindLive, binary.AppendVarint(b, ev.HeapUsed), nil
+	case *event.Sampling:
+		if b, err = e.appendHeader(b, ev.Header); err != nil {
+			return 0, b, err
+		}
+		b = binary.AppendUvarint(b, uint64(ev.Runtime))
+		var active byte
+		if ev.Active {
+			active = 1
+		}
+		b = append(b, active)
+		b = binary.AppendUvarint(b, ev.Interval)
+		return kindSampling, appendString(b, ev.Reason), nil
 	case nil:
 		return 0, b, errors.New("recording a nil event")
 	}
@@ -465,6 +514,41 @@ func (e *eventDecoder) decode(kind byte, payload []byte) (event.Event, error) {
 		m := &event.Marker{Header: e.header(d)}
 		m.Kind, m.Label = d.string(), d.string()
 		ev = m
+	case kindSample:
+		x := &event.HeapSample{Header: e.header(d)}
+		x.Runtime = event.Runtime(d.u32("runtime"))
+		x.Ordinal, x.Addr, x.Size = d.uvarint(), d.uvarint(), d.uvarint()
+		x.Owner = key(d)
+		ev = x
+	case kindFree:
+		x := &event.HeapFree{Header: e.header(d)}
+		x.Runtime = event.Runtime(d.u32("runtime"))
+		x.Addr = d.uvarint()
+		ev = x
+	case kindGC:
+		ev = &event.GCCycle{Header: e.header(d), Runtime: event.Runtime(d.u32("runtime"))}
+	case kindLive:
+		x := &event.HeapLive{Header: e.header(d)}
+		x.Runtime = event.Runtime(d.u32("runtime"))
+		x.UpTo = d.uvarint()
+		// A sample takes at least 2 bytes: two one-byte varints.
+		if n := d.entries(2); n > 0 {
+			x.Samples = make([]event.LiveSample, n)
+			var last uint64
+			for i := range x.Samples {
+				last += d.uvarint()
+				x.Samples[i] = event.LiveSample{Ordinal: last, Bytes: d.varint()}
+			}
+		}
+		x.HeapUsed = d.varint()
+		ev = x
+	case kindSampling:
+		x := &event.Sampling{Header: e.header(d)}
+		x.Runtime = event.Runtime(d.u32("runtime"))
+		x.Active = d.byte() != 0
+		x.Interval = d.uvarint()
+		x.Reason = d.string()
+		ev = x
 	default:
 		return nil, fmt.Errorf("frame kind %#x is not an event", kind)
 	}
@@ -625,6 +709,16 @@ func kindName(kind byte) string {
 		return "oom"
 	case kindMarker:
 		return "marker"
+	case kindSample:
+		return "heap-sample"
+	case kindFree:
+		return "heap-free"
+	case kindGC:
+		return "gc-cycle"
+	case kindLive:
+		return "heap-live"
+	case kindSampling:
+		return "sampling"
 	}
 	return fmt.Sprintf("kind %#x", kind)
 }

@@ -41,6 +41,11 @@ const (
 	kindSnapshot byte = 0x16
 	kindOOM      byte = 0x17
 	kindMarker   byte = 0x18
+	kindSample   byte = 0x19
+	kindFree     byte = 0x1a
+	kindGC       byte = 0x1b
+	kindLive     byte = 0x1c
+	kindSampling byte = 0x1d
 )
 
 // castagnoli is the CRC-32C table frames are checked with.
@@ -69,6 +74,9 @@ type Target struct {
 	Comm string `json:"comm"`
 	Exe  string `json:"exe,omitempty"`
 	Mode string `json:"mode"` // "attach" or "run"
+	// Cmdline is its command line, argv[0] first, when known. Recordings
+	// made before it was added have none.
+	Cmdline []string `json:"cmdline,omitempty"`
 	// Container and Cgroup are the container id and cgroup v2 directory
 	// followed (attach --container or --cgroup); empty otherwise. Older
 	// recordings lack them.

@@ -98,6 +98,13 @@ func everyEvent() []event.Event {
 		&event.TLSSeen{Header: h(6, 4242)},
 		&event.OOM{Header: h(7, 4242), AnonRSS: 3 << 30, FileRSS: 12 << 20, ShmemRSS: 4 << 10},
 		&event.Marker{Header: h(8, 4242), Kind: "threshold", Label: "RSS crossed 2GB"},
+		&event.HeapSample{Header: h(9, 4243), Runtime: event.RuntimeGo, Ordinal: 17, Addr: 0xc000123400, Size: 4096,
+			Owner: event.BucketKey{PID: 4242, Kind: event.BucketOp, ID: 1 << 40}},
+		&event.HeapFree{Header: h(10, 4243), Runtime: event.RuntimeGo, Addr: 0xc000123400},
+		&event.GCCycle{Header: h(11, 4242), Runtime: event.RuntimeGo},
+		&event.HeapLive{Header: h(12, 4242), Runtime: event.RuntimeV8, Samples: []event.LiveSample{{Ordinal: 3, Bytes: 65536}, {Ordinal: 9, Bytes: 131072}},
+			UpTo: 12, HeapUsed: 48 << 20},
+		&event.Sampling{Header: h(13, 4242), Runtime: event.RuntimeV8, Active: true, Interval: 65536, Reason: "V8's sampling heap profiler"},
 		snap,
 		// Corners.
 		&snap2,

@@ -37,52 +37,81 @@ import (
 // chromiumDeadline bounds every wait on the browser.
 const chromiumDeadline = 30 * time.Second
 
-// screenshotPath is where the test leaves a picture of the report, relative
-// to this package's directory (out/ is ignored by git).
-var screenshotPath = filepath.Join("..", "out", "test-artifacts", "html-report.png")
+// screenshotDir is where the test leaves pictures of the report, one per
+// width, relative to this package's directory (out/ is ignored by git).
+var screenshotDir = filepath.Join("..", "out", "test-artifacts")
+
+// widths are the viewport widths the report is checked at: a laptop, and a
+// phone held upright.
+var widths = []int64{1280, 420}
 
 // TestHTMLReportInChromium opens the HTML report from a file:// URL in a
-// real headless Chromium driven over the DevTools protocol, and checks that
-// it loads without errors or any network request, and that the charts hold
-// the expected categories. It saves a screenshot as a test artifact. Then it
-// does the same with an empty report, which shows messages, not charts.
+// real headless Chromium driven over the DevTools protocol, at each of
+// widths, and checks that it loads without errors or any network request,
+// that the charts hold the expected categories, and that nothing is cut off
+// or pushes the page wider than the viewport. It saves a screenshot per width
+// as a test artifact. Then it does the same with an empty report, which shows
+// messages, not charts, and with one whose values are as wide as they get.
 func TestHTMLReportInChromium(t *testing.T) {
 	b := newBrowserPage(t)
 	r := sampleHTMLReport()
-	dom := b.open("report.html", r)
-	want := append(slices.Clone(htmlTop8), "other")
-	if !slices.Equal(dom.Timeline, want) {
-		t.Errorf("timeline chart categories = %q, want %q", dom.Timeline, want)
-	}
-	if !slices.Equal(dom.Categories, want) {
-		t.Errorf("categories chart = %q, want %q", dom.Categories, want)
-	}
-	if len(dom.Invisible) > 0 {
-		t.Errorf("series drawn with an empty box: %q", dom.Invisible)
-	}
-	if dom.Markers != len(r.Markers) {
-		t.Errorf("timeline markers = %d, want %d", dom.Markers, len(r.Markers))
-	}
-	if dom.Hostile != scriptName {
-		t.Errorf("hostile category shows as %q, want the text %q", dom.Hostile, scriptName)
-	}
-	if dom.Culprit != "GET /api/records" {
-		t.Errorf("culprit callout names %q", dom.Culprit)
-	}
+	r.Target.Cmdline = []string{"node", "--max-old-space-size=4096", "server.js", "--title", "records service"}
+	for _, w := range widths {
+		b.resize(w)
+		dom := b.open("report.html", r)
+		want := append(slices.Clone(htmlTop8), "other")
+		if !slices.Equal(dom.Timeline, want) {
+			t.Errorf("%dpx: timeline chart categories = %q, want %q", w, dom.Timeline, want)
+		}
+		if !slices.Equal(dom.Categories, want) {
+			t.Errorf("%dpx: categories chart = %q, want %q", w, dom.Categories, want)
+		}
+		if len(dom.Invisible) > 0 {
+			t.Errorf("%dpx: series drawn with an empty box: %q", w, dom.Invisible)
+		}
+		if dom.Markers != len(r.Markers) {
+			t.Errorf("%dpx: timeline markers = %d, want %d", w, dom.Markers, len(r.Markers))
+		}
+		if dom.Hostile != scriptName {
+			t.Errorf("%dpx: hostile category shows as %q, want the text %q", w, dom.Hostile, scriptName)
+		}
+		if dom.Culprit != "GET /api/records" {
+			t.Errorf("%dpx: culprit callout names %q", w, dom.Culprit)
+		}
+		if want := "node --max-old-space-size=4096 server.js --title 'records service'"; dom.Cmdline != want {
+			t.Errorf("%dpx: command line shows as %q, want %q", w, dom.Cmdline, want)
+		}
+		if len(dom.Cards) != 5 {
+			t.Errorf("%dpx: %d cards, want 5: %q", w, len(dom.Cards), dom.Cards)
+		}
+		if !slices.Contains(dom.Cards, "+110 MiB/min") {
+			t.Errorf("%dpx: no growth-rate card reading +110 MiB/min in %q", w, dom.Cards)
+		}
 
-	shot := b.screenshot()
-	if err := os.MkdirAll(filepath.Dir(screenshotPath), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(screenshotPath, shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	abs, _ := filepath.Abs(screenshotPath)
-	t.Logf("screenshot: %s", abs)
+		shot := b.screenshot()
+		if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(screenshotDir, fmt.Sprintf("html-report-%d.png", w))
+		if err := os.WriteFile(path, shot, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		abs, _ := filepath.Abs(path)
+		t.Logf("screenshot at %dpx: %s", w, abs)
 
-	empty := b.open("empty.html", &report.Report{})
-	if len(empty.Timeline)+len(empty.Categories) > 0 || !slices.Equal(empty.Empty, []string{"timeline", "categories"}) {
-		t.Errorf("empty report: charts %q %q, messages for %q; want messages for both charts", empty.Timeline, empty.Categories, empty.Empty)
+		// The widest values a card shows: a loss of tens of GiB a minute.
+		wide := sampleHTMLReport()
+		wide.DurationSec = 60
+		wide.Growth.RSS, wide.Growth.Anon, wide.Growth.File, wide.Growth.Shmem = -(99<<30 + 900<<20), -(99<<30 + 900<<20), -(999 << 20), -(999 << 20)
+		wide.Final.RSS, wide.Peak.RSS, wide.Peak.GroupRSS = 999<<30, 999<<30, 1023<<30
+		if dom := b.open("wide.html", wide); !slices.Contains(dom.Cards, "-99.9 GiB/min") {
+			t.Errorf("%dpx: no growth-rate card reading -99.9 GiB/min in %q", w, dom.Cards)
+		}
+
+		empty := b.open("empty.html", &report.Report{})
+		if len(empty.Timeline)+len(empty.Categories) > 0 || !slices.Equal(empty.Empty, []string{"timeline", "categories"}) {
+			t.Errorf("%dpx: empty report: charts %q %q, messages for %q; want messages for both charts", w, empty.Timeline, empty.Categories, empty.Empty)
+		}
 	}
 }
 
@@ -97,7 +126,11 @@ type inspection struct {
 	Scripts    int      `json:"scripts"`
 	Width      float64  `json:"width"`
 	Culprit    string   `json:"culprit"`
-	Hostile    string   `json:"hostile"` // the legend entry of the <script> category
+	Hostile    string   `json:"hostile"`  // the legend entry of the <script> category
+	Cmdline    string   `json:"cmdline"`  // the target's command line in the header
+	Cards      []string `json:"cards"`    // each card's value as shown
+	Overflow   []string `json:"overflow"` // boxes whose content is cut off or sticks out of the viewport
+	Viewport   float64  `json:"viewport"` // the viewport's width
 }
 
 const inspectScript = `(() => {
@@ -117,16 +150,23 @@ const inspectScript = `(() => {
     width: document.documentElement.scrollWidth,
     culprit: (document.querySelector('[data-culprit] .what code') || {}).textContent || '',
     hostile: legend.find(s => s.startsWith('<script>')) || '',
+    cmdline: (document.querySelector('[data-cmdline]') || {}).textContent || '',
+    cards: Array.from(document.querySelectorAll('.card .value'), e => e.textContent),
+    overflow: Array.from(document.querySelectorAll('.card, .card .value, .card .sub, .callout, .panel, header.hero .meta'))
+      .filter(e => { const r = e.getBoundingClientRect(); return e.scrollWidth > e.clientWidth + 1 || r.left < 0 || r.right > window.innerWidth + 0.5; })
+      .map(e => e.className + ': ' + e.textContent.trim().slice(0, 40)),
+    viewport: window.innerWidth,
   };
 })()`
 
 // browserPage is one page of a headless Chromium started for the test.
 type browserPage struct {
-	t    *testing.T
-	ctx  context.Context
-	dir  string
-	conn *cdpConn
-	tab  *cdpSession
+	t     *testing.T
+	ctx   context.Context
+	dir   string
+	conn  *cdpConn
+	tab   *cdpSession
+	width int64 // the viewport's width
 }
 
 // newBrowserPage starts Chromium, or skips the test when it cannot, and
@@ -167,9 +207,17 @@ func newBrowserPage(t *testing.T) *browserPage {
 	b.must("Network.enable", err)
 	_, err = cdp.Call(ctx, b.tab, cdplog.Enable, cdp.Empty{})
 	b.must("Log.enable", err)
-	_, err = cdp.Call(ctx, b.tab, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{Width: 1280, Height: 900, DeviceScaleFactor: 1})
-	b.must("Emulation.setDeviceMetricsOverride", err)
+	b.resize(1280)
 	return b
+}
+
+// resize sets the page's viewport width (and a fixed height).
+func (b *browserPage) resize(width int64) {
+	ctx, cancel := context.WithTimeout(b.ctx, chromiumDeadline)
+	defer cancel()
+	_, err := cdp.Call(ctx, b.tab, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{Width: width, Height: 900, DeviceScaleFactor: 1})
+	b.must("Emulation.setDeviceMetricsOverride", err)
+	b.width = width
 }
 
 func (b *browserPage) must(what string, err error) {
@@ -260,8 +308,14 @@ func (b *browserPage) open(name string, r *report.Report) inspection {
 	if dom.Scripts != 0 {
 		t.Errorf("%s: document.scripts = %d, want 0 (names must stay text)", name, dom.Scripts)
 	}
-	if dom.Width > 1280 {
-		t.Errorf("%s: page is %.0fpx wide, wider than the 1280px viewport", name, dom.Width)
+	if dom.Viewport != float64(b.width) {
+		t.Errorf("%s: the viewport is %.0fpx wide, want %dpx", name, dom.Viewport, b.width)
+	}
+	if dom.Width > dom.Viewport {
+		t.Errorf("%s: page is %.0fpx wide, wider than the %.0fpx viewport", name, dom.Width, dom.Viewport)
+	}
+	if len(dom.Overflow) > 0 {
+		t.Errorf("%s at %.0fpx: cut off or sticking out of the viewport: %q", name, dom.Viewport, dom.Overflow)
 	}
 	return dom
 }

@@ -361,7 +361,7 @@ func TestHTMLReport(t *testing.T) {
 	if !slices.ContainsFunc(elems, func(el element) bool { return el.attrs["data-culprit"] == "GET /api/records" }) {
 		t.Error("no culprit callout for GET /api/records")
 	}
-	for _, want := range []string{"pid 4242", "+180 MB", "Primary culprit", "69%", "RSS crossed 300MB", "/usr/bin/node", "Lost lifecycle events"} {
+	for _, want := range []string{"pid 4242", "+180 MiB", "Primary culprit", "69%", "RSS crossed 300MB", "/usr/bin/node", "Lost lifecycle events"} {
 		if !strings.Contains(html.UnescapeString(page), want) {
 			t.Errorf("page lacks %q", want)
 		}
@@ -455,5 +455,39 @@ func TestHTMLReportManyCategories(t *testing.T) {
 	elems, _ := parseHTML(t, string(out))
 	if got := categoriesIn(elems, "timeline"); len(got) != 9 {
 		t.Errorf("timeline series = %q, want the top 8 and other", got)
+	}
+}
+
+// TestHTMLCulpritShareOf checks the culprit banner says what its share is a
+// share of, and that the processes table has an Exe column only when some
+// process has an exe.
+func TestHTMLCulpritShareOf(t *testing.T) {
+	for _, tc := range []struct{ by, want string }{
+		{"retained", "of the bytes operations still retained at the end"},
+		{"rss", "of the RSS growth charged to operations"},
+	} {
+		r := sampleHTMLReport()
+		r.CulpritBy = tc.by
+		out, err := r.HTML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), "<b>69%</b> "+tc.want) {
+			t.Errorf("culprit by %s: banner lacks %q", tc.by, "69% "+tc.want)
+		}
+	}
+	r := sampleHTMLReport()
+	for i := range r.Processes {
+		r.Processes[i].Exe = ""
+	}
+	out, err := r.HTML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "<th>Exe</th>") {
+		t.Errorf("processes table has an Exe column with no exe to show")
+	}
+	if !strings.Contains(string(out), "<th>Comm</th><th>State</th>") {
+		t.Errorf("processes table lost its columns")
 	}
 }

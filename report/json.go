@@ -39,15 +39,16 @@ type Baseline struct {
 
 // Target names the traced process.
 type Target struct {
-	PID       uint32 `json:"pid"`
-	Comm      string `json:"comm"`
-	Exe       string `json:"exe,omitempty"`
-	Mode      string `json:"mode"`                // "attach" or "run"
-	Container string `json:"container,omitempty"` // container id, when attached with --container or --in-container
-	Cgroup    string `json:"cgroup,omitempty"`    // cgroup v2 directory followed for new processes
-	Exited    bool   `json:"exited"`
-	ExitCode  *int   `json:"exit_code,omitempty"` // exit status when it exited
-	OOMKilled bool   `json:"oom_killed"`          // the kernel's OOM killer chose it
+	PID       uint32   `json:"pid"`
+	Comm      string   `json:"comm"`
+	Exe       string   `json:"exe,omitempty"`
+	Cmdline   []string `json:"cmdline,omitempty"`   // its arguments, argv[0] first, when known
+	Mode      string   `json:"mode"`                // "attach" or "run"
+	Container string   `json:"container,omitempty"` // container id, when attached with --container or --in-container
+	Cgroup    string   `json:"cgroup,omitempty"`    // cgroup v2 directory followed for new processes
+	Exited    bool     `json:"exited"`
+	ExitCode  *int     `json:"exit_code,omitempty"` // exit status when it exited
+	OOMKilled bool     `json:"oom_killed"`          // the kernel's OOM killer chose it
 }
 
 // BucketJSON is one account of the report.
@@ -87,7 +88,27 @@ type CategoryJSON struct {
 	// the category's ops allocated, and how many of those were freed since.
 	ExternalAllocated uint64 `json:"external_allocated_bytes"`
 	ExternalFreed     uint64 `json:"external_freed_bytes"`
-	RetainedBytes     int64  `json:"retained_bytes"`
+	// RetainedBytes is the best estimate of what the category's ops still
+	// keep, every kind (see Retained* and attribution/verdict.go).
+	RetainedBytes int64 `json:"retained_bytes"`
+	// RetainedStdErr is one standard error of RetainedBytes (its sampled
+	// part); RetainedPerOp and RetainedPerOpErr divide by the ops.
+	RetainedStdErr   int64   `json:"retained_stderr_bytes"`
+	RetainedPerOp    float64 `json:"retained_per_op_bytes"`
+	RetainedPerOpErr float64 `json:"retained_per_op_stderr_bytes"`
+	// RetainedByKind splits RetainedBytes: the runtime's heap, the native
+	// allocator's mappings, exact ArrayBuffers.
+	RetainedByKind struct {
+		RuntimeHeap int64 `json:"runtime_heap_bytes"`
+		Native      int64 `json:"native_bytes"`
+		External    int64 `json:"external_bytes"`
+	} `json:"retained_by_kind"`
+	RetainedMethod  string `json:"retained_method"`  // how it was measured
+	RetainedSamples int    `json:"retained_samples"` // live runtime samples behind the runtime heap part
+	Retaining       bool   `json:"retaining"`        // keeps a significant amount (the verdict's test)
+	// RetainedMappingBytes is the older measure: writable mappings the
+	// category's ops made (or committed) and did not give back.
+	RetainedMappingBytes int64 `json:"retained_mapping_bytes"`
 	// RetainedExternal is the external part of retained: native-allocator
 	// mappings still mapped (estimated), or ArrayBuffers not freed (exact).
 	RetainedExternal int64    `json:"retained_external_bytes"`
@@ -96,6 +117,23 @@ type CategoryJSON struct {
 	MappedBytes      uint64   `json:"mapped_bytes"`
 	UnmappedBytes    uint64   `json:"unmapped_bytes"`
 	TopOps           []OpJSON `json:"top_ops"`
+}
+
+// VerdictJSON says which category keeps memory, or that none does.
+type VerdictJSON struct {
+	Culprit   string  `json:"culprit"` // "" when no category retains significantly
+	Share     float64 `json:"share"`   // the culprit's part of what retaining categories keep
+	Statement string  `json:"statement"`
+	Method    string  `json:"method"`
+}
+
+// SamplingJSON says whether a runtime sampler was joined with the ops.
+type SamplingJSON struct {
+	PID      uint32 `json:"pid"`
+	Runtime  string `json:"runtime,omitempty"`
+	Active   bool   `json:"active"`
+	Interval uint64 `json:"interval_bytes,omitempty"`
+	Reason   string `json:"reason"`
 }
 
 // ProcessJSON is one traced process.
@@ -163,9 +201,13 @@ type Report struct {
 	ExitReleaseBytes  int64          `json:"exit_release_bytes"`
 	UnattributedBytes int64          `json:"unattributed_bytes"`
 	Categories        []CategoryJSON `json:"categories"`
+	Verdict           VerdictJSON    `json:"verdict"`
+	GrewMost          *string        `json:"grew_most"`       // the op category with the largest RSS growth (who grew the process)
+	GrewMostShare     float64        `json:"grew_most_share"` // its share of the op categories' growth
+	Sampling          []SamplingJSON `json:"sampling"`
 	Culprit           *string        `json:"culprit"`
 	CulpritShare      float64        `json:"culprit_share"`
-	CulpritBy         string         `json:"culprit_by"` // retained or rss
+	CulpritBy         string         `json:"culprit_by"` // "retained" when there is a culprit
 	Buckets           []BucketJSON   `json:"buckets"`
 	Processes         []ProcessJSON  `json:"processes"`
 	LostEvents        uint64         `json:"lost_events"`
@@ -258,6 +300,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 	for _, p := range sum.Processes {
 		r.Processes = append(r.Processes, ProcessJSON{PID: p.PID, Parent: p.Parent, Comm: p.Comm, Exe: p.Exe, Exited: p.Exited, RSSBytes: perPID[p.PID]})
 	}
+	inheritExe(r)
 	r.LostEvents = sum.Stats.LostEvents
 	r.Health = Health{
 		BucketOverflow:      sum.Stats.BucketOverflow,
@@ -281,13 +324,17 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 		cj := CategoryJSON{
 			Name: c.Name, Kind: c.Kind, Ops: c.Ops, OpenOps: c.OpenOps,
 			RSSBytes: m.RSS, RSSAnonBytes: m.Anon, RSSFileBytes: m.File, RSSShmemBytes: m.Shmem,
-			ExternalBytes: c.ExternalBytes(exact), RetainedBytes: c.RetainedBytes(),
-			ExternalAllocated: c.ABAlloc, ExternalFreed: c.ABFreed,
+			ExternalBytes: c.ExternalBytes(exact), RetainedBytes: c.Retention.Bytes,
+			RetainedStdErr: c.Retention.StdErr, RetainedPerOp: c.Retention.PerOp, RetainedPerOpErr: c.Retention.PerOpErr,
+			RetainedMethod: c.Retention.Method, RetainedSamples: c.Retention.Samples, Retaining: c.Retention.Significant,
+			RetainedMappingBytes: c.RetainedBytes(),
+			ExternalAllocated:    c.ABAlloc, ExternalFreed: c.ABFreed,
 			RetainedExternal: c.RetainedNative,
 			AvgRSSBytesPerOp: c.AvgResidentPerOp(),
 			Faults:           c.Faults, MappedBytes: c.Mapped, UnmappedBytes: c.Unmapped,
 			TopOps: []OpJSON{},
 		}
+		cj.RetainedByKind.RuntimeHeap, cj.RetainedByKind.Native, cj.RetainedByKind.External = c.Retention.RuntimeHeap, c.Retention.Native, c.Retention.External
 		for _, o := range c.Top {
 			ext := o.Counters.External
 			if exact {
@@ -320,6 +367,19 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 	if sum.Culprit != "" {
 		culprit := sum.Culprit
 		r.Culprit, r.CulpritShare = &culprit, sum.CulpritShare
+	}
+	r.Verdict = VerdictJSON{Culprit: sum.Verdict.Culprit, Share: sum.Verdict.Share, Statement: sum.Verdict.Statement, Method: sum.Verdict.Method}
+	if sum.GrewMost != "" {
+		g := sum.GrewMost
+		r.GrewMost, r.GrewMostShare = &g, sum.GrewMostShare
+	}
+	r.Sampling = []SamplingJSON{}
+	for _, st := range sum.Sampling {
+		sj := SamplingJSON{PID: st.PID, Active: st.Active, Interval: st.Interval, Reason: st.Reason}
+		if st.Active {
+			sj.Runtime = st.Runtime.String()
+		}
+		r.Sampling = append(r.Sampling, sj)
 	}
 	return r
 }

@@ -3,7 +3,6 @@ package report
 import (
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"sync"
 	"time"
@@ -58,20 +57,17 @@ func (l *Log) Close() error {
 // Stderr is the console fallback.
 var Stderr io.Writer = os.Stderr
 
-// MB formats bytes as the classic log does: whole mebibytes, labelled MB,
-// with a sign when signed is set.
+// MB formats bytes as Bytes does (SignedBytes when signed is set). The
+// classic log rounded to whole megabytes, which reads +0MB on a small service;
+// the log now uses the unit the value needs.
+//
+// Deprecated: use Bytes or SignedBytes.
 func MB(b int64, signed bool) string {
-	mb := math.RoundToEven(float64(b)/(1<<20)) + 0 // + 0 turns -0 into 0
 	if signed {
-		return fmt.Sprintf("%+.0fMB", mb)
+		return SignedBytes(b)
 	}
-	return fmt.Sprintf("%.0fMB", mb)
+	return Bytes(b)
 }
 
-// Rate formats a growth rate in MB/min.
-func Rate(bytes int64, d time.Duration) string {
-	if d <= 0 {
-		return "0.0 MB/min"
-	}
-	return fmt.Sprintf("%.1f MB/min", float64(bytes)/(1<<20)/d.Minutes())
-}
+// Rate formats a growth rate per minute: see BytesPerMinute.
+func Rate(bytes int64, d time.Duration) string { return BytesPerMinute(bytes, d) }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -299,28 +300,45 @@ func TestCheckNew(t *testing.T) {
 	}
 }
 
-func TestMB(t *testing.T) {
+func TestBytes(t *testing.T) {
 	tests := []struct {
-		bytes  int64
-		signed bool
-		want   string
+		bytes        int64
+		plain, signd string
 	}{
-		{0, false, "0MB"},
-		{0, true, "+0MB"},
-		{1 * mib, false, "1MB"},
-		{1 * mib, true, "+1MB"},
-		{-1 * mib, true, "-1MB"},
-		{-1 * mib, false, "-1MB"},
-		{1536 * 1024, false, "2MB"}, // 1.5 MiB rounds half to even
-		{2560 * 1024, false, "2MB"}, // 2.5 MiB rounds half to even
-		{mib - 1, false, "1MB"},
-		{400 * 1024, false, "0MB"},
-		{4096 * mib, false, "4096MB"},
-		{-300 * mib, true, "-300MB"},
+		{0, "0 B", "0 B"},
+		{1, "1 B", "+1 B"},
+		{-1, "-1 B", "-1 B"},
+		{1023, "1023 B", "+1023 B"},
+		{1024, "1.0 KiB", "+1.0 KiB"},
+		{1536, "1.5 KiB", "+1.5 KiB"},
+		{412 << 10, "412 KiB", "+412 KiB"},    // not +0MB, as the classic log said
+		{-412 << 10, "-412 KiB", "-412 KiB"},  // memory given back
+		{100<<10 - 40, "100 KiB", "+100 KiB"}, // 99.96 KiB: no "100.0"
+		{mib - 1, "1.0 MiB", "+1.0 MiB"},      // 1023.999 KiB rounds up into the next unit
+		{mib, "1.0 MiB", "+1.0 MiB"},
+		{52 * mib, "52.0 MiB", "+52.0 MiB"}, // the classic [GROWTH] +52MB
+		{52*mib + 400<<10, "52.4 MiB", "+52.4 MiB"},
+		{-33 * mib, "-33.0 MiB", "-33.0 MiB"},
+		{300 * mib, "300 MiB", "+300 MiB"},
+		{4096 * mib, "4.0 GiB", "+4.0 GiB"},
+		{2560 * mib, "2.5 GiB", "+2.5 GiB"},
+		{3 << 40, "3.0 TiB", "+3.0 TiB"},
+		{math.MaxInt64, "8.0 EiB", "+8.0 EiB"},
+		{math.MinInt64 + 1, "-8.0 EiB", "-8.0 EiB"},
 	}
 	for _, tt := range tests {
-		if got := report.MB(tt.bytes, tt.signed); got != tt.want {
-			t.Errorf("MB(%d, %v) = %q, want %q", tt.bytes, tt.signed, got, tt.want)
+		if got := report.Bytes(tt.bytes); got != tt.plain {
+			t.Errorf("Bytes(%d) = %q, want %q", tt.bytes, got, tt.plain)
+		}
+		if got := report.SignedBytes(tt.bytes); got != tt.signd {
+			t.Errorf("SignedBytes(%d) = %q, want %q", tt.bytes, got, tt.signd)
+		}
+		// The deprecated classic names say the same.
+		if got := report.MB(tt.bytes, false); got != tt.plain {
+			t.Errorf("MB(%d, false) = %q, want %q", tt.bytes, got, tt.plain)
+		}
+		if got := report.MB(tt.bytes, true); got != tt.signd {
+			t.Errorf("MB(%d, true) = %q, want %q", tt.bytes, got, tt.signd)
 		}
 	}
 }
@@ -331,17 +349,21 @@ func TestRate(t *testing.T) {
 		d     time.Duration
 		want  string
 	}{
-		{60 * mib, time.Minute, "60.0 MB/min"},
-		{30 * mib, 30 * time.Second, "60.0 MB/min"},
-		{mib, 2 * time.Minute, "0.5 MB/min"},
-		{-mib, time.Minute, "-1.0 MB/min"},
-		{0, time.Minute, "0.0 MB/min"},
-		{mib, 0, "0.0 MB/min"},
-		{mib, -time.Second, "0.0 MB/min"},
+		{60 * mib, time.Minute, "+60.0 MiB/min"},
+		{30 * mib, 30 * time.Second, "+60.0 MiB/min"},
+		{mib, 2 * time.Minute, "+512 KiB/min"},
+		{-mib, time.Minute, "-1.0 MiB/min"},
+		{249*mib + 700<<10, time.Minute, "+250 MiB/min"},
+		{0, time.Minute, "0 B/min"},
+		{mib, 0, "0 B/min"},
+		{mib, -time.Second, "0 B/min"},
 	}
 	for _, tt := range tests {
 		if got := report.Rate(tt.bytes, tt.d); got != tt.want {
 			t.Errorf("Rate(%d, %v) = %q, want %q", tt.bytes, tt.d, got, tt.want)
+		}
+		if got := report.BytesPerMinute(tt.bytes, tt.d); got != tt.want {
+			t.Errorf("BytesPerMinute(%d, %v) = %q, want %q", tt.bytes, tt.d, got, tt.want)
 		}
 	}
 }
@@ -378,8 +400,8 @@ func TestLogLines(t *testing.T) {
 	l.Lost(3, 10)
 	const ts = "2024-01-02T03:04:05.123Z "
 	want := []string{
-		ts + "[INIT] Tracing pid 42 (server, attach). Baseline memory: RSS: 52MB (anon 40MB, file 12MB, shmem 0MB), peak before: 80MB",
-		ts + "[PERIODIC] Current: RSS: 60MB (anon 45MB, file 14MB, shmem 1MB), External +8MB since start (estimated) | Growth rate: RSS 3.0 MB/min, External 1.0 MB/min",
+		ts + "[INIT] Tracing pid 42 (server, attach). Baseline memory: RSS: 52.0 MiB (anon 40.0 MiB, file 12.0 MiB, shmem 0 B), peak before: 80.0 MiB",
+		ts + "[PERIODIC] Current: RSS: 60.0 MiB (anon 45.0 MiB, file 14.0 MiB, shmem 1.0 MiB), External +8.0 MiB since start (estimated) | Growth rate: RSS +3.0 MiB/min, External +1.0 MiB/min",
 		ts + "[LOST] 3 lifecycle events lost (ring buffer full; 10 in all). Byte totals are kept in the kernel and are unaffected",
 	}
 	if got := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n"); !reflect.DeepEqual(got, want) {
@@ -404,11 +426,11 @@ func TestLogFinal(t *testing.T) {
 		t.Fatalf("Final wrote %d lines, want 3:\n%s", len(lines), buf.String())
 	}
 	const ts = "2024-01-02T03:04:05.123Z "
-	if want := ts + "[SUMMARY] Tracing ended (the target exited) after 90s. Growth: RSS +78MB (anon +78MB, file +0MB, shmem +0MB), peak 0MB, final 78MB"; lines[0] != want {
+	if want := ts + "[SUMMARY] Tracing ended (the target exited) after 90s. Growth: RSS +78.0 MiB (anon +78.0 MiB, file 0 B, shmem 0 B), peak 0 B, final 78.0 MiB"; lines[0] != want {
 		t.Errorf("summary line =\n%s\nwant\n%s", lines[0], want)
 	}
-	if !strings.HasPrefix(lines[1], ts+"[SUMMARY] By bucket: thread:w[100] +12MB, thread:w[101] +11MB,") ||
-		!strings.HasSuffix(lines[1], "thread:w[109] +3MB; 2 more in the report") {
+	if !strings.HasPrefix(lines[1], ts+"[SUMMARY] By bucket: thread:w[100] +12.0 MiB, thread:w[101] +11.0 MiB,") ||
+		!strings.HasSuffix(lines[1], "thread:w[109] +3.0 MiB; 2 more in the report") {
 		t.Errorf("bucket line = %s", lines[1])
 	}
 	if want := ts + "[LOST] 4 lifecycle events were lost in all; byte totals are unaffected"; lines[2] != want {
@@ -585,5 +607,107 @@ func golden(t *testing.T, path string, got []byte) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s differs (go test ./report -update rewrites it):\ngot\n%s\nwant\n%s", path, got, want)
+	}
+}
+
+// TestLogGrowthAndSummaryUnits checks the [GROWTH] and [SUMMARY] lines speak
+// in the unit each value needs (a small op is +412 KiB, not +0MB) and that a
+// negative category gets a line saying what it means.
+func TestLogGrowthAndSummaryUnits(t *testing.T) {
+	var buf bytes.Buffer
+	l := report.NewLog(&buf, fixedClock)
+	l.Growth(attribution.Notice{Category: "GET /api/records", OpRecord: attribution.OpRecord{
+		Name: "GET /api/records", Detail: "?limit=…", Ops: 1, Counters: counters(52*mib, 0, 0, 0)}})
+	small := counters(412<<10, 0, 0, 0)
+	small.External = 25 << 10
+	l.Growth(attribution.Notice{Category: "GET /health", OpRecord: attribution.OpRecord{Name: "GET /health", Ops: 1, Counters: small}})
+	sum := &attribution.Summary{Growth: counters(19*mib, 0, 0, 0), ExternalMode: "estimated", Categories: []attribution.CategorySummary{
+		{Name: "GET /api/records", Kind: attribution.KindHTTP, Ops: 4, Counters: counters(52*mib, 0, 0, 0)},
+		{Name: "thread:parser", Kind: "background", Counters: counters(-33*mib, 0, 0, 0)},
+	}}
+	l.Summary(sum, "final")
+	const ts = "2024-01-02T03:04:05.123Z "
+	want := []string{
+		ts + "[GROWTH] GET /api/records (?limit=…): RSS +52.0 MiB, External 0 B [GET /api/records]",
+		ts + "[GROWTH] GET /health: RSS +412 KiB, External +25.0 KiB [GET /health]",
+		ts + "[SUMMARY] Memory by category (final): growth RSS +19.0 MiB; external estimated",
+		ts + "[SUMMARY]   GET /api/records: 4 ops, RSS +52.0 MiB, External 0 B, Retained 0 B, avg RSS +13.0 MiB/op; top: ",
+		ts + "[SUMMARY]   thread:parser (background): RSS -33.0 MiB, Retained 0 B",
+		ts + "[SUMMARY]   negative: thread:parser gave memory back: it released more resident memory than it took " +
+			"(e.g. a thread that freed what other threads allocated), which offsets growth charged elsewhere",
+	}
+	if got := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n"); !reflect.DeepEqual(got, want) {
+		t.Errorf("log =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestTextNegativeNote checks the text report explains a negative category,
+// and says nothing when none is negative.
+func TestTextNegativeNote(t *testing.T) {
+	r := &report.Report{Categories: []report.CategoryJSON{
+		{Name: "GET /a", Kind: "http", Ops: 1, RSSBytes: 412 << 10},
+		{Name: "thread:parser", Kind: "background", RSSBytes: -33 * mib},
+	}}
+	text := string(r.Text())
+	if !strings.Contains(text, "negative RSS: thread:parser gave memory back") {
+		t.Errorf("text report lacks the negative note:\n%s", text)
+	}
+	if !strings.Contains(text, "+412 KiB") || !strings.Contains(text, "-33.0 MiB") {
+		t.Errorf("text report lacks human units:\n%s", text)
+	}
+	r.Categories = r.Categories[:1]
+	if text := string(r.Text()); strings.Contains(text, "gave memory back") {
+		t.Errorf("text report explains a negative category it does not have:\n%s", text)
+	}
+}
+
+// TestBuildInheritsExe checks that a process whose exec was not seen shows
+// the executable it runs: the target's from /proc, or its parent's when it
+// was forked without exec, while one that exec'd keeps its own.
+func TestBuildInheritsExe(t *testing.T) {
+	sum := &attribution.Summary{Start: t0, End: t0.Add(time.Second), Main: &attribution.Process{PID: 100}, Processes: []attribution.Process{
+		{PID: 100, Comm: "server"},
+		{PID: 300, Parent: 200, Comm: "grandchild"}, // listed before its parent
+		{PID: 200, Parent: 100, Comm: "worker"},
+		{PID: 400, Parent: 100, Comm: "sh", Exe: "/bin/sh"},
+		{PID: 500, Parent: 400, Comm: "sh"},
+		{PID: 600, Parent: 999, Comm: "orphan"},
+	}}
+	r := report.Build(sum, report.Baseline{}, report.Target{PID: 100, Exe: "/usr/bin/server", Cmdline: []string{"server", "-c", "a b.conf"}, Mode: "attach"}, "memdiag test")
+	want := map[uint32]string{100: "/usr/bin/server", 200: "/usr/bin/server", 300: "/usr/bin/server", 400: "/bin/sh", 500: "/bin/sh", 600: ""}
+	for _, p := range r.Processes {
+		if p.Exe != want[p.PID] {
+			t.Errorf("process %d (%s): exe %q, want %q", p.PID, p.Comm, p.Exe, want[p.PID])
+		}
+	}
+	if got, want := r.Target.CommandLine(), "server -c 'a b.conf'"; got != want {
+		t.Errorf("CommandLine() = %q, want %q", got, want)
+	}
+	data, err := r.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"cmdline": [`) {
+		t.Errorf("JSON report lacks target.cmdline:\n%s", data)
+	}
+	if text := string(r.Text()); !strings.Contains(text, "\ncommand: server -c 'a b.conf'\n") {
+		t.Errorf("text report lacks the command line:\n%s", text)
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"python3", "-m", "http.server"}, "python3 -m http.server"},
+		{[]string{"sh", "-c", "echo 'hi' $HOME"}, `sh -c 'echo '\''hi'\'' $HOME'`},
+		{[]string{"x", ""}, "x ''"},
+		{[]string{"evil\x1b[2J"}, "evil?[2J"},
+	} {
+		if got := (report.Target{Cmdline: tt.args}).CommandLine(); got != tt.want {
+			t.Errorf("CommandLine(%q) = %q, want %q", tt.args, got, tt.want)
+		}
 	}
 }

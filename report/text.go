@@ -14,6 +14,9 @@ func (r *Report) Text() []byte {
 	if r.Target.Exe != "" {
 		fmt.Fprintf(&b, " %s", r.Target.Exe)
 	}
+	if cl := r.Target.CommandLine(); cl != "" {
+		fmt.Fprintf(&b, "\ncommand: %s", cl)
+	}
 	fmt.Fprintf(&b, "\n%s -> %s (%.0fs)", r.StartedAt.UTC().Format("2006-01-02 15:04:05"), r.EndedAt.UTC().Format("15:04:05"), r.DurationSec)
 	if r.Target.Exited {
 		b.WriteString(", the target exited")
@@ -22,12 +25,12 @@ func (r *Report) Text() []byte {
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "memory\tRSS\tanon\tfile\tshmem\t\n")
-	fmt.Fprintf(tw, "baseline\t%s\t%s\t%s\t%s\t\n", MB(r.Baseline.RSS, false), MB(r.Baseline.Anon, false), MB(r.Baseline.File, false), MB(r.Baseline.Shmem, false))
-	fmt.Fprintf(tw, "current\t%s\t%s\t%s\t%s\t\n", MB(r.Final.RSS, false), MB(r.Final.Anon, false), MB(r.Final.File, false), MB(r.Final.Shmem, false))
-	fmt.Fprintf(tw, "growth\t%s\t%s\t%s\t%s\t\n", MB(r.Growth.RSS, true), MB(r.Growth.Anon, true), MB(r.Growth.File, true), MB(r.Growth.Shmem, true))
-	fmt.Fprintf(tw, "peak\t%s\t\t\t\t\n", MB(r.Peak.RSS, false))
+	fmt.Fprintf(tw, "baseline\t%s\t%s\t%s\t%s\t\n", Bytes(r.Baseline.RSS), Bytes(r.Baseline.Anon), Bytes(r.Baseline.File), Bytes(r.Baseline.Shmem))
+	fmt.Fprintf(tw, "current\t%s\t%s\t%s\t%s\t\n", Bytes(r.Final.RSS), Bytes(r.Final.Anon), Bytes(r.Final.File), Bytes(r.Final.Shmem))
+	fmt.Fprintf(tw, "growth\t%s\t%s\t%s\t%s\t\n", SignedBytes(r.Growth.RSS), SignedBytes(r.Growth.Anon), SignedBytes(r.Growth.File), SignedBytes(r.Growth.Shmem))
+	fmt.Fprintf(tw, "peak\t%s\t\t\t\t\n", Bytes(r.Peak.RSS))
 	tw.Flush()
-	fmt.Fprintf(&b, "\nexternal (%s): %s growth; retained by operations: %s\n", r.External.Mode, MB(r.Growth.External, true), MB(r.Growth.Retained, true))
+	fmt.Fprintf(&b, "\nexternal (%s): %s growth; retained by operations: %s\n", r.External.Mode, SignedBytes(r.Growth.External), SignedBytes(r.Growth.Retained))
 
 	if r.Culprit != nil {
 		measure := map[string]string{"retained": "retained bytes", "rss": "growth"}[r.CulpritBy]
@@ -44,9 +47,18 @@ func (r *Report) Text() []byte {
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "category\tkind\tops\tRSS\tavg/op\texternal\tretained\t\n")
 	for _, c := range r.Categories {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", oneLine(c.Name), c.Kind, c.Ops, Size(c.RSSBytes), Size(c.AvgRSSBytesPerOp), Size(c.ExternalBytes), Size(c.RetainedBytes))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", oneLine(c.Name), c.Kind, c.Ops, SignedBytes(c.RSSBytes), SignedBytes(c.AvgRSSBytesPerOp), SignedBytes(c.ExternalBytes), SignedBytes(c.RetainedBytes))
 	}
 	tw.Flush()
+	var negative []string
+	for _, c := range r.Categories {
+		if c.RSSBytes < 0 {
+			negative = append(negative, oneLine(c.Name))
+		}
+	}
+	if len(negative) > 0 {
+		fmt.Fprintf(&b, "\nnegative RSS: %s %s.\n", strings.Join(negative, ", "), negativeNote)
+	}
 
 	top := false
 	for _, c := range r.Categories {
@@ -63,7 +75,7 @@ func (r *Report) Text() []byte {
 			if o.Ops > 1 {
 				name = fmt.Sprintf("cycle of %d calls, first %s", o.Ops, name)
 			}
-			fmt.Fprintf(&b, "    %s %s: RSS %s, external %s\n", name, oneLine(o.Detail), Size(o.RSSBytes), Size(o.ExternalBytes))
+			fmt.Fprintf(&b, "    %s %s: RSS %s, external %s\n", name, oneLine(o.Detail), SignedBytes(o.RSSBytes), SignedBytes(o.ExternalBytes))
 		}
 	}
 

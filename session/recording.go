@@ -48,7 +48,7 @@ func (s *Session) startRecording() error {
 	w, err := record.Create(c.RecordPath, record.Header{
 		Memdiag:   s.tool,
 		CreatedAt: s.started,
-		Target: record.Target{PID: s.target.PID, Comm: s.target.Comm, Exe: s.target.Exe, Mode: s.target.Mode,
+		Target: record.Target{PID: s.target.PID, Comm: s.target.Comm, Exe: s.target.Exe, Mode: s.target.Mode, Cmdline: s.target.Cmdline,
 			Container: s.target.Container, Cgroup: s.target.Cgroup},
 		Baseline: record.Baseline{RSS: s.base.RSS, Anon: s.base.Anon, File: s.base.File, Shmem: s.base.Shmem, HWM: s.base.HWM},
 		Options:  opts,
@@ -127,7 +127,7 @@ func Replay(path string) (*Replayed, error) {
 		}
 	}
 	c := Config{Rules: cfg, KeepOps: ro.KeepOps, GrowthRSS: ro.GrowthRSS, GrowthExternal: ro.GrowthExternal, ExactExternal: ro.ExactExternal}
-	target := report.Target{PID: h.Target.PID, Comm: h.Target.Comm, Exe: h.Target.Exe, Mode: h.Target.Mode,
+	target := report.Target{PID: h.Target.PID, Comm: h.Target.Comm, Exe: h.Target.Exe, Mode: h.Target.Mode, Cmdline: h.Target.Cmdline,
 		Container: h.Target.Container, Cgroup: h.Target.Cgroup}
 	out := &Replayed{
 		subject: subject{

@@ -73,6 +73,16 @@ type Config struct {
 	DumpAt   []Threshold // --dump-at, unresolved
 	NoDumps  bool        // thresholds are logged, never dumped
 	DumpsDir string      // where dumps go (0700)
+	// Exe is the target's binary (its /proc/PID/exe), for the runtime
+	// sampler's uprobes.
+	Exe string
+	// HeapSampling is --heap-sampling: auto, go, v8 or off ("" is off);
+	// HeapInterval the V8 sampling interval in bytes.
+	HeapSampling string
+	HeapInterval uint64
+	// Sampler attaches the runtime samplers' uprobes; nil: no sampling.
+	Sampler Sampler
+
 	// Stacks reads the sampled RSS growth by user stack of a process, for
 	// a dump's profile; nil writes no profile.
 	Stacks func(pid uint32) ([]dump.StackSample, error)
@@ -147,6 +157,8 @@ type Session struct {
 	// not found yet: pid -> flushes left to look.
 	learn map[uint32]int
 
+	sampling heapSampling // runtime heap sampler (sampling.go)
+
 	// The loop's clocks; tests drive them by hand.
 	flushTick    <-chan time.Time
 	periodicTick <-chan time.Time
@@ -198,6 +210,7 @@ func (s *Session) Start() error {
 		s.log.Printf("THRESHOLD", "%s", levelWarn)
 	}
 	s.dumpDone = make(chan dumpResult, 1)
+	s.startSampling()
 	s.lastPeriodic = s.started
 	if s.cfg.ReadyFile != "" {
 		if err := report.WriteNew(s.cfg.ReadyFile, []byte(fmt.Sprintf("%d\n", os.Getpid()))); err != nil {
@@ -251,7 +264,10 @@ func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow <-ch
 				s.updateMetrics()
 			}
 		case <-s.periodicTick:
+			s.readLive()
 			s.periodic()
+		case r := <-s.sampling.results:
+			s.gotLive(r)
 		case <-timeout:
 			return fmt.Sprintf("--duration %s reached", s.cfg.Duration)
 		case <-done:
@@ -443,6 +459,8 @@ func (s *Session) Finish(why string) error {
 			s.consume(ev)
 		}
 	}
+	// The last profile of the runtime heap, while the probes still run.
+	s.stopSampling()
 	// Stop drains the ring buffer into the events channel; take them
 	// while it does, apply them in order after.
 	var rest []event.Event

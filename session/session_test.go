@@ -189,8 +189,8 @@ func TestLiveSession(t *testing.T) {
 	for _, want := range []string{
 		"[INIT] Tracing pid",
 		"[GROWTH] GET /api/records/42",
-		"[THRESHOLD] RSS 111MB crossed 100MB (100MB)",
-		"| Growth rate: RSS 73.0 MB/min", // 73 MiB in the 60 s since the start
+		"[THRESHOLD] RSS 111 MiB crossed 100 MiB (100MB)",
+		"| Growth rate: RSS +73.0 MiB/min", // 73 MiB in the 60 s since the start
 		"[SUMMARY] Memory by category (growth rate over --summary-rss-rate",
 		"[REPORT] written to",
 		"[DUMP] written to",

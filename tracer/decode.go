@@ -28,6 +28,9 @@ const (
 	kindOpEnd   = 5
 	kindTLSSeen = 6
 	kindOOM     = 7
+	kindSample  = 8
+	kindFree    = 9
+	kindGC      = 10
 )
 
 // Sizes of the kernel's records, from their Go mirrors.
@@ -39,6 +42,8 @@ var (
 	beginSize = binary.Size(memdiagOpBeginEvent{})
 	endSize   = binary.Size(memdiagOpEndEvent{})
 	oomSize   = binary.Size(memdiagOomEvent{})
+	smplSize  = binary.Size(memdiagHeapSampleEvent{})
+	noteSize  = binary.Size(memdiagHeapNoteEvent{})
 )
 
 // Clock turns the kernel's CLOCK_MONOTONIC nanoseconds into wall time.
@@ -119,6 +124,22 @@ func decode(raw []byte, clock Clock, opts httpreq.Options) (event.Event, error) 
 		}
 		const kB = 1024 // mark_victim reports kilobytes
 		return &event.OOM{Header: hdr, AnonRSS: int64(e.AnonRss) * kB, FileRSS: int64(e.FileRss) * kB, ShmemRSS: int64(e.ShmemRss) * kB}, nil
+	case kindSample:
+		var e memdiagHeapSampleEvent
+		if err := decodeFixed(raw, smplSize, &e, "heap sample"); err != nil {
+			return nil, err
+		}
+		return &event.HeapSample{Header: hdr, Runtime: event.Runtime(e.Runtime), Ordinal: e.Ordinal, Addr: e.Addr, Size: e.Size,
+			Owner: event.BucketKey{PID: e.Owner.Tgid, Kind: event.BucketKind(e.Owner.Kind), ID: e.Owner.Id}}, nil
+	case kindFree, kindGC:
+		var e memdiagHeapNoteEvent
+		if err := decodeFixed(raw, noteSize, &e, "heap note"); err != nil {
+			return nil, err
+		}
+		if h.Kind == kindGC {
+			return &event.GCCycle{Header: hdr, Runtime: event.Runtime(e.Runtime)}, nil
+		}
+		return &event.HeapFree{Header: hdr, Runtime: event.Runtime(e.Runtime), Addr: e.Addr}, nil
 	}
 	return nil, fmt.Errorf("record kind %d: %w", h.Kind, ErrUnknownKind)
 }

@@ -89,6 +89,25 @@ type memdiagGroupTotal struct {
 	Peak  int64
 }
 
+type memdiagHeapNoteEvent struct {
+	_       structs.HostLayout
+	Hdr     memdiagEventHdr
+	Runtime uint32
+	Pad     uint32
+	Addr    uint64
+}
+
+type memdiagHeapSampleEvent struct {
+	_       structs.HostLayout
+	Hdr     memdiagEventHdr
+	Runtime uint32
+	Pad     uint32
+	Ordinal uint64
+	Addr    uint64
+	Size    uint64
+	Owner   memdiagBucketKey
+}
+
 type memdiagLastFault struct {
 	_          structs.HostLayout
 	Tid        uint32
@@ -227,102 +246,111 @@ type memdiagThreadState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	memdiagMapAbLive             = "ab_live"
-	memdiagMapAbPending          = "ab_pending"
-	memdiagMapBuckets            = "buckets"
-	memdiagMapEvents             = "events"
-	memdiagMapGonePeaks          = "gone_peaks"
-	memdiagMapGroup              = "group"
-	memdiagMapLastFaults         = "last_faults"
-	memdiagMapLibcRanges         = "libc_ranges"
-	memdiagMapMmStates           = "mm_states"
-	memdiagMapOpIds              = "op_ids"
-	memdiagMapOutstanding        = "outstanding"
-	memdiagMapPending            = "pending"
-	memdiagMapRegions            = "regions"
-	memdiagMapRegionsEpoch       = "regions_epoch"
-	memdiagMapReleasing          = "releasing"
-	memdiagMapSampleAcc          = "sample_acc"
-	memdiagMapSockets            = "sockets"
-	memdiagMapStackGrowths       = "stack_growths"
-	memdiagMapStacks             = "stacks"
-	memdiagMapStats              = "stats"
-	memdiagMapTargetCgroup       = "target_cgroup"
-	memdiagMapTargets            = "targets"
-	memdiagMapThreadStates       = "thread_states"
-	memdiagMapTlsReads           = "tls_reads"
-	memdiagMapZeroes             = "zeroes"
-	memdiagProgOnAbAllocate      = "on_ab_allocate"
-	memdiagProgOnAbAllocateRet   = "on_ab_allocate_ret"
-	memdiagProgOnAbFree          = "on_ab_free"
-	memdiagProgOnEnterBrk        = "on_enter_brk"
-	memdiagProgOnEnterClose      = "on_enter_close"
-	memdiagProgOnEnterConnect    = "on_enter_connect"
-	memdiagProgOnEnterExecve     = "on_enter_execve"
-	memdiagProgOnEnterExecveat   = "on_enter_execveat"
-	memdiagProgOnEnterMadvise    = "on_enter_madvise"
-	memdiagProgOnEnterMmap       = "on_enter_mmap"
-	memdiagProgOnEnterMprotect   = "on_enter_mprotect"
-	memdiagProgOnEnterMremap     = "on_enter_mremap"
-	memdiagProgOnEnterMunmap     = "on_enter_munmap"
-	memdiagProgOnEnterRead       = "on_enter_read"
-	memdiagProgOnEnterReadv      = "on_enter_readv"
-	memdiagProgOnEnterRecvfrom   = "on_enter_recvfrom"
-	memdiagProgOnEnterRecvmsg    = "on_enter_recvmsg"
-	memdiagProgOnEnterSendmsg    = "on_enter_sendmsg"
-	memdiagProgOnEnterSendto     = "on_enter_sendto"
-	memdiagProgOnEnterWrite      = "on_enter_write"
-	memdiagProgOnEnterWritev     = "on_enter_writev"
-	memdiagProgOnExec            = "on_exec"
-	memdiagProgOnExit            = "on_exit"
-	memdiagProgOnExitAccept      = "on_exit_accept"
-	memdiagProgOnExitAccept4     = "on_exit_accept4"
-	memdiagProgOnExitBrk         = "on_exit_brk"
-	memdiagProgOnExitEpollPwait  = "on_exit_epoll_pwait"
-	memdiagProgOnExitEpollPwait2 = "on_exit_epoll_pwait2"
-	memdiagProgOnExitEpollWait   = "on_exit_epoll_wait"
-	memdiagProgOnExitExecve      = "on_exit_execve"
-	memdiagProgOnExitExecveat    = "on_exit_execveat"
-	memdiagProgOnExitMadvise     = "on_exit_madvise"
-	memdiagProgOnExitMmap        = "on_exit_mmap"
-	memdiagProgOnExitMprotect    = "on_exit_mprotect"
-	memdiagProgOnExitMremap      = "on_exit_mremap"
-	memdiagProgOnExitMunmap      = "on_exit_munmap"
-	memdiagProgOnExitPoll        = "on_exit_poll"
-	memdiagProgOnExitPpoll       = "on_exit_ppoll"
-	memdiagProgOnExitRead        = "on_exit_read"
-	memdiagProgOnExitReadv       = "on_exit_readv"
-	memdiagProgOnExitRecvfrom    = "on_exit_recvfrom"
-	memdiagProgOnExitRecvmsg     = "on_exit_recvmsg"
-	memdiagProgOnExitSendmsg     = "on_exit_sendmsg"
-	memdiagProgOnExitSendto      = "on_exit_sendto"
-	memdiagProgOnExitWrite       = "on_exit_write"
-	memdiagProgOnExitWritev      = "on_exit_writev"
-	memdiagProgOnFork            = "on_fork"
-	memdiagProgOnLlhttpExecute   = "on_llhttp_execute"
-	memdiagProgOnOom             = "on_oom"
-	memdiagProgOnPageFault       = "on_page_fault"
-	memdiagProgOnRename          = "on_rename"
-	memdiagProgOnRssStat         = "on_rss_stat"
-	memdiagVarFollowCgroup       = "follow_cgroup"
-	memdiagVarLauncherTgid       = "launcher_tgid"
-	memdiagVarStackSampleBytes   = "stack_sample_bytes"
-	memdiagVarUnusedAbAlloc      = "unused_ab_alloc"
-	memdiagVarUnusedAbKey        = "unused_ab_key"
-	memdiagVarUnusedEventHdr     = "unused_event_hdr"
-	memdiagVarUnusedExecEvent    = "unused_exec_event"
-	memdiagVarUnusedExitEvent    = "unused_exit_event"
-	memdiagVarUnusedForkEvent    = "unused_fork_event"
-	memdiagVarUnusedLibcRange    = "unused_libc_range"
-	memdiagVarUnusedOomEvent     = "unused_oom_event"
-	memdiagVarUnusedOpBeginEvent = "unused_op_begin_event"
-	memdiagVarUnusedOpEndEvent   = "unused_op_end_event"
-	memdiagVarUnusedRegion       = "unused_region"
-	memdiagVarUnusedRegionKey    = "unused_region_key"
-	memdiagVarUnusedSockInfo     = "unused_sock_info"
-	memdiagVarUnusedStackGrowth  = "unused_stack_growth"
-	memdiagVarUnusedStackKey     = "unused_stack_key"
-	memdiagVarUnusedThreadState  = "unused_thread_state"
+	memdiagMapAbLive                = "ab_live"
+	memdiagMapAbPending             = "ab_pending"
+	memdiagMapBuckets               = "buckets"
+	memdiagMapEvents                = "events"
+	memdiagMapGonePeaks             = "gone_peaks"
+	memdiagMapGroup                 = "group"
+	memdiagMapIgnoredPorts          = "ignored_ports"
+	memdiagMapLastFaults            = "last_faults"
+	memdiagMapLibcRanges            = "libc_ranges"
+	memdiagMapMmStates              = "mm_states"
+	memdiagMapOpIds                 = "op_ids"
+	memdiagMapOutstanding           = "outstanding"
+	memdiagMapPending               = "pending"
+	memdiagMapRegions               = "regions"
+	memdiagMapRegionsEpoch          = "regions_epoch"
+	memdiagMapReleasing             = "releasing"
+	memdiagMapSampleAcc             = "sample_acc"
+	memdiagMapSockets               = "sockets"
+	memdiagMapStackGrowths          = "stack_growths"
+	memdiagMapStacks                = "stacks"
+	memdiagMapStats                 = "stats"
+	memdiagMapTargetCgroup          = "target_cgroup"
+	memdiagMapTargets               = "targets"
+	memdiagMapThreadStates          = "thread_states"
+	memdiagMapTlsReads              = "tls_reads"
+	memdiagMapV8Samples             = "v8_samples"
+	memdiagMapZeroes                = "zeroes"
+	memdiagProgOnAbAllocate         = "on_ab_allocate"
+	memdiagProgOnAbAllocateRet      = "on_ab_allocate_ret"
+	memdiagProgOnAbFree             = "on_ab_free"
+	memdiagProgOnEnterBrk           = "on_enter_brk"
+	memdiagProgOnEnterClose         = "on_enter_close"
+	memdiagProgOnEnterConnect       = "on_enter_connect"
+	memdiagProgOnEnterExecve        = "on_enter_execve"
+	memdiagProgOnEnterExecveat      = "on_enter_execveat"
+	memdiagProgOnEnterMadvise       = "on_enter_madvise"
+	memdiagProgOnEnterMmap          = "on_enter_mmap"
+	memdiagProgOnEnterMprotect      = "on_enter_mprotect"
+	memdiagProgOnEnterMremap        = "on_enter_mremap"
+	memdiagProgOnEnterMunmap        = "on_enter_munmap"
+	memdiagProgOnEnterRead          = "on_enter_read"
+	memdiagProgOnEnterReadv         = "on_enter_readv"
+	memdiagProgOnEnterRecvfrom      = "on_enter_recvfrom"
+	memdiagProgOnEnterRecvmsg       = "on_enter_recvmsg"
+	memdiagProgOnEnterSendmsg       = "on_enter_sendmsg"
+	memdiagProgOnEnterSendto        = "on_enter_sendto"
+	memdiagProgOnEnterWrite         = "on_enter_write"
+	memdiagProgOnEnterWritev        = "on_enter_writev"
+	memdiagProgOnExec               = "on_exec"
+	memdiagProgOnExit               = "on_exit"
+	memdiagProgOnExitAccept         = "on_exit_accept"
+	memdiagProgOnExitAccept4        = "on_exit_accept4"
+	memdiagProgOnExitBrk            = "on_exit_brk"
+	memdiagProgOnExitEpollPwait     = "on_exit_epoll_pwait"
+	memdiagProgOnExitEpollPwait2    = "on_exit_epoll_pwait2"
+	memdiagProgOnExitEpollWait      = "on_exit_epoll_wait"
+	memdiagProgOnExitExecve         = "on_exit_execve"
+	memdiagProgOnExitExecveat       = "on_exit_execveat"
+	memdiagProgOnExitMadvise        = "on_exit_madvise"
+	memdiagProgOnExitMmap           = "on_exit_mmap"
+	memdiagProgOnExitMprotect       = "on_exit_mprotect"
+	memdiagProgOnExitMremap         = "on_exit_mremap"
+	memdiagProgOnExitMunmap         = "on_exit_munmap"
+	memdiagProgOnExitPoll           = "on_exit_poll"
+	memdiagProgOnExitPpoll          = "on_exit_ppoll"
+	memdiagProgOnExitRead           = "on_exit_read"
+	memdiagProgOnExitReadv          = "on_exit_readv"
+	memdiagProgOnExitRecvfrom       = "on_exit_recvfrom"
+	memdiagProgOnExitRecvmsg        = "on_exit_recvmsg"
+	memdiagProgOnExitSendmsg        = "on_exit_sendmsg"
+	memdiagProgOnExitSendto         = "on_exit_sendto"
+	memdiagProgOnExitWrite          = "on_exit_write"
+	memdiagProgOnExitWritev         = "on_exit_writev"
+	memdiagProgOnFork               = "on_fork"
+	memdiagProgOnGoFreeSpecial      = "on_go_free_special"
+	memdiagProgOnGoGc               = "on_go_gc"
+	memdiagProgOnGoMalloc           = "on_go_malloc"
+	memdiagProgOnLlhttpExecute      = "on_llhttp_execute"
+	memdiagProgOnOom                = "on_oom"
+	memdiagProgOnPageFault          = "on_page_fault"
+	memdiagProgOnRename             = "on_rename"
+	memdiagProgOnRssStat            = "on_rss_stat"
+	memdiagProgOnV8Sample           = "on_v8_sample"
+	memdiagVarFollowCgroup          = "follow_cgroup"
+	memdiagVarGoSpecialKindOff      = "go_special_kind_off"
+	memdiagVarLauncherTgid          = "launcher_tgid"
+	memdiagVarStackSampleBytes      = "stack_sample_bytes"
+	memdiagVarUnusedAbAlloc         = "unused_ab_alloc"
+	memdiagVarUnusedAbKey           = "unused_ab_key"
+	memdiagVarUnusedEventHdr        = "unused_event_hdr"
+	memdiagVarUnusedExecEvent       = "unused_exec_event"
+	memdiagVarUnusedExitEvent       = "unused_exit_event"
+	memdiagVarUnusedForkEvent       = "unused_fork_event"
+	memdiagVarUnusedHeapNoteEvent   = "unused_heap_note_event"
+	memdiagVarUnusedHeapSampleEvent = "unused_heap_sample_event"
+	memdiagVarUnusedLibcRange       = "unused_libc_range"
+	memdiagVarUnusedOomEvent        = "unused_oom_event"
+	memdiagVarUnusedOpBeginEvent    = "unused_op_begin_event"
+	memdiagVarUnusedOpEndEvent      = "unused_op_end_event"
+	memdiagVarUnusedRegion          = "unused_region"
+	memdiagVarUnusedRegionKey       = "unused_region_key"
+	memdiagVarUnusedSockInfo        = "unused_sock_info"
+	memdiagVarUnusedStackGrowth     = "unused_stack_growth"
+	memdiagVarUnusedStackKey        = "unused_stack_key"
+	memdiagVarUnusedThreadState     = "unused_thread_state"
 )
 
 // loadMemdiag returns the embedded CollectionSpec for memdiag.
@@ -414,11 +442,15 @@ type memdiagProgramSpecs struct {
 	OnExitWrite       *ebpf.ProgramSpec `ebpf:"on_exit_write"`
 	OnExitWritev      *ebpf.ProgramSpec `ebpf:"on_exit_writev"`
 	OnFork            *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnGoFreeSpecial   *ebpf.ProgramSpec `ebpf:"on_go_free_special"`
+	OnGoGc            *ebpf.ProgramSpec `ebpf:"on_go_gc"`
+	OnGoMalloc        *ebpf.ProgramSpec `ebpf:"on_go_malloc"`
 	OnLlhttpExecute   *ebpf.ProgramSpec `ebpf:"on_llhttp_execute"`
 	OnOom             *ebpf.ProgramSpec `ebpf:"on_oom"`
 	OnPageFault       *ebpf.ProgramSpec `ebpf:"on_page_fault"`
 	OnRename          *ebpf.ProgramSpec `ebpf:"on_rename"`
 	OnRssStat         *ebpf.ProgramSpec `ebpf:"on_rss_stat"`
+	OnV8Sample        *ebpf.ProgramSpec `ebpf:"on_v8_sample"`
 }
 
 // memdiagMapSpecs contains maps before they are loaded into the kernel.
@@ -431,6 +463,7 @@ type memdiagMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	GonePeaks    *ebpf.MapSpec `ebpf:"gone_peaks"`
 	Group        *ebpf.MapSpec `ebpf:"group"`
+	IgnoredPorts *ebpf.MapSpec `ebpf:"ignored_ports"`
 	LastFaults   *ebpf.MapSpec `ebpf:"last_faults"`
 	LibcRanges   *ebpf.MapSpec `ebpf:"libc_ranges"`
 	MmStates     *ebpf.MapSpec `ebpf:"mm_states"`
@@ -449,6 +482,7 @@ type memdiagMapSpecs struct {
 	Targets      *ebpf.MapSpec `ebpf:"targets"`
 	ThreadStates *ebpf.MapSpec `ebpf:"thread_states"`
 	TlsReads     *ebpf.MapSpec `ebpf:"tls_reads"`
+	V8Samples    *ebpf.MapSpec `ebpf:"v8_samples"`
 	Zeroes       *ebpf.MapSpec `ebpf:"zeroes"`
 }
 
@@ -456,25 +490,28 @@ type memdiagMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type memdiagVariableSpecs struct {
-	FollowCgroup       *ebpf.VariableSpec `ebpf:"follow_cgroup"`
-	LauncherTgid       *ebpf.VariableSpec `ebpf:"launcher_tgid"`
-	StackSampleBytes   *ebpf.VariableSpec `ebpf:"stack_sample_bytes"`
-	UnusedAbAlloc      *ebpf.VariableSpec `ebpf:"unused_ab_alloc"`
-	UnusedAbKey        *ebpf.VariableSpec `ebpf:"unused_ab_key"`
-	UnusedEventHdr     *ebpf.VariableSpec `ebpf:"unused_event_hdr"`
-	UnusedExecEvent    *ebpf.VariableSpec `ebpf:"unused_exec_event"`
-	UnusedExitEvent    *ebpf.VariableSpec `ebpf:"unused_exit_event"`
-	UnusedForkEvent    *ebpf.VariableSpec `ebpf:"unused_fork_event"`
-	UnusedLibcRange    *ebpf.VariableSpec `ebpf:"unused_libc_range"`
-	UnusedOomEvent     *ebpf.VariableSpec `ebpf:"unused_oom_event"`
-	UnusedOpBeginEvent *ebpf.VariableSpec `ebpf:"unused_op_begin_event"`
-	UnusedOpEndEvent   *ebpf.VariableSpec `ebpf:"unused_op_end_event"`
-	UnusedRegion       *ebpf.VariableSpec `ebpf:"unused_region"`
-	UnusedRegionKey    *ebpf.VariableSpec `ebpf:"unused_region_key"`
-	UnusedSockInfo     *ebpf.VariableSpec `ebpf:"unused_sock_info"`
-	UnusedStackGrowth  *ebpf.VariableSpec `ebpf:"unused_stack_growth"`
-	UnusedStackKey     *ebpf.VariableSpec `ebpf:"unused_stack_key"`
-	UnusedThreadState  *ebpf.VariableSpec `ebpf:"unused_thread_state"`
+	FollowCgroup          *ebpf.VariableSpec `ebpf:"follow_cgroup"`
+	GoSpecialKindOff      *ebpf.VariableSpec `ebpf:"go_special_kind_off"`
+	LauncherTgid          *ebpf.VariableSpec `ebpf:"launcher_tgid"`
+	StackSampleBytes      *ebpf.VariableSpec `ebpf:"stack_sample_bytes"`
+	UnusedAbAlloc         *ebpf.VariableSpec `ebpf:"unused_ab_alloc"`
+	UnusedAbKey           *ebpf.VariableSpec `ebpf:"unused_ab_key"`
+	UnusedEventHdr        *ebpf.VariableSpec `ebpf:"unused_event_hdr"`
+	UnusedExecEvent       *ebpf.VariableSpec `ebpf:"unused_exec_event"`
+	UnusedExitEvent       *ebpf.VariableSpec `ebpf:"unused_exit_event"`
+	UnusedForkEvent       *ebpf.VariableSpec `ebpf:"unused_fork_event"`
+	UnusedHeapNoteEvent   *ebpf.VariableSpec `ebpf:"unused_heap_note_event"`
+	UnusedHeapSampleEvent *ebpf.VariableSpec `ebpf:"unused_heap_sample_event"`
+	UnusedLibcRange       *ebpf.VariableSpec `ebpf:"unused_libc_range"`
+	UnusedOomEvent        *ebpf.VariableSpec `ebpf:"unused_oom_event"`
+	UnusedOpBeginEvent    *ebpf.VariableSpec `ebpf:"unused_op_begin_event"`
+	UnusedOpEndEvent      *ebpf.VariableSpec `ebpf:"unused_op_end_event"`
+	UnusedRegion          *ebpf.VariableSpec `ebpf:"unused_region"`
+	UnusedRegionKey       *ebpf.VariableSpec `ebpf:"unused_region_key"`
+	UnusedSockInfo        *ebpf.VariableSpec `ebpf:"unused_sock_info"`
+	UnusedStackGrowth     *ebpf.VariableSpec `ebpf:"unused_stack_growth"`
+	UnusedStackKey        *ebpf.VariableSpec `ebpf:"unused_stack_key"`
+	UnusedThreadState     *ebpf.VariableSpec `ebpf:"unused_thread_state"`
 }
 
 // memdiagObjects contains all objects after they have been loaded into the kernel.
@@ -503,6 +540,7 @@ type memdiagMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	GonePeaks    *ebpf.Map `ebpf:"gone_peaks"`
 	Group        *ebpf.Map `ebpf:"group"`
+	IgnoredPorts *ebpf.Map `ebpf:"ignored_ports"`
 	LastFaults   *ebpf.Map `ebpf:"last_faults"`
 	LibcRanges   *ebpf.Map `ebpf:"libc_ranges"`
 	MmStates     *ebpf.Map `ebpf:"mm_states"`
@@ -521,6 +559,7 @@ type memdiagMaps struct {
 	Targets      *ebpf.Map `ebpf:"targets"`
 	ThreadStates *ebpf.Map `ebpf:"thread_states"`
 	TlsReads     *ebpf.Map `ebpf:"tls_reads"`
+	V8Samples    *ebpf.Map `ebpf:"v8_samples"`
 	Zeroes       *ebpf.Map `ebpf:"zeroes"`
 }
 
@@ -532,6 +571,7 @@ func (m *memdiagMaps) Close() error {
 		m.Events,
 		m.GonePeaks,
 		m.Group,
+		m.IgnoredPorts,
 		m.LastFaults,
 		m.LibcRanges,
 		m.MmStates,
@@ -550,6 +590,7 @@ func (m *memdiagMaps) Close() error {
 		m.Targets,
 		m.ThreadStates,
 		m.TlsReads,
+		m.V8Samples,
 		m.Zeroes,
 	)
 }
@@ -558,25 +599,28 @@ func (m *memdiagMaps) Close() error {
 //
 // It can be passed to loadMemdiagObjects or ebpf.CollectionSpec.LoadAndAssign.
 type memdiagVariables struct {
-	FollowCgroup       *ebpf.Variable `ebpf:"follow_cgroup"`
-	LauncherTgid       *ebpf.Variable `ebpf:"launcher_tgid"`
-	StackSampleBytes   *ebpf.Variable `ebpf:"stack_sample_bytes"`
-	UnusedAbAlloc      *ebpf.Variable `ebpf:"unused_ab_alloc"`
-	UnusedAbKey        *ebpf.Variable `ebpf:"unused_ab_key"`
-	UnusedEventHdr     *ebpf.Variable `ebpf:"unused_event_hdr"`
-	UnusedExecEvent    *ebpf.Variable `ebpf:"unused_exec_event"`
-	UnusedExitEvent    *ebpf.Variable `ebpf:"unused_exit_event"`
-	UnusedForkEvent    *ebpf.Variable `ebpf:"unused_fork_event"`
-	UnusedLibcRange    *ebpf.Variable `ebpf:"unused_libc_range"`
-	UnusedOomEvent     *ebpf.Variable `ebpf:"unused_oom_event"`
-	UnusedOpBeginEvent *ebpf.Variable `ebpf:"unused_op_begin_event"`
-	UnusedOpEndEvent   *ebpf.Variable `ebpf:"unused_op_end_event"`
-	UnusedRegion       *ebpf.Variable `ebpf:"unused_region"`
-	UnusedRegionKey    *ebpf.Variable `ebpf:"unused_region_key"`
-	UnusedSockInfo     *ebpf.Variable `ebpf:"unused_sock_info"`
-	UnusedStackGrowth  *ebpf.Variable `ebpf:"unused_stack_growth"`
-	UnusedStackKey     *ebpf.Variable `ebpf:"unused_stack_key"`
-	UnusedThreadState  *ebpf.Variable `ebpf:"unused_thread_state"`
+	FollowCgroup          *ebpf.Variable `ebpf:"follow_cgroup"`
+	GoSpecialKindOff      *ebpf.Variable `ebpf:"go_special_kind_off"`
+	LauncherTgid          *ebpf.Variable `ebpf:"launcher_tgid"`
+	StackSampleBytes      *ebpf.Variable `ebpf:"stack_sample_bytes"`
+	UnusedAbAlloc         *ebpf.Variable `ebpf:"unused_ab_alloc"`
+	UnusedAbKey           *ebpf.Variable `ebpf:"unused_ab_key"`
+	UnusedEventHdr        *ebpf.Variable `ebpf:"unused_event_hdr"`
+	UnusedExecEvent       *ebpf.Variable `ebpf:"unused_exec_event"`
+	UnusedExitEvent       *ebpf.Variable `ebpf:"unused_exit_event"`
+	UnusedForkEvent       *ebpf.Variable `ebpf:"unused_fork_event"`
+	UnusedHeapNoteEvent   *ebpf.Variable `ebpf:"unused_heap_note_event"`
+	UnusedHeapSampleEvent *ebpf.Variable `ebpf:"unused_heap_sample_event"`
+	UnusedLibcRange       *ebpf.Variable `ebpf:"unused_libc_range"`
+	UnusedOomEvent        *ebpf.Variable `ebpf:"unused_oom_event"`
+	UnusedOpBeginEvent    *ebpf.Variable `ebpf:"unused_op_begin_event"`
+	UnusedOpEndEvent      *ebpf.Variable `ebpf:"unused_op_end_event"`
+	UnusedRegion          *ebpf.Variable `ebpf:"unused_region"`
+	UnusedRegionKey       *ebpf.Variable `ebpf:"unused_region_key"`
+	UnusedSockInfo        *ebpf.Variable `ebpf:"unused_sock_info"`
+	UnusedStackGrowth     *ebpf.Variable `ebpf:"unused_stack_growth"`
+	UnusedStackKey        *ebpf.Variable `ebpf:"unused_stack_key"`
+	UnusedThreadState     *ebpf.Variable `ebpf:"unused_thread_state"`
 }
 
 // memdiagPrograms contains all programs after they have been loaded into the kernel.
@@ -630,11 +674,15 @@ type memdiagPrograms struct {
 	OnExitWrite       *ebpf.Program `ebpf:"on_exit_write"`
 	OnExitWritev      *ebpf.Program `ebpf:"on_exit_writev"`
 	OnFork            *ebpf.Program `ebpf:"on_fork"`
+	OnGoFreeSpecial   *ebpf.Program `ebpf:"on_go_free_special"`
+	OnGoGc            *ebpf.Program `ebpf:"on_go_gc"`
+	OnGoMalloc        *ebpf.Program `ebpf:"on_go_malloc"`
 	OnLlhttpExecute   *ebpf.Program `ebpf:"on_llhttp_execute"`
 	OnOom             *ebpf.Program `ebpf:"on_oom"`
 	OnPageFault       *ebpf.Program `ebpf:"on_page_fault"`
 	OnRename          *ebpf.Program `ebpf:"on_rename"`
 	OnRssStat         *ebpf.Program `ebpf:"on_rss_stat"`
+	OnV8Sample        *ebpf.Program `ebpf:"on_v8_sample"`
 }
 
 func (p *memdiagPrograms) Close() error {
@@ -686,11 +734,15 @@ func (p *memdiagPrograms) Close() error {
 		p.OnExitWrite,
 		p.OnExitWritev,
 		p.OnFork,
+		p.OnGoFreeSpecial,
+		p.OnGoGc,
+		p.OnGoMalloc,
 		p.OnLlhttpExecute,
 		p.OnOom,
 		p.OnPageFault,
 		p.OnRename,
 		p.OnRssStat,
+		p.OnV8Sample,
 	)
 }
 

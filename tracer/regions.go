@@ -1,9 +1,11 @@
 package tracer
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
+	"os"
 
 	"github.com/cilium/ebpf"
 
@@ -51,13 +53,67 @@ func (t *Tracer) LearnProcess(pid int, seed bool) (bool, error) {
 	if err := t.objs.Targets.Lookup(&key, &tgt); err == nil {
 		gen = tgt.Gen
 	}
-	for _, m := range maps {
-		r := memdiagRegion{Start: m.Start, Len: m.End - m.Start, Class: seedClass(m), Counted: 0, Gen: gen}
+	mem, _ := os.Open(fmt.Sprintf("/proc/%d/mem", pid)) // nil: arenas fall back to alignment
+	if mem != nil {
+		defer mem.Close()
+	}
+	classes := seedClasses(maps, func(addr uint64) ([2]uint64, bool) {
+		var w [2]uint64
+		if mem == nil {
+			return w, false
+		}
+		var b [16]byte
+		if _, err := mem.ReadAt(b[:], int64(addr)); err != nil {
+			return w, false
+		}
+		w[0], w[1] = binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])
+		return w, true
+	})
+	for i, m := range maps {
+		r := memdiagRegion{Start: m.Start, Len: m.End - m.Start, Class: classes[i], Counted: 0, Gen: gen}
 		if err := t.putRegion(key, &r); err != nil {
 			return found, err
 		}
 	}
 	return found, nil
+}
+
+// seedClasses classifies the mappings found at attach (seedClass), and
+// recognizes glibc's non-main arenas by what they are: a mapping aligned to
+// HEAP_MAX_SIZE that starts with a heap_info whose mprotect_size (the word
+// at +24, read through sizeAt with size at +16) is its writable part and
+// whose size is no larger. Such an arena and the PROT_NONE reservation that follows it (which
+// glibc commits with mprotect as the arena grows) are native. Without a
+// readable header, alignment alone decides, as seedClass does.
+func seedClasses(maps []procfs.Mapping, sizeAt func(addr uint64) ([2]uint64, bool)) []uint32 {
+	classes := make([]uint32, len(maps))
+	arenaEnd := uint64(0) // end of the arena reservation being walked
+	for i, m := range maps {
+		classes[i] = seedClass(m)
+		anon := m.Path == "" && !(len(m.Perms) == 4 && m.Perms[3] == 's')
+		if !anon {
+			continue
+		}
+		if m.Start < arenaEnd {
+			classes[i] = classNative // the rest of an arena's reservation
+			continue
+		}
+		if m.Start%arenaAlign != 0 {
+			continue
+		}
+		w, ok := sizeAt(m.Start + 16)
+		switch {
+		case !ok:
+			// No header to read (no permission, or PROT_NONE): keep
+			// the alignment's answer.
+		case w[1] == m.End-m.Start && w[0] <= w[1] && w[0] > 0 && w[1] <= arenaAlign:
+			classes[i] = classNative
+			arenaEnd = m.Start + arenaAlign
+		default:
+			classes[i] = classRuntime // aligned, but not an arena (a runtime's reservation)
+		}
+	}
+	return classes
 }
 
 // seedClass classifies a mapping found at attach.

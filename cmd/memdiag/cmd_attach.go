@@ -24,11 +24,11 @@ func newAttachCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "attach",
 		Usage:     "trace a running process or container until Ctrl-C, --duration, or its exit",
-		UsageText: "memdiag attach (--pid N [--in-container ID] | --container ID | --cgroup PATH) [flags]",
+		UsageText: "memdiag attach (--pid N [--in-container NAME] | --container NAME | --cgroup PATH) [flags]",
 		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "pid", Usage: "trace process `N` (and the children it starts); a host pid, or one inside --in-container"},
-			&cli.StringFlag{Name: "in-container", Usage: "--pid is a pid inside container `ID` (its pid namespace)"},
-			&cli.StringFlag{Name: "container", Usage: "trace every process of container `ID` (or a unique prefix of it), including ones started later"},
+			&cli.StringFlag{Name: "in-container", Usage: "--pid is a pid inside container `NAME` (a name or id, as for --container; its pid namespace)"},
+			&cli.StringFlag{Name: "container", Usage: "trace every process of container `NAME`, including ones started later: a docker/podman/nerdctl name, a Compose service (oip-gpu) or container name (project-oip-gpu-1), Kubernetes namespace/pod/container (pod may be a glob: shop/web-*/app), or an id or unique id prefix"},
 			&cli.StringFlag{Name: "cgroup", Usage: "trace every process of the cgroup v2 directory `PATH` (absolute, or below the v2 root), including ones started later"},
 		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
@@ -80,7 +80,7 @@ func resolve(sel selection) (resolved, error) {
 	roots := container.DefaultRoots()
 	switch {
 	case sel.container != "":
-		c, err := container.Find(sel.container, roots)
+		c, err := container.Resolve(context.Background(), sel.container, container.DefaultSources())
 		if err != nil {
 			return resolved{}, usageErr("%v", err)
 		}
@@ -107,7 +107,7 @@ func resolve(sel selection) (resolved, error) {
 		}
 		return resolved{main: container.Main(pids), pids: pids, cgroup: dir, container: metrics.ContainerID(dir)}, nil
 	case sel.inContainer != "":
-		c, err := container.Find(sel.inContainer, roots)
+		c, err := container.Resolve(context.Background(), sel.inContainer, container.DefaultSources())
 		if err != nil {
 			return resolved{}, usageErr("%v", err)
 		}
@@ -160,7 +160,8 @@ func runAttach(ctx context.Context, sel selection, opts options) (err error) {
 		return fmt.Errorf("watching process %d: %w", pid, err)
 	}
 	cl.add(func() error { return unix.Close(pidfd) })
-	tr, others, err := openTracer(&opts, probes{cgroup: res.cgroup, main: pid, pids: res.pids, exe: fmt.Sprintf("/proc/%d/exe", pid), uprobe: pid}, &cl)
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	tr, others, err := openTracer(&opts, probes{cgroup: res.cgroup, main: pid, pids: res.pids, exe: exe, uprobe: pid}, &cl)
 	if err != nil {
 		return err
 	}
@@ -176,7 +177,7 @@ func runAttach(ctx context.Context, sel selection, opts options) (err error) {
 			baseline.Memory = baseline.Memory.Add(baselineOf(st).Memory)
 		}
 	}
-	target := report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Mode: "attach", Container: res.container, Cgroup: res.cgroup}
+	target := report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Cmdline: procfs.Cmdline(pid), Mode: "attach", Container: res.container, Cgroup: res.cgroup}
 	s := session.New(tr, opts.Config, target, baseline, now())
 	// Signals are caught before the ready file says memdiag is there.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)

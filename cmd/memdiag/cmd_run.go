@@ -79,7 +79,7 @@ func runRun(ctx context.Context, argv []string, opts options) (err error) {
 	if err != nil {
 		return err
 	}
-	target := report.Target{PID: uint32(cmd.Process.Pid), Comm: argv[0], Exe: path, Mode: "run"}
+	target := report.Target{PID: uint32(cmd.Process.Pid), Comm: argv[0], Exe: path, Cmdline: argv, Mode: "run"}
 	s := session.New(tr, opts.Config, target, report.Baseline{}, now())
 	// Signals go to the command; memdiag reports when it has exited, as
 	// time(1) does. Caught before the ready file says memdiag is there.

@@ -280,7 +280,7 @@ func TestOOMKill(t *testing.T) {
 		t.Errorf("target = %+v, want exited and oom_killed", rep.Target)
 	}
 	log, _ := os.ReadFile(r.log)
-	for _, want := range []string{"[OOM] the kernel's OOM killer chose pid", "[SUMMARY] Memory by category (at the OOM kill)", "[THRESHOLD] RSS", "50% of 64MB"} {
+	for _, want := range []string{"[OOM] the kernel's OOM killer chose pid", "[SUMMARY] Memory by category (at the OOM kill)", "[THRESHOLD] RSS", "50% of 64.0 MiB"} {
 		if !strings.Contains(string(log), want) {
 			t.Errorf("the log lacks %q:\n%s", want, log)
 		}

@@ -59,7 +59,7 @@ func TestExternalEstimated(t *testing.T) {
 	}
 	rep := r.readReport(t)
 	for _, c := range rep.Categories {
-		t.Logf("%-16s ops=%d rss=%d external=%d retained=%d", c.Name, c.Ops, c.RSSBytes, c.ExternalBytes, c.RetainedBytes)
+		t.Logf("%-16s ops=%d rss=%d external=%d retained=%d", c.Name, c.Ops, c.RSSBytes, c.ExternalBytes, c.RetainedMappingBytes)
 	}
 	if rep.External.Mode != "estimated" {
 		t.Errorf("external.mode = %q", rep.External.Mode)
@@ -74,7 +74,7 @@ func TestExternalEstimated(t *testing.T) {
 	within(t, "GET /keep-big external", cat("GET /keep-big").ExternalBytes, n*big, 0.20, n*big)
 	within(t, "GET /keep-small external", cat("GET /keep-small").ExternalBytes, n*small, 0.20, n*small)
 	within(t, "GET /drop-big external (all freed)", cat("GET /drop-big").ExternalBytes, 0, 0.20, n*big)
-	within(t, "GET /keep-big retained", cat("GET /keep-big").RetainedBytes, n*big, 0.20, n*big)
+	within(t, "GET /keep-big retained", cat("GET /keep-big").RetainedMappingBytes, n*big, 0.20, n*big)
 	objs := cat("GET /objects")
 	if objs.RSSBytes < 1<<20 || objs.ExternalBytes > objs.RSSBytes/10 {
 		t.Errorf("GET /objects: rss %d, external %d: want its JS-object growth charged as runtime, not external", objs.RSSBytes, objs.ExternalBytes)
@@ -271,7 +271,7 @@ func TestReferenceRetained(t *testing.T) {
 			r.wait(t)
 			rep := r.readReport(t)
 			for _, cat := range rep.Categories {
-				t.Logf("%-14s ops=%d rss=%d retained=%d retained_external=%d", cat.Name, cat.Ops, cat.RSSBytes, cat.RetainedBytes, cat.RetainedExternal)
+				t.Logf("%-14s ops=%d rss=%d retained=%d retained_external=%d", cat.Name, cat.Ops, cat.RSSBytes, cat.RetainedMappingBytes, cat.RetainedExternal)
 			}
 			sync, ok := category(rep, "sync")
 			if !ok {

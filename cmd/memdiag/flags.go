@@ -38,6 +38,8 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700)"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9464)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
+		&cli.StringFlag{Name: "heap-sampling", Value: "auto", Usage: "join the runtime's own allocation sampler with the ops, for the verdict: `MODE` auto (Go's memory profiler, or V8's sampling heap profiler over the inspector memdiag opens on loopback while it runs), go, v8, or off (never opens the inspector; the runtime heap is then a mapping estimate)"},
+		&cli.StringFlag{Name: "heap-sample-interval", Value: "64KiB", Usage: "V8 heap sampling: one sample per `SIZE` allocated on average (smaller: more precise, more uprobe traps)"},
 	}
 }
 
@@ -103,6 +105,16 @@ func optionsFrom(c *cli.Context) (options, error) {
 	if o.SummaryExtRate, err = config.ParseSize(c.String("summary-external-rate")); err != nil {
 		return o, usageErr("--summary-external-rate: %v", err)
 	}
+	switch o.HeapSampling = c.String("heap-sampling"); o.HeapSampling {
+	case "auto", "go", "v8", "off":
+	default:
+		return o, usageErr("--heap-sampling %q: give auto, go, v8 or off", o.HeapSampling)
+	}
+	iv, err := config.ParseSize(c.String("heap-sample-interval"))
+	if err != nil || iv < 1024 || iv > 64<<20 {
+		return o, usageErr("--heap-sample-interval %q: give a size from 1KiB to 64MiB, e.g. 64KiB", c.String("heap-sample-interval"))
+	}
+	o.HeapInterval = uint64(iv)
 	if o.DumpAt, err = session.ParseDumpAt(c.String("dump-at")); err != nil {
 		return o, usageErr("%v", err)
 	}

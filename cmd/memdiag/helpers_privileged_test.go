@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -238,7 +239,14 @@ func startMemdiag(t *testing.T, setup func(*exec.Cmd), args ...string) *tracerRu
 	dir := t.TempDir()
 	r := &tracerRun{dir: dir, report: filepath.Join(dir, "report.json"), log: filepath.Join(dir, "memdiag.log"), done: make(chan struct{})}
 	ready := filepath.Join(dir, "ready")
-	full := append([]string{args[0], "--ready-file", ready, "--report-json", r.report, "--log", r.log}, args[1:]...)
+	full := []string{args[0], "--ready-file", ready, "--report-json", r.report, "--log", r.log}
+	if args[0] == "attach" && !slices.Contains(args, "--heap-sampling") {
+		// These tests check the tracer, ops, mappings and dumps: the
+		// runtime sampler (which opens a Node target's inspector) is
+		// tested by the accuracy corpus (package accuracy).
+		full = append(full, "--heap-sampling", "off")
+	}
+	full = append(full, args[1:]...)
 	r.cmd = exec.Command(memdiagBin, full...)
 	r.cmd.Stderr = &r.stderr
 	if setup != nil {

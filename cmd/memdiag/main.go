@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -62,6 +63,7 @@ func newApp(unknown *string) *cli.App {
 			newReportCommand(),
 			newVersionCommand(),
 			newLaunchCommand(),
+			newDiffCommand(),
 		},
 		HideVersion:          true,
 		EnableBashCompletion: false,
@@ -116,4 +118,10 @@ func exitCode(err error) int {
 		return ee.code
 	}
 	return 1
+}
+
+// isTerminal says whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

@@ -108,6 +108,7 @@ func openTracer(o *options, p probes, cl *closers) (tr *tracer.Tracer, traced []
 		}
 	}
 	o.Stacks = stackSamples(tr)
+	o.Sampler, o.Exe = sampler{tr}, p.exe
 	return tr, traced, nil
 }
 
@@ -161,3 +162,15 @@ func trace(ctx context.Context, s *session.Session, done <-chan struct{}, releas
 	}
 	return why, s.Finish(why)
 }
+
+// sampler adapts the tracer to the session's runtime heap samplers.
+type sampler struct{ *tracer.Tracer }
+
+// AttachGo attaches the Go memory profiler's uprobes.
+func (s sampler) AttachGo(pid int, exe string) (string, uint64, error) {
+	gs, err := s.AttachGoSampler(pid, exe)
+	return gs.GoVersion, gs.Rate, err
+}
+
+// AttachV8 attaches V8's SampleObject uprobe.
+func (s sampler) AttachV8(pid int, exe string) error { return s.AttachV8Sampler(pid, exe) }

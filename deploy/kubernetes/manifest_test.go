@@ -8,6 +8,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -23,8 +24,9 @@ type object struct {
 		Labels      map[string]string `yaml:"labels"`
 		Annotations map[string]string `yaml:"annotations"`
 	} `yaml:"metadata"`
-	Data map[string]string `yaml:"data"` // ConfigMap
-	Spec struct {
+	Data                         map[string]string `yaml:"data"` // ConfigMap
+	AutomountServiceAccountToken *bool             `yaml:"automountServiceAccountToken"`
+	Spec                         struct {
 		Selector struct {
 			MatchLabels map[string]string `yaml:"matchLabels"`
 		} `yaml:"selector"`
@@ -39,12 +41,13 @@ type object struct {
 }
 
 type podSpec struct {
-	ServiceAccountName string            `yaml:"serviceAccountName"`
-	HostPID            bool              `yaml:"hostPID"`
-	NodeSelector       map[string]string `yaml:"nodeSelector"`
-	Tolerations        []map[string]any  `yaml:"tolerations"`
-	Containers         []container       `yaml:"containers"`
-	Volumes            []struct {
+	ServiceAccountName           string            `yaml:"serviceAccountName"`
+	AutomountServiceAccountToken *bool             `yaml:"automountServiceAccountToken"`
+	HostPID                      bool              `yaml:"hostPID"`
+	NodeSelector                 map[string]string `yaml:"nodeSelector"`
+	Tolerations                  []map[string]any  `yaml:"tolerations"`
+	Containers                   []container       `yaml:"containers"`
+	Volumes                      []struct {
 		Name     string `yaml:"name"`
 		HostPath *struct {
 			Path string `yaml:"path"`
@@ -126,6 +129,9 @@ func TestDaemonSet(t *testing.T) {
 			t.Fatalf("daemonset.yaml has no %s", kind)
 		}
 	}
+	if len(objs) != 4 {
+		t.Errorf("daemonset.yaml has %d objects, want only these 4 (no RBAC: memdiag reads nothing from the API)", len(objs))
+	}
 	ns := objs["Namespace"].Metadata.Name
 	for _, kind := range []string{"ServiceAccount", "ConfigMap", "DaemonSet"} {
 		if got := objs[kind].Metadata.Namespace; got != ns {
@@ -185,6 +191,7 @@ func TestDaemonSet(t *testing.T) {
 		"/sys/kernel/btf":     {"/sys/kernel/btf", true},
 		"/sys/fs/cgroup":      {"/sys/fs/cgroup", true},
 		"/host/proc":          {"/proc", true},
+		"/var/log/containers": {"/var/log/containers", true}, // names to ids, read-only
 	}
 	for path, want := range mounts {
 		i := slices.IndexFunc(c.VolumeMounts, func(m volumeMount) bool { return m.MountPath == path })
@@ -219,11 +226,30 @@ func TestDaemonSet(t *testing.T) {
 	if got := flag(c.Command, "--metrics-addr"); got != ":9464" {
 		t.Errorf("--metrics-addr %q, want :9464", got)
 	}
-	if len(c.Command) < 2 || c.Command[0] != "memdiag" || c.Command[1] != "attach" {
-		t.Errorf("command %q, want memdiag attach …", c.Command)
+	// The image is the one `make image` builds, and the command runs the
+	// binary where the builder puts it.
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := regexp.MustCompile(`(?m)^IMAGE_REPO \?= (\S+)$`).FindSubmatch(mk)
+	if repo == nil || !strings.HasPrefix(c.Image, string(repo[1])+":") || strings.HasSuffix(c.Image, ":latest") {
+		t.Errorf("image %q, want %s:<a pinned tag> (the Makefile's IMAGE_REPO)", c.Image, repo)
+	}
+	builder, err := os.ReadFile("../image/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := regexp.MustCompile(`BinaryPath = "(\S+)"`).FindSubmatch(builder)
+	if bin == nil || len(c.Command) < 2 || c.Command[0] != string(bin[1]) || c.Command[1] != "attach" {
+		t.Errorf("command %q, want %s attach … (the image's binary)", c.Command, bin)
 	}
 	if got := flag(c.Command, "--container"); got != "$(TARGET_CONTAINER)" {
 		t.Errorf("--container %q, want $(TARGET_CONTAINER)", got)
+	}
+	// A name, never an id: ids change at every restart.
+	if target := objs["ConfigMap"].Data["TARGET_CONTAINER"]; regexp.MustCompile(`^[0-9a-f]{4,64}$`).MatchString(target) || target == "" {
+		t.Errorf("TARGET_CONTAINER %q is not a container name", target)
 	}
 	if !slices.Contains(c.Command, "--no-dumps") {
 		t.Error("command lacks --no-dumps")
@@ -250,6 +276,17 @@ func TestDaemonSet(t *testing.T) {
 			if !env[m[1]] {
 				t.Errorf("command uses $(%s), which no env entry from the ConfigMap defines", m[1])
 			}
+		}
+	}
+
+	// Discovery needs no Kubernetes API access and no runtime socket (a
+	// CRI socket can start containers: root on the node).
+	if objs["ServiceAccount"].AutomountServiceAccountToken == nil || *objs["ServiceAccount"].AutomountServiceAccountToken || pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("automountServiceAccountToken must be false on the ServiceAccount and the pod")
+	}
+	for _, v := range hostPaths {
+		if strings.HasSuffix(v, ".sock") || strings.Contains(v, "containerd") || strings.Contains(v, "crio") || strings.Contains(v, "docker") {
+			t.Errorf("hostPath %s: a runtime's socket or state is more than discovery needs", v)
 		}
 	}
 

@@ -1,0 +1,185 @@
+package accuracy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Service is one corpus service and the load the harness gives it.
+type Service struct {
+	Name string
+	// Dir is the service's directory, relative to the repository root; it
+	// holds categories.yaml unless Config says otherwise.
+	Dir    string
+	Config string // categories.yaml's path relative to the root ("" = Dir/categories.yaml)
+	// Command starts the service in Dir; GoBuild builds Dir as a Go main
+	// package first and runs the binary.
+	Command []string
+	GoBuild bool
+	Env     []string
+	// Helpers are processes of their own the service talks to (an
+	// upstream, a peer), started first, in Dir.
+	Helpers []Helper
+	// NPM names the directories (relative to the root) whose node_modules
+	// must be installed (npm ci).
+	NPM []string
+	// Warmup runs before memdiag attaches; Load between truth0 and truth1.
+	Warmup, Load []Job
+	Conns        int
+	// Leaking lists the categories that retain memory.
+	Leaking []string
+	// OpsSlack: see Expect.
+	OpsSlack map[string]int64
+	// CI: part of the default subset (go test -tags privileged ./accuracy):
+	// the services whose verdict memdiag gets right today (ACCURACY.md says
+	// which fail and why; make accuracy runs them all).
+	CI bool
+}
+
+// Helper is a process a service needs.
+type Helper struct {
+	Command []string
+	Env     []string
+}
+
+// Expect derives what the run must show from the load it sent.
+func (s *Service) Expect(sent map[string]int64) Expect {
+	e := Expect{Sent: map[string]int64{}, Leaking: s.Leaking, OpsSlack: s.OpsSlack}
+	for k, v := range sent {
+		e.Sent[k] = v
+	}
+	return e
+}
+
+func get(cat, path string) Route { return Route{Category: cat, Path: Fixed(path)} }
+
+func jobs(routes []Route, counts ...int) []Job {
+	var js []Job
+	for i, r := range routes {
+		if counts[i] > 0 {
+			js = append(js, Job{Route: r, Count: counts[i]})
+		}
+	}
+	return js
+}
+
+// Ports the helpers listen on; the services' categories.yaml name them.
+const (
+	referencePeerPort = 47651
+	asyncUpstreamPort = 47652
+)
+
+// Services is the corpus, in the order the harness runs it.
+func Services() []*Service {
+	session := []Route{
+		{Category: "login", Method: "POST", Path: Fixed("/login"), Body: []byte(`{}`), ContentType: "application/json"},
+		get("feed", "/api/feed"),
+		get("health", "/health"),
+	}
+	buffers := []Route{get("keep", "/keep"), get("churn", "/churn"), get("ping", "/ping")}
+	async := []Route{get("enrich", "/enrich"), get("lookup", "/lookup")}
+	churn := []Route{get("churn", "/churn"), get("leak", "/leak"), get("ping", "/ping")}
+	arena := []Route{get("leak", "/leak"), get("churn", "/churn"), get("ping", "/ping")}
+	free := []Route{
+		{Category: "item", Path: func(i int) string { return fmt.Sprintf("/item/%d", i%512) }},
+		get("render", "/render"), get("blob", "/blob"), get("ping", "/ping"),
+	}
+	ref := []Route{
+		{Category: "api_records", Path: func(i int) string { return fmt.Sprintf("/api/records?limit=%d", 50+i%150) }},
+		{Category: "api_voice", Path: func(i int) string { return fmt.Sprintf("/api/voice/%d", i) }},
+		{Category: "api_alfred", Path: func(i int) string { return fmt.Sprintf("/api/alfred/q%d", i) }},
+		{Category: "graphql_query", Method: "POST", Path: Fixed("/graphql"), Body: []byte(`{"query":"{ records { id name } }"}`), ContentType: "application/json"},
+		{Category: "static_media", Path: func(i int) string { return fmt.Sprintf("/media/img%d.png", i%20) }},
+	}
+	node := []string{"node", "--expose-gc", "server.js"}
+	return []*Service{
+		{
+			Name: "node-session", Dir: "testdata/corpus/node-session", Command: node, CI: true,
+			NPM:     []string{"testdata/corpus/node-session"},
+			Warmup:  jobs(session, 300, 100, 500),
+			Load:    jobs(session, 1500, 300, 2000),
+			Conns:   4,
+			Leaking: []string{"login"},
+		},
+		{
+			Name: "node-buffers", Dir: "testdata/corpus/node-buffers", Command: node,
+			Warmup:  jobs(buffers, 20, 300, 200),
+			Load:    jobs(buffers, 120, 600, 1000),
+			Conns:   4,
+			Leaking: []string{"keep"},
+		},
+		{
+			Name: "node-async", Dir: "testdata/corpus/node-async", Command: node,
+			Env:     []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)},
+			Helpers: []Helper{{Command: []string{"node", "upstream.js"}, Env: []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)}}},
+			Warmup:  jobs(async, 200, 200),
+			Load:    jobs(async, 1000, 1000),
+			Conns:   4,
+			Leaking: []string{"enrich"},
+		},
+		{
+			Name: "go-churn", Dir: "testdata/corpus/go-churn", GoBuild: true, CI: false,
+			Warmup:  jobs(churn, 300, 20, 200),
+			Load:    jobs(churn, 2000, 200, 1000),
+			Conns:   4,
+			Leaking: []string{"leak"},
+		},
+		{
+			Name: "py-arena", Dir: "testdata/corpus/py-arena", Command: []string{"python3", "server.py"}, CI: false,
+			Warmup:  jobs(arena, 50, 200, 100),
+			Load:    jobs(arena, 500, 1000, 1000),
+			Conns:   4,
+			Leaking: []string{"leak"},
+		},
+		{
+			Name: "leak-free", Dir: "testdata/corpus/leak-free", Command: node, CI: false,
+			Warmup: jobs(free, 1024, 100, 100, 100),
+			Load:   jobs(free, 2000, 300, 500, 1000),
+			Conns:  4,
+		},
+		{
+			Name: "reference", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml",
+			Command: node, NPM: []string{"examples/leaky-service"},
+			Env:     []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort), "SYNC_INTERVAL_MS=500"},
+			Helpers: []Helper{{Command: []string{"node", "peer.js"}, Env: []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort)}}},
+			Warmup:  jobs(ref, 500, 200, 200, 200, 200),
+			Load:    jobs(ref, 3000, 3000, 500, 500, 500),
+			Conns:   4,
+			Leaking: []string{"api_voice", "gun_sync"},
+			// Cycles run on the service's timer: one can start between
+			// attach and truth0, or between truth1 and memdiag's stop.
+			OpsSlack: map[string]int64{"gun_sync": 2},
+		},
+	}
+}
+
+// Select picks services by the MEMDIAG_ACCURACY value: "" for the CI
+// subset, "all", or a comma-separated list of names.
+func Select(all []*Service, which string) ([]*Service, error) {
+	var out []*Service
+	switch which {
+	case "":
+		for _, s := range all {
+			if s.CI {
+				out = append(out, s)
+			}
+		}
+	case "all":
+		out = all
+	default:
+		byName := map[string]*Service{}
+		var names []string
+		for _, s := range all {
+			byName[s.Name] = s
+			names = append(names, s.Name)
+		}
+		for _, n := range strings.Split(which, ",") {
+			s, ok := byName[strings.TrimSpace(n)]
+			if !ok {
+				return nil, fmt.Errorf("MEMDIAG_ACCURACY: no corpus service %q: use all, or some of %s", n, strings.Join(names, ","))
+			}
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}

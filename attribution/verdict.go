@@ -1,0 +1,168 @@
+package attribution
+
+// The verdict: which categories keep memory, how much per op, and on what
+// evidence. Allocation is not retention: resident growth charged to whoever
+// touched a new page says who grew the process; what a category keeps is
+// what its ops allocated and is still live. Per kind:
+//
+//   - runtime heap: the runtime's own sampler joined with the ops (V8, Go;
+//     heap.go) when it runs; else the writable mappings the runtime made or
+//     committed during the category's ops (an estimate blind to heaps that
+//     reuse their pages);
+//   - native heap: the native allocator's mappings (brk heap, arena commits,
+//     large chunks) made during the category's ops and not given back;
+//   - external (exact mode): ArrayBuffers allocated and not freed, which
+//     replace the native estimate of the same bytes.
+//
+// A category retains significantly when its sampled part is more than two
+// standard errors and minRetained above zero, or when its mapping estimate
+// is at least minRetained and its recent ops still added to it (a heap that
+// grew once to its high-water mark is not a leak). The culprit is the
+// significant category that keeps most; with none, the verdict is that no
+// operation retains memory.
+
+import (
+	"fmt"
+	"math"
+)
+
+// minRetained is the least a category must keep to be called retaining.
+const minRetained = 1 << 20
+
+// Retention is what a category's ops still keep, by kind, with its evidence.
+type Retention struct {
+	Bytes       int64 // best estimate, every kind
+	StdErr      int64 // one standard error of Bytes (the sampled part; 0 for estimates)
+	RuntimeHeap int64 // the runtime's managed heap
+	Native      int64 // the native allocator's mappings (estimate)
+	External    int64 // exact mode: ArrayBuffers not freed
+	Samples     int   // live runtime samples behind RuntimeHeap
+	Method      string
+	PerOp       float64 // Bytes per op (0 without ops)
+	PerOpErr    float64 // StdErr per op
+	Significant bool
+}
+
+// Verdict says which category keeps memory, or that none does.
+type Verdict struct {
+	Culprit   string  // "" when no category retains significantly
+	Share     float64 // the culprit's part of what significant categories keep
+	Statement string  // one sentence for humans
+	Method    string  // how the runtime heap was measured
+}
+
+// retention computes a category's Retention; heap is its sampled estimate
+// (nil when none), sampled whether a runtime sampler covers the process.
+func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled string, exact bool) Retention {
+	var r Retention
+	mappedRuntime := cs.Retained - cs.RetainedNative
+	r.Native = cs.RetainedNative
+	if exact {
+		r.External = int64(cs.ABAlloc) - int64(cs.ABFreed)
+		r.Native = 0 // the same bytes, measured exactly
+	}
+	mapping := r.Native
+	switch {
+	case sampled != "":
+		if heap != nil {
+			r.RuntimeHeap = int64(math.Round(heap.bytes))
+			r.StdErr = int64(math.Round(math.Sqrt(heap.variance)))
+			r.Samples = heap.samples
+		}
+		r.Method = "sampled (" + sampled + ")"
+	default:
+		r.RuntimeHeap = mappedRuntime
+		mapping += mappedRuntime
+		r.Method = "mapping estimate"
+	}
+	if exact {
+		r.Method += ", exact ArrayBuffers"
+	} else {
+		r.Method += ", native mapping estimate"
+	}
+	r.Bytes = r.RuntimeHeap + r.Native + r.External
+	if cs.Ops > 0 {
+		r.PerOp = float64(r.Bytes) / float64(cs.Ops)
+		r.PerOpErr = float64(r.StdErr) / float64(cs.Ops)
+	}
+	sampledSig := sampled != "" && r.RuntimeHeap-2*r.StdErr > minRetained/4 && r.RuntimeHeap >= minRetained
+	var recent int64
+	for _, op := range cs.Recent {
+		recent += op.Counters.RetainedNative
+		if sampled == "" {
+			recent += op.Counters.Retained - op.Counters.RetainedNative
+		}
+		if exact {
+			recent += int64(op.Counters.ABAlloc) - int64(op.Counters.ABFreed)
+		}
+	}
+	mappingSig := mapping+r.External >= minRetained && (recent > 0 || len(cs.Recent) == 0)
+	r.Significant = r.Bytes >= minRetained && (sampledSig || mappingSig)
+	return r
+}
+
+// verdict fills every category's Retention and picks the culprit among
+// the service's own work (operations and idle event-loop turns).
+func (a *Account) verdict(s *Summary) {
+	heap := a.heapByCategory()
+	sampled := ""
+	for _, st := range a.samplingStatus() {
+		if st.Active && (st.PID == a.main || sampled == "") {
+			sampled = fmt.Sprintf("%s, every %s", st.Runtime, bytesText(st.Interval))
+		}
+	}
+	exact := a.opts.ExactExternal
+	var total int64
+	for i := range s.Categories {
+		c := &s.Categories[i]
+		c.Retention = a.retention(c, heap[c.Name], sampled, exact)
+		if c.Retention.Significant && candidate(c.Kind) {
+			total += c.Retention.Bytes
+			if s.Verdict.Culprit == "" || c.Retention.Bytes > s.Categories[a.catIndex(s, s.Verdict.Culprit)].Retention.Bytes {
+				s.Verdict.Culprit = c.Name
+			}
+		}
+	}
+	s.Verdict.Method = "mapping estimate (no runtime sampler)"
+	if sampled != "" {
+		s.Verdict.Method = "runtime heap sampled (" + sampled + ")"
+	}
+	if s.Verdict.Culprit == "" {
+		s.Verdict.Statement = "no operation retains memory: no category keeps a significant amount"
+		return
+	}
+	c := &s.Categories[a.catIndex(s, s.Verdict.Culprit)]
+	s.Verdict.Share = float64(c.Retention.Bytes) / float64(total)
+	s.Verdict.Statement = fmt.Sprintf("%s retains %s (%s per op ± %s over %d ops), %.0f%% of what retaining categories keep",
+		c.Name, bytesText(uint64(max(c.Retention.Bytes, 0))), bytesText(uint64(max(c.Retention.PerOp, 0))),
+		bytesText(uint64(2*c.Retention.PerOpErr)), c.Ops, 100*s.Verdict.Share)
+}
+
+// candidate says whether a category kind can be the culprit: the service's
+// operations and its event loop between them, not helper threads or the
+// kernel.
+func candidate(kind string) bool {
+	return kind == KindHTTP || kind == KindOutbound || kind == KindIdle
+}
+
+func (a *Account) catIndex(s *Summary, name string) int {
+	for i := range s.Categories {
+		if s.Categories[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// bytesText writes a byte count with a binary unit.
+func bytesText(b uint64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}

@@ -1,0 +1,207 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/memdiag/memdiag/container"
+	"github.com/memdiag/memdiag/container/critest"
+)
+
+func TestParseSelector(t *testing.T) {
+	sel, err := ParseSelector("memdiag.io/trace=true, annotation:team=pay*,namespace:shop,namespace:pay-*,container:app,label:tier")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Selector{
+		Namespaces:  []string{"shop", "pay-*"},
+		Labels:      []Requirement{{Key: "memdiag.io/trace", Value: "true", HasValue: true}, {Key: "tier"}},
+		Annotations: []Requirement{{Key: "team", Value: "pay*", HasValue: true}},
+		Containers:  []string{"app"},
+	}
+	if fmt.Sprint(sel) != fmt.Sprint(want) {
+		t.Errorf("ParseSelector = %+v, want %+v", sel, want)
+	}
+	for _, bad := range []string{"", "namespace:", "namespace:a=b", "pod:x", "label:=x", "annotation:a=[", "container:"} {
+		if _, err := ParseSelector(bad); err == nil || strings.Contains(err.Error(), "\n") {
+			t.Errorf("ParseSelector(%q) = %v, want a one-line error", bad, err)
+		}
+	}
+}
+
+// node is a Kubernetes node as discovery sees it: a CRI runtime and a
+// cgroup tree.
+type node struct {
+	t   *testing.T
+	cri *critest.Server
+	v2  string
+	n   int
+}
+
+func newNode(t *testing.T) *node {
+	return &node{t: t, cri: critest.Start(t), v2: t.TempDir()}
+}
+
+func (n *node) src() container.Sources {
+	return container.Sources{Roots: container.Roots{V2: n.v2}, CRI: []string{n.cri.Socket}}
+}
+
+func (n *node) pod(ns, name string, annotations map[string]string) string {
+	n.n++
+	id := fmt.Sprintf("%064x", n.n)
+	n.cri.SetPod(critest.Pod{ID: id, Namespace: ns, Name: name, UID: fmt.Sprintf("00000000-0000-4000-8000-%012x", n.n), Labels: map[string]string{"app": strings.Split(name, "-")[0]}, Annotations: annotations})
+	return id
+}
+
+func (n *node) cgroup(podID, id string) string {
+	return filepath.Join(n.v2, "kubepods.slice", "kubepods-pod"+podID[:8]+".slice", "cri-containerd-"+id+".scope")
+}
+
+// start runs a container: the runtime lists it, its cgroup exists.
+func (n *node) start(podID, name string) string {
+	n.n++
+	id := fmt.Sprintf("%064x", 1<<40+n.n)
+	n.cri.SetContainer(critest.Container{ID: id, PodID: podID, Name: name, Running: true})
+	if err := os.MkdirAll(n.cgroup(podID, id), 0o755); err != nil {
+		n.t.Fatal(err)
+	}
+	return id
+}
+
+// stop ends a container: exited in the runtime, its cgroup gone.
+func (n *node) stop(podID, id, name string) {
+	n.cri.SetContainer(critest.Container{ID: id, PodID: podID, Name: name, Running: false})
+	os.Remove(n.cgroup(podID, id))
+}
+
+func names(evs []Event) string {
+	var s []string
+	for _, e := range evs {
+		s = append(s, e.Kind.String()+" "+e.Target.Name()+" "+e.Target.ID[len(e.Target.ID)-4:])
+	}
+	return strings.Join(s, "; ")
+}
+
+// TestWatcher: containers appear and go — new replicas, a restart under
+// a new id, deletions — and each is reported added once and removed once,
+// with its namespace, pod, container and cgroup; the bound holds.
+func TestWatcher(t *testing.T) {
+	n := newNode(t)
+	trace := map[string]string{"memdiag.io/trace": "true"}
+	web0 := n.pod("shop", "web-0", trace)
+	web1 := n.pod("shop", "web-1", trace)
+	db0 := n.pod("shop", "db-0", nil)
+	a0 := n.start(web0, "app")
+	n.start(web0, "istio-proxy")
+	a1 := n.start(web1, "app")
+	n.start(db0, "db")
+
+	sel, err := ParseSelector("annotation:memdiag.io/trace=true,container:app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWatcher(sel, n.src(), Options{MaxTargets: 3})
+	ctx := context.Background()
+	poll := func(want string) {
+		t.Helper()
+		evs, err := w.Poll(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(evs); got != want {
+			t.Errorf("events:\n got %s\nwant %s", got, want)
+		}
+	}
+	poll("added shop/web-0/app " + a0[60:] + "; added shop/web-1/app " + a1[60:])
+	got := w.Targets()
+	if len(got) != 2 || got[0].Cgroup != n.cgroup(web0, a0) || got[0].PodUID == "" || got[1].Pod != "web-1" {
+		t.Errorf("targets %+v", got)
+	}
+	poll("")
+
+	// web-0's app restarts: a new id in the same pod.
+	n.stop(web0, a0, "app")
+	a0b := n.start(web0, "app")
+	poll("removed shop/web-0/app " + a0[60:] + "; added shop/web-0/app " + a0b[60:])
+
+	// Two new replicas: the bound (3) takes one, drops the other until
+	// room frees.
+	web2 := n.pod("shop", "web-2", trace)
+	web3 := n.pod("shop", "web-3", trace)
+	a2 := n.start(web2, "app")
+	a3 := n.start(web3, "app")
+	poll("added shop/web-2/app " + a2[60:])
+	if w.Dropped() != 1 || len(w.Targets()) != 3 {
+		t.Errorf("dropped %d, targets %d; want 1 and 3", w.Dropped(), len(w.Targets()))
+	}
+	// web-1 is deleted: its container goes, web-3 gets the room.
+	n.stop(web1, a1, "app")
+	n.cri.Remove(a1)
+	poll("removed shop/web-1/app " + a1[60:] + "; added shop/web-3/app " + a3[60:])
+	if w.Dropped() != 0 {
+		t.Errorf("dropped %d after room freed", w.Dropped())
+	}
+	// The annotation goes (pod updated): no longer selected.
+	n.cri.SetPod(critest.Pod{ID: web2, Namespace: "shop", Name: "web-2", UID: "u"})
+	poll("removed shop/web-2/app " + a2[60:])
+}
+
+// TestWatcherRun: Run reports changes made while it polls, and stops
+// with its context.
+func TestWatcherRun(t *testing.T) {
+	n := newNode(t)
+	p := n.pod("shop", "web-0", nil)
+	sel, _ := ParseSelector("namespace:shop")
+	w := NewWatcher(sel, n.src(), Options{Interval: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	evs := make(chan Event, 16)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, func(e Event) { evs <- e }, func(err error) { t.Errorf("poll: %v", err) }) }()
+	next := func() Event {
+		t.Helper()
+		select {
+		case e := <-evs:
+			return e
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event within 10 s")
+		}
+		return Event{}
+	}
+	id := n.start(p, "app")
+	if e := next(); e.Kind != Added || e.Target.ID != id {
+		t.Errorf("first event %v %+v", e.Kind, e.Target)
+	}
+	n.stop(p, id, "app")
+	if e := next(); e.Kind != Removed || e.Target.ID != id {
+		t.Errorf("second event %v %+v", e.Kind, e.Target)
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Errorf("Run returned %v", err)
+	}
+}
+
+// TestListWithoutCRI: the kubelet's links alone serve namespace and
+// container selectors; label and annotation selectors say what to mount.
+func TestListWithoutCRI(t *testing.T) {
+	logs, v2 := t.TempDir(), t.TempDir()
+	id := strings.Repeat("ab", 32)
+	os.Symlink("/var/log/pods/shop_web-0_0b1c/app/0.log", filepath.Join(logs, "web-0_shop_app-"+id+".log"))
+	os.MkdirAll(filepath.Join(v2, "kubepods", "pod0b1c", id), 0o755)
+	src := container.Sources{Roots: container.Roots{V2: v2}, PodLogs: []string{logs}, CRI: []string{filepath.Join(logs, "none.sock")}}
+	sel, _ := ParseSelector("namespace:shop")
+	ts, err := List(context.Background(), sel, src)
+	if err != nil || len(ts) != 1 || ts[0].Name() != "shop/web-0/app" || ts[0].Cgroup != filepath.Join(v2, "kubepods", "pod0b1c", id) || ts[0].PodUID != "0b1c" {
+		t.Errorf("List = %+v, %v", ts, err)
+	}
+	sel, _ = ParseSelector("memdiag.io/trace=true")
+	_, err = List(context.Background(), sel, src)
+	if err == nil || !strings.Contains(err.Error(), "CRI socket") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("label selector without CRI: %v", err)
+	}
+}

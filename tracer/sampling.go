@@ -1,0 +1,226 @@
+package tracer
+
+// Runtime heap sampling: uprobes on the allocation samplers that V8 and the
+// Go runtime already run. See "Runtime heap sampling" in bpf/memdiag.bpf.c.
+
+import (
+	"debug/buildinfo"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Symbols the samplers probe.
+const (
+	// V8SampleSymbol is v8::internal::SamplingHeapProfiler::SampleObject
+	// (Address, size_t): called once per sample of V8's sampling heap
+	// profiler.
+	V8SampleSymbol = "_ZN2v88internal20SamplingHeapProfiler12SampleObjectEmm"
+	goMallocSymbol = "runtime.mProf_Malloc"
+	goFreeSymbol   = "runtime.freeSpecial"
+	goGCSymbol     = "runtime.gcMarkTermination"
+	goRateSymbol   = "runtime.MemProfileRate"
+)
+
+// ErrNoSampler means the target's binary has no sampler memdiag can join:
+// not Node.js or Go, stripped, or too old. The caller falls back to the
+// mapping-level estimate and says so.
+var ErrNoSampler = errors.New("no runtime heap sampler")
+
+// IgnorePort makes connections accepted on the local port never ops: memdiag
+// uses it for its own connections to the target's inspector.
+func (t *Tracer) IgnorePort(port uint16) error {
+	one := uint8(1)
+	if err := t.objs.IgnoredPorts.Update(&port, &one, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("ignoring port %d: %w", port, err)
+	}
+	return nil
+}
+
+// ResetV8Samples restarts the numbering of V8 samples of process pid: call
+// it before the profiler starts sampling, whose ordinals start at 1.
+func (t *Tracer) ResetV8Samples(pid int) error {
+	key := uint32(pid)
+	if err := t.objs.V8Samples.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("resetting the V8 sample count of %d: %w", pid, err)
+	}
+	return nil
+}
+
+// V8Samples returns how many V8 samples process pid has taken since the
+// last ResetV8Samples: the highest ordinal handed out so far.
+func (t *Tracer) V8Samples(pid int) (uint64, error) {
+	key := uint32(pid)
+	var n uint64
+	if err := t.objs.V8Samples.Lookup(&key, &n); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("reading the V8 sample count of %d: %w", pid, err)
+	}
+	return n, nil
+}
+
+// AttachV8Sampler attaches the uprobe on V8's SampleObject in the binary at
+// path, for process pid only. It fires once per sample (one per sampling
+// interval of bytes allocated), only while the sampling heap profiler runs.
+func (t *Tracer) AttachV8Sampler(pid int, path string) error {
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", path, err)
+	}
+	l, err := ex.UprobeMulti([]string{V8SampleSymbol}, t.objs.OnV8Sample, &link.UprobeMultiOptions{PID: uint32(pid)})
+	if err != nil {
+		if errors.Is(err, link.ErrNoSymbol) {
+			return fmt.Errorf("%w: %s has no symbol v8::internal::SamplingHeapProfiler::SampleObject", ErrNoSampler, path)
+		}
+		return fmt.Errorf("attaching the V8 sampler uprobe to process %d: %w", pid, err)
+	}
+	t.links = append(t.links, l)
+	return nil
+}
+
+// GoSampler describes the Go runtime's memory profiler in a binary.
+type GoSampler struct {
+	GoVersion string
+	Rate      uint64 // runtime.MemProfileRate of the running process: bytes between samples
+}
+
+// AttachGoSampler attaches uprobes on the Go runtime's memory profiler
+// (mProf_Malloc, freeSpecial, gcMarkTermination) in the binary at path, for
+// process pid only, and reads the process's MemProfileRate. It returns an
+// error wrapping ErrNoSampler when the binary is not Go, is older than Go
+// 1.24 (the layout the free probe reads), has no symbol table, or has the
+// profiler off (MemProfileRate = 0).
+func (t *Tracer) AttachGoSampler(pid int, path string) (GoSampler, error) {
+	var gs GoSampler
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return gs, fmt.Errorf("%w: %s is not a Go binary", ErrNoSampler, path)
+	}
+	gs.GoVersion = bi.GoVersion
+	if !goAtLeast(bi.GoVersion, 1, 24) {
+		return gs, fmt.Errorf("%w: %s is built with %s; memdiag joins the Go memory profiler of Go 1.24 and later", ErrNoSampler, path, bi.GoVersion)
+	}
+	rate, err := goMemProfileRate(pid, path)
+	if err != nil {
+		return gs, fmt.Errorf("%w: %w", ErrNoSampler, err)
+	}
+	if rate <= 0 {
+		return gs, fmt.Errorf("%w: the process turned the Go memory profiler off (runtime.MemProfileRate = 0)", ErrNoSampler)
+	}
+	gs.Rate = uint64(rate)
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return gs, fmt.Errorf("opening %s: %w", path, err)
+	}
+	for _, p := range []struct {
+		sym  string
+		prog *ebpf.Program
+	}{
+		{goMallocSymbol, t.objs.OnGoMalloc},
+		{goFreeSymbol, t.objs.OnGoFreeSpecial},
+		{goGCSymbol, t.objs.OnGoGc},
+	} {
+		l, err := ex.UprobeMulti([]string{p.sym}, p.prog, &link.UprobeMultiOptions{PID: uint32(pid)})
+		if err != nil {
+			if errors.Is(err, link.ErrNoSymbol) {
+				return gs, fmt.Errorf("%w: %s has no symbol %s (stripped?)", ErrNoSampler, path, p.sym)
+			}
+			return gs, fmt.Errorf("attaching the Go sampler uprobe %s to process %d: %w", p.sym, pid, err)
+		}
+		t.links = append(t.links, l)
+	}
+	return gs, nil
+}
+
+// goAtLeast reports whether a "go1.N[.M]" version is at least major.minor.
+func goAtLeast(v string, major, minor int) bool {
+	v = strings.TrimPrefix(v, "go")
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(strings.TrimFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
+// goMemProfileRate reads runtime.MemProfileRate from the memory of process
+// pid (at its symbol's address, plus the load bias of a PIE binary).
+func goMemProfileRate(pid int, path string) (int64, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		return 0, fmt.Errorf("reading the symbols of %s: %w", path, err)
+	}
+	var addr uint64
+	for _, s := range syms {
+		if s.Name == goRateSymbol {
+			addr = s.Value
+			break
+		}
+	}
+	if addr == 0 {
+		return 0, fmt.Errorf("%s has no symbol %s", path, goRateSymbol)
+	}
+	if f.Type == elf.ET_DYN {
+		bias, err := loadBias(pid, path, f)
+		if err != nil {
+			return 0, err
+		}
+		addr += bias
+	}
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer mem.Close()
+	var b [8]byte
+	if _, err := mem.ReadAt(b[:], int64(addr)); err != nil {
+		return 0, fmt.Errorf("reading %s of process %d: %w", goRateSymbol, pid, err)
+	}
+	return int64(binary.LittleEndian.Uint64(b[:])), nil
+}
+
+// loadBias is where a PIE binary was loaded: the start of its first mapping
+// minus the lowest virtual address of its loadable segments.
+func loadBias(pid int, path string, f *elf.File) (uint64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return 0, err
+	}
+	target, _ := os.Readlink(path)
+	var lowest uint64 = ^uint64(0)
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Vaddr < lowest {
+			lowest = p.Vaddr &^ 4095
+		}
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 6 || (fields[5] != target && fields[5] != path) || fields[2] != "00000000" {
+			continue
+		}
+		start, err := strconv.ParseUint(strings.SplitN(fields[0], "-", 2)[0], 16, 64)
+		if err != nil {
+			return 0, err
+		}
+		return start - lowest, nil
+	}
+	return 0, fmt.Errorf("the binary %s is not mapped by process %d", target, pid)
+}
