@@ -9,6 +9,9 @@
 // [PERIODIC] with growth rates, [GROWTH], [SUMMARY], [THRESHOLD], [DUMP],
 // [LOST]), Prometheus metrics, the recording (--record), dumps when RSS
 // crosses a --dump-at threshold, and the final text, JSON and HTML reports.
+// With --heap-sampling it also joins the runtime's own allocation sampler
+// (Go's memory profiler, V8's sampling heap profiler) with the ops
+// (sampling.go), through the Sampler interface.
 // Replay rebuilds the account of a recording; its report is byte-for-byte
 // the live one.
 //
@@ -20,7 +23,9 @@
 //
 // Finish ends a session in this order, and nothing else closes the tracer
 // first: the loop has returned (cancel: a signal, --duration, the target's
-// exit); a dump under way is let finish (it reads the kernel's maps); Stop
+// exit); a dump under way is let finish (it reads the kernel's maps); the
+// runtime sampler gives its last profile and closes the inspector it
+// opened; Stop
 // detaches every probe, so no new charge or record appears, and drains the
 // ring buffer into Events, which Finish takes and applies in order; the
 // final Snapshot reads the counters, still in the maps; Close closes the
