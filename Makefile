@@ -10,7 +10,7 @@ IMAGE_REPO ?= ghcr.io/memdiag/memdiag
 IMAGE      ?= $(IMAGE_REPO):$(VERSION)
 IMAGE_OUT  ?= out/memdiag-image.tar
 
-.PHONY: help build image generate check-generated test accuracy fuzz bench lint demo vagrant-test clean
+.PHONY: help build image generate check-generated test test-race soak accuracy fuzz bench lint demo vagrant-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -32,6 +32,12 @@ check-generated: generate ## fail when the committed BPF object or bindings are 
 
 test: ## run every test, privileged ones included (run as root: sudo make test)
 	$(GO) test -tags privileged -count=1 -timeout 20m ./...
+
+test-race: ## run the unprivileged tests under the race detector (no root needed)
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+soak: ## five minutes under load: memdiag's own RSS stays flat (root: sudo make soak)
+	$(GO) test -tags privileged -count=1 -timeout 20m -run '^TestSoak$$' ./cmd/memdiag -soak -v
 
 # The npm services of the accuracy corpus, installed from their lock files.
 ACCURACY_NPM := testdata/corpus/node-session examples/leaky-service

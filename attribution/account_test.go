@@ -536,7 +536,7 @@ func TestSummaryTotals(t *testing.T) {
 	a := attribution.New(100, t0)
 	s1 := snap(1, nil, thread(100, 100, 4*mib, "main"))
 	s1.Peak = 6 * mib
-	s1.Stats = event.Stats{LostEvents: 3, BucketOverflow: 1, DroppedEvents: 2}
+	s1.Stats = event.Stats{LostEvents: 3, BucketOverflow: 1, DecodeErrors: 2}
 	a.Apply(s1)
 	s := a.Summary()
 	if s.Current != 4*mib || s.GroupPeak != 6*mib || s.Stats != s1.Stats {

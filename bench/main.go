@@ -302,11 +302,11 @@ func (b *bench) untraced(w workload) (result, error) {
 // tracedResult is one traced run.
 type tracedResult struct {
 	result
-	usage    usage         // memdiag's, just before SIGTERM
-	attach   time.Duration // memdiag start to ready file
-	lost     uint64        // lost_events of the report
-	dropped  uint64        // health.dropped_events of the report
-	warnings []string
+	usage       usage         // memdiag's, just before SIGTERM
+	attach      time.Duration // memdiag start to ready file
+	lost        uint64        // lost_events of the report
+	undecodable uint64        // health.decode_errors of the report
+	warnings    []string
 }
 
 // traced runs the workload once with memdiag attached.
@@ -359,7 +359,7 @@ func (b *bench) traced(w workload, round, attempt int) (tracedResult, error) {
 	for _, ext := range []string{".ready", ".json", ".log"} {
 		os.Remove(filepath.Join(b.dir, tag+ext))
 	}
-	t := tracedResult{result: res, usage: use, attach: attachTime, lost: rep.LostEvents, dropped: rep.Health["dropped_events"]}
+	t := tracedResult{result: res, usage: use, attach: attachTime, lost: rep.LostEvents, undecodable: rep.Health["decode_errors"]}
 	// memdiag counts every fault from attach on: fewer than the workload
 	// counted itself means it missed some.
 	if !b.bystander && rep.Faults < res.Faults {

@@ -88,14 +88,14 @@ func printTable(out io.Writer, rows []row, info tableInfo) {
 			pairs = append(pairs, r.traced[i].Elapsed.Seconds()/r.untraced[i].Elapsed.Seconds())
 		}
 		peaks := collect(r.traced, func(t tracedResult) float64 { return float64(t.usage.PeakRSS) })
-		var lost, dropped uint64
+		var lost, undecodable uint64
 		for _, t := range r.traced {
 			lost += t.lost
-			dropped += t.dropped
+			undecodable += t.undecodable
 		}
 		lostCell := fmt.Sprint(lost)
-		if dropped > 0 {
-			lostCell += fmt.Sprintf(" (and %d dropped in userspace)", dropped)
+		if undecodable > 0 {
+			lostCell += fmt.Sprintf(" (and %d undecodable)", undecodable)
 		}
 		work := float64(r.untraced[0].count(r.w))
 		fmt.Fprintf(w, "| %s: %s, %.0f %s | %.3f s (%s) | %.3f s (%s) | %s (per round %s … %s) | %s | %s (max %s) | %.2f s | %s (max %s) | %s |\n",

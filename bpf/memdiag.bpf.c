@@ -81,6 +81,18 @@ struct {
 	__type(value, struct mm_state);
 } mm_states SEC(".maps");
 
+/* tgid -> the highest resident memory of a traced mm whose mm_states entry
+ * went (its mm was freed and its id reused by another process's mm, often
+ * before userspace's next read): a process's peak outlives its mm, so a
+ * short-lived target's peak is still read. Userspace deletes the entries of
+ * processes that exited. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u32);
+	__type(value, s64);
+} gone_peaks SEC(".maps");
+
 /* Arguments of a memory syscall in flight: tid -> struct pending. */
 struct pending {
 	u64 args[5];
@@ -505,6 +517,20 @@ static __always_inline void sample_stack(void *ctx, u32 tgid, s64 delta)
 	__sync_fetch_and_add(&g->samples, 1);
 }
 
+/* Keeps the peak of an mm whose state is about to go, in gone_peaks. */
+static __always_inline void keep_peak(struct mm_state *st)
+{
+	u32 tgid = st->tgid;
+	s64 peak = st->peak;
+	s64 *kept = bpf_map_lookup_elem(&gone_peaks, &tgid);
+	if (kept) {
+		if (peak > *kept)
+			*kept = peak;
+		return;
+	}
+	bpf_map_update_elem(&gone_peaks, &tgid, &peak, BPF_NOEXIST);
+}
+
 SEC("tracepoint/kmem/rss_stat")
 int on_rss_stat(struct tp_rss_stat *ctx)
 {
@@ -530,8 +556,10 @@ int on_rss_stat(struct tp_rss_stat *ctx)
 		if (!t) {
 			/* A non-target's own mm: an entry under its id is stale
 			 * (the mm was freed and its id reused). */
-			if (st)
+			if (st) {
+				keep_peak(st);
 				bpf_map_delete_elem(&mm_states, &mm_id);
+			}
 			return 0;
 		}
 		if (!st) {

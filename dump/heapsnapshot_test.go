@@ -340,7 +340,7 @@ func TestHeapSnapshotSIGUSR1HandledByService(t *testing.T) {
 	old := inspectorOpenTimeout
 	inspectorOpenTimeout = time.Second // the wait is what is tested, not its length
 	t.Cleanup(func() { inspectorOpenTimeout = old })
-	hsExpectNoInspector(t, tg.pid, "did not open the inspector", 5*time.Second)
+	hsExpectNoInspector(t, tg.pid, "did not open the inspector")
 	if n := tg.hsAlive(t); n != 1 {
 		t.Errorf("the service's SIGUSR1 handler ran %d times, want 1", n)
 	}
@@ -356,7 +356,7 @@ func TestHeapSnapshotSIGUSR1Disabled(t *testing.T) {
 		t.Skipf("this Node.js (%s) has no --disable-sigusr1 (%v); TestHeapSnapshotSIGUSR1HandledByService covers a service that keeps SIGUSR1", bytes.TrimSpace(out), err)
 	}
 	tg := hsStart(t, []string{hsNodeBin, "--disable-sigusr1", "SCRIPT"})
-	hsExpectNoInspector(t, tg.pid, "SIGUSR1", 5*time.Second)
+	hsExpectNoInspector(t, tg.pid, "SIGUSR1")
 	tg.hsAlive(t)
 }
 
@@ -370,7 +370,7 @@ func TestHeapSnapshotRefusesProcessWithoutHandler(t *testing.T) {
 		t.Skipf("cannot start sleep: %v", err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	hsExpectNoInspector(t, cmd.Process.Pid, "SIGUSR1 not sent", 5*time.Second)
+	hsExpectNoInspector(t, cmd.Process.Pid, "SIGUSR1 not sent")
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -416,9 +416,11 @@ func TestHeapSnapshotClosesInspectorOnFailure(t *testing.T) {
 }
 
 // hsExpectNoInspector checks HeapSnapshot of pid fails with
-// ErrNoInspector and a message holding want, within limit, writing
-// nothing.
-func hsExpectNoInspector(t *testing.T, pid int, want string, limit time.Duration) {
+// ErrNoInspector and a message holding want, writing nothing. The wait is
+// bounded by HeapSnapshot itself: had it waited for ctx, the
+// error would be ctx's, not ErrNoInspector (how long it took is logged,
+// never asserted: the machine's load decides it).
+func hsExpectNoInspector(t *testing.T, pid int, want string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), hsDeadline)
 	defer cancel()
@@ -429,9 +431,6 @@ func hsExpectNoInspector(t *testing.T, pid int, want string, limit time.Duration
 	t.Logf("after %v: %+v: %v", took.Round(time.Millisecond), res, err)
 	if !errors.Is(err, ErrNoInspector) || !strings.Contains(err.Error(), want) {
 		t.Errorf("HeapSnapshot: %v; want ErrNoInspector saying %q", err, want)
-	}
-	if took > limit {
-		t.Errorf("ErrNoInspector after %v, want within %v", took, limit)
 	}
 	if buf.Len() != 0 || res.Bytes != 0 || res.OpenedByUs {
 		t.Errorf("%+v, %d bytes written; want nothing done", res, buf.Len())

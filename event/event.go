@@ -287,8 +287,12 @@ type Bucket struct {
 
 // Stats are the kernel's own health counters, summed over CPUs.
 type Stats struct {
-	LostEvents      uint64 // ring buffer records dropped (full buffer)
-	DroppedEvents   uint64 // records decoded but dropped before attribution (slow consumer)
+	LostEvents uint64 // ring buffer records dropped (full buffer)
+	// DecodeErrors counts ring buffer records the tracer could not decode
+	// (a kernel/userspace layout mismatch: a bug). Their bytes stay in the
+	// kernel's counters. Nothing is dropped between the ring buffer and
+	// attribution: the reader waits for a slow consumer instead.
+	DecodeErrors    uint64
 	BucketOverflow  uint64 // charges that found the bucket table full
 	MMOverflow      uint64 // address spaces that found the mm table full
 	TargetOverflow  uint64 // tasks that found the target table full

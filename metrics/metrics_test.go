@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -364,25 +363,6 @@ func TestOpsCounterNeverGoesDown(t *testing.T) {
 	if got := series(t, fams, "memdiag_category_ops_total", o); got != 11 {
 		t.Errorf("after a new session: other ops = %v, want 11 (+1 from %s)", got, displaced.Name)
 	}
-}
-
-func TestConcurrentUpdateAndScrape(t *testing.T) {
-	e := newExporter()
-	srv := httptest.NewServer(e.Handler())
-	defer srv.Close()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		r := sampleReport()
-		for i := range 200 {
-			r.EndedAt = t0.Add(time.Duration(i) * time.Second)
-			r.Growth.RSS = int64(i) << 20
-			e.Update(r, i)
-		}
-	})
-	for range 20 {
-		scrapeURL(t, srv.URL)
-	}
-	wg.Wait()
 }
 
 func TestServe(t *testing.T) {

@@ -275,7 +275,7 @@ func (e *encoder) appendSnapshot(b []byte, s *event.Snapshot) ([]byte, error) {
 	st := &s.Stats
 	b = binary.AppendUvarint(b, statsFields)
 	for _, v := range [statsFields]uint64{
-		st.LostEvents, st.DroppedEvents, st.BucketOverflow, st.MMOverflow, st.TargetOverflow,
+		st.LostEvents, st.DecodeErrors, st.BucketOverflow, st.MMOverflow, st.TargetOverflow,
 		st.PendingOverflow, st.SocketOverflow, st.ThreadOverflow, st.RegionOverflow,
 		st.OutstandingOverflow, st.UnmapSplit,
 	} {
@@ -623,7 +623,7 @@ func (e *eventDecoder) snapshot(d *decoder) *event.Snapshot {
 	s.Peak = d.varint()
 	st := &s.Stats
 	dst := [statsFields]*uint64{
-		&st.LostEvents, &st.DroppedEvents, &st.BucketOverflow, &st.MMOverflow, &st.TargetOverflow,
+		&st.LostEvents, &st.DecodeErrors, &st.BucketOverflow, &st.MMOverflow, &st.TargetOverflow,
 		&st.PendingOverflow, &st.SocketOverflow, &st.ThreadOverflow, &st.RegionOverflow,
 		&st.OutstandingOverflow, &st.UnmapSplit,
 	}

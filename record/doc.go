@@ -70,7 +70,8 @@
 //
 // The header JSON object has the fields format (the version again, which
 // must match the version byte), memdiag (tool and version), created_at
-// (RFC 3339), target {pid, comm, exe, mode}, baseline {rss_bytes,
+// (RFC 3339), target {pid, comm, exe, mode, container, cgroup — the last
+// two optional}, baseline {rss_bytes,
 // rss_anon_bytes, rss_file_bytes, rss_shmem_bytes, hwm_bytes} and options
 // (any JSON: the writer's flags and config). The trailer has ended_at
 // (RFC 3339) and reason. Unknown JSON fields are ignored.
@@ -131,7 +132,7 @@
 //	          Version 1 writes n = 15; a reader zeroes values beyond n and
 //	          skips values it does not know (each is one varint). New
 //	          fields of event.Counters are appended here.
-//	stats     n uvarint, n uvarints: lost_events, dropped_events,
+//	stats     n uvarint, n uvarints: lost_events, decode_errors,
 //	          bucket_overflow, mm_overflow, target_overflow, pending_overflow,
 //	          socket_overflow, thread_overflow, region_overflow,
 //	          outstanding_overflow, unmap_split (n = 11 in version 1; same

@@ -77,6 +77,11 @@ type Target struct {
 	// Cmdline is its command line, argv[0] first, when known. Recordings
 	// made before it was added have none.
 	Cmdline []string `json:"cmdline,omitempty"`
+	// Container and Cgroup are the container id and cgroup v2 directory
+	// followed (attach --container or --cgroup); empty otherwise. Older
+	// recordings lack them.
+	Container string `json:"container,omitempty"`
+	Cgroup    string `json:"cgroup,omitempty"`
 }
 
 // Baseline is the target's memory when tracing began, in bytes, as the

@@ -146,7 +146,7 @@ func (r *Reader) Next() (event.Event, error) {
 			r.trailer, r.hasTrl = t, true
 		case kind == kindHeader:
 			r.err = r.corrupt(errors.New("a second header"))
-		case kind >= kindFork && kind <= kindSampling:
+		case kind >= kindFork && kind <= kindSampling: // the last kind this package writes
 			ev, err := r.dec.decode(kind, payload)
 			if err != nil {
 				r.err = r.corrupt(err)

@@ -8,6 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"io/fs"
 	"maps"
@@ -72,7 +75,7 @@ func everyEvent() []event.Event {
 		Processes: []event.ProcessMemory{{PID: 4242, Current: 90 << 20, Peak: 100 << 20, ArrayBuffers: 5 << 20}, {PID: 4300, Current: 1 << 20, Peak: 2 << 20, ArrayBuffers: 1}},
 		Total:     91 << 20,
 		Peak:      102 << 20,
-		Stats: event.Stats{LostEvents: 1, DroppedEvents: 2, BucketOverflow: 3, MMOverflow: 4, TargetOverflow: 5,
+		Stats: event.Stats{LostEvents: 1, DecodeErrors: 2, BucketOverflow: 3, MMOverflow: 4, TargetOverflow: 5,
 			PendingOverflow: 6, SocketOverflow: 7, ThreadOverflow: 8, RegionOverflow: 9, OutstandingOverflow: 10, UnmapSplit: 11},
 	}
 	// The same buckets a second later, one of them changed: both bucket
@@ -93,6 +96,15 @@ func everyEvent() []event.Event {
 		},
 		&event.OpEnd{Header: h(5, 4243), OpID: 1 << 40, FD: 17, Reason: event.EndClose, HasFinal: true, Final: sampleCounters(3, "worker")},
 		&event.TLSSeen{Header: h(6, 4242)},
+		&event.OOM{Header: h(7, 4242), AnonRSS: 3 << 30, FileRSS: 12 << 20, ShmemRSS: 4 << 10},
+		&event.Marker{Header: h(8, 4242), Kind: "threshold", Label: "RSS crossed 2GB"},
+		&event.HeapSample{Header: h(9, 4243), Runtime: event.RuntimeGo, Ordinal: 17, Addr: 0xc000123400, Size: 4096,
+			Owner: event.BucketKey{PID: 4242, Kind: event.BucketOp, ID: 1 << 40}},
+		&event.HeapFree{Header: h(10, 4243), Runtime: event.RuntimeGo, Addr: 0xc000123400},
+		&event.GCCycle{Header: h(11, 4242), Runtime: event.RuntimeGo},
+		&event.HeapLive{Header: h(12, 4242), Runtime: event.RuntimeV8, Samples: []event.LiveSample{{Ordinal: 3, Bytes: 65536}, {Ordinal: 9, Bytes: 131072}},
+			UpTo: 12, HeapUsed: 48 << 20},
+		&event.Sampling{Header: h(13, 4242), Runtime: event.RuntimeV8, Active: true, Interval: 65536, Reason: "V8's sampling heap profiler"},
 		snap,
 		// Corners.
 		&snap2,
@@ -202,16 +214,77 @@ func unset(v reflect.Value, path string) []string {
 // event type, this fails until everyEvent sets it — and the round trip
 // then fails until the codec carries it.
 func TestEveryFieldSet(t *testing.T) {
-	seen := map[reflect.Type]bool{}
-	for _, ev := range everyEvent()[:7] {
-		seen[reflect.TypeOf(ev)] = true
-		for _, f := range unset(reflect.ValueOf(ev), reflect.TypeOf(ev).Elem().Name()) {
+	types := eventTypes(t)
+	seen := map[string]bool{}
+	for _, ev := range everyEvent()[:len(types)] {
+		name := reflect.TypeOf(ev).Elem().Name()
+		seen[name] = true
+		for _, f := range unset(reflect.ValueOf(ev), name) {
 			t.Errorf("%s is not set: set it in everyEvent and make the codec carry it", f)
 		}
 	}
-	if len(seen) != 7 {
-		t.Errorf("everyEvent covers %d event types, want the 7 of event.Event", len(seen))
+	for _, name := range types {
+		if !seen[name] {
+			t.Errorf("everyEvent's first %d events lack an event.%s with every field set", len(types), name)
+		}
 	}
+}
+
+// eventTypes lists the event types package event declares: the structs
+// with a When method or an embedded Header, read from its source so that a
+// new type fails TestEveryFieldSet until everyEvent has it.
+func eventTypes(t *testing.T) []string {
+	t.Helper()
+	fset := token.NewFileSet()
+	files, err := filepath.Glob("../event/*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("finding package event's source: %v", err)
+	}
+	found := map[string]bool{}
+	for _, path := range files {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			switch d := d.(type) {
+			case *ast.FuncDecl:
+				if d.Name.Name == "When" && d.Recv != nil {
+					if star, ok := d.Recv.List[0].Type.(*ast.StarExpr); ok {
+						found[star.X.(*ast.Ident).Name] = true
+					}
+				}
+			case *ast.GenDecl:
+				for _, spec := range d.Specs {
+					ts, ok := spec.(*ast.TypeSpec)
+					if !ok {
+						continue
+					}
+					st, ok := ts.Type.(*ast.StructType)
+					if !ok {
+						continue
+					}
+					for _, field := range st.Fields.List {
+						if id, ok := field.Type.(*ast.Ident); ok && len(field.Names) == 0 && id.Name == "Header" {
+							found[ts.Name.Name] = true
+						}
+					}
+				}
+			}
+		}
+	}
+	var out []string
+	for name := range found {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	if len(out) < 9 {
+		t.Fatalf("found only event types %v in package event's source", out)
+	}
+	return out
 }
 
 // writeAll records evs at a new path and returns it.

@@ -152,10 +152,16 @@ type Health struct {
 	MMOverflow      uint64 `json:"mm_overflow"`
 	TargetOverflow  uint64 `json:"target_overflow"`
 	PendingOverflow uint64 `json:"pending_overflow"`
-	DroppedEvents   uint64 `json:"dropped_events"`
-	SocketOverflow  uint64 `json:"socket_overflow"`
-	ThreadOverflow  uint64 `json:"thread_overflow"`
-	RegionOverflow  uint64 `json:"region_overflow"`
+	// DecodeErrors counts ring buffer records that did not decode (a
+	// memdiag bug); their bytes stay in the kernel's counters.
+	DecodeErrors uint64 `json:"decode_errors"`
+	// DroppedEvents is DecodeErrors under its old, wrong name (nothing is
+	// dropped between the kernel and attribution), kept for readers of
+	// earlier reports. Deprecated: read decode_errors.
+	DroppedEvents  uint64 `json:"dropped_events"`
+	SocketOverflow uint64 `json:"socket_overflow"`
+	ThreadOverflow uint64 `json:"thread_overflow"`
+	RegionOverflow uint64 `json:"region_overflow"`
 	// OutstandingOverflow counts ArrayBuffers (exact mode) the live table
 	// had no room for: they are not counted at all, so totals stay consistent.
 	OutstandingOverflow uint64 `json:"outstanding_overflow"`
@@ -301,7 +307,8 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 		MMOverflow:          sum.Stats.MMOverflow,
 		TargetOverflow:      sum.Stats.TargetOverflow,
 		PendingOverflow:     sum.Stats.PendingOverflow,
-		DroppedEvents:       sum.Stats.DroppedEvents,
+		DecodeErrors:        sum.Stats.DecodeErrors,
+		DroppedEvents:       sum.Stats.DecodeErrors,
 		SocketOverflow:      sum.Stats.SocketOverflow,
 		ThreadOverflow:      sum.Stats.ThreadOverflow,
 		RegionOverflow:      sum.Stats.RegionOverflow,

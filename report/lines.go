@@ -77,7 +77,7 @@ func (l *Log) Final(r *Report, sum *attribution.Summary, why string) {
 		{h.ThreadOverflow, "threads found the thread table full"},
 		{h.RegionOverflow, "mapping blocks found the region table full"},
 		{h.OutstandingOverflow, "ArrayBuffers found the outstanding table full (--max-outstanding; not counted)"},
-		{h.DroppedEvents, "records were dropped between the kernel and attribution"},
+		{h.DecodeErrors, "ring buffer records did not decode (a memdiag bug: please report it; their bytes stay in the totals)"},
 		{uint64(h.OpsEvicted), "open ops were ended early (op table full)"},
 	} {
 		if c.n > 0 {

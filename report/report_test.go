@@ -475,7 +475,7 @@ func attachSummary() (*attribution.Summary, report.Baseline) {
 		Current:   (40+10+12+6+2+1+3-1-3)*mib + 5*4096, // 5 pages raced the snapshot
 		GroupPeak: 75 * mib,
 		Stats: event.Stats{
-			LostEvents: 2, DroppedEvents: 1, BucketOverflow: 0,
+			LostEvents: 2, DecodeErrors: 1, BucketOverflow: 0,
 			MMOverflow: 0, TargetOverflow: 0, PendingOverflow: 7,
 		},
 		Snapshots: 90,

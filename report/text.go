@@ -81,7 +81,7 @@ func (r *Report) Text() []byte {
 
 	h := r.Health
 	fmt.Fprintf(&b, "\nhealth: %d lost events, %d unattributed bytes", r.LostEvents, r.UnattributedBytes)
-	if n := h.BucketOverflow + h.MMOverflow + h.TargetOverflow + h.PendingOverflow + h.SocketOverflow + h.ThreadOverflow + h.RegionOverflow + h.OutstandingOverflow + h.DroppedEvents; n > 0 || h.OpsEvicted > 0 {
+	if n := h.BucketOverflow + h.MMOverflow + h.TargetOverflow + h.PendingOverflow + h.SocketOverflow + h.ThreadOverflow + h.RegionOverflow + h.OutstandingOverflow + h.DecodeErrors; n > 0 || h.OpsEvicted > 0 {
 		fmt.Fprintf(&b, ", tables overflowed (see the JSON report's health)")
 	}
 	b.WriteString("\n")

@@ -186,7 +186,7 @@ func newPageView(r *Report) *pageView {
 		{Label: "Address-space table overflow", Value: count(h.MMOverflow), Bad: h.MMOverflow > 0},
 		{Label: "Target table overflow", Value: count(h.TargetOverflow), Bad: h.TargetOverflow > 0},
 		{Label: "Pending-syscall overflow", Value: count(h.PendingOverflow), Bad: h.PendingOverflow > 0},
-		{Label: "Dropped events", Value: count(h.DroppedEvents), Bad: h.DroppedEvents > 0},
+		{Label: "Undecodable records", Value: count(h.DecodeErrors), Bad: h.DecodeErrors > 0},
 		{Label: "Socket table overflow", Value: count(h.SocketOverflow), Bad: h.SocketOverflow > 0},
 		{Label: "Thread table overflow", Value: count(h.ThreadOverflow), Bad: h.ThreadOverflow > 0},
 		{Label: "Region table overflow", Value: count(h.RegionOverflow), Bad: h.RegionOverflow > 0},

@@ -10,4 +10,20 @@
 // appear and drains the ring buffer into the events channel; the caller takes
 // its final Snapshot; Close closes the reader, then the maps and programs.
 // Both are idempotent.
+//
+// # Where it departs from the plan on purpose
+//
+// The ring buffer reader blocks when the events channel is full; it never
+// drops (STYLE asks for a bounded channel with drops counted). An op's end
+// record carries the op's final counters, which the kernel deleted from its
+// table when it sent the record: a record dropped here would lose those
+// bytes from the totals. A slow consumer fills the ring buffer instead,
+// where a record that finds no room is counted (Stats.LostEvents) and its
+// bytes stay in the kernel's tables, so the totals stay exact. Records that
+// do not decode are the only ones the reader skips; they are counted apart
+// (Stats.DecodeErrors) and mean a layout mismatch, a bug.
+//
+// The kernel wakes the reader only when the ring fills (a wakeup per record
+// would cost the traced service an inter-processor interrupt), so the
+// reader also polls on a short deadline.
 package tracer

@@ -250,6 +250,7 @@ const (
 	memdiagMapAbPending             = "ab_pending"
 	memdiagMapBuckets               = "buckets"
 	memdiagMapEvents                = "events"
+	memdiagMapGonePeaks             = "gone_peaks"
 	memdiagMapGroup                 = "group"
 	memdiagMapIgnoredPorts          = "ignored_ports"
 	memdiagMapLastFaults            = "last_faults"
@@ -460,6 +461,7 @@ type memdiagMapSpecs struct {
 	AbPending    *ebpf.MapSpec `ebpf:"ab_pending"`
 	Buckets      *ebpf.MapSpec `ebpf:"buckets"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	GonePeaks    *ebpf.MapSpec `ebpf:"gone_peaks"`
 	Group        *ebpf.MapSpec `ebpf:"group"`
 	IgnoredPorts *ebpf.MapSpec `ebpf:"ignored_ports"`
 	LastFaults   *ebpf.MapSpec `ebpf:"last_faults"`
@@ -536,6 +538,7 @@ type memdiagMaps struct {
 	AbPending    *ebpf.Map `ebpf:"ab_pending"`
 	Buckets      *ebpf.Map `ebpf:"buckets"`
 	Events       *ebpf.Map `ebpf:"events"`
+	GonePeaks    *ebpf.Map `ebpf:"gone_peaks"`
 	Group        *ebpf.Map `ebpf:"group"`
 	IgnoredPorts *ebpf.Map `ebpf:"ignored_ports"`
 	LastFaults   *ebpf.Map `ebpf:"last_faults"`
@@ -566,6 +569,7 @@ func (m *memdiagMaps) Close() error {
 		m.AbPending,
 		m.Buckets,
 		m.Events,
+		m.GonePeaks,
 		m.Group,
 		m.IgnoredPorts,
 		m.LastFaults,

@@ -152,15 +152,16 @@ const readPoll = 50 * time.Millisecond
 
 // Tracer is a loaded and attached BPF program.
 type Tracer struct {
-	objs        memdiagObjects
-	links       []io.Closer // closed in reverse
-	reader      *ringbuf.Reader
-	events      chan event.Event
-	clock       Clock
-	http        httpreq.Options // what request names keep
-	dropped     atomic.Uint64   // records dropped because events was full
-	undecodable atomic.Uint64
-	readerDone  chan struct{}
+	objs   memdiagObjects
+	links  []io.Closer // closed in reverse
+	reader *ringbuf.Reader
+	events chan event.Event
+	clock  Clock
+	http   httpreq.Options // what request names keep
+	// decodeErrors counts records that did not decode (Stats.DecodeErrors).
+	// Nothing else is ever dropped here: read blocks on a full channel.
+	decodeErrors atomic.Uint64
+	readerDone   chan struct{}
 
 	stopOnce  sync.Once
 	stopErr   error
@@ -341,7 +342,7 @@ func (t *Tracer) read() {
 		}
 		ev, err := decode(rec.RawSample, t.clock, t.http)
 		if err != nil {
-			t.undecodable.Add(1)
+			t.decodeErrors.Add(1)
 			continue
 		}
 		// Block rather than drop: an op's end carries bytes the kernel no
@@ -428,15 +429,36 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 	if err := mit.Err(); err != nil {
 		return nil, fmt.Errorf("reading mm states: %w", err)
 	}
+	// A process whose mm is gone (it exited, and the mm's id went to
+	// another process before this read) keeps its peak and its live
+	// ArrayBuffers: a short-lived target is reported whole.
+	proc := func(pid uint32) *event.ProcessMemory {
+		p := procs[pid]
+		if p == nil {
+			p = &event.ProcessMemory{PID: pid}
+			procs[pid] = p
+		}
+		return p
+	}
+	var (
+		gonePID  uint32
+		gonePeak int64
+	)
+	git := t.objs.GonePeaks.Iterate()
+	for git.Next(&gonePID, &gonePeak) {
+		p := proc(gonePID)
+		p.Peak = max(p.Peak, gonePeak)
+	}
+	if err := git.Err(); err != nil {
+		return nil, fmt.Errorf("reading the peaks of freed mms: %w", err)
+	}
 	var (
 		abPID  uint32
 		abLive int64
 	)
 	ait := t.objs.AbLive.Iterate()
 	for ait.Next(&abPID, &abLive) {
-		if p := procs[abPID]; p != nil {
-			p.ArrayBuffers = abLive
-		}
+		proc(abPID).ArrayBuffers = abLive
 	}
 	if err := ait.Err(); err != nil {
 		return nil, fmt.Errorf("reading live ArrayBuffer bytes: %w", err)
@@ -478,7 +500,7 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 			return nil, err
 		}
 	}
-	s.Stats.DroppedEvents = t.undecodable.Load()
+	s.Stats.DecodeErrors = t.decodeErrors.Load()
 	return s, nil
 }
 
@@ -516,6 +538,11 @@ func (t *Tracer) Forget(buckets []event.BucketKey, deadPIDs []uint32) error {
 	for _, id := range stale {
 		if err := t.objs.MmStates.Delete(&id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("deleting mm state: %w", err))
+		}
+	}
+	for _, p := range deadPIDs {
+		if err := t.objs.GonePeaks.Delete(&p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("deleting a kept peak: %w", err))
 		}
 	}
 	if err := t.ForgetProcess(deadPIDs...); err != nil {

@@ -9,17 +9,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
-	"github.com/memdiag/memdiag/attribution"
 	"github.com/memdiag/memdiag/container"
 	"github.com/memdiag/memdiag/metrics"
 	"github.com/memdiag/memdiag/procfs"
 	"github.com/memdiag/memdiag/report"
-	"github.com/memdiag/memdiag/tracer"
+	"github.com/memdiag/memdiag/session"
 )
 
 func newAttachCommand() *cli.Command {
@@ -143,7 +141,7 @@ func checkProcess(pid int) (procfs.Status, error) {
 	return st, nil
 }
 
-func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
+func runAttach(ctx context.Context, sel selection, opts options) (err error) {
 	res, err := resolve(sel)
 	if err != nil {
 		return err
@@ -152,56 +150,25 @@ func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
 	if _, err := checkProcess(pid); err != nil {
 		return err
 	}
-	metricsLn, closeMetrics, err := prepareOutputs(opts)
-	if err != nil {
+	var cl closers
+	defer cl.closeInto(&err)
+	if err := prepareOutputs(&opts, &cl); err != nil {
 		return err
 	}
-	defer closeMetrics()
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return fmt.Errorf("watching process %d: %w", pid, err)
 	}
-	defer unix.Close(pidfd)
-
-	tr, err := tracer.Open(opts.tracerConfig(0, res.cgroup))
+	cl.add(func() error { return unix.Close(pidfd) })
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	tr, others, err := openTracer(&opts, probes{cgroup: res.cgroup, main: pid, pids: res.pids, exe: exe, uprobe: pid}, &cl)
 	if err != nil {
 		return err
-	}
-	var others []int
-	for _, p := range res.pids {
-		if err := tr.AddTarget(p); err != nil {
-			tr.Close()
-			return err
-		}
-		if _, err := tr.LearnProcess(p, true); err != nil {
-			if p == pid {
-				tr.Close()
-				return fmt.Errorf("process %d exited while memdiag was attaching (%v)", pid, err)
-			}
-			continue // a container process that just exited
-		}
-		if p != pid {
-			others = append(others, p)
-		}
-	}
-	exe := fmt.Sprintf("/proc/%d/exe", pid)
-	if opts.tls {
-		if err := tr.AttachTLS(pid, exe); err != nil {
-			tr.Close()
-			return usageErr("%v", err)
-		}
-	}
-	if opts.exact {
-		if err := tr.AttachExact(pid, exe); err != nil {
-			tr.Close()
-			return usageErr("%v", err)
-		}
 	}
 	// The baseline is read after the targets are in the kernel's table,
 	// so no change falls between the two.
 	base, err := procfs.ReadStatus(pid)
 	if err != nil || exited(pidfd) {
-		tr.Close()
 		return fmt.Errorf("process %d exited while memdiag was attaching", pid)
 	}
 	baseline := baselineOf(base)
@@ -210,36 +177,13 @@ func runAttach(ctx context.Context, sel selection, opts sessionOptions) error {
 			baseline.Memory = baseline.Memory.Add(baselineOf(st).Memory)
 		}
 	}
-	started := time.Now().Round(0) // wall time only: a replay must compute the same durations
-	s := &session{
-		opts:      opts,
-		exe:       exe,
-		tr:        tr,
-		acct:      attribution.New(uint32(pid), started),
-		target:    report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Cmdline: procfs.Cmdline(pid), Mode: "attach", Container: res.container, Cgroup: res.cgroup},
-		base:      baseline,
-		started:   started,
-		metricsLn: metricsLn,
-	}
-	s.acct.SetComm(uint32(pid), base.Name)
-	s.acct.SetOptions(opts.accountOptions())
+	target := report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Cmdline: procfs.Cmdline(pid), Mode: "attach", Container: res.container, Cgroup: res.cgroup}
+	s := session.New(tr, opts.Config, target, baseline, now())
 	// Signals are caught before the ready file says memdiag is there.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := s.start(); err != nil {
-		tr.Close()
-		return err
-	}
-	why := s.loop(ctx, waitExit(pidfd))
-	stop() // a second Ctrl-C during the final report ends memdiag at once
-	return s.finish(why)
-}
-
-func baselineOf(st procfs.Status) report.Baseline {
-	return report.Baseline{
-		Memory: report.Memory{RSS: st.RssAnon + st.RssFile + st.RssShmem, Anon: st.RssAnon, File: st.RssFile, Shmem: st.RssShmem},
-		HWM:    st.VmHWM,
-	}
+	_, err = trace(ctx, s, waitExit(pidfd), nil, stop)
+	return err
 }
 
 // exited reports whether the process behind pidfd has exited.

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/memdiag/memdiag/report"
+	"github.com/memdiag/memdiag/session"
 )
-
-func isEOF(err error) bool { return errors.Is(err, io.EOF) }
 
 func newReportCommand() *cli.Command {
 	return &cli.Command{
@@ -36,14 +33,14 @@ func newReportCommand() *cli.Command {
 					return usageErr("%v", err)
 				}
 			}
-			rp, err := replay(c.Args().First())
+			rp, err := session.Replay(c.Args().First())
 			if err != nil {
 				return usageErr("%v", err)
 			}
-			if rp.warn != nil {
-				fmt.Fprintf(os.Stderr, "memdiag: warning: %v; reporting what was readable\n", rp.warn)
+			if rp.Warn != nil {
+				fmt.Fprintf(os.Stderr, "memdiag: warning: %v; reporting what was readable\n", rp.Warn)
 			}
-			data, err := render(rp.report(), format)
+			data, err := session.Render(rp.Report(), format)
 			if err != nil {
 				return err
 			}
@@ -54,15 +51,4 @@ func newReportCommand() *cli.Command {
 			return report.WriteNew(out, data)
 		},
 	}
-}
-
-// render encodes a report in a format.
-func render(r *report.Report, format string) ([]byte, error) {
-	switch format {
-	case "json":
-		return r.JSON()
-	case "html":
-		return r.HTML()
-	}
-	return r.Text(), nil
 }

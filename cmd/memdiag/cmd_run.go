@@ -8,13 +8,11 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/memdiag/memdiag/attribution"
 	"github.com/memdiag/memdiag/report"
-	"github.com/memdiag/memdiag/tracer"
+	"github.com/memdiag/memdiag/session"
 )
 
 func newRunCommand() *cli.Command {
@@ -38,16 +36,16 @@ func newRunCommand() *cli.Command {
 
 // runRun starts the command through a launcher that waits until the probes
 // are attached before it execs, so nothing the command does is missed.
-func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
+func runRun(ctx context.Context, argv []string, opts options) (err error) {
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		return usageErr("cannot run %q: %v", argv[0], err)
 	}
-	metricsLn, closeMetrics, err := prepareOutputs(opts)
-	if err != nil {
+	var cl closers
+	defer cl.closeInto(&err)
+	if err := prepareOutputs(&opts, &cl); err != nil {
 		return err
 	}
-	defer closeMetrics()
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding memdiag's own binary: %w", err)
@@ -59,80 +57,55 @@ func runRun(ctx context.Context, argv []string, opts sessionOptions) error {
 	cmd := exec.Command(self, append([]string{launchCommand, path}, argv...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{gateR}
-	if err := cmd.Start(); err != nil {
-		gateR.Close()
+	err = cmd.Start()
+	gateR.Close()
+	if err != nil {
 		gateW.Close()
 		return fmt.Errorf("starting %s: %w", argv[0], err)
 	}
-	gateR.Close()
-	abort := func(err error) error {
-		gateW.Close() // the launcher exits without exec'ing
-		cmd.Wait()
-		return err
-	}
-
-	tr, err := tracer.Open(opts.tracerConfig(cmd.Process.Pid, ""))
-	if err != nil {
-		return abort(err)
-	}
-	// Uprobes go on the command's binary before it runs: the launcher's
-	// pid is the command's after the exec.
-	if opts.tls {
-		if err := tr.AttachTLS(cmd.Process.Pid, path); err != nil {
-			tr.Close()
-			return abort(usageErr("%v", err))
-		}
-	}
-	if opts.exact {
-		if err := tr.AttachExact(cmd.Process.Pid, path); err != nil {
-			tr.Close()
-			return abort(usageErr("%v", err))
-		}
-	}
-	pid := uint32(cmd.Process.Pid)
-	started := time.Now().Round(0) // wall time only: a replay must compute the same durations
-	s := &session{
-		opts:      opts,
-		tr:        tr,
-		acct:      attribution.New(pid, started),
-		target:    report.Target{PID: pid, Comm: argv[0], Exe: path, Cmdline: argv, Mode: "run"},
-		started:   started,
-		metricsLn: metricsLn,
-	}
-	s.acct.SetOptions(opts.accountOptions())
-	// Signals go to the command; memdiag reports when it has exited, as
-	// time(1) does. Caught before the ready file says memdiag is there.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	if err := s.start(); err != nil {
-		tr.Close()
-		return abort(err)
-	}
-	if _, err := gateW.Write([]byte{1}); err != nil {
-		tr.Close()
-		return abort(fmt.Errorf("releasing the command: %w", err))
-	}
-	gateW.Close()
-	go func() {
-		for sig := range sigs {
-			cmd.Process.Signal(sig)
-		}
-	}()
+	// Until the command is released, closing the gate makes the launcher
+	// exit without exec'ing; memdiag waits for it.
 	done := make(chan struct{})
 	var waitErr error
 	go func() {
 		waitErr = cmd.Wait()
 		close(done)
 	}()
-	why := s.loop(ctx, done)
-	if why != "the target exited" {
-		// --duration: stop tracing, let the command run on, wait for it.
-		err := s.finish(why)
-		<-done
-		return cmdStatus(waitErr, err)
+	cl.add(func() error { gateW.Close(); <-done; return nil })
+
+	// Uprobes go on the command's binary before it runs: the launcher's
+	// pid is the command's after the exec.
+	tr, _, err := openTracer(&opts, probes{launcher: cmd.Process.Pid, exe: path, uprobe: cmd.Process.Pid}, &cl)
+	if err != nil {
+		return err
 	}
-	return cmdStatus(waitErr, s.finish(why))
+	target := report.Target{PID: uint32(cmd.Process.Pid), Comm: argv[0], Exe: path, Cmdline: argv, Mode: "run"}
+	s := session.New(tr, opts.Config, target, report.Baseline{}, now())
+	// Signals go to the command; memdiag reports when it has exited, as
+	// time(1) does. Caught before the ready file says memdiag is there.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	release := func() error {
+		if _, err := gateW.Write([]byte{1}); err != nil {
+			return fmt.Errorf("releasing the command: %w", err)
+		}
+		gateW.Close()
+		go func() {
+			for sig := range sigs {
+				cmd.Process.Signal(sig)
+			}
+		}()
+		return nil
+	}
+	// On --duration memdiag stops tracing and lets the command run on:
+	// the closers wait for it.
+	_, err = trace(ctx, s, done, release, nil)
+	if err != nil {
+		return err
+	}
+	cl.close()
+	return cmdStatus(waitErr, nil)
 }
 
 // cmdStatus returns the command's exit status as memdiag's, after a

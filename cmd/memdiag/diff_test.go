@@ -20,7 +20,7 @@ func runApp(t *testing.T, args ...string) (int, string, string) {
 	saved := os.Stderr
 	os.Stderr = w
 	var out bytes.Buffer
-	app := newApp()
+	app := newApp(new(string))
 	app.Writer = &out
 	code := exitCode(app.Run(append([]string{"memdiag"}, args...)))
 	os.Stderr = saved

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/memdiag/memdiag/report"
 )
@@ -178,14 +179,16 @@ func stdoutOf(t *testing.T, c *exec.Cmd) io.Reader {
 // then drains the rest in the background.
 func waitListening(t *testing.T, out io.Reader) {
 	t.Helper()
+	readWithin(t, out, pipeDeadline)
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		if strings.Contains(sc.Text(), "listening") {
+			noDeadline(out) // the rest is drained
 			go io.Copy(io.Discard, out)
 			return
 		}
 	}
-	t.Fatal("the service exited before listening")
+	t.Fatalf("the service exited before listening (or did not listen within %s): %v", pipeDeadline, sc.Err())
 }
 
 // TestNativeHeapEstimate: a C workload's malloc and free of known sizes,
@@ -255,7 +258,11 @@ func TestReferenceRetained(t *testing.T) {
 				get(t, c, "GET", fmt.Sprintf("%s/api/voice/%d", base, i), nil)
 				get(t, c, "GET", base+"/api/records", nil)
 			}
+			deadline := time.Now().Add(loadDeadline)
 			for p1.Changes-p0.Changes < 4 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the peer served %d sync cycles in %s, want 4", p1.Changes-p0.Changes, loadDeadline)
+				}
 				getJSON(t, pc, fmt.Sprintf("http://127.0.0.1:%d/stats", peerPort), &p1)
 				get(t, c, "GET", base+"/api/records", nil)
 			}

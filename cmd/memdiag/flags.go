@@ -6,8 +6,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/memdiag/memdiag/attribution"
 	"github.com/memdiag/memdiag/config"
+	"github.com/memdiag/memdiag/session"
 	"github.com/memdiag/memdiag/tracer"
 )
 
@@ -43,125 +43,95 @@ func commonFlags() []cli.Flag {
 	}
 }
 
-// sessionOptions are the values of commonFlags.
-type sessionOptions struct {
-	logPath        string
-	interval       time.Duration
-	reportJSON     string
-	reportHTML     string
-	recordPath     string
-	reportsDir     string
-	cfgPath        string
-	cfgText        string
-	readyFile      string
-	duration       time.Duration
+// options are the values of commonFlags: the session's, and the sizes of
+// the tracer's tables.
+type options struct {
+	session.Config
 	ringbufBytes   int
 	maxBuckets     int
 	maxOutstanding int
-	cfg            *config.Config
-	growthRSS      int64
-	growthExt      int64
-	summaryRate    int64
-	summaryExtRate int64
-	exact          bool
-	keepOps        int
-	keepQuery      bool
-	tls            bool
 	metricsAddr    string
-	dumpAt         []threshold
-	noDumps        bool
-	dumpsDir       string
-	heapSampling   string // auto, go, v8, off
-	heapInterval   uint64 // V8 sampling interval, bytes
 }
 
 // tracerConfig is the tracer's configuration for a session; launcher is
 // run's launcher pid (0 for attach), cgroup a cgroup v2 directory to follow.
-func (o sessionOptions) tracerConfig(launcher int, cgroup string) tracer.Config {
-	return tracer.Config{
+func (o *options) tracerConfig(launcher int, cgroup string) tracer.Config {
+	cfg := tracer.Config{
 		Launcher: launcher, Cgroup: cgroup,
 		RingbufBytes: o.ringbufBytes, MaxBuckets: o.maxBuckets, MaxOutstanding: o.maxOutstanding,
-		KeepQueryValues:  o.keepQuery,
-		StackSampleBytes: o.stackSampleBytes(),
+		KeepQueryValues: o.KeepQueryValues,
 	}
-}
-
-// stackSampleBytes samples user stacks for dumps' profiles, when dumps
-// can happen.
-func (o sessionOptions) stackSampleBytes() uint64 {
-	if o.noDumps || len(o.dumpAt) == 0 {
-		return 0
+	// User stacks are sampled for dumps' profiles, when dumps can happen.
+	if !o.NoDumps && len(o.DumpAt) > 0 {
+		cfg.StackSampleBytes = 64 << 10
 	}
-	return 64 << 10
+	return cfg
 }
 
-// accountOptions are the attribution options of a session.
-func (o sessionOptions) accountOptions() attribution.Options {
-	return attribution.Options{Categorizer: attribution.NewCategorizer(o.cfg), KeepOps: o.keepOps,
-		GrowthRSS: o.growthRSS, GrowthExternal: o.growthExt, ExactExternal: o.exact}
-}
-
-func optionsFrom(c *cli.Context) (sessionOptions, error) {
-	o := sessionOptions{
-		logPath:        c.String("log"),
-		interval:       c.Duration("interval"),
-		reportJSON:     c.String("report-json"),
-		reportHTML:     c.String("report-html"),
-		recordPath:     c.String("record"),
-		reportsDir:     c.String("reports-dir"),
-		readyFile:      c.String("ready-file"),
-		duration:       c.Duration("duration"),
+func optionsFrom(c *cli.Context) (options, error) {
+	o := options{
+		Config: session.Config{
+			LogPath:         c.String("log"),
+			Interval:        c.Duration("interval"),
+			ReportJSON:      c.String("report-json"),
+			ReportHTML:      c.String("report-html"),
+			RecordPath:      c.String("record"),
+			ReportsDir:      c.String("reports-dir"),
+			ReadyFile:       c.String("ready-file"),
+			Duration:        c.Duration("duration"),
+			KeepOps:         c.Int("keep-ops"),
+			KeepQueryValues: c.Bool("keep-query-values"),
+			TLS:             c.Bool("tls"),
+			ExactExternal:   c.Bool("exact-external"),
+			NoDumps:         c.Bool("no-dumps"),
+			DumpsDir:        c.String("dumps-dir"),
+			Version:         version,
+		},
 		ringbufBytes:   c.Int("ringbuf-size"),
 		maxBuckets:     c.Int("max-buckets"),
 		maxOutstanding: c.Int("max-outstanding"),
-		keepOps:        c.Int("keep-ops"),
-		keepQuery:      c.Bool("keep-query-values"),
-		tls:            c.Bool("tls"),
 		metricsAddr:    c.String("metrics-addr"),
-		noDumps:        c.Bool("no-dumps"),
-		dumpsDir:       c.String("dumps-dir"),
 	}
 	var err error
-	if o.growthRSS, err = config.ParseSize(c.String("growth-rss")); err != nil {
+	if o.GrowthRSS, err = config.ParseSize(c.String("growth-rss")); err != nil {
 		return o, usageErr("--growth-rss: %v", err)
 	}
-	if o.summaryRate, err = config.ParseSize(c.String("summary-rss-rate")); err != nil {
+	if o.SummaryRSSRate, err = config.ParseSize(c.String("summary-rss-rate")); err != nil {
 		return o, usageErr("--summary-rss-rate: %v", err)
 	}
-	if o.growthExt, err = config.ParseSize(c.String("growth-external")); err != nil {
+	if o.GrowthExternal, err = config.ParseSize(c.String("growth-external")); err != nil {
 		return o, usageErr("--growth-external: %v", err)
 	}
-	if o.summaryExtRate, err = config.ParseSize(c.String("summary-external-rate")); err != nil {
+	if o.SummaryExtRate, err = config.ParseSize(c.String("summary-external-rate")); err != nil {
 		return o, usageErr("--summary-external-rate: %v", err)
 	}
-	o.exact = c.Bool("exact-external")
-	switch o.heapSampling = c.String("heap-sampling"); o.heapSampling {
+	switch o.HeapSampling = c.String("heap-sampling"); o.HeapSampling {
 	case "auto", "go", "v8", "off":
 	default:
-		return o, usageErr("--heap-sampling %q: give auto, go, v8 or off", o.heapSampling)
+		return o, usageErr("--heap-sampling %q: give auto, go, v8 or off", o.HeapSampling)
 	}
 	iv, err := config.ParseSize(c.String("heap-sample-interval"))
 	if err != nil || iv < 1024 || iv > 64<<20 {
 		return o, usageErr("--heap-sample-interval %q: give a size from 1KiB to 64MiB, e.g. 64KiB", c.String("heap-sample-interval"))
 	}
-	o.heapInterval = uint64(iv)
-	if o.dumpAt, err = parseDumpAt(c.String("dump-at")); err != nil {
+	o.HeapInterval = uint64(iv)
+	if o.DumpAt, err = session.ParseDumpAt(c.String("dump-at")); err != nil {
 		return o, usageErr("%v", err)
 	}
 	if path := c.String("config"); path != "" {
-		if o.cfg, err = config.Load(path); err != nil {
+		if o.Rules, err = config.Load(path); err != nil {
 			return o, usageErr("%v", err)
 		}
 		text, _ := os.ReadFile(path)
-		o.cfgPath, o.cfgText = path, string(text)
+		o.RulesName, o.RulesText = path, string(text)
 	}
 	switch {
-	case o.keepOps < 1 || o.keepOps > 100000:
-		return o, usageErr("--keep-ops must be from 1 to 100000, got %d", o.keepOps)
-	case o.interval <= 0:
-		return o, usageErr("--interval must be positive, got %s", o.interval)
-	case o.duration < 0:
-		return o, usageErr("--duration must not be negative, got %s", o.duration)
+	case o.KeepOps < 1 || o.KeepOps > 100000:
+		return o, usageErr("--keep-ops must be from 1 to 100000, got %d", o.KeepOps)
+	case o.Interval <= 0:
+		return o, usageErr("--interval must be positive, got %s", o.Interval)
+	case o.Duration < 0:
+		return o, usageErr("--duration must not be negative, got %s", o.Duration)
 	case o.ringbufBytes < 4096 || o.ringbufBytes&(o.ringbufBytes-1) != 0:
 		return o, usageErr("--ringbuf-size must be a power of two of at least 4096, got %d", o.ringbufBytes)
 	case o.maxBuckets < 64:

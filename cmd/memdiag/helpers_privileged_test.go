@@ -66,12 +66,14 @@ type status struct {
 
 // workload is a running memwork.
 type workload struct {
-	t     *testing.T
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	out   *bufio.Scanner
-	pid   int
-	first status
+	t   *testing.T
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+	// outFile is the pipe out reads, for its read deadline.
+	outFile io.Reader
+	pid     int
+	first   status
 }
 
 func parseStatus(t *testing.T, line string) status {
@@ -111,7 +113,30 @@ func newWorkload(t *testing.T, cmd *exec.Cmd) *workload {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &workload{t: t, cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	return &workload{t: t, cmd: cmd, in: in, out: bufio.NewScanner(out), outFile: out}
+}
+
+// pipeDeadline bounds every read of a child's output pipe: a child that
+// hangs fails the test instead of blocking it.
+const pipeDeadline = 2 * time.Minute
+
+// noDeadline clears the read deadline readWithin set.
+func noDeadline(r io.Reader) {
+	if f, ok := r.(interface{ SetReadDeadline(time.Time) error }); ok {
+		f.SetReadDeadline(time.Time{})
+	}
+}
+
+// readWithin sets a read deadline on r when it is a pipe (*os.File from
+// exec.Cmd), so the next read of it returns an error instead of blocking
+// past d.
+func readWithin(t *testing.T, r io.Reader, d time.Duration) {
+	t.Helper()
+	if f, ok := r.(interface{ SetReadDeadline(time.Time) error }); ok {
+		if err := f.SetReadDeadline(time.Now().Add(d)); err != nil {
+			t.Fatalf("setting a read deadline: %v", err)
+		}
+	}
 }
 
 // ready reads memwork's "ready <pid>" line.
@@ -125,8 +150,9 @@ func (w *workload) ready() {
 
 func (w *workload) line() string {
 	w.t.Helper()
+	readWithin(w.t, w.outFile, pipeDeadline)
 	if !w.out.Scan() {
-		w.t.Fatalf("workload ended early: %v", w.out.Err())
+		w.t.Fatalf("workload ended early or did not answer within %s: %v", pipeDeadline, w.out.Err())
 	}
 	return w.out.Text()
 }
@@ -294,13 +320,4 @@ func bucket(rep *report.Report, name string, pid uint32) (report.BucketJSON, boo
 		}
 	}
 	return report.BucketJSON{}, false
-}
-
-// bucketSum sums the resident change of every bucket.
-func bucketSum(rep *report.Report) int64 {
-	var s int64
-	for _, b := range rep.Buckets {
-		s += b.RSS
-	}
-	return s
 }

@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -49,7 +50,9 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 	return usageErr("%v (see '%s --help')", err, name)
 }
 
-func newApp() *cli.App {
+// newApp builds the command line; an unknown command's name goes to
+// *unknown (cli offers no error for it), for exitCode to report.
+func newApp(unknown *string) *cli.App {
 	app := &cli.App{
 		Name:    "memdiag",
 		Usage:   "find which operations make a Linux service's memory grow, from outside it",
@@ -65,11 +68,8 @@ func newApp() *cli.App {
 		HideVersion:          true,
 		EnableBashCompletion: false,
 		OnUsageError:         onUsageError,
-		CommandNotFound: func(c *cli.Context, name string) {
-			fmt.Fprintf(os.Stderr, "memdiag: unknown command %q (see 'memdiag --help')\n", name)
-			os.Exit(2)
-		},
-		ExitErrHandler: func(*cli.Context, error) {},
+		CommandNotFound:      func(c *cli.Context, name string) { *unknown = name },
+		ExitErrHandler:       func(*cli.Context, error) {},
 		CustomAppHelpTemplate: cli.AppHelpTemplate + `
 EXIT STATUS:
    0  tracing ended normally (signal, --duration, or the target exited)
@@ -89,7 +89,17 @@ func main() {
 	// small (a GC is cheap at this heap size), as the RSS budget says.
 	debug.SetGCPercent(25)
 	debug.SetMemoryLimit(12 << 20)
-	os.Exit(exitCode(newApp().Run(os.Args)))
+	os.Exit(exitCode(run(os.Args)))
+}
+
+// run runs memdiag's command line and returns what exitCode maps.
+func run(args []string) error {
+	var unknown string
+	err := newApp(&unknown).Run(args)
+	if unknown != "" {
+		return usageErr("unknown command %q (see 'memdiag --help')", unknown)
+	}
+	return err
 }
 
 // exitCode prints err as one line and maps it to the process exit code.
@@ -108,4 +118,10 @@ func exitCode(err error) int {
 		return ee.code
 	}
 	return 1
+}
+
+// isTerminal says whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

@@ -1,4 +1,4 @@
-package main
+package session
 
 import (
 	"context"
@@ -20,24 +20,25 @@ import (
 	"github.com/memdiag/memdiag/report"
 )
 
-// level is one RSS threshold.
+// level is one RSS threshold, resolved.
 type level struct {
 	bytes   int64
 	label   string // as the user wrote it: "2GB", "80%"
 	crossed bool
 }
 
-// threshold is a --dump-at entry before it is resolved.
-type threshold struct {
+// Threshold is a --dump-at entry before it is resolved: a size, or a
+// percentage of the target's cgroup memory limit.
+type Threshold struct {
 	bytes   int64
 	percent float64
 	label   string
 }
 
-// parseDumpAt parses --dump-at: sizes and percentages of the target's
+// ParseDumpAt parses --dump-at: sizes and percentages of the target's
 // cgroup memory limit, comma-separated.
-func parseDumpAt(s string) ([]threshold, error) {
-	var out []threshold
+func ParseDumpAt(s string) ([]Threshold, error) {
+	var out []Threshold
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
 		if f == "" {
@@ -48,14 +49,14 @@ func parseDumpAt(s string) ([]threshold, error) {
 			if err != nil || v <= 0 || v > 100 {
 				return nil, fmt.Errorf("--dump-at %q: a percentage is from 0 to 100 of the cgroup memory limit", f)
 			}
-			out = append(out, threshold{percent: v, label: f})
+			out = append(out, Threshold{percent: v, label: f})
 			continue
 		}
 		b, err := config.ParseSize(f)
 		if err != nil || b <= 0 {
 			return nil, fmt.Errorf("--dump-at %q: want sizes like 2GB or percentages like 80%% of the cgroup memory limit", f)
 		}
-		out = append(out, threshold{bytes: b, label: f})
+		out = append(out, Threshold{bytes: b, label: f})
 	}
 	return out, nil
 }
@@ -63,7 +64,7 @@ func parseDumpAt(s string) ([]threshold, error) {
 // resolveLevels turns thresholds into bytes for process pid; percentages
 // need its cgroup's memory limit, and are dropped (with a warning) when
 // it has none.
-func resolveLevels(ts []threshold, pid int) ([]level, string) {
+func resolveLevels(ts []Threshold, pid int) ([]level, string) {
 	var out []level
 	var warn string
 	limit, hasLimit := container.MemoryLimit(pid, container.DefaultRoots())
@@ -92,7 +93,7 @@ type dumpResult struct {
 
 // checkThresholds logs every level the target's RSS crossed since the last
 // flush and starts a dump for the highest, one at a time.
-func (s *session) checkThresholds(current int64) {
+func (s *Session) checkThresholds(current int64) {
 	var top *level
 	for i := range s.levels {
 		l := &s.levels[i]
@@ -104,7 +105,7 @@ func (s *session) checkThresholds(current int64) {
 		s.mark("threshold", fmt.Sprintf("RSS crossed %s", l.label))
 		top = l
 	}
-	if top == nil || s.opts.noDumps || s.finishing {
+	if top == nil || s.cfg.NoDumps || s.finishing {
 		return
 	}
 	if s.dumping {
@@ -112,17 +113,17 @@ func (s *session) checkThresholds(current int64) {
 		return
 	}
 	s.dumping = true
-	r := report.Build(s.acct.Summary(), s.base, s.target, "memdiag "+version)
+	r := s.report(s.acct.Summary())
 	go func() { s.dumpDone <- s.dump(top.label, r, current) }()
 }
 
 // mark records a marker on the timeline (and in the recording).
-func (s *session) mark(kind, label string) {
+func (s *Session) mark(kind, label string) {
 	s.consume(&event.Marker{Header: event.Header{Time: time.Now().Round(0), PID: s.target.PID}, Kind: kind, Label: label})
 }
 
 // dumped takes a finished dump into the session.
-func (s *session) dumped(d dumpResult) {
+func (s *Session) dumped(d dumpResult) {
 	s.dumping = false
 	for _, l := range d.lines {
 		s.log.Printf("DUMP", "%s", l)
@@ -147,10 +148,10 @@ may see those secrets, and delete it when you are done.
 // dump writes a dump directory: the attribution state, smaps, a pprof
 // profile of RSS growth by user stack and, for Node.js, a heap snapshot.
 // It runs off the session loop; everything it reads is safe there.
-func (s *session) dump(label string, r *report.Report, rss int64) dumpResult {
+func (s *Session) dump(label string, r *report.Report, rss int64) dumpResult {
 	res := dumpResult{label: label}
 	pid := int(s.target.PID)
-	root := s.opts.dumpsDir
+	root := s.cfg.DumpsDir
 	if err := report.MkdirPrivate(root); err != nil {
 		res.err = fmt.Errorf("dumps directory: %w", err)
 		return res
@@ -198,14 +199,13 @@ func (s *session) dump(label string, r *report.Report, rss int64) dumpResult {
 }
 
 // writeProfile writes the pprof profile of RSS growth by user stack.
-func (s *session) writeProfile(path string, pid int) error {
-	raw, err := s.tr.StackSamples(uint32(pid))
+func (s *Session) writeProfile(path string, pid int) error {
+	if s.cfg.Stacks == nil {
+		return errors.New("no stack samples to read")
+	}
+	samples, err := s.cfg.Stacks(uint32(pid))
 	if err != nil {
 		return err
-	}
-	samples := make([]dump.StackSample, 0, len(raw))
-	for _, r := range raw {
-		samples = append(samples, dump.StackSample{PID: r.PID, Stack: r.Stack, Bytes: r.Bytes, Pages: int64(r.Samples)})
 	}
 	sym, err := dump.NewSymbolizer(pid, fmt.Sprintf("/proc/%d/root", pid))
 	if err != nil {
@@ -232,7 +232,7 @@ func (s *session) writeProfile(path string, pid int) error {
 }
 
 // writeHeapSnapshot takes a V8 heap snapshot through the inspector.
-func (s *session) writeHeapSnapshot(path string, pid int) []string {
+func (s *Session) writeHeapSnapshot(path string, pid int) []string {
 	f, err := report.CreateNew(path)
 	if err != nil {
 		return []string{fmt.Sprintf("heap snapshot not taken: %v", err)}
@@ -287,4 +287,27 @@ func isNode(pid int) bool {
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// highestRSS is the main target's highest resident memory so far: the
+// kernel's peak, so that a spike between two reads still crosses a
+// threshold, with counters not seen since attach at their baseline.
+func (s *Session) highestRSS(snap *event.Snapshot) int64 {
+	for _, p := range snap.Processes {
+		if p.PID == s.target.PID {
+			return max(p.Peak, s.base.RSS+(p.Peak-s.baselineSeen(snap)))
+		}
+	}
+	return s.base.RSS
+}
+
+// baselineSeen is the part of the baseline the kernel has seen so far.
+func (s *Session) baselineSeen(snap *event.Snapshot) int64 {
+	var b int64
+	for _, bk := range snap.Buckets {
+		if bk.Key.PID == s.target.PID && bk.Key.Kind == event.BucketBaseline {
+			b += bk.Resident()
+		}
+	}
+	return b
 }

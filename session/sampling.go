@@ -1,4 +1,4 @@
-package main
+package session
 
 // Runtime heap sampling in a session: which sampler to join with the ops,
 // and, for V8, the inspector session that keeps its profiler running and
@@ -24,6 +24,24 @@ const (
 // memdiag makes to it (heap sampling, dumps) is ever one of the target's ops.
 const defaultInspectorPort = 9229
 
+// Sampler is what runtime heap sampling needs of the kernel side: the
+// uprobes on the runtime's sampling path and the counts they keep.
+// cmd/memdiag adapts *tracer.Tracer to it; nil turns sampling off.
+type Sampler interface {
+	// AttachGo attaches the Go memory profiler's uprobes to process pid
+	// running exe; it returns the binary's Go version and its
+	// runtime.MemProfileRate.
+	AttachGo(pid int, exe string) (goVersion string, rate uint64, err error)
+	// AttachV8 attaches the SampleObject uprobe to process pid.
+	AttachV8(pid int, exe string) error
+	// IgnorePort keeps connections to a local port out of the ops.
+	IgnorePort(port uint16) error
+	// ResetV8Samples restarts the count of V8 samples of pid.
+	ResetV8Samples(pid int) error
+	// V8Samples is how many V8 samples of pid the kernel has seen.
+	V8Samples(pid int) (uint64, error)
+}
+
 // heapSampling is a session's runtime sampler.
 type heapSampling struct {
 	v8      *dump.HeapSampler // nil unless V8 sampling runs
@@ -39,7 +57,8 @@ type liveResult struct {
 
 // startSampling joins the target's runtime sampler with its ops, as
 // --heap-sampling says, and records what it did (an event.Sampling).
-func (s *session) startSampling(exe string) {
+func (s *Session) startSampling() {
+	exe := s.cfg.Exe
 	pid := int(s.target.PID)
 	s.sampling.pid = pid
 	s.sampling.results = make(chan liveResult, 1)
@@ -48,9 +67,13 @@ func (s *session) startSampling(exe string) {
 		s.consume(st)
 		s.log.Sampling(st)
 	}()
-	mode := s.opts.heapSampling
-	if mode == "off" {
+	mode := s.cfg.HeapSampling
+	if mode == "" || mode == "off" {
 		st.Reason = "off (--heap-sampling=off): the runtime heap is the mapping estimate"
+		return
+	}
+	if s.cfg.Sampler == nil {
+		st.Reason = "no runtime sampler in this build of the session: the runtime heap is the mapping estimate"
 		return
 	}
 	if s.target.Mode == "run" {
@@ -59,10 +82,10 @@ func (s *session) startSampling(exe string) {
 	}
 	var errs []error
 	if mode == "auto" || mode == "go" {
-		gs, err := s.tr.AttachGoSampler(pid, exe)
+		goVersion, rate, err := s.cfg.Sampler.AttachGo(pid, exe)
 		if err == nil {
-			st.Runtime, st.Active, st.Interval = event.RuntimeGo, true, gs.Rate
-			st.Reason = fmt.Sprintf("the Go memory profiler (%s), uprobes on mProf_Malloc, freeSpecial and gcMarkTermination", gs.GoVersion)
+			st.Runtime, st.Active, st.Interval = event.RuntimeGo, true, rate
+			st.Reason = fmt.Sprintf("the Go memory profiler (%s), uprobes on mProf_Malloc, freeSpecial and gcMarkTermination", goVersion)
 			return
 		}
 		errs = append(errs, err)
@@ -81,20 +104,20 @@ func (s *session) startSampling(exe string) {
 
 // startV8 attaches the SampleObject uprobe, then opens the inspector and
 // starts V8's sampling heap profiler.
-func (s *session) startV8(pid int, exe string) error {
-	if err := s.tr.AttachV8Sampler(pid, exe); err != nil {
+func (s *Session) startV8(pid int, exe string) error {
+	if err := s.cfg.Sampler.AttachV8(pid, exe); err != nil {
 		return err
 	}
-	if err := s.tr.IgnorePort(defaultInspectorPort); err != nil {
+	if err := s.cfg.Sampler.IgnorePort(defaultInspectorPort); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), samplerStartTimeout)
 	defer cancel()
-	h, err := dump.StartHeapSampler(ctx, pid, s.opts.heapInterval, func(port int) error {
-		if err := s.tr.IgnorePort(uint16(port)); err != nil {
+	h, err := dump.StartHeapSampler(ctx, pid, s.cfg.HeapInterval, func(port int) error {
+		if err := s.cfg.Sampler.IgnorePort(uint16(port)); err != nil {
 			return err
 		}
-		return s.tr.ResetV8Samples(pid)
+		return s.cfg.Sampler.ResetV8Samples(pid)
 	})
 	if err != nil {
 		return err
@@ -113,7 +136,7 @@ func (s *session) startV8(pid int, exe string) error {
 
 // readLive starts reading which V8 samples are alive, in the background;
 // the answer comes on s.sampling.results.
-func (s *session) readLive() {
+func (s *Session) readLive() {
 	h := &s.sampling
 	if h.v8 == nil || h.busy {
 		return
@@ -124,9 +147,9 @@ func (s *session) readLive() {
 
 // queryLive reads the samples still alive after a full GC. The ordinals
 // the kernel had handed out before the read are the ones it speaks for.
-func (s *session) queryLive() liveResult {
+func (s *Session) queryLive() liveResult {
 	h := &s.sampling
-	upTo, err := s.tr.V8Samples(h.pid)
+	upTo, err := s.cfg.Sampler.V8Samples(h.pid)
 	if err != nil {
 		return liveResult{err: err}
 	}
@@ -140,7 +163,7 @@ func (s *session) queryLive() liveResult {
 }
 
 // gotLive applies a profile read.
-func (s *session) gotLive(r liveResult) {
+func (s *Session) gotLive(r liveResult) {
 	s.sampling.busy = false
 	if r.err != nil {
 		s.log.Printf("SAMPLING", "%v", r.err)
@@ -151,7 +174,7 @@ func (s *session) gotLive(r liveResult) {
 
 // stopSampling takes the last profile (waiting for one under way), then
 // stops V8's profiler and closes the inspector memdiag opened.
-func (s *session) stopSampling() {
+func (s *Session) stopSampling() {
 	h := &s.sampling
 	if h.v8 == nil {
 		return
@@ -172,7 +195,7 @@ func (s *session) stopSampling() {
 
 // awaitLive waits for a profile read, taking the tracer's events meanwhile
 // so the ring buffer does not fill while V8 collects and answers.
-func (s *session) awaitLive(results <-chan liveResult) liveResult {
+func (s *Session) awaitLive(results <-chan liveResult) liveResult {
 	events := s.tr.Events()
 	for {
 		select {
