@@ -24,7 +24,8 @@
 //
 // Objects are grouped as DevTools' Summary groups them: by constructor name
 // for objects and native objects, by type otherwise ("(string)",
-// "(array)", "(closure)", "(system)" for hidden nodes, "(compiled code)").
+// "(array)", "(system)" for hidden nodes, "(compiled code)", "Function" for
+// closures, "RegExp").
 // A group's retained size counts the objects of the group that no other
 // object of the group dominates (DevTools' calculateClassesRetainedSize).
 //
