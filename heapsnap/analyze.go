@@ -167,17 +167,22 @@ func (s *Snapshot) classKey(i uint32) uint64 {
 	return uint64(t)
 }
 
-// className is the group name DevTools' Summary shows for a class key.
+// className is the group name DevTools' Summary shows for a class key
+// (HeapSnapshot.ts getNodeClassIndex, chrome-devtools-frontend 1.0.1705227).
 func (s *Snapshot) className(key uint64) string {
 	if key>>32 == 1 {
 		return s.strs[uint32(key)]
 	}
 	t := uint8(key)
-	switch t {
-	case s.tHidden:
+	switch {
+	case t == s.tHidden:
 		return "(system)"
-	case s.tCode:
+	case t == s.tCode:
 		return "(compiled code)"
+	case s.nodeTypes[t] == "closure":
+		return "Function"
+	case s.nodeTypes[t] == "regexp":
+		return "RegExp"
 	}
 	return "(" + s.nodeTypes[t] + ")"
 }

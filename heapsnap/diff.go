@@ -167,7 +167,8 @@ func summarize(ctx context.Context, s *Snapshot, g *graph, isNew []uint64) (*sum
 	if isNew != nil {
 		holder = make([]uint64, (n+63)/64)
 	}
-	for v := uint32(0); v < n; v++ {
+	// The synthetic root (node 0) is no object: it is in no group.
+	for v := uint32(1); v < n; v++ {
 		if g.dom[v] == noNode {
 			sum.info.Unreachable++
 			continue
@@ -181,7 +182,7 @@ func summarize(ctx context.Context, s *Snapshot, g *graph, isNew []uint64) (*sum
 			if g.retained[v] > c.repRet || c.rep == noNode {
 				c.rep, c.repRet = v, g.retained[v]
 			}
-			if h := g.dom[v]; v != 0 && !newObj(h) {
+			if h := g.dom[v]; h != 0 && !newObj(h) { // held by one old object, not by several roots
 				hc := stats(h)
 				hc.grew += int64(g.retained[v])
 				if holder[h>>6]&(1<<(h&63)) == 0 {
@@ -227,9 +228,7 @@ func summarize(ctx context.Context, s *Snapshot, g *graph, isNew []uint64) (*sum
 		next uint32
 		c    *classStats
 	}
-	stack := []frame{{v: 0, next: start[0], c: stats(0)}}
-	seen[stack[0].c]++
-	stack[0].c.retained += int64(g.retained[0])
+	stack := []frame{{v: 0, next: start[0]}}
 	for len(stack) > 0 {
 		top := &stack[len(stack)-1]
 		if top.next < start[top.v+1] {
@@ -243,7 +242,9 @@ func summarize(ctx context.Context, s *Snapshot, g *graph, isNew []uint64) (*sum
 			stack = append(stack, frame{v: v, next: start[v], c: c})
 			continue
 		}
-		seen[top.c]--
+		if top.c != nil {
+			seen[top.c]--
+		}
 		stack = stack[:len(stack)-1]
 	}
 	start, kids, stack = nil, nil, nil

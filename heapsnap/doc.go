@@ -24,7 +24,8 @@
 //
 // Objects are grouped as DevTools' Summary groups them: by constructor name
 // for objects and native objects, by type otherwise ("(string)",
-// "(array)", "(closure)", "(system)" for hidden nodes, "(compiled code)").
+// "(array)", "(system)" for hidden nodes, "(compiled code)", "Function" for
+// closures, "RegExp").
 // A group's retained size counts the objects of the group that no other
 // object of the group dominates (DevTools' calculateClassesRetainedSize).
 //
@@ -47,5 +48,38 @@
 // objects, shallow and retained sizes in A and B.
 //
 // DiffFiles holds one parsed snapshot at a time (A is reduced to its
-// group totals and its sorted ids before B is read).
+// group totals and its sorted ids before B is read). Edge names are not
+// kept: the few a report prints (on its retainer paths) are read from the
+// file again at the end, which costs one more streaming read.
+//
+// # Measured (2026-11-29, 2-core VM shared with other users)
+//
+// BenchmarkDiffFiles200MB diffs two snapshots of a Node 20 process written
+// by testdata/bigheap.js (223 MiB, 3.24 M nodes; 283 MiB, 3.39 M nodes,
+// 50,000 leaked sessions): peak RSS 174 MiB, 0.62 × the larger file, in
+// 4.2 s (17 s under heavy load). `memdiag diff` on the same pair: 185 MiB
+// (0.65 ×); on a pair of 333 and 392 MiB: 265 MiB (0.68 ×). Memory is
+// about 13 bytes a node and 4 an edge for the parsed snapshot, plus 20
+// bytes a node while dominators are computed, against about 25 bytes a
+// node and 14 an edge of JSON. The top group was the Map holding the
+// sessions, +57.4 MB for 51.2 MB of payload plus the Session objects,
+// keys and table. For comparison, DevTools' own worker code (run in Node,
+// see testdata/devtools) needed 1.8 GB of RSS for the 283 MiB pair.
+//
+// # Agreement with Chrome DevTools
+//
+// testdata/devtools loads the same pair with DevTools' own heap snapshot
+// code (HeapSnapshotLoader, JSHeapSnapshot from chrome-devtools-frontend
+// 1.0.1705227, bundled with esbuild and run in Node) and prints its
+// Comparison view next to this package's groups. For the benchmark pair
+// and the three leaks of testdata/leaky.js, the classes whose size grew
+// most agree exactly in # New, # Delta and Size Delta ((string) +53,592,024
+// bytes and 100,001 objects, Session +2,000,000 and 50,000, (compiled
+// code) +41,080 and 143). Small differences remain in (system),
+// (object shape) and ArrayBuffer (hundreds of bytes): DevTools moves the
+// shallow size of internal arrays and hidden objects into the object that
+// owns them (JSHeapSnapshot.calculateShallowSizes); this package keeps
+// V8's self sizes. DevTools names plain objects by their properties
+// ({id, name}); this package calls them Object, as DevTools' classic
+// Summary did.
 package heapsnap

@@ -544,9 +544,26 @@ func (r *reader) skip(depth int) error {
 		_, err := r.str(false)
 		return err
 	case c == '-' || (c >= '0' && c <= '9'):
-		_, err := r.number()
-		return err
+		return r.skipNumber()
 	}
 	_, err = r.literal()
 	return err
+}
+
+// skipNumber consumes a number's characters without converting them
+// (skipped sections such as "locations" hold millions of them).
+func (r *reader) skipNumber() error {
+	for {
+		if r.i >= r.n && !r.fill() {
+			if r.err == io.EOF {
+				return nil // the caller finds the truncation
+			}
+			return r.eofErr()
+		}
+		c := r.buf[r.i]
+		if (c < '0' || c > '9') && c != '-' && c != '+' && c != '.' && c != 'e' && c != 'E' {
+			return nil
+		}
+		r.i++
+	}
 }

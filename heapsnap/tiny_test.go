@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -474,4 +476,59 @@ func FuzzParse(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestFileNamesReadAgain: from a file, edge names are left out of memory
+// and read again for the paths; the result is the same as from memory.
+func TestFileNamesReadAgain(t *testing.T) {
+	a, ae := diamond()
+	b := append(append([]tnode{}, a...), tnode{"object", "Extra", 99, 500})
+	be := append(append([]tedge{}, ae...), tedge{4, 8, "property", "extra"})
+	dir := t.TempDir()
+	pa, pb := filepath.Join(dir, "a.heapsnapshot"), filepath.Join(dir, "b.heapsnapshot")
+	ja, jb := tinyJSON(t, a, ae), tinyJSON(t, b, be)
+	// strings before nodes and edges: kept whole, still right
+	jb = moveStringsFirst(t, jb)
+	os.WriteFile(pa, ja, 0o600)
+	os.WriteFile(pb, jb, 0o600)
+	var calls []int64
+	s, err := ParseFile(context.Background(), pb, func(done, total int64) { calls = append(calls, done, total) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ename != nil {
+		t.Errorf("edge names kept in memory when parsing a file")
+	}
+	if n := len(calls); n < 2 || calls[n-2] != int64(len(jb)) || calls[n-1] != int64(len(jb)) {
+		t.Errorf("progress calls %v, want the last to be %d of %d", calls, len(jb), len(jb))
+	}
+	fromFile, err := DiffFiles(context.Background(), pa, pb, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inMemory, err := DiffSnapshots(context.Background(), parseBytes(t, ja), parseBytes(t, jb), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fromFile.Groups) == 0 || fromFile.Groups[0].Name != "B" {
+		t.Fatalf("top group %+v, want B (holds the new Extra)", fromFile.Groups)
+	}
+	for i := range inMemory.Groups {
+		if got, want := fromFile.Groups[i].PathText(), inMemory.Groups[i].PathText(); got != want {
+			t.Errorf("group %d path from file %q, in memory %q", i, got, want)
+		}
+	}
+	if p := fromFile.Groups[0].PathText(); p != "Extra ← B.extra ← App.b ← (GC roots)[1]" {
+		t.Errorf("path %q", p)
+	}
+}
+
+func moveStringsFirst(t *testing.T, b []byte) []byte {
+	i := bytes.Index(b, []byte(`"strings":`))
+	if i < 0 {
+		t.Fatal("no strings")
+	}
+	strs := b[i : len(b)-1]
+	rest := bytes.TrimRight(b[:i], ",\n")
+	return append(append(append([]byte(`{`), strs...), ',', '\n'), append(rest[1:], '}')...)
 }

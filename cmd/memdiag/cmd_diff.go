@@ -20,7 +20,7 @@ func newDiffCommand() *cli.Command {
 		UsageText: "memdiag diff [--format text|json] [--top N] A.heapsnapshot B.heapsnapshot",
 		Description: "A is the earlier snapshot (a threshold dump, or any .heapsnapshot), B the later one.\n" +
 			"Groups are ranked by the memory that their objects present in A keep in new objects of B,\n" +
-			"each with a retainer path from a GC root. Needs no root; memory: about 0.5x the larger file.",
+			"each with a retainer path from a GC root. Needs no root; memory: about 0.7x the larger file.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "`FORMAT` of the output: text or json"},
 			&cli.IntFlag{Name: "top", Value: 20, Usage: "show the `N` groups that grew most"},

@@ -26,7 +26,8 @@ class Customer {
   }
 }
 class Session {
-  constructor(i) { this.id = i; this.payload = ('' + i).padStart(16, '-').repeat(64); }
+  // A flat 1 KiB string (repeat() alone would build a tree of shared halves).
+  constructor(i) { this.id = i; this.payload = Buffer.from(('' + i).padStart(16, '-').repeat(64)).toString('latin1'); }
 }
 class SessionStore {
   constructor() { this.byId = new Map(); }
