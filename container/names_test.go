@@ -143,9 +143,17 @@ func TestResolveDocker(t *testing.T) {
 	}
 	_, err = resolveIn(src, "postgres")
 	wantErr(t, err, `no container named "postgres"`, "docker "+docker, "docker ps", "could not be read", idE+"/config.v2.json")
-	// A name made of hex digits is tried as an id, then as a name.
+	// A name made of hex digits is tried as a name, then as an id prefix.
 	_, err = resolveIn(src, "cafe")
 	wantErr(t, err, `no container with an id starting or named "cafe"`)
+	dockerContainer(t, docker, idA, idC[:4], "") // named like the start of another's id
+	cgroupOf(t, v2, "system.slice/docker-"+idA+".scope")
+	if c, err := resolveIn(src, idC[:4]); err != nil || c.ID != idA {
+		t.Errorf("Resolve(%q) = %+v, %v; want the container of that name, %s", idC[:4], c, err, idA[:12])
+	}
+	if c, err := resolveIn(src, idC[:5]); err != nil || c.ID != idC {
+		t.Errorf("Resolve(%q) = %+v, %v; want %s by its id", idC[:5], c, err, idC[:12])
+	}
 }
 
 // TestResolveDockerV1: cgroup v1 hosts name a docker container's cgroup
