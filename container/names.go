@@ -137,19 +137,17 @@ func (n Named) String() string {
 // or Kubernetes "namespace/pod/container", "namespace/pod" (a pod with
 // one container), a pod's or a container's name alone. A name whose
 // container was restarted under a new id finds the one running now.
+// A name is tried before an id prefix ("cafe" is both), as docker does.
 // Ambiguity and absence are one-line errors listing what matched.
 func Resolve(ctx context.Context, name string, src Sources) (Container, error) {
 	name = strings.TrimSpace(name)
 	if name == "" {
 		return Container{}, errors.New("no container given: pass its name or id, as `docker ps` or `kubectl get pods` shows it")
 	}
-	var idErr error
-	if lower := strings.ToLower(name); isIDPrefix(lower) {
-		c, err := Find(lower, src.Roots)
-		if err == nil || strings.Contains(err.Error(), "ambiguous") {
-			return c, err
-		}
-		idErr = err
+	// As docker does: a full id, then an exact name, then an id prefix.
+	lower := strings.ToLower(name)
+	if len(lower) == 64 && isIDPrefix(lower) {
+		return Find(lower, src.Roots)
 	}
 	if strings.ContainsAny(name, "\n\x00") || len(name) > 512 {
 		return Container{}, fmt.Errorf("container name %q is not a name: give the name or id `docker ps` or `kubectl get pods` shows", name)
@@ -163,7 +161,11 @@ func Resolve(ctx context.Context, name string, src Sources) (Container, error) {
 	}
 	if len(matches) == 0 {
 		msg := fmt.Sprintf("no container named %q", name)
-		if idErr != nil {
+		if isIDPrefix(lower) {
+			c, err := Find(lower, src.Roots)
+			if err == nil || strings.Contains(err.Error(), "ambiguous") {
+				return c, err
+			}
 			msg = fmt.Sprintf("no container with an id starting or named %q", name)
 		}
 		msg += fmt.Sprintf(" (%d containers known to %s)", len(named), src.describe())

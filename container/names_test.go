@@ -134,11 +134,26 @@ func TestResolveDocker(t *testing.T) {
 	_, err = resolveIn(src, "redis")
 	wantErr(t, err, "not running", "docker redis ("+idB[:12]+")")
 
+	// A damaged config.v2.json hides nothing else, and is named when a
+	// name is not found.
+	os.MkdirAll(filepath.Join(docker, "containers", idE), 0o700)
+	os.WriteFile(filepath.Join(docker, "containers", idE, "config.v2.json"), []byte(`{"ID":"`), 0o600)
+	if c, err := resolveIn(src, "fitnessally-oip-gpu-2"); err != nil || c.ID != idD {
+		t.Errorf("with a damaged file beside it, Resolve = %+v, %v", c, err)
+	}
 	_, err = resolveIn(src, "postgres")
-	wantErr(t, err, `no container named "postgres"`, "docker "+docker, "docker ps")
-	// A name made of hex digits is tried as an id, then as a name.
+	wantErr(t, err, `no container named "postgres"`, "docker "+docker, "docker ps", "could not be read", idE+"/config.v2.json")
+	// A name made of hex digits is tried as a name, then as an id prefix.
 	_, err = resolveIn(src, "cafe")
 	wantErr(t, err, `no container with an id starting or named "cafe"`)
+	dockerContainer(t, docker, idA, idC[:4], "") // named like the start of another's id
+	cgroupOf(t, v2, "system.slice/docker-"+idA+".scope")
+	if c, err := resolveIn(src, idC[:4]); err != nil || c.ID != idA {
+		t.Errorf("Resolve(%q) = %+v, %v; want the container of that name, %s", idC[:4], c, err, idA[:12])
+	}
+	if c, err := resolveIn(src, idC[:5]); err != nil || c.ID != idC {
+		t.Errorf("Resolve(%q) = %+v, %v; want %s by its id", idC[:5], c, err, idC[:12])
+	}
 }
 
 // TestResolveDockerV1: cgroup v1 hosts name a docker container's cgroup
@@ -296,4 +311,26 @@ func TestResolveBadNames(t *testing.T) {
 	}
 	_, err := resolveIn(src, "web")
 	wantErr(t, err, "no runtime")
+}
+
+// BenchmarkResolve: a name among 500 docker containers and 500
+// Kubernetes ones, with their cgroups.
+func BenchmarkResolve(b *testing.B) {
+	t := &testing.T{}
+	docker, logs, v2 := b.TempDir(), b.TempDir(), b.TempDir()
+	for i := range 500 {
+		id := strings.Repeat("0", 60) + strconv.FormatInt(int64(0x1000+i), 16)
+		dockerContainer(t, docker, id, "svc-"+strconv.Itoa(i), composeLabels("p", "svc"+strconv.Itoa(i), "1"))
+		cgroupOf(t, v2, "system.slice/docker-"+id+".scope")
+		kid := strings.Repeat("f", 60) + strconv.FormatInt(int64(0x1000+i), 16)
+		podLog(t, logs, "ns", "pod-"+strconv.Itoa(i), "uid", "app", kid, 0)
+		cgroupOf(t, v2, kubeCgroup("uid"+strconv.Itoa(i), kid))
+	}
+	src := Sources{Roots: Roots{V2: v2}, Docker: []string{docker}, PodLogs: []string{logs}}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := resolveIn(src, "ns/pod-250/app"); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
