@@ -104,7 +104,7 @@ func runService(t *testing.T, s *Service) (*Table, Expect) {
 	command := s.Command
 	if s.GoBuild {
 		bin := filepath.Join(binDir, s.Name)
-		build := exec.Command("go", "build", "-o", bin, "./"+s.Dir)
+		build := exec.Command("go", "build", "-tags", s.GoTags, "-o", bin, "./"+s.Dir)
 		build.Dir = repoRoot
 		if out, err := build.CombinedOutput(); err != nil {
 			t.Fatalf("building %s: %v\n%s", s.Dir, err, out)

@@ -16,6 +16,7 @@ type Service struct {
 	// package first and runs the binary.
 	Command []string
 	GoBuild bool
+	GoTags  string // build tags for GoBuild
 	Env     []string
 	// Helpers are processes of their own the service talks to (an
 	// upstream, a peer), started first, in Dir.
@@ -119,6 +120,16 @@ func Services() []*Service {
 		},
 		{
 			Name: "go-churn", Dir: "testdata/corpus/go-churn", GoBuild: true, CI: false,
+			Warmup:  jobs(churn, 300, 20, 200),
+			Load:    jobs(churn, 2000, 200, 1000),
+			Conns:   4,
+			Leaking: []string{"leak"},
+		},
+		{
+			// The same service built with net/http/pprof linked, as many
+			// Go services are: the Go memory profiler is on, and memdiag
+			// joins its samples with the ops.
+			Name: "go-pprof", Dir: "testdata/corpus/go-churn", GoBuild: true, GoTags: "pprof", CI: true,
 			Warmup:  jobs(churn, 300, 20, 200),
 			Load:    jobs(churn, 2000, 200, 1000),
 			Conns:   4,

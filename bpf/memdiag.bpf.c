@@ -1432,7 +1432,7 @@ static __always_inline int op_end(struct sock_info *s, u32 tgid, u32 tid, s32 fd
 /* Starts an op on socket s: creates its bucket, makes it the thread's and
  * the socket's current op, and sends OP_BEGIN with the first bytes at buf
  * (len of them valid). Returns 0. */
-static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 fd, u32 kind, u64 buf, s64 len)
+static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 fd, u32 kind, u64 buf, s64 len, u64 pre, u32 pre_len)
 {
 	op_end(s, tgid, tid, fd, END_NEXT);
 	u32 zero = 0;
@@ -1466,14 +1466,20 @@ static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 
 	e->family = s->family;
 	e->port = s->port;
 	__builtin_memcpy(e->addr, s->addr, sizeof(e->addr));
+	/* The bytes read alone before (pre_len of them, at most 7) come
+	 * first, then the buffer's. */
+	__builtin_memcpy(e->data, &pre, sizeof(pre));
+	u64 off = pre_len & 7;
 	u64 n = len <= 0 ? 0 : len >= OP_DATA_LEN ? OP_DATA_LEN - 1 : (u64)len;
 	/* Hide n's range from the compiler so the mask below survives for
 	 * the verifier. */
 	asm volatile("" : "+r"(n));
 	n &= OP_DATA_LEN - 1;
-	e->data_len = 0;
-	if (n > 0 && !bpf_probe_read_user(e->data, n, (void *)buf))
-		e->data_len = n;
+	if (n > OP_DATA_LEN - 8)
+		n = OP_DATA_LEN - 8;
+	e->data_len = off;
+	if (n > 0 && !bpf_probe_read_user(e->data + off, n, (void *)buf))
+		e->data_len = off + n;
 	submit(e);
 	return 0;
 }
@@ -1602,9 +1608,33 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		return 0;
 	}
 	u64 buf = first_buffer(p.args[1], (u32)p.args[2]);
-	u64 head = 0;
-	if (!buf || ctx->ret < 8 || bpf_probe_read_user(&head, sizeof(head), (void *)buf))
+	u64 head = 0, pre = 0;
+	u32 pre_len = 0;
+	if (s && s->pre_len) {
+		pre = s->pre;
+		pre_len = s->pre_len & 7;
+		s->pre_len = 0;
+	}
+	if (!buf)
 		goto not_request;
+	if (!pre_len && ctx->ret < 8) {
+		/* A request's first bytes read alone (Go's server reads one byte
+		 * ahead, in the background, after a response): kept for the
+		 * next read, which brings the rest of the request line. */
+		u64 got = (u64)ctx->ret & 7;
+		if (s && s->role == SOCK_SERVER && got && (!s->op_id || (s->flags & SF_RESPONDED)) &&
+		    !bpf_probe_read_user(&pre, got, (void *)buf)) {
+			s->pre = pre;
+			s->pre_len = got;
+		}
+		goto not_request;
+	}
+	if (bpf_probe_read_user(&head, sizeof(head), (void *)buf))
+		goto not_request;
+	if (pre_len) {
+		/* pre_len bytes read before, then this read's. */
+		head = pre | (head << (8 * pre_len));
+	}
 	if (!looks_like_request(head)) {
 		/* A TLS record: handshake (0x16 0x03) on a served socket, or
 		 * application data (0x17 0x03) on a connection accepted before
@@ -1635,7 +1665,7 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		 * nor a misnamed request. Only at the start of a connection or
 		 * after a response, like a request. */
 		if (s && s->role == SOCK_SERVER && !(s->flags & (SF_TLS | SF_STARTED)))
-			return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret);
+			return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret, 0, 0);
 		goto not_request;
 	}
 	if (!s) {
@@ -1646,7 +1676,7 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		if (!s)
 			return 0;
 	}
-	return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret);
+	return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret, pre, pre_len);
 
 not_request:
 	if (s && s->op_id)
@@ -1680,7 +1710,7 @@ int on_llhttp_execute(struct pt_regs_x86 *ctx)
 	u64 head = 0;
 	if (len < 8 || bpf_probe_read_user(&head, sizeof(head), (void *)data) || !looks_like_request(head))
 		return 0;
-	return op_begin(s, tgid, tid, k.fd, OP_HTTP_SERVER, data, len);
+	return op_begin(s, tgid, tid, k.fd, OP_HTTP_SERVER, data, len, 0, 0);
 }
 
 /*
@@ -1932,7 +1962,7 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 	u64 buf = first_buffer(ctx->args[1], kind);
 	s64 len = kind == IO_PLAIN ? (s64)ctx->args[2] : first_len(ctx->args[1], kind);
 	s->flags &= ~SF_JOINED;
-	return op_begin(s, tgid, tid, fd, OP_OUTBOUND, buf, len);
+	return op_begin(s, tgid, tid, fd, OP_OUTBOUND, buf, len, 0, 0);
 }
 
 /* A write on a served socket returned: the thread is released. */

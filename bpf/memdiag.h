@@ -309,8 +309,10 @@ struct sock_info {
 	u32 flags;     /* SF_* */
 	u16 family;
 	u16 port;      /* host order */
-	u32 _pad;
+	u8 pre_len;    /* bytes in pre: the first bytes of a request read alone */
+	u8 _pad[3];
 	u8 addr[16];
+	u64 pre;       /* those bytes (Go's server reads one byte ahead of the next request) */
 };
 
 /* Indexes of the per-CPU stats array. */

@@ -205,8 +205,10 @@ type memdiagSockInfo struct {
 	Flags  uint32
 	Family uint16
 	Port   uint16
-	Pad    uint32
+	PreLen uint8
+	Pad    [3]uint8
 	Addr   [16]uint8
+	Pre    uint64
 }
 
 type memdiagSockKey struct {
