@@ -143,7 +143,7 @@ func Services() []*Service {
 			Leaking: []string{"leak"},
 		},
 		{
-			Name: "leak-free", Dir: "testdata/corpus/leak-free", Command: node, CI: false,
+			Name: "leak-free", Dir: "testdata/corpus/leak-free", Command: node, CI: true,
 			Warmup: jobs(free, 1024, 100, 100, 100),
 			Load:   jobs(free, 2000, 300, 500, 1000),
 			Conns:  4,

@@ -247,6 +247,7 @@ func (a *Account) record(c *category, u *unit) {
 	if over && len(a.notices) < 1000 {
 		a.notices = append(a.notices, Notice{Category: c.name, Exact: a.opts.ExactExternal, OpRecord: rec})
 	}
+	a.addTrend(c.name, pointOf(int64(c.ops), c.done))
 }
 
 // endOldest ends the op that began first, to make room.

@@ -15,9 +15,10 @@ package attribution
 //     replace the native estimate of the same bytes.
 //
 // A category retains significantly when its sampled part is more than two
-// standard errors and minRetained above zero, or when its mapping estimate
-// is at least minRetained and its recent ops still added to it (a heap that
-// grew once to its high-water mark is not a leak). The culprit is the
+// standard errors above zero and at least minRetained, or when its mapping
+// estimate is at least minRetained and kept growing with the category's
+// work (trend.go: a heap that grew once to its high-water mark, or buffers
+// in flight at the end, are not a leak). The culprit is the
 // significant category that keeps most; with none, the verdict is that no
 // operation retains memory.
 
@@ -86,17 +87,27 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 		r.PerOpErr = float64(r.StdErr) / float64(cs.Ops)
 	}
 	sampledSig := sampled != "" && r.RuntimeHeap-2*r.StdErr > minRetained/4 && r.RuntimeHeap >= minRetained
-	var recent int64
-	for _, op := range cs.Recent {
-		recent += op.Counters.RetainedNative
-		if sampled == "" {
-			recent += op.Counters.Retained - op.Counters.RetainedNative
-		}
+	measure := func(p trendPoint) int64 {
+		m := p.native
 		if exact {
-			recent += int64(op.Counters.ABAlloc) - int64(op.Counters.ABFreed)
+			m = p.ab
 		}
+		if sampled == "" {
+			m += p.runtime
+		}
+		return m
 	}
-	mappingSig := mapping+r.External >= minRetained && (recent > 0 || len(cs.Recent) == 0)
+	grows, known := a.growsWithWork(cs.Name, measure)
+	if !known {
+		// No history (a summary before two snapshots): the last ops
+		// still adding to it is the best sign left.
+		var recent int64
+		for _, op := range cs.Recent {
+			recent += measure(pointOf(0, op.Counters))
+		}
+		grows = recent > 0 || len(cs.Recent) == 0
+	}
+	mappingSig := mapping+r.External >= minRetained && grows
 	r.Significant = r.Bytes >= minRetained && (sampledSig || mappingSig)
 	return r
 }

@@ -1,0 +1,103 @@
+package attribution
+
+// A leak accumulates with the work that causes it; a heap that grew once to
+// its high-water mark, or buffers still in flight when the run ends, do not.
+// The mapping estimates (what the category's ops mapped or committed and did
+// not give back) are only evidence of retention when they keep growing with
+// the category's ops: trend keeps, per category, a bounded history of the
+// estimate's parts against the category's op count (snapshot count for
+// categories without ops, such as idle).
+
+import "github.com/memdiag/memdiag/event"
+
+// maxTrendPoints bounds each category's history; past it, every other
+// point is dropped (the first and the latest stay).
+const maxTrendPoints = 128
+
+// trendPoint is a category's mapping measures at one snapshot.
+type trendPoint struct {
+	x       int64 // ops so far (or the snapshot number, for categories without ops)
+	native  int64 // RetainedNative
+	runtime int64 // Retained - RetainedNative
+	ab      int64 // ABAlloc - ABFreed
+}
+
+func pointOf(x int64, c event.Counters) trendPoint {
+	return trendPoint{x: x, native: c.RetainedNative, runtime: c.Retained - c.RetainedNative, ab: int64(c.ABAlloc) - int64(c.ABFreed)}
+}
+
+// record adds the categories' measures at this snapshot.
+func (a *Account) recordTrend() {
+	for _, cs := range a.opCategories() {
+		a.addTrend(cs.Name, pointOf(int64(cs.Ops), cs.Counters))
+	}
+	var idle event.Counters
+	for k, c := range a.live {
+		if k.Kind == event.BucketIdle {
+			idle = add(idle, c)
+		}
+	}
+	for k, c := range a.retired {
+		if k.Name == event.BucketIdle.String() {
+			idle = add(idle, c)
+		}
+	}
+	a.addTrend(event.BucketIdle.String(), pointOf(int64(a.seq), idle))
+}
+
+func (a *Account) addTrend(name string, p trendPoint) {
+	if a.trend == nil {
+		a.trend = map[string][]trendPoint{}
+	}
+	h := a.trend[name]
+	if n := len(h); n > 0 && h[n-1].x == p.x {
+		h[n-1] = p // no new ops: the latest measure replaces it
+		a.trend[name] = h
+		return
+	}
+	if len(h) >= maxTrendPoints {
+		kept := h[:1]
+		for i := 2; i < len(h); i += 2 {
+			kept = append(kept, h[i])
+		}
+		h = kept
+	}
+	a.trend[name] = append(h, p)
+}
+
+// growsWithWork reports whether measure kept growing with a category's
+// work: its floor (the least value) over the last quarter of the work is
+// above its floor over the second quarter by at least a quarter of its last
+// value. Retention that accumulates raises the floor steadily; buffers in
+// flight make a sawtooth whose floor stays put, and a heap that grew once to
+// its high-water mark stays flat. ok is false when the history is too short
+// to say.
+func (a *Account) growsWithWork(name string, measure func(trendPoint) int64) (grows, ok bool) {
+	h := a.trend[name]
+	if len(h) < 8 {
+		return false, false
+	}
+	first, last := h[0].x, h[len(h)-1].x
+	span := last - first
+	if span < 8 {
+		return false, false
+	}
+	floor := func(lo, hi int64) (int64, bool) {
+		var m int64
+		found := false
+		for _, p := range h {
+			if p.x >= lo && p.x <= hi {
+				if v := measure(p); !found || v < m {
+					m, found = v, true
+				}
+			}
+		}
+		return m, found
+	}
+	q2, ok2 := floor(first+span/4, first+span/2)
+	q4, ok4 := floor(first+3*span/4, last)
+	if !ok2 || !ok4 {
+		return false, false
+	}
+	return q4-q2 > 0 && 4*(q4-q2) >= measure(h[len(h)-1]), true
+}
