@@ -3,6 +3,7 @@ package accuracy
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -82,7 +83,7 @@ func TestCompareRight(t *testing.T) {
 		t.Errorf("verdict problems: %v", p)
 	}
 	md := tab.Markdown()
-	for _, want := range []string{"| leak (leaks) | 100 / 100 | 97.7 KiB / 107.4 KiB | +10% | yes (named) |", "| churn | 200 / 199 |", "9.0% of the leak", "— right."} {
+	for _, want := range []string{"| leak (leaks) | 100 / 100 | 97.7 KiB / 107.4 KiB | +10% per op | yes (named) |", "| churn | 200 / 199 |", "9.0% of the leak", "— right."} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
@@ -174,5 +175,22 @@ func TestLoadFailsOnBadStatus(t *testing.T) {
 	defer srv.Close()
 	if _, err := Load(context.Background(), srv.URL, []Job{{Route: Route{Category: "a", Path: Fixed("/x")}, Count: 5}}, 2); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("a 404 must fail the load: %v", err)
+	}
+}
+
+// TestPerOpErr checks a timer-driven leak is judged per op: a cycle more
+// outside the truth's window is not an error, a wrong size per cycle is.
+func TestPerOpErr(t *testing.T) {
+	for _, c := range []struct {
+		r    Row
+		want float64
+	}{
+		{Row{TruthOps: 4, TruthRetained: 16 << 20, MemdiagOps: 6, MemdiagRetain: 24 << 20}, 0},
+		{Row{TruthOps: 4, TruthRetained: 16 << 20, MemdiagOps: 4, MemdiagRetain: 20 << 20}, 0.25},
+		{Row{TruthOps: 0, TruthRetained: 1 << 20, MemdiagOps: 0, MemdiagRetain: 1 << 19}, -0.5},
+	} {
+		if got := c.r.perOpErr(); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("%+v: perOpErr = %v, want %v", c.r, got, c.want)
+		}
 	}
 }

@@ -34,8 +34,18 @@ struct files_struct {
 	struct fdtable *fdt;
 } __attribute__((preserve_access_index));
 
+struct in6_addr {
+	union {
+		u8 u6_addr8[16];
+	} in6_u;
+} __attribute__((preserve_access_index));
+
 struct sock_common {
-	u16 skc_num; /* local port, host order */
+	u32 skc_daddr;               /* peer IPv4 address, network order */
+	u16 skc_dport;               /* peer port, network order */
+	u16 skc_num;                 /* local port, host order */
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
 } __attribute__((preserve_access_index));
 
 struct sock {

@@ -1484,19 +1484,52 @@ static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 
 	return 0;
 }
 
-/* The local port of the current task's socket fd (host order), or 0.
- * Read through the task's file table with CO-RE reads: only at accept. */
-static __always_inline u16 local_port(s32 fd)
+/* The kernel socket behind the current task's fd, or NULL. Read through
+ * the task's file table with CO-RE reads: only at accept, and at the first
+ * write on a socket memdiag does not know. */
+static __always_inline struct sock *fd_sock(s32 fd)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
 	struct file *f = NULL;
 	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
-		return 0;
+		return NULL;
 	struct socket *sock = BPF_CORE_READ(f, private_data);
 	if (!sock)
+		return NULL;
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* The local port of the current task's socket fd (host order), or 0. */
+static __always_inline u16 local_port(s32 fd)
+{
+	struct sock *sk = fd_sock(fd);
+	if (!sk)
 		return 0;
-	return BPF_CORE_READ(sock, sk, __sk_common.skc_num);
+	return BPF_CORE_READ(sk, __sk_common.skc_num);
+}
+
+/* Fills s with the peer of the current task's connected socket fd;
+ * returns 0 when it is an IPv4 or IPv6 socket. */
+static __always_inline int sock_peer(s32 fd, struct sock_info *s)
+{
+	struct sock *sk = fd_sock(fd);
+	if (!sk)
+		return -1;
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	u16 dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	s->family = family;
+	s->port = (dport >> 8) | ((dport & 0xff) << 8);
+	if (family == AF_INET) {
+		u32 a = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(s->addr, &a, 4);
+		return 0;
+	}
+	if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(&s->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		return 0;
+	}
+	return -1;
 }
 
 /* accept/accept4: the returned fd is a served socket (Node passes a NULL
@@ -1558,7 +1591,7 @@ int on_enter_connect(struct tp_sys_enter *ctx)
 		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = ts->op_id };
 		if (bpf_map_lookup_elem(&buckets, &bk)) {
 			s.op_id = ts->op_id;
-			s.flags |= SF_JOINED;
+			s.flags |= SF_JOINED | SF_BOUND;
 		}
 	}
 	/* Recorded at entry: a non-blocking connect returns EINPROGRESS, and a
@@ -1587,13 +1620,20 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 {
 	struct pending p;
 	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || ctx->ret <= 0)
+	if (!take_args(&p, &tgid, &tid) || ctx->ret < 0)
 		return 0;
 	s32 fd = (s32)p.args[0];
 	struct sock_key k = { .tgid = tgid, .fd = fd };
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
 	if (s && s->role == SOCK_IGNORED)
 		return 0;
+	if (ctx->ret == 0) {
+		/* End of stream: a response that ends at close (no length)
+		 * completes here, and its callbacks are the call's op's. */
+		if (s && s->role == SOCK_CLIENT && s->op_id)
+			set_thread(tgid, tid, TM_OP, s->op_id);
+		return 0;
+	}
 	if (s && s->role == SOCK_CLIENT) {
 		if (s->op_id)
 			set_thread(tgid, tid, TM_OP, s->op_id);
@@ -1921,6 +1961,19 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 	s32 fd = (s32)ctx->args[0];
 	struct sock_key k = { .tgid = tgid, .fd = fd };
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
+	if (!s) {
+		/* A socket connected before memdiag came (a keep-alive pool):
+		 * it becomes a client socket at its first request written. */
+		u64 wb = first_buffer(ctx->args[1], kind), w = 0;
+		if (!wb || bpf_probe_read_user(&w, sizeof(w), (void *)wb) || !looks_like_request(w))
+			return 0;
+		struct sock_info fresh = { .role = SOCK_CLIENT };
+		if (sock_peer(fd, &fresh))
+			return 0;
+		if (bpf_map_update_elem(&sockets, &k, &fresh, BPF_NOEXIST) == -E2BIG)
+			stat_inc(ST_SOCK_OVERFLOW);
+		s = bpf_map_lookup_elem(&sockets, &k);
+	}
 	if (!s || s->role == SOCK_IGNORED)
 		return 0;
 	if (s->role == SOCK_SERVER) {
@@ -1940,22 +1993,24 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 		bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
 		return 0;
 	}
+	if ((s->flags & SF_BOUND) && s->op_id) {
+		/* The first write of a socket connected inside an op: a
+		 * non-blocking connect completes after a poll, and the loop may
+		 * write it while busy with another op's sockets. It is still the
+		 * connecting op's call, and what its callbacks do is that op's. */
+		s->flags &= ~SF_BOUND;
+		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = s->op_id };
+		if (bpf_map_lookup_elem(&buckets, &bk)) {
+			set_thread(tgid, tid, TM_OP, s->op_id);
+			return 0;
+		}
+	}
 	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
 	if (ts && ts->mode == TM_OP) {
 		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = ts->op_id };
 		if (bpf_map_lookup_elem(&buckets, &bk)) {
 			s->op_id = ts->op_id; /* the call is part of the thread's op */
 			s->flags |= SF_JOINED;
-			return 0;
-		}
-	}
-	if ((s->flags & SF_JOINED) && s->op_id) {
-		/* Connected inside an op, written from a later loop turn (a
-		 * non-blocking connect completes after a poll): still that op's
-		 * call, and what its callbacks do is the op's. */
-		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = s->op_id };
-		if (bpf_map_lookup_elem(&buckets, &bk)) {
-			set_thread(tgid, tid, TM_OP, s->op_id);
 			return 0;
 		}
 	}

@@ -297,6 +297,7 @@ enum sock_role {
 #define SF_TLS 2       /* the first bytes read were a TLS handshake */
 #define SF_STARTED 4   /* an op began on it: later non-request bytes continue ops */
 #define SF_JOINED 8    /* a client socket whose call joined another op: its close ends nothing */
+#define SF_BOUND 16    /* connected inside an op: its first write is that op's, whichever op the thread is in */
 
 struct sock_key {
 	u32 tgid;
