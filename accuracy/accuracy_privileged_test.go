@@ -130,7 +130,7 @@ func runService(t *testing.T, s *Service) (*Table, Expect) {
 	if s.Config != "" {
 		config = filepath.Join(repoRoot, s.Config)
 	}
-	md := startMemdiag(t, tmp, svc.Process.Pid, config)
+	md := startMemdiag(t, tmp, svc.Process.Pid, config, s.MemdiagArgs...)
 
 	truth0 := takeTruth(t, svc, truthFile, md.done)
 	sent, err := Load(ctx, base, s.Load, s.Conns)
@@ -254,7 +254,7 @@ type memdiagRun struct {
 	waitErr     error
 }
 
-func startMemdiag(t *testing.T, tmp string, pid int, config string) *memdiagRun {
+func startMemdiag(t *testing.T, tmp string, pid int, config string, extra ...string) *memdiagRun {
 	t.Helper()
 	r := &memdiagRun{report: filepath.Join(tmp, "r.json"), log: filepath.Join(tmp, "log"), done: make(chan struct{})}
 	ready := filepath.Join(tmp, "ready")
@@ -265,6 +265,7 @@ func startMemdiag(t *testing.T, tmp string, pid int, config string) *memdiagRun 
 		// (the default ring's losses under bursts are a known limit,
 		// ACCURACY.md).
 		"--ringbuf-size", "4194304")
+	r.cmd.Args = append(r.cmd.Args, extra...)
 	r.cmd.Stderr = &r.stderr
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -68,7 +68,7 @@ func (a *Account) addTrend(name string, p trendPoint) {
 // growsWithWork reports whether measure kept growing with a category's
 // work: its floor (the least value) over the last quarter of the work is
 // above its floor over the second quarter by at least a quarter of its last
-// value. Retention that accumulates raises the floor steadily; buffers in
+// value, and by half of minRetained. Retention that accumulates raises the floor steadily; buffers in
 // flight make a sawtooth whose floor stays put, and a heap that grew once to
 // its high-water mark stays flat. ok is false when the history is too short
 // to say.
@@ -99,5 +99,6 @@ func (a *Account) growsWithWork(name string, measure func(trendPoint) int64) (gr
 	if !ok2 || !ok4 {
 		return false, false
 	}
-	return q4-q2 > 0 && 4*(q4-q2) >= measure(h[len(h)-1]), true
+	rise := q4 - q2
+	return rise >= minRetained/2 && 4*rise >= measure(h[len(h)-1]), true
 }

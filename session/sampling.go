@@ -187,6 +187,18 @@ func (s *Session) stopSampling() {
 	s.gotLive(s.awaitLive(last))
 	ctx, cancel := context.WithTimeout(context.Background(), samplerStartTimeout)
 	defer cancel()
+	// One more collection: V8 frees the backing stores of the ArrayBuffers
+	// the last one found dead on its own threads, and a collection starts
+	// by waiting for that, so what operations had in flight is given back
+	// before the final counters are read.
+	settled := make(chan liveResult, 1)
+	go func() {
+		_, err := h.v8.Baseline(ctx)
+		settled <- liveResult{err: err}
+	}()
+	if r := s.awaitLive(settled); r.err != nil {
+		s.log.Printf("SAMPLING", "the last collection: %v", r.err)
+	}
 	if err := h.v8.Close(ctx); err != nil {
 		s.log.Printf("SAMPLING", "%v", err)
 	}
