@@ -95,9 +95,11 @@ func Services() []*Service {
 		{Category: "static_media", Path: func(i int) string { return fmt.Sprintf("/media/img%d.png", i%20) }},
 	}
 	node := []string{"node", "--expose-gc", "server.js"}
+	// Node.js services run with V8's heap sampling, which is opt-in.
+	v8 := []string{"--heap-sampling", "v8"}
 	return []*Service{
 		{
-			Name: "node-session", Dir: "testdata/corpus/node-session", Command: node, CI: true,
+			Name: "node-session", Dir: "testdata/corpus/node-session", Command: node, CI: true, MemdiagArgs: v8,
 			NPM:     []string{"testdata/corpus/node-session"},
 			Warmup:  jobs(session, 300, 100, 500),
 			Load:    jobs(session, 1500, 300, 2000),
@@ -105,14 +107,14 @@ func Services() []*Service {
 			Leaking: []string{"login"},
 		},
 		{
-			Name: "node-buffers", Dir: "testdata/corpus/node-buffers", Command: node,
+			Name: "node-buffers", Dir: "testdata/corpus/node-buffers", Command: node, MemdiagArgs: v8,
 			Warmup:  jobs(buffers, 20, 300, 200),
 			Load:    jobs(buffers, 120, 600, 1000),
 			Conns:   4,
 			Leaking: []string{"keep"},
 		},
 		{
-			Name: "node-async", Dir: "testdata/corpus/node-async", Command: node,
+			Name: "node-async", Dir: "testdata/corpus/node-async", Command: node, MemdiagArgs: v8,
 			Env:     []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)},
 			Helpers: []Helper{{Command: []string{"node", "upstream.js"}, Env: []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)}}},
 			Warmup:  jobs(async, 200, 200),
@@ -145,14 +147,14 @@ func Services() []*Service {
 			Leaking: []string{"leak"},
 		},
 		{
-			Name: "leak-free", Dir: "testdata/corpus/leak-free", Command: node, CI: true,
+			Name: "leak-free", Dir: "testdata/corpus/leak-free", Command: node, CI: true, MemdiagArgs: v8,
 			Warmup: jobs(free, 1024, 100, 100, 100),
 			Load:   jobs(free, 2000, 300, 500, 1000),
 			Conns:  4,
 		},
 		{
 			Name: "reference", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml",
-			Command: node, NPM: []string{"examples/leaky-service"},
+			Command: node, NPM: []string{"examples/leaky-service"}, MemdiagArgs: v8,
 			Env:     []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort), "SYNC_INTERVAL_MS=500"},
 			Helpers: []Helper{{Command: []string{"node", "peer.js"}, Env: []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort)}}},
 			Warmup:  jobs(ref, 500, 200, 200, 200, 200),
@@ -169,7 +171,7 @@ func Services() []*Service {
 			// see them; exact mode counts them, and replaces (never adds
 			// to) the native estimate.
 			Name: "reference-exact", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml", CI: true,
-			Command: node, NPM: []string{"examples/leaky-service"}, MemdiagArgs: []string{"--exact-external"},
+			Command: node, NPM: []string{"examples/leaky-service"}, MemdiagArgs: []string{"--exact-external", "--heap-sampling", "v8"},
 			Env:      []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort), "SYNC_INTERVAL_MS=500"},
 			Helpers:  []Helper{{Command: []string{"node", "peer.js"}, Env: []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort)}}},
 			Warmup:   jobs(ref, 500, 200, 200, 200, 200),

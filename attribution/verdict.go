@@ -62,6 +62,14 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 		r.External = int64(cs.ABAlloc) - int64(cs.ABFreed)
 		r.Native = 0 // the same bytes, measured exactly
 	}
+	loopHeap := sampled != "" && cs.Kind == KindIdle
+	if loopHeap {
+		// Between operations the event loop allocates for what comes
+		// next (read buffers before the read names an op): the native
+		// heap growth it meets there is the service's, not the loop's.
+		// With a sampler, idle keeps what was sampled there.
+		r.Native = 0
+	}
 	mapping := r.Native
 	switch {
 	case sampled != "":
@@ -76,9 +84,12 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 		mapping += mappedRuntime
 		r.Method = "mapping estimate"
 	}
-	if exact {
+	switch {
+	case loopHeap:
+		r.Method += ", native estimate not counted between operations"
+	case exact:
 		r.Method += ", exact ArrayBuffers"
-	} else {
+	default:
 		r.Method += ", native mapping estimate"
 	}
 	r.Bytes = r.RuntimeHeap + r.Native + r.External
@@ -108,6 +119,9 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 		grows = recent > 0 || len(cs.Recent) == 0
 	}
 	mappingSig := mapping+r.External >= minRetained && grows
+	if loopHeap {
+		mappingSig = false
+	}
 	r.Significant = r.Bytes >= minRetained && (sampledSig || mappingSig)
 	return r
 }

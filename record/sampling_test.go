@@ -13,7 +13,9 @@ import (
 // order and with their times, among other events: a reader that skipped
 // them would lose the time deltas they carry.
 func TestRoundTripSampling(t *testing.T) {
-	h := func(sec int) event.Header { return event.Header{Time: t0.Add(time.Duration(sec) * time.Second), PID: 7, TID: 8} }
+	h := func(sec int) event.Header {
+		return event.Header{Time: t0.Add(time.Duration(sec) * time.Second), PID: 7, TID: 8}
+	}
 	evs := []event.Event{
 		&event.Sampling{Header: h(1), Runtime: event.RuntimeV8, Active: true, Interval: 65536, Reason: "v8"},
 		&event.HeapLive{Header: h(2), Runtime: event.RuntimeV8, HeapUsed: 1 << 20},

@@ -81,7 +81,7 @@ func (s *Session) startSampling() {
 		return
 	}
 	var errs []error
-	if mode == "auto" || mode == "go" {
+	if mode == "auto" || mode == "all" || mode == "go" {
 		goVersion, rate, err := s.cfg.Sampler.AttachGo(pid, exe)
 		if err == nil {
 			st.Runtime, st.Active, st.Interval = event.RuntimeGo, true, rate
@@ -90,7 +90,10 @@ func (s *Session) startSampling() {
 		}
 		errs = append(errs, err)
 	}
-	if mode == "auto" || mode == "v8" {
+	if mode == "auto" {
+		errs = append(errs, errors.New("V8 heap sampling is opt-in: for a Node.js target, --heap-sampling v8 joins V8's sampling heap profiler through the inspector (it costs the service throughput: see BENCHMARKS.md)"))
+	}
+	if mode == "all" || mode == "v8" {
 		err := s.startV8(pid, exe)
 		if err == nil {
 			st.Runtime, st.Active, st.Interval = event.RuntimeV8, true, s.sampling.v8.Interval

@@ -72,16 +72,28 @@ func (t *Tracer) V8Samples(pid int) (uint64, error) {
 // path, for process pid only. It fires once per sample (one per sampling
 // interval of bytes allocated), only while the sampling heap profiler runs.
 func (t *Tracer) AttachV8Sampler(pid int, path string) error {
+	syms, err := lookupSymbols(path, V8SampleSymbol)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNoSampler, err)
+	}
+	sym, ok := syms[V8SampleSymbol]
+	if !ok || sym.Offset == 0 {
+		return fmt.Errorf("%w: %s has no symbol v8::internal::SamplingHeapProfiler::SampleObject", ErrNoSampler, path)
+	}
+	return t.attachAt(pid, path, t.objs.OnV8Sample, sym.Offset, "the V8 sampler uprobe")
+}
+
+// attachAt attaches prog as a uprobe at a file offset of the binary at
+// path, for process pid only: no symbol table is loaded (lookupSymbols
+// found the offset).
+func (t *Tracer) attachAt(pid int, path string, prog *ebpf.Program, offset uint64, what string) error {
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		return fmt.Errorf("opening %s: %w", path, err)
 	}
-	l, err := ex.UprobeMulti([]string{V8SampleSymbol}, t.objs.OnV8Sample, &link.UprobeMultiOptions{PID: uint32(pid)})
+	l, err := ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{PID: uint32(pid), Addresses: []uint64{offset}})
 	if err != nil {
-		if errors.Is(err, link.ErrNoSymbol) {
-			return fmt.Errorf("%w: %s has no symbol v8::internal::SamplingHeapProfiler::SampleObject", ErrNoSampler, path)
-		}
-		return fmt.Errorf("attaching the V8 sampler uprobe to process %d: %w", pid, err)
+		return fmt.Errorf("attaching %s to process %d: %w", what, pid, err)
 	}
 	t.links = append(t.links, l)
 	return nil
@@ -109,7 +121,16 @@ func (t *Tracer) AttachGoSampler(pid int, path string) (GoSampler, error) {
 	if !goAtLeast(bi.GoVersion, 1, 24) {
 		return gs, fmt.Errorf("%w: %s is built with %s; memdiag joins the Go memory profiler of Go 1.24 and later", ErrNoSampler, path, bi.GoVersion)
 	}
-	rate, err := goMemProfileRate(pid, path)
+	syms, err := lookupSymbols(path, goMallocSymbol, goFreeSymbol, goGCSymbol, goRateSymbol)
+	if err != nil {
+		return gs, fmt.Errorf("%w: %w", ErrNoSampler, err)
+	}
+	for _, name := range []string{goMallocSymbol, goFreeSymbol, goGCSymbol, goRateSymbol} {
+		if _, ok := syms[name]; !ok {
+			return gs, fmt.Errorf("%w: %s has no symbol %s (stripped?)", ErrNoSampler, path, name)
+		}
+	}
+	rate, err := goMemProfileRate(pid, path, syms[goRateSymbol].Value)
 	if err != nil {
 		return gs, fmt.Errorf("%w: %w", ErrNoSampler, err)
 	}
@@ -117,10 +138,6 @@ func (t *Tracer) AttachGoSampler(pid int, path string) (GoSampler, error) {
 		return gs, fmt.Errorf("%w: the process turned the Go memory profiler off (runtime.MemProfileRate = 0)", ErrNoSampler)
 	}
 	gs.Rate = uint64(rate)
-	ex, err := link.OpenExecutable(path)
-	if err != nil {
-		return gs, fmt.Errorf("opening %s: %w", path, err)
-	}
 	for _, p := range []struct {
 		sym  string
 		prog *ebpf.Program
@@ -129,14 +146,9 @@ func (t *Tracer) AttachGoSampler(pid int, path string) (GoSampler, error) {
 		{goFreeSymbol, t.objs.OnGoFreeSpecial},
 		{goGCSymbol, t.objs.OnGoGc},
 	} {
-		l, err := ex.UprobeMulti([]string{p.sym}, p.prog, &link.UprobeMultiOptions{PID: uint32(pid)})
-		if err != nil {
-			if errors.Is(err, link.ErrNoSymbol) {
-				return gs, fmt.Errorf("%w: %s has no symbol %s (stripped?)", ErrNoSampler, path, p.sym)
-			}
-			return gs, fmt.Errorf("attaching the Go sampler uprobe %s to process %d: %w", p.sym, pid, err)
+		if err := t.attachAt(pid, path, p.prog, syms[p.sym].Offset, "the Go sampler uprobe "+p.sym); err != nil {
+			return gs, err
 		}
-		t.links = append(t.links, l)
 	}
 	return gs, nil
 }
@@ -156,28 +168,14 @@ func goAtLeast(v string, major, minor int) bool {
 	return ma > major || ma == major && mi >= minor
 }
 
-// goMemProfileRate reads runtime.MemProfileRate from the memory of process
-// pid (at its symbol's address, plus the load bias of a PIE binary).
-func goMemProfileRate(pid int, path string) (int64, error) {
+// goMemProfileRate reads runtime.MemProfileRate, at addr (the symbol's
+// value; plus the load bias of a PIE binary), from the memory of process pid.
+func goMemProfileRate(pid int, path string, addr uint64) (int64, error) {
 	f, err := elf.Open(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	syms, err := f.Symbols()
-	if err != nil {
-		return 0, fmt.Errorf("reading the symbols of %s: %w", path, err)
-	}
-	var addr uint64
-	for _, s := range syms {
-		if s.Name == goRateSymbol {
-			addr = s.Value
-			break
-		}
-	}
-	if addr == 0 {
-		return 0, fmt.Errorf("%s has no symbol %s", path, goRateSymbol)
-	}
 	if f.Type == elf.ET_DYN {
 		bias, err := loadBias(pid, path, f)
 		if err != nil {

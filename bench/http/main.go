@@ -10,7 +10,8 @@
 // drift and other users' load hit them alike:
 //
 //	untraced               node server.js
-//	memdiag                + memdiag attach (default mode)
+//	memdiag                + memdiag attach (default mode: V8 heap sampling over the inspector)
+//	memdiag no sampling    + memdiag attach --heap-sampling off (tracepoints only)
 //	memdiag exact          + memdiag attach --exact-external
 //	untraced HTTPS         HTTPS=1 node server.js (the baseline of --tls)
 //	memdiag --tls          HTTPS service + memdiag attach --tls
@@ -90,7 +91,10 @@ type arm struct {
 
 var allArms = []arm{
 	{key: "untraced", name: "untraced", base: "untraced"},
-	{key: "default", name: "memdiag (default)", base: "untraced", tracer: "memdiag"},
+	{key: "default", name: "memdiag (default: V8 heap sampling)", base: "untraced", tracer: "memdiag"},
+	{key: "nosampling", name: "memdiag --heap-sampling off", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sampling", "off"}},
+	{key: "sample256", name: "memdiag --heap-sample-interval 256KiB", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sample-interval", "256KiB"}},
+	{key: "sample1m", name: "memdiag --heap-sample-interval 1MiB", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sample-interval", "1MiB"}},
 	{key: "exact", name: "memdiag --exact-external", base: "untraced", tracer: "memdiag", flags: []string{"--exact-external"}},
 	{key: "untraced-https", name: "untraced HTTPS", base: "untraced-https", https: true},
 	{key: "tls", name: "memdiag --tls (HTTPS)", base: "untraced-https", https: true, tracer: "memdiag", flags: []string{"--tls"}},

@@ -38,7 +38,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700)"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9464)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
-		&cli.StringFlag{Name: "heap-sampling", Value: "auto", Usage: "join the runtime's own allocation sampler with the ops, for the verdict: `MODE` auto (Go's memory profiler, or V8's sampling heap profiler over the inspector memdiag opens on loopback while it runs), go, v8, or off (never opens the inspector; the runtime heap is then a mapping estimate)"},
+		&cli.StringFlag{Name: "heap-sampling", Value: "auto", Usage: "join the runtime's own allocation sampler with the ops, for the verdict: `MODE` auto (Go's memory profiler when the target links it: uprobes, about one hit per 512 KiB allocated), v8 (V8's sampling heap profiler over the inspector memdiag opens on loopback while it runs: right JS-heap verdicts, about -12% throughput on the reference service), all (Go or V8), go, or off (the runtime heap is then a mapping estimate)"},
 		&cli.StringFlag{Name: "heap-sample-interval", Value: "64KiB", Usage: "V8 heap sampling: one sample per `SIZE` allocated on average (smaller: more precise, more uprobe traps)"},
 	}
 }
@@ -106,9 +106,9 @@ func optionsFrom(c *cli.Context) (options, error) {
 		return o, usageErr("--summary-external-rate: %v", err)
 	}
 	switch o.HeapSampling = c.String("heap-sampling"); o.HeapSampling {
-	case "auto", "go", "v8", "off":
+	case "auto", "all", "go", "v8", "off":
 	default:
-		return o, usageErr("--heap-sampling %q: give auto, go, v8 or off", o.HeapSampling)
+		return o, usageErr("--heap-sampling %q: give auto, all, go, v8 or off", o.HeapSampling)
 	}
 	iv, err := config.ParseSize(c.String("heap-sample-interval"))
 	if err != nil || iv < 1024 || iv > 64<<20 {

@@ -1,0 +1,140 @@
+package tracer
+
+// A lean ELF symbol lookup for uprobes: the offsets of a few named functions
+// (and the address of a variable), found by streaming the symbol and string
+// tables with bounded memory. debug/elf's Symbols, which the uprobe library
+// uses when given names, loads every symbol with its name: for the Node.js
+// binary (over 100,000 long C++ names) that alone was ~45 MiB of memdiag's
+// peak.
+
+import (
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// symChunk is how much of a table is read at a time.
+const symChunk = 1 << 20
+
+// lookupSymbols returns, for each name found in path's .symtab (or
+// .dynsym), its value (virtual address) and the file offset of that address
+// (what a uprobe is attached at). Names not found are missing from the map.
+func lookupSymbols(path string, names ...string) (map[string]elfSymbol, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]elfSymbol{}
+	for _, tab := range []struct{ sym, str string }{{".symtab", ".strtab"}, {".dynsym", ".dynstr"}} {
+		symtab, strtab := f.Section(tab.sym), f.Section(tab.str)
+		if symtab == nil || strtab == nil {
+			continue
+		}
+		want := map[string]bool{}
+		for _, n := range names {
+			if _, ok := out[n]; !ok {
+				want[n] = true
+			}
+		}
+		if len(want) == 0 {
+			break
+		}
+		at, err := nameOffsets(strtab.Open(), want)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s of %s: %w", tab.str, path, err)
+		}
+		if len(at) == 0 {
+			continue
+		}
+		if err := scanSymbols(f, symtab, at, out); err != nil {
+			return nil, fmt.Errorf("reading %s of %s: %w", tab.sym, path, err)
+		}
+	}
+	return out, nil
+}
+
+// elfSymbol is one symbol found.
+type elfSymbol struct {
+	Value  uint64 // virtual address
+	Offset uint64 // file offset of Value (0 when it is in no loadable segment)
+}
+
+// nameOffsets streams a string table (NUL-terminated names, back to back)
+// and returns the offset of each wanted name.
+func nameOffsets(r io.Reader, want map[string]bool) (map[uint32]string, error) {
+	out := map[uint32]string{}
+	chunk := make([]byte, symChunk)
+	var carry []byte // an unfinished name from the previous chunk
+	var base uint32  // table offset of data[0]
+	for {
+		n, err := io.ReadFull(r, chunk)
+		data := append(carry, chunk[:n]...)
+		start := 0
+		for {
+			j := bytes.IndexByte(data[start:], 0)
+			if j < 0 {
+				break
+			}
+			if want[string(data[start:start+j])] {
+				out[base+uint32(start)] = string(data[start : start+j])
+			}
+			start += j + 1
+		}
+		base += uint32(start)
+		carry = append(carry[:0:0], data[start:]...)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return out, nil
+			}
+			return nil, err
+		}
+	}
+}
+
+// scanSymbols streams an ELF64 symbol table and fills out with the symbols
+// whose name offset is in at.
+func scanSymbols(f *elf.File, symtab *elf.Section, at map[uint32]string, out map[string]elfSymbol) error {
+	if f.Class != elf.ELFCLASS64 {
+		return errors.New("not a 64-bit ELF file")
+	}
+	const entSize = 24 // Elf64_Sym
+	r := symtab.Open()
+	chunk := make([]byte, (symChunk/entSize)*entSize)
+	for {
+		n, err := io.ReadFull(r, chunk)
+		for i := 0; i+entSize <= n; i += entSize {
+			e := chunk[i : i+entSize]
+			name, ok := at[f.ByteOrder.Uint32(e[0:4])]
+			if !ok {
+				continue
+			}
+			value := f.ByteOrder.Uint64(e[8:16])
+			if value == 0 {
+				continue
+			}
+			if _, dup := out[name]; !dup {
+				out[name] = elfSymbol{Value: value, Offset: fileOffset(f, value)}
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// fileOffset converts a virtual address to its offset in the file, through
+// the loadable segment that maps it.
+func fileOffset(f *elf.File, vaddr uint64) uint64 {
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && vaddr >= p.Vaddr && vaddr < p.Vaddr+p.Filesz {
+			return vaddr - p.Vaddr + p.Off
+		}
+	}
+	return 0
+}
