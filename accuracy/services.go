@@ -170,7 +170,7 @@ func Services() []*Service {
 			// come from the malloc heap, where the mapping estimate cannot
 			// see them; exact mode counts them, and replaces (never adds
 			// to) the native estimate.
-			Name: "reference-exact", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml", CI: true,
+			Name: "reference-exact", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml",
 			Command: node, NPM: []string{"examples/leaky-service"}, MemdiagArgs: []string{"--exact-external", "--heap-sampling", "v8"},
 			Env:      []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort), "SYNC_INTERVAL_MS=500"},
 			Helpers:  []Helper{{Command: []string{"node", "peer.js"}, Env: []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort)}}},
