@@ -10,8 +10,9 @@
 // drift and other users' load hit them alike:
 //
 //	untraced               node server.js
-//	memdiag                + memdiag attach (default mode: V8 heap sampling over the inspector)
-//	memdiag no sampling    + memdiag attach --heap-sampling off (tracepoints only)
+//	memdiag                + memdiag attach (default mode)
+//	memdiag v8             + memdiag attach --heap-sampling v8 (V8's sampling heap profiler, 64 KiB)
+//	memdiag v8 1 MiB       + the same, one sample per 1 MiB
 //	memdiag exact          + memdiag attach --exact-external
 //	untraced HTTPS         HTTPS=1 node server.js (the baseline of --tls)
 //	memdiag --tls          HTTPS service + memdiag attach --tls
@@ -91,10 +92,9 @@ type arm struct {
 
 var allArms = []arm{
 	{key: "untraced", name: "untraced", base: "untraced"},
-	{key: "default", name: "memdiag (default: V8 heap sampling)", base: "untraced", tracer: "memdiag"},
-	{key: "nosampling", name: "memdiag --heap-sampling off", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sampling", "off"}},
-	{key: "sample256", name: "memdiag --heap-sample-interval 256KiB", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sample-interval", "256KiB"}},
-	{key: "sample1m", name: "memdiag --heap-sample-interval 1MiB", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sample-interval", "1MiB"}},
+	{key: "default", name: "memdiag (default)", base: "untraced", tracer: "memdiag"},
+	{key: "v8", name: "memdiag --heap-sampling v8", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sampling", "v8"}},
+	{key: "v8-1m", name: "memdiag --heap-sampling v8 --heap-sample-interval 1MiB", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sampling", "v8", "--heap-sample-interval", "1MiB"}},
 	{key: "exact", name: "memdiag --exact-external", base: "untraced", tracer: "memdiag", flags: []string{"--exact-external"}},
 	{key: "untraced-https", name: "untraced HTTPS", base: "untraced-https", https: true},
 	{key: "tls", name: "memdiag --tls (HTTPS)", base: "untraced-https", https: true, tracer: "memdiag", flags: []string{"--tls"}},
