@@ -135,7 +135,7 @@ func (t *Tracer) AttachGoSampler(pid int, path string) (GoSampler, error) {
 		return gs, fmt.Errorf("%w: %w", ErrNoSampler, err)
 	}
 	if rate <= 0 {
-		return gs, fmt.Errorf("%w: the process turned the Go memory profiler off (runtime.MemProfileRate = 0)", ErrNoSampler)
+		return gs, fmt.Errorf("%w: the Go memory profiler is off in this process (runtime.MemProfileRate = 0): Go's linker turns it off in binaries that never read the profile; a service that imports net/http/pprof or runtime/pprof (or sets MemProfileRate) gets a sampled verdict", ErrNoSampler)
 	}
 	gs.Rate = uint64(rate)
 	for _, p := range []struct {
