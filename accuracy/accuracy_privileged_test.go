@@ -116,7 +116,10 @@ func runService(t *testing.T, s *Service) (*Table, Expect) {
 	}
 	port := freePort(t)
 	truthFile := filepath.Join(tmp, "truth.json")
-	env := append([]string{fmt.Sprintf("PORT=%d", port), "TRUTH_FILE=" + truthFile}, s.Env...)
+	// A Node service's inspector (opened by SIGUSR1 for V8 heap sampling)
+	// on a port the kernel picks: other tests of the suite open Node
+	// inspectors at the same time, and Node's default port would be taken.
+	env := append([]string{fmt.Sprintf("PORT=%d", port), "TRUTH_FILE=" + truthFile, "NODE_OPTIONS=--inspect-port=0"}, s.Env...)
 	svc := startProcess(t, dir, command, env, filepath.Join(tmp, "service.out"))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 

@@ -8,7 +8,11 @@ package attribution
 // estimate's parts against the category's op count (snapshot count for
 // categories without ops, such as idle).
 
-import "github.com/memdiag/memdiag/event"
+import (
+	"strings"
+
+	"github.com/memdiag/memdiag/event"
+)
 
 // maxTrendPoints bounds each category's history; past it, every other
 // point is dropped (the first and the latest stay).
@@ -31,18 +35,22 @@ func (a *Account) recordTrend() {
 	for _, cs := range a.opCategories() {
 		a.addTrend(cs.Name, pointOf(int64(cs.Ops), cs.Counters))
 	}
-	var idle event.Counters
+	// Categories without ops (idle, background threads), against time.
+	byName := map[string]event.Counters{}
 	for k, c := range a.live {
-		if k.Kind == event.BucketIdle {
-			idle = add(idle, c)
+		if k.Kind == event.BucketIdle || k.Kind == event.BucketThread {
+			n := bucketName(k, c)
+			byName[n] = add(byName[n], c)
 		}
 	}
 	for k, c := range a.retired {
-		if k.Name == event.BucketIdle.String() {
-			idle = add(idle, c)
+		if k.Name == event.BucketIdle.String() || strings.HasPrefix(k.Name, "thread:") {
+			byName[k.Name] = add(byName[k.Name], c)
 		}
 	}
-	a.addTrend(event.BucketIdle.String(), pointOf(int64(a.seq), idle))
+	for n, c := range byName {
+		a.addTrend(n, pointOf(int64(a.seq), c))
+	}
 }
 
 func (a *Account) addTrend(name string, p trendPoint) {

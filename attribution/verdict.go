@@ -116,7 +116,7 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 		for _, op := range cs.Recent {
 			recent += measure(pointOf(0, op.Counters))
 		}
-		grows = recent > 0 || len(cs.Recent) == 0
+		grows = recent > 0 // no finished op (idle, threads): no evidence
 	}
 	mappingSig := mapping+r.External >= minRetained && grows
 	if loopHeap {

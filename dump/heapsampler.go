@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/memdiag/memdiag/event"
 )
@@ -51,7 +52,17 @@ func StartHeapSampler(ctx context.Context, pid int, interval uint64, ready func(
 		return nil, err
 	}
 	h := &HeapSampler{pid: pid, d: d, Interval: interval}
-	sock, path, found, err := findOpenInspector(ctx, pid, d, port)
+	var (
+		sock  listenSocket
+		path  string
+		found bool
+	)
+	if port != 0 || inspectOptionGiven(cmdline, nodeOptions) {
+		// An inspector may be open already. On port 0 finding it means
+		// asking every listening socket, the service's own included (a
+		// request of memdiag's to the service): only when it may be open.
+		sock, path, found, err = findOpenInspector(ctx, pid, d, port)
+	}
 	if err == nil && !found {
 		sock, err = openInspector(ctx, pid, port)
 		h.openedByUs = err == nil
@@ -193,4 +204,27 @@ func (h *HeapSampler) Close(ctx context.Context) error {
 		h.d = nil
 	}
 	return errors.Join(errs...)
+}
+
+// inspectOptionGiven reports whether the target was started with an option
+// that opens the inspector (--inspect, --inspect-brk, --inspect-wait;
+// --inspect-port alone only sets where SIGUSR1 opens it).
+func inspectOptionGiven(cmdline []string, nodeOptions string) bool {
+	var opts []string
+	if len(cmdline) > 1 {
+		for _, a := range cmdline[1:] {
+			if !strings.HasPrefix(a, "-") || a == "--" {
+				break // the script and its own arguments
+			}
+			opts = append(opts, a)
+		}
+	}
+	for _, a := range append(opts, splitNodeOptions(nodeOptions)...) {
+		for _, o := range []string{"--inspect", "--inspect-brk", "--inspect-wait"} {
+			if a == o || strings.HasPrefix(a, o+"=") {
+				return true
+			}
+		}
+	}
+	return false
 }

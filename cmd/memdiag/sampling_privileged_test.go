@@ -19,7 +19,9 @@ import (
 func TestV8HeapSampling(t *testing.T) {
 	requireRoot(t)
 	port := freePort(t)
-	svc := startService(t, []string{fmt.Sprintf("PORT=%d", port), "SYNC_INTERVAL_MS=0"},
+	// The inspector on a port the kernel picks (other tests open Node
+	// inspectors at the same time): memdiag finds it, and says which.
+	svc := startService(t, []string{fmt.Sprintf("PORT=%d", port), "SYNC_INTERVAL_MS=0", "NODE_OPTIONS=--inspect-port=0"},
 		"node", filepath.Join(repoRoot, "examples", "leaky-service", "server.js"))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	c := client(2)
@@ -56,9 +58,13 @@ func TestV8HeapSampling(t *testing.T) {
 	if ops != 2*n {
 		t.Errorf("%d HTTP ops, want %d", ops, 2*n)
 	}
-	// The inspector's default port (9229, 0x240D) is not listening any more.
-	if out, _ := exec.Command("sh", "-c", fmt.Sprintf("awk '$4==\"0A\" && $2 ~ /:240D$/' /proc/%d/net/tcp /proc/%d/net/tcp6", svc.pid, svc.pid)).Output(); strings.TrimSpace(string(out)) != "" {
-		t.Errorf("the inspector still listens after memdiag exited: %s", out)
+	// The inspector memdiag opened is not listening any more.
+	var inspector int
+	if _, err := fmt.Sscanf(rep.Sampling[0].Reason[strings.Index(rep.Sampling[0].Reason, "on port "):], "on port %d", &inspector); err != nil || inspector == 0 {
+		t.Fatalf("no inspector port in %q", rep.Sampling[0].Reason)
+	}
+	if out, _ := exec.Command("sh", "-c", fmt.Sprintf("awk '$4==\"0A\" && $2 ~ /:%04X$/' /proc/%d/net/tcp /proc/%d/net/tcp6", inspector, svc.pid, svc.pid)).Output(); strings.TrimSpace(string(out)) != "" {
+		t.Errorf("the inspector still listens on port %d after memdiag exited: %s", inspector, out)
 	}
 	get(t, c, "GET", base+"/api/records", nil) // still serving
 }
