@@ -31,7 +31,7 @@ import (
 )
 
 // maxHeapSamples bounds the samples kept; past it new samples are counted
-// in HeapStats.Dropped and not followed.
+// in Summary.HeapSamplesDropped (health.heap_samples_dropped) and not followed.
 const maxHeapSamples = 1 << 20
 
 // sampleKey names a sample: V8 by ordinal, Go by address, per process.
@@ -292,8 +292,8 @@ func (a *Account) unsampledOdds(pid uint32, size uint64) float64 {
 	return math.Exp(-float64(size) / r)
 }
 
-// samplingActive returns the runtimes that sample the traced processes,
-// and the statuses memdiag recorded, by pid.
+// samplingStatus returns the sampling statuses memdiag recorded (which
+// runtime sampler, if any, is joined with each process's ops), by pid.
 func (a *Account) samplingStatus() []event.Sampling {
 	out := make([]event.Sampling, 0, len(a.heap.sampling))
 	for _, s := range a.heap.sampling {

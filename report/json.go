@@ -167,6 +167,7 @@ type Health struct {
 	OutstandingOverflow uint64 `json:"outstanding_overflow"`
 	UnmapSplit          uint64 `json:"unmap_split"`
 	OpsEvicted          int    `json:"ops_evicted"`
+	HeapSamplesDropped  int    `json:"heap_samples_dropped"` // runtime heap samples not followed (table full)
 }
 
 // Report is the JSON report; every field is documented in README.md.
@@ -315,6 +316,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 		OutstandingOverflow: sum.Stats.OutstandingOverflow,
 		UnmapSplit:          sum.Stats.UnmapSplit,
 		OpsEvicted:          sum.OpsEvicted,
+		HeapSamplesDropped:  sum.HeapSamplesDropped,
 	}
 	exact := sum.ExternalMode == "exact"
 	r.External.Mode = sum.ExternalMode
