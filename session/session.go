@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -47,6 +48,7 @@ const flushEvery = time.Second
 // Config is one session's settings: the flags of attach and run.
 type Config struct {
 	LogPath    string        // the live log (console when it cannot be written)
+	Console    io.Writer     // also gets the log's report.ConsoleTags lines (the terminal); nil for none
 	Interval   time.Duration // a [PERIODIC] line every Interval
 	Duration   time.Duration // stop after this long; 0: until the target exits or ctx ends
 	ReportJSON string        // the JSON report at exit, a new file; "" for none
@@ -198,6 +200,9 @@ func (s *Session) Start() error {
 	s.log, warn = report.OpenLog(s.cfg.LogPath, report.Stderr)
 	if warn != "" {
 		fmt.Fprintln(os.Stderr, warn)
+	}
+	if s.cfg.Console != nil {
+		s.log.Tee(s.cfg.Console)
 	}
 	if err := s.startRecording(); err != nil {
 		return err
