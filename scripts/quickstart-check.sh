@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Follows the README's quick start on a fresh clone, as root without sudo,
-# and asserts each step: git clone, make build, make demo (a short one),
+# and asserts each step: git clone, make build, make install (into a temp
+# PREFIX), make demo (a short one),
 # and with QUICKSTART_TEST=1 make test too (about 3 minutes more).
 #
 #   scripts/quickstart-check.sh [REPO]     # REPO: a path or URL, default this checkout
@@ -38,6 +39,10 @@ make build >"$tmp/build.out" 2>&1 || { cat "$tmp/build.out"; fail "make build"; 
 [ -x bin/memdiag ] || fail "make build wrote no bin/memdiag"
 bin/memdiag --version | grep -q '^memdiag ' || fail "bin/memdiag --version: $(bin/memdiag --version 2>&1)"
 step "bin/memdiag --version: $(bin/memdiag --version)"
+
+step "make install (PREFIX under the temp dir, not to touch this host's /usr/local)"
+make install PREFIX="$tmp/prefix" >"$tmp/install.out" 2>&1 || { cat "$tmp/install.out"; fail "make install"; }
+PATH="$tmp/prefix/bin:$PATH" memdiag version | grep -q '^memdiag ' || fail "memdiag is not on the PATH after make install"
 
 step "make demo (DEMO_SECONDS=$DEMO_SECONDS)"
 make demo >"$tmp/demo.out" 2>&1 || { cat "$tmp/demo.out"; fail "make demo"; }
