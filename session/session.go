@@ -93,7 +93,13 @@ type Config struct {
 	Metrics net.Listener
 	// Version is memdiag's version, for reports and metrics.
 	Version string
+	// Live, when not nil, gets the current report every liveEvery
+	// flushes (memdiag's --live view).
+	Live func(*report.Report)
 }
+
+// liveEvery is how many flushes (seconds) apart Live is called.
+const liveEvery = 2
 
 // tool names memdiag in reports and recordings.
 func (c *Config) tool() string { return "memdiag " + c.Version }
@@ -267,6 +273,9 @@ func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow <-ch
 			s.flush()
 			if s.flushes++; s.flushes%5 == 0 {
 				s.updateMetrics()
+			}
+			if s.cfg.Live != nil && s.flushes%liveEvery == 0 {
+				s.cfg.Live(s.report(s.acct.Summary()))
 			}
 		case <-s.periodicTick:
 			s.readLive()

@@ -70,6 +70,7 @@ func TestBadInput(t *testing.T) {
 		{"bad rate", nil, []string{"attach", "--pid", "1", "--summary-external-rate", "fast"}, 2, "--summary-external-rate fast: give a size"},
 		{"report flag after the file", nil, []string{"report", "/no/such.mdrec", "--format", "xml"}, 2, `--format must be text, json or html, got "xml"`},
 		{"report two files", nil, []string{"report", "a", "b", "--format", "json"}, 2, "report takes one recording file"},
+		{"live and quiet", nil, []string{"attach", "--pid", "1", "--live", "--quiet"}, 2, "give one of them"},
 		{"completion shell", nil, []string{"completion", "fish"}, 2, `completion "fish": give bash or zsh`},
 		{"not root", nobody, []string{"attach", "--pid", "1"}, 1, "memdiag needs root"},
 	} {

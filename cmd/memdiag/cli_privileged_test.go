@@ -9,7 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestVersion: --version and version print the same one line.
@@ -170,5 +174,97 @@ COMP_WORDS=(memdiag completion ""); COMP_CWORD=2; _memdiag_complete; echo "3: ${
 	zsh, err := exec.Command(memdiagBin, "completion", "zsh").Output()
 	if err != nil || !strings.HasPrefix(string(zsh), "#compdef memdiag\n") {
 		t.Errorf("completion zsh: %v, %.40q", err, zsh)
+	}
+}
+
+// openPTY opens a pseudo-terminal: the master, and the slave's file.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); s.Close() })
+	return m, s
+}
+
+// TestLiveView drives --live on a pseudo-terminal: the table is drawn
+// (screen cleared, header, the workload's category) while the command
+// runs, and the verdict follows once it has exited.
+func TestLiveView(t *testing.T) {
+	requireRoot(t)
+	master, slave := openPTY(t)
+	cmd := exec.Command(memdiagBin, "run", "--live", "--log", filepath.Join(t.TempDir(), "log"), "--", memworkBin)
+	cmd.Stderr = slave
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	// The terminal's output, read as it comes; EOF once memdiag has exited.
+	var mu sync.Mutex
+	var screen strings.Builder
+	drawn, closed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(closed)
+		buf := make([]byte, 4096)
+		var once sync.Once
+		for {
+			n, err := master.Read(buf)
+			mu.Lock()
+			screen.Write(buf[:n])
+			if strings.Contains(screen.String(), "RETAINED") && strings.Contains(screen.String(), "thread:memwork") {
+				once.Do(func() { close(drawn) })
+			}
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	fmt.Fprintln(in, "anon 4M")
+	select {
+	case <-drawn:
+	case <-time.After(60 * time.Second): // a failure bound, not a synchronization
+		mu.Lock()
+		out := screen.String()
+		mu.Unlock()
+		t.Fatalf("no live table drawn:\n%q", out)
+	}
+	in.Close() // memwork exits at EOF
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("memdiag: %v", err)
+	}
+	// Once every holder of the terminal has exited, reading it ends (EIO).
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second): // a failure bound
+		t.Fatal("the terminal was not closed after memdiag exited")
+	}
+	out := screen.String()
+	verdict := strings.LastIndex(out, "[VERDICT]")
+	last := strings.LastIndex(out, "\x1b[H\x1b[2J")
+	if verdict < last || last < 0 {
+		t.Fatalf("want the verdict after the last table:\n%q", out)
+	}
+	table := out[last:]
+	for _, want := range []string{"memdiag  pid ", "CATEGORY", "RETAINED", "RATE", "thread:memwork"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("the last table lacks %q:\n%s", want, table)
+		}
 	}
 }

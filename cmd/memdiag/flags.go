@@ -37,6 +37,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "dump-at", Value: "2GB,4GB,6GB,8GB,10GB", Usage: "dump when RSS crosses these `SIZES` (and percentages of the cgroup memory limit, like 80%)"},
 		&cli.BoolFlag{Name: "no-dumps", Usage: "never dump (thresholds are still logged)"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "write nothing on the terminal: the log file gets every line (by default [INIT], [GROWTH], [SUMMARY], [VERDICT], errors and the like go to stderr too)"},
+		&cli.BoolFlag{Name: "live", Usage: "redraw a per-category table of growth, retained memory and rate on the terminal every 2 s, the latest log lines under it"},
 		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700)"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9464)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
@@ -94,6 +95,13 @@ func optionsFrom(c *cli.Context) (options, error) {
 		maxBuckets:     c.Int("max-buckets"),
 		maxOutstanding: c.Int("max-outstanding"),
 		metricsAddr:    c.String("metrics-addr"),
+	}
+	if c.Bool("live") {
+		if c.Bool("quiet") {
+			return o, usageErr("--live draws on the terminal and --quiet keeps it silent: give one of them")
+		}
+		v := &liveView{w: os.Stderr}
+		o.Console, o.Live = v, v.Update
 	}
 	var err error
 	if o.GrowthRSS, err = sizeFlag(c, "growth-rss"); err != nil {
