@@ -10,13 +10,18 @@ IMAGE_REPO ?= ghcr.io/memdiag/memdiag
 IMAGE      ?= $(IMAGE_REPO):$(VERSION)
 IMAGE_OUT  ?= out/memdiag-image.tar
 
-.PHONY: help build image generate check-generated test test-race soak accuracy fuzz bench lint demo vagrant-test clean
+.PHONY: help build install image generate check-generated test test-race soak accuracy fuzz bench lint demo vagrant-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 build: ## build bin/memdiag (needs only Go: the BPF object is committed)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/memdiag ./cmd/memdiag
+
+PREFIX ?= /usr/local
+
+install: build ## put memdiag on the PATH: install bin/memdiag as $(PREFIX)/bin/memdiag (root: sudo make install)
+	install -D -m 0755 $(BIN)/memdiag $(DESTDIR)$(PREFIX)/bin/memdiag
 
 image: ## build $(IMAGE_OUT): an OCI image (FROM scratch, static binary, user nonroot) without Docker; load or push it (README)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/memdiag-static ./cmd/memdiag

@@ -17,6 +17,26 @@ type Log struct {
 	now      func() time.Time
 	fallback io.Writer // where lines go once the file fails (a full disk)
 	path     string
+	console  io.Writer // where ConsoleTags lines are also written, or nil
+}
+
+// ConsoleTags are the tags a tee'd log also writes on the console: what a
+// user watching a terminal needs (the baseline, growth, summaries, the
+// verdict, and what went wrong), not the periodic lines.
+var ConsoleTags = map[string]bool{
+	"INIT": true, "GROWTH": true, "SUMMARY": true, "VERDICT": true, "SAMPLING": true, "LOST": true,
+	"ERROR": true, "OOM": true, "THRESHOLD": true, "DUMP": true, "HEALTH": true, "TLS": true, "REPORT": true,
+}
+
+// Tee also writes the lines whose tag is in ConsoleTags to w (the
+// terminal), with the time of day only. A log that already writes to w
+// (it could not open its file) is left as it is.
+func (l *Log) Tee(w io.Writer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.w != w {
+		l.console = w
+	}
 }
 
 // OpenLog opens path for appending. When that fails it logs to fallback
@@ -36,13 +56,21 @@ func NewLog(w io.Writer, now func() time.Time) *Log { return &Log{w: w, now: now
 func (l *Log) Printf(tag, format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	line := fmt.Sprintf("%s [%s] %s\n", l.now().UTC().Format("2006-01-02T15:04:05.000Z"), tag, fmt.Sprintf(format, args...))
+	now, msg := l.now(), fmt.Sprintf(format, args...)
+	line := fmt.Sprintf("%s [%s] %s\n", now.UTC().Format("2006-01-02T15:04:05.000Z"), tag, msg)
+	// The console copy goes first, and never twice: once the file has
+	// failed, the log itself writes to the console.
+	if l.console != nil && l.console != l.w && ConsoleTags[tag] {
+		fmt.Fprintf(l.console, "%s [%s] %s\n", now.Format("15:04:05"), tag, msg)
+	}
 	if _, err := io.WriteString(l.w, line); err != nil && l.fallback != nil {
 		// The file stopped taking lines (a full disk): say so once and
 		// go on on the console, so nothing more is lost.
 		fmt.Fprintf(l.fallback, "memdiag: warning: cannot write the log %s any more (%v); logging to the console\n", l.path, err)
 		l.w, l.fallback = l.fallback, nil
-		io.WriteString(l.w, line)
+		if l.w != l.console || !ConsoleTags[tag] {
+			io.WriteString(l.w, line)
+		}
 	}
 }
 

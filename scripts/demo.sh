@@ -2,14 +2,21 @@
 # memdiag's demo: traces a workload and shows what memdiag found.
 # With Node.js installed it traces the reference service (examples/leaky-service)
 # under load; otherwise the built-in Go workload (examples/demo-workload).
-# Run through `sudo make demo` (memdiag needs root to load its BPF program).
+# Run through `make demo` as root, or `sudo make demo` (memdiag needs root to
+# load its BPF program). DEMO_SECONDS (default 20, at least 4) is how long
+# memdiag traces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
 if [ "$(id -u)" != 0 ]; then
-  echo "demo: memdiag needs root to trace: run 'sudo make demo'" >&2
+  echo "demo: memdiag needs root to trace: run 'sudo make demo' (or 'make demo' in a root shell)" >&2
   exit 1
+fi
+secs=${DEMO_SECONDS:-20}
+if ! [[ "$secs" =~ ^[0-9]+$ ]] || [ "$secs" -lt 4 ]; then
+  echo "demo: DEMO_SECONDS=$secs: give a whole number of seconds, at least 4" >&2
+  exit 2
 fi
 
 out=out/demo-$(date +%Y%m%d-%H%M%S)
@@ -34,14 +41,14 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
   echo "demo: the reference service (pid $svcpid) leaks 4 MiB per sync cycle to its peer and 2 KiB per /api/voice request"
   echo "demo: warming the service up for 5 s (its heap grows to its working size first)"
   ./bin/loadgen --url "http://127.0.0.1:$port" --seconds 5 >/dev/null
-  echo "demo: attaching memdiag for 20 s while bin/loadgen sends a mix of requests"
+  echo "demo: attaching memdiag for $secs s while bin/loadgen sends a mix of requests"
   echo "demo: with --heap-sampling v8 (V8's own sampler joined with the requests) and --exact-external (exact Buffer bytes): both opt-in, see README"
-  ./bin/memdiag attach --pid "$svcpid" --duration 20s --interval 5s --config examples/classic-categories.yaml \
+  ./bin/memdiag attach --pid "$svcpid" --duration "${secs}s" --interval 5s --config examples/classic-categories.yaml \
     --heap-sampling v8 --exact-external \
     --log "$log" --report-json "$out/report.json" --report-html "$out/report.html" --ready-file "$out/ready" &
   md=$!
   for _ in $(seq 100); do [ -e "$out/ready" ] && break; sleep 0.1; done
-  ./bin/loadgen --url "http://127.0.0.1:$port" --seconds 18
+  ./bin/loadgen --url "http://127.0.0.1:$port" --seconds $((secs - 2))
   wait $md
   # The truth next to the verdict: what the service is known to keep per op.
   node -e '
@@ -57,13 +64,12 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
     }' "$PWD/$out/report.json" | tee "$out/truth.txt"
 else
   "$GO" build -o bin/demo-workload ./examples/demo-workload
-  echo "demo: Node.js not found: tracing the built-in workload for 20 s (thread 'cache' leaks 4 MiB/s, 'parser' churns 16 MiB/s, 'reporter' maps a 32 MiB file)"
+  echo "demo: Node.js not found: tracing the built-in workload for $secs s (thread 'cache' leaks 4 MiB/s, 'parser' churns 16 MiB/s, 'reporter' maps a 32 MiB file)"
   ./bin/memdiag run --interval 5s --log "$log" --report-json "$out/report.json" --report-html "$out/report.html" \
-    -- ./bin/demo-workload --seconds 20
+    -- ./bin/demo-workload --seconds "$secs"
 fi
 
+# memdiag printed its main lines as they came; the log has them all.
 echo
-echo "== log ($log)"
-cat "$log"
-echo
+echo "== the full log, [PERIODIC] lines included: $log"
 echo "== reports: $out/report.json, $out/report.html (open it in a browser)"

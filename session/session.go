@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -47,6 +48,7 @@ const flushEvery = time.Second
 // Config is one session's settings: the flags of attach and run.
 type Config struct {
 	LogPath    string        // the live log (console when it cannot be written)
+	Console    io.Writer     // also gets the log's report.ConsoleTags lines (the terminal); nil for none
 	Interval   time.Duration // a [PERIODIC] line every Interval
 	Duration   time.Duration // stop after this long; 0: until the target exits or ctx ends
 	ReportJSON string        // the JSON report at exit, a new file; "" for none
@@ -91,7 +93,13 @@ type Config struct {
 	Metrics net.Listener
 	// Version is memdiag's version, for reports and metrics.
 	Version string
+	// Live, when not nil, gets the current report every liveEvery
+	// flushes (memdiag's --live view).
+	Live func(*report.Report)
 }
+
+// liveEvery is how many flushes (seconds) apart Live is called.
+const liveEvery = 2
 
 // tool names memdiag in reports and recordings.
 func (c *Config) tool() string { return "memdiag " + c.Version }
@@ -199,6 +207,9 @@ func (s *Session) Start() error {
 	if warn != "" {
 		fmt.Fprintln(os.Stderr, warn)
 	}
+	if s.cfg.Console != nil {
+		s.log.Tee(s.cfg.Console)
+	}
 	if err := s.startRecording(); err != nil {
 		return err
 	}
@@ -262,6 +273,9 @@ func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow <-ch
 			s.flush()
 			if s.flushes++; s.flushes%5 == 0 {
 				s.updateMetrics()
+			}
+			if s.cfg.Live != nil && s.flushes%liveEvery == 0 {
+				s.cfg.Live(s.report(s.acct.Summary()))
 			}
 		case <-s.periodicTick:
 			s.readLive()

@@ -58,7 +58,20 @@ func TestBadInput(t *testing.T) {
 		{"bad interval", nil, []string{"attach", "--pid", "1", "--interval", "0s"}, 2, "--interval must be positive"},
 		{"bad ringbuf", nil, []string{"attach", "--pid", "1", "--ringbuf-size", "5000"}, 2, "--ringbuf-size must be a power of two"},
 		{"run without command", nil, []string{"run"}, 2, "run needs a command"},
-		{"run missing command", nil, []string{"run", "--", "no-such-command-xyz"}, 2, `cannot run "no-such-command-xyz"`},
+		{"run missing command", nil, []string{"run", "--", "no-such-command-xyz"}, 127, `cannot run "no-such-command-xyz": not found in $PATH`},
+		{"run missing path", nil, []string{"run", "/no/such/dir/cmd"}, 127, `cannot run "/no/such/dir/cmd": no such file`},
+		{"run a directory", nil, []string{"run", "--", "/"}, 126, `cannot run "/": is a directory`},
+		{"run not executable", nil, []string{"run", "--", notExecutable(t)}, 126, "permission denied"},
+		{"duration without unit", nil, []string{"attach", "--pid", "1", "--duration", "5"}, 2, "--duration 5: give a unit, e.g. 5s"},
+		{"duration garbage", nil, []string{"attach", "--pid", "1", "--duration", "soon"}, 2, "--duration soon: give a duration, e.g. 5s"},
+		{"pid not a number", nil, []string{"attach", "--pid", "abc"}, 2, "--pid abc: give a process id, e.g. --pid 1234"},
+		{"count not a number", nil, []string{"attach", "--pid", "1", "--keep-ops", "many"}, 2, "--keep-ops many: give a whole number"},
+		{"bad size", nil, []string{"attach", "--pid", "1", "--growth-rss", "5XB"}, 2, "--growth-rss 5XB: give a size, e.g. 50MB"},
+		{"bad rate", nil, []string{"attach", "--pid", "1", "--summary-external-rate", "fast"}, 2, "--summary-external-rate fast: give a size"},
+		{"report flag after the file", nil, []string{"report", "/no/such.mdrec", "--format", "xml"}, 2, `--format must be text, json or html, got "xml"`},
+		{"report two files", nil, []string{"report", "a", "b", "--format", "json"}, 2, "report takes one recording file"},
+		{"live and quiet", nil, []string{"attach", "--pid", "1", "--live", "--quiet"}, 2, "give one of them"},
+		{"completion shell", nil, []string{"completion", "fish"}, 2, `completion "fish": give bash or zsh`},
 		{"not root", nobody, []string{"attach", "--pid", "1"}, 1, "memdiag needs root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -74,6 +87,16 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// notExecutable is a file without the execute bit.
+func notExecutable(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "script")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // makeZombie starts a process that exits at once and is not reaped until

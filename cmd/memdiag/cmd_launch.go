@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -31,7 +32,12 @@ func newLaunchCommand() *cli.Command {
 			}
 			gate.Close()
 			err := syscall.Exec(args[0], args[1:], os.Environ())
-			return fmt.Errorf("exec %s: %w", args[0], err)
+			// memdiag run exits with this status, as env(1) would.
+			code := 126
+			if errors.Is(err, syscall.ENOENT) {
+				code = 127
+			}
+			return &exitError{code: code, err: fmt.Errorf("cannot run %q: %w", args[0], err)}
 		},
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -39,7 +41,7 @@ func newRunCommand() *cli.Command {
 func runRun(ctx context.Context, argv []string, opts options) (err error) {
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
-		return usageErr("cannot run %q: %v", argv[0], err)
+		return lookPathErr(argv[0], err)
 	}
 	var cl closers
 	defer cl.closeInto(&err)
@@ -125,4 +127,30 @@ func cmdStatus(waitErr, err error) error {
 		return waitErr
 	}
 	return nil
+}
+
+// lookPathErr is run's error for a command it cannot start: exit 127 when
+// it is not found, 126 when it is found but cannot be run, as env(1),
+// time(1) and shells do.
+func lookPathErr(name string, err error) error {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		where := "no such file"
+		if !strings.Contains(name, "/") {
+			where = "not found in $PATH"
+		}
+		return &exitError{code: 127, err: fmt.Errorf("cannot run %q: %s", name, where)}
+	}
+	return &exitError{code: 126, err: fmt.Errorf("cannot run %q: %v", name, unwrapAll(err))}
+}
+
+// unwrapAll is the innermost error of a chain (the errno, not exec's
+// repetition of the name).
+func unwrapAll(err error) error {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err
+		}
+		err = next
+	}
 }

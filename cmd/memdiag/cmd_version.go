@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"runtime"
 
 	"github.com/urfave/cli/v2"
@@ -15,8 +16,13 @@ func newVersionCommand() *cli.Command {
 			if c.Args().Len() > 0 {
 				return usageErr("version takes no arguments")
 			}
-			fmt.Fprintf(c.App.Writer, "memdiag %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			printVersion(c.App.Writer)
 			return nil
 		},
 	}
+}
+
+// printVersion is what `memdiag version` and `memdiag --version` print.
+func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "memdiag %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }

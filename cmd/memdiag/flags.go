@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"time"
 
@@ -35,6 +36,8 @@ func commonFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "tls", Usage: "name HTTPS requests of a Node.js target (uprobe on llhttp_execute: ~20 µs per parsed chunk, opt-in)"},
 		&cli.StringFlag{Name: "dump-at", Value: "2GB,4GB,6GB,8GB,10GB", Usage: "dump when RSS crosses these `SIZES` (and percentages of the cgroup memory limit, like 80%)"},
 		&cli.BoolFlag{Name: "no-dumps", Usage: "never dump (thresholds are still logged)"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "write nothing on the terminal: the log file gets every line (by default [INIT], [GROWTH], [SUMMARY], [VERDICT], errors and the like go to stderr too)"},
+		&cli.BoolFlag{Name: "live", Usage: "redraw a per-category table of growth, retained memory and rate on the terminal every 2 s, the latest log lines under it"},
 		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700)"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9464)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
@@ -72,6 +75,7 @@ func optionsFrom(c *cli.Context) (options, error) {
 	o := options{
 		Config: session.Config{
 			LogPath:         c.String("log"),
+			Console:         console(c.Bool("quiet")),
 			Interval:        c.Duration("interval"),
 			ReportJSON:      c.String("report-json"),
 			ReportHTML:      c.String("report-html"),
@@ -92,18 +96,25 @@ func optionsFrom(c *cli.Context) (options, error) {
 		maxOutstanding: c.Int("max-outstanding"),
 		metricsAddr:    c.String("metrics-addr"),
 	}
+	if c.Bool("live") {
+		if c.Bool("quiet") {
+			return o, usageErr("--live draws on the terminal and --quiet keeps it silent: give one of them")
+		}
+		v := &liveView{w: os.Stderr}
+		o.Console, o.Live = v, v.Update
+	}
 	var err error
-	if o.GrowthRSS, err = config.ParseSize(c.String("growth-rss")); err != nil {
-		return o, usageErr("--growth-rss: %v", err)
+	if o.GrowthRSS, err = sizeFlag(c, "growth-rss"); err != nil {
+		return o, err
 	}
-	if o.SummaryRSSRate, err = config.ParseSize(c.String("summary-rss-rate")); err != nil {
-		return o, usageErr("--summary-rss-rate: %v", err)
+	if o.SummaryRSSRate, err = sizeFlag(c, "summary-rss-rate"); err != nil {
+		return o, err
 	}
-	if o.GrowthExternal, err = config.ParseSize(c.String("growth-external")); err != nil {
-		return o, usageErr("--growth-external: %v", err)
+	if o.GrowthExternal, err = sizeFlag(c, "growth-external"); err != nil {
+		return o, err
 	}
-	if o.SummaryExtRate, err = config.ParseSize(c.String("summary-external-rate")); err != nil {
-		return o, usageErr("--summary-external-rate: %v", err)
+	if o.SummaryExtRate, err = sizeFlag(c, "summary-external-rate"); err != nil {
+		return o, err
 	}
 	switch o.HeapSampling = c.String("heap-sampling"); o.HeapSampling {
 	case "auto", "all", "go", "v8", "off":
@@ -140,4 +151,22 @@ func optionsFrom(c *cli.Context) (options, error) {
 		return o, usageErr("--max-outstanding must be at least 1, got %d", o.maxOutstanding)
 	}
 	return o, nil
+}
+
+// sizeFlag parses a size flag; its error names the expected format.
+func sizeFlag(c *cli.Context, name string) (int64, error) {
+	v, err := config.ParseSize(c.String(name))
+	if err != nil {
+		return 0, usageErr("--%s %s: give a size, e.g. 50MB, 512KiB or 1.5GiB", name, c.String(name))
+	}
+	return v, nil
+}
+
+// console is where the session's log also writes its main lines: stderr,
+// unless --quiet.
+func console(quiet bool) io.Writer {
+	if quiet {
+		return nil
+	}
+	return os.Stderr
 }

@@ -6,6 +6,8 @@
 //	0  tracing ended normally (signal, --duration, or the target exited)
 //	1  tracing failed (kernel refused, target vanished, I/O error)
 //	2  bad usage or input (unknown flag, missing pid, malformed value)
+//	126  `memdiag run`: the command was found but cannot be run
+//	127  `memdiag run`: the command was not found
 //	N  `memdiag run` exits with the command's own status (128+signal if killed)
 package main
 
@@ -47,7 +49,11 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 	if c.Command != nil && c.Command.Name != "" {
 		name += " " + c.Command.Name
 	}
-	return usageErr("%v (see '%s --help')", err, name)
+	flags := c.App.Flags
+	if c.Command != nil && c.Command.Name != "" {
+		flags = c.Command.Flags
+	}
+	return usageErr("%v (see '%s --help')", flagHint(err, flags), name)
 }
 
 // newApp builds the command line; an unknown command's name goes to
@@ -64,9 +70,9 @@ func newApp(unknown *string) *cli.App {
 			newVersionCommand(),
 			newLaunchCommand(),
 			newDiffCommand(),
+			newCompletionCommand(),
 		},
-		HideVersion:          true,
-		EnableBashCompletion: false,
+		EnableBashCompletion: true,
 		OnUsageError:         onUsageError,
 		CommandNotFound:      func(c *cli.Context, name string) { *unknown = name },
 		ExitErrHandler:       func(*cli.Context, error) {},
@@ -75,13 +81,24 @@ EXIT STATUS:
    0  tracing ended normally (signal, --duration, or the target exited)
    1  tracing failed (the kernel refused, the target vanished, an I/O error)
    2  bad usage or input (unknown flag, missing pid, malformed value)
+   126  'memdiag run': the command was found but cannot be run
+   127  'memdiag run': the command was not found
    N  'memdiag run' exits with the command's own status (128+signal if killed)
+
+Flags go before a command's arguments; 'memdiag report FILE --format json'
+is read as 'memdiag report --format json FILE'. After 'memdiag run CMD',
+every word is CMD's.
 `,
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = onUsageError
 	}
 	return app
+}
+
+func init() {
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print memdiag's version", DisableDefaultText: true}
+	cli.VersionPrinter = func(c *cli.Context) { printVersion(c.App.Writer) }
 }
 
 func main() {
@@ -95,7 +112,8 @@ func main() {
 // run runs memdiag's command line and returns what exitCode maps.
 func run(args []string) error {
 	var unknown string
-	err := newApp(&unknown).Run(args)
+	app := newApp(&unknown)
+	err := app.Run(reorderArgs(app, args))
 	if unknown != "" {
 		return usageErr("unknown command %q (see 'memdiag --help')", unknown)
 	}
