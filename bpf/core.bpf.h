@@ -52,7 +52,8 @@ struct {
 	__type(value, struct counters);
 } buckets SEC(".maps");
 
-/* Arguments of a memory syscall in flight: tid -> struct pending. */
+/* Arguments of a syscall in flight (memory, socket io): tid -> struct
+ * pending. 8192: one per target thread inside a syscall at once. */
 struct pending {
 	u64 args[5];
 };
@@ -64,7 +65,8 @@ struct {
 } pending SEC(".maps");
 
 /* tid -> struct thread_state: what the thread's activity is charged to
- * when it is not its own (BK_THREAD). Deleted at thread exit. */
+ * when it is not its own (BK_THREAD). Deleted at thread exit; 16384:
+ * the threads that take part in ops, far fewer than that. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -82,7 +84,8 @@ struct {
 	__type(value, struct counters);
 } zeroes SEC(".maps");
 
-/* enum stat_index -> count, per CPU. */
+/* enum stat_index -> count, per CPU: maps found full, records lost.
+ * ST_MAX slots, room for new counters without a layout change. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, ST_MAX);
@@ -90,7 +93,8 @@ struct {
 	__type(value, u64);
 } stats SEC(".maps");
 
-/* Lifecycle records; size set from userspace (--ringbuf-size). */
+/* The one ring buffer: lifecycle, op begin/end and heap sample records;
+ * size set from userspace (--ringbuf-size). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);

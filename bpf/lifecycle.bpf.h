@@ -23,7 +23,7 @@ volatile const u32 launcher_tgid = 0;
 volatile const u32 follow_cgroup = 0;
 
 /* [0] -> the cgroup (v2) being traced (--container, --cgroup): a process
- * that execs or forks in it, or below it, becomes a target. */
+ * that execs or forks in it, or below it, becomes a target. One cgroup. */
 struct {
 	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
 	__uint(max_entries, 1);

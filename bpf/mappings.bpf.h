@@ -31,7 +31,9 @@
  * so the longest-prefix match of an address is the mapping that holds it.
  * Unmapping gives the memory back to whoever mapped it (an op's transient
  * buffer freed later by a GC nets out in the op's category), and a fault
- * is external when its mapping is the native allocator's. */
+ * is external when its mapping is the native allocator's. 262144 blocks,
+ * allocated on demand: a few dozen per mapping, tens of thousands of
+ * mappings in a big Node or JVM process. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 262144);
@@ -40,7 +42,8 @@ struct {
 	__type(value, struct region);
 } regions SEC(".maps");
 
-/* tid -> struct releasing, while the thread gives memory back. */
+/* tid -> struct releasing, while the thread gives memory back (munmap,
+ * brk, madvise, mremap in flight). 8192: as `pending`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
@@ -49,7 +52,7 @@ struct {
 } releasing SEC(".maps");
 
 /* tgid -> struct libc_range (userspace reads it from /proc/PID/maps; fork
- * copies it to the child). */
+ * copies it to the child). 8192: as `targets`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
@@ -72,13 +75,16 @@ struct last_fault {
 };
 
 /* [0] -> bumped whenever a mapping is added or removed, so per-CPU caches
- * of a fault's mapping know when they are stale. */
+ * of a fault's mapping know when they are stale. One counter. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, u32);
 	__type(value, u64);
 } regions_epoch SEC(".maps");
+
+/* [0] -> struct last_fault, per CPU: the CPU's last target fault and the
+ * mapping it was found in. One entry per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);

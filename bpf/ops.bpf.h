@@ -50,7 +50,7 @@ struct {
 
 /* tid -> fd of the TLS socket the thread read last: the cleartext that
  * Node's HTTP parser gets next (uprobe on llhttp_execute, --tls) came from
- * it. Deleted at thread exit. */
+ * it. Deleted at thread exit; 16384: as `thread_states`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -59,7 +59,8 @@ struct {
 } tls_reads SEC(".maps");
 
 /* Local ports whose accepted connections are memdiag's own (the Node
- * inspector it samples the heap through): port (host order) -> 1. */
+ * inspector it samples the heap through): port (host order) -> 1. 16:
+ * one inspector per sampled process, a few at once. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16);
@@ -67,7 +68,8 @@ struct {
 	__type(value, u8);
 } ignored_ports SEC(".maps");
 
-/* [0] -> the last op id handed out. */
+/* [0] -> the last op id handed out (ids are unique across processes).
+ * One counter. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -32,7 +32,7 @@
 volatile const u64 stack_sample_bytes = 0;
 
 /* rss_stat mm_id -> struct mm_state. One per traced mm; userspace deletes
- * the entries of processes that exited. */
+ * the entries of processes that exited. 4096: one per traced process. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -44,7 +44,7 @@ struct {
  * went (its mm was freed and its id reused by another process's mm, often
  * before userspace's next read): a process's peak outlives its mm, so a
  * short-lived target's peak is still read. Userspace deletes the entries of
- * processes that exited. */
+ * processes that exited. 4096: as `mm_states`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -53,7 +53,7 @@ struct {
 } gone_peaks SEC(".maps");
 
 /* [0] -> {sum of all traced mms' totals, its peak}: the peak of the whole
- * target group, which no single mm shows. */
+ * target group, which no single mm shows. One entry. */
 struct group_total {
 	s64 total;
 	s64 peak;
@@ -65,7 +65,8 @@ struct {
 	__type(value, struct group_total);
 } group SEC(".maps");
 
-/* Stack id -> user return addresses (STACK_DEPTH of them), for dumps. */
+/* Stack id -> user return addresses (STACK_DEPTH of them), for dumps.
+ * 8192 distinct growing stacks: more than a profile shows. */
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
 	__uint(max_entries, 8192);
@@ -74,7 +75,7 @@ struct {
 } stacks SEC(".maps");
 
 /* struct stack_key -> struct stack_growth: RSS growth per user stack,
- * one sample every stack_sample_bytes. */
+ * one sample every stack_sample_bytes. 16384: (process, stack) pairs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -82,7 +83,8 @@ struct {
 	__type(value, struct stack_growth);
 } stack_growths SEC(".maps");
 
-/* [0] -> bytes of RSS growth since this CPU's last stack sample. */
+/* [0] -> bytes of RSS growth since this CPU's last stack sample. One
+ * per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);

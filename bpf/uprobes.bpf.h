@@ -12,7 +12,8 @@
 
 /* Heap sampling (V8): tgid -> samples seen since sampling started. The
  * n-th hit of SampleObject is the sample V8 numbers n (its ordinal);
- * userspace deletes the entry before it starts sampling. */
+ * userspace deletes the entry before it starts sampling. 1024: far more
+ * sampled Node processes than one attach has. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
@@ -37,7 +38,7 @@ struct {
 } outstanding SEC(".maps");
 
 /* Exact mode: tid -> size of the ArrayBuffer allocation in flight
- * (Allocate entry -> return). */
+ * (Allocate entry -> return). 16384: as `thread_states`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -46,7 +47,7 @@ struct {
 } ab_pending SEC(".maps");
 
 /* Exact mode: tgid -> ArrayBuffer bytes live (allocated while traced,
- * minus those freed). */
+ * minus those freed). 8192: as `targets`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
