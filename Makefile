@@ -33,7 +33,7 @@ generate: ## recompile the BPF program and its Go bindings (needs clang, libbpf-
 	$(GO) generate .
 
 check-generated: generate ## fail when the committed BPF object or bindings are stale
-	git diff --exit-code -- tracer/memdiag_bpfel.go tracer/memdiag_bpfel.o
+	git diff --exit-code -- tracer/memdiag_x86_bpfel.go tracer/memdiag_x86_bpfel.o
 
 test: ## run every test, privileged ones included (run as root: sudo make test)
 	$(GO) test -tags privileged -count=1 -timeout 20m ./...

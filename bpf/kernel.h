@@ -79,14 +79,6 @@ struct tp_rss_stat {
 	s64 size;   /* the counter's current value in bytes, not a delta */
 };
 
-/* /sys/kernel/tracing/events/exceptions/page_fault_user/format (not in BTF) */
-struct tp_page_fault {
-	u64 common;
-	u64 address;
-	u64 ip;
-	u64 error_code;
-};
-
 /* /sys/kernel/tracing/events/syscalls/sys_enter_<name>/format: args at 16 + 8*i */
 struct tp_sys_enter {
 	u64 common;

@@ -19,18 +19,18 @@ var (
 	ErrBadSize     = errors.New("record size field disagrees with its length")
 )
 
-// Record kinds, the kernel's enum event_kind.
+// Record kinds: the kernel's enum event_kind, as bpf2go generates it.
 const (
-	kindFork    = 1
-	kindExec    = 2
-	kindExit    = 3
-	kindOpBegin = 4
-	kindOpEnd   = 5
-	kindTLSSeen = 6
-	kindOOM     = 7
-	kindSample  = 8
-	kindFree    = 9
-	kindGC      = 10
+	kindFork    = uint32(memdiagEventKindEV_FORK)
+	kindExec    = uint32(memdiagEventKindEV_EXEC)
+	kindExit    = uint32(memdiagEventKindEV_EXIT)
+	kindOpBegin = uint32(memdiagEventKindEV_OP_BEGIN)
+	kindOpEnd   = uint32(memdiagEventKindEV_OP_END)
+	kindTLSSeen = uint32(memdiagEventKindEV_TLS_SEEN)
+	kindOOM     = uint32(memdiagEventKindEV_OOM)
+	kindSample  = uint32(memdiagEventKindEV_HEAP_SAMPLE)
+	kindFree    = uint32(memdiagEventKindEV_HEAP_FREE)
+	kindGC      = uint32(memdiagEventKindEV_GC_CYCLE)
 )
 
 // Sizes of the kernel's records, from their Go mirrors.

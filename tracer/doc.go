@@ -1,5 +1,6 @@
 // Package tracer is memdiag's only door to the kernel: it probes for the
-// features memdiag needs, loads the BPF program (bpf/memdiag.bpf.c), attaches
+// features memdiag needs, loads the BPF program (bpf/memdiag.bpf.c and the
+// headers it includes, one per concern), attaches
 // it to its tracepoints, reads lifecycle records from the ring buffer and
 // snapshots the counters the kernel aggregates, and detaches.
 //
@@ -10,6 +11,9 @@
 // appear and drains the ring buffer into the events channel; the caller takes
 // its final Snapshot; Close closes the reader, then the maps and programs.
 // Both are idempotent.
+//
+// amd64 only: the uprobe programs read x86_64 registers, gen.go builds the
+// object with -target amd64, and arch.go stops any other build.
 //
 // # Where it departs from the plan on purpose
 //

@@ -12,14 +12,14 @@ import (
 	"github.com/memdiag/memdiag/procfs"
 )
 
-// Region classes, the kernel's enum region_class.
+// Region classes: the kernel's enum region_class, as bpf2go generates it.
 const (
-	classUnknown = 0
-	classNative  = 1
-	classRuntime = 2
-	classFile    = 3
-	classStack   = 4
-	classShared  = 5
+	classUnknown = uint32(memdiagRegionClassRC_UNKNOWN)
+	classNative  = uint32(memdiagRegionClassRC_NATIVE)
+	classRuntime = uint32(memdiagRegionClassRC_RUNTIME)
+	classFile    = uint32(memdiagRegionClassRC_FILE)
+	classStack   = uint32(memdiagRegionClassRC_STACK)
+	classShared  = uint32(memdiagRegionClassRC_SHARED)
 )
 
 // arenaAlign is glibc's HEAP_MAX_SIZE on 64-bit: its non-main arenas are
@@ -136,7 +136,7 @@ func seedClass(m procfs.Mapping) uint32 {
 }
 
 // putRegion stores a region as the aligned blocks that tile it, as the
-// kernel does (region_blocks in bpf/memdiag.bpf.c).
+// kernel does (region_blocks in bpf/mappings.bpf.h).
 func (t *Tracer) putRegion(tgid uint32, r *memdiagRegion) error {
 	for _, b := range regionBlocks(r.Start, r.Len) {
 		key := memdiagRegionKey{Prefixlen: 32 + 64 - uint32(b.log2), Tgid: tgid, AddrBe: bits.ReverseBytes64(b.start)}

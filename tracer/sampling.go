@@ -1,7 +1,7 @@
 package tracer
 
 // Runtime heap sampling: uprobes on the allocation samplers that V8 and the
-// Go runtime already run. See "Runtime heap sampling" in bpf/memdiag.bpf.c.
+// Go runtime already run. See "Runtime heap sampling" in bpf/uprobes.bpf.h.
 
 import (
 	"debug/buildinfo"

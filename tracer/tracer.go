@@ -50,23 +50,23 @@ type Config struct {
 	QueueLen int
 }
 
-// Target states, the kernel's enum target_state.
+// Target states: the kernel's enum target_state, as bpf2go generates it.
 const (
-	stateAttached = 1
+	stateAttached = uint32(memdiagTargetStateTS_ATTACHED)
 )
 
-// Stat slots, the kernel's enum stat_index.
+// Stat slots: the kernel's enum stat_index, as bpf2go generates it.
 const (
-	statLost = iota
-	statBucketOverflow
-	statMMOverflow
-	statTargetOverflow
-	statPendingOverflow
-	statSocketOverflow
-	statThreadOverflow
-	statRegionOverflow
-	statOutstandingOverflow
-	statUnmapSplit
+	statLost                = uint32(memdiagStatIndexST_LOST_EVENTS)
+	statBucketOverflow      = uint32(memdiagStatIndexST_BUCKET_OVERFLOW)
+	statMMOverflow          = uint32(memdiagStatIndexST_MM_OVERFLOW)
+	statTargetOverflow      = uint32(memdiagStatIndexST_TARGET_OVERFLOW)
+	statPendingOverflow     = uint32(memdiagStatIndexST_PENDING_OVERFLOW)
+	statSocketOverflow      = uint32(memdiagStatIndexST_SOCK_OVERFLOW)
+	statThreadOverflow      = uint32(memdiagStatIndexST_THREAD_OVERFLOW)
+	statRegionOverflow      = uint32(memdiagStatIndexST_REGION_OVERFLOW)
+	statOutstandingOverflow = uint32(memdiagStatIndexST_OUTSTANDING_OVERFLOW)
+	statUnmapSplit          = uint32(memdiagStatIndexST_UNMAP_SPLIT)
 )
 
 // attachment is one tracepoint and the program that handles it.

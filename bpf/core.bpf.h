@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Core: targets, buckets, stats, the ring buffer, and the helpers every
+ * other part uses.
+ *
+ * Targets. `targets` holds the thread group ids being traced. Userspace
+ * seeds it (attach) or the run launcher's exec adds it (lifecycle.bpf.h);
+ * fork adds children, so threads and child processes are followed. Every
+ * handler starts with one lookup of the current tgid there and returns
+ * when it misses: the untraced path is one map lookup.
+ *
+ * Buckets. Every charge goes to a struct bucket_key in `buckets`, chosen
+ * by current_bucket() from the thread's entry in `thread_states`: the
+ * thread's current operation (BK_OP, id = op id), the process's idle bucket
+ * (BK_IDLE: an event-loop thread between operations), or, for a thread
+ * that never took part in an op (GC helpers, thread pools), its own bucket
+ * (BK_THREAD, id = tid, named after its comm). RSS accounting adds the
+ * per-process pseudo buckets (BK_BASELINE, BK_START, BK_KERNEL,
+ * BK_RELEASE), mappings add BK_FREED, and a full map charges BK_OVERFLOW.
+ * Values are only ever added to, with atomic adds; userspace reads the map
+ * periodically (that is the flush) and takes an op's bucket out at its end.
+ *
+ * Records. Lifecycle records, op begin/end and heap samples go through the
+ * one `events` ring buffer, each starting with struct event_hdr; a failed
+ * reserve bumps ST_LOST_EVENTS in the per-CPU `stats` array, which also
+ * counts every map that was found full.
+ *
+ * Syscall arguments. A syscall whose exit needs its arguments saves them
+ * at entry in `pending` (tid -> struct pending) and takes them at exit.
+ */
+#ifndef MEMDIAG_CORE_BPF_H
+#define MEMDIAG_CORE_BPF_H
+
+#define E2BIG 7
+
+/* tgid (or tid of a traced thread, until it exits) -> struct target.
+ * 8192: far more processes and threads than one service has. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, struct target);
+} targets SEC(".maps");
+
+/* struct bucket_key -> struct counters. Userspace deletes the buckets of
+ * exited threads after reading them, so the size bounds live buckets only;
+ * its size is set from userspace (--max-buckets). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct bucket_key);
+	__type(value, struct counters);
+} buckets SEC(".maps");
+
+/* Arguments of a syscall in flight (memory, socket io): tid -> struct
+ * pending. 8192: one per target thread inside a syscall at once. */
+struct pending {
+	u64 args[5];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, struct pending);
+} pending SEC(".maps");
+
+/* tid -> struct thread_state: what the thread's activity is charged to
+ * when it is not its own (BK_THREAD). Deleted at thread exit; 16384:
+ * the threads that take part in ops, far fewer than that. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, struct thread_state);
+} thread_states SEC(".maps");
+
+
+/* [0] -> all-zero counters: the template new buckets are copied from,
+ * so no 150-byte struct sits on the BPF stack. Never written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct counters);
+} zeroes SEC(".maps");
+
+/* enum stat_index -> count, per CPU: maps found full, records lost.
+ * ST_MAX slots, room for new counters without a layout change. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ST_MAX);
+	__type(key, u32);
+	__type(value, u64);
+} stats SEC(".maps");
+
+/* The one ring buffer: lifecycle, op begin/end and heap sample records;
+ * size set from userspace (--ringbuf-size). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+/* Adds one to a stats slot. */
+static __always_inline void stat_inc(u32 idx)
+{
+	u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+/* Returns the target entry of the current process, or NULL. */
+static __always_inline struct target *current_target(u32 tgid)
+{
+	return bpf_map_lookup_elem(&targets, &tgid);
+}
+
+/* Returns the counters of key, creating them; NULL only when even the
+ * overflow bucket (created by userspace before attach) is missing. */
+static __always_inline struct counters *bucket(struct bucket_key *key)
+{
+	struct counters *c = bpf_map_lookup_elem(&buckets, key);
+	if (c)
+		return c;
+	if (key->kind == BK_OP) {
+		/* Taken by userspace at the op's end: never re-create it. */
+		key->kind = BK_IDLE;
+		key->id = 0;
+		c = bpf_map_lookup_elem(&buckets, key);
+		if (c)
+			return c;
+	}
+	u32 zero = 0;
+	struct counters *fresh = bpf_map_lookup_elem(&zeroes, &zero);
+	if (!fresh)
+		return NULL;
+	int created = !bpf_map_update_elem(&buckets, key, fresh, BPF_NOEXIST);
+	c = bpf_map_lookup_elem(&buckets, key);
+	if (c) {
+		if (created) {
+			c->first_ns = bpf_ktime_get_ns();
+			if (key->kind == BK_THREAD)
+				bpf_get_current_comm(c->comm, sizeof(c->comm));
+		}
+		return c;
+	}
+	stat_inc(ST_BUCKET_OVERFLOW);
+	struct bucket_key of = { .tgid = 0, .kind = BK_OVERFLOW, .id = 0 };
+	return bpf_map_lookup_elem(&buckets, &of);
+}
+
+/* Fills key with the bucket the current thread's activity is charged to:
+ * its operation, the idle bucket, or its own. An operation whose bucket is
+ * gone (userspace took it when the op ended) charges idle instead: op
+ * buckets are created only by op_begin, never re-created by a late charge. */
+static __always_inline void current_bucket(struct bucket_key *key, u32 tgid, u32 tid)
+{
+	key->tgid = tgid;
+	key->kind = BK_THREAD;
+	key->id = tid;
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	if (!ts)
+		return;
+	if (ts->mode == TM_OP) {
+		key->kind = BK_OP;
+		key->id = ts->op_id;
+		if (bpf_map_lookup_elem(&buckets, key))
+			return;
+	}
+	key->kind = BK_IDLE;
+	key->id = 0;
+}
+
+/* Reserves a ring buffer record of size bytes and fills its header; counts
+ * and returns NULL when the buffer is full. */
+static __always_inline void *event_reserve(u32 size, u32 kind, u32 tgid, u32 tid)
+{
+	struct event_hdr *h = bpf_ringbuf_reserve(&events, size, 0);
+	if (!h) {
+		stat_inc(ST_LOST_EVENTS);
+		return NULL;
+	}
+	h->kind = kind;
+	h->size = size;
+	h->ktime_ns = bpf_ktime_get_ns();
+	h->pid = tgid;
+	h->tid = tid;
+	return h;
+}
+
+/* Wake the reader only once the ring is a quarter full: a wakeup is an
+ * irq_work self-IPI, several microseconds in a VM, and the reader polls
+ * the ring on a short timer anyway (tracer.readPoll). */
+static __always_inline void submit(void *e)
+{
+	u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+	bpf_ringbuf_submit(e, avail >= size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+/* Saves the first n (<= 3) syscall arguments of a target thread; returns 0.
+ * n must be a constant no larger than the syscall's argument count: the
+ * kernel refuses to attach a program that reads past a tracepoint's record. */
+static __always_inline int save_args(struct tp_sys_enter *ctx, int n)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!current_target(id >> 32))
+		return 0;
+	u32 tid = (u32)id;
+	struct pending p = {};
+	p.args[0] = ctx->args[0];
+	p.args[1] = ctx->args[1];
+	if (n > 2)
+		p.args[2] = ctx->args[2];
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
+	return 0;
+}
+
+/* Takes the saved arguments of the current thread into out; returns 1 when
+ * there were some (the syscall was entered by a target thread). */
+static __always_inline int take_args(struct pending *out, u32 *tgid, u32 *tid)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	*tgid = id >> 32;
+	*tid = (u32)id;
+	struct pending *p = bpf_map_lookup_elem(&pending, tid);
+	if (!p)
+		return 0;
+	*out = *p;
+	bpf_map_delete_elem(&pending, tid);
+	return 1;
+}
+
+#endif /* MEMDIAG_CORE_BPF_H */

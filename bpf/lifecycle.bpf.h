@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Lifecycle: exec, fork, exit, rename and the OOM killer.
+ *
+ * A process becomes a target at attach (userspace, TS_ATTACHED), at its
+ * fork from a target (TS_FORKED: what it inherited is BK_START), or at its
+ * exec when it is the run launcher (launcher_tgid) or runs in the traced
+ * cgroup (`target_cgroup`, TS_EXECED: its new mm starts at zero). Each exec
+ * bumps the target's generation, so mappings from the old image are
+ * ignored. A fork copies the parent's libc range to the child. A thread's
+ * exit ends an op still waiting for its thread to move on, then forgets the
+ * thread's state in every per-thread map; the process's entry goes with its
+ * last thread. Fork, exec, exit and OOM kills are sent as records;
+ * task_rename renames the thread's own bucket.
+ */
+#ifndef MEMDIAG_LIFECYCLE_BPF_H
+#define MEMDIAG_LIFECYCLE_BPF_H
+
+/* Set by `memdiag run`: the launcher process whose exec makes it a target. */
+volatile const u32 launcher_tgid = 0;
+
+/* Set when target_cgroup holds a cgroup. */
+volatile const u32 follow_cgroup = 0;
+
+/* [0] -> the cgroup (v2) being traced (--container, --cgroup): a process
+ * that execs or forks in it, or below it, becomes a target. One cgroup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u32);
+} target_cgroup SEC(".maps");
+
+/* execve by a target: the mm it gets starts at zero, so first sights in it
+ * are growth. The state before is kept in case the exec fails. */
+static __always_inline int exec_enter(void)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct target *t = current_target(tgid);
+	if (!t)
+		return 0;
+	t->prev_state = t->state;
+	t->state = TS_EXECED;
+	return 0;
+}
+
+static __always_inline int exec_exit(struct tp_sys_exit *ctx)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct target *t = current_target(tgid);
+	if (t && ctx->ret < 0 && t->prev_state)
+		t->state = t->prev_state;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int on_enter_execve(struct tp_sys_enter *ctx) { return exec_enter(); }
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int on_exit_execve(struct tp_sys_exit *ctx) { return exec_exit(ctx); }
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int on_enter_execveat(struct tp_sys_enter *ctx) { return exec_enter(); }
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int on_exit_execveat(struct tp_sys_exit *ctx) { return exec_exit(ctx); }
+
+SEC("tracepoint/sched/sched_process_exec")
+int on_exec(struct tp_sched_exec *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (!current_target(tgid)) {
+		/* The run launcher, or a process started in the traced cgroup
+		 * (docker exec, a new worker): it is a target from its exec. */
+		int in_cgroup = follow_cgroup && bpf_current_task_under_cgroup(&target_cgroup, 0) == 1;
+		if (!in_cgroup && (!launcher_tgid || tgid != launcher_tgid))
+			return 0;
+		struct target t = { .state = TS_EXECED };
+		if (bpf_map_update_elem(&targets, &tgid, &t, BPF_NOEXIST) == -E2BIG)
+			stat_inc(ST_TARGET_OVERFLOW);
+	}
+	struct target *t = current_target(tgid);
+	if (t)
+		__sync_fetch_and_add(&t->gen, 1);
+	struct exec_event *e = event_reserve(sizeof(*e), EV_EXEC, tgid, (u32)id);
+	if (!e)
+		return 0;
+	u32 off = ctx->filename_loc & 0xffff;
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), (void *)ctx + off);
+	submit(e);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int on_fork(struct tp_sched_fork *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (!current_target(tgid))
+		return 0;
+	u32 child = ctx->child_pid;
+	/* A new thread's tid lands here too; lookups are by tgid, so it is
+	 * inert, and its exit removes it. */
+	struct target t = { .state = TS_FORKED };
+	if (bpf_map_update_elem(&targets, &child, &t, BPF_NOEXIST) == -E2BIG)
+		stat_inc(ST_TARGET_OVERFLOW);
+	struct libc_range *lr = bpf_map_lookup_elem(&libc_ranges, &tgid);
+	if (lr) {
+		struct libc_range copy = *lr; /* a child (not a thread) has the same libc */
+		bpf_map_update_elem(&libc_ranges, &child, &copy, BPF_NOEXIST);
+	}
+	struct fork_event *e = event_reserve(sizeof(*e), EV_FORK, tgid, (u32)id);
+	if (!e)
+		return 0;
+	e->child_pid = child;
+	e->_pad = 0;
+	u32 off = ctx->child_comm_loc & 0xffff;
+	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), (void *)ctx + off);
+	submit(e);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int on_exit(struct tp_sched_exit *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	u8 group_dead = ctx->group_dead;
+	/* The leader may leave before its threads: the tgid entry goes only
+	 * with the last thread. */
+	if (tid != tgid)
+		bpf_map_delete_elem(&targets, &tid);
+	set_thread(tgid, tid, TM_IDLE, 0); /* sends an end still waiting */
+	bpf_map_delete_elem(&thread_states, &tid);
+	bpf_map_delete_elem(&tls_reads, &tid);
+	bpf_map_delete_elem(&ab_pending, &tid);
+	bpf_map_delete_elem(&pending, &tid);
+	bpf_map_delete_elem(&releasing, &tid);
+	if (group_dead)
+		bpf_map_delete_elem(&targets, &tgid);
+	struct exit_event *e = event_reserve(sizeof(*e), EV_EXIT, tgid, tid);
+	if (!e)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	e->exit_code = BPF_CORE_READ(task, exit_code);
+	e->group_dead = group_dead;
+	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
+	__builtin_memcpy(e->comm, ctx->comm, sizeof(e->comm));
+	submit(e);
+	return 0;
+}
+
+SEC("tracepoint/task/task_rename")
+int on_rename(struct tp_task_rename *ctx)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!current_target(tgid))
+		return 0;
+	struct bucket_key key = { .tgid = tgid, .kind = BK_THREAD, .id = (u32)ctx->pid };
+	struct counters *c = bpf_map_lookup_elem(&buckets, &key);
+	if (c)
+		__builtin_memcpy(c->comm, ctx->newcomm, sizeof(c->comm));
+	return 0;
+}
+
+
+SEC("tracepoint/oom/mark_victim")
+int on_oom(struct tp_mark_victim *ctx)
+{
+	u32 victim = ctx->pid;
+	struct target *t = bpf_map_lookup_elem(&targets, &victim);
+	if (!t)
+		return 0;
+	struct oom_event *e = event_reserve(sizeof(*e), EV_OOM, victim, victim);
+	if (!e)
+		return 0;
+	e->anon_rss = ctx->anon_rss;
+	e->file_rss = ctx->file_rss;
+	e->shmem_rss = ctx->shmem_rss;
+	e->total_vm = ctx->total_vm;
+	submit(e);
+	return 0;
+}
+
+#endif /* MEMDIAG_LIFECYCLE_BPF_H */

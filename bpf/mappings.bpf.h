@@ -1,0 +1,602 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Mappings: the mmap family, brk, mprotect and madvise, and the regions
+ * trie that remembers every mapping.
+ *
+ * mmap, munmap, mremap, brk, mprotect and madvise are paired enter -> exit
+ * through `pending` and charged on success to the current bucket's
+ * virtual-memory counters (mapped, unmapped, made writable, advised free).
+ * Every mapping is remembered with its owner bucket and class in `regions`,
+ * an LPM trie of the aligned power-of-two blocks that tile it, so the
+ * longest-prefix match of an address is the mapping that holds it.
+ * A writable mapping counts as retained by its owner until it is given
+ * back; a PROT_NONE reservation (V8, glibc arenas) does not, and a later
+ * mprotect that makes part of a native reservation writable (a glibc arena
+ * growing) becomes a mapping of its own, retained by the bucket current at
+ * the commit. Unmapping (munmap, MAP_FIXED over a mapping, mremap, brk
+ * shrinking) forgets the mappings, lowers their owners' retained bytes and
+ * marks the thread in `releasing`, so the RSS it gives back is charged to
+ * the owner (rss.bpf.h) — for an op that has ended, to its BK_FREED bucket —
+ * and an op's transient buffer freed later by a GC nets out in the op's
+ * category. madvise(DONTNEED/FREE/REMOVE) only names the class of what is
+ * given back. Anonymous private mappings are classified by the code that
+ * asked for them: from libc (`libc_ranges`) they are the native allocator's
+ * (RC_NATIVE, external memory), else the runtime's.
+ */
+#ifndef MEMDIAG_MAPPINGS_BPF_H
+#define MEMDIAG_MAPPINGS_BPF_H
+
+/* struct region_key -> struct region: every mapping made while traced (and
+ * those found at attach), as the aligned power-of-two blocks that tile it,
+ * so the longest-prefix match of an address is the mapping that holds it.
+ * Unmapping gives the memory back to whoever mapped it (an op's transient
+ * buffer freed later by a GC nets out in the op's category), and a fault
+ * is external when its mapping is the native allocator's. 262144 blocks,
+ * allocated on demand: a few dozen per mapping, tens of thousands of
+ * mappings in a big Node or JVM process. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct region_key);
+	__type(value, struct region);
+} regions SEC(".maps");
+
+/* tid -> struct releasing, while the thread gives memory back (munmap,
+ * brk, madvise, mremap in flight). 8192: as `pending`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, struct releasing);
+} releasing SEC(".maps");
+
+/* tgid -> struct libc_range (userspace reads it from /proc/PID/maps; fork
+ * copies it to the child). 8192: as `targets`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, struct libc_range);
+} libc_ranges SEC(".maps");
+
+/* The last user fault of the thread running on this CPU: {tid, address}.
+ * rss_stat follows its fault on the same CPU, so this names the mapping a
+ * new page went to without a per-thread table. */
+struct last_fault {
+	u32 tid;
+	u32 cache_tgid; /* the cached mapping: whose, and when */
+	u64 addr;
+	u64 cache_epoch;
+	u64 cache_start;
+	u64 cache_end;
+	u32 cache_class;
+	u32 _pad;
+};
+
+/* [0] -> bumped whenever a mapping is added or removed, so per-CPU caches
+ * of a fault's mapping know when they are stale. One counter. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} regions_epoch SEC(".maps");
+
+/* [0] -> struct last_fault, per CPU: the CPU's last target fault and the
+ * mapping it was found in. One entry per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct last_fault);
+} last_faults SEC(".maps");
+
+#define PAGE_ALIGN(x) (((x) + 4095) & ~4095ULL)
+#define IS_ERR_VALUE(x) ((u64)(x) >= (u64)-4095)
+
+/* Field selectors for vm_charge. */
+enum vm_field { VM_MAPPED, VM_UNMAPPED, VM_WRITABLE, VM_ADVISED };
+
+/* Adds bytes to one virtual-memory field of the current thread's bucket. */
+static __always_inline void vm_charge(u32 tgid, u32 tid, enum vm_field f, u64 bytes)
+{
+	if (!bytes)
+		return;
+	struct bucket_key key = {};
+	current_bucket(&key, tgid, tid);
+	struct counters *c = bucket(&key);
+	if (!c)
+		return;
+	switch (f) {
+	case VM_MAPPED:
+		__sync_fetch_and_add(&c->mapped, bytes);
+		break;
+	case VM_UNMAPPED:
+		__sync_fetch_and_add(&c->unmapped, bytes);
+		break;
+	case VM_WRITABLE:
+		__sync_fetch_and_add(&c->made_writable, bytes);
+		break;
+	case VM_ADVISED:
+		__sync_fetch_and_add(&c->advised_free, bytes);
+		break;
+	}
+}
+
+/*
+ * The regions trie.
+ */
+
+/* The largest power of two <= x (x > 0), without branches. */
+static __always_inline u64 floor_pow2(u64 x)
+{
+	x |= x >> 1;
+	x |= x >> 2;
+	x |= x >> 4;
+	x |= x >> 8;
+	x |= x >> 16;
+	x |= x >> 32;
+	return x - (x >> 1);
+}
+
+/* Bits set in x, without branches (SWAR). */
+static __always_inline u64 popcount64(u64 x)
+{
+	x = x - ((x >> 1) & 0x5555555555555555ULL);
+	x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+	return (x * 0x0101010101010101ULL) >> 56;
+}
+
+/* A range tiles into at most this many aligned blocks (two per bit). */
+#define MAX_BLOCKS 96
+
+struct blocks_ctx {
+	struct region *r;
+	u64 start;
+	u64 len;
+	u32 tgid;
+	u32 insert;
+};
+
+/* One block of region_blocks: bpf_loop callback, returns 1 to stop. */
+static long block_step(u64 i, struct blocks_ctx *c)
+{
+	if (c->len < 4096)
+		return 1;
+	/* The block: as large as the start's alignment and the length allow. */
+	u64 size = floor_pow2(c->len);
+	u64 align = c->start & (~c->start + 1);
+	if (align && align < size)
+		size = align;
+	u32 k = popcount64(size - 1); /* log2(size) */
+	struct region_key key = { .prefixlen = 32 + 64 - k, .tgid = c->tgid, .addr_be = __builtin_bswap64(c->start) };
+	if (c->insert) {
+		if (bpf_map_update_elem(&regions, &key, c->r, BPF_ANY)) {
+			stat_inc(ST_REGION_OVERFLOW);
+			return 1;
+		}
+	} else {
+		bpf_map_delete_elem(&regions, &key);
+	}
+	c->start += size;
+	c->len -= size;
+	return 0;
+}
+
+/* Stores r (insert) or removes its blocks, as the aligned power-of-two
+ * blocks that tile it. */
+static __always_inline void region_blocks(u32 tgid, struct region *r, int insert)
+{
+	u32 zero = 0;
+	u64 *epoch = bpf_map_lookup_elem(&regions_epoch, &zero);
+	if (epoch)
+		__sync_fetch_and_add(epoch, 1);
+	struct blocks_ctx c = {
+		.r = r, .start = r->start & ~4095ULL, .len = PAGE_ALIGN(r->len), .tgid = tgid, .insert = insert,
+	};
+	bpf_loop(MAX_BLOCKS, block_step, &c, 0);
+}
+
+/* The process's exec generation (0 when unknown). */
+static __always_inline u32 exec_gen(u32 tgid)
+{
+	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
+	return t ? t->gen : 0;
+}
+
+/* Returns the mapping that holds addr, or NULL. A mapping from before the
+ * process's last exec (userspace deletes those shortly after) is stale:
+ * it is ignored. */
+static __always_inline struct region *region_at(u32 tgid, u64 addr)
+{
+	struct region_key key = { .prefixlen = 32 + 64, .tgid = tgid, .addr_be = __builtin_bswap64(addr) };
+	struct region *r = bpf_map_lookup_elem(&regions, &key);
+	if (r && r->gen != exec_gen(tgid))
+		return NULL;
+	return r;
+}
+
+/* The class of the mapping this thread last faulted in. */
+static __always_inline u32 fault_class(u32 tgid, u32 tid)
+{
+	u32 zero = 0;
+	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
+	if (!lf || lf->tid != tid)
+		return RC_UNKNOWN;
+	/* Faults come in runs through one mapping: the last answer on this
+	 * CPU holds while no mapping changed anywhere (regions_epoch). */
+	u64 *epoch = bpf_map_lookup_elem(&regions_epoch, &zero);
+	u64 now = epoch ? *epoch : 0;
+	if (lf->cache_tgid == tgid && lf->cache_epoch == now &&
+	    lf->addr >= lf->cache_start && lf->addr < lf->cache_end)
+		return lf->cache_class;
+	struct region *r = region_at(tgid, lf->addr);
+	if (!r)
+		return RC_UNKNOWN;
+	lf->cache_tgid = tgid;
+	lf->cache_epoch = now;
+	lf->cache_start = r->start;
+	lf->cache_end = r->start + r->len;
+	lf->cache_class = r->class;
+	return r->class;
+}
+
+/* The bucket a mapping's owner is credited through: an op that has ended
+ * (its bucket was taken) is credited through its BK_FREED bucket. */
+static __always_inline void owner_key(struct bucket_key *owner)
+{
+	if (owner->kind == BK_OP && !bpf_map_lookup_elem(&buckets, owner))
+		owner->kind = BK_FREED;
+}
+
+/* Adds bytes (signed) to the retained counters of key. */
+static __always_inline void retain(struct bucket_key *key, u32 class, s64 bytes)
+{
+	struct counters *c = bucket(key);
+	if (!c)
+		return;
+	__sync_fetch_and_add(&c->retained, bytes);
+	if (class == RC_NATIVE)
+		__sync_fetch_and_add(&c->retained_native, bytes);
+}
+
+/* Records a new mapping [start, start + len) of class, owned by the
+ * current thread's bucket. Only a writable mapping counts as retained: a
+ * PROT_NONE reservation (V8, glibc arenas) is address space, not memory. */
+static __always_inline void map_region(u32 tgid, u32 tid, u64 start, u64 len, u32 class, int writable)
+{
+	struct region r = { .start = start, .len = len, .class = class, .counted = writable ? 1 : 0, .gen = exec_gen(tgid) };
+	current_bucket(&r.owner, tgid, tid);
+	region_blocks(tgid, &r, 1);
+	if (writable)
+		retain(&r.owner, class, (s64)len);
+}
+
+/* How many mappings one unmap follows; the rest is counted. */
+#define MAX_UNMAP_REGIONS 8
+
+struct unmap_ctx {
+	struct releasing *rel;
+	u64 a;
+	u64 b;
+	u32 tgid;
+	u32 done;
+};
+
+/* One mapping of unmap_range: bpf_loop callback, returns 1 to stop. */
+static long unmap_step(u64 i, struct unmap_ctx *c)
+{
+	if (c->a >= c->b) {
+		c->done = 1;
+		return 1;
+	}
+	struct region *found = region_at(c->tgid, c->a);
+	if (!found) {
+		c->done = 1;
+		return 1; /* a gap: what follows was mapped before tracing */
+	}
+	struct region r = *found;
+	u64 end = r.start + r.len;
+	region_blocks(c->tgid, &r, 0);
+	u64 lo = c->a > r.start ? c->a : r.start, hi = c->b < end ? c->b : end;
+	if (r.start < lo) {
+		struct region left = r;
+		left.len = lo - r.start;
+		region_blocks(c->tgid, &left, 1);
+	}
+	if (hi < end) {
+		struct region right = r;
+		right.start = hi;
+		right.len = end - hi;
+		region_blocks(c->tgid, &right, 1);
+	}
+	if (i == 0)
+		c->rel->class = r.class;
+	if (r.owner.kind) {
+		struct bucket_key owner = r.owner;
+		owner_key(&owner);
+		if (hi > lo && r.counted)
+			retain(&owner, r.class, -(s64)(hi - lo));
+		if (i == 0) {
+			c->rel->owner = owner;
+			c->rel->credit_owner = 1;
+		}
+	}
+	/* else: found at attach, owned by no bucket: what it gives back is
+	 * the current thread's. */
+	c->a = end;
+	return 0;
+}
+
+/* Forgets the mappings in [a, b): each loses the part inside, keeps the
+ * rest, and its owner's retained bytes drop by the part. Fills rel with
+ * the first mapping's owner and class, for the RSS given back. */
+static __always_inline void unmap_range(u32 tgid, u64 a, u64 b, struct releasing *rel)
+{
+	rel->credit_owner = 0;
+	struct unmap_ctx c = { .rel = rel, .a = a, .b = b, .tgid = tgid };
+	bpf_loop(MAX_UNMAP_REGIONS, unmap_step, &c, 0);
+	if (!c.done && c.a < c.b)
+		stat_inc(ST_UNMAP_SPLIT);
+}
+
+#define PROT_WRITE 0x2
+#define MAP_SHARED 0x01
+#define MAP_ANONYMOUS 0x20
+#define MAP_GROWSDOWN 0x100
+#define MAP_STACK 0x20000
+
+/* The user return address at syscall entry: [sp] is where the libc
+ * wrapper (a leaf) returns to, i.e. the code that asked for the mapping. */
+static __always_inline u64 syscall_caller(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs_x86 *regs = (struct pt_regs_x86 *)bpf_task_pt_regs(task);
+	u64 sp = 0, ret = 0;
+	if (bpf_probe_read_kernel(&sp, sizeof(sp), &regs->sp))
+		return 0;
+	if (bpf_probe_read_user(&ret, sizeof(ret), (void *)sp))
+		return 0;
+	return ret;
+}
+
+/* Classifies an anonymous private mapping by who asked for it. */
+static __always_inline u32 anon_class(u32 tgid, u64 caller)
+{
+	struct libc_range *lr = bpf_map_lookup_elem(&libc_ranges, &tgid);
+	if (!lr || !caller)
+		return RC_UNKNOWN;
+	return caller >= lr->lo && caller < lr->hi ? RC_NATIVE : RC_RUNTIME;
+}
+
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int on_enter_mmap(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!current_target(id >> 32))
+		return 0;
+	u32 tid = (u32)id;
+	/* len, flags, fd, caller, prot */
+	struct pending p = { .args = { ctx->args[1], ctx->args[3], ctx->args[4], syscall_caller(), ctx->args[2] } };
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int on_exit_mmap(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ctx->ret))
+		return 0;
+	u64 start = (u64)ctx->ret, len = PAGE_ALIGN(p.args[0]), flags = p.args[1];
+	s32 fd = (s32)p.args[2];
+	vm_charge(tgid, tid, VM_MAPPED, len);
+	u32 class;
+	if (!(flags & MAP_ANONYMOUS) && fd >= 0)
+		class = RC_FILE;
+	else if (flags & (MAP_STACK | MAP_GROWSDOWN))
+		class = RC_STACK;
+	else if (flags & MAP_SHARED)
+		class = RC_SHARED;
+	else
+		class = anon_class(tgid, p.args[3]);
+	/* MAP_FIXED over an old mapping replaces it. */
+	struct releasing rel = {};
+	unmap_range(tgid, start, start + len, &rel);
+	map_region(tgid, tid, start, len, class, p.args[4] & PROT_WRITE);
+	return 0;
+}
+
+/* Marks the thread as giving back [a, b): forgets those mappings and
+ * remembers, for the RSS decreases to come, whose they were. */
+static __always_inline void release_begin(u32 tgid, u32 tid, u64 a, u64 b, int forget)
+{
+	struct releasing rel = {};
+	if (forget) {
+		unmap_range(tgid, a, b, &rel);
+	} else {
+		struct region *r = region_at(tgid, a);
+		if (!r)
+			return;
+		rel.class = r->class; /* madvise: only what it held, not whose */
+	}
+	bpf_map_update_elem(&releasing, &tid, &rel, BPF_ANY);
+}
+
+SEC("tracepoint/syscalls/sys_enter_munmap")
+int on_enter_munmap(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	save_args(ctx, 2);
+	release_begin(tgid, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_munmap")
+int on_exit_munmap(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid))
+		return 0;
+	bpf_map_delete_elem(&releasing, &tid);
+	if (ctx->ret != 0)
+		return 0;
+	vm_charge(tgid, tid, VM_UNMAPPED, PAGE_ALIGN(p.args[1]));
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_mremap")
+int on_enter_mremap(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
+
+SEC("tracepoint/syscalls/sys_exit_mremap")
+int on_exit_mremap(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ctx->ret))
+		return 0;
+	u64 old = p.args[0], old_len = PAGE_ALIGN(p.args[1]), new_len = PAGE_ALIGN(p.args[2]);
+	if (new_len > old_len)
+		vm_charge(tgid, tid, VM_MAPPED, new_len - old_len);
+	else
+		vm_charge(tgid, tid, VM_UNMAPPED, old_len - new_len);
+	/* The mapping moved or resized: it keeps its class; the part that
+	 * grew is the current thread's. */
+	struct region *r = region_at(tgid, old);
+	struct region moved = {};
+	int found = 0;
+	if (r) {
+		moved = *r;
+		found = 1;
+	}
+	u32 class = moved.class;
+	struct releasing rel = {};
+	unmap_range(tgid, old, old + old_len, &rel);
+	u64 start = (u64)ctx->ret;
+	if (found) {
+		moved.start = start;
+		moved.len = new_len < old_len ? new_len : old_len;
+		region_blocks(tgid, &moved, 1);
+		if (moved.owner.kind && moved.counted) {
+			struct bucket_key owner = moved.owner;
+			owner_key(&owner);
+			retain(&owner, class, (s64)moved.len);
+		}
+	}
+	if (new_len > old_len)
+		map_region(tgid, tid, start + old_len, new_len - old_len, class, moved.counted);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_brk")
+int on_enter_brk(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!current_target(id >> 32))
+		return 0;
+	u32 tid = (u32)id;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct pending p = {};
+	p.args[0] = BPF_CORE_READ(task, mm, brk); /* the break before the call */
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
+	if (ctx->args[0] && PAGE_ALIGN(ctx->args[0]) < PAGE_ALIGN(p.args[0])) {
+		/* Shrinking the heap gives native memory back. */
+		u32 tgid = id >> 32;
+		release_begin(tgid, tid, PAGE_ALIGN(ctx->args[0]), PAGE_ALIGN(p.args[0]), 1);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_brk")
+int on_exit_brk(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid))
+		return 0;
+	bpf_map_delete_elem(&releasing, &tid);
+	/* brk returns the new break, or the old one on failure. */
+	u64 before = PAGE_ALIGN(p.args[0]), after = PAGE_ALIGN((u64)ctx->ret);
+	if (after > before) {
+		vm_charge(tgid, tid, VM_MAPPED, after - before);
+		map_region(tgid, tid, before, after - before, RC_NATIVE, 1); /* the brk heap is malloc's */
+	} else {
+		vm_charge(tgid, tid, VM_UNMAPPED, before - after);
+	}
+	return 0;
+}
+
+
+SEC("tracepoint/syscalls/sys_enter_mprotect")
+int on_enter_mprotect(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
+
+SEC("tracepoint/syscalls/sys_exit_mprotect")
+int on_exit_mprotect(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid) || ctx->ret != 0 || !(p.args[2] & PROT_WRITE))
+		return 0;
+	u64 a = p.args[0], len = PAGE_ALIGN(p.args[1]);
+	vm_charge(tgid, tid, VM_WRITABLE, len);
+	/* A commit: part of a reservation (PROT_NONE, not counted) made
+	 * writable — glibc arenas grow this way, V8 commits its pages so. It
+	 * becomes a mapping of its own, owned by the current bucket and
+	 * retained by it until given back. Only the native allocator's
+	 * (glibc arenas): a runtime that commits its own pages (V8) reuses
+	 * them, and its heap is measured by its sampler. A range already
+	 * writable (W^X flips) changes no owner. */
+	struct region *r = region_at(tgid, a);
+	if (!r || r->counted || r->class != RC_NATIVE || a + len > r->start + r->len)
+		return 0;
+	u32 class = r->class;
+	struct releasing rel = {};
+	unmap_range(tgid, a, a + len, &rel);
+	map_region(tgid, tid, a, len, class, 1);
+	return 0;
+}
+
+#define MADV_DONTNEED 4
+#define MADV_FREE 8
+#define MADV_REMOVE 9
+
+SEC("tracepoint/syscalls/sys_enter_madvise")
+int on_enter_madvise(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	save_args(ctx, 3);
+	u64 advice = ctx->args[2];
+	if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
+		release_begin(tgid, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_madvise")
+int on_exit_madvise(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid))
+		return 0;
+	bpf_map_delete_elem(&releasing, &tid);
+	if (ctx->ret != 0)
+		return 0;
+	u64 advice = p.args[2];
+	if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
+		vm_charge(tgid, tid, VM_ADVISED, PAGE_ALIGN(p.args[1]));
+	return 0;
+}
+
+#endif /* MEMDIAG_MAPPINGS_BPF_H */

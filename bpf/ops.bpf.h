@@ -1,0 +1,669 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Operations: sockets and the HTTP op state machine. The thread's current
+ * op lives in `thread_states` (core.bpf.h); this part moves it.
+ *
+ * A served socket (accepted, or whose first bytes read are an HTTP request)
+ * starts an op when a read brings the first bytes of a request: at the
+ * first read, or after the server wrote a response (keep-alive). The op's
+ * id is bound to the socket, and every read or write on that socket makes
+ * it the thread's current op again (an event loop interleaves
+ * connections). A write on a served socket releases the thread when it
+ * returns: what runs after a response is written is not the request's.
+ * Return from epoll_wait/epoll_pwait/epoll_pwait2/poll/ppoll makes the
+ * thread idle. A thread that never took part in an op keeps its own
+ * bucket (BK_THREAD, "background").
+ *
+ * A client socket (connected by a target) written to by a thread that has
+ * an op joins that op; written to by an idle thread, it starts an outbound
+ * op. Reads on it make its op current again.
+ *
+ * A client socket connected while the thread serves an op belongs to that
+ * op (SF_BOUND: its first write is the op's even from another op's loop
+ * turn), and closing a call made inside another op ends nothing
+ * (SF_JOINED). A socket the target knew before attach is learned at its
+ * first request (reads) or first request written (writes, peer read from
+ * the kernel socket). A served socket whose first bytes are a TLS
+ * handshake is marked SF_TLS; its requests are named by the llhttp uprobe
+ * (uprobes.bpf.h, --tls).
+ *
+ * Ops end at the next request (or call) on their socket, or at close; a
+ * close by the op's own callback ends it when the thread is back in its
+ * poll (thread_state.end_fd). Op ids come from `op_ids`; OP_BEGIN carries
+ * the first OP_DATA_LEN bytes to Go (the kernel only checks they start
+ * with an HTTP method), OP_END the op's final counters, taken out of
+ * `buckets`.
+ */
+#ifndef MEMDIAG_OPS_BPF_H
+#define MEMDIAG_OPS_BPF_H
+
+/* struct sock_key -> struct sock_info: the targets' sockets we saw
+ * accepted, connected (TCP, and UDP connects such as DNS) or carrying a
+ * request. Deleted at close; sized for 10k+ concurrent connections,
+ * overflow counted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sock_key);
+	__type(value, struct sock_info);
+} sockets SEC(".maps");
+
+/* tid -> fd of the TLS socket the thread read last: the cleartext that
+ * Node's HTTP parser gets next (uprobe on llhttp_execute, --tls) came from
+ * it. Deleted at thread exit; 16384: as `thread_states`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, s32);
+} tls_reads SEC(".maps");
+
+/* Local ports whose accepted connections are memdiag's own (the Node
+ * inspector it samples the heap through): port (host order) -> 1. 16:
+ * one inspector per sampled process, a few at once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, u16);
+	__type(value, u8);
+} ignored_ports SEC(".maps");
+
+/* [0] -> the last op id handed out (ids are unique across processes).
+ * One counter. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} op_ids SEC(".maps");
+
+/* Sends OP_END for op_id with the op's final counters, taken out of the
+ * buckets map. When the ring is full the bucket stays: userspace finds it
+ * in a snapshot and ends the op itself, so no byte is lost with the record.
+ * (A charge racing the copy on another CPU can be lost; ops run on one
+ * thread at a time, so this is rare and small.) */
+static __always_inline void emit_op_end(u32 tgid, u32 tid, u64 op_id, s32 fd, u32 reason)
+{
+	struct op_end_event *e = event_reserve(sizeof(*e), EV_OP_END, tgid, tid);
+	if (!e)
+		return;
+	e->op_id = op_id;
+	e->fd = fd;
+	e->reason = reason;
+	e->has_final = 0;
+	struct bucket_key key = { .tgid = tgid, .kind = BK_OP, .id = op_id };
+	struct counters *c = bpf_map_lookup_elem(&buckets, &key);
+	if (c) {
+		__builtin_memcpy(&e->final, c, sizeof(e->final));
+		e->has_final = 1;
+		bpf_map_delete_elem(&buckets, &key);
+	} else {
+		__builtin_memset(&e->final, 0, sizeof(e->final));
+	}
+	submit(e);
+}
+
+/* Makes op_id (or idle) the thread's current charge. An op whose socket
+ * closed under the thread ends when the thread moves on. */
+static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
+{
+	struct thread_state *cur = bpf_map_lookup_elem(&thread_states, &tid);
+	if (cur && cur->mode == mode && cur->op_id == op_id)
+		return;
+	if (cur && cur->mode == TM_OP && cur->end_fd)
+		emit_op_end(tgid, tid, cur->op_id, (s32)cur->end_fd - 1, END_CLOSE);
+	struct thread_state ts = { .op_id = op_id, .mode = mode };
+	if (bpf_map_update_elem(&thread_states, &tid, &ts, BPF_ANY))
+		stat_inc(ST_THREAD_OVERFLOW);
+}
+
+#define AF_INET 2
+#define AF_INET6 10
+
+enum io_kind {
+	IO_PLAIN = 1, /* args[1] is the buffer */
+	IO_IOV = 2,   /* args[1] is a struct iovec array */
+	IO_MSG = 3,   /* args[1] is a struct user_msghdr */
+};
+
+struct iovec_ {
+	u64 base;
+	u64 len;
+};
+
+/* Returns the user address of the first buffer of a read or write, or 0. */
+static __always_inline u64 first_buffer(u64 ptr, u32 kind)
+{
+	struct iovec_ iov = {};
+	if (kind == IO_PLAIN)
+		return ptr;
+	if (kind == IO_MSG) {
+		/* struct user_msghdr: msg_iov at offset 16 */
+		u64 iovp = 0;
+		if (bpf_probe_read_user(&iovp, sizeof(iovp), (void *)(ptr + 16)))
+			return 0;
+		ptr = iovp;
+	}
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)ptr))
+		return 0;
+	return iov.base;
+}
+
+/* The first n bytes of s as a little-endian integer. */
+#define LE(s, n) (                                                           \
+	((u64)(s)[0]) | ((u64)(s)[1] << 8) | ((u64)(s)[2] << 16) |           \
+	((u64)(s)[3] << 24) | ((n) > 4 ? (u64)(s)[4] << 32 : 0) |            \
+	((n) > 5 ? (u64)(s)[5] << 40 : 0) | ((n) > 6 ? (u64)(s)[6] << 48 : 0) | \
+	((n) > 7 ? (u64)(s)[7] << 56 : 0))
+#define MASK(n) ((n) >= 8 ? ~0ULL : (1ULL << (8 * ((n) & 7))) - 1)
+#define STARTS(w, s, n) (((w) & MASK(n)) == LE(s, n))
+
+/* Returns the length of the first buffer of a writev/sendmsg (so the
+ * copy never reads past it), or 0. */
+static __always_inline s64 first_len(u64 ptr, u32 kind)
+{
+	struct iovec_ iov = {};
+	if (kind == IO_MSG) {
+		u64 iovp = 0;
+		if (bpf_probe_read_user(&iovp, sizeof(iovp), (void *)(ptr + 16)))
+			return 0;
+		ptr = iovp;
+	}
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)ptr))
+		return 0;
+	return (s64)iov.len;
+}
+
+/* Returns 1 when w, the first 8 bytes read (little endian), starts with an
+ * HTTP/1.x request method and a space. Compared as one word: byte-wise
+ * code tempts the compiler into pointer arithmetic the verifier refuses. */
+static __always_inline int looks_like_request(u64 w)
+{
+	return STARTS(w, "GET ", 4) || STARTS(w, "PUT ", 4) ||
+	       STARTS(w, "POST ", 5) || STARTS(w, "HEAD ", 5) ||
+	       STARTS(w, "PATCH ", 6) || STARTS(w, "DELETE ", 7) ||
+	       STARTS(w, "OPTIONS ", 8);
+}
+
+/* Ends the socket's op, if any; returns 0. */
+static __always_inline int op_end(struct sock_info *s, u32 tgid, u32 tid, s32 fd, u32 reason)
+{
+	u64 op_id = s->op_id;
+	if (!op_id)
+		return 0;
+	s->op_id = 0;
+	emit_op_end(tgid, tid, op_id, fd, reason);
+	return 0;
+}
+
+/* Starts an op on socket s: creates its bucket, makes it the thread's and
+ * the socket's current op, and sends OP_BEGIN with the first bytes at buf
+ * (len of them valid). Returns 0. */
+static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 fd, u32 kind, u64 buf, s64 len, u64 pre, u32 pre_len)
+{
+	op_end(s, tgid, tid, fd, END_NEXT);
+	u32 zero = 0;
+	u64 *next = bpf_map_lookup_elem(&op_ids, &zero);
+	if (!next)
+		return 0;
+	u64 op_id = __sync_fetch_and_add(next, 1) + 1;
+	struct bucket_key key = { .tgid = tgid, .kind = BK_OP, .id = op_id };
+	u32 zero_idx = 0;
+	struct counters *fresh = bpf_map_lookup_elem(&zeroes, &zero_idx);
+	if (!fresh || bpf_map_update_elem(&buckets, &key, fresh, BPF_NOEXIST)) {
+		/* No room for the op's bucket: its activity stays idle. */
+		stat_inc(ST_BUCKET_OVERFLOW);
+		set_thread(tgid, tid, TM_IDLE, 0);
+		return 0;
+	}
+	struct counters *oc = bpf_map_lookup_elem(&buckets, &key);
+	if (oc)
+		oc->first_ns = bpf_ktime_get_ns();
+	s->op_id = op_id;
+	s->flags &= ~SF_RESPONDED;
+	s->flags |= SF_STARTED;
+	set_thread(tgid, tid, TM_OP, op_id);
+
+	struct op_begin_event *e = event_reserve(sizeof(*e), EV_OP_BEGIN, tgid, tid);
+	if (!e)
+		return 0;
+	e->op_id = op_id;
+	e->op_kind = kind;
+	e->fd = fd;
+	e->family = s->family;
+	e->port = s->port;
+	__builtin_memcpy(e->addr, s->addr, sizeof(e->addr));
+	/* The bytes read alone before (pre_len of them, at most 7) come
+	 * first, then the buffer's. */
+	__builtin_memcpy(e->data, &pre, sizeof(pre));
+	u64 off = pre_len & 7;
+	u64 n = len <= 0 ? 0 : len >= OP_DATA_LEN ? OP_DATA_LEN - 1 : (u64)len;
+	/* Hide n's range from the compiler so the mask below survives for
+	 * the verifier. */
+	asm volatile("" : "+r"(n));
+	n &= OP_DATA_LEN - 1;
+	if (n > OP_DATA_LEN - 8)
+		n = OP_DATA_LEN - 8;
+	e->data_len = off;
+	if (n > 0 && !bpf_probe_read_user(e->data + off, n, (void *)buf))
+		e->data_len = off + n;
+	submit(e);
+	return 0;
+}
+
+/* The kernel socket behind the current task's fd, or NULL. Read through
+ * the task's file table with CO-RE reads: only at accept, and at the first
+ * write on a socket memdiag does not know. */
+static __always_inline struct sock *fd_sock(s32 fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *f = NULL;
+	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return NULL;
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* The local port of the current task's socket fd (host order), or 0. */
+static __always_inline u16 local_port(s32 fd)
+{
+	struct sock *sk = fd_sock(fd);
+	if (!sk)
+		return 0;
+	return BPF_CORE_READ(sk, __sk_common.skc_num);
+}
+
+/* Fills s with the peer of the current task's connected socket fd;
+ * returns 0 when it is an IPv4 or IPv6 socket. */
+static __always_inline int sock_peer(s32 fd, struct sock_info *s)
+{
+	struct sock *sk = fd_sock(fd);
+	if (!sk)
+		return -1;
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	u16 dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	s->family = family;
+	s->port = (dport >> 8) | ((dport & 0xff) << 8);
+	if (family == AF_INET) {
+		u32 a = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(s->addr, &a, 4);
+		return 0;
+	}
+	if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(&s->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		return 0;
+	}
+	return -1;
+}
+
+/* accept/accept4: the returned fd is a served socket (Node passes a NULL
+ * sockaddr, so the fd is all there is). */
+static __always_inline int accepted(struct tp_sys_exit *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (ctx->ret < 0 || !current_target(tgid))
+		return 0;
+	struct sock_key k = { .tgid = tgid, .fd = (s32)ctx->ret };
+	struct sock_info s = { .role = SOCK_SERVER };
+	u16 port = local_port((s32)ctx->ret);
+	if (port && bpf_map_lookup_elem(&ignored_ports, &port))
+		s.role = SOCK_IGNORED; /* memdiag's own connection to the inspector */
+	if (bpf_map_update_elem(&sockets, &k, &s, BPF_ANY))
+		stat_inc(ST_SOCK_OVERFLOW);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int on_exit_accept4(struct tp_sys_exit *ctx) { return accepted(ctx); }
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int on_exit_accept(struct tp_sys_exit *ctx) { return accepted(ctx); }
+
+/* struct sockaddr_in / sockaddr_in6, as much as we read. */
+struct sockaddr_ {
+	u16 family;
+	u16 port_be;
+	u32 flowinfo_or_addr4;
+	u8 addr6[16];
+};
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int on_enter_connect(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (!current_target(tgid))
+		return 0;
+	struct sockaddr_ sa = {};
+	if (bpf_probe_read_user(&sa, sizeof(sa), (void *)ctx->args[1]))
+		return 0;
+	if (sa.family != AF_INET && sa.family != AF_INET6)
+		return 0;
+	struct sock_key k = { .tgid = tgid, .fd = (s32)ctx->args[0] };
+	struct sock_info s = { .role = SOCK_CLIENT, .family = sa.family };
+	s.port = (sa.port_be >> 8) | ((sa.port_be & 0xff) << 8);
+	if (sa.family == AF_INET)
+		__builtin_memcpy(s.addr, &sa.flowinfo_or_addr4, 4);
+	else
+		__builtin_memcpy(s.addr, sa.addr6, 16);
+	/* Connected while the thread serves an op: the call belongs to it,
+	 * even when its first write comes from a later loop turn. */
+	u32 tid = (u32)id;
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	if (ts && ts->mode == TM_OP) {
+		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = ts->op_id };
+		if (bpf_map_lookup_elem(&buckets, &bk)) {
+			s.op_id = ts->op_id;
+			s.flags |= SF_JOINED | SF_BOUND;
+		}
+	}
+	/* Recorded at entry: a non-blocking connect returns EINPROGRESS, and a
+	 * failed one is followed by close, which deletes the entry. */
+	if (bpf_map_update_elem(&sockets, &k, &s, BPF_ANY))
+		stat_inc(ST_SOCK_OVERFLOW);
+	return 0;
+}
+
+/* Saves fd, buffer and io kind of a read or write by a target thread. */
+static __always_inline int save_io(struct tp_sys_enter *ctx, u32 kind)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!current_target(id >> 32))
+		return 0;
+	u32 tid = (u32)id;
+	struct pending p = { .args = { ctx->args[0], ctx->args[1], kind } };
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
+	return 0;
+}
+
+/* A read of ret bytes finished: switch to the socket's op, or start one
+ * when the bytes begin a request. */
+static __always_inline int read_done(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid) || ctx->ret < 0)
+		return 0;
+	s32 fd = (s32)p.args[0];
+	struct sock_key k = { .tgid = tgid, .fd = fd };
+	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
+	if (s && s->role == SOCK_IGNORED)
+		return 0;
+	if (ctx->ret == 0) {
+		/* End of stream: a response that ends at close (no length)
+		 * completes here, and its callbacks are the call's op's. */
+		if (s && s->role == SOCK_CLIENT && s->op_id)
+			set_thread(tgid, tid, TM_OP, s->op_id);
+		return 0;
+	}
+	if (s && s->role == SOCK_CLIENT) {
+		if (s->op_id)
+			set_thread(tgid, tid, TM_OP, s->op_id);
+		return 0;
+	}
+	if (s && (s->flags & SF_TLS))
+		bpf_map_update_elem(&tls_reads, &tid, &fd, BPF_ANY);
+	/* A served socket, or an fd we do not know yet (a connection
+	 * accepted before attach): look at the first bytes. */
+	if (s && s->op_id && !(s->flags & SF_RESPONDED)) {
+		set_thread(tgid, tid, TM_OP, s->op_id); /* more of the same request */
+		return 0;
+	}
+	u64 buf = first_buffer(p.args[1], (u32)p.args[2]);
+	u64 head = 0, pre = 0;
+	u32 pre_len = 0;
+	if (s && s->pre_len) {
+		pre = s->pre;
+		pre_len = s->pre_len & 7;
+		s->pre_len = 0;
+	}
+	if (!buf)
+		goto not_request;
+	if (!pre_len && ctx->ret < 8) {
+		/* A request's first bytes read alone (Go's server reads one byte
+		 * ahead, in the background, after a response): kept for the
+		 * next read, which brings the rest of the request line. */
+		u64 got = (u64)ctx->ret & 7;
+		if (s && s->role == SOCK_SERVER && got && (!s->op_id || (s->flags & SF_RESPONDED)) &&
+		    !bpf_probe_read_user(&pre, got, (void *)buf)) {
+			s->pre = pre;
+			s->pre_len = got;
+		}
+		goto not_request;
+	}
+	if (bpf_probe_read_user(&head, sizeof(head), (void *)buf))
+		goto not_request;
+	if (pre_len) {
+		/* pre_len bytes read before, then this read's. */
+		head = pre | (head << (8 * pre_len));
+	}
+	if (!looks_like_request(head)) {
+		/* A TLS record: handshake (0x16 0x03) on a served socket, or
+		 * application data (0x17 0x03) on a connection accepted before
+		 * attach. */
+		u64 rec = head & 0xffff;
+		if (!s && rec == 0x0317) {
+			struct sock_info fresh = { .role = SOCK_SERVER };
+			if (bpf_map_update_elem(&sockets, &k, &fresh, BPF_NOEXIST) == -E2BIG)
+				stat_inc(ST_SOCK_OVERFLOW);
+			s = bpf_map_lookup_elem(&sockets, &k);
+			if (s)
+				rec = 0x0316;
+		}
+		if (s && !s->op_id && s->role == SOCK_SERVER && rec == 0x0316) {
+			s->flags |= SF_TLS;
+			bpf_map_update_elem(&tls_reads, &tid, &fd, BPF_ANY);
+			struct target *t = current_target(tgid);
+			if (t && !(t->flags & TF_TLS_SEEN)) {
+				t->flags |= TF_TLS_SEEN;
+				struct event_hdr *e = event_reserve(sizeof(*e), EV_TLS_SEEN, tgid, tid);
+				if (e)
+					submit(e);
+			}
+			goto not_request;
+		}
+		/* Something else on a socket the target accepted (another
+		 * protocol, garbage): an op Go names "unknown", not idle work
+		 * nor a misnamed request. Only at the start of a connection or
+		 * after a response, like a request. */
+		if (s && s->role == SOCK_SERVER && !(s->flags & (SF_TLS | SF_STARTED)))
+			return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret, 0, 0);
+		goto not_request;
+	}
+	if (!s) {
+		struct sock_info fresh = { .role = SOCK_SERVER };
+		if (bpf_map_update_elem(&sockets, &k, &fresh, BPF_NOEXIST) == -E2BIG)
+			stat_inc(ST_SOCK_OVERFLOW);
+		s = bpf_map_lookup_elem(&sockets, &k);
+		if (!s)
+			return 0;
+	}
+	return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret, pre, pre_len);
+
+not_request:
+	if (s && s->op_id)
+		set_thread(tgid, tid, TM_OP, s->op_id);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int on_enter_read(struct tp_sys_enter *ctx) { return save_io(ctx, IO_PLAIN); }
+SEC("tracepoint/syscalls/sys_exit_read")
+int on_exit_read(struct tp_sys_exit *ctx) { return read_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int on_enter_recvfrom(struct tp_sys_enter *ctx) { return save_io(ctx, IO_PLAIN); }
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int on_exit_recvfrom(struct tp_sys_exit *ctx) { return read_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_readv")
+int on_enter_readv(struct tp_sys_enter *ctx) { return save_io(ctx, IO_IOV); }
+SEC("tracepoint/syscalls/sys_exit_readv")
+int on_exit_readv(struct tp_sys_exit *ctx) { return read_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int on_enter_recvmsg(struct tp_sys_enter *ctx) { return save_io(ctx, IO_MSG); }
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int on_exit_recvmsg(struct tp_sys_exit *ctx) { return read_done(ctx); }
+
+/* A write begins: a served socket's write belongs to its op (and releases
+ * the thread when it returns); a client socket's joins the thread's op or,
+ * from an idle thread, starts an outbound op. */
+static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	s32 fd = (s32)ctx->args[0];
+	struct sock_key k = { .tgid = tgid, .fd = fd };
+	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
+	if (!s) {
+		/* A socket connected before memdiag came (a keep-alive pool):
+		 * it becomes a client socket at its first request written. */
+		u64 wb = first_buffer(ctx->args[1], kind), w = 0;
+		if (!wb || bpf_probe_read_user(&w, sizeof(w), (void *)wb) || !looks_like_request(w))
+			return 0;
+		struct sock_info fresh = { .role = SOCK_CLIENT };
+		if (sock_peer(fd, &fresh))
+			return 0;
+		if (bpf_map_update_elem(&sockets, &k, &fresh, BPF_NOEXIST) == -E2BIG)
+			stat_inc(ST_SOCK_OVERFLOW);
+		s = bpf_map_lookup_elem(&sockets, &k);
+	}
+	if (!s || s->role == SOCK_IGNORED)
+		return 0;
+	if (s->role == SOCK_SERVER) {
+		if (!s->op_id)
+			return 0;
+		/* An interim 1xx (100 Continue) is not the response: the body
+		 * still comes, in the same op. */
+		u64 wb = first_buffer(ctx->args[1], kind);
+		u64 status = 0;
+		/* bytes 2..9 of "HTTP/1.x 1xx": "TP/1.x 1", x masked */
+		if (!wb || bpf_probe_read_user(&status, sizeof(status), (void *)(wb + 2)) ||
+		    (status & 0xffff00ffffffffffULL) != 0x3120002e312f5054ULL)
+			s->flags |= SF_RESPONDED;
+		set_thread(tgid, tid, TM_OP, s->op_id);
+		/* Remember the served fd so the exit releases the thread. */
+		struct pending p = { .args = { fd, 0, 0 } };
+		bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+		return 0;
+	}
+	if ((s->flags & SF_BOUND) && s->op_id) {
+		/* The first write of a socket connected inside an op: a
+		 * non-blocking connect completes after a poll, and the loop may
+		 * write it while busy with another op's sockets. It is still the
+		 * connecting op's call, and what its callbacks do is that op's. */
+		s->flags &= ~SF_BOUND;
+		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = s->op_id };
+		if (bpf_map_lookup_elem(&buckets, &bk)) {
+			set_thread(tgid, tid, TM_OP, s->op_id);
+			return 0;
+		}
+	}
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	if (ts && ts->mode == TM_OP) {
+		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = ts->op_id };
+		if (bpf_map_lookup_elem(&buckets, &bk)) {
+			s->op_id = ts->op_id; /* the call is part of the thread's op */
+			s->flags |= SF_JOINED;
+			return 0;
+		}
+	}
+	u64 buf = first_buffer(ctx->args[1], kind);
+	s64 len = kind == IO_PLAIN ? (s64)ctx->args[2] : first_len(ctx->args[1], kind);
+	s->flags &= ~SF_JOINED;
+	return op_begin(s, tgid, tid, fd, OP_OUTBOUND, buf, len, 0, 0);
+}
+
+/* A write on a served socket returned: the thread is released. */
+static __always_inline int write_done(struct tp_sys_exit *ctx)
+{
+	struct pending p;
+	u32 tgid, tid;
+	if (!take_args(&p, &tgid, &tid))
+		return 0;
+	set_thread(tgid, tid, TM_IDLE, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int on_enter_write(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_PLAIN); }
+SEC("tracepoint/syscalls/sys_exit_write")
+int on_exit_write(struct tp_sys_exit *ctx) { return write_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int on_enter_sendto(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_PLAIN); }
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int on_exit_sendto(struct tp_sys_exit *ctx) { return write_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_writev")
+int on_enter_writev(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_IOV); }
+SEC("tracepoint/syscalls/sys_exit_writev")
+int on_exit_writev(struct tp_sys_exit *ctx) { return write_done(ctx); }
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int on_enter_sendmsg(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_MSG); }
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int on_exit_sendmsg(struct tp_sys_exit *ctx) { return write_done(ctx); }
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int on_enter_close(struct tp_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	struct sock_key k = { .tgid = tgid, .fd = (s32)ctx->args[0] };
+	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
+	if (!s)
+		return 0;
+	if (s->flags & SF_JOINED) {
+		/* A call made inside another op: closing it ends nothing. */
+		bpf_map_delete_elem(&sockets, &k);
+		return 0;
+	}
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	if (s->op_id && ts && ts->mode == TM_OP && ts->op_id == s->op_id) {
+		/* Closed by the op's own callback (a client done with its
+		 * response): what the callback does next is still the op's, so
+		 * the end waits until the thread is back in its poll. */
+		ts->end_fd = (u32)k.fd + 1;
+		s->op_id = 0;
+	} else {
+		op_end(s, tgid, tid, k.fd, END_CLOSE);
+	}
+	bpf_map_delete_elem(&sockets, &k);
+	return 0;
+}
+
+/* Back from the event loop's poll: nothing is current until socket
+ * activity names an op, and an op whose socket closed under it ends now.
+ * Only threads that took part in ops have a state. */
+static __always_inline int poll_done(void)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	if (!ts || ts->mode != TM_OP)
+		return 0;
+	if (ts->end_fd)
+		emit_op_end(id >> 32, tid, ts->op_id, (s32)ts->end_fd - 1, END_CLOSE);
+	ts->mode = TM_IDLE;
+	ts->op_id = 0;
+	ts->end_fd = 0;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_epoll_wait")
+int on_exit_epoll_wait(struct tp_sys_exit *ctx) { return poll_done(); }
+SEC("tracepoint/syscalls/sys_exit_epoll_pwait")
+int on_exit_epoll_pwait(struct tp_sys_exit *ctx) { return poll_done(); }
+SEC("tracepoint/syscalls/sys_exit_epoll_pwait2")
+int on_exit_epoll_pwait2(struct tp_sys_exit *ctx) { return poll_done(); }
+SEC("tracepoint/syscalls/sys_exit_poll")
+int on_exit_poll(struct tp_sys_exit *ctx) { return poll_done(); }
+SEC("tracepoint/syscalls/sys_exit_ppoll")
+int on_exit_ppoll(struct tp_sys_exit *ctx) { return poll_done(); }
+
+#endif /* MEMDIAG_OPS_BPF_H */
