@@ -35,7 +35,7 @@ func commonFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "tls", Usage: "name HTTPS requests of a Node.js target (uprobe on llhttp_execute: ~20 µs per parsed chunk, opt-in)"},
 		&cli.StringFlag{Name: "dump-at", Value: "2GB,4GB,6GB,8GB,10GB", Usage: "dump when RSS crosses these `SIZES` (and percentages of the cgroup memory limit, like 80%)"},
 		&cli.BoolFlag{Name: "no-dumps", Usage: "never dump (thresholds are still logged)"},
-		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700)"},
+		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700); SIGUSR2 to memdiag takes one now"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9464)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
 		&cli.StringFlag{Name: "heap-sampling", Value: "auto", Usage: "join the runtime's own allocation sampler with the ops, for the verdict: `MODE` auto (Go's memory profiler when the target links it: uprobes, about one hit per 512 KiB allocated), v8 (V8's sampling heap profiler over the inspector memdiag opens on loopback while it runs: right JS-heap verdicts, about -12% throughput on the reference service), all (Go or V8), go, or off (the runtime heap is then a mapping estimate)"},
