@@ -80,8 +80,12 @@ func Beside(culprit string, cats []CategoryJSON, d *HeapDiffJSON) string {
 	}
 	perOp := ""
 	for _, c := range cats {
-		if c.Name == culprit && c.Ops > 0 {
+		switch {
+		case c.Name != culprit:
+		case c.Ops > 0:
 			perOp = fmt.Sprintf(" ~%s per op", Bytes(int64(c.RetainedPerOp)))
+		default: // idle, a background thread: no ops to divide by
+			perOp = " " + Bytes(c.RetainedBytes)
 		}
 	}
 	g := d.Groups[0]
