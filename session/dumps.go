@@ -208,10 +208,20 @@ func (s *Session) dump(label string, r *report.Report, rss int64) dumpResult {
 	}
 	stamp := time.Now().UTC().Format("20060102-150405")
 	safe := strings.NewReplacer("%", "pct", " ", "_", "/", "_").Replace(label)
-	res.dir = filepath.Join(root, fmt.Sprintf("%d-%s-%s", pid, safe, stamp))
-	if err := os.Mkdir(res.dir, 0o700); err != nil {
-		res.err = fmt.Errorf("creating the dump directory: %w", err)
-		return res
+	// Two dumps in one second (one on demand right after another) get
+	// -2, -3, … after the time.
+	name := fmt.Sprintf("%d-%s-%s", pid, safe, stamp)
+	for n := 2; ; n++ {
+		res.dir = filepath.Join(root, name)
+		err := os.Mkdir(res.dir, 0o700)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrExist) || n > 100 {
+			res.err = fmt.Errorf("creating the dump directory: %w", err)
+			return res
+		}
+		name = fmt.Sprintf("%d-%s-%s-%d", pid, safe, stamp, n)
 	}
 	var errs []error
 	write := func(name string, data []byte) {

@@ -47,10 +47,10 @@ func fakeMemdiagDiff(args []string) int {
 	return 0
 }
 
-// TestHeapDiffBetweenDumps: a threshold dump and a dump on demand (SIGUSR2)
-// that both get a heap snapshot (two real snapshots of heapsnap's
-// testdata/leaky.js, which leaks 300 sessions of 16 KiB into a Map) give
-// heapdiff.json and heapdiff.txt in the later dump, a [DIFF] line naming
+// TestHeapDiffBetweenDumps: a threshold dump and dumps on demand (SIGUSR2)
+// that get heap snapshots (two real snapshots of heapsnap's
+// testdata/leaky.js, which leaks 300 sessions of 16 KiB into a Map, then
+// the second again) give heapdiff.json and heapdiff.txt in each later dump, a [DIFF] line naming
 // the Map and its holder, and the "What grew between dumps" section of
 // the reports, which a replay of the recording rebuilds byte for byte.
 func TestHeapDiffBetweenDumps(t *testing.T) {
@@ -70,16 +70,29 @@ func TestHeapDiffBetweenDumps(t *testing.T) {
 	cfg.DiffExe = os.Args[0]
 	t.Setenv(asMemdiag, "1")
 	sc := newScenario()
-	// A dump on demand right after the threshold's: queued while the
-	// threshold's dump is written, or taken at once.
 	i := slices.IndexFunc(sc.steps, func(st step) bool { return st.periodic })
-	sc.steps = slices.Insert(sc.steps, i, step{dumpNow: true})
+	// The threshold's dump is held until two dumps on demand are asked
+	// for: they make one, taken after it. The second on demand is asked
+	// for while that one is being written: taken after it, in its own
+	// directory even within the same second. Snapshots: a, b, b.
+	gates := []chan struct{}{make(chan struct{}), make(chan struct{}), nil}
+	started := []chan struct{}{make(chan struct{}), make(chan struct{}), make(chan struct{})}
+	sc.steps = slices.Insert(sc.steps, i,
+		step{dumpNow: true}, step{dumpNow: true},
+		step{fn: func() { close(gates[0]); <-started[1] }},
+		step{dumpNow: true},
+		step{fn: func() { close(gates[1]) }})
 	var taken []string
 	target := report.Target{PID: sc.p, Comm: "main", Exe: "/bin/main", Mode: "attach"}
 	liveWith(t, cfg, sc, target, func(s *Session) {
 		s.heapSnapshot = func(path string, pid int) []string {
-			src := filepath.Join(snaps, []string{"a", "b"}[len(taken)]+".heapsnapshot")
+			n := len(taken)
 			taken = append(taken, path)
+			close(started[n])
+			if gates[n] != nil {
+				<-gates[n]
+			}
+			src := filepath.Join(snaps, []string{"a", "b", "b"}[n]+".heapsnapshot")
 			data, err := os.ReadFile(src)
 			if err == nil {
 				err = report.WriteNew(path, data)
@@ -91,8 +104,8 @@ func TestHeapDiffBetweenDumps(t *testing.T) {
 		}
 	})
 
-	if len(taken) != 2 {
-		t.Fatalf("heap snapshots taken: %q, want two (the threshold's and the one on demand)", taken)
+	if len(taken) != 3 || filepath.Dir(taken[1]) == filepath.Dir(taken[2]) {
+		t.Fatalf("heap snapshots taken: %q, want three in three dumps (the threshold's, and two on demand for three asked)", taken)
 	}
 	later := filepath.Dir(taken[1])
 	if !strings.Contains(filepath.Base(later), "-on-demand-") {
@@ -119,8 +132,8 @@ func TestHeapDiffBetweenDumps(t *testing.T) {
 		}
 	}
 	t.Logf("%s", strings.Join(diffLines, "\n"))
-	if len(diffLines) != 2 || !strings.Contains(diffLines[0], ": Map grew by ") || !strings.Contains(diffLines[0], "Map.table ← Cache.sessions") {
-		t.Errorf("[DIFF] lines = %q, want one naming the Map, its growth and its path, then where it was written", diffLines)
+	if len(diffLines) != 4 || !strings.Contains(diffLines[0], ": Map grew by ") || !strings.Contains(diffLines[0], "Map.table ← Cache.sessions") {
+		t.Errorf("[DIFF] lines = %q, want one naming the Map, its growth and its path, then where it was written, then the same for the second pair", diffLines)
 	}
 	for _, want := range []string{"[DUMP] dump on demand", "[DUMP] written to " + later} {
 		if !strings.Contains(string(log), want) {
@@ -129,8 +142,11 @@ func TestHeapDiffBetweenDumps(t *testing.T) {
 	}
 
 	r := readJSON(t, cfg.ReportJSON)
-	if len(r.HeapDiffs) != 1 {
-		t.Fatalf("heap_diffs = %+v, want one", r.HeapDiffs)
+	if len(r.HeapDiffs) != 2 || r.HeapDiffs[1].From != later || r.HeapDiffs[1].To != filepath.Dir(taken[2]) {
+		t.Fatalf("heap_diffs = %+v, want two: the threshold's dump to the first on demand, that one to the second", r.HeapDiffs)
+	}
+	if g := r.HeapDiffs[1].Groups; len(g) > 0 && g[0].GrewBytes > 0 {
+		t.Errorf("the same snapshot twice: %+v grew, want nothing", g[0])
 	}
 	d := r.HeapDiffs[0]
 	const kept = 300 * 16 << 10
@@ -147,8 +163,9 @@ func TestHeapDiffBetweenDumps(t *testing.T) {
 	for _, m := range r.Markers {
 		kinds = append(kinds, m.Kind+": "+m.Label)
 	}
-	want := []string{"threshold: RSS crossed 100MB", "demand: a dump asked for (SIGUSR2)", "dump: dump at 100MB", "dump: dump on demand"}
-	if !slices.Equal(kinds, want) && !slices.Equal(kinds, []string{want[0], want[2], want[1], want[3]}) {
+	slices.Sort(kinds)
+	want := []string{"demand: a dump asked for (SIGUSR2)", "demand: a dump asked for (SIGUSR2)", "demand: a dump asked for (SIGUSR2)", "dump: dump at 100MB", "dump: dump on demand", "dump: dump on demand", "threshold: RSS crossed 100MB"}
+	if !slices.Equal(kinds, want) {
 		t.Errorf("markers = %q, want %q", kinds, want)
 	}
 	html, _ := os.ReadFile(cfg.ReportHTML)

@@ -101,6 +101,7 @@ type step struct {
 	periodic  bool
 	reportNow bool
 	dumpNow   bool
+	fn        func() // run by the driver between two steps
 }
 
 // driver runs a session's loop over steps, one at a time: every channel
@@ -139,6 +140,8 @@ func (d *driver) play(t *testing.T, steps []step) {
 			d.reportNow <- syscall.SIGUSR1
 		case st.dumpNow:
 			d.dumpNow <- syscall.SIGUSR2
+		case st.fn != nil:
+			st.fn()
 		}
 	}
 }
