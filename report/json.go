@@ -215,6 +215,9 @@ type Report struct {
 	Health            Health         `json:"health"`
 	Timeline          []TimelineJSON `json:"timeline"`
 	Markers           []MarkerJSON   `json:"markers"`
+	// HeapDiffs is what grew between consecutive heap snapshots of the
+	// run's dumps ("What grew between dumps"), oldest first.
+	HeapDiffs []HeapDiffJSON `json:"heap_diffs"`
 }
 
 // TimelineJSON is one point of growth over time.
@@ -364,6 +367,9 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 	}
 	r.Markers = []MarkerJSON{}
 	for _, m := range sum.Markers {
+		if m.Kind == HeapDiffMarker {
+			continue // in r.HeapDiffs
+		}
 		r.Markers = append(r.Markers, MarkerJSON{Time: m.Time, Kind: m.Kind, Label: m.Label})
 	}
 	if sum.Culprit != "" {
@@ -383,6 +389,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 		}
 		r.Sampling = append(r.Sampling, sj)
 	}
+	r.HeapDiffs = heapDiffs(sum.Markers, r)
 	return r
 }
 

@@ -88,6 +88,9 @@ func (r *Report) Text() []byte {
 	for _, m := range r.Markers {
 		fmt.Fprintf(&b, "%s %s: %s\n", m.Time.UTC().Format("15:04:05"), m.Kind, oneLine(m.Label))
 	}
+	for _, d := range r.HeapDiffs {
+		fmt.Fprintf(&b, "%s what grew between dumps: %s\n", d.Time.UTC().Format("15:04:05"), oneLine(HeapDiffLine(&d)))
+	}
 	return []byte(b.String())
 }
 

@@ -75,6 +75,7 @@ type pageView struct {
 	Timeline                            *timelineChart
 	TimelineNote                        string
 	Markers                             []markerRow
+	HeapDiffs                           []heapDiffView
 	Bars                                *barChart
 	BarsNote                            string
 	Categories                          []categoryRow
@@ -125,6 +126,7 @@ func newPageView(r *Report) *pageView {
 			Kind: m.Kind, Label: m.Label, Color: markerColor(m.Kind),
 		})
 	}
+	v.HeapDiffs = heapDiffViews(r)
 	for i, c := range r.Categories {
 		row := categoryRow{
 			Name: c.Name, Kind: c.Kind, Color: colorOf(colors, c.Name),
@@ -355,4 +357,34 @@ func markerColor(kind string) string {
 		return "#B91C1C"
 	}
 	return "#374151"
+}
+
+// heapDiffView is one heap diff of the "What grew between dumps" section.
+type heapDiffView struct {
+	From, To, Summary, Beside string
+	Rows                      []heapGroupRow
+}
+
+type heapGroupRow struct {
+	N                                int
+	Name, Grew, Retained, Count, New string
+	Path                             string
+}
+
+// heapDiffViews lays out the report's heap diffs.
+func heapDiffViews(r *Report) []heapDiffView {
+	var out []heapDiffView
+	for _, d := range r.HeapDiffs {
+		hv := heapDiffView{
+			From: dirName(d.From), To: dirName(d.To), Beside: d.Beside,
+			Summary: fmt.Sprintf("reachable heap %s → %s (%s), %s new objects", bytesText(d.ReachableFrom), bytesText(d.ReachableTo),
+				signed(d.ReachableTo-d.ReachableFrom), count(int(d.NewObjects))),
+		}
+		for i, g := range d.Groups {
+			hv.Rows = append(hv.Rows, heapGroupRow{N: i + 1, Name: g.Name, Grew: signed(g.GrewBytes), Retained: signed(g.RetainedDelta),
+				Count: fmt.Sprintf("%+d", g.CountDelta), New: count(int(g.New)), Path: g.Path})
+		}
+		out = append(out, hv)
+	}
+	return out
 }

@@ -7,8 +7,11 @@
 // both to an attribution.Account, lets the kernel forget what attribution
 // folded away, and writes what the user sees: the live log ([INIT],
 // [PERIODIC] with growth rates, [GROWTH], [SUMMARY], [THRESHOLD], [DUMP],
-// [LOST]), Prometheus metrics, the recording (--record), dumps when RSS
-// crosses a --dump-at threshold, and the final text, JSON and HTML reports.
+// [DIFF], [LOST]), Prometheus metrics, the recording (--record), dumps when
+// RSS crosses a --dump-at threshold or on demand (SIGUSR2), the diff of
+// consecutive dumps' heap snapshots (heapdiff.go: `memdiag diff` in a
+// child process, one at a time), and the final text, JSON and HTML
+// reports.
 // With --heap-sampling it also joins the runtime's own allocation sampler
 // (Go's memory profiler, V8's sampling heap profiler) with the ops
 // (sampling.go), through the Sampler interface.

@@ -85,11 +85,15 @@ func resolveLevels(ts []Threshold, pid int) ([]level, string) {
 
 // dumpResult is what a dump goroutine tells the session loop.
 type dumpResult struct {
-	dir   string
-	label string
-	lines []string // log lines, in order
-	err   error
+	dir      string
+	label    string
+	lines    []string // log lines, in order
+	snapshot bool     // dir has a heap snapshot
+	err      error
 }
+
+// onDemand is the label of a dump taken on demand (SIGUSR2).
+const onDemand = "on-demand"
 
 // checkThresholds logs every level the target's RSS crossed since the last
 // flush and starts a dump for the highest, one at a time.
@@ -112,9 +116,33 @@ func (s *Session) checkThresholds(current int64) {
 		s.log.Printf("DUMP", "not dumping at %s: the previous dump is still being written", top.label)
 		return
 	}
+	s.startDump(top.label)
+}
+
+// dumpNow takes a dump on demand (SIGUSR2): the same dump as a threshold's,
+// so that a user can compare the heap now with the last threshold's. One
+// asked for while a dump is being written is taken right after it.
+func (s *Session) dumpNow() {
+	s.mark("demand", "a dump asked for (SIGUSR2)")
+	if s.cfg.NoDumps {
+		s.log.Printf("DUMP", "not dumping on demand: --no-dumps")
+		return
+	}
+	if s.dumping {
+		s.demand = true
+		s.log.Printf("DUMP", "dump on demand: taken when the dump under way is written")
+		return
+	}
+	s.log.Printf("DUMP", "dump on demand")
+	s.startDump(onDemand)
+}
+
+// startDump writes a dump off the loop, with the report of this moment.
+func (s *Session) startDump(label string) {
 	s.dumping = true
 	r := s.report(s.acct.Summary())
-	go func() { s.dumpDone <- s.dump(top.label, r, current) }()
+	rss := s.rss
+	go func() { s.dumpDone <- s.dump(label, r, rss) }()
 }
 
 // mark records a marker on the timeline (and in the recording).
@@ -125,17 +153,31 @@ func (s *Session) mark(kind, label string) {
 // dumped takes a finished dump into the session.
 func (s *Session) dumped(d dumpResult) {
 	s.dumping = false
+	defer func() {
+		if s.demand {
+			s.demand = false
+			s.log.Printf("DUMP", "dump on demand")
+			s.startDump(onDemand)
+		}
+	}()
+	at := "at " + d.label
+	if d.label == onDemand {
+		at = "on demand"
+	}
 	for _, l := range d.lines {
 		s.log.Printf("DUMP", "%s", l)
 	}
 	if d.err != nil {
-		s.log.Printf("DUMP", "refused at %s: %v", d.label, d.err)
-		s.mark("dump", "dump refused at "+d.label)
+		s.log.Printf("DUMP", "refused %s: %v", at, d.err)
+		s.mark("dump", "dump refused "+at)
 		return
 	}
 	s.dumps++
 	s.log.Printf("DUMP", "written to %s", d.dir)
-	s.mark("dump", "dump at "+d.label)
+	s.mark("dump", "dump "+at)
+	if d.snapshot {
+		s.snapshotTaken(d.dir)
+	}
 }
 
 // secretsWarning goes into every dump directory.
@@ -166,10 +208,20 @@ func (s *Session) dump(label string, r *report.Report, rss int64) dumpResult {
 	}
 	stamp := time.Now().UTC().Format("20060102-150405")
 	safe := strings.NewReplacer("%", "pct", " ", "_", "/", "_").Replace(label)
-	res.dir = filepath.Join(root, fmt.Sprintf("%d-%s-%s", pid, safe, stamp))
-	if err := os.Mkdir(res.dir, 0o700); err != nil {
-		res.err = fmt.Errorf("creating the dump directory: %w", err)
-		return res
+	// Two dumps in one second (one on demand right after another) get
+	// -2, -3, … after the time.
+	name := fmt.Sprintf("%d-%s-%s", pid, safe, stamp)
+	for n := 2; ; n++ {
+		res.dir = filepath.Join(root, name)
+		err := os.Mkdir(res.dir, 0o700)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrExist) || n > 100 {
+			res.err = fmt.Errorf("creating the dump directory: %w", err)
+			return res
+		}
+		name = fmt.Sprintf("%d-%s-%s-%d", pid, safe, stamp, n)
 	}
 	var errs []error
 	write := func(name string, data []byte) {
@@ -189,8 +241,15 @@ func (s *Session) dump(label string, r *report.Report, rss int64) dumpResult {
 	if err := s.writeProfile(filepath.Join(res.dir, "growth.pb.gz"), pid); err != nil {
 		res.lines = append(res.lines, fmt.Sprintf("growth profile not written: %v", err))
 	}
-	if isNode(pid) {
-		res.lines = append(res.lines, s.writeHeapSnapshot(filepath.Join(res.dir, "heap.heapsnapshot"), pid)...)
+	heap := filepath.Join(res.dir, heapFile)
+	switch {
+	case s.heapSnapshot != nil:
+		res.lines = append(res.lines, s.heapSnapshot(heap, pid)...)
+	case isNode(pid):
+		res.lines = append(res.lines, s.writeHeapSnapshot(heap, pid)...)
+	}
+	if _, err := os.Stat(heap); err == nil {
+		res.snapshot = true
 	}
 	if err := errors.Join(errs...); err != nil {
 		res.lines = append(res.lines, fmt.Sprintf("some files were not written: %v", err))

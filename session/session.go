@@ -75,6 +75,10 @@ type Config struct {
 	DumpAt   []Threshold // --dump-at, unresolved
 	NoDumps  bool        // thresholds are logged, never dumped
 	DumpsDir string      // where dumps go (0700)
+	// DiffExe is the memdiag binary that compares consecutive heap
+	// snapshots of the dumps (`memdiag diff`, in a child process); "" is
+	// this process's own executable.
+	DiffExe string
 	// Exe is the target's binary (its /proc/PID/exe), for the runtime
 	// sampler's uprobes.
 	Exe string
@@ -160,6 +164,13 @@ type Session struct {
 	dumping   bool    // a dump is being written
 	finishing bool    // no new dump: the tracer is going away
 	dumpDone  chan dumpResult
+	demand    bool  // a dump on demand waits for the dump under way
+	rss       int64 // the main target's highest RSS at the last flush
+	diffs     heapDiffs
+
+	// heapSnapshot, when set, writes a dump's heap snapshot instead of
+	// the inspector (tests); nil takes one of Node.js targets.
+	heapSnapshot func(path string, pid int) []string
 
 	// learn holds processes that exec'd and whose C library memdiag has
 	// not found yet: pid -> flushes left to look.
@@ -221,6 +232,7 @@ func (s *Session) Start() error {
 		s.log.Printf("THRESHOLD", "%s", levelWarn)
 	}
 	s.dumpDone = make(chan dumpResult, 1)
+	s.diffs.done = make(chan heapDiffResult, 1)
 	s.startSampling()
 	s.lastPeriodic = s.started
 	if s.cfg.ReadyFile != "" {
@@ -234,8 +246,9 @@ func (s *Session) Start() error {
 
 // Loop runs until ctx ends, done closes or --duration passes, and returns
 // why it ended, as the final [SUMMARY] line says it. A value on reportNow
-// (SIGUSR1) writes the current report. Finish comes next.
-func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow <-chan os.Signal) string {
+// (SIGUSR1) writes the current report, one on dumpNow (SIGUSR2) takes a
+// dump. Finish comes next.
+func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow, dumpNow <-chan os.Signal) string {
 	if s.flushTick == nil {
 		flush := time.NewTicker(flushEvery)
 		defer flush.Stop()
@@ -288,8 +301,12 @@ func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow <-ch
 			return "the target exited"
 		case <-reportNow:
 			s.reportNow()
+		case <-dumpNow:
+			s.dumpNow()
 		case d := <-s.dumpDone:
 			s.dumped(d)
+		case r := <-s.diffs.done:
+			s.heapDiffed(r)
 		case <-ctx.Done():
 			return "signal"
 		}
@@ -413,8 +430,9 @@ func (s *Session) apply(snap *event.Snapshot) {
 	for _, n := range s.acct.Notices() {
 		s.log.Growth(n)
 	}
+	s.rss = s.highestRSS(snap)
 	if len(s.levels) > 0 {
-		s.checkThresholds(s.highestRSS(snap))
+		s.checkThresholds(s.rss)
 	}
 	if lost := snap.Stats.LostEvents; lost > s.lastLost {
 		s.log.Lost(lost-s.lastLost, lost)
@@ -459,12 +477,15 @@ func (s *Session) periodic() {
 func (s *Session) Finish(why string) error {
 	s.finishing = true
 	events := s.tr.Events()
-	for s.dumping {
+	for s.dumping || s.diffs.running {
 		// Let the dump under way finish (it reads the tracer's maps),
-		// taking events meanwhile so the ring buffer does not fill.
+		// and the heap diffs of the run's dumps, taking events meanwhile
+		// so the ring buffer does not fill.
 		select {
 		case d := <-s.dumpDone:
 			s.dumped(d)
+		case r := <-s.diffs.done:
+			s.heapDiffed(r)
 		case ev, ok := <-events:
 			if !ok {
 				events = nil

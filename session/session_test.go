@@ -107,10 +107,19 @@ func testConfig(dir string) Config {
 // live runs a scenario through a live session and returns the tracer.
 func live(t *testing.T, cfg Config, sc scenario, target report.Target) *sliceTracer {
 	t.Helper()
+	return liveWith(t, cfg, sc, target, nil)
+}
+
+// liveWith is live with setup run on the session before it starts.
+func liveWith(t *testing.T, cfg Config, sc scenario, target report.Target, setup func(*Session)) *sliceTracer {
+	t.Helper()
 	tr := newSliceTracer()
 	tr.rest, tr.final = sc.rest, sc.final
 	base := report.Baseline{Memory: report.Memory{RSS: 50 * mib, Anon: 50 * mib}, HWM: 60 * mib}
 	s := New(tr, cfg, target, base, t0)
+	if setup != nil {
+		setup(s)
+	}
 	d := newDriver(s, tr)
 	if err := CheckOutputs(cfg); err != nil {
 		t.Fatal(err)
@@ -119,7 +128,7 @@ func live(t *testing.T, cfg Config, sc scenario, target report.Target) *sliceTra
 		t.Fatal(err)
 	}
 	go d.play(t, sc.steps)
-	why := s.Loop(context.Background(), d.done, d.reportNow)
+	why := s.Loop(context.Background(), d.done, d.reportNow, d.dumpNow)
 	if why != "the target exited" {
 		t.Fatalf("Loop ended with %q, want the target's exit", why)
 	}
@@ -321,7 +330,7 @@ func TestLoopEnds(t *testing.T) {
 				cancel()
 			}
 			defer cancel()
-			if why := s.Loop(ctx, nil, nil); why != tc.want {
+			if why := s.Loop(ctx, nil, nil, nil); why != tc.want {
 				t.Errorf("Loop = %q, want %q", why, tc.want)
 			}
 			if err := s.Finish(tc.want); err != nil {

@@ -100,6 +100,8 @@ type step struct {
 	snap      *event.Snapshot
 	periodic  bool
 	reportNow bool
+	dumpNow   bool
+	fn        func() // run by the driver between two steps
 }
 
 // driver runs a session's loop over steps, one at a time: every channel
@@ -110,11 +112,12 @@ type driver struct {
 	flush     chan time.Time
 	periodic  chan time.Time
 	reportNow chan os.Signal
+	dumpNow   chan os.Signal
 	done      chan struct{}
 }
 
 func newDriver(s *Session, tr *sliceTracer) *driver {
-	d := &driver{tr: tr, flush: make(chan time.Time), periodic: make(chan time.Time), reportNow: make(chan os.Signal), done: make(chan struct{})}
+	d := &driver{tr: tr, flush: make(chan time.Time), periodic: make(chan time.Time), reportNow: make(chan os.Signal), dumpNow: make(chan os.Signal), done: make(chan struct{})}
 	s.flushTick, s.periodicTick = d.flush, d.periodic
 	return d
 }
@@ -135,6 +138,10 @@ func (d *driver) play(t *testing.T, steps []step) {
 			d.periodic <- time.Time{}
 		case st.reportNow:
 			d.reportNow <- syscall.SIGUSR1
+		case st.dumpNow:
+			d.dumpNow <- syscall.SIGUSR2
+		case st.fn != nil:
+			st.fn()
 		}
 	}
 }

@@ -38,10 +38,10 @@ func commonFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-dumps", Usage: "never dump (thresholds are still logged)"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "write nothing on the terminal: the log file gets every line (by default [INIT], [GROWTH], [SUMMARY], [VERDICT], errors and the like go to stderr too)"},
 		&cli.BoolFlag{Name: "live", Usage: "redraw a per-category table of growth, retained memory and rate on the terminal every 2 s, the latest log lines under it"},
-		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700)"},
+		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700); SIGUSR2 to memdiag takes one now"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9464)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
-		&cli.StringFlag{Name: "heap-sampling", Value: "auto", Usage: "join the runtime's own allocation sampler with the ops, for the verdict: `MODE` auto (Go's memory profiler when the target links it: uprobes, about one hit per 512 KiB allocated), v8 (V8's sampling heap profiler over the inspector memdiag opens on loopback while it runs: right JS-heap verdicts, about -12% throughput on the reference service), all (Go or V8), go, or off (the runtime heap is then a mapping estimate)"},
+		&cli.StringFlag{Name: "heap-sampling", Value: "auto", Usage: "join the runtime's own allocation sampler with the ops, for the verdict: `MODE` auto (Go's memory profiler when the target links it: uprobes, about one hit per 512 KiB allocated), v8 (V8's sampling heap profiler over the inspector memdiag opens on loopback while it runs: right JS-heap verdicts, 12-19% of the reference service's throughput), all (Go or V8), go, or off (the runtime heap is then a mapping estimate)"},
 		&cli.StringFlag{Name: "heap-sample-interval", Value: "64KiB", Usage: "V8 heap sampling: one sample per `SIZE` allocated on average (smaller: more precise, more uprobe traps)"},
 	}
 }

@@ -143,11 +143,15 @@ func baselineOf(st procfs.Status) report.Baseline {
 // (run; nil for attach), loop until ctx ends, done closes or --duration
 // passes, then finish. loopEnded runs between the loop and the final
 // report (attach stops catching signals: a second Ctrl-C ends memdiag at
-// once). SIGUSR1 writes the current report meanwhile.
+// once). SIGUSR1 writes the current report meanwhile, SIGUSR2 takes a
+// dump on demand.
 func trace(ctx context.Context, s *session.Session, done <-chan struct{}, release func() error, loopEnded func()) (why string, err error) {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 	if err := s.Start(); err != nil {
 		return "", err
 	}
@@ -156,7 +160,7 @@ func trace(ctx context.Context, s *session.Session, done <-chan struct{}, releas
 			return "", err
 		}
 	}
-	why = s.Loop(ctx, done, usr1)
+	why = s.Loop(ctx, done, usr1, usr2)
 	if loopEnded != nil {
 		loopEnded()
 	}
