@@ -90,7 +90,17 @@ const inspectorCloseExpr = `typeof process._debugEnd === "function" ? (setImmedi
 // even with an error: an inspector opened and not closed shows as
 // OpenedByUs without InspectorClosed.
 func HeapSnapshot(ctx context.Context, pid int, w io.Writer, progress func(done, total int)) (HeapSnapshotResult, error) {
+	return HeapSnapshotIgnoring(ctx, pid, w, progress, nil)
+}
+
+// HeapSnapshotIgnoring is HeapSnapshot, calling ignore (when not nil) with
+// the inspector's port before memdiag connects to it, so the caller can
+// keep those connections out of the target's operations.
+func HeapSnapshotIgnoring(ctx context.Context, pid int, w io.Writer, progress func(done, total int), ignore func(port int) error) (HeapSnapshotResult, error) {
 	var res HeapSnapshotResult
+	if ignore == nil {
+		ignore = func(int) error { return nil }
+	}
 	cmdline, nodeOptions, err := readTargetArgs(pid)
 	if err != nil {
 		return res, fmt.Errorf("reading the command line of pid %d: %w", pid, err)
@@ -102,9 +112,24 @@ func HeapSnapshot(ctx context.Context, pid int, w io.Writer, progress func(done,
 	}
 	defer d.Close()
 
-	sock, path, found, err := findOpenInspector(ctx, pid, d, port)
-	if err != nil {
-		return res, err
+	if port != 0 {
+		if err := ignore(port); err != nil {
+			return res, err
+		}
+	}
+	var (
+		sock  listenSocket
+		path  string
+		found bool
+	)
+	if port != 0 || inspectOptionGiven(cmdline, nodeOptions) {
+		// On port 0 finding an open inspector means asking every
+		// listening socket, the service's own included: only when an
+		// option may have opened it.
+		sock, path, found, err = findOpenInspector(ctx, pid, d, port)
+		if err != nil {
+			return res, err
+		}
 	}
 	if !found {
 		sock, err = openInspector(ctx, pid, port)
@@ -114,6 +139,9 @@ func HeapSnapshot(ctx context.Context, pid int, w io.Writer, progress func(done,
 		res.OpenedByUs = true
 	}
 	res.Port = int(sock.Addr.Port())
+	if err := ignore(res.Port); err != nil {
+		return res, err
+	}
 
 	if path == "" {
 		path, err = inspectorTargetPath(ctx, d.httpClient(sock.dialAddr()), sock.dialAddr())

@@ -306,7 +306,12 @@ func (s *Session) writeHeapSnapshot(path string, pid int) []string {
 			}
 		}
 	}
-	res, err := dump.HeapSnapshot(ctx, pid, f, progress)
+	var ignore func(port int) error
+	if s.cfg.Sampler != nil {
+		// memdiag's connections to the inspector are not the target's ops.
+		ignore = func(port int) error { return s.cfg.Sampler.IgnorePort(uint16(port)) }
+	}
+	res, err := dump.HeapSnapshotIgnoring(ctx, pid, f, progress, ignore)
 	if isTerminal(os.Stderr) {
 		fmt.Fprintln(os.Stderr)
 	}

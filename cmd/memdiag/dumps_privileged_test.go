@@ -171,6 +171,13 @@ func TestDumpHeapSnapshot(t *testing.T) {
 	}
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	r.wait(t)
+	// memdiag's own connections to the inspector (GET /json/list, the
+	// websocket upgrade) are not the service's operations.
+	for _, c := range r.readReport(t).Categories {
+		if strings.Contains(c.Name, "/json") || c.Kind == "unknown" {
+			t.Errorf("memdiag's inspector traffic counted as the service's: %s (%s, %d ops)", c.Name, c.Kind, c.Ops)
+		}
+	}
 	d := dumpDir(t, dumps)
 	data, err := os.ReadFile(filepath.Join(d, "heap.heapsnapshot"))
 	if err != nil {
