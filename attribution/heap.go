@@ -43,7 +43,6 @@ type sampleKey struct {
 // heapSample is one sample being followed.
 type heapSample struct {
 	cat   string
-	kind  string
 	size  uint64 // unscaled
 	bytes int64  // V8: scaled size from the last profile (0 until one lists it)
 	cycle uint64 // Go: GC cycles ended before it was allocated
@@ -77,32 +76,32 @@ func newHeapState() heapState {
 	}
 }
 
-// ownerCategory names the category a bucket stands for now.
-func (a *Account) ownerCategory(k event.BucketKey) (name, kind string) {
+// ownerCategory names the category a bucket stands for now. An op bucket
+// is named by its open op (its end record comes after its samples in the
+// ring); a thread by its name as last read (a thread not read yet is
+// "thread:?").
+func (a *Account) ownerCategory(k event.BucketKey) string {
 	switch k.Kind {
 	case event.BucketOp:
 		if o, ok := a.open[k.ID]; ok {
-			return o.cat.name, o.cat.kind
+			return o.cat.name
 		}
 		if c, ok := a.owners[k.ID]; ok {
-			return c.name, c.kind
+			return c.name
 		}
-		return "idle", KindIdle // the op ended before its bucket was read
+		return event.BucketIdle.String() // the kernel's fallback for an ended op, too
 	case event.BucketThread:
 		if c, ok := a.live[k]; ok {
-			name := bucketName(k, c)
-			return name, KindBackground
+			return bucketName(k, c)
 		}
-		return "thread:?", KindBackground
+		return "thread:?"
 	}
-	name = k.Kind.String()
-	return name, kindOf(name)
+	return k.Kind.String()
 }
 
 func (a *Account) heapSample(e *event.HeapSample) {
 	h := &a.heap
-	name, kind := a.ownerCategory(e.Owner)
-	s := &heapSample{cat: name, kind: kind, size: e.Size}
+	s := &heapSample{cat: a.ownerCategory(e.Owner), size: e.Size}
 	key := sampleKey{e.PID, e.Ordinal}
 	if e.Runtime == event.RuntimeGo {
 		key.id = e.Addr

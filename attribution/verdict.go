@@ -138,13 +138,14 @@ func (a *Account) verdict(s *Summary) {
 	}
 	exact := a.opts.ExactExternal
 	var total int64
+	culprit := -1
 	for i := range s.Categories {
 		c := &s.Categories[i]
 		c.Retention = a.retention(c, heap[c.Name], sampled, exact)
 		if c.Retention.Significant && candidate(c.Kind) {
 			total += c.Retention.Bytes
-			if s.Verdict.Culprit == "" || c.Retention.Bytes > s.Categories[a.catIndex(s, s.Verdict.Culprit)].Retention.Bytes {
-				s.Verdict.Culprit = c.Name
+			if culprit < 0 || c.Retention.Bytes > s.Categories[culprit].Retention.Bytes {
+				culprit = i
 			}
 		}
 	}
@@ -152,15 +153,19 @@ func (a *Account) verdict(s *Summary) {
 	if sampled != "" {
 		s.Verdict.Method = "runtime heap sampled (" + sampled + ")"
 	}
-	if s.Verdict.Culprit == "" {
+	if culprit < 0 {
 		s.Verdict.Statement = "no operation retains memory: no category keeps a significant amount"
 		return
 	}
-	c := &s.Categories[a.catIndex(s, s.Verdict.Culprit)]
+	c := &s.Categories[culprit]
+	s.Verdict.Culprit = c.Name
 	s.Verdict.Share = float64(c.Retention.Bytes) / float64(total)
-	s.Verdict.Statement = fmt.Sprintf("%s retains %s (%s per op ± %s over %d ops), %.0f%% of what retaining categories keep",
-		c.Name, bytesText(uint64(max(c.Retention.Bytes, 0))), bytesText(uint64(max(c.Retention.PerOp, 0))),
-		bytesText(uint64(2*c.Retention.PerOpErr)), c.Ops, 100*s.Verdict.Share)
+	rate := ""
+	if c.Ops > 0 {
+		rate = fmt.Sprintf(" (%s per op ± %s over %d ops)", bytesText(uint64(max(c.Retention.PerOp, 0))), bytesText(uint64(2*c.Retention.PerOpErr)), c.Ops)
+	}
+	s.Verdict.Statement = fmt.Sprintf("%s retains %s%s, %.0f%% of what retaining categories keep",
+		c.Name, bytesText(uint64(max(c.Retention.Bytes, 0))), rate, 100*s.Verdict.Share)
 }
 
 // candidate says whether a category kind can be the culprit: the service's
@@ -168,15 +173,6 @@ func (a *Account) verdict(s *Summary) {
 // kernel.
 func candidate(kind string) bool {
 	return kind == KindHTTP || kind == KindOutbound || kind == KindIdle
-}
-
-func (a *Account) catIndex(s *Summary, name string) int {
-	for i := range s.Categories {
-		if s.Categories[i].Name == name {
-			return i
-		}
-	}
-	return -1
 }
 
 // bytesText writes a byte count with a binary unit.

@@ -1,0 +1,199 @@
+package attribution_test
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/memdiag/memdiag/attribution"
+	"github.com/memdiag/memdiag/event"
+)
+
+const interval = 64 << 10
+
+// hdr is a header at second i of process 100.
+func hdr(i int) event.Header { return event.Header{Time: at(i), PID: 100, TID: 100} }
+
+func opKey(id uint64) event.BucketKey { return event.BucketKey{PID: 100, Kind: event.BucketOp, ID: id} }
+
+// weight is what one live V8 sample of size bytes stands for, as V8's
+// profile reports it (size × round(1/(1-exp(-size/interval)))).
+func weight(size float64) int64 {
+	return int64(size * math.Floor(1/(1-math.Exp(-size/interval))+0.5))
+}
+
+// category finds a category of a summary.
+func categoryOf(t *testing.T, s *attribution.Summary, name string) attribution.CategorySummary {
+	t.Helper()
+	for _, c := range s.Categories {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no category %s", name)
+	return attribution.CategorySummary{}
+}
+
+// TestV8Verdict joins V8 samples with ops by ordinal: the samples a route's
+// ops took that the last profile still lists are what it retains; samples
+// the profile does not list (collected) count for nobody; a sample that
+// arrives after the profile that covers it counts only if that profile
+// listed it. The culprit is the route that keeps memory, not the one that
+// allocated most.
+func TestV8Verdict(t *testing.T) {
+	const big = 20 << 10 // a kept 20 KiB string per login
+	evs := []event.Event{
+		&event.Sampling{Header: hdr(0), Runtime: event.RuntimeV8, Active: true, Interval: interval},
+		&event.HeapLive{Header: hdr(0), Runtime: event.RuntimeV8, HeapUsed: 100 << 20}, // the baseline
+	}
+	var live []event.LiveSample
+	var lateListed event.Event
+	ord := uint64(0)
+	for i := uint64(1); i <= 200; i++ {
+		login, feed := 2*i-1, 2*i
+		evs = append(evs, served(1, login, "POST", "/login"), served(1, feed, "GET", "/feed"))
+		// login: one sampled 20 KiB string, kept. The last one's record is
+		// read only after the profile that lists it (as in the ring, before
+		// its op's end).
+		ord++
+		sampleEv := &event.HeapSample{Header: hdr(1), Runtime: event.RuntimeV8, Ordinal: ord, Size: big, Owner: opKey(login)}
+		if i < 200 {
+			evs = append(evs, sampleEv)
+		} else {
+			lateListed = sampleEv
+		}
+		live = append(live, event.LiveSample{Ordinal: ord, Bytes: weight(big)})
+		// feed: three sampled 40 KiB arrays, all collected.
+		for j := 0; j < 3; j++ {
+			ord++
+			evs = append(evs, &event.HeapSample{Header: hdr(1), Runtime: event.RuntimeV8, Ordinal: ord, Size: 40 << 10, Owner: opKey(feed)})
+		}
+		if i < 200 {
+			evs = append(evs, end(2, login, 0))
+		}
+		evs = append(evs, end(2, feed, 0))
+	}
+	kept := int64(len(live)) * weight(big)
+	evs = append(evs,
+		&event.HeapLive{Header: hdr(3), Runtime: event.RuntimeV8, Samples: live, UpTo: ord, HeapUsed: 100<<20 + kept},
+		lateListed, end(3, 399, 0),
+		// Taken before the profile (a feed's ordinal), read after it, not
+		// listed: collected.
+		&event.HeapSample{Header: hdr(3), Runtime: event.RuntimeV8, Ordinal: ord, Size: 40 << 10, Owner: opKey(400)},
+		snap(4, nil))
+	s := run(evs).Summary()
+	login, feed := categoryOf(t, s, "POST /login"), categoryOf(t, s, "GET /feed")
+	if login.Retention.RuntimeHeap != kept || !login.Retention.Significant || login.Retention.Samples != 200 {
+		t.Errorf("login retention = %+v, want %d bytes from 200 samples, significant", login.Retention, kept)
+	}
+	if feed.Retention.Bytes != 0 || feed.Retention.Significant {
+		t.Errorf("feed retention = %+v, want nothing", feed.Retention)
+	}
+	if s.Verdict.Culprit != "POST /login" || !strings.Contains(s.Verdict.Statement, "per op") {
+		t.Errorf("verdict = %+v, want POST /login with a rate per op", s.Verdict)
+	}
+	if !strings.HasPrefix(login.Retention.Method, "sampled (v8") {
+		t.Errorf("method = %q", login.Retention.Method)
+	}
+}
+
+// TestV8ScaleToHeapGrowth: samples keep the size their object had when
+// allocated; when they add up to more than V8's own heap growth, they are
+// scaled down to it, never up.
+func TestV8ScaleToHeapGrowth(t *testing.T) {
+	for _, c := range []struct {
+		growth int64
+		want   float64 // fraction of the sampled bytes
+	}{{1 << 30, 1}, {0, 0}} {
+		evs := []event.Event{
+			&event.Sampling{Header: hdr(0), Runtime: event.RuntimeV8, Active: true, Interval: interval},
+			&event.HeapLive{Header: hdr(0), Runtime: event.RuntimeV8, HeapUsed: 10 << 20},
+		}
+		var live []event.LiveSample
+		for i := uint64(1); i <= 100; i++ {
+			evs = append(evs, served(1, i, "POST", "/login"),
+				&event.HeapSample{Header: hdr(1), Runtime: event.RuntimeV8, Ordinal: i, Size: 64 << 10, Owner: opKey(i)},
+				end(2, i, 0))
+			live = append(live, event.LiveSample{Ordinal: i, Bytes: weight(64 << 10)})
+		}
+		sampled := 100 * weight(64<<10)
+		evs = append(evs, &event.HeapLive{Header: hdr(3), Runtime: event.RuntimeV8, Samples: live, UpTo: 100, HeapUsed: 10<<20 + c.growth}, snap(4, nil))
+		got := categoryOf(t, run(evs).Summary(), "POST /login").Retention.RuntimeHeap
+		if want := int64(math.Round(c.want * float64(sampled))); got != want {
+			t.Errorf("heap growth %d: retained %d, want %d", c.growth, got, want)
+		}
+	}
+}
+
+// TestGoVerdict: Go samples are followed by address; a sample counts once
+// two GC cycles ended after it; frees of young samples teach their
+// category's survival rate, which pending samples count at.
+func TestGoVerdict(t *testing.T) {
+	const size = 256 << 10
+	sample := func(i int, op uint64, addr uint64) event.Event {
+		return &event.HeapSample{Header: hdr(i), Runtime: event.RuntimeGo, Addr: addr, Size: size, Owner: opKey(op)}
+	}
+	gc := &event.GCCycle{Header: hdr(1), Runtime: event.RuntimeGo}
+	evs := []event.Event{&event.Sampling{Header: hdr(0), Runtime: event.RuntimeGo, Active: true, Interval: 512 << 10}}
+	// 100 leaking ops and 100 churning ones, then two GC cycles in which
+	// every churn sample is freed: all matured.
+	for i := uint64(0); i < 100; i++ {
+		evs = append(evs, served(1, 2*i+1, "GET", "/leak"), sample(1, 2*i+1, 0x1000+i), end(1, 2*i+1, 0),
+			served(1, 2*i+2, "GET", "/churn"), sample(1, 2*i+2, 0x9000+i), end(1, 2*i+2, 0))
+	}
+	evs = append(evs, gc)
+	for i := uint64(0); i < 100; i++ {
+		evs = append(evs, &event.HeapFree{Header: hdr(1), Runtime: event.RuntimeGo, Addr: 0x9000 + i})
+	}
+	evs = append(evs, gc)
+	// 10 more of each, not matured: pending at their category's rate.
+	for i := uint64(100); i < 110; i++ {
+		evs = append(evs, served(2, 2*i+1, "GET", "/leak"), sample(2, 2*i+1, 0x1000+i), end(2, 2*i+1, 0),
+			served(2, 2*i+2, "GET", "/churn"), sample(2, 2*i+2, 0x9000+i), end(2, 2*i+2, 0))
+	}
+	evs = append(evs, snap(3, nil))
+	s := run(evs).Summary()
+	w := size / -math.Expm1(-float64(size)/(512<<10))
+	leak, churn := categoryOf(t, s, "GET /leak"), categoryOf(t, s, "GET /churn")
+	if want := int64(math.Round(110 * w)); math.Abs(float64(leak.Retention.RuntimeHeap-want)) > 1 {
+		t.Errorf("leak retains %d, want %d (100 matured + 10 pending at survival 1)", leak.Retention.RuntimeHeap, want)
+	}
+	if churn.Retention.RuntimeHeap != 0 {
+		t.Errorf("churn retains %d, want 0 (survival 0: its 10 pending count for nothing)", churn.Retention.RuntimeHeap)
+	}
+	if s.Verdict.Culprit != "GET /leak" {
+		t.Errorf("culprit %q, want GET /leak", s.Verdict.Culprit)
+	}
+}
+
+// TestNothingRetains: a mapping estimate that stays flat while the work
+// goes on (a heap's high-water mark reached once) is no evidence; the
+// verdict says nothing retains.
+func TestNothingRetains(t *testing.T) {
+	var evs []event.Event
+	for i := uint64(1); i <= 40; i++ {
+		e := end(int(i), i, 0)
+		if i == 1 {
+			e.Final.Retained, e.Final.RetainedNative = 8<<20, 8<<20 // the high-water mark, once
+		}
+		evs = append(evs, served(int(i), i, "GET", "/churn"), e, snap(int(i), nil))
+	}
+	s := run(evs).Summary()
+	c := categoryOf(t, s, "GET /churn")
+	if c.Retention.Native != 8<<20 || c.Retention.Significant {
+		t.Errorf("churn retention = %+v, want 8 MiB estimated, not significant", c.Retention)
+	}
+	if s.Verdict.Culprit != "" || !strings.HasPrefix(s.Verdict.Statement, "no operation retains memory") {
+		t.Errorf("verdict = %+v, want nothing retains", s.Verdict)
+	}
+	// The same estimate growing with every op is evidence.
+	evs = evs[:0]
+	for i := uint64(1); i <= 40; i++ {
+		e := end(int(i), i, 0)
+		e.Final.Retained, e.Final.RetainedNative = 1<<20, 1<<20
+		evs = append(evs, served(int(i), i, "GET", "/leak"), e, snap(int(i), nil))
+	}
+	if s := run(evs).Summary(); s.Verdict.Culprit != "GET /leak" {
+		t.Errorf("verdict = %+v, want GET /leak", s.Verdict)
+	}
+}
