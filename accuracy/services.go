@@ -97,6 +97,26 @@ func Services() []*Service {
 	node := []string{"node", "--expose-gc", "server.js"}
 	// Node.js services run with V8's heap sampling, which is opt-in.
 	v8 := []string{"--heap-sampling", "v8"}
+	goChurn := &Service{
+		Name: "go-churn", Dir: "testdata/corpus/go-churn", GoBuild: true,
+		Warmup:  jobs(churn, 300, 20, 200),
+		Load:    jobs(churn, 2000, 200, 1000),
+		Conns:   4,
+		Leaking: []string{"leak"},
+	}
+	reference := &Service{
+		Name: "reference", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml",
+		Command: node, NPM: []string{"examples/leaky-service"}, MemdiagArgs: v8,
+		Env:     []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort), "SYNC_INTERVAL_MS=500"},
+		Helpers: []Helper{{Command: []string{"node", "peer.js"}, Env: []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort)}}},
+		Warmup:  jobs(ref, 500, 200, 200, 200, 200),
+		Load:    jobs(ref, 3000, 3000, 500, 500, 500),
+		Conns:   4,
+		Leaking: []string{"api_voice", "gun_sync"},
+		// Cycles run on the service's timer: one can start between attach
+		// and truth0, or between truth1 and memdiag's stop.
+		OpsSlack: map[string]int64{"gun_sync": 2},
+	}
 	return []*Service{
 		{
 			Name: "node-session", Dir: "testdata/corpus/node-session", Command: node, CI: true, MemdiagArgs: v8,
@@ -122,23 +142,12 @@ func Services() []*Service {
 			Conns:   4,
 			Leaking: []string{"enrich"},
 		},
-		{
-			Name: "go-churn", Dir: "testdata/corpus/go-churn", GoBuild: true, CI: false,
-			Warmup:  jobs(churn, 300, 20, 200),
-			Load:    jobs(churn, 2000, 200, 1000),
-			Conns:   4,
-			Leaking: []string{"leak"},
-		},
-		{
-			// The same service built with net/http/pprof linked, as many
-			// Go services are: the Go memory profiler is on, and memdiag
-			// joins its samples with the ops.
-			Name: "go-pprof", Dir: "testdata/corpus/go-churn", GoBuild: true, GoTags: "pprof", CI: true,
-			Warmup:  jobs(churn, 300, 20, 200),
-			Load:    jobs(churn, 2000, 200, 1000),
-			Conns:   4,
-			Leaking: []string{"leak"},
-		},
+		goChurn,
+		variant(goChurn, "go-pprof", func(v *Service) {
+			// Built with net/http/pprof linked, as many Go services are: the
+			// Go memory profiler is on, and memdiag joins its samples.
+			v.GoTags, v.CI = "pprof", true
+		}),
 		{
 			Name: "py-arena", Dir: "testdata/corpus/py-arena", Command: []string{"python3", "server.py"}, CI: false,
 			Warmup:  jobs(arena, 50, 200, 100),
@@ -152,35 +161,23 @@ func Services() []*Service {
 			Load:   jobs(free, 2000, 300, 500, 1000),
 			Conns:  4,
 		},
-		{
-			Name: "reference", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml",
-			Command: node, NPM: []string{"examples/leaky-service"}, MemdiagArgs: v8,
-			Env:     []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort), "SYNC_INTERVAL_MS=500"},
-			Helpers: []Helper{{Command: []string{"node", "peer.js"}, Env: []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort)}}},
-			Warmup:  jobs(ref, 500, 200, 200, 200, 200),
-			Load:    jobs(ref, 3000, 3000, 500, 500, 500),
-			Conns:   4,
-			Leaking: []string{"api_voice", "gun_sync"},
-			// Cycles run on the service's timer: one can start between
-			// attach and truth0, or between truth1 and memdiag's stop.
-			OpsSlack: map[string]int64{"gun_sync": 2},
-		},
-		{
-			// The same with --exact-external: the Buffers api_voice keeps
-			// come from the malloc heap, where the mapping estimate cannot
-			// see them; exact mode counts them, and replaces (never adds
-			// to) the native estimate.
-			Name: "reference-exact", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml",
-			Command: node, NPM: []string{"examples/leaky-service"}, MemdiagArgs: []string{"--exact-external", "--heap-sampling", "v8"},
-			Env:      []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort), "SYNC_INTERVAL_MS=500"},
-			Helpers:  []Helper{{Command: []string{"node", "peer.js"}, Env: []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort)}}},
-			Warmup:   jobs(ref, 500, 200, 200, 200, 200),
-			Load:     jobs(ref, 3000, 3000, 500, 500, 500),
-			Conns:    4,
-			Leaking:  []string{"api_voice", "gun_sync"},
-			OpsSlack: map[string]int64{"gun_sync": 2},
-		},
+		reference,
+		variant(reference, "reference-exact", func(v *Service) {
+			// With --exact-external: the Buffers api_voice keeps come from
+			// the malloc heap, where the mapping estimate cannot see them;
+			// exact mode counts them, and replaces (never adds to) the
+			// native estimate.
+			v.MemdiagArgs = []string{"--exact-external", "--heap-sampling", "v8"}
+		}),
 	}
+}
+
+// variant is a copy of base named name, changed by mod.
+func variant(base *Service, name string, mod func(*Service)) *Service {
+	v := *base
+	v.Name = name
+	mod(&v)
+	return &v
 }
 
 // Select picks services by the MEMDIAG_ACCURACY value: "" for the CI
