@@ -32,8 +32,10 @@ func pointOf(x int64, c event.Counters) trendPoint {
 
 // record adds the categories' measures at this snapshot.
 func (a *Account) recordTrend() {
-	for _, cs := range a.opCategories() {
-		a.addTrend(cs.Name, pointOf(int64(cs.Ops), cs.Counters))
+	// Op categories as their finished ops and later give-backs left them
+	// (the same measure as at each op's end).
+	for _, c := range a.cats {
+		a.addTrend(c.name, pointOf(int64(c.ops), c.done))
 	}
 	// Categories without ops (idle, background threads), against time.
 	byName := map[string]event.Counters{}
