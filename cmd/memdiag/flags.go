@@ -41,7 +41,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700); SIGUSR2 to memdiag takes one now"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9464)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
-		&cli.StringFlag{Name: "heap-sampling", Value: "auto", Usage: "join the runtime's own allocation sampler with the ops, for the verdict: `MODE` auto (Go's memory profiler when the target links it: uprobes, about one hit per 512 KiB allocated), v8 (V8's sampling heap profiler over the inspector memdiag opens on loopback while it runs: right JS-heap verdicts, 12-19% of the reference service's throughput), all (Go or V8), go, or off (the runtime heap is then a mapping estimate)"},
+		&cli.StringFlag{Name: "heap-sampling", Value: "auto", Usage: "join the runtime's own allocation sampler with the ops, for the verdict: `MODE` auto (Go's memory profiler: uprobes, about one hit per 512 KiB allocated; where Go's linker turned it off, memdiag sets runtime.MemProfileRate to Go's default for the session and back to 0 at exit), v8 (V8's sampling heap profiler over the inspector memdiag opens on loopback while it runs: right JS-heap verdicts, 12-19% of the reference service's throughput), all (Go or V8), go, or off (the runtime heap is then a mapping estimate)"},
 		&cli.StringFlag{Name: "heap-sample-interval", Value: "64KiB", Usage: "V8 heap sampling: one sample per `SIZE` allocated on average (smaller: more precise, more uprobe traps)"},
 	}
 }

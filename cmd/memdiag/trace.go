@@ -170,10 +170,11 @@ func trace(ctx context.Context, s *session.Session, done <-chan struct{}, releas
 // sampler adapts the tracer to the session's runtime heap samplers.
 type sampler struct{ *tracer.Tracer }
 
-// AttachGo attaches the Go memory profiler's uprobes.
-func (s sampler) AttachGo(pid int, exe string) (string, uint64, error) {
-	gs, err := s.AttachGoSampler(pid, exe)
-	return gs.GoVersion, gs.Rate, err
+// AttachGo attaches the Go memory profiler's uprobes, turning the
+// profiler on where the linker turned it off.
+func (s sampler) AttachGo(pid int, exe string) (session.GoProfiler, error) {
+	gs, err := s.AttachGoSampler(pid, exe, true)
+	return session.GoProfiler{Version: gs.GoVersion, Rate: gs.Rate, TurnedOn: gs.TurnedOn}, err
 }
 
 // AttachV8 attaches V8's SampleObject uprobe.
