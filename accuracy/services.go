@@ -104,6 +104,13 @@ func Services() []*Service {
 		Conns:   4,
 		Leaking: []string{"leak"},
 	}
+	nodeBuffers := &Service{
+		Name: "node-buffers", Dir: "testdata/corpus/node-buffers", Command: node, MemdiagArgs: v8,
+		Warmup:  jobs(buffers, 20, 300, 200),
+		Load:    jobs(buffers, 120, 600, 1000),
+		Conns:   4,
+		Leaking: []string{"keep"},
+	}
 	reference := &Service{
 		Name: "reference", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml",
 		Command: node, NPM: []string{"examples/leaky-service"}, MemdiagArgs: v8,
@@ -126,13 +133,13 @@ func Services() []*Service {
 			Conns:   4,
 			Leaking: []string{"login"},
 		},
-		{
-			Name: "node-buffers", Dir: "testdata/corpus/node-buffers", Command: node, MemdiagArgs: v8,
-			Warmup:  jobs(buffers, 20, 300, 200),
-			Load:    jobs(buffers, 120, 600, 1000),
-			Conns:   4,
-			Leaking: []string{"keep"},
-		},
+		nodeBuffers,
+		variant(nodeBuffers, "node-buffers-exact", func(v *Service) {
+			// The kept Buffers come from the malloc heap, reusing space
+			// the churning route freed: only exact ArrayBuffer counting
+			// sees which route keeps them.
+			v.MemdiagArgs = []string{"--exact-external", "--heap-sampling", "v8"}
+		}),
 		{
 			Name: "node-async", Dir: "testdata/corpus/node-async", Command: node, MemdiagArgs: v8,
 			Env:     []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)},

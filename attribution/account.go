@@ -54,6 +54,12 @@ type Account struct {
 	ended     map[uint64]int       // op id -> snapshot seq of its end
 	orphans   map[uint64]orphan    // op buckets seen in a snapshot before their begin
 	owners    map[uint64]*category // ended ops that mapped memory -> their category
+	// unclaimed: give-backs of ops not known yet when their snapshot came
+	// (the maps are read apart from the ring buffer, so an op's begin and
+	// end records can come after a give-back it made), charged to the
+	// forgotten category meanwhile and moved to the op's category when its
+	// begin comes.
+	unclaimed map[uint64]unclaimed
 	ownerRing []uint64             // owners' ids, oldest first, for eviction
 	ownerNext int
 	notices   []Notice
@@ -97,6 +103,7 @@ func New(main uint32, start time.Time) *Account {
 		open:    map[uint64]*op{},
 		ended:   map[uint64]int{},
 		orphans: map[uint64]orphan{},
+		unclaimed: map[uint64]unclaimed{},
 		owners:  map[uint64]*category{},
 		heap:    newHeapState(),
 	}
