@@ -111,6 +111,13 @@ func Services() []*Service {
 		Conns:   4,
 		Leaking: []string{"keep"},
 	}
+	pyArena := &Service{
+		Name: "py-arena", Dir: "testdata/corpus/py-arena", Command: []string{"python3", "server.py"},
+		Warmup:  jobs(arena, 50, 200, 100),
+		Load:    jobs(arena, 500, 1000, 1000),
+		Conns:   4,
+		Leaking: []string{"leak"},
+	}
 	reference := &Service{
 		Name: "reference", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml",
 		Command: node, NPM: []string{"examples/leaky-service"}, MemdiagArgs: v8,
@@ -155,13 +162,12 @@ func Services() []*Service {
 			// Go memory profiler is on, and memdiag joins its samples.
 			v.GoTags, v.CI = "pprof", true
 		}),
-		{
-			Name: "py-arena", Dir: "testdata/corpus/py-arena", Command: []string{"python3", "server.py"}, CI: false,
-			Warmup:  jobs(arena, 50, 200, 100),
-			Load:    jobs(arena, 500, 1000, 1000),
-			Conns:   4,
-			Leaking: []string{"leak"},
-		},
+		pyArena,
+		variant(pyArena, "py-arena-native", func(v *Service) {
+			// With --native-heap: Python objects over 512 B come from
+			// glibc's malloc, in arenas that existed before attach.
+			v.MemdiagArgs = []string{"--native-heap"}
+		}),
 		{
 			Name: "leak-free", Dir: "testdata/corpus/leak-free", Command: node, CI: true, MemdiagArgs: v8,
 			Warmup: jobs(free, 1024, 100, 100, 100),
@@ -175,6 +181,10 @@ func Services() []*Service {
 			// exact mode counts them, and replaces (never adds to) the
 			// native estimate.
 			v.MemdiagArgs = []string{"--exact-external", "--heap-sampling", "v8"}
+		}),
+		variant(reference, "reference-native", func(v *Service) {
+			// With --native-heap: malloc followed, Buffers among the rest.
+			v.MemdiagArgs = []string{"--native-heap", "--heap-sampling", "v8"}
 		}),
 	}
 }

@@ -29,6 +29,9 @@ type Options struct {
 	// ExactExternal says external bytes come from the ArrayBuffer
 	// allocator uprobes (--exact-external).
 	ExactExternal bool
+	// NativeHeap says the same table follows libc's allocator
+	// (--native-heap): ABAlloc and ABFreed are native heap bytes.
+	NativeHeap bool
 }
 
 func (o *Options) defaults() {

@@ -10,7 +10,9 @@ package attribution
 //     committed during the category's ops (an estimate blind to heaps that
 //     reuse their pages);
 //   - native heap: the native allocator's mappings (brk heap, arena commits,
-//     large chunks) made during the category's ops and not given back;
+//     large chunks) made during the category's ops and not given back; with
+//     --native-heap, the malloc'd blocks the category's ops allocated and
+//     nobody freed (libc's allocator followed with uprobes), instead;
 //   - external (exact mode): ArrayBuffers allocated and not freed, which
 //     replace the native estimate of the same bytes.
 //
@@ -35,7 +37,7 @@ type Retention struct {
 	Bytes       int64 // best estimate, every kind
 	StdErr      int64 // one standard error of Bytes (the sampled part; 0 for estimates)
 	RuntimeHeap int64 // the runtime's managed heap
-	Native      int64 // the native allocator's mappings (estimate)
+	Native      int64 // the native heap: mapping estimate, or followed blocks (--native-heap)
 	External    int64 // exact mode: ArrayBuffers not freed
 	Samples     int   // live runtime samples behind RuntimeHeap
 	Method      string
@@ -58,16 +60,21 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 	var r Retention
 	mappedRuntime := cs.Retained - cs.RetainedNative
 	r.Native = cs.RetainedNative
-	if exact {
+	native := a.opts.NativeHeap
+	switch {
+	case native:
+		r.Native = int64(cs.ABAlloc) - int64(cs.ABFreed) // replaces the estimate
+	case exact:
 		r.External = int64(cs.ABAlloc) - int64(cs.ABFreed)
 		r.Native = 0 // the same bytes, measured exactly
 	}
 	loopHeap := sampled != "" && cs.Kind == KindIdle
-	if loopHeap {
+	if loopHeap && !native {
 		// Between operations the event loop allocates for what comes
 		// next (read buffers before the read names an op): the native
 		// heap growth it meets there is the service's, not the loop's.
-		// With a sampler, idle keeps what was sampled there.
+		// With a sampler, idle keeps what was sampled there; with
+		// --native-heap, what was allocated there and kept.
 		r.Native = 0
 	}
 	mapping := r.Native
@@ -85,6 +92,8 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 		r.Method = "mapping estimate"
 	}
 	switch {
+	case native:
+		r.Method += ", native heap followed (malloc uprobes)"
 	case loopHeap:
 		r.Method += ", native estimate not counted between operations"
 	case exact:
@@ -100,7 +109,7 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 	sampledSig := sampled != "" && r.RuntimeHeap-2*r.StdErr > minRetained/4 && r.RuntimeHeap >= minRetained
 	measure := func(p trendPoint) int64 {
 		m := p.native
-		if exact {
+		if exact || native {
 			m = p.ab
 		}
 		if sampled == "" {
@@ -119,7 +128,7 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 		grows = recent > 0 // no finished op (idle, threads): no evidence
 	}
 	mappingSig := mapping+r.External >= minRetained && grows
-	if loopHeap {
+	if loopHeap && !native {
 		mappingSig = false
 	}
 	r.Significant = r.Bytes >= minRetained && (sampledSig || mappingSig)

@@ -32,6 +32,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "summary-rss-rate", Value: "100MB", Usage: "log a [SUMMARY] block at an interval whose RSS grew faster than `SIZE` per minute"},
 		&cli.StringFlag{Name: "summary-external-rate", Value: "50MB", Usage: "log a [SUMMARY] block at an interval whose external memory grew faster than `SIZE` per minute"},
 		&cli.BoolFlag{Name: "exact-external", Usage: "count external memory exactly with uprobes on Node.js's ArrayBuffer allocator (~3 traps per Buffer, opt-in)"},
+		&cli.BoolFlag{Name: "native-heap", Usage: "follow the native heap with uprobes on libc's malloc, calloc, realloc and free (allocations of 4 KiB and more all, smaller ones sampled): right native-heap verdicts (Python objects over 512 B, C extensions, Node.js Buffers from the malloc heap), at a diagnosis tool's cost (every malloc and free traps: see BENCHMARKS.md); opt-in, excludes --exact-external"},
 		&cli.IntFlag{Name: "keep-ops", Value: 100, Usage: "remember the last `N` ops per category"},
 		&cli.BoolFlag{Name: "tls", Usage: "name HTTPS requests of a Node.js target (uprobe on llhttp_execute: ~20 µs per parsed chunk, opt-in)"},
 		&cli.StringFlag{Name: "dump-at", Value: "2GB,4GB,6GB,8GB,10GB", Usage: "dump when RSS crosses these `SIZES` (and percentages of the cgroup memory limit, like 80%)"},
@@ -87,6 +88,7 @@ func optionsFrom(c *cli.Context) (options, error) {
 			KeepQueryValues: c.Bool("keep-query-values"),
 			TLS:             c.Bool("tls"),
 			ExactExternal:   c.Bool("exact-external"),
+			NativeHeap:      c.Bool("native-heap"),
 			NoDumps:         c.Bool("no-dumps"),
 			DumpsDir:        c.String("dumps-dir"),
 			Version:         version,
@@ -95,6 +97,9 @@ func optionsFrom(c *cli.Context) (options, error) {
 		maxBuckets:     c.Int("max-buckets"),
 		maxOutstanding: c.Int("max-outstanding"),
 		metricsAddr:    c.String("metrics-addr"),
+	}
+	if o.NativeHeap && o.ExactExternal {
+		return o, usageErr("--native-heap already follows Node.js's ArrayBuffers (they come from malloc): give one of --native-heap and --exact-external")
 	}
 	if c.Bool("live") {
 		if c.Bool("quiet") {
