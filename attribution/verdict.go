@@ -40,6 +40,12 @@ type Retention struct {
 	Native      int64 // the native heap: mapping estimate, or followed blocks (--native-heap)
 	External    int64 // exact mode: ArrayBuffers not freed
 	Samples     int   // live runtime samples behind RuntimeHeap
+	// Estimated is the part of Bytes that rests on mapping estimates
+	// (pages committed during the ops), which can follow who allocated
+	// rather than who keeps; EstimatedKind says which heap: "runtime" or
+	// "native".
+	Estimated     int64
+	EstimatedKind string
 	Method      string
 	PerOp       float64 // Bytes per op (0 without ops)
 	PerOpErr    float64 // StdErr per op
@@ -102,6 +108,14 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 		r.Method += ", native mapping estimate"
 	}
 	r.Bytes = r.RuntimeHeap + r.Native + r.External
+	if !native {
+		r.Estimated, r.EstimatedKind = max(r.Native, 0), "native"
+	}
+	if sampled == "" && max(r.RuntimeHeap, 0) > r.Estimated {
+		r.Estimated, r.EstimatedKind = r.Estimated+max(r.RuntimeHeap, 0), "runtime"
+	} else if sampled == "" {
+		r.Estimated += max(r.RuntimeHeap, 0)
+	}
 	if cs.Ops > 0 {
 		r.PerOp = float64(r.Bytes) / float64(cs.Ops)
 		r.PerOpErr = float64(r.StdErr) / float64(cs.Ops)
@@ -175,6 +189,18 @@ func (a *Account) verdict(s *Summary) {
 	}
 	s.Verdict.Statement = fmt.Sprintf("%s retains %s%s, %.0f%% of what retaining categories keep",
 		c.Name, bytesText(uint64(max(c.Retention.Bytes, 0))), rate, 100*s.Verdict.Share)
+	if r := c.Retention; 2*r.Estimated > r.Bytes {
+		s.Verdict.Statement += "; " + estimateHint(r.EstimatedKind)
+	}
+}
+
+// estimateHint says, for a verdict resting mostly on a mapping estimate,
+// what that means and which opt-in measures it.
+func estimateHint(kind string) string {
+	if kind == "runtime" {
+		return "mostly estimated from the runtime heap pages its ops committed, which follows who allocated more than who keeps: a runtime sampler (Go's profiler, on by default; --heap-sampling v8 for Node.js) measures what is kept"
+	}
+	return "mostly estimated from the native heap pages its ops committed, which follows who allocated more than who keeps: --native-heap (or --exact-external for Node.js Buffers) measures what is kept"
 }
 
 // candidate says whether a category kind can be the culprit: the service's

@@ -197,3 +197,48 @@ func TestNothingRetains(t *testing.T) {
 		t.Errorf("verdict = %+v, want GET /leak", s.Verdict)
 	}
 }
+
+// TestNativeHeapVerdict: with --native-heap, the table of followed
+// allocations gives each category's native heap — what its ops allocated
+// and nobody freed, whoever frees it — in place of the mapping estimate,
+// which in the same run charges the route that committed heap pages. A
+// verdict resting on the estimate says so and names the opt-in that
+// measures.
+func TestNativeHeapVerdict(t *testing.T) {
+	events := func() []event.Event {
+		var evs []event.Event
+		for i := uint64(1); i <= 40; i++ {
+			// /churn commits 2 MiB of heap pages per op and frees all it
+			// allocates; /keep reuses space churn freed and keeps 1 MiB.
+			churn, keep := end(int(i), 2*i-1, 0), end(int(i), 2*i, 0)
+			churn.Final.Retained, churn.Final.RetainedNative = 2<<20, 2<<20
+			churn.Final.ABAlloc, churn.Final.ABFreed = 4<<20, 4<<20
+			keep.Final.ABAlloc = 1 << 20
+			evs = append(evs, served(int(i), 2*i-1, "GET", "/churn"), churn, served(int(i), 2*i, "GET", "/keep"), keep, snap(int(i), nil))
+		}
+		return evs
+	}
+	a := attribution.New(100, t0)
+	a.SetOptions(attribution.Options{NativeHeap: true})
+	for _, ev := range events() {
+		a.Apply(ev)
+	}
+	s := a.Summary()
+	keep, churn := categoryOf(t, s, "GET /keep"), categoryOf(t, s, "GET /churn")
+	if keep.Retention.Native != 40<<20 || !keep.Retention.Significant || !strings.Contains(keep.Retention.Method, "native heap followed") {
+		t.Errorf("keep retention = %+v, want 40 MiB native, followed, significant", keep.Retention)
+	}
+	if churn.Retention.Native != 0 || churn.Retention.Significant {
+		t.Errorf("churn retention = %+v, want 0: it freed all it allocated", churn.Retention)
+	}
+	if s.Verdict.Culprit != "GET /keep" || strings.Contains(s.Verdict.Statement, "estimated") {
+		t.Errorf("verdict = %+v, want GET /keep, measured", s.Verdict)
+	}
+
+	// Without the mode the estimate is all there is: it names churn, and
+	// the statement says what it rests on and how to measure.
+	s = run(events()).Summary()
+	if s.Verdict.Culprit != "GET /churn" || !strings.Contains(s.Verdict.Statement, "--native-heap") {
+		t.Errorf("verdict on the estimate = %+v, want GET /churn with the --native-heap hint", s.Verdict)
+	}
+}
