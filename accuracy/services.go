@@ -145,7 +145,7 @@ func Services() []*Service {
 			// The kept Buffers come from the malloc heap, reusing space
 			// the churning route freed: only exact ArrayBuffer counting
 			// sees which route keeps them.
-			v.MemdiagArgs = []string{"--exact-external", "--heap-sampling", "v8"}
+			v.MemdiagArgs, v.CI = []string{"--exact-external", "--heap-sampling", "v8"}, true
 		}),
 		{
 			Name: "node-async", Dir: "testdata/corpus/node-async", Command: node, MemdiagArgs: v8,
@@ -166,7 +166,7 @@ func Services() []*Service {
 		variant(pyArena, "py-arena-native", func(v *Service) {
 			// With --native-heap: Python objects over 512 B come from
 			// glibc's malloc, in arenas that existed before attach.
-			v.MemdiagArgs = []string{"--native-heap"}
+			v.MemdiagArgs, v.CI = []string{"--native-heap"}, true
 		}),
 		{
 			Name: "leak-free", Dir: "testdata/corpus/leak-free", Command: node, CI: true, MemdiagArgs: v8,
