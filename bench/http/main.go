@@ -96,6 +96,7 @@ var allArms = []arm{
 	{key: "v8", name: "memdiag --heap-sampling v8", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sampling", "v8"}},
 	{key: "v8-1m", name: "memdiag --heap-sampling v8 --heap-sample-interval 1MiB", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sampling", "v8", "--heap-sample-interval", "1MiB"}},
 	{key: "exact", name: "memdiag --exact-external", base: "untraced", tracer: "memdiag", flags: []string{"--exact-external"}},
+	{key: "native", name: "memdiag --native-heap", base: "untraced", tracer: "memdiag", flags: []string{"--native-heap"}},
 	{key: "untraced-https", name: "untraced HTTPS", base: "untraced-https", https: true},
 	{key: "tls", name: "memdiag --tls (HTTPS)", base: "untraced-https", https: true, tracer: "memdiag", flags: []string{"--tls"}},
 	{key: "classic", name: "classic middleware", base: "untraced", classic: true},

@@ -25,7 +25,7 @@ func commonFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "duration", Usage: "stop tracing after `D` (0: until the target exits or a signal)"},
 		&cli.IntFlag{Name: "ringbuf-size", Value: 256 << 10, Usage: "lifecycle ring buffer `BYTES` (a power of two)"},
 		&cli.IntFlag{Name: "max-buckets", Value: 16384, Usage: "bound on the kernel's bucket table (`N` entries)"},
-		&cli.IntFlag{Name: "max-outstanding", Value: 262144, Usage: "with --exact-external, bound on the table of live ArrayBuffers (`N` entries; overflow is counted)"},
+		&cli.IntFlag{Name: "max-outstanding", Value: 262144, Usage: "with --exact-external or --native-heap, bound on the table of live blocks (`N` entries; overflow is counted)"},
 		&cli.StringFlag{Name: "config", Usage: "name operations' categories with the rules in `FILE` (YAML, see examples/classic-categories.yaml)"},
 		&cli.StringFlag{Name: "growth-rss", Value: "50MB", Usage: "log [GROWTH] for an op whose RSS grows by `SIZE` or more"},
 		&cli.StringFlag{Name: "growth-external", Value: "10MB", Usage: "log [GROWTH] for an op whose external memory grows by `SIZE` or more"},
