@@ -46,10 +46,10 @@ type Retention struct {
 	// "native".
 	Estimated     int64
 	EstimatedKind string
-	Method      string
-	PerOp       float64 // Bytes per op (0 without ops)
-	PerOpErr    float64 // StdErr per op
-	Significant bool
+	Method        string
+	PerOp         float64 // Bytes per op (0 without ops)
+	PerOpErr      float64 // StdErr per op
+	Significant   bool
 }
 
 // Verdict says which category keeps memory, or that none does.

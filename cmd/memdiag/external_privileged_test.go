@@ -304,7 +304,7 @@ func TestNativeHeapFollowsMalloc(t *testing.T) {
 	w.do("malloc 64K 64") // before attach: not followed, and freed below
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h", "--native-heap")
 	w.do("freeall")
-	w.do("malloc 64K 100") // 6.25 MiB, kept, in the space the first chunks left
+	w.do("malloc 64K 100")   // 6.25 MiB, kept, in the space the first chunks left
 	w.do("malloc 1000 3000") // 2.9 MiB of 1000-byte chunks, each followed with p = 1000/4096
 	w.do("freeall")          // everything freed again
 	w.do("malloc 64K 50")    // 3.1 MiB kept
