@@ -1,7 +1,8 @@
 package tracer
 
 // The native heap mode (--native-heap): uprobes on the allocator of the
-// libc a target maps. See "Native heap" in bpf/uprobes.bpf.h.
+// libc a target maps. See "Native heap" in bpf/uprobes.bpf.h: allocations
+// of 4 KiB and more are all followed, smaller ones sampled.
 
 import (
 	"bufio"
@@ -14,11 +15,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 )
-
-// NativeSample is the sampling step of the native heap mode: allocations of
-// at least this many bytes are all followed, smaller ones with probability
-// size/NativeSample, each counted as NativeSample bytes (bpf/uprobes.bpf.h).
-const NativeSample = 4096
 
 // AttachNativeHeap attaches the native heap uprobes (entry of malloc,
 // calloc, realloc and free, return of the first three) to the C library
