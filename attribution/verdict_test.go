@@ -267,3 +267,30 @@ func TestInFlightSawtoothIsNotALeak(t *testing.T) {
 		t.Errorf("blob retention = %+v, verdict %+v: want not significant, no culprit", c.Retention, s.Verdict)
 	}
 }
+
+// TestSilentGoProfiler: a Go sampler whose rate could not be read (a
+// stripped binary) and that took no sample while the GC ran three cycles
+// is off; nothing sampled is no evidence, and the runtime heap falls back
+// to the mapping estimate, which here keeps growing with /leak's work.
+func TestSilentGoProfiler(t *testing.T) {
+	evs := []event.Event{&event.Sampling{Header: hdr(0), Runtime: event.RuntimeGo, Active: true, Interval: 512 << 10}}
+	for i := uint64(1); i <= 40; i++ {
+		e := end(int(i), i, 0)
+		e.Final.Retained = 1 << 20 // runtime heap mapped by the op
+		evs = append(evs, served(int(i), i, "GET", "/leak"), e, snap(int(i), nil))
+		if i%10 == 0 {
+			evs = append(evs, &event.GCCycle{Header: hdr(int(i)), Runtime: event.RuntimeGo})
+		}
+	}
+	s := run(evs).Summary()
+	if s.Verdict.Culprit != "GET /leak" || !strings.HasPrefix(s.Verdict.Method, "mapping estimate") {
+		t.Errorf("verdict = %+v, want GET /leak on the mapping estimate", s.Verdict)
+	}
+	var reason string
+	for _, st := range s.Sampling {
+		reason = st.Reason
+	}
+	if !strings.Contains(reason, "took no sample over 4 GC cycles") {
+		t.Errorf("sampling reason %q: want it to say the profiler is off", reason)
+	}
+}

@@ -49,6 +49,9 @@ type GoProfiler struct {
 	// (MemProfileRate 0) and memdiag set it to Go's default for the
 	// session; it is set back to 0 when memdiag detaches.
 	TurnedOn bool
+	// Assumed: a stripped binary, whose rate cannot be read, taken to run
+	// the profiler at Go's default.
+	Assumed bool
 }
 
 // heapSampling is a session's runtime sampler.
@@ -95,6 +98,9 @@ func (s *Session) startSampling() {
 		if err == nil {
 			st.Runtime, st.Active, st.Interval = event.RuntimeGo, true, gp.Rate
 			st.Reason = fmt.Sprintf("the Go memory profiler (%s), uprobes on mProf_Malloc, freeSpecial and gcMarkTermination", gp.Version)
+			if gp.Assumed {
+				st.Reason += "; the binary is stripped: its runtime.MemProfileRate cannot be read and is taken as Go's default (it links the profile reader); if no sample comes over several GC cycles, the runtime heap falls back to the mapping estimate"
+			}
 			if gp.TurnedOn {
 				st.Reason += "; it was off (the binary never reads the profile, so Go's linker set runtime.MemProfileRate to 0): memdiag set it to Go's default for the session and sets it back to 0 when it detaches"
 			}

@@ -6,6 +6,7 @@ package tracer
 import (
 	"debug/buildinfo"
 	"debug/elf"
+	"debug/gosym"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -107,6 +108,9 @@ type GoSampler struct {
 	// it in binaries that never read the profile) and memdiag set it to
 	// GoDefaultRate; Close sets it back to 0.
 	TurnedOn bool
+	// Assumed: the binary is stripped, so the rate could not be read; it
+	// is taken as GoDefaultRate (the profile reader is linked).
+	Assumed bool
 }
 
 // GoDefaultRate is the Go runtime's default runtime.MemProfileRate: one
@@ -133,13 +137,19 @@ func (t *Tracer) AttachGoSampler(pid int, path string, turnOn bool) (GoSampler, 
 	if !goAtLeast(bi.GoVersion, 1, 24) {
 		return gs, fmt.Errorf("%w: %s is built with %s; memdiag joins the Go memory profiler of Go 1.24 and later", ErrNoSampler, path, bi.GoVersion)
 	}
-	syms, err := lookupSymbols(path, goMallocSymbol, goFreeSymbol, goGCSymbol, goRateSymbol)
+	funcs := []string{goMallocSymbol, goFreeSymbol, goGCSymbol}
+	syms, err := lookupSymbols(path, append(funcs, goRateSymbol)...)
 	if err != nil {
 		return gs, fmt.Errorf("%w: %w", ErrNoSampler, err)
 	}
-	for _, name := range []string{goMallocSymbol, goFreeSymbol, goGCSymbol, goRateSymbol} {
+	if _, ok := syms[goRateSymbol]; !ok {
+		// Stripped (-ldflags=-s): no symbol table, but the pclntab the
+		// runtime keeps for stack traces still names every function.
+		return t.attachStrippedGo(pid, path, gs)
+	}
+	for _, name := range funcs {
 		if _, ok := syms[name]; !ok {
-			return gs, fmt.Errorf("%w: %s has no symbol %s (stripped?)", ErrNoSampler, path, name)
+			return gs, fmt.Errorf("%w: %s has no symbol %s", ErrNoSampler, path, name)
 		}
 	}
 	rate, err := newGoRate(pid, path, syms[goRateSymbol].Value)
@@ -155,17 +165,8 @@ func (t *Tracer) AttachGoSampler(pid int, path string, turnOn bool) (GoSampler, 
 		return gs, fmt.Errorf("%w: the Go memory profiler is off in this process (runtime.MemProfileRate = 0): Go's linker turns it off in binaries that never read the profile; --heap-sampling auto or go turns it on for the session", ErrNoSampler)
 	}
 	gs.Rate = uint64(current)
-	for _, p := range []struct {
-		sym  string
-		prog *ebpf.Program
-	}{
-		{goMallocSymbol, t.objs.OnGoMalloc},
-		{goFreeSymbol, t.objs.OnGoFreeSpecial},
-		{goGCSymbol, t.objs.OnGoGc},
-	} {
-		if err := t.attachAt(pid, path, p.prog, syms[p.sym].Offset, "the Go sampler uprobe "+p.sym); err != nil {
-			return gs, err
-		}
+	if err := t.attachGoProbes(pid, path, syms); err != nil {
+		return gs, err
 	}
 	if current <= 0 {
 		// The probes are in place: every sample from here on is seen.
@@ -177,6 +178,83 @@ func (t *Tracer) AttachGoSampler(pid int, path string, turnOn bool) (GoSampler, 
 		t.links = append(t.links, goRateRestore{pid: pid, exe: exe, addr: rate.addr})
 	}
 	return gs, nil
+}
+
+// attachGoProbes attaches the Go sampler's uprobes at the given functions.
+func (t *Tracer) attachGoProbes(pid int, path string, syms map[string]elfSymbol) error {
+	for _, p := range []struct {
+		sym  string
+		prog *ebpf.Program
+	}{
+		{goMallocSymbol, t.objs.OnGoMalloc},
+		{goFreeSymbol, t.objs.OnGoFreeSpecial},
+		{goGCSymbol, t.objs.OnGoGc},
+	} {
+		if err := t.attachAt(pid, path, p.prog, syms[p.sym].Offset, "the Go sampler uprobe "+p.sym); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// goProfileReader is the function whose reachability decides, at link
+// time, whether the memory profiler stays on (runtime/mprof.go: the linker
+// sets disableMemoryProfiling when it is unreachable, and drops it).
+const goProfileReader = "runtime.memProfileInternal"
+
+// attachStrippedGo attaches the Go sampler to a binary without a symbol
+// table, through its pclntab. runtime.MemProfileRate, a variable, cannot be
+// found there, so it can be neither read nor turned on: where the profile
+// reader was linked, the rate is taken as Go's default (the attribution
+// stops trusting the sampler if no sample comes over several GC cycles);
+// where it was not, the profiler is off and stays off.
+func (t *Tracer) attachStrippedGo(pid int, path string, gs GoSampler) (GoSampler, error) {
+	syms, err := goFuncs(path, goMallocSymbol, goFreeSymbol, goGCSymbol, goProfileReader)
+	if err != nil {
+		return gs, fmt.Errorf("%w: %s has no symbol table (stripped) and %w", ErrNoSampler, path, err)
+	}
+	for _, name := range []string{goMallocSymbol, goFreeSymbol, goGCSymbol} {
+		if _, ok := syms[name]; !ok {
+			return gs, fmt.Errorf("%w: %s has no function %s", ErrNoSampler, path, name)
+		}
+	}
+	if _, ok := syms[goProfileReader]; !ok {
+		return gs, fmt.Errorf("%w: %s is stripped and never reads the memory profile, so Go's linker turned the profiler off; without a symbol table memdiag cannot find runtime.MemProfileRate to turn it on (build without -ldflags=-s, or link net/http/pprof)", ErrNoSampler, path)
+	}
+	if err := t.attachGoProbes(pid, path, syms); err != nil {
+		return gs, err
+	}
+	gs.Rate, gs.Assumed = GoDefaultRate, true
+	return gs, nil
+}
+
+// goFuncs finds Go functions by name in a binary's pclntab (which a
+// stripped binary keeps): their entry address and its file offset.
+func goFuncs(path string, names ...string) (map[string]elfSymbol, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	pcln, text := f.Section(".gopclntab"), f.Section(".text")
+	if pcln == nil || text == nil {
+		return nil, errors.New("it has no .gopclntab section")
+	}
+	data, err := pcln.Data()
+	if err != nil {
+		return nil, fmt.Errorf("reading its .gopclntab: %w", err)
+	}
+	tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, text.Addr))
+	if err != nil {
+		return nil, fmt.Errorf("reading its .gopclntab: %w", err)
+	}
+	out := map[string]elfSymbol{}
+	for _, n := range names {
+		if fn := tab.LookupFunc(n); fn != nil {
+			out[n] = elfSymbol{Value: fn.Entry, Offset: fileOffset(f, fn.Entry)}
+		}
+	}
+	return out, nil
 }
 
 // goRate is runtime.MemProfileRate in a running process.

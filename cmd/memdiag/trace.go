@@ -183,7 +183,7 @@ type sampler struct{ *tracer.Tracer }
 // profiler on where the linker turned it off.
 func (s sampler) AttachGo(pid int, exe string) (session.GoProfiler, error) {
 	gs, err := s.AttachGoSampler(pid, exe, true)
-	return session.GoProfiler{Version: gs.GoVersion, Rate: gs.Rate, TurnedOn: gs.TurnedOn}, err
+	return session.GoProfiler{Version: gs.GoVersion, Rate: gs.Rate, TurnedOn: gs.TurnedOn, Assumed: gs.Assumed}, err
 }
 
 // AttachV8 attaches V8's SampleObject uprobe.
