@@ -20,7 +20,9 @@ package attribution
 // standard errors above zero and at least minRetained, or when its mapping
 // estimate is at least minRetained and kept growing with the category's
 // work (trend.go: a heap that grew once to its high-water mark, or buffers
-// in flight at the end, are not a leak). The culprit is the
+// in flight at the end, are not a leak). An estimate that did not keep
+// growing is not counted as retained at all: it is reported apart, as
+// committed during the ops (Retention.HighWater). The culprit is the
 // significant category that keeps most; with none, the verdict is that no
 // operation retains memory.
 
@@ -46,6 +48,10 @@ type Retention struct {
 	// "native".
 	Estimated     int64
 	EstimatedKind string
+	// HighWater is what the mapping estimate found committed during the
+	// ops that did not grow with their work (a heap's high-water mark,
+	// buffers in flight): not counted in Bytes.
+	HighWater int64
 	Method        string
 	PerOp         float64 // Bytes per op (0 without ops)
 	PerOpErr      float64 // StdErr per op
@@ -144,6 +150,24 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 	mappingSig := mapping+r.External >= minRetained && grows
 	if loopHeap && !native {
 		mappingSig = false
+	}
+	if !mappingSig && r.Estimated > 0 {
+		// Pages committed during the ops that did not keep growing with
+		// their work: a heap's high-water mark, buffers in flight, free
+		// space in an arena. Committed, not shown to be kept: reported
+		// apart, not as retained.
+		r.HighWater = r.Estimated
+		if !native && r.Native > 0 {
+			r.Native = 0
+		}
+		if sampled == "" && r.RuntimeHeap > 0 {
+			r.RuntimeHeap = 0
+		}
+		r.Estimated, r.EstimatedKind = 0, ""
+		r.Bytes = r.RuntimeHeap + r.Native + r.External
+		if cs.Ops > 0 {
+			r.PerOp = float64(r.Bytes) / float64(cs.Ops)
+		}
 	}
 	r.Significant = r.Bytes >= minRetained && (sampledSig || mappingSig)
 	return r

@@ -31,6 +31,7 @@ type categoryRow struct {
 	Name, Kind, Color                 string
 	Ops, OpenOps                      string
 	RSS, External, Retained, Avg, Pct string
+	HighWater                         string // committed, not retained (RetainedHighWaterBytes)
 	Culprit                           bool
 	Negative                          bool
 }
@@ -136,6 +137,9 @@ func newPageView(r *Report) *pageView {
 		}
 		if c.OpenOps > 0 {
 			row.OpenOps = fmt.Sprintf("%d open", c.OpenOps)
+		}
+		if c.RetainedHighWaterBytes > 0 {
+			row.HighWater = bytesText(c.RetainedHighWaterBytes)
 		}
 		if c.Ops == 0 {
 			row.Ops, row.Avg = "–", "–"
