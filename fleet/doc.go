@@ -10,7 +10,22 @@
 // the kubelet's /var/log/containers links. A container is a target while
 // its cgroup exists.
 //
+// A Runner (`memdiag fleet`) traces what a Watcher reports: each target
+// gets its own session (log, JSON report, metrics series labelled with its
+// namespace, pod and container) from the poll that finds it until it goes;
+// the session is then finished (final report written), its tracer closed
+// (its BPF programs and maps freed) and its series removed.
+//
 // Memory is bounded by the number of targets: a Watcher keeps one Target
-// per traced container, at most MaxTargets (default 64); containers beyond
-// the bound are counted in Dropped and reported, never traced.
+// per traced container, at most MaxTargets (`memdiag fleet --max-targets`,
+// default 16 there); containers beyond the bound are counted in Dropped
+// and logged, never traced, and traced once room frees. Each trace holds
+// one loaded BPF program with its maps (83 programs, maps and links; the
+// maps' sizes are those of --max-buckets and the other table flags) and
+// one session's account (--keep-ops ops per category).
+//
+// A container is traced from the poll that finds its cgroup (--poll,
+// default 2 s): its processes running then are traced from there (their
+// memory before is the baseline), any program it starts after (runc's
+// exec of the container's entrypoint included) from its exec.
 package fleet

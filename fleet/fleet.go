@@ -251,6 +251,9 @@ func (w *Watcher) Targets() []Target {
 	return out
 }
 
+// MaxTargets is the bound on the targets followed at once.
+func (w *Watcher) MaxTargets() int { return w.opts.MaxTargets }
+
 // Dropped is how many selected containers the last poll left untraced
 // because MaxTargets were followed already.
 func (w *Watcher) Dropped() int { return len(w.dropped) }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -204,4 +205,27 @@ func TestListWithoutCRI(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "CRI socket") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("label selector without CRI: %v", err)
 	}
+}
+
+// TestPrefixed: lines written in pieces come out whole, one Write each,
+// with their target's name in front.
+func TestPrefixed(t *testing.T) {
+	var out lineRecorder
+	var mu sync.Mutex
+	a := NewPrefixed(&out, &mu, "shop/web-0/app ")
+	b := NewPrefixed(&out, &mu, "shop/web-1/app ")
+	a.Write([]byte("10:00:00 [INIT] Base"))
+	b.Write([]byte("10:00:00 [INIT] other\n10:00:01 [GROWTH] x\n"))
+	a.Write([]byte("line: RSS 1MB\n"))
+	want := []string{"shop/web-1/app 10:00:00 [INIT] other\n", "shop/web-1/app 10:00:01 [GROWTH] x\n", "shop/web-0/app 10:00:00 [INIT] Baseline: RSS 1MB\n"}
+	if fmt.Sprint(out.writes) != fmt.Sprint(want) {
+		t.Errorf("writes %q, want %q", out.writes, want)
+	}
+}
+
+type lineRecorder struct{ writes []string }
+
+func (l *lineRecorder) Write(b []byte) (int, error) {
+	l.writes = append(l.writes, string(b))
+	return len(b), nil
 }

@@ -396,6 +396,7 @@ func (s *Session) startMetrics() {
 	ln := s.cfg.Metrics
 	if ln == nil {
 		s.exp = s.cfg.Exporter
+		s.updateMetrics() // a scrape finds the target from its start
 		return
 	}
 	s.exp = metrics.New(metrics.Labels{ContainerID: s.target.Container, PodUID: metrics.PodUID(s.target.Cgroup), Version: s.cfg.Version})
