@@ -212,4 +212,3 @@ func openTarget(t fleet.Target, o options) (_ fleet.Traced, err error) {
 	go func() { <-exitedCh; unix.Close(pidfd) }()
 	return fleet.Traced{Session: s, Exited: exitedCh}, nil
 }
-
