@@ -71,6 +71,11 @@ func newFleetCommand() *cli.Command {
 			if d := c.StringSlice("pod-logs"); len(d) > 0 {
 				src.PodLogs = d
 			}
+			// A selector this node cannot answer fails now, before
+			// anything is written.
+			if _, err := fleet.List(c.Context, sel, src); err != nil {
+				return usageErr("%v", err)
+			}
 			w := fleet.NewWatcher(sel, src, fleet.Options{Interval: c.Duration("poll"), MaxTargets: c.Int("max-targets")})
 			return runFleet(c.Context, w, opts)
 		},
