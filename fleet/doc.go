@@ -24,8 +24,9 @@
 // maps' sizes are those of --max-buckets and the other table flags) and
 // one session's account (--keep-ops ops per category).
 //
-// A container is traced from the poll that finds its cgroup (--poll,
-// default 2 s): its processes running then are traced from there (their
-// memory before is the baseline), any program it starts after (runc's
-// exec of the container's entrypoint included) from its exec.
+// A container is traced from the poll that finds it (--poll, default
+// 2 s; the kubelet names a container only after it started): its
+// processes running then from there (their memory before is the
+// baseline), any program it starts after (kubectl exec, a worker) from
+// its exec, whole.
 package fleet
