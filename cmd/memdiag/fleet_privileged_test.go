@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/memdiag/memdiag/container"
+	"github.com/memdiag/memdiag/container/critest"
 	"github.com/memdiag/memdiag/procfs"
 	"github.com/memdiag/memdiag/report"
 )
@@ -440,4 +441,58 @@ func TestFleet(t *testing.T) {
 	if rep := reps[early.id]; len(rep) == 1 && rep[0].Baseline.Memory.RSS < 16*mib {
 		t.Errorf("early container's baseline %d: its 16 MiB from before memdiag belong there", rep[0].Baseline.Memory.RSS)
 	}
+}
+
+// TestFleetAnnotation: `memdiag fleet --select
+// annotation:memdiag.io/trace=true` reads the pods' annotations through the
+// runtime's CRI socket (a CRI server with containerd's answers: this
+// machine runs no container runtime) and follows them as they change: a
+// pod annotated while memdiag runs is traced, one whose annotation is
+// taken away is finished and freed.
+func TestFleetAnnotation(t *testing.T) {
+	n := newFleetNode(t)
+	cri := critest.Start(t)
+	on := map[string]string{"memdiag.io/trace": "true"}
+	pod := func(name string, ann map[string]string) critest.Pod {
+		p := critest.Pod{ID: "sandbox-" + name, Namespace: "shop", Name: name, UID: podUID(name), Annotations: ann}
+		cri.SetPod(p)
+		return p
+	}
+	ctr := func(p critest.Pod, name string) *podCtr {
+		c := n.create(p.Namespace, p.Name, name)
+		c.start()
+		cri.SetContainer(critest.Container{ID: c.id, PodID: p.ID, Name: name, Running: true})
+		return c
+	}
+	web := pod("web-0", on)
+	db := pod("db-0", nil)
+	webApp := ctr(web, "app")
+	dbApp := ctr(db, "postgres")
+
+	r := startFleet(t, n, "--select", "annotation:memdiag.io/trace=true", "--cri-socket", cri.Socket, "--poll", "200ms")
+	r.waitLog(t, "tracing "+webApp.fullName()+" ("+webApp.id[:12]+")")
+	if series := r.scrape(t, "memdiag_target_rss_bytes"); len(series) != 1 || series[webApp.id] == nil {
+		t.Errorf("series for %d containers, want only %s", len(series), webApp.fullName())
+	}
+
+	// The annotation moves from web-0 to db-0.
+	db.Annotations, web.Annotations = on, nil
+	cri.SetPod(db)
+	cri.SetPod(web)
+	r.waitLog(t, "tracing "+dbApp.fullName()+" ("+dbApp.id[:12]+")", "stopped tracing "+webApp.fullName()+" ("+webApp.id[:12]+")")
+	dbApp.w.do("anon 4M")
+	if series := r.scrape(t, "memdiag_target_rss_bytes"); len(series) != 1 || series[dbApp.id] == nil {
+		t.Errorf("series for %d containers after the annotation moved, want only %s", len(series), dbApp.fullName())
+	}
+
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("memdiag fleet: exit %d: %s", code, r.stderr.String())
+	}
+	reps := r.readReports(t)
+	if len(reps[webApp.id]) != 1 || len(reps[dbApp.id]) != 1 {
+		t.Fatalf("reports %v, want one for each container", reps)
+	}
+	// What it allocated once traced (as TestFleet, 1 MiB of slack).
+	within(t, "db-0's growth", reps[dbApp.id][0].Growth.RSS, 4<<20, 1, 1<<20)
 }
