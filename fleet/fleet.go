@@ -251,6 +251,11 @@ func (w *Watcher) Targets() []Target {
 	return out
 }
 
+// Forget drops a target, as if it had not been seen: the next poll that
+// finds it reports it Added again (a trace that could not start is
+// retried).
+func (w *Watcher) Forget(id string) { delete(w.current, id) }
+
 // MaxTargets is the bound on the targets followed at once.
 func (w *Watcher) MaxTargets() int { return w.opts.MaxTargets }
 

@@ -42,6 +42,9 @@ type Runner struct {
 	mu     sync.Mutex
 	active map[string]*running // by container id
 	wg     sync.WaitGroup
+	// failed holds the containers whose trace could not start, retried
+	// at every poll while selected; their error is logged once.
+	failed map[string]bool
 }
 
 // running is a target being traced.
@@ -58,6 +61,7 @@ type running struct {
 // fails; later failed polls are logged and retried.
 func (r *Runner) Run(ctx context.Context) error {
 	r.active = map[string]*running{}
+	r.failed = map[string]bool{}
 	defer r.stopAll()
 	evs, err := r.Watcher.Poll(ctx)
 	if err != nil {
@@ -89,6 +93,7 @@ func (r *Runner) handle(evs []Event) {
 	for _, e := range evs {
 		switch e.Kind {
 		case Removed:
+			delete(r.failed, e.Target.ID)
 			r.mu.Lock()
 			run := r.active[e.Target.ID]
 			r.mu.Unlock()
@@ -120,9 +125,20 @@ func (r *Runner) start(t Target) {
 		if exp != nil {
 			r.Metrics.Remove(exp)
 		}
-		r.Logf("ERROR", "not tracing %s (%s): %s", t.Name(), t.ID[:12], oneLine(err))
+		// Retried at the next poll: a container caught between its
+		// cgroup's creation and its first process, or one whose
+		// process was exiting, is traced once it can be.
+		r.Watcher.Forget(t.ID)
+		if len(r.failed) > 4*r.Watcher.MaxTargets() {
+			clear(r.failed) // ones that went without being traced: bounded
+		}
+		if !r.failed[t.ID] {
+			r.failed[t.ID] = true
+			r.Logf("ERROR", "not tracing %s (%s) yet, retrying at every poll: %s", t.Name(), t.ID[:12], oneLine(err))
+		}
 		return
 	}
+	delete(r.failed, t.ID)
 	run := &running{target: t, stop: make(chan struct{}), exp: exp}
 	r.mu.Lock()
 	r.active[t.ID] = run

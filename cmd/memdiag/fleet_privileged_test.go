@@ -448,7 +448,8 @@ func TestFleet(t *testing.T) {
 // runtime's CRI socket (a CRI server with containerd's answers: this
 // machine runs no container runtime) and follows them as they change: a
 // pod annotated while memdiag runs is traced, one whose annotation is
-// taken away is finished and freed.
+// taken away is finished and freed; a container whose cgroup exists
+// before its first process is retried until it can be traced.
 func TestFleetAnnotation(t *testing.T) {
 	n := newFleetNode(t)
 	cri := critest.Start(t)
@@ -475,12 +476,32 @@ func TestFleetAnnotation(t *testing.T) {
 		t.Errorf("series for %d containers, want only %s", len(series), webApp.fullName())
 	}
 
+	// A container whose cgroup exists before its first process (runc
+	// create): not traceable yet, retried, traced once a process runs.
+	pending := &podCtr{ns: web.Namespace, pod: web.Name, name: "cache"}
+	{
+		b := make([]byte, 32)
+		rand.Read(b)
+		pending.id = hex.EncodeToString(b)
+		pending.cgroup = filepath.Join(n.top, "kubepods-pod"+web.Name+".slice", "cri-containerd-"+pending.id+".scope")
+		if err := os.Mkdir(pending.cgroup, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(pending.cgroup) })
+	}
+	cri.SetContainer(critest.Container{ID: pending.id, PodID: web.ID, Name: "cache", Running: true})
+	r.waitLog(t, "not tracing "+pending.fullName()+" ("+pending.id[:12]+") yet")
+	pw := pending.exec(t)
+	r.waitLog(t, "tracing "+pending.fullName()+" ("+pending.id[:12]+")\n")
+	pw.do("anon 2M")
+
 	// The annotation moves from web-0 to db-0.
 	db.Annotations, web.Annotations = on, nil
 	cri.SetPod(db)
 	cri.SetPod(web)
 	r.waitLog(t, "tracing "+dbApp.fullName()+" ("+dbApp.id[:12]+")", "stopped tracing "+webApp.fullName()+" ("+webApp.id[:12]+")")
 	dbApp.w.do("anon 4M")
+	r.waitLog(t, "stopped tracing "+pending.fullName()+" ("+pending.id[:12]+")")
 	if series := r.scrape(t, "memdiag_target_rss_bytes"); len(series) != 1 || series[dbApp.id] == nil {
 		t.Errorf("series for %d containers after the annotation moved, want only %s", len(series), dbApp.fullName())
 	}
@@ -490,8 +511,12 @@ func TestFleetAnnotation(t *testing.T) {
 		t.Fatalf("memdiag fleet: exit %d: %s", code, r.stderr.String())
 	}
 	reps := r.readReports(t)
-	if len(reps[webApp.id]) != 1 || len(reps[dbApp.id]) != 1 {
+	if len(reps[webApp.id]) != 1 || len(reps[dbApp.id]) != 1 || len(reps[pending.id]) != 1 {
 		t.Fatalf("reports %v, want one for each container", reps)
+	}
+	log, _ := os.ReadFile(r.log)
+	if k := strings.Count(string(log), "not tracing "+pending.fullName()); k != 1 {
+		t.Errorf("the pending container's error logged %d times, want once", k)
 	}
 	// What it allocated once traced (as TestFleet, 1 MiB of slack).
 	within(t, "db-0's growth", reps[dbApp.id][0].Growth.RSS, 4<<20, 1, 1<<20)
