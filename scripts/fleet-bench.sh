@@ -41,7 +41,7 @@ for i in $(seq 1 "$N"); do
   mkdir -p "$d"
   sh -c "echo \$\$ > $d/cgroup.procs; exec sleep 3600" &
   pids+=($!)
-  until [ -s "$d/cgroup.procs" ]; do sleep 0.05; done
+  until grep -q . "$d/cgroup.procs"; do sleep 0.05; done
   ln -s "/var/log/pods/bench_web-${i}_uid/app/0.log" "$LINKS/web-${i}_bench_app-$id.log"
 done
 if [ "$N" -gt 0 ]; then
