@@ -24,8 +24,9 @@
 // maps' sizes are those of --max-buckets and the other table flags) and
 // one session's account (--keep-ops ops per category).
 //
-// A container is traced from the poll that finds it (--poll, default
-// 2 s; the kubelet names a container only after it started): its
+// A container is traced from the poll that finds it (every --poll,
+// default 2 s, and at once when the kubelet makes or removes a link in a
+// PodLogs directory, which it does right after starting a container): its
 // processes running then from there (their memory before is the
 // baseline), any program it starts after (kubectl exec, a worker) from
 // its exec, whole.

@@ -229,3 +229,53 @@ func (l *lineRecorder) Write(b []byte) (int, error) {
 	l.writes = append(l.writes, string(b))
 	return len(b), nil
 }
+
+// TestWatcherWakesOnLinks: a link the kubelet makes wakes a poll at once,
+// however long the interval.
+func TestWatcherWakesOnLinks(t *testing.T) {
+	logs, v2 := t.TempDir(), t.TempDir()
+	src := container.Sources{Roots: container.Roots{V2: v2}, PodLogs: []string{logs}}
+	run := func(pod, id string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(v2, "kubepods", "pod"+pod, id), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("/var/log/pods/shop_"+pod+"_u/app/0.log", filepath.Join(logs, pod+"_shop_app-"+id+".log")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sel, _ := ParseSelector("namespace:shop")
+	w := NewWatcher(sel, src, Options{Interval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	evs := make(chan Event, 4)
+	done := make(chan error, 1)
+	first, second := strings.Repeat("cd", 32), strings.Repeat("ef", 32)
+	run("web-0", first)
+	go func() {
+		done <- w.Run(ctx, func(e Event) { evs <- e }, func(err error) { t.Errorf("poll: %v", err) })
+	}()
+	next := func(what string) Event {
+		t.Helper()
+		select {
+		case e := <-evs:
+			return e
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no event for %s within 30 s (the interval is an hour)", what)
+		}
+		return Event{}
+	}
+	// The first poll reports the container already there; the second
+	// comes only from the link's creation.
+	if e := next("the first poll"); e.Target.ID != first {
+		t.Fatalf("first event %v %+v", e.Kind, e.Target)
+	}
+	run("web-1", second)
+	if e := next("the new link"); e.Kind != Added || e.Target.ID != second {
+		t.Errorf("event %v %+v, want web-1 added", e.Kind, e.Target)
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Errorf("Run returned %v", err)
+	}
+}
