@@ -26,7 +26,8 @@
 //
 // A container is traced from the poll that finds it (every --poll,
 // default 2 s, and at once when the kubelet makes or removes a link in a
-// PodLogs directory, which it does right after starting a container): its
+// PodLogs directory, which it does right after starting a container), once
+// its trace's BPF program is loaded (seconds on a loaded machine): its
 // processes running then from there (their memory before is the
 // baseline), any program it starts after (kubectl exec, a worker) from
 // its exec, whole.
