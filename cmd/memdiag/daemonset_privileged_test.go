@@ -249,12 +249,12 @@ func TestDaemonSetCommand(t *testing.T) {
 		<-r.done
 	})
 	waitFile(t, ready, 30*time.Second, r.done)
-	r.waitLog(t, "tracing "+ns+"/"+pod0+"/"+name+" ("+first.id[:12]+")")
+	r.waitLog(t, "[FLEET] tracing "+ns+"/"+pod0+"/"+name+" ("+first.id[:12]+")")
 
 	// A new replica is scheduled on the node while memdiag runs.
 	pod1 := pod()
 	second := newKubeContainer(t, ns, pod1, uid(), name, true)
-	r.waitLog(t, "tracing "+ns+"/"+pod1+"/"+name+" ("+second.id[:12]+")")
+	r.waitLog(t, "[FLEET] tracing "+ns+"/"+pod1+"/"+name+" ("+second.id[:12]+")")
 
 	series := r.scrape(t, "memdiag_target_rss_bytes")
 	for _, c := range []struct {

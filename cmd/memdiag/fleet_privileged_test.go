@@ -316,7 +316,7 @@ func TestFleet(t *testing.T) {
 	// An hour between polls: every container after the first poll is
 	// found through the kubelet's link waking a poll.
 	r := startFleet(t, n, "--select", "namespace:shop", "--poll", "1h")
-	r.waitLog(t, "tracing "+early.fullName()+" ("+early.id[:12]+")")
+	r.waitLog(t, "[FLEET] tracing "+early.fullName()+" ("+early.id[:12]+")")
 	single := bpfFDs(t, r.cmd.Process.Pid)
 	if single == 0 {
 		t.Fatal("memdiag traces a container with no BPF program or map open")
@@ -325,10 +325,10 @@ func TestFleet(t *testing.T) {
 	// Two containers of a new replica start while memdiag runs.
 	web1 := n.run("shop", "web-1", "app")
 	linked := time.Now()
-	r.waitLog(t, "tracing "+web1.fullName()+" ("+web1.id[:12]+")")
+	r.waitLog(t, "[FLEET] tracing "+web1.fullName()+" ("+web1.id[:12]+")")
 	t.Logf("from the kubelet's link to the trace: %s (the tracer's load included)", time.Since(linked).Round(time.Millisecond))
 	side := n.run("shop", "web-1", "sidecar")
-	r.waitLog(t, "tracing "+side.fullName()+" ("+side.id[:12]+")")
+	r.waitLog(t, "[FLEET] tracing "+side.fullName()+" ("+side.id[:12]+")")
 	early.w.do("anon 8M")
 	web1.w.do("anon 24M")
 	side.w.do("anon 4M")
@@ -388,7 +388,7 @@ func TestFleet(t *testing.T) {
 	web1.stop()
 	side.stop()
 	web1b := n.run("shop", "web-1", "app")
-	r.waitLog(t, "stopped tracing "+web1.fullName()+" ("+web1.id[:12]+")", "stopped tracing "+side.fullName()+" ("+side.id[:12]+")", "tracing "+web1b.fullName()+" ("+web1b.id[:12]+")")
+	r.waitLog(t, "stopped tracing "+web1.fullName()+" ("+web1.id[:12]+")", "stopped tracing "+side.fullName()+" ("+side.id[:12]+")", "[FLEET] tracing "+web1b.fullName()+" ("+web1b.id[:12]+")")
 	web1b.w.do("anon 12M")
 	if got := bpfFDs(t, r.cmd.Process.Pid); got != 2*single {
 		t.Errorf("%d BPF objects open for 2 containers after 2 went, want %d", got, 2*single)
@@ -476,7 +476,7 @@ func TestFleetAnnotation(t *testing.T) {
 	dbApp := ctr(db, "postgres")
 
 	r := startFleet(t, n, "--select", "annotation:memdiag.io/trace=true", "--cri-socket", cri.Socket, "--poll", "200ms")
-	r.waitLog(t, "tracing "+webApp.fullName()+" ("+webApp.id[:12]+")")
+	r.waitLog(t, "[FLEET] tracing "+webApp.fullName()+" ("+webApp.id[:12]+")")
 	if series := r.scrape(t, "memdiag_target_rss_bytes"); len(series) != 1 || series[webApp.id] == nil {
 		t.Errorf("series for %d containers, want only %s", len(series), webApp.fullName())
 	}
@@ -497,14 +497,14 @@ func TestFleetAnnotation(t *testing.T) {
 	cri.SetContainer(critest.Container{ID: pending.id, PodID: web.ID, Name: "cache", Running: true})
 	r.waitLog(t, "not tracing "+pending.fullName()+" ("+pending.id[:12]+") yet")
 	pw := pending.exec(t)
-	r.waitLog(t, "tracing "+pending.fullName()+" ("+pending.id[:12]+")\n")
+	r.waitLog(t, "[FLEET] tracing "+pending.fullName()+" ("+pending.id[:12]+")")
 	pw.do("anon 2M")
 
 	// The annotation moves from web-0 to db-0.
 	db.Annotations, web.Annotations = on, nil
 	cri.SetPod(db)
 	cri.SetPod(web)
-	r.waitLog(t, "tracing "+dbApp.fullName()+" ("+dbApp.id[:12]+")", "stopped tracing "+webApp.fullName()+" ("+webApp.id[:12]+")")
+	r.waitLog(t, "[FLEET] tracing "+dbApp.fullName()+" ("+dbApp.id[:12]+")", "stopped tracing "+webApp.fullName()+" ("+webApp.id[:12]+")")
 	dbApp.w.do("anon 4M")
 	r.waitLog(t, "stopped tracing "+pending.fullName()+" ("+pending.id[:12]+")")
 	if series := r.scrape(t, "memdiag_target_rss_bytes"); len(series) != 1 || series[dbApp.id] == nil {
