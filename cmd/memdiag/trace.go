@@ -107,6 +107,15 @@ func openTracer(o *options, p probes, cl *closers) (tr *tracer.Tracer, traced []
 			return nil, nil, usageErr("%v", err)
 		}
 	}
+	if o.NativeHeap {
+		libc := "" // attach: the library the process maps
+		if p.launcher != 0 {
+			libc = hostLibc() // run: attached before the exec
+		}
+		if err := tr.AttachNativeHeap(p.uprobe, libc); err != nil {
+			return nil, nil, usageErr("%v", err)
+		}
+	}
 	o.Stacks = stackSamples(tr)
 	o.Sampler, o.Exe = sampler{tr}, p.exe
 	return tr, traced, nil
@@ -170,11 +179,23 @@ func trace(ctx context.Context, s *session.Session, done <-chan struct{}, releas
 // sampler adapts the tracer to the session's runtime heap samplers.
 type sampler struct{ *tracer.Tracer }
 
-// AttachGo attaches the Go memory profiler's uprobes.
-func (s sampler) AttachGo(pid int, exe string) (string, uint64, error) {
-	gs, err := s.AttachGoSampler(pid, exe)
-	return gs.GoVersion, gs.Rate, err
+// AttachGo attaches the Go memory profiler's uprobes, turning the
+// profiler on where the linker turned it off.
+func (s sampler) AttachGo(pid int, exe string) (session.GoProfiler, error) {
+	gs, err := s.AttachGoSampler(pid, exe, true)
+	return session.GoProfiler{Version: gs.GoVersion, Rate: gs.Rate, TurnedOn: gs.TurnedOn, Assumed: gs.Assumed}, err
 }
 
 // AttachV8 attaches V8's SampleObject uprobe.
 func (s sampler) AttachV8(pid int, exe string) error { return s.AttachV8Sampler(pid, exe) }
+
+// hostLibc is the C library a dynamically linked program memdiag run
+// starts will load: the first of the usual places that exists.
+func hostLibc() string {
+	for _, p := range []string{"/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6", "/usr/lib64/libc.so.6", "/lib/libc.so.6"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "/lib/x86_64-linux-gnu/libc.so.6"
+}
