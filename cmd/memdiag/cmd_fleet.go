@@ -39,7 +39,7 @@ func newFleetCommand() *cli.Command {
 			if err != nil {
 				return usageErr("--select: %v", err)
 			}
-			for _, f := range []string{"report-json", "report-html", "record", "live", "tls", "exact-external"} {
+			for _, f := range []string{"report-json", "report-html", "record", "live", "tls", "exact-external", "native-heap"} {
 				if c.IsSet(f) {
 					return usageErr("--%s traces one target: fleet mode writes each container's reports under --reports-dir", f)
 				}
@@ -54,8 +54,9 @@ func newFleetCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			// No --exact-external here: its table of live ArrayBuffers
-			// (27 MiB preallocated, per trace) shrinks to one entry.
+			// No --exact-external nor --native-heap here: their table of
+			// live blocks (27 MiB preallocated, per trace) shrinks to one
+			// entry.
 			opts.maxOutstanding = 1
 			src := container.DefaultSources()
 			src.Docker, src.Storage, src.Nerdctl = nil, nil, nil
