@@ -50,9 +50,18 @@ type Runner struct {
 // running is a target being traced.
 type running struct {
 	target Target
-	stop   chan struct{} // closed when the target is gone
+	stop   chan struct{} // closed when the target is gone or memdiag stops
+	why    string        // why stop was closed, as the final [SUMMARY] says it
 	exp    *metrics.Exporter
 	once   sync.Once
+}
+
+// end closes stop once, saying why.
+func (run *running) end(why string) {
+	run.once.Do(func() {
+		run.why = why
+		close(run.stop)
+	})
 }
 
 // Run follows the targets until ctx ends, then finishes every trace
@@ -98,7 +107,7 @@ func (r *Runner) handle(evs []Event) {
 			run := r.active[e.Target.ID]
 			r.mu.Unlock()
 			if run != nil {
-				run.once.Do(func() { close(run.stop) })
+				run.end("the container is gone or no longer selected")
 			}
 		case Added:
 			r.start(e.Target)
@@ -158,11 +167,11 @@ func (r *Runner) start(t Target) {
 		why := tr.Session.Loop(context.Background(), done, nil, nil)
 		select {
 		case <-run.stop:
-			why = "the container is gone"
+			why = run.why
 		default:
 		}
 		err := tr.Session.Finish(why)
-		run.once.Do(func() { close(run.stop) })
+		run.end(why)
 		if exp != nil {
 			r.Metrics.Remove(exp)
 		}
@@ -183,7 +192,7 @@ func (r *Runner) start(t Target) {
 func (r *Runner) stopAll() {
 	r.mu.Lock()
 	for _, run := range r.active {
-		run.once.Do(func() { close(run.stop) })
+		run.end("memdiag stopped (signal or --duration)")
 	}
 	r.mu.Unlock()
 	r.wg.Wait()

@@ -69,7 +69,8 @@ func Serve(ctx context.Context, w *Watcher, cfg Config) error {
 	}
 	r.Open = func(t Target, exp *metrics.Exporter) (Traced, error) {
 		c := sc
-		c.Metrics, c.Exporter, c.ReadyFile = nil, exp, ""
+		// --duration ends memdiag (ctx), not each container's trace.
+		c.Metrics, c.Exporter, c.ReadyFile, c.Duration = nil, exp, "", 0
 		base := fmt.Sprintf("%s_%s_%s-%s-%s", t.Namespace, t.Pod, t.Container, t.ID[:12], time.Now().UTC().Format("20060102T150405Z"))
 		c.LogPath = filepath.Join(filepath.Dir(sc.LogPath), base+".log")
 		c.ReportJSON = filepath.Join(sc.ReportsDir, base+".json")

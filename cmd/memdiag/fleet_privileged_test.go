@@ -443,6 +443,18 @@ func TestFleet(t *testing.T) {
 			t.Errorf("%s: baseline %d, less than its program had when found (%d)", c.fullName(), rep.Baseline.Memory.RSS, c.w.first.RSS)
 		}
 	}
+	// Each container's own log ends with why its trace ended.
+	for c, why := range map[*podCtr]string{early: "memdiag stopped (signal or --duration)", side: "", web1b: "memdiag stopped"} {
+		logs, _ := filepath.Glob(filepath.Join(r.dir, c.ns+"_"+c.pod+"_"+c.name+"-"+c.id[:12]+"-*.log"))
+		if len(logs) != 1 {
+			t.Errorf("%s: %d logs of its own, want 1", c.fullName(), len(logs))
+			continue
+		}
+		data, _ := os.ReadFile(logs[0])
+		if !strings.Contains(string(data), why) || !strings.Contains(string(data), "[INIT]") {
+			t.Errorf("%s's log has no [INIT] or no %q", c.fullName(), why)
+		}
+	}
 	if rep := reps[early.id]; len(rep) == 1 && rep[0].Baseline.Memory.RSS < 16*mib {
 		t.Errorf("early container's baseline %d: its 16 MiB from before memdiag belong there", rep[0].Baseline.Memory.RSS)
 	}
