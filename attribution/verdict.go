@@ -51,11 +51,11 @@ type Retention struct {
 	// HighWater is what the mapping estimate found committed during the
 	// ops that did not grow with their work (a heap's high-water mark,
 	// buffers in flight): not counted in Bytes.
-	HighWater int64
-	Method        string
-	PerOp         float64 // Bytes per op (0 without ops)
-	PerOpErr      float64 // StdErr per op
-	Significant   bool
+	HighWater   int64
+	Method      string
+	PerOp       float64 // Bytes per op (0 without ops)
+	PerOpErr    float64 // StdErr per op
+	Significant bool
 }
 
 // Verdict says which category keeps memory, or that none does.

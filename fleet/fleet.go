@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/memdiag/memdiag/container"
 )
 
@@ -251,16 +253,28 @@ func (w *Watcher) Targets() []Target {
 	return out
 }
 
+// Forget drops a target, as if it had not been seen: the next poll that
+// finds it reports it Added again (a trace that could not start is
+// retried).
+func (w *Watcher) Forget(id string) { delete(w.current, id) }
+
+// MaxTargets is the bound on the targets followed at once.
+func (w *Watcher) MaxTargets() int { return w.opts.MaxTargets }
+
 // Dropped is how many selected containers the last poll left untraced
 // because MaxTargets were followed already.
 func (w *Watcher) Dropped() int { return len(w.dropped) }
 
 // Run polls every Interval until ctx ends, calling on for each event (in
 // this goroutine) and onErr for a failed poll (the next poll retries).
-// It returns ctx's error.
+// A link the kubelet makes or removes in a PodLogs directory (it makes one
+// as it starts a container) wakes a poll at once, so a container named
+// there is found within milliseconds of its start rather than within an
+// Interval. It returns ctx's error.
 func (w *Watcher) Run(ctx context.Context, on func(Event), onErr func(error)) error {
 	t := time.NewTicker(w.opts.Interval)
 	defer t.Stop()
+	wake := w.watchLinks(ctx)
 	for {
 		evs, err := w.Poll(ctx)
 		if err != nil && onErr != nil {
@@ -273,8 +287,53 @@ func (w *Watcher) Run(ctx context.Context, on func(Event), onErr func(error)) er
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+		case <-wake:
 		}
 	}
+}
+
+// watchLinks returns a channel that receives when an entry is created,
+// moved in or removed in one of the PodLogs directories, until ctx ends.
+// Directories that are absent are not watched (polls still read them);
+// without inotify the channel never receives.
+func (w *Watcher) watchLinks(ctx context.Context) <-chan struct{} {
+	wake := make(chan struct{}, 1)
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return wake
+	}
+	watched := 0
+	for _, d := range w.src.PodLogs {
+		if _, err := unix.InotifyAddWatch(fd, d, unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_DELETE|unix.IN_ONLYDIR); err == nil {
+			watched++
+		}
+	}
+	if watched == 0 {
+		unix.Close(fd)
+		return wake
+	}
+	go func() {
+		defer unix.Close(fd)
+		buf := make([]byte, 4096)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for ctx.Err() == nil {
+			// Wake every 200 ms at most to notice ctx ending.
+			n, _ := unix.Poll(fds, 200)
+			if n <= 0 {
+				continue
+			}
+			for {
+				if k, err := unix.Read(fd, buf); k <= 0 || err != nil {
+					break
+				}
+			}
+			select {
+			case wake <- struct{}{}:
+			default: // a poll is already due
+			}
+		}
+	}()
+	return wake
 }
 
 func isSocket(p string) bool {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,5 +204,78 @@ func TestListWithoutCRI(t *testing.T) {
 	_, err = List(context.Background(), sel, src)
 	if err == nil || !strings.Contains(err.Error(), "CRI socket") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("label selector without CRI: %v", err)
+	}
+}
+
+// TestPrefixed: lines written in pieces come out whole, one Write each,
+// with their target's name in front.
+func TestPrefixed(t *testing.T) {
+	var out lineRecorder
+	var mu sync.Mutex
+	a := NewPrefixed(&out, &mu, "shop/web-0/app ")
+	b := NewPrefixed(&out, &mu, "shop/web-1/app ")
+	a.Write([]byte("10:00:00 [INIT] Base"))
+	b.Write([]byte("10:00:00 [INIT] other\n10:00:01 [GROWTH] x\n"))
+	a.Write([]byte("line: RSS 1MB\n"))
+	want := []string{"shop/web-1/app 10:00:00 [INIT] other\n", "shop/web-1/app 10:00:01 [GROWTH] x\n", "shop/web-0/app 10:00:00 [INIT] Baseline: RSS 1MB\n"}
+	if fmt.Sprint(out.writes) != fmt.Sprint(want) {
+		t.Errorf("writes %q, want %q", out.writes, want)
+	}
+}
+
+type lineRecorder struct{ writes []string }
+
+func (l *lineRecorder) Write(b []byte) (int, error) {
+	l.writes = append(l.writes, string(b))
+	return len(b), nil
+}
+
+// TestWatcherWakesOnLinks: a link the kubelet makes wakes a poll at once,
+// however long the interval.
+func TestWatcherWakesOnLinks(t *testing.T) {
+	logs, v2 := t.TempDir(), t.TempDir()
+	src := container.Sources{Roots: container.Roots{V2: v2}, PodLogs: []string{logs}}
+	run := func(pod, id string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(v2, "kubepods", "pod"+pod, id), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("/var/log/pods/shop_"+pod+"_u/app/0.log", filepath.Join(logs, pod+"_shop_app-"+id+".log")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sel, _ := ParseSelector("namespace:shop")
+	w := NewWatcher(sel, src, Options{Interval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	evs := make(chan Event, 4)
+	done := make(chan error, 1)
+	first, second := strings.Repeat("cd", 32), strings.Repeat("ef", 32)
+	run("web-0", first)
+	go func() {
+		done <- w.Run(ctx, func(e Event) { evs <- e }, func(err error) { t.Errorf("poll: %v", err) })
+	}()
+	next := func(what string) Event {
+		t.Helper()
+		select {
+		case e := <-evs:
+			return e
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no event for %s within 30 s (the interval is an hour)", what)
+		}
+		return Event{}
+	}
+	// The first poll reports the container already there; the second
+	// comes only from the link's creation.
+	if e := next("the first poll"); e.Target.ID != first {
+		t.Fatalf("first event %v %+v", e.Kind, e.Target)
+	}
+	run("web-1", second)
+	if e := next("the new link"); e.Kind != Added || e.Target.ID != second {
+		t.Errorf("event %v %+v, want web-1 added", e.Kind, e.Target)
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Errorf("Run returned %v", err)
 	}
 }

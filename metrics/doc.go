@@ -14,6 +14,16 @@
 //	container_id  the target's container ID, 64 hex digits (ContainerID); "" when unknown
 //	pod_uid       the target's Kubernetes pod UID (PodUID); "" when unknown
 //
+// In fleet mode (`memdiag fleet`, Fleet) one endpoint serves every traced
+// container: each container's series carry five labels instead of two,
+//
+//	namespace, pod, container   the Kubernetes names of the container
+//	container_id, pod_uid       as above
+//
+// and memdiag's own series (memdiag_build_info, the Go and process
+// collectors) carry none. A container's series appear when its trace
+// starts and are removed when it ends.
+//
 // memdiag's series (values from report.Report, whose fields README.md
 // documents):
 //

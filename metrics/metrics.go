@@ -45,6 +45,9 @@ type Labels struct {
 	ContainerID string // the target's container ID (see ContainerID); "" when unknown
 	PodUID      string // the target's Kubernetes pod UID (see PodUID); "" when unknown
 	Version     string // memdiag's version: only the version label of memdiag_build_info
+	// Fleet mode (see Fleet) only: the Kubernetes namespace, pod and
+	// container name of the target, labels of its series there.
+	Namespace, Pod, Container string
 }
 
 // Exporter serves the metrics of one memdiag session. Update feeds it report
@@ -54,6 +57,10 @@ type Exporter struct {
 	reg     *prometheus.Registry
 	handler http.Handler
 	version string
+
+	// build says whether the collector emits memdiag_build_info (a
+	// Fleet's targets leave it to the Fleet).
+	build bool
 
 	mu     sync.Mutex
 	snap   *snapshot   // the latest Update, nil before the first
@@ -103,11 +110,8 @@ type opsCounters struct {
 // New returns an exporter with its own registry: memdiag's metrics and the Go
 // and process collectors, every series labelled with labels.
 func New(labels Labels) *Exporter {
-	e := &Exporter{
-		reg:     prometheus.NewRegistry(),
-		version: labels.Version,
-		ops:     opsCounters{seen: map[catKey]int{}, total: map[catKey]float64{}},
-	}
+	e := newExporter(labels.Version, true)
+	e.reg = prometheus.NewRegistry()
 	// The series describe the target, not the memdiag pod Prometheus
 	// scrapes (a DaemonSet pod traces another pod), so its container and pod
 	// travel as labels of every series rather than as target labels.
@@ -122,6 +126,10 @@ func New(labels Labels) *Exporter {
 	)
 	e.handler = promhttp.InstrumentMetricHandler(wrapped, promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}))
 	return e
+}
+
+func newExporter(version string, build bool) *Exporter {
+	return &Exporter{version: version, build: build, ops: opsCounters{seen: map[catKey]int{}, total: map[catKey]float64{}}}
 }
 
 // Update replaces the exported values with those of r, a snapshot of the
@@ -247,8 +255,13 @@ func Listen(addr string) (net.Listener, error) {
 // shuts down, giving scrapes in flight a few seconds. It returns nil after a
 // shutdown caused by ctx, and the error otherwise. It closes ln.
 func (e *Exporter) ServeListener(ctx context.Context, ln net.Listener) error {
+	return serve(ctx, ln, e.handler)
+}
+
+// serve serves handler at /metrics on ln until ctx ends (ServeListener).
+func serve(ctx context.Context, ln net.Listener, handler http.Handler) error {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", e.handler)
+	mux.Handle("/metrics", handler)
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "memdiag: metrics at /metrics")
 	})
@@ -301,15 +314,20 @@ var (
 // collector emits the exporter's latest snapshot.
 type collector struct{ e *Exporter }
 
-func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTargetRSS, descGrowth, descRate, descCatRSS, descCatExternal, descCatRetained, descCatOps, descLost, descDumps, descCulprit, descBuild} {
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descTargetRSS, descGrowth, descRate, descCatRSS, descCatExternal, descCatRetained, descCatOps, descLost, descDumps, descCulprit} {
 		ch <- d
+	}
+	if c.e.build {
+		ch <- descBuild
 	}
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	e := c.e
-	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, e.version)
+	if e.build {
+		ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, e.version)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := e.snap

@@ -45,10 +45,13 @@ type Target struct {
 	Cmdline   []string `json:"cmdline,omitempty"`   // its arguments, argv[0] first, when known
 	Mode      string   `json:"mode"`                // "attach" or "run"
 	Container string   `json:"container,omitempty"` // container id, when attached with --container or --in-container
-	Cgroup    string   `json:"cgroup,omitempty"`    // cgroup v2 directory followed for new processes
-	Exited    bool     `json:"exited"`
-	ExitCode  *int     `json:"exit_code,omitempty"` // exit status when it exited
-	OOMKilled bool     `json:"oom_killed"`          // the kernel's OOM killer chose it
+	// ContainerName is the container's name, "namespace/pod/container" in
+	// fleet mode; "" when unknown.
+	ContainerName string `json:"container_name,omitempty"`
+	Cgroup        string `json:"cgroup,omitempty"` // cgroup v2 directory followed for new processes
+	Exited        bool   `json:"exited"`
+	ExitCode      *int   `json:"exit_code,omitempty"` // exit status when it exited
+	OOMKilled     bool   `json:"oom_killed"`          // the kernel's OOM killer chose it
 }
 
 // BucketJSON is one account of the report.

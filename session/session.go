@@ -96,6 +96,10 @@ type Config struct {
 
 	// Metrics serves Prometheus metrics when not nil; the session closes it.
 	Metrics net.Listener
+	// Exporter, when not nil (and Metrics is nil), gets the session's
+	// metrics; its owner serves it (fleet mode: one endpoint, many
+	// sessions).
+	Exporter *metrics.Exporter
 	// Version is memdiag's version, for reports and metrics.
 	Version string
 	// Live, when not nil, gets the current report every liveEvery
@@ -392,6 +396,8 @@ func (s *Session) reportNow() {
 func (s *Session) startMetrics() {
 	ln := s.cfg.Metrics
 	if ln == nil {
+		s.exp = s.cfg.Exporter
+		s.updateMetrics() // a scrape finds the target from its start
 		return
 	}
 	s.exp = metrics.New(metrics.Labels{ContainerID: s.target.Container, PodUID: metrics.PodUID(s.target.Cgroup), Version: s.cfg.Version})
@@ -549,6 +555,8 @@ func (s *Session) Finish(why string) error {
 	}
 	if s.exp != nil {
 		s.exp.Update(r, s.dumps)
+	}
+	if s.stopMetrics != nil {
 		s.stopMetrics()
 		<-s.metricsDone
 	}

@@ -196,6 +196,11 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		if err := spec.Variables["stack_sample_bytes"].Set(cfg.StackSampleBytes); err != nil {
 			return nil, fmt.Errorf("setting stack_sample_bytes: %w", err)
 		}
+	} else {
+		// Never sampled: the stack tables (8 MiB preallocated) shrink to
+		// one entry.
+		spec.Maps["stacks"].MaxEntries = 1
+		spec.Maps["stack_growths"].MaxEntries = 1
 	}
 	if cfg.RingbufBytes != 0 {
 		if cfg.RingbufBytes < unix.Getpagesize() || cfg.RingbufBytes&(cfg.RingbufBytes-1) != 0 {

@@ -73,6 +73,11 @@ func TestBadInput(t *testing.T) {
 		{"live and quiet", nil, []string{"attach", "--pid", "1", "--live", "--quiet"}, 2, "give one of them"},
 		{"native heap and exact external", nil, []string{"attach", "--pid", "1", "--native-heap", "--exact-external"}, 2, "give one of --native-heap and --exact-external"},
 		{"completion shell", nil, []string{"completion", "fish"}, 2, `completion "fish": give bash or zsh`},
+		{"fleet without selector", nil, []string{"fleet"}, 2, "fleet needs --select"},
+		{"fleet bad selector", nil, []string{"fleet", "--select", "pod:web"}, 2, `unknown kind "pod"`},
+		{"fleet one-target flag", nil, []string{"fleet", "--select", "namespace:shop", "--report-json", "r.json"}, 2, "--report-json traces one target"},
+		{"fleet bound", nil, []string{"fleet", "--select", "namespace:shop", "--max-targets", "0"}, 2, "--max-targets must be from 1 to 256"},
+		{"fleet labels without CRI", nil, []string{"fleet", "--select", "memdiag.io/trace=true", "--cri-socket", "/no/such.sock"}, 2, "needs the node's CRI socket"},
 		{"not root", nobody, []string{"attach", "--pid", "1"}, 1, "memdiag needs root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

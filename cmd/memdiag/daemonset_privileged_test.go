@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/memdiag/memdiag/container"
+	"github.com/memdiag/memdiag/fleet"
 )
 
 // daemonSetCommand reads deploy/kubernetes/daemonset.yaml and returns the
@@ -177,42 +178,142 @@ func newKubeContainer(t *testing.T, ns, pod, uid, name string, start bool) *kube
 }
 
 // TestDaemonSetCommand: the DaemonSet's command line, with its ConfigMap's
-// values, finds its target by name on a node laid out as the kubelet and
-// containerd lay it out, after the container restarted under a new id.
+// values, run as the tests run memdiag (the built binary for the image's,
+// a free port for :9464, temporary files for the pod's emptyDir), finds
+// its targets on a node laid out as the kubelet and containerd lay it out
+// (cgroups under kubepods.slice, links in /var/log/containers): the
+// selected container running when it starts and a replica started while
+// it runs, never another namespace's container of the same name nor a
+// sidecar, each with its metrics labelled and its report.
 func TestDaemonSetCommand(t *testing.T) {
 	requireRoot(t)
 	args := daemonSetCommand(t)
-	target := args[indexOf(args, "--container")+1]
-	parts := strings.Split(target, "/")
-	if len(parts) != 3 {
-		t.Fatalf("TARGET_CONTAINER %q: this test emulates a namespace/pod/container target", target)
+	if len(args) < 2 || args[1] != "fleet" {
+		t.Fatalf("the DaemonSet runs %q: this test runs fleet mode", args)
 	}
-	ns, name := parts[0], parts[2]
-	pod := strings.ReplaceAll(parts[1], "*", "7d9c6b5f4-x2x8k")
+	sel, err := fleet.ParseSelector(args[indexOf(args, "--select")+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sel.Namespaces) != 1 || len(sel.Containers) != 1 || sel.NeedsPodMetadata() || strings.ContainsAny(sel.Namespaces[0]+sel.Containers[0], "*?[") {
+		t.Fatalf("MEMDIAG_SELECT %+v: this test emulates one namespace and one container name", sel)
+	}
+	ns, name := sel.Namespaces[0], sel.Containers[0]
+	pod := func() string {
+		b := make([]byte, 3)
+		rand.Read(b)
+		return name + "-7d9c6b5f4-" + hex.EncodeToString(b)
+	}
+	uid := func() string {
+		b := make([]byte, 16)
+		rand.Read(b)
+		h := hex.EncodeToString(b)
+		return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	}
+	pod0, uid0 := pod(), uid()
+	first := newKubeContainer(t, ns, pod0, uid0, name, true)
+	sidecar := newKubeContainer(t, ns, pod0, uid0, "istio-proxy", true)
+	other := newKubeContainer(t, "other", pod(), uid(), name, true)
+
+	dir := t.TempDir()
+	port := freePort(t)
+	logPath, reports, ready := filepath.Join(dir, "memory-diagnostics.log"), filepath.Join(dir, "reports"), filepath.Join(dir, "ready")
+	run := []string{args[1], "--ready-file", ready}
+	for i := 2; i < len(args); i++ {
+		switch args[i] {
+		case "--log":
+			i++
+			run = append(run, "--log", logPath)
+		case "--reports-dir":
+			i++
+			run = append(run, "--reports-dir", reports)
+		case "--metrics-addr":
+			i++
+			run = append(run, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port))
+		default:
+			run = append(run, args[i])
+		}
+	}
+	r := &fleetRun{tracerRun: &tracerRun{dir: dir, log: logPath, done: make(chan struct{})}, reports: reports, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
+	r.cmd = exec.Command(memdiagBin, run...)
+	r.cmd.Stderr = &r.stderr
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		r.waitErr = r.cmd.Wait()
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		r.cmd.Process.Kill()
+		<-r.done
+	})
+	waitFile(t, ready, 30*time.Second, r.done)
+	r.waitLog(t, "[FLEET] tracing "+ns+"/"+pod0+"/"+name+" ("+first.id[:12]+")")
+
+	// A new replica is scheduled on the node while memdiag runs.
+	pod1 := pod()
+	second := newKubeContainer(t, ns, pod1, uid(), name, true)
+	r.waitLog(t, "[FLEET] tracing "+ns+"/"+pod1+"/"+name+" ("+second.id[:12]+")")
+
+	series := r.scrape(t, "memdiag_target_rss_bytes")
+	for _, c := range []struct {
+		k   *kubeContainer
+		pod string
+	}{{first, pod0}, {second, pod1}} {
+		m := series[c.k.id]
+		if m == nil {
+			t.Errorf("no series for %s/%s/%s", ns, c.pod, name)
+			continue
+		}
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		if l["namespace"] != ns || l["pod"] != c.pod || l["container"] != name || l["pod_uid"] == "" {
+			t.Errorf("%s/%s/%s labelled %v", ns, c.pod, name, l)
+		}
+	}
+	for _, k := range []*kubeContainer{sidecar, other} {
+		if series[k.id] != nil {
+			t.Errorf("container %s is traced: the selector does not pick it", k.id[:12])
+		}
+	}
+
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("memdiag %q: exit %d: %s", run, code, r.stderr.String())
+	}
+	reps := r.readReports(t)
+	for _, k := range []*kubeContainer{first, second} {
+		if rs := reps[k.id]; len(rs) != 1 || rs[0].Target.Comm != "sleep" || rs[0].Target.Cgroup != k.cgroup {
+			t.Errorf("container %s: reports %+v, want one of its sleep in %s", k.id[:12], rs, k.cgroup)
+		}
+	}
+	for _, k := range []*kubeContainer{sidecar, other} {
+		if len(reps[k.id]) != 0 {
+			t.Errorf("container %s has a report: the selector does not pick it", k.id[:12])
+		}
+	}
+}
+
+// TestAttachKubernetesName: `attach --container namespace/pod-glob/name`
+// finds a Kubernetes container by name on a node laid out as the kubelet
+// and containerd lay it out, after the container restarted under a new id.
+func TestAttachKubernetesName(t *testing.T) {
+	requireRoot(t)
+	ns, name := "default", "my-service"
+	pod := "my-service-7d9c6b5f4-x2x8k"
 	uid := "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
 	old := newKubeContainer(t, ns, pod, uid, name, false) // before the restart
 	cur := newKubeContainer(t, ns, pod, uid, name, true)
 	// Another pod's container of the same name in another namespace.
 	newKubeContainer(t, "other", pod, "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e", name, true)
 
-	// Run it as the tests run memdiag: the built binary for the image's,
-	// a free port for :9464, the test's log for the pod's.
-	var run []string
-	for i := 1; i < len(args); i++ {
-		switch args[i] {
-		case "--log":
-			i++
-		case "--metrics-addr":
-			i++
-			run = append(run, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
-		default:
-			run = append(run, args[i])
-		}
-	}
-	r := startMemdiag(t, nil, run...)
+	r := startMemdiag(t, nil, "attach", "--container", ns+"/my-service-*/"+name, "--no-dumps")
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	if code := r.wait(t); code != 0 {
-		t.Fatalf("memdiag %q: exit %d: %s", run, code, r.stderr.String())
+		t.Fatalf("memdiag: exit %d: %s", code, r.stderr.String())
 	}
 	rep := r.readReport(t)
 	if rep.Target.Container != cur.id || rep.Target.Comm != "sleep" {

@@ -65,6 +65,7 @@ func newApp(unknown *string) *cli.App {
 		Version: version,
 		Commands: []*cli.Command{
 			newAttachCommand(),
+			newFleetCommand(),
 			newRunCommand(),
 			newReportCommand(),
 			newVersionCommand(),

@@ -4,14 +4,18 @@ package kubernetes
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/memdiag/memdiag/fleet"
 )
 
 // object is the part of a Kubernetes object the test reads.
@@ -241,15 +245,26 @@ func TestDaemonSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := regexp.MustCompile(`BinaryPath = "(\S+)"`).FindSubmatch(builder)
-	if bin == nil || len(c.Command) < 2 || c.Command[0] != string(bin[1]) || c.Command[1] != "attach" {
-		t.Errorf("command %q, want %s attach … (the image's binary)", c.Command, bin)
+	if bin == nil || len(c.Command) < 2 || c.Command[0] != string(bin[1]) || c.Command[1] != "fleet" {
+		t.Errorf("command %q, want %s fleet … (the image's binary, in fleet mode)", c.Command, bin)
 	}
-	if got := flag(c.Command, "--container"); got != "$(TARGET_CONTAINER)" {
-		t.Errorf("--container %q, want $(TARGET_CONTAINER)", got)
+	if got := flag(c.Command, "--select"); got != "$(MEMDIAG_SELECT)" {
+		t.Errorf("--select %q, want $(MEMDIAG_SELECT)", got)
 	}
-	// A name, never an id: ids change at every restart.
-	if target := objs["ConfigMap"].Data["TARGET_CONTAINER"]; regexp.MustCompile(`^[0-9a-f]{4,64}$`).MatchString(target) || target == "" {
-		t.Errorf("TARGET_CONTAINER %q is not a container name", target)
+	// Names, never ids (ids change at every restart), and nothing that
+	// needs the CRI socket this file does not mount.
+	sel, err := fleet.ParseSelector(objs["ConfigMap"].Data["MEMDIAG_SELECT"])
+	if err != nil {
+		t.Errorf("MEMDIAG_SELECT: %v", err)
+	} else if sel.NeedsPodMetadata() {
+		t.Errorf("MEMDIAG_SELECT %q selects by label or annotation: that needs the CRI socket, which this file does not mount", objs["ConfigMap"].Data["MEMDIAG_SELECT"])
+	}
+	if got := flag(c.Command, "--max-targets"); got != "$(MEMDIAG_MAX_TARGETS)" {
+		t.Errorf("--max-targets %q, want $(MEMDIAG_MAX_TARGETS)", got)
+	}
+	maxTargets, err := strconv.Atoi(objs["ConfigMap"].Data["MEMDIAG_MAX_TARGETS"])
+	if err != nil || maxTargets < 1 {
+		t.Errorf("MEMDIAG_MAX_TARGETS %q: want a positive number", objs["ConfigMap"].Data["MEMDIAG_MAX_TARGETS"])
 	}
 	if !slices.Contains(c.Command, "--no-dumps") {
 		t.Error("command lacks --no-dumps")
@@ -290,12 +305,28 @@ func TestDaemonSet(t *testing.T) {
 		}
 	}
 
-	if c.Resources.Limits["memory"] != "64Mi" {
-		t.Errorf("memory limit %q, want 64Mi", c.Resources.Limits["memory"])
+	// The limit holds --max-targets traces: measured (README "Fleet
+	// mode"), each costs 20 MiB of BPF maps, which the kernel (5.11+)
+	// charges to memdiag's memory cgroup, and about 1 MiB of memdiag's
+	// heap, over memdiag's own 18 MiB.
+	limit, err := resource(c.Resources.Limits["memory"])
+	if need := int64(18<<20 + maxTargets*21<<20); err != nil || limit < need {
+		t.Errorf("memory limit %q for %d targets, want at least %d MiB", c.Resources.Limits["memory"], maxTargets, need>>20)
 	}
 	if c.Resources.Requests["memory"] == "" || c.Resources.Requests["cpu"] == "" {
 		t.Errorf("resource requests missing: %v", c.Resources.Requests)
 	}
+}
+
+// resource reads a Kubernetes memory quantity in Mi or Gi.
+func resource(q string) (int64, error) {
+	for suffix, unit := range map[string]int64{"Mi": 1 << 20, "Gi": 1 << 30} {
+		if n, ok := strings.CutSuffix(q, suffix); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			return v * unit, err
+		}
+	}
+	return 0, fmt.Errorf("quantity %q: want Mi or Gi", q)
 }
 
 // flag returns the value following name in args, or "".
