@@ -65,6 +65,11 @@ func (o *options) tracerConfig(launcher int, cgroup string) tracer.Config {
 		RingbufBytes: o.ringbufBytes, MaxBuckets: o.maxBuckets, MaxOutstanding: o.maxOutstanding,
 		KeepQueryValues: o.KeepQueryValues,
 	}
+	// The table of live blocks is preallocated (~27 MiB of kernel memory at
+	// its default size): only the modes that fill it get it.
+	if !o.ExactExternal && !o.NativeHeap {
+		cfg.MaxOutstanding = 1
+	}
 	// User stacks are sampled for dumps' profiles, when dumps can happen.
 	if !o.NoDumps && len(o.DumpAt) > 0 {
 		cfg.StackSampleBytes = 64 << 10
