@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/memdiag/memdiag/config"
+	"github.com/memdiag/memdiag/report"
 	"github.com/memdiag/memdiag/session"
 	"github.com/memdiag/memdiag/tracer"
 )
@@ -100,7 +101,7 @@ func optionsFrom(c *cli.Context) (options, error) {
 		if c.Bool("quiet") {
 			return o, usageErr("--live draws on the terminal and --quiet keeps it silent: give one of them")
 		}
-		v := &liveView{w: os.Stderr}
+		v := report.NewLiveView(os.Stderr)
 		o.Console, o.Live = v, v.Update
 	}
 	var err error
