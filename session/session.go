@@ -196,6 +196,27 @@ func New(tr Tracer, cfg Config, target report.Target, base report.Baseline, star
 	}
 }
 
+// Validate refuses values a session cannot run with; each error names the
+// flag and the range it takes.
+func (c Config) Validate() error {
+	switch c.HeapSampling {
+	case "", "auto", "all", "go", "v8", "off":
+	default:
+		return fmt.Errorf("--heap-sampling %q: give auto, all, go, v8 or off", c.HeapSampling)
+	}
+	switch {
+	case c.HeapInterval != 0 && (c.HeapInterval < 1024 || c.HeapInterval > 64<<20):
+		return fmt.Errorf("--heap-sample-interval %d bytes: give a size from 1KiB to 64MiB, e.g. 64KiB", c.HeapInterval)
+	case c.KeepOps < 1 || c.KeepOps > 100000:
+		return fmt.Errorf("--keep-ops must be from 1 to 100000, got %d", c.KeepOps)
+	case c.Interval <= 0:
+		return fmt.Errorf("--interval must be positive, got %s", c.Interval)
+	case c.Duration < 0:
+		return fmt.Errorf("--duration must not be negative, got %s", c.Duration)
+	}
+	return nil
+}
+
 // CheckOutputs refuses, before anything is traced, outputs that could not
 // be written at the end.
 func CheckOutputs(cfg Config) error {

@@ -446,3 +446,25 @@ func TestGoldenReplay(t *testing.T) {
 		t.Errorf("the committed recording's report: growth %d, container %q; want 73 MiB and the container", r.Growth.RSS, r.Target.Container)
 	}
 }
+
+// TestConfigValidate: each value a session cannot run with is refused by
+// its flag's name; the defaults pass.
+func TestConfigValidate(t *testing.T) {
+	good := Config{KeepOps: 100, Interval: time.Minute, HeapSampling: "auto", HeapInterval: 64 << 10}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for flag, bad := range map[string]func(*Config){
+		"--heap-sampling":        func(c *Config) { c.HeapSampling = "java" },
+		"--heap-sample-interval": func(c *Config) { c.HeapInterval = 100 },
+		"--keep-ops":             func(c *Config) { c.KeepOps = 0 },
+		"--interval":             func(c *Config) { c.Interval = 0 },
+		"--duration":             func(c *Config) { c.Duration = -time.Second },
+	} {
+		c := good
+		bad(&c)
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), flag+" ") {
+			t.Errorf("%s: %v", flag, err)
+		}
+	}
+}

@@ -117,14 +117,10 @@ func optionsFrom(c *cli.Context) (options, error) {
 	if o.SummaryExtRate, err = sizeFlag(c, "summary-external-rate"); err != nil {
 		return o, err
 	}
-	switch o.HeapSampling = c.String("heap-sampling"); o.HeapSampling {
-	case "auto", "all", "go", "v8", "off":
-	default:
-		return o, usageErr("--heap-sampling %q: give auto, all, go, v8 or off", o.HeapSampling)
-	}
-	iv, err := config.ParseSize(c.String("heap-sample-interval"))
-	if err != nil || iv < 1024 || iv > 64<<20 {
-		return o, usageErr("--heap-sample-interval %q: give a size from 1KiB to 64MiB, e.g. 64KiB", c.String("heap-sample-interval"))
+	o.HeapSampling = c.String("heap-sampling")
+	iv, err := sizeFlag(c, "heap-sample-interval")
+	if err != nil {
+		return o, err
 	}
 	o.HeapInterval = uint64(iv)
 	if o.DumpAt, err = session.ParseDumpAt(c.String("dump-at")); err != nil {
@@ -137,13 +133,10 @@ func optionsFrom(c *cli.Context) (options, error) {
 		text, _ := os.ReadFile(path)
 		o.RulesName, o.RulesText = path, string(text)
 	}
+	if err := o.Validate(); err != nil {
+		return o, usageErr("%v", err)
+	}
 	switch {
-	case o.KeepOps < 1 || o.KeepOps > 100000:
-		return o, usageErr("--keep-ops must be from 1 to 100000, got %d", o.KeepOps)
-	case o.Interval <= 0:
-		return o, usageErr("--interval must be positive, got %s", o.Interval)
-	case o.Duration < 0:
-		return o, usageErr("--duration must not be negative, got %s", o.Duration)
 	case o.ringbufBytes < 4096 || o.ringbufBytes&(o.ringbufBytes-1) != 0:
 		return o, usageErr("--ringbuf-size must be a power of two of at least 4096, got %d", o.ringbufBytes)
 	case o.maxBuckets < 64:
