@@ -83,7 +83,7 @@ func attach(memdiagBin, dir, tag string, pid, cpu int, timeout time.Duration) (*
 			t.kill()
 			return nil, 0, fmt.Errorf("memdiag was not ready after %s: %s", timeout, t.output())
 		}
-		if err := w.Wait(50 * time.Millisecond); err != nil {
+		if _, err := w.Wait(50 * time.Millisecond); err != nil {
 			t.kill()
 			return nil, 0, err
 		}

@@ -103,17 +103,18 @@ func NewDirWatch(dir string) (*DirWatch, error) {
 	return &DirWatch{fd: fd}, nil
 }
 
-// Wait returns after a creation in the directory or after timeout, having
-// drained the pending events.
-func (w *DirWatch) Wait(timeout time.Duration) error {
+// Wait returns after a creation in the directory (created) or after
+// timeout, having drained the pending events.
+func (w *DirWatch) Wait(timeout time.Duration) (created bool, err error) {
 	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
-	if _, err := unix.Poll(fds, int(timeout/time.Millisecond)); err != nil && !errors.Is(err, unix.EINTR) {
-		return fmt.Errorf("waiting for the ready file: %w", err)
+	n, err := unix.Poll(fds, int(timeout/time.Millisecond))
+	if err != nil && !errors.Is(err, unix.EINTR) {
+		return false, fmt.Errorf("waiting for the ready file: %w", err)
 	}
 	buf := make([]byte, 4096)
 	for {
 		if _, err := unix.Read(w.fd, buf); err != nil {
-			return nil // EAGAIN: drained
+			return n > 0, nil // EAGAIN: drained
 		}
 	}
 }

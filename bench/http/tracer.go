@@ -115,7 +115,7 @@ func (b *bench) attachMemdiag(pid int, flags []string, tag string) (*tracer, tim
 			t.p.stop(syscall.SIGKILL, time.Second)
 			return nil, 0, errInterrupted
 		}
-		if err := w.Wait(20 * time.Millisecond); err != nil {
+		if _, err := w.Wait(20 * time.Millisecond); err != nil {
 			t.p.stop(syscall.SIGKILL, time.Second)
 			return nil, 0, err
 		}
