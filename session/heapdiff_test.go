@@ -13,6 +13,8 @@ import (
 
 	"github.com/memdiag/memdiag/heapsnap"
 	"github.com/memdiag/memdiag/report"
+
+	"github.com/memdiag/memdiag/safefile"
 )
 
 // asMemdiag makes this test binary answer as `memdiag diff --format json
@@ -95,7 +97,7 @@ func TestHeapDiffBetweenDumps(t *testing.T) {
 			src := filepath.Join(snaps, []string{"a", "b", "b"}[n]+".heapsnapshot")
 			data, err := os.ReadFile(src)
 			if err == nil {
-				err = report.WriteNew(path, data)
+				err = safefile.WriteNew(path, data)
 			}
 			if err != nil {
 				return []string{err.Error()}

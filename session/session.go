@@ -18,6 +18,8 @@ import (
 	"github.com/memdiag/memdiag/metrics"
 	"github.com/memdiag/memdiag/record"
 	"github.com/memdiag/memdiag/report"
+
+	"github.com/memdiag/memdiag/safefile"
 )
 
 // Tracer is what a session needs of the kernel side; *tracer.Tracer
@@ -224,7 +226,7 @@ func CheckOutputs(cfg Config) error {
 		if p == "" {
 			continue
 		}
-		if err := report.CheckNew(p); err != nil {
+		if err := safefile.CheckNew(p); err != nil {
 			return err
 		}
 	}
@@ -257,7 +259,7 @@ func (s *Session) Start() error {
 	s.startSampling()
 	s.lastPeriodic = s.started
 	if s.cfg.ReadyFile != "" {
-		if err := report.WriteNew(s.cfg.ReadyFile, []byte(fmt.Sprintf("%d\n", os.Getpid()))); err != nil {
+		if err := safefile.WriteNew(s.cfg.ReadyFile, []byte(fmt.Sprintf("%d\n", os.Getpid()))); err != nil {
 			s.abandonRecording()
 			return fmt.Errorf("writing the ready file: %w", err)
 		}
@@ -396,10 +398,10 @@ func (s *Session) reportNow() {
 	base := filepath.Join(s.cfg.ReportsDir, fmt.Sprintf("memdiag-%d-%s", s.target.PID, stamp))
 	var errs []error
 	if data, err := r.JSON(); err == nil {
-		errs = append(errs, report.WriteNew(base+".json", data))
+		errs = append(errs, safefile.WriteNew(base+".json", data))
 	}
 	if data, err := r.HTML(); err == nil {
-		errs = append(errs, report.WriteNew(base+".html", data))
+		errs = append(errs, safefile.WriteNew(base+".html", data))
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.log.Printf("ERROR", "writing the report on SIGUSR1: %v", err)
@@ -558,7 +560,7 @@ func (s *Session) Finish(why string) error {
 		}
 		data, err := Render(r, out.format)
 		if err == nil {
-			err = report.WriteNew(out.path, data)
+			err = safefile.WriteNew(out.path, data)
 		}
 		if err != nil {
 			writeErr = fmt.Errorf("writing the %s report: %w", strings.ToUpper(out.format), err)
