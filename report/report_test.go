@@ -16,6 +16,7 @@ import (
 
 	"github.com/memdiag/memdiag/attribution"
 	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/internal/golden"
 	"github.com/memdiag/memdiag/report"
 )
 
@@ -278,7 +279,7 @@ func TestBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, filepath.Join("testdata", "report_attach.golden.json"), got)
+	golden.Check(t, filepath.Join("testdata", "report_attach.golden.json"), got, *update, "go test ./report -update")
 
 	// The JSON carries the fields under their documented names.
 	var m map[string]any
@@ -333,24 +334,6 @@ func TestBuildRunExited(t *testing.T) {
 	}
 	if !bytes.HasSuffix(data, []byte("}\n")) {
 		t.Errorf("JSON does not end with a newline")
-	}
-}
-
-// golden compares got with the file at path, or rewrites it with -update.
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./report -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test ./report -update rewrites it):\ngot\n%s\nwant\n%s", path, got, want)
 	}
 }
 

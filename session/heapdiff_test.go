@@ -14,6 +14,7 @@ import (
 	"github.com/memdiag/memdiag/heapsnap"
 	"github.com/memdiag/memdiag/report"
 
+	"github.com/memdiag/memdiag/internal/golden"
 	"github.com/memdiag/memdiag/safefile"
 )
 
@@ -186,7 +187,7 @@ func TestHeapDiffBetweenDumps(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Errorf("replayed %s report differs from the live one:\n%s", f.format, firstDiff(got, want))
+			t.Errorf("replayed %s report differs from the live one:\n%s", f.format, golden.FirstDiff(got, want))
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/memdiag/memdiag/config"
 	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/internal/golden"
 	"github.com/memdiag/memdiag/report"
 )
 
@@ -279,7 +280,7 @@ func TestReplayEqualsLive(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Errorf("replayed %s report differs from the live one:\n%s", f.format, firstDiff(got, want))
+			t.Errorf("replayed %s report differs from the live one:\n%s", f.format, golden.FirstDiff(got, want))
 		}
 	}
 	r := readJSON(t, cfg.ReportJSON)
@@ -293,16 +294,6 @@ func TestReplayEqualsLive(t *testing.T) {
 	if !found {
 		t.Errorf("the recorded rules were not applied: categories %+v", r.Categories)
 	}
-}
-
-// firstDiff shows where two outputs part.
-func firstDiff(a, b []byte) string {
-	i := 0
-	for i < len(a) && i < len(b) && a[i] == b[i] {
-		i++
-	}
-	lo := max(0, i-80)
-	return "got:  …" + string(a[lo:min(len(a), i+80)]) + "\nwant: …" + string(b[lo:min(len(b), i+80)])
 }
 
 // TestLoopEnds: the loop says why it ended.
@@ -426,20 +417,7 @@ func TestGoldenReplay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		golden := filepath.Join("testdata", "session."+format)
-		if *update {
-			if err := os.WriteFile(golden, got, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatalf("%v (go test ./session -update writes it)", err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s report of %s differs from %s (go test ./session -update rewrites both after a deliberate change):\n%s", format, rec, golden, firstDiff(got, want))
-		}
+		golden.Check(t, filepath.Join("testdata", "session."+format), got, *update, "go test ./session -update")
 	}
 	r := rp.Report()
 	if r.Growth.RSS != 73*mib || r.Target.Container != "3f2a9c1b0d4e" {
