@@ -4,11 +4,22 @@
  * trap, ~20 µs): --tls (llhttp_execute: requests on TLS sockets),
  * --exact-external (Node's ArrayBuffer allocator), and runtime heap
  * sampling (V8's SamplingHeapProfiler, Go's memory profiler). The programs
- * read x86_64 registers (struct pt_regs_x86, kernel.h): memdiag is built
- * for amd64 only (gen.go).
+ * read registers through bpf_tracing.h's PT_REGS_* macros (C calling
+ * convention) and GO_REGS_* below (Go's); memdiag is built for amd64 only
+ * (gen.go), and another architecture fails to compile here.
  */
 #ifndef MEMDIAG_UPROBES_BPF_H
 #define MEMDIAG_UPROBES_BPF_H
+
+/* Go's register ABI (ABIInternal): integer arguments in AX, BX, CX, DI,
+ * ... on amd64, not the C convention PT_REGS_PARM* reads. */
+#if defined(__TARGET_ARCH_x86)
+#define GO_REGS_PARM1(x) ((x)->rax)
+#define GO_REGS_PARM2(x) ((x)->rbx)
+#define GO_REGS_PARM3(x) ((x)->rcx)
+#else
+#error "uprobes.bpf.h: Go's argument registers are given for amd64 only"
+#endif
 
 /* Heap sampling (V8): tgid -> samples seen since sampling started. The
  * n-th hit of SampleObject is the sample V8 numbers n (its ordinal);
@@ -59,7 +70,7 @@ struct {
  * the cleartext of a request read on a TLS socket, which the syscalls only
  * see encrypted. Attached for the target's pid only: each call traps. */
 SEC("uprobe.multi")
-int on_llhttp_execute(struct pt_regs_x86 *ctx)
+int on_llhttp_execute(struct pt_regs *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
@@ -76,8 +87,8 @@ int on_llhttp_execute(struct pt_regs_x86 *ctx)
 		set_thread(tgid, tid, TM_OP, s->op_id);
 		return 0;
 	}
-	u64 data = ctx->si;
-	s64 len = (s64)ctx->dx;
+	u64 data = PT_REGS_PARM2(ctx);
+	s64 len = (s64)PT_REGS_PARM3(ctx);
 	u64 head = 0;
 	if (len < 8 || bpf_probe_read_user(&head, sizeof(head), (void *)data) || !looks_like_request(head))
 		return 0;
@@ -103,19 +114,19 @@ static __always_inline void ab_live_add(u32 tgid, s64 delta)
 }
 
 SEC("uprobe.multi")
-int on_ab_allocate(struct pt_regs_x86 *ctx)
+int on_ab_allocate(struct pt_regs *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!current_target(id >> 32))
 		return 0;
 	u32 tid = (u32)id;
-	u64 size = ctx->si; /* (this, size) */
+	u64 size = PT_REGS_PARM2(ctx); /* (this, size) */
 	bpf_map_update_elem(&ab_pending, &tid, &size, BPF_ANY);
 	return 0;
 }
 
 SEC("uretprobe.multi")
-int on_ab_allocate_ret(struct pt_regs_x86 *ctx)
+int on_ab_allocate_ret(struct pt_regs *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
@@ -124,7 +135,7 @@ int on_ab_allocate_ret(struct pt_regs_x86 *ctx)
 		return 0;
 	u64 size = *pending_size;
 	bpf_map_delete_elem(&ab_pending, &tid);
-	u64 ptr = ctx->ax;
+	u64 ptr = PT_REGS_RC(ctx);
 	if (!ptr)
 		return 0;
 	struct ab_alloc a = { .size = size };
@@ -144,13 +155,13 @@ int on_ab_allocate_ret(struct pt_regs_x86 *ctx)
 }
 
 SEC("uprobe.multi")
-int on_ab_free(struct pt_regs_x86 *ctx)
+int on_ab_free(struct pt_regs *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
 	if (!current_target(tgid))
 		return 0;
-	u64 ptr = ctx->si; /* (this, data, size): the size is the allocation's */
+	u64 ptr = PT_REGS_PARM2(ctx); /* (this, data, size): the size is the allocation's */
 	if (!ptr)
 		return 0;
 	struct ab_key k = { .tgid = tgid, .ptr = ptr };
@@ -212,7 +223,7 @@ static __always_inline int heap_note(u32 kind, u32 runtime, u64 addr)
 
 /* v8::internal::SamplingHeapProfiler::SampleObject(this, soon_object, size). */
 SEC("uprobe.multi")
-int on_v8_sample(struct pt_regs_x86 *ctx)
+int on_v8_sample(struct pt_regs *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!current_target(tgid))
@@ -223,17 +234,17 @@ int on_v8_sample(struct pt_regs_x86 *ctx)
 		n = __sync_fetch_and_add(count, 1) + 1;
 	else if (bpf_map_update_elem(&v8_samples, &tgid, &one, BPF_NOEXIST))
 		return 0; /* raced with another thread's first sample: keep numbering exact */
-	return heap_sample(HR_V8, n, ctx->si, ctx->dx);
+	return heap_sample(HR_V8, n, PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx));
 }
 
 /* runtime.mProf_Malloc(mp *m, p unsafe.Pointer, size uintptr), Go's
  * register ABI: AX, BX, CX. */
 SEC("uprobe.multi")
-int on_go_malloc(struct pt_regs_x86 *ctx)
+int on_go_malloc(struct pt_regs *ctx)
 {
 	if (!current_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	return heap_sample(HR_GO, 0, ctx->bx, ctx->cx);
+	return heap_sample(HR_GO, 0, GO_REGS_PARM2(ctx), GO_REGS_PARM3(ctx));
 }
 
 #define GO_KIND_SPECIAL_PROFILE 4
@@ -242,21 +253,21 @@ int on_go_malloc(struct pt_regs_x86 *ctx)
  * profiled object's record is freed with the object (other specials, such
  * as finalizers, are not frees). */
 SEC("uprobe.multi")
-int on_go_free_special(struct pt_regs_x86 *ctx)
+int on_go_free_special(struct pt_regs *ctx)
 {
 	if (!current_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	u8 kind = 0;
-	if (bpf_probe_read_user(&kind, sizeof(kind), (void *)(ctx->ax + go_special_kind_off)))
+	if (bpf_probe_read_user(&kind, sizeof(kind), (void *)(GO_REGS_PARM1(ctx) + go_special_kind_off)))
 		return 0;
 	if (kind != GO_KIND_SPECIAL_PROFILE)
 		return 0;
-	return heap_note(EV_HEAP_FREE, HR_GO, ctx->bx);
+	return heap_note(EV_HEAP_FREE, HR_GO, GO_REGS_PARM2(ctx));
 }
 
 /* runtime.gcMarkTermination: one GC cycle ended (once per cycle). */
 SEC("uprobe.multi")
-int on_go_gc(struct pt_regs_x86 *ctx)
+int on_go_gc(struct pt_regs *ctx)
 {
 	if (!current_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
