@@ -14,24 +14,18 @@ import (
 
 	"github.com/memdiag/memdiag/config"
 	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/internal/eventtest"
 	"github.com/memdiag/memdiag/internal/golden"
 	"github.com/memdiag/memdiag/report"
 )
 
 const mib = 1 << 20
 
-var t0 = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
-
-// at is a time i seconds into a test.
-func at(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
-
-// bucket is a bucket whose resident change is all anonymous memory.
-func bucket(pid uint32, kind event.BucketKind, id uint64, bytes int64, comm string) event.Bucket {
-	b := event.Bucket{Key: event.BucketKey{PID: pid, Kind: kind, ID: id}}
-	b.RSS[event.RSSAnon] = bytes
-	b.Comm = comm
-	return b
-}
+var (
+	t0     = eventtest.T0
+	at     = eventtest.At
+	bucket = eventtest.Anon // a bucket whose resident change is all anonymous memory
+)
 
 // snapAt is a snapshot at second i; total is the group's resident memory
 // (the buckets' sum plus what ended ops took out of the kernel).
