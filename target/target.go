@@ -39,9 +39,29 @@ func inputf(format string, args ...any) error { return inputError{fmt.Errorf(for
 // InContainer, a pid in that container's namespace), Container or Cgroup.
 type Selection struct {
 	PID         int
+	PIDSet      bool // --pid was given (0 is a value to refuse, not an absence)
 	InContainer string
 	Container   string
 	Cgroup      string
+}
+
+// Validate refuses a selection that names no target, or more than one.
+func (sel Selection) Validate() error {
+	n := 0
+	for _, set := range []bool{sel.PIDSet, sel.Container != "", sel.Cgroup != ""} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return inputf("attach needs --pid N (the process to trace), --container ID or --cgroup PATH")
+	case n > 1:
+		return inputf("give one of --pid, --container and --cgroup")
+	case sel.InContainer != "" && !sel.PIDSet:
+		return inputf("--in-container goes with --pid N (a pid inside the container)")
+	}
+	return nil
 }
 
 // Resolved is a Selection turned into host pids.

@@ -10,6 +10,16 @@ import (
 // TestResolveAndCheck: what the user got wrong is ErrInput (exit 2), with
 // what to do; this process is a traceable target.
 func TestResolveAndCheck(t *testing.T) {
+	for _, bad := range []Selection{{}, {PIDSet: true, Container: "web"}, {Container: "web", Cgroup: "x"}, {InContainer: "web"}} {
+		if err := bad.Validate(); !errors.Is(err, ErrInput) {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+	for _, good := range []Selection{{PIDSet: true}, {PIDSet: true, PID: 1, InContainer: "web"}, {Cgroup: "x"}, {Container: "web"}} {
+		if err := good.Validate(); err != nil {
+			t.Errorf("%+v: %v", good, err)
+		}
+	}
 	ctx := context.Background()
 	for _, sel := range []Selection{{PID: 0}, {PID: -3}, {Cgroup: "/no/such/cgroup"}} {
 		if _, err := Resolve(ctx, sel); !errors.Is(err, ErrInput) {

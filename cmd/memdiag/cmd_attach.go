@@ -30,20 +30,9 @@ func newAttachCommand() *cli.Command {
 			if c.Args().Len() > 0 {
 				return usageErr("attach takes no arguments, got %q (give the process with --pid N)", c.Args().First())
 			}
-			sel := target.Selection{PID: c.Int("pid"), InContainer: c.String("in-container"), Container: c.String("container"), Cgroup: c.String("cgroup")}
-			n := 0
-			for _, set := range []bool{c.IsSet("pid"), sel.Container != "", sel.Cgroup != ""} {
-				if set {
-					n++
-				}
-			}
-			switch {
-			case n == 0:
-				return usageErr("attach needs --pid N (the process to trace), --container ID or --cgroup PATH")
-			case n > 1:
-				return usageErr("give one of --pid, --container and --cgroup")
-			case sel.InContainer != "" && !c.IsSet("pid"):
-				return usageErr("--in-container goes with --pid N (a pid inside the container)")
+			sel := target.Selection{PID: c.Int("pid"), PIDSet: c.IsSet("pid"), InContainer: c.String("in-container"), Container: c.String("container"), Cgroup: c.String("cgroup")}
+			if err := sel.Validate(); err != nil {
+				return err
 			}
 			opts, err := optionsFrom(c)
 			if err != nil {
