@@ -206,6 +206,13 @@ func startMemdiag(t *testing.T, setup func(*exec.Cmd), args ...string) *tracerRu
 	r := &tracerRun{dir: dir, report: filepath.Join(dir, "report.json"), log: filepath.Join(dir, "memdiag.log")}
 	ready := filepath.Join(dir, "ready")
 	full := []string{args[0], "--ready-file", ready, "--report-json", r.report, "--log", r.log}
+	// Dumps (a 2 GB threshold is the default) and SIGUSR1 reports go to
+	// the test's directory too, never into the source tree.
+	for flag, sub := range map[string]string{"--dumps-dir": "dumps", "--reports-dir": "reports"} {
+		if !slices.Contains(args, flag) {
+			full = append(full, flag, filepath.Join(dir, sub))
+		}
+	}
 	if args[0] == "attach" && !slices.Contains(args, "--heap-sampling") {
 		// These tests check the tracer, ops, mappings and dumps: the
 		// runtime sampler (which opens a Node target's inspector) is
