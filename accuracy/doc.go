@@ -14,8 +14,9 @@
 // wrong: op counts, the culprit, retained bytes per leaking category, and
 // what innocent categories are charged.
 //
-// By default the test runs a CI subset (node-session, go-churn, py-arena,
-// leak-free); MEMDIAG_ACCURACY=all (make accuracy) runs every service and
+// By default the test runs a CI subset, the services marked CI in Services
+// (node-session, node-buffers-exact, go-pprof, py-arena-native, leak-free);
+// MEMDIAG_ACCURACY=all (make accuracy) runs every service and
 // MEMDIAG_ACCURACY=name,name picks some. Tables are written to
 // out/accuracy/<service>.md. The method and the latest tables are in
 // ACCURACY.md at the repository root.

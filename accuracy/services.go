@@ -104,6 +104,20 @@ func Services() []*Service {
 		Conns:   4,
 		Leaking: []string{"leak"},
 	}
+	nodeBuffers := &Service{
+		Name: "node-buffers", Dir: "testdata/corpus/node-buffers", Command: node, MemdiagArgs: v8,
+		Warmup:  jobs(buffers, 20, 300, 200),
+		Load:    jobs(buffers, 120, 600, 1000),
+		Conns:   4,
+		Leaking: []string{"keep"},
+	}
+	pyArena := &Service{
+		Name: "py-arena", Dir: "testdata/corpus/py-arena", Command: []string{"python3", "server.py"},
+		Warmup:  jobs(arena, 50, 200, 100),
+		Load:    jobs(arena, 500, 1000, 1000),
+		Conns:   4,
+		Leaking: []string{"leak"},
+	}
 	reference := &Service{
 		Name: "reference", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml",
 		Command: node, NPM: []string{"examples/leaky-service"}, MemdiagArgs: v8,
@@ -126,13 +140,13 @@ func Services() []*Service {
 			Conns:   4,
 			Leaking: []string{"login"},
 		},
-		{
-			Name: "node-buffers", Dir: "testdata/corpus/node-buffers", Command: node, MemdiagArgs: v8,
-			Warmup:  jobs(buffers, 20, 300, 200),
-			Load:    jobs(buffers, 120, 600, 1000),
-			Conns:   4,
-			Leaking: []string{"keep"},
-		},
+		nodeBuffers,
+		variant(nodeBuffers, "node-buffers-exact", func(v *Service) {
+			// The kept Buffers come from the malloc heap, reusing space
+			// the churning route freed: only exact ArrayBuffer counting
+			// sees which route keeps them.
+			v.MemdiagArgs, v.CI = []string{"--exact-external", "--heap-sampling", "v8"}, true
+		}),
 		{
 			Name: "node-async", Dir: "testdata/corpus/node-async", Command: node, MemdiagArgs: v8,
 			Env:     []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)},
@@ -148,13 +162,12 @@ func Services() []*Service {
 			// Go memory profiler is on, and memdiag joins its samples.
 			v.GoTags, v.CI = "pprof", true
 		}),
-		{
-			Name: "py-arena", Dir: "testdata/corpus/py-arena", Command: []string{"python3", "server.py"}, CI: false,
-			Warmup:  jobs(arena, 50, 200, 100),
-			Load:    jobs(arena, 500, 1000, 1000),
-			Conns:   4,
-			Leaking: []string{"leak"},
-		},
+		pyArena,
+		variant(pyArena, "py-arena-native", func(v *Service) {
+			// With --native-heap: Python objects over 512 B come from
+			// glibc's malloc, in arenas that existed before attach.
+			v.MemdiagArgs, v.CI = []string{"--native-heap"}, true
+		}),
 		{
 			Name: "leak-free", Dir: "testdata/corpus/leak-free", Command: node, CI: true, MemdiagArgs: v8,
 			Warmup: jobs(free, 1024, 100, 100, 100),
@@ -168,6 +181,10 @@ func Services() []*Service {
 			// exact mode counts them, and replaces (never adds to) the
 			// native estimate.
 			v.MemdiagArgs = []string{"--exact-external", "--heap-sampling", "v8"}
+		}),
+		variant(reference, "reference-native", func(v *Service) {
+			// With --native-heap: malloc followed, Buffers among the rest.
+			v.MemdiagArgs = []string{"--native-heap", "--heap-sampling", "v8"}
 		}),
 	}
 }

@@ -48,13 +48,19 @@ type Account struct {
 	first, last *event.Snapshot
 	start       time.Time
 
-	opts      Options
-	cats      map[string]*category
-	open      map[uint64]*op
-	ended     map[uint64]int       // op id -> snapshot seq of its end
-	orphans   map[uint64]orphan    // op buckets seen in a snapshot before their begin
-	owners    map[uint64]*category // ended ops that mapped memory -> their category
-	ownerRing []uint64             // owners' ids, oldest first, for eviction
+	opts    Options
+	cats    map[string]*category
+	open    map[uint64]*op
+	ended   map[uint64]int       // op id -> snapshot seq of its end
+	orphans map[uint64]orphan    // op buckets seen in a snapshot before their begin
+	owners  map[uint64]*category // ended ops that mapped memory -> their category
+	// unclaimed: give-backs of ops not known yet when their snapshot came
+	// (the maps are read apart from the ring buffer, so an op's begin and
+	// end records can come after a give-back it made), charged to the
+	// forgotten category meanwhile and moved to the op's category when its
+	// begin comes.
+	unclaimed map[uint64]unclaimed
+	ownerRing []uint64 // owners' ids, oldest first, for eviction
 	ownerNext int
 	notices   []Notice
 	evicted   int // open ops ended early because the table was full
@@ -85,20 +91,21 @@ type nameKey struct {
 // the command `run` started).
 func New(main uint32, start time.Time) *Account {
 	a := &Account{
-		main:    main,
-		procs:   map[uint32]*Process{},
-		live:    map[event.BucketKey]event.Counters{},
-		retired: map[nameKey]event.Counters{},
-		exited:  map[event.BucketKey]int{},
-		parents: map[uint32]uint32{},
-		folded:  map[event.BucketKey]event.Counters{},
-		start:   start,
-		cats:    map[string]*category{},
-		open:    map[uint64]*op{},
-		ended:   map[uint64]int{},
-		orphans: map[uint64]orphan{},
-		owners:  map[uint64]*category{},
-		heap:    newHeapState(),
+		main:      main,
+		procs:     map[uint32]*Process{},
+		live:      map[event.BucketKey]event.Counters{},
+		retired:   map[nameKey]event.Counters{},
+		exited:    map[event.BucketKey]int{},
+		parents:   map[uint32]uint32{},
+		folded:    map[event.BucketKey]event.Counters{},
+		start:     start,
+		cats:      map[string]*category{},
+		open:      map[uint64]*op{},
+		ended:     map[uint64]int{},
+		orphans:   map[uint64]orphan{},
+		unclaimed: map[uint64]unclaimed{},
+		owners:    map[uint64]*category{},
+		heap:      newHeapState(),
 	}
 	a.opts.defaults()
 	a.process(main)

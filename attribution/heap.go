@@ -24,6 +24,7 @@ package attribution
 
 import (
 	"cmp"
+	"fmt"
 	"math"
 	"slices"
 
@@ -49,6 +50,14 @@ type heapSample struct {
 }
 
 // heapState is the account's runtime-sampling state.
+// silentGoCycles is how many GC cycles without one Go sample show that the
+// profiler is off: a cycle normally follows at least 4 MiB of allocation
+// (the heap goal's floor), so three of them without a sample at one per
+// 512 KiB would have odds below e^-24. (An idle process's forced cycles,
+// every two minutes, allocate little: it falls back to the estimate too,
+// which is as empty as the samples would be.)
+const silentGoCycles = 3
+
 type heapState struct {
 	sampling map[uint32]event.Sampling // pid -> the latest sampling status
 	v8       map[sampleKey]*heapSample
@@ -58,6 +67,7 @@ type heapState struct {
 	v8Used   map[uint32]int64            // pid -> V8 live heap bytes at the last profile
 	goLive   map[sampleKey]*heapSample
 	goCycles map[uint32]uint64
+	goSeen   map[uint32]uint64      // pid -> Go samples seen
 	goDead   map[string]*[2]float64 // category -> {bytes, samples} freed before they matured: its churn
 	dropped  int
 }
@@ -72,6 +82,7 @@ func newHeapState() heapState {
 		v8Used:   map[uint32]int64{},
 		goLive:   map[sampleKey]*heapSample{},
 		goCycles: map[uint32]uint64{},
+		goSeen:   map[uint32]uint64{},
 		goDead:   map[string]*[2]float64{},
 	}
 }
@@ -106,6 +117,7 @@ func (a *Account) heapSample(e *event.HeapSample) {
 	if e.Runtime == event.RuntimeGo {
 		key.id = e.Addr
 		s.cycle = h.goCycles[e.PID]
+		h.goSeen[e.PID]++
 	}
 	if len(h.v8)+len(h.goLive) >= maxHeapSamples {
 		h.dropped++
@@ -296,6 +308,13 @@ func (a *Account) unsampledOdds(pid uint32, size uint64) float64 {
 func (a *Account) samplingStatus() []event.Sampling {
 	out := make([]event.Sampling, 0, len(a.heap.sampling))
 	for _, s := range a.heap.sampling {
+		if n := a.heap.goCycles[s.PID]; s.Active && s.Runtime == event.RuntimeGo && n >= silentGoCycles && a.heap.goSeen[s.PID] == 0 {
+			// The uprobes are in place and the GC ran, but the profiler
+			// sampled nothing: it is off (a rate that could not be read
+			// was taken as the default). Nothing sampled is no evidence.
+			s.Active = false
+			s.Reason = fmt.Sprintf("the Go memory profiler took no sample over %d GC cycles: it is off in this process; the runtime heap is the mapping estimate", n)
+		}
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(x, y event.Sampling) int { return cmp.Compare(x.PID, y.PID) })

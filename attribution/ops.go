@@ -29,6 +29,9 @@ type Options struct {
 	// ExactExternal says external bytes come from the ArrayBuffer
 	// allocator uprobes (--exact-external).
 	ExactExternal bool
+	// NativeHeap says the same table follows libc's allocator
+	// (--native-heap): ABAlloc and ABFreed are native heap bytes.
+	NativeHeap bool
 }
 
 func (o *Options) defaults() {
@@ -166,6 +169,7 @@ func (a *Account) opBegin(b *event.OpBegin) {
 	o.unit.open++
 	o.unit.last = b.Time
 	a.open[b.OpID] = o
+	a.claim(b.OpID, c)
 }
 
 // opEnd finishes an op with its final counters (or its last snapshot's).
@@ -328,6 +332,11 @@ func (a *Account) pruneEnded() {
 			delete(a.orphans, id) // gone without a trace: taken at an end we applied
 		}
 	}
+	for id, u := range a.unclaimed {
+		if a.seq-u.seq > 2*orphanAfter {
+			delete(a.unclaimed, id) // its begin was lost: it stays forgotten
+		}
+	}
 }
 
 // Notices returns, once, the ops that grew past the threshold since the
@@ -385,6 +394,9 @@ func (a *Account) opCategories() []CategorySummary {
 	out := make([]CategorySummary, 0, len(a.cats))
 	idx := map[string]int{}
 	for _, c := range a.cats {
+		if c.name == forgotten.Category && c.done == (event.Counters{}) {
+			continue // every give-back in it was claimed
+		}
 		cs := CategorySummary{Name: c.name, Kind: c.kind, Ops: c.ops, Counters: c.done, PerPID: map[uint32]event.Counters{}}
 		for pid, v := range c.perPID {
 			cs.PerPID[pid] = v
@@ -445,15 +457,52 @@ func (a *Account) rememberOwner(id uint64, c *category) {
 	a.owners[id] = c
 }
 
+// forgotten names the category of give-backs whose op is not known.
+var forgotten = Naming{Category: "freed (op forgotten)", Kind: KindUnknown}
+
+// unclaimed is what ops not known yet gave back (Account.unclaimed).
+type unclaimed struct {
+	seq      int // snapshot it was first seen in
+	pid      uint32
+	counters event.Counters
+}
+
 // freed adds memory an op gave back after it ended to the op's category.
+// A give-back of an op whose begin has not come yet is charged to the
+// forgotten category until it does (claim).
 func (a *Account) freed(b event.Bucket) {
 	c := a.owners[b.Key.ID]
 	if o, ok := a.open[b.Key.ID]; ok {
 		c = o.cat
 	}
 	if c == nil {
-		c = a.categoryFor(Naming{Category: "freed (op forgotten)", Kind: KindUnknown})
+		c = a.categoryFor(forgotten)
+		if !a.isEnded(b.Key.ID) {
+			u, seen := a.unclaimed[b.Key.ID]
+			if !seen {
+				u.seq, u.pid = a.seq, b.Key.PID
+			}
+			u.counters = add(u.counters, b.Counters)
+			a.unclaimed[b.Key.ID] = u
+		}
 	}
-	c.done = add(c.done, b.Counters)
-	c.perPID[c.pidKey(b.Key.PID)] = add(c.perPID[c.pidKey(b.Key.PID)], b.Counters)
+	c.charge(b.Key.PID, b.Counters)
+}
+
+// charge adds counters of process pid to the category's finished ones.
+func (c *category) charge(pid uint32, v event.Counters) {
+	c.done = add(c.done, v)
+	c.perPID[c.pidKey(pid)] = add(c.perPID[c.pidKey(pid)], v)
+}
+
+// claim moves what op id gave back before its begin came from the
+// forgotten category to c.
+func (a *Account) claim(id uint64, c *category) {
+	u, ok := a.unclaimed[id]
+	if !ok {
+		return
+	}
+	delete(a.unclaimed, id)
+	a.categoryFor(forgotten).charge(u.pid, sub(event.Counters{}, u.counters))
+	c.charge(u.pid, u.counters)
 }

@@ -78,7 +78,8 @@ func (a *Account) addTrend(name string, p trendPoint) {
 // growsWithWork reports whether measure kept growing with a category's
 // work: its floor (the least value) over the last quarter of the work is
 // above its floor over the second quarter by at least a quarter of its last
-// value, and by half of minRetained. Retention that accumulates raises the floor steadily; buffers in
+// value, by half of minRetained, and by the measure's swing within the
+// second quarter. Retention that accumulates raises the floor steadily; buffers in
 // flight make a sawtooth whose floor stays put, and a heap that grew once to
 // its high-water mark stays flat. ok is false when the history is too short
 // to say.
@@ -92,23 +93,33 @@ func (a *Account) growsWithWork(name string, measure func(trendPoint) int64) (gr
 	if span < 8 {
 		return false, false
 	}
-	floor := func(lo, hi int64) (int64, bool) {
-		var m int64
-		found := false
+	// bounds gives the least and the greatest value over [lo, hi].
+	bounds := func(lo, hi int64) (least, most int64, found bool) {
 		for _, p := range h {
 			if p.x >= lo && p.x <= hi {
-				if v := measure(p); !found || v < m {
-					m, found = v, true
+				v := measure(p)
+				if !found || v < least {
+					least = v
 				}
+				if !found || v > most {
+					most = v
+				}
+				found = true
 			}
 		}
-		return m, found
+		return least, most, found
 	}
-	q2, ok2 := floor(first+span/4, first+span/2)
-	q4, ok4 := floor(first+3*span/4, last)
+	q2, q2top, ok2 := bounds(first+span/4, first+span/2)
+	q4, _, ok4 := bounds(first+3*span/4, last)
 	if !ok2 || !ok4 {
 		return false, false
 	}
 	rise := q4 - q2
-	return rise >= minRetained/2 && 4*rise >= measure(h[len(h)-1]), true
+	// The rise must also stand above the measure's swing within the
+	// second quarter: a linear leak rises between the quarters by twice
+	// what it moves within one, while buffers in flight swing by their
+	// whole amount with a floor that drifts by less (GC timing, a heap
+	// that fragments).
+	swing := q2top - q2
+	return rise >= minRetained/2 && 4*rise >= measure(h[len(h)-1]) && rise >= swing, true
 }

@@ -10,7 +10,9 @@ package attribution
 //     committed during the category's ops (an estimate blind to heaps that
 //     reuse their pages);
 //   - native heap: the native allocator's mappings (brk heap, arena commits,
-//     large chunks) made during the category's ops and not given back;
+//     large chunks) made during the category's ops and not given back; with
+//     --native-heap, the malloc'd blocks the category's ops allocated and
+//     nobody freed (libc's allocator followed with uprobes), instead;
 //   - external (exact mode): ArrayBuffers allocated and not freed, which
 //     replace the native estimate of the same bytes.
 //
@@ -18,7 +20,9 @@ package attribution
 // standard errors above zero and at least minRetained, or when its mapping
 // estimate is at least minRetained and kept growing with the category's
 // work (trend.go: a heap that grew once to its high-water mark, or buffers
-// in flight at the end, are not a leak). The culprit is the
+// in flight at the end, are not a leak). An estimate that did not keep
+// growing is not counted as retained at all: it is reported apart, as
+// committed during the ops (Retention.HighWater). The culprit is the
 // significant category that keeps most; with none, the verdict is that no
 // operation retains memory.
 
@@ -35,9 +39,19 @@ type Retention struct {
 	Bytes       int64 // best estimate, every kind
 	StdErr      int64 // one standard error of Bytes (the sampled part; 0 for estimates)
 	RuntimeHeap int64 // the runtime's managed heap
-	Native      int64 // the native allocator's mappings (estimate)
+	Native      int64 // the native heap: mapping estimate, or followed blocks (--native-heap)
 	External    int64 // exact mode: ArrayBuffers not freed
 	Samples     int   // live runtime samples behind RuntimeHeap
+	// Estimated is the part of Bytes that rests on mapping estimates
+	// (pages committed during the ops), which can follow who allocated
+	// rather than who keeps; EstimatedKind says which heap: "runtime" or
+	// "native".
+	Estimated     int64
+	EstimatedKind string
+	// HighWater is what the mapping estimate found committed during the
+	// ops that did not grow with their work (a heap's high-water mark,
+	// buffers in flight): not counted in Bytes.
+	HighWater   int64
 	Method      string
 	PerOp       float64 // Bytes per op (0 without ops)
 	PerOpErr    float64 // StdErr per op
@@ -58,16 +72,21 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 	var r Retention
 	mappedRuntime := cs.Retained - cs.RetainedNative
 	r.Native = cs.RetainedNative
-	if exact {
+	native := a.opts.NativeHeap
+	switch {
+	case native:
+		r.Native = int64(cs.ABAlloc) - int64(cs.ABFreed) // replaces the estimate
+	case exact:
 		r.External = int64(cs.ABAlloc) - int64(cs.ABFreed)
 		r.Native = 0 // the same bytes, measured exactly
 	}
 	loopHeap := sampled != "" && cs.Kind == KindIdle
-	if loopHeap {
+	if loopHeap && !native {
 		// Between operations the event loop allocates for what comes
 		// next (read buffers before the read names an op): the native
 		// heap growth it meets there is the service's, not the loop's.
-		// With a sampler, idle keeps what was sampled there.
+		// With a sampler, idle keeps what was sampled there; with
+		// --native-heap, what was allocated there and kept.
 		r.Native = 0
 	}
 	mapping := r.Native
@@ -85,6 +104,8 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 		r.Method = "mapping estimate"
 	}
 	switch {
+	case native:
+		r.Method += ", native heap followed (malloc uprobes)"
 	case loopHeap:
 		r.Method += ", native estimate not counted between operations"
 	case exact:
@@ -93,6 +114,14 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 		r.Method += ", native mapping estimate"
 	}
 	r.Bytes = r.RuntimeHeap + r.Native + r.External
+	if !native {
+		r.Estimated, r.EstimatedKind = max(r.Native, 0), "native"
+	}
+	if sampled == "" && max(r.RuntimeHeap, 0) > r.Estimated {
+		r.Estimated, r.EstimatedKind = r.Estimated+max(r.RuntimeHeap, 0), "runtime"
+	} else if sampled == "" {
+		r.Estimated += max(r.RuntimeHeap, 0)
+	}
 	if cs.Ops > 0 {
 		r.PerOp = float64(r.Bytes) / float64(cs.Ops)
 		r.PerOpErr = float64(r.StdErr) / float64(cs.Ops)
@@ -100,7 +129,7 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 	sampledSig := sampled != "" && r.RuntimeHeap-2*r.StdErr > minRetained/4 && r.RuntimeHeap >= minRetained
 	measure := func(p trendPoint) int64 {
 		m := p.native
-		if exact {
+		if exact || native {
 			m = p.ab
 		}
 		if sampled == "" {
@@ -119,8 +148,26 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 		grows = recent > 0 // no finished op (idle, threads): no evidence
 	}
 	mappingSig := mapping+r.External >= minRetained && grows
-	if loopHeap {
+	if loopHeap && !native {
 		mappingSig = false
+	}
+	if !mappingSig && r.Estimated > 0 {
+		// Pages committed during the ops that did not keep growing with
+		// their work: a heap's high-water mark, buffers in flight, free
+		// space in an arena. Committed, not shown to be kept: reported
+		// apart, not as retained.
+		r.HighWater = r.Estimated
+		if !native && r.Native > 0 {
+			r.Native = 0
+		}
+		if sampled == "" && r.RuntimeHeap > 0 {
+			r.RuntimeHeap = 0
+		}
+		r.Estimated, r.EstimatedKind = 0, ""
+		r.Bytes = r.RuntimeHeap + r.Native + r.External
+		if cs.Ops > 0 {
+			r.PerOp = float64(r.Bytes) / float64(cs.Ops)
+		}
 	}
 	r.Significant = r.Bytes >= minRetained && (sampledSig || mappingSig)
 	return r
@@ -166,6 +213,18 @@ func (a *Account) verdict(s *Summary) {
 	}
 	s.Verdict.Statement = fmt.Sprintf("%s retains %s%s, %.0f%% of what retaining categories keep",
 		c.Name, bytesText(uint64(max(c.Retention.Bytes, 0))), rate, 100*s.Verdict.Share)
+	if r := c.Retention; 2*r.Estimated > r.Bytes {
+		s.Verdict.Statement += "; " + estimateHint(r.EstimatedKind)
+	}
+}
+
+// estimateHint says, for a verdict resting mostly on a mapping estimate,
+// what that means and which opt-in measures it.
+func estimateHint(kind string) string {
+	if kind == "runtime" {
+		return "mostly estimated from the runtime heap pages its ops committed, which follows who allocated more than who keeps: a runtime sampler (Go's profiler, on by default; --heap-sampling v8 for Node.js) measures what is kept"
+	}
+	return "mostly estimated from the native heap pages its ops committed, which follows who allocated more than who keeps: --native-heap (or --exact-external for Node.js Buffers) measures what is kept"
 }
 
 // candidate says whether a category kind can be the culprit: the service's

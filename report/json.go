@@ -103,9 +103,13 @@ type CategoryJSON struct {
 		Native      int64 `json:"native_bytes"`
 		External    int64 `json:"external_bytes"`
 	} `json:"retained_by_kind"`
-	RetainedMethod  string `json:"retained_method"`  // how it was measured
-	RetainedSamples int    `json:"retained_samples"` // live runtime samples behind the runtime heap part
-	Retaining       bool   `json:"retaining"`        // keeps a significant amount (the verdict's test)
+	// RetainedHighWaterBytes is what the mapping estimate found committed
+	// during the category's ops without growing with their work (a heap's
+	// high-water mark, buffers in flight): not in RetainedBytes.
+	RetainedHighWaterBytes int64  `json:"retained_high_water_bytes,omitempty"`
+	RetainedMethod         string `json:"retained_method"`  // how it was measured
+	RetainedSamples        int    `json:"retained_samples"` // live runtime samples behind the runtime heap part
+	Retaining              bool   `json:"retaining"`        // keeps a significant amount (the verdict's test)
 	// RetainedMappingBytes is the older measure: writable mappings the
 	// category's ops made (or committed) and did not give back.
 	RetainedMappingBytes int64 `json:"retained_mapping_bytes"`
@@ -331,7 +335,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 			RSSBytes: m.RSS, RSSAnonBytes: m.Anon, RSSFileBytes: m.File, RSSShmemBytes: m.Shmem,
 			ExternalBytes: c.ExternalBytes(exact), RetainedBytes: c.Retention.Bytes,
 			RetainedStdErr: c.Retention.StdErr, RetainedPerOp: c.Retention.PerOp, RetainedPerOpErr: c.Retention.PerOpErr,
-			RetainedMethod: c.Retention.Method, RetainedSamples: c.Retention.Samples, Retaining: c.Retention.Significant,
+			RetainedMethod: c.Retention.Method, RetainedHighWaterBytes: c.Retention.HighWater, RetainedSamples: c.Retention.Samples, Retaining: c.Retention.Significant,
 			RetainedMappingBytes: c.RetainedBytes(),
 			ExternalAllocated:    c.ABAlloc, ExternalFreed: c.ABFreed,
 			RetainedExternal: c.RetainedNative,

@@ -126,6 +126,9 @@ func (l *Log) Summary(sum *attribution.Summary, why string) {
 		if c.Ops > 0 && c.Retention.Significant {
 			retained += fmt.Sprintf(" (%s/op)", SignedBytes(int64(c.Retention.PerOp)))
 		}
+		if hw := c.Retention.HighWater; hw > 0 {
+			retained += fmt.Sprintf(" (+%s committed, not growing with its work)", Bytes(hw))
+		}
 		if c.Kind == attribution.KindHTTP || c.Kind == attribution.KindOutbound || c.Kind == attribution.KindUnknown {
 			var top []string
 			for _, o := range c.Top {

@@ -31,6 +31,7 @@ type categoryRow struct {
 	Name, Kind, Color                 string
 	Ops, OpenOps                      string
 	RSS, External, Retained, Avg, Pct string
+	HighWater                         string // committed, not retained (RetainedHighWaterBytes)
 	Culprit                           bool
 	Negative                          bool
 }
@@ -136,6 +137,9 @@ func newPageView(r *Report) *pageView {
 		}
 		if c.OpenOps > 0 {
 			row.OpenOps = fmt.Sprintf("%d open", c.OpenOps)
+		}
+		if c.RetainedHighWaterBytes > 0 {
+			row.HighWater = bytesText(c.RetainedHighWaterBytes)
 		}
 		if c.Ops == 0 {
 			row.Ops, row.Avg = "–", "–"
@@ -244,10 +248,17 @@ func cards(r *Report) []card {
 	if r.Peak.GroupRSS > r.Peak.RSS {
 		peakSub = "with children " + bytesText(r.Peak.GroupRSS)
 	}
-	rate, rateUnit := "–", ""
-	if r.DurationSec > 0 {
+	rate, rateUnit, rateSub := "–", "", "RSS over "+duration(time.Duration(r.DurationSec*float64(time.Second)))
+	if perMin, over, ok := recentRate(r); ok {
+		rate, rateUnit = SignedBytes(int64(math.Round(perMin))), "/min"
+		rateSub = "RSS trend over the last " + duration(over)
+		if r.DurationSec > 0 {
+			rateSub += fmt.Sprintf(" (whole run %s/min)", SignedBytes(int64(math.Round(float64(r.Growth.RSS)/(r.DurationSec/60)))))
+		}
+	} else if r.DurationSec > 0 {
 		rate = SignedBytes(int64(math.Round(float64(r.Growth.RSS) / (r.DurationSec / 60))))
 		rateUnit = "/min"
+		rateSub += ", too few samples for a trend"
 	}
 	ext := externalGrowth(r)
 	extSub := "none seen"
@@ -268,7 +279,7 @@ func cards(r *Report) []card {
 			Sub: fmt.Sprintf("anon %s · file %s · shmem %s", signed(r.Growth.Anon), signed(r.Growth.File), signed(r.Growth.Shmem))},
 		{Label: "Final RSS", Value: bytesText(r.Final.RSS), Sub: "from a baseline of " + bytesText(r.Baseline.RSS)},
 		{Label: "Peak RSS", Value: bytesText(r.Peak.RSS), Sub: peakSub},
-		{Label: "Growth rate", Value: rate, Unit: rateUnit, Tone: tone(r.Growth.RSS), Sub: "RSS over " + duration(time.Duration(r.DurationSec*float64(time.Second)))},
+		{Label: "Growth rate", Value: rate, Unit: rateUnit, Tone: tone(r.Growth.RSS), Sub: rateSub},
 		{Label: "External growth", Value: signed(ext), Tone: tone(ext), Sub: extSub},
 	}
 }
@@ -387,4 +398,55 @@ func heapDiffViews(r *Report) []heapDiffView {
 		out = append(out, hv)
 	}
 	return out
+}
+
+// recentRate is the RSS growth rate per minute over the second half of the
+// run: the least-squares slope of the timeline's points there (at least
+// three, with the growth at the half interpolated between the points around
+// it, and the end of the run). A service that grew once while it warmed
+// up and then held steady has a rate near 0 here, where the whole run's
+// average would extrapolate that one step.
+func recentRate(r *Report) (perMin float64, over time.Duration, ok bool) {
+	if r.DurationSec <= 0 || r.StartedAt.IsZero() {
+		return 0, 0, false
+	}
+	half := r.StartedAt.Add(time.Duration(r.DurationSec / 2 * float64(time.Second)))
+	var xs, ys []float64
+	for i, p := range r.Timeline {
+		if p.Time.Before(half) {
+			continue
+		}
+		if len(xs) == 0 && i > 0 && p.Time.After(half) {
+			// The growth at the half, between the points around it.
+			q := r.Timeline[i-1]
+			f := float64(half.Sub(q.Time)) / float64(p.Time.Sub(q.Time))
+			xs = append(xs, 0)
+			ys = append(ys, float64(q.RSSBytes)+f*float64(p.RSSBytes-q.RSSBytes))
+		}
+		xs = append(xs, p.Time.Sub(half).Minutes())
+		ys = append(ys, float64(p.RSSBytes))
+	}
+	if end := r.StartedAt.Add(time.Duration(r.DurationSec * float64(time.Second))); len(xs) > 0 && end.After(r.Timeline[len(r.Timeline)-1].Time) {
+		xs = append(xs, end.Sub(half).Minutes())
+		ys = append(ys, float64(r.Growth.RSS))
+	}
+	if len(xs) < 3 {
+		return 0, 0, false
+	}
+	var mx, my float64
+	for i := range xs {
+		mx += xs[i]
+		my += ys[i]
+	}
+	mx /= float64(len(xs))
+	my /= float64(len(ys))
+	var sxy, sxx float64
+	for i := range xs {
+		sxy += (xs[i] - mx) * (ys[i] - my)
+		sxx += (xs[i] - mx) * (xs[i] - mx)
+	}
+	if sxx == 0 {
+		return 0, 0, false
+	}
+	return sxy / sxx, time.Duration(xs[len(xs)-1] * float64(time.Minute)), true
 }

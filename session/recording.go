@@ -25,6 +25,7 @@ type recordedOptions struct {
 	GrowthExternal  int64  `json:"growth_external"`
 	KeepOps         int    `json:"keep_ops"`
 	ExactExternal   bool   `json:"exact_external"`
+	NativeHeap      bool   `json:"native_heap,omitempty"`
 	TLS             bool   `json:"tls"`
 	KeepQueryValues bool   `json:"keep_query_values"`
 	Interval        string `json:"interval"`
@@ -39,7 +40,7 @@ func (s *Session) startRecording() error {
 	opts, err := json.Marshal(recordedOptions{
 		Config: c.RulesText, ConfigName: c.RulesName,
 		GrowthRSS: c.GrowthRSS, GrowthExternal: c.GrowthExternal, KeepOps: c.KeepOps,
-		ExactExternal: c.ExactExternal, TLS: c.TLS, KeepQueryValues: c.KeepQueryValues,
+		ExactExternal: c.ExactExternal, NativeHeap: c.NativeHeap, TLS: c.TLS, KeepQueryValues: c.KeepQueryValues,
 		Interval: c.Interval.String(),
 	})
 	if err != nil {
@@ -126,7 +127,7 @@ func Replay(path string) (*Replayed, error) {
 			return nil, fmt.Errorf("%s: its config: %w", path, err)
 		}
 	}
-	c := Config{Rules: cfg, KeepOps: ro.KeepOps, GrowthRSS: ro.GrowthRSS, GrowthExternal: ro.GrowthExternal, ExactExternal: ro.ExactExternal}
+	c := Config{Rules: cfg, KeepOps: ro.KeepOps, GrowthRSS: ro.GrowthRSS, GrowthExternal: ro.GrowthExternal, ExactExternal: ro.ExactExternal, NativeHeap: ro.NativeHeap}
 	target := report.Target{PID: h.Target.PID, Comm: h.Target.Comm, Exe: h.Target.Exe, Mode: h.Target.Mode, Cmdline: h.Target.Cmdline,
 		Container: h.Target.Container, Cgroup: h.Target.Cgroup}
 	out := &Replayed{

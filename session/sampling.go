@@ -29,9 +29,8 @@ const defaultInspectorPort = 9229
 // target.Sampler adapts *tracer.Tracer to it; nil turns sampling off.
 type Sampler interface {
 	// AttachGo attaches the Go memory profiler's uprobes to process pid
-	// running exe; it returns the binary's Go version and its
-	// runtime.MemProfileRate.
-	AttachGo(pid int, exe string) (goVersion string, rate uint64, err error)
+	// running exe, turning the profiler on if the linker turned it off.
+	AttachGo(pid int, exe string) (GoProfiler, error)
 	// AttachV8 attaches the SampleObject uprobe to process pid.
 	AttachV8(pid int, exe string) error
 	// IgnorePort keeps connections to a local port out of the ops.
@@ -40,6 +39,19 @@ type Sampler interface {
 	ResetV8Samples(pid int) error
 	// V8Samples is how many V8 samples of pid the kernel has seen.
 	V8Samples(pid int) (uint64, error)
+}
+
+// GoProfiler is the Go memory profiler of a target, as AttachGo found it.
+type GoProfiler struct {
+	Version string // the binary's Go version
+	Rate    uint64 // runtime.MemProfileRate: bytes between samples
+	// TurnedOn: the binary's linker had turned the profiler off
+	// (MemProfileRate 0) and memdiag set it to Go's default for the
+	// session; it is set back to 0 when memdiag detaches.
+	TurnedOn bool
+	// Assumed: a stripped binary, whose rate cannot be read, taken to run
+	// the profiler at Go's default.
+	Assumed bool
 }
 
 // heapSampling is a session's runtime sampler.
@@ -82,10 +94,16 @@ func (s *Session) startSampling() {
 	}
 	var errs []error
 	if mode == "auto" || mode == "all" || mode == "go" {
-		goVersion, rate, err := s.cfg.Sampler.AttachGo(pid, exe)
+		gp, err := s.cfg.Sampler.AttachGo(pid, exe)
 		if err == nil {
-			st.Runtime, st.Active, st.Interval = event.RuntimeGo, true, rate
-			st.Reason = fmt.Sprintf("the Go memory profiler (%s), uprobes on mProf_Malloc, freeSpecial and gcMarkTermination", goVersion)
+			st.Runtime, st.Active, st.Interval = event.RuntimeGo, true, gp.Rate
+			st.Reason = fmt.Sprintf("the Go memory profiler (%s), uprobes on mProf_Malloc, freeSpecial and gcMarkTermination", gp.Version)
+			if gp.Assumed {
+				st.Reason += "; the binary is stripped: its runtime.MemProfileRate cannot be read and is taken as Go's default (it links the profile reader); if no sample comes over several GC cycles, the runtime heap falls back to the mapping estimate"
+			}
+			if gp.TurnedOn {
+				st.Reason += "; it was off (the binary never reads the profile, so Go's linker set runtime.MemProfileRate to 0): memdiag set it to Go's default for the session and sets it back to 0 when it detaches"
+			}
 			return
 		}
 		errs = append(errs, err)

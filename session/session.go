@@ -71,6 +71,7 @@ type Config struct {
 	SummaryExtRate  int64 // same, external memory
 	KeepOps         int   // recent ops remembered per category
 	ExactExternal   bool  // --exact-external
+	NativeHeap      bool  // --native-heap: the exact table follows malloc, not ArrayBuffers
 	TLS             bool  // --tls
 	KeepQueryValues bool  // --keep-query-values
 
@@ -113,7 +114,7 @@ func (c *Config) tool() string { return "memdiag " + c.Version }
 // accountOptions are the attribution options of a session.
 func (c *Config) accountOptions() attribution.Options {
 	return attribution.Options{Categorizer: attribution.NewCategorizer(c.Rules), KeepOps: c.KeepOps,
-		GrowthRSS: c.GrowthRSS, GrowthExternal: c.GrowthExternal, ExactExternal: c.ExactExternal}
+		GrowthRSS: c.GrowthRSS, GrowthExternal: c.GrowthExternal, ExactExternal: c.ExactExternal, NativeHeap: c.NativeHeap}
 }
 
 // subject is what a report is about: the same for a live session and the

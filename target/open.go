@@ -2,21 +2,24 @@ package target
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/memdiag/memdiag/dump"
+	"github.com/memdiag/memdiag/session"
 	"github.com/memdiag/memdiag/tracer"
 )
 
 // Probes says where a trace attaches.
 type Probes struct {
-	Launcher  int    // memdiag run: the launcher's pid, a target from its exec; 0 for attach
-	Cgroup    string // attach --container/--cgroup: follow new processes of this cgroup v2 directory
-	Main      int    // the process reports name
-	PIDs      []int  // attach: every process to trace now, Main among them
-	Exe       string // the binary uprobes (--tls, --exact-external) go on, for process UprobePID
-	UprobePID int    // the process uprobes are for
-	TLS       bool   // attach the uprobe that names HTTPS requests (--tls)
-	Exact     bool   // attach the ArrayBuffer allocator uprobes (--exact-external)
+	Launcher   int    // memdiag run: the launcher's pid, a target from its exec; 0 for attach
+	Cgroup     string // attach --container/--cgroup: follow new processes of this cgroup v2 directory
+	Main       int    // the process reports name
+	PIDs       []int  // attach: every process to trace now, Main among them
+	Exe        string // the binary uprobes (--tls, --exact-external) go on, for process UprobePID
+	UprobePID  int    // the process uprobes are for
+	TLS        bool   // attach the uprobe that names HTTPS requests (--tls)
+	Exact      bool   // attach the ArrayBuffer allocator uprobes (--exact-external)
+	NativeHeap bool   // attach the malloc/free uprobes (--native-heap)
 }
 
 // Open is the one open/attach sequence of attach and run: load the BPF
@@ -55,6 +58,15 @@ func Open(cfg tracer.Config, p Probes, onClose func(func() error)) (tr *tracer.T
 			return nil, nil, Input(err)
 		}
 	}
+	if p.NativeHeap {
+		libc := "" // attach: the library the process maps
+		if p.Launcher != 0 {
+			libc = hostLibc() // run: attached before the exec
+		}
+		if err := tr.AttachNativeHeap(p.UprobePID, libc); err != nil {
+			return nil, nil, Input(err)
+		}
+	}
 	return tr, traced, nil
 }
 
@@ -78,11 +90,23 @@ func Stacks(tr *tracer.Tracer) func(uint32) ([]dump.StackSample, error) {
 // (session.Sampler).
 type Sampler struct{ *tracer.Tracer }
 
-// AttachGo attaches the Go memory profiler's uprobes.
-func (s Sampler) AttachGo(pid int, exe string) (string, uint64, error) {
-	gs, err := s.AttachGoSampler(pid, exe)
-	return gs.GoVersion, gs.Rate, err
+// AttachGo attaches the Go memory profiler's uprobes, turning the
+// profiler on where the linker turned it off.
+func (s Sampler) AttachGo(pid int, exe string) (session.GoProfiler, error) {
+	gs, err := s.AttachGoSampler(pid, exe, true)
+	return session.GoProfiler{Version: gs.GoVersion, Rate: gs.Rate, TurnedOn: gs.TurnedOn, Assumed: gs.Assumed}, err
 }
 
 // AttachV8 attaches V8's SampleObject uprobe.
 func (s Sampler) AttachV8(pid int, exe string) error { return s.AttachV8Sampler(pid, exe) }
+
+// hostLibc is the C library a dynamically linked program memdiag run
+// starts will load: the first of the usual places that exists.
+func hostLibc() string {
+	for _, p := range []string{"/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6", "/usr/lib64/libc.so.6", "/lib/libc.so.6"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "/lib/x86_64-linux-gnu/libc.so.6"
+}

@@ -388,6 +388,7 @@ const (
 	memdiagProgOnAbAllocate         = "on_ab_allocate"
 	memdiagProgOnAbAllocateRet      = "on_ab_allocate_ret"
 	memdiagProgOnAbFree             = "on_ab_free"
+	memdiagProgOnCalloc             = "on_calloc"
 	memdiagProgOnEnterBrk           = "on_enter_brk"
 	memdiagProgOnEnterClose         = "on_enter_close"
 	memdiagProgOnEnterConnect       = "on_enter_connect"
@@ -432,12 +433,15 @@ const (
 	memdiagProgOnExitWrite          = "on_exit_write"
 	memdiagProgOnExitWritev         = "on_exit_writev"
 	memdiagProgOnFork               = "on_fork"
+	memdiagProgOnFree               = "on_free"
 	memdiagProgOnGoFreeSpecial      = "on_go_free_special"
 	memdiagProgOnGoGc               = "on_go_gc"
 	memdiagProgOnGoMalloc           = "on_go_malloc"
 	memdiagProgOnLlhttpExecute      = "on_llhttp_execute"
+	memdiagProgOnMalloc             = "on_malloc"
 	memdiagProgOnOom                = "on_oom"
 	memdiagProgOnPageFault          = "on_page_fault"
+	memdiagProgOnRealloc            = "on_realloc"
 	memdiagProgOnRename             = "on_rename"
 	memdiagProgOnRssStat            = "on_rss_stat"
 	memdiagProgOnV8Sample           = "on_v8_sample"
@@ -521,6 +525,7 @@ type memdiagProgramSpecs struct {
 	OnAbAllocate      *ebpf.ProgramSpec `ebpf:"on_ab_allocate"`
 	OnAbAllocateRet   *ebpf.ProgramSpec `ebpf:"on_ab_allocate_ret"`
 	OnAbFree          *ebpf.ProgramSpec `ebpf:"on_ab_free"`
+	OnCalloc          *ebpf.ProgramSpec `ebpf:"on_calloc"`
 	OnEnterBrk        *ebpf.ProgramSpec `ebpf:"on_enter_brk"`
 	OnEnterClose      *ebpf.ProgramSpec `ebpf:"on_enter_close"`
 	OnEnterConnect    *ebpf.ProgramSpec `ebpf:"on_enter_connect"`
@@ -565,12 +570,15 @@ type memdiagProgramSpecs struct {
 	OnExitWrite       *ebpf.ProgramSpec `ebpf:"on_exit_write"`
 	OnExitWritev      *ebpf.ProgramSpec `ebpf:"on_exit_writev"`
 	OnFork            *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnFree            *ebpf.ProgramSpec `ebpf:"on_free"`
 	OnGoFreeSpecial   *ebpf.ProgramSpec `ebpf:"on_go_free_special"`
 	OnGoGc            *ebpf.ProgramSpec `ebpf:"on_go_gc"`
 	OnGoMalloc        *ebpf.ProgramSpec `ebpf:"on_go_malloc"`
 	OnLlhttpExecute   *ebpf.ProgramSpec `ebpf:"on_llhttp_execute"`
+	OnMalloc          *ebpf.ProgramSpec `ebpf:"on_malloc"`
 	OnOom             *ebpf.ProgramSpec `ebpf:"on_oom"`
 	OnPageFault       *ebpf.ProgramSpec `ebpf:"on_page_fault"`
+	OnRealloc         *ebpf.ProgramSpec `ebpf:"on_realloc"`
 	OnRename          *ebpf.ProgramSpec `ebpf:"on_rename"`
 	OnRssStat         *ebpf.ProgramSpec `ebpf:"on_rss_stat"`
 	OnV8Sample        *ebpf.ProgramSpec `ebpf:"on_v8_sample"`
@@ -775,6 +783,7 @@ type memdiagPrograms struct {
 	OnAbAllocate      *ebpf.Program `ebpf:"on_ab_allocate"`
 	OnAbAllocateRet   *ebpf.Program `ebpf:"on_ab_allocate_ret"`
 	OnAbFree          *ebpf.Program `ebpf:"on_ab_free"`
+	OnCalloc          *ebpf.Program `ebpf:"on_calloc"`
 	OnEnterBrk        *ebpf.Program `ebpf:"on_enter_brk"`
 	OnEnterClose      *ebpf.Program `ebpf:"on_enter_close"`
 	OnEnterConnect    *ebpf.Program `ebpf:"on_enter_connect"`
@@ -819,12 +828,15 @@ type memdiagPrograms struct {
 	OnExitWrite       *ebpf.Program `ebpf:"on_exit_write"`
 	OnExitWritev      *ebpf.Program `ebpf:"on_exit_writev"`
 	OnFork            *ebpf.Program `ebpf:"on_fork"`
+	OnFree            *ebpf.Program `ebpf:"on_free"`
 	OnGoFreeSpecial   *ebpf.Program `ebpf:"on_go_free_special"`
 	OnGoGc            *ebpf.Program `ebpf:"on_go_gc"`
 	OnGoMalloc        *ebpf.Program `ebpf:"on_go_malloc"`
 	OnLlhttpExecute   *ebpf.Program `ebpf:"on_llhttp_execute"`
+	OnMalloc          *ebpf.Program `ebpf:"on_malloc"`
 	OnOom             *ebpf.Program `ebpf:"on_oom"`
 	OnPageFault       *ebpf.Program `ebpf:"on_page_fault"`
+	OnRealloc         *ebpf.Program `ebpf:"on_realloc"`
 	OnRename          *ebpf.Program `ebpf:"on_rename"`
 	OnRssStat         *ebpf.Program `ebpf:"on_rss_stat"`
 	OnV8Sample        *ebpf.Program `ebpf:"on_v8_sample"`
@@ -835,6 +847,7 @@ func (p *memdiagPrograms) Close() error {
 		p.OnAbAllocate,
 		p.OnAbAllocateRet,
 		p.OnAbFree,
+		p.OnCalloc,
 		p.OnEnterBrk,
 		p.OnEnterClose,
 		p.OnEnterConnect,
@@ -879,12 +892,15 @@ func (p *memdiagPrograms) Close() error {
 		p.OnExitWrite,
 		p.OnExitWritev,
 		p.OnFork,
+		p.OnFree,
 		p.OnGoFreeSpecial,
 		p.OnGoGc,
 		p.OnGoMalloc,
 		p.OnLlhttpExecute,
+		p.OnMalloc,
 		p.OnOom,
 		p.OnPageFault,
+		p.OnRealloc,
 		p.OnRename,
 		p.OnRssStat,
 		p.OnV8Sample,

@@ -14,6 +14,13 @@
 //	memdiag v8             + memdiag attach --heap-sampling v8 (V8's sampling heap profiler, 64 KiB)
 //	memdiag v8 1 MiB       + the same, one sample per 1 MiB
 //	memdiag exact          + memdiag attach --exact-external
+//	Go service             testdata/corpus/go-churn (built without the memory
+//	                       profiler: memdiag's default turns it on), untraced
+//	                       and with memdiag's default, GET /churn (1 MiB
+//	                       dropped) and /ping
+//	Python service         testdata/corpus/py-arena, untraced, default and
+//	                       --native-heap, GET /churn (16 × 16 KiB dropped)
+//	                       and /ping
 //	untraced HTTPS         HTTPS=1 node server.js (the baseline of --tls)
 //	memdiag --tls          HTTPS service + memdiag attach --tls
 //	classic middleware     CLASSIC_MIDDLEWARE=1 node server.js, no memdiag
@@ -88,6 +95,7 @@ type arm struct {
 	base    string // key of the untraced arm it is compared with
 	https   bool
 	classic bool
+	svc     string   // "": the reference service; or a corpus service (corpusServices)
 	tracer  string   // "", "memdiag" or "memleak"
 	flags   []string // memdiag flags
 }
@@ -98,6 +106,12 @@ var allArms = []arm{
 	{key: "v8", name: "memdiag --heap-sampling v8", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sampling", "v8"}},
 	{key: "v8-1m", name: "memdiag --heap-sampling v8 --heap-sample-interval 1MiB", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sampling", "v8", "--heap-sample-interval", "1MiB"}},
 	{key: "exact", name: "memdiag --exact-external", base: "untraced", tracer: "memdiag", flags: []string{"--exact-external"}},
+	{key: "native", name: "memdiag --native-heap", base: "untraced", tracer: "memdiag", flags: []string{"--native-heap"}},
+	{key: "go-untraced", name: "Go service, untraced", base: "go-untraced", svc: "go-churn"},
+	{key: "go-default", name: "Go service, memdiag (default)", base: "go-untraced", svc: "go-churn", tracer: "memdiag"},
+	{key: "py-untraced", name: "Python service, untraced", base: "py-untraced", svc: "py-arena"},
+	{key: "py-default", name: "Python service, memdiag (default)", base: "py-untraced", svc: "py-arena", tracer: "memdiag"},
+	{key: "py-native", name: "Python service, memdiag --native-heap", base: "py-untraced", svc: "py-arena", tracer: "memdiag", flags: []string{"--native-heap"}},
 	{key: "untraced-https", name: "untraced HTTPS", base: "untraced-https", https: true},
 	{key: "tls", name: "memdiag --tls (HTTPS)", base: "untraced-https", https: true, tracer: "memdiag", flags: []string{"--tls"}},
 	{key: "classic", name: "classic middleware", base: "untraced", classic: true},
@@ -182,8 +196,9 @@ type bench struct {
 	repo, dir         string // repository root (the working directory), temporary directory
 	memdiag, memleak  string // tracer binaries
 	node, wrk         string
-	openssl, bpftool  string // bpftool is "" when missing: no foreign-tracer check, no profile
-	lua, cert, key    string // files in dir
+	openssl, bpftool  string                   // bpftool is "" when missing: no foreign-tracer check, no profile
+	lua, cert, key    string                   // files in dir
+	corpus            map[string]corpusService // the corpus services of the selected arms
 	arms              []arm
 	kids              *children
 	peer              *service
@@ -325,6 +340,9 @@ func (b *bench) measure(rounds int, profile bool) error {
 	if err := os.WriteFile(b.lua, []byte(mixLua), 0o600); err != nil {
 		return err
 	}
+	if err := b.setupCorpus(); err != nil {
+		return err
+	}
 	if b.openssl != "" {
 		var err error
 		if b.cert, b.key, err = makeCert(b.openssl, b.dir); err != nil {
@@ -451,7 +469,11 @@ func (b *bench) runOnce(a arm, tag string, stats bool) (runResult, error) {
 		return res, err
 	}
 	defer svc.stop()
-	if _, err := b.runWrk(svc.url(), b.warmup, loadCPU); err != nil {
+	lua := b.lua
+	if a.svc != "" {
+		lua = b.corpus[a.svc].lua
+	}
+	if _, err := b.runWrk(svc.url(), lua, b.warmup, loadCPU); err != nil {
 		return res, fmt.Errorf("warm-up: %w", err)
 	}
 	// Every arm idles for the same time between warm-up and measurement
@@ -517,7 +539,7 @@ func (b *bench) runOnce(a arm, tag string, stats bool) (runResult, error) {
 		return res, err
 	}
 
-	res.Load, err = b.runWrk(svc.url(), b.duration, loadCPU)
+	res.Load, err = b.runWrk(svc.url(), lua, b.duration, loadCPU)
 	if err != nil {
 		return res, err
 	}

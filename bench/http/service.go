@@ -79,7 +79,11 @@ func (b *bench) startNode(script, what string, https bool, env ...string) (*serv
 	if script == "peer.js" {
 		portVar = "PEER_PORT"
 	}
-	cmd := exec.Command(b.node, filepath.Join(serviceDir, script))
+	argv := []string{b.node, filepath.Join(serviceDir, script)}
+	if c, ok := b.corpus[script]; ok {
+		argv = c.argv
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = b.repo
 	cmd.Env = nodeEnv(append(env, portVar+"="+strconv.Itoa(port))...)
 	cmd.Stdout = s.out
@@ -111,6 +115,9 @@ func (b *bench) startNode(script, what string, https bool, env ...string) (*serv
 
 // startService starts the reference service as the arm wants it.
 func (b *bench) startService(a arm) (*service, error) {
+	if a.svc != "" {
+		return b.startCorpus(a.svc)
+	}
 	env := []string{"PEER_PORT=" + strconv.Itoa(b.peer.port), "SYNC_INTERVAL_MS=2000"}
 	if a.classic {
 		env = append(env, "CLASSIC_MIDDLEWARE=1")
@@ -136,4 +143,55 @@ func makeCert(openssl, dir string) (cert, key string, err error) {
 		return "", "", fmt.Errorf("making a certificate with openssl: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	return cert, key, nil
+}
+
+// corpusService is a service of the accuracy corpus the benchmark runs
+// besides the reference service, with its own wrk script.
+type corpusService struct {
+	argv []string
+	lua  string // path of its wrk script
+}
+
+// corpusLua is the wrk script of the corpus services: GET /churn and GET
+// /ping in turn (neither keeps anything, so a long run does not grow).
+const corpusLua = `local n = 0
+request = function()
+  n = n + 1
+  if n % 2 == 0 then
+    return wrk.format("GET", "/churn")
+  end
+  return wrk.format("GET", "/ping")
+end
+` + doneLua
+
+// setupCorpus builds and describes the corpus services the selected arms
+// run.
+func (b *bench) setupCorpus() error {
+	b.corpus = map[string]corpusService{}
+	lua := filepath.Join(b.dir, "corpus.lua")
+	if err := os.WriteFile(lua, []byte(corpusLua), 0o600); err != nil {
+		return err
+	}
+	if b.needs(func(a arm) bool { return a.svc == "go-churn" }) {
+		bin := filepath.Join(b.dir, "go-churn")
+		cmd := exec.Command("go", "build", "-o", bin, ".")
+		cmd.Dir = filepath.Join(b.repo, "testdata/corpus/go-churn")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("building testdata/corpus/go-churn: %v: %s", err, out)
+		}
+		b.corpus["go-churn"] = corpusService{argv: []string{bin}, lua: lua}
+	}
+	if b.needs(func(a arm) bool { return a.svc == "py-arena" }) {
+		python, err := exec.LookPath("python3")
+		if err != nil {
+			return fmt.Errorf("the Python arms need python3: %w", err)
+		}
+		b.corpus["py-arena"] = corpusService{argv: []string{python, "testdata/corpus/py-arena/server.py"}, lua: lua}
+	}
+	return nil
+}
+
+// startCorpus starts a corpus service.
+func (b *bench) startCorpus(name string) (*service, error) {
+	return b.startNode(name, "the "+name+" service", false)
 }

@@ -26,7 +26,11 @@ request = function()
   end
   return wrk.format("GET", "/media/x")
 end
+` + doneLua
 
+// doneLua is the end of every wrk script: done() prints one
+// machine-readable line with the numbers the benchmark keeps.
+const doneLua = `
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("BENCH requests=%.0f duration_us=%.0f connect=%.0f read=%.0f write=%.0f status=%.0f timeout=%.0f p50_us=%.0f p99_us=%.0f\n",
@@ -46,10 +50,11 @@ type load struct {
 // RPS is the throughput: requests per second.
 func (l load) RPS() float64 { return float64(l.Requests) / l.Duration.Seconds() }
 
-// runWrk runs wrk on url for d with conns connections, pinned to cpu.
-func (b *bench) runWrk(url string, d time.Duration, cpu int) (load, error) {
+// runWrk runs wrk on url for d with conns connections, pinned to cpu,
+// with the wrk script lua.
+func (b *bench) runWrk(url, lua string, d time.Duration, cpu int) (load, error) {
 	cmd := exec.Command(b.wrk, "-t1", "-c"+strconv.Itoa(b.conns), "-d"+strconv.Itoa(int(d/time.Second))+"s",
-		"--latency", "--timeout", "5s", "-s", b.lua, url)
+		"--latency", "--timeout", "5s", "-s", lua, url)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out

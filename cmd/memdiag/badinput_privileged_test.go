@@ -71,6 +71,7 @@ func TestBadInput(t *testing.T) {
 		{"report flag after the file", nil, []string{"report", "/no/such.mdrec", "--format", "xml"}, 2, `--format must be text, json or html, got "xml"`},
 		{"report two files", nil, []string{"report", "a", "b", "--format", "json"}, 2, "report takes one recording file"},
 		{"live and quiet", nil, []string{"attach", "--pid", "1", "--live", "--quiet"}, 2, "give one of them"},
+		{"native heap and exact external", nil, []string{"attach", "--pid", "1", "--native-heap", "--exact-external"}, 2, "give one of --native-heap and --exact-external"},
 		{"completion shell", nil, []string{"completion", "fish"}, 2, `completion "fish": give bash or zsh`},
 		{"not root", nobody, []string{"attach", "--pid", "1"}, 1, "memdiag needs root"},
 	} {

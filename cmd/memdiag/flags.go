@@ -26,13 +26,14 @@ func commonFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "duration", Usage: "stop tracing after `D` (0: until the target exits or a signal)"},
 		&cli.IntFlag{Name: "ringbuf-size", Value: 256 << 10, Usage: "lifecycle ring buffer `BYTES` (a power of two)"},
 		&cli.IntFlag{Name: "max-buckets", Value: 16384, Usage: "bound on the kernel's bucket table (`N` entries)"},
-		&cli.IntFlag{Name: "max-outstanding", Value: 262144, Usage: "with --exact-external, bound on the table of live ArrayBuffers (`N` entries; overflow is counted)"},
+		&cli.IntFlag{Name: "max-outstanding", Value: 262144, Usage: "with --exact-external or --native-heap, bound on the table of live blocks (`N` entries; overflow is counted)"},
 		&cli.StringFlag{Name: "config", Usage: "name operations' categories with the rules in `FILE` (YAML, see examples/classic-categories.yaml)"},
 		&cli.StringFlag{Name: "growth-rss", Value: "50MB", Usage: "log [GROWTH] for an op whose RSS grows by `SIZE` or more"},
 		&cli.StringFlag{Name: "growth-external", Value: "10MB", Usage: "log [GROWTH] for an op whose external memory grows by `SIZE` or more"},
 		&cli.StringFlag{Name: "summary-rss-rate", Value: "100MB", Usage: "log a [SUMMARY] block at an interval whose RSS grew faster than `SIZE` per minute"},
 		&cli.StringFlag{Name: "summary-external-rate", Value: "50MB", Usage: "log a [SUMMARY] block at an interval whose external memory grew faster than `SIZE` per minute"},
 		&cli.BoolFlag{Name: "exact-external", Usage: "count external memory exactly with uprobes on Node.js's ArrayBuffer allocator (~3 traps per Buffer, opt-in)"},
+		&cli.BoolFlag{Name: "native-heap", Usage: "follow the native heap with uprobes on libc's malloc, calloc, realloc and free (allocations of 4 KiB and more all, smaller ones sampled): right native-heap verdicts (Python objects over 512 B, C extensions, Node.js Buffers from the malloc heap), at a diagnosis tool's cost (every malloc and free traps: see BENCHMARKS.md); opt-in, excludes --exact-external"},
 		&cli.IntFlag{Name: "keep-ops", Value: 100, Usage: "remember the last `N` ops per category"},
 		&cli.BoolFlag{Name: "tls", Usage: "name HTTPS requests of a Node.js target (uprobe on llhttp_execute: ~20 µs per parsed chunk, opt-in)"},
 		&cli.StringFlag{Name: "dump-at", Value: "2GB,4GB,6GB,8GB,10GB", Usage: "dump when RSS crosses these `SIZES` (and percentages of the cgroup memory limit, like 80%)"},
@@ -42,7 +43,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "dumps-dir", Value: "dumps", Usage: "write dumps under `DIR` (0700); SIGUSR2 to memdiag takes one now"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9464)"},
 		&cli.BoolFlag{Name: "keep-query-values", Usage: "keep query-string values in op names (redacted by default: they carry secrets)"},
-		&cli.StringFlag{Name: "heap-sampling", Value: "auto", Usage: "join the runtime's own allocation sampler with the ops, for the verdict: `MODE` auto (Go's memory profiler when the target links it: uprobes, about one hit per 512 KiB allocated), v8 (V8's sampling heap profiler over the inspector memdiag opens on loopback while it runs: right JS-heap verdicts, 12-19% of the reference service's throughput), all (Go or V8), go, or off (the runtime heap is then a mapping estimate)"},
+		&cli.StringFlag{Name: "heap-sampling", Value: "auto", Usage: "join the runtime's own allocation sampler with the ops, for the verdict: `MODE` auto (Go's memory profiler: uprobes, about one hit per 512 KiB allocated; where Go's linker turned it off, memdiag sets runtime.MemProfileRate to Go's default for the session and back to 0 at exit), v8 (V8's sampling heap profiler over the inspector memdiag opens on loopback while it runs: right JS-heap verdicts, 12-19% of the reference service's throughput), all (Go or V8), go, or off (the runtime heap is then a mapping estimate)"},
 		&cli.StringFlag{Name: "heap-sample-interval", Value: "64KiB", Usage: "V8 heap sampling: one sample per `SIZE` allocated on average (smaller: more precise, more uprobe traps)"},
 	}
 }
@@ -88,6 +89,7 @@ func optionsFrom(c *cli.Context) (options, error) {
 			KeepQueryValues: c.Bool("keep-query-values"),
 			TLS:             c.Bool("tls"),
 			ExactExternal:   c.Bool("exact-external"),
+			NativeHeap:      c.Bool("native-heap"),
 			NoDumps:         c.Bool("no-dumps"),
 			DumpsDir:        c.String("dumps-dir"),
 			Version:         version,
@@ -96,6 +98,9 @@ func optionsFrom(c *cli.Context) (options, error) {
 		maxBuckets:     c.Int("max-buckets"),
 		maxOutstanding: c.Int("max-outstanding"),
 		metricsAddr:    c.String("metrics-addr"),
+	}
+	if o.NativeHeap && o.ExactExternal {
+		return o, usageErr("--native-heap already follows Node.js's ArrayBuffers (they come from malloc): give one of --native-heap and --exact-external")
 	}
 	if c.Bool("live") {
 		if c.Bool("quiet") {

@@ -60,7 +60,7 @@ func prepareOutputs(o *options, cl *closers) error {
 // and uprobes, its Close in cl, and gives the session what it reads
 // through the tracer: stack samples for dumps, the runtime heap sampler.
 func openTracer(o *options, p target.Probes, cl *closers) (*tracer.Tracer, []int, error) {
-	p.TLS, p.Exact = o.TLS, o.ExactExternal
+	p.TLS, p.Exact, p.NativeHeap = o.TLS, o.ExactExternal, o.NativeHeap
 	tr, traced, err := target.Open(o.tracerConfig(p.Launcher, p.Cgroup), p, cl.add)
 	if err != nil {
 		return nil, nil, err
