@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/memdiag/memdiag/internal/proctest"
 )
 
 const repoRoot = ".."
@@ -253,13 +253,13 @@ type memdiagRun struct {
 	cmd         *exec.Cmd
 	report, log string
 	stderr      strings.Builder
-	done        chan struct{}
+	done        <-chan struct{}
 	waitErr     error
 }
 
 func startMemdiag(t *testing.T, tmp string, pid int, config string, extra ...string) *memdiagRun {
 	t.Helper()
-	r := &memdiagRun{report: filepath.Join(tmp, "r.json"), log: filepath.Join(tmp, "log"), done: make(chan struct{})}
+	r := &memdiagRun{report: filepath.Join(tmp, "r.json"), log: filepath.Join(tmp, "log")}
 	ready := filepath.Join(tmp, "ready")
 	r.cmd = exec.Command(memdiagBin, "attach", "--pid", fmt.Sprint(pid), "--config", config,
 		"--report-json", r.report, "--ready-file", ready, "--log", r.log, "--no-dumps",
@@ -270,18 +270,8 @@ func startMemdiag(t *testing.T, tmp string, pid int, config string, extra ...str
 		"--ringbuf-size", "4194304")
 	r.cmd.Args = append(r.cmd.Args, extra...)
 	r.cmd.Stderr = &r.stderr
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		r.waitErr = r.cmd.Wait()
-		close(r.done)
-	}()
-	t.Cleanup(func() {
-		r.cmd.Process.Kill()
-		<-r.done
-	})
-	if err := waitFile(ready, 60*time.Second, r.done); err != nil {
+	r.done = proctest.Start(t, r.cmd, &r.waitErr)
+	if err := proctest.WaitFile(ready, 60*time.Second, r.done); err != nil {
 		t.Fatalf("%v; memdiag stderr: %s", err, r.stderr.String())
 	}
 	return r
@@ -295,7 +285,7 @@ func takeTruth(t *testing.T, svc *exec.Cmd, path string, memdiagDone <-chan stru
 	if err := svc.Process.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatalf("SIGUSR2 to the service: %v", err)
 	}
-	if err := waitFile(path, 30*time.Second, memdiagDone); err != nil {
+	if err := proctest.WaitFile(path, 30*time.Second, memdiagDone); err != nil {
 		t.Fatalf("truth: %v", err)
 	}
 	tr, err := ReadTruth(path)
@@ -303,37 +293,4 @@ func takeTruth(t *testing.T, svc *exec.Cmd, path string, memdiagDone <-chan stru
 		t.Fatal(err)
 	}
 	return tr
-}
-
-// waitFile waits until path exists, watching its directory with inotify (no
-// sleeping), with a hard deadline; it gives up early when abort closes.
-func waitFile(path string, deadline time.Duration, abort <-chan struct{}) error {
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
-		return err
-	}
-	end := time.Now().Add(deadline)
-	buf := make([]byte, 4096)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return nil
-		}
-		select {
-		case <-abort:
-			return fmt.Errorf("memdiag exited before %s appeared", path)
-		default:
-		}
-		left := time.Until(end)
-		if left <= 0 {
-			return fmt.Errorf("%s did not appear within %s", path, deadline)
-		}
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		// Wake at least every 100ms to notice abort.
-		unix.Poll(fds, int(min(left, 100*time.Millisecond)/time.Millisecond))
-		unix.Read(fd, buf)
-	}
 }

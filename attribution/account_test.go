@@ -5,26 +5,19 @@ import (
 	"reflect"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/memdiag/memdiag/attribution"
 	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/internal/eventtest"
 )
 
 const mib = 1 << 20
 
-var t0 = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
-
-// at is a time i seconds into a test.
-func at(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
-
-// anon is a bucket whose resident change is all anonymous memory.
-func anon(pid uint32, kind event.BucketKind, id uint64, bytes int64, comm string) event.Bucket {
-	b := event.Bucket{Key: event.BucketKey{PID: pid, Kind: kind, ID: id}}
-	b.RSS[event.RSSAnon] = bytes
-	b.Comm = comm
-	return b
-}
+var (
+	t0   = eventtest.T0
+	at   = eventtest.At
+	anon = eventtest.Anon // a bucket whose resident change is all anonymous memory
+)
 
 // thread is the bucket of thread tid of process pid.
 func thread(pid, tid uint32, bytes int64, comm string) event.Bucket {

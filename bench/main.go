@@ -40,6 +40,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/memdiag/memdiag/bench/benchkit"
 )
 
 // CPUs the workload and memdiag run on.
@@ -117,7 +119,7 @@ func run() int {
 	}
 	signal.Notify(b.stop, os.Interrupt, syscall.SIGTERM)
 
-	loadBefore := loadavg()
+	loadBefore := benchkit.Loadavg(1)
 	b.faultstorm, err = compileFaultstorm(dir)
 	if err == nil {
 		err = b.measure(workloads, *rounds)
@@ -129,7 +131,7 @@ func run() int {
 	fmt.Fprintf(os.Stderr, "bench: done in %s\n", time.Since(b.start).Round(time.Second))
 	printTable(os.Stdout, b.rows, tableInfo{
 		rounds: *rounds, bystander: *bystander, version: memdiagVersion(*memdiagBin),
-		loadBefore: loadBefore, loadAfter: loadavg(),
+		loadBefore: loadBefore, loadAfter: benchkit.Loadavg(1),
 	})
 	return 0
 }
@@ -380,17 +382,4 @@ func memdiagVersion(bin string) string {
 		return "?"
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// loadavg returns the 1-minute load average, or "?".
-func loadavg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) == 0 {
-		return "?"
-	}
-	return f[0]
 }

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/memdiag/memdiag/bench/benchkit"
 )
 
 // userHZ is the unit of utime and stime in /proc/PID/stat: USER_HZ, 100
@@ -24,16 +24,6 @@ const userHZ = 100
 // send: on a shared machine, someone's `pkill memdiag`. The round is run
 // again rather than the benchmark failing.
 var errKilled = errors.New("memdiag was killed by a signal the benchmark did not send")
-
-// killedBySignal reports whether err says the process died of a signal.
-func killedBySignal(err error) bool {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return false
-	}
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled()
-}
 
 // tracerRun is one `memdiag attach` on a workload.
 type tracerRun struct {
@@ -63,13 +53,13 @@ func attach(memdiagBin, dir, tag string, pid, cpu int, timeout time.Duration) (*
 	t.cmd.Stdout = &t.stderr
 	t.cmd.Stderr = &t.stderr
 
-	w, err := newDirWatch(dir)
+	w, err := benchkit.NewDirWatch(dir)
 	if err != nil {
 		return nil, 0, err
 	}
-	defer w.close()
+	defer w.Close()
 	start := time.Now()
-	if err := startPinned(t.cmd, cpu); err != nil {
+	if err := benchkit.StartPinned(t.cmd, cpu); err != nil {
 		return nil, 0, fmt.Errorf("starting memdiag: %w", err)
 	}
 	go func() {
@@ -83,7 +73,7 @@ func attach(memdiagBin, dir, tag string, pid, cpu int, timeout time.Duration) (*
 		}
 		select {
 		case <-t.exited:
-			if killedBySignal(t.waitErr) {
+			if benchkit.KilledBySignal(t.waitErr) {
 				return nil, 0, fmt.Errorf("%w before it was ready (%v)", errKilled, t.waitErr)
 			}
 			return nil, 0, fmt.Errorf("memdiag exited before it was ready (%v): %s", t.waitErr, t.output())
@@ -93,7 +83,7 @@ func attach(memdiagBin, dir, tag string, pid, cpu int, timeout time.Duration) (*
 			t.kill()
 			return nil, 0, fmt.Errorf("memdiag was not ready after %s: %s", timeout, t.output())
 		}
-		if err := w.wait(50 * time.Millisecond); err != nil {
+		if _, err := w.Wait(50 * time.Millisecond); err != nil {
 			t.kill()
 			return nil, 0, err
 		}
@@ -190,7 +180,7 @@ func (t *tracerRun) stop(timeout time.Duration) (*jsonReport, error) {
 	if t.waitErr != nil {
 		// memdiag handles SIGTERM and exits 0: dying of a signal means
 		// another one came.
-		if killedBySignal(t.waitErr) {
+		if benchkit.KilledBySignal(t.waitErr) {
 			return nil, fmt.Errorf("%w (%v)", errKilled, t.waitErr)
 		}
 		return nil, fmt.Errorf("memdiag: %v: %s", t.waitErr, t.output())
@@ -211,35 +201,3 @@ func (t *tracerRun) kill() {
 	t.cmd.Process.Kill()
 	<-t.exited
 }
-
-// dirWatch wakes its caller when a file is created in one directory.
-type dirWatch struct{ fd int }
-
-func newDirWatch(dir string) (*dirWatch, error) {
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		return nil, fmt.Errorf("inotify: %w", err)
-	}
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("watching %s: %w", dir, err)
-	}
-	return &dirWatch{fd: fd}, nil
-}
-
-// wait returns after a creation in the directory or after timeout, having
-// drained the pending events.
-func (w *dirWatch) wait(timeout time.Duration) error {
-	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
-	if _, err := unix.Poll(fds, int(timeout/time.Millisecond)); err != nil && !errors.Is(err, unix.EINTR) {
-		return fmt.Errorf("waiting for the ready file: %w", err)
-	}
-	buf := make([]byte, 4096)
-	for {
-		if _, err := unix.Read(w.fd, buf); err != nil {
-			return nil // EAGAIN: drained
-		}
-	}
-}
-
-func (w *dirWatch) close() { unix.Close(w.fd) }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/memdiag/memdiag/bench/benchkit"
 )
 
 // row is every measured round of one workload.
@@ -19,30 +21,6 @@ type row struct {
 	untraced []result
 	traced   []tracedResult
 	foreign  int // pairs kept although another memdiag was loaded during them
-}
-
-// median returns the median of xs (the mean of the middle two for an even
-// count); xs is not modified.
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n == 0 {
-		return 0
-	}
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
-// collect maps f over xs.
-func collect[T any](xs []T, f func(T) float64) []float64 {
-	out := make([]float64, len(xs))
-	for i, x := range xs {
-		out[i] = f(x)
-	}
-	return out
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
@@ -81,13 +59,13 @@ func printTable(out io.Writer, rows []row, info tableInfo) {
 	for _, r := range rows {
 		elapsed := func(x result) float64 { return x.Elapsed.Seconds() }
 		cpu := func(x result) float64 { return x.CPU.Seconds() }
-		uEl, tEl := median(collect(r.untraced, elapsed)), median(collect(results(r.traced), elapsed))
-		uCPU, tCPU := median(collect(r.untraced, cpu)), median(collect(results(r.traced), cpu))
+		uEl, tEl := benchkit.Median(benchkit.Collect(r.untraced, elapsed)), benchkit.Median(benchkit.Collect(results(r.traced), elapsed))
+		uCPU, tCPU := benchkit.Median(benchkit.Collect(r.untraced, cpu)), benchkit.Median(benchkit.Collect(results(r.traced), cpu))
 		var pairs []float64
 		for i := range r.traced {
 			pairs = append(pairs, r.traced[i].Elapsed.Seconds()/r.untraced[i].Elapsed.Seconds())
 		}
-		peaks := collect(r.traced, func(t tracedResult) float64 { return float64(t.usage.PeakRSS) })
+		peaks := benchkit.Collect(r.traced, func(t tracedResult) float64 { return float64(t.usage.PeakRSS) })
 		var lost, undecodable uint64
 		for _, t := range r.traced {
 			lost += t.lost
@@ -104,10 +82,10 @@ func printTable(out io.Writer, rows []row, info tableInfo) {
 			tEl, rate(work/tEl, r.w.rate),
 			pct(tEl/uEl), pct(slices.Min(pairs)), pct(slices.Max(pairs)),
 			pct(tCPU/uCPU),
-			mib(int64(median(peaks))), mib(int64(slices.Max(peaks))),
-			median(collect(r.traced, func(t tracedResult) float64 { return t.usage.CPU.Seconds() })),
-			ms(median(collect(r.traced, func(t tracedResult) float64 { return t.attach.Seconds() }))),
-			ms(slices.Max(collect(r.traced, func(t tracedResult) float64 { return t.attach.Seconds() }))),
+			mib(int64(benchkit.Median(peaks))), mib(int64(slices.Max(peaks))),
+			benchkit.Median(benchkit.Collect(r.traced, func(t tracedResult) float64 { return t.usage.CPU.Seconds() })),
+			ms(benchkit.Median(benchkit.Collect(r.traced, func(t tracedResult) float64 { return t.attach.Seconds() }))),
+			ms(slices.Max(benchkit.Collect(r.traced, func(t tracedResult) float64 { return t.attach.Seconds() }))),
 			lostCell)
 	}
 	for _, r := range rows {

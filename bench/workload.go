@@ -9,12 +9,11 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/memdiag/memdiag/bench/benchkit"
 )
 
 // faultstormSource is the workload program; the harness compiles it with
@@ -118,7 +117,7 @@ func startWorkload(bin string, w workload, cpu int) (*running, error) {
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := startPinned(cmd, cpu); err != nil {
+	if err := benchkit.StartPinned(cmd, cpu); err != nil {
 		return nil, fmt.Errorf("starting faultstorm: %w", err)
 	}
 	r := &running{cmd: cmd, in: in, out: bufio.NewScanner(out)}
@@ -170,24 +169,4 @@ func (r *running) kill() {
 	r.cmd.Process.Kill()
 	r.in.Close()
 	r.cmd.Wait()
-}
-
-// startPinned starts cmd with its CPU affinity set to cpu alone, for every
-// thread it will have: the fork happens on an OS thread pinned for it, and
-// a child inherits the affinity of the thread that forked it.
-func startPinned(cmd *exec.Cmd, cpu int) error {
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked: the pinned thread exits with this goroutine
-		// instead of going back to the runtime's pool.
-		runtime.LockOSThread()
-		var set unix.CPUSet
-		set.Set(cpu)
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			errc <- fmt.Errorf("pinning to CPU %d: %w", cpu, err)
-			return
-		}
-		errc <- cmd.Start()
-	}()
-	return <-errc
 }

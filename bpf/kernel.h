@@ -62,7 +62,15 @@ struct task_struct {
 	int exit_code;
 } __attribute__((preserve_access_index));
 
-struct pt_regs;
+/*
+ * struct pt_regs, the context of a uprobe program and what
+ * bpf_task_pt_regs points to: the architecture's user ABI header defines
+ * it (x86_64: rdi, rsi, ..., rsp). The programs read it only through
+ * bpf_tracing.h's PT_REGS_* macros, which bpf2go's -target selects
+ * (-D__TARGET_ARCH_x86), so a build for another architecture reads that
+ * architecture's registers or fails to compile, never reads the wrong ones.
+ */
+#include <asm/ptrace.h>
 
 /*
  * Tracepoint contexts. Each mirrors the format file named above it; the
@@ -139,12 +147,6 @@ struct tp_mark_victim {
 	u64 anon_rss;
 	u64 file_rss;
 	u64 shmem_rss;
-};
-
-/* x86_64 struct pt_regs, the context of a uprobe program: a fixed ABI. */
-struct pt_regs_x86 {
-	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
-	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
 };
 
 #endif

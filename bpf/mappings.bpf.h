@@ -353,9 +353,9 @@ static __always_inline void unmap_range(u32 tgid, u64 a, u64 b, struct releasing
 static __always_inline u64 syscall_caller(void)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct pt_regs_x86 *regs = (struct pt_regs_x86 *)bpf_task_pt_regs(task);
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	u64 sp = 0, ret = 0;
-	if (bpf_probe_read_kernel(&sp, sizeof(sp), &regs->sp))
+	if (bpf_probe_read_kernel(&sp, sizeof(sp), &PT_REGS_SP(regs)))
 		return 0;
 	if (bpf_probe_read_user(&ret, sizeof(ret), (void *)sp))
 		return 0;

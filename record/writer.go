@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/memdiag/memdiag/event"
+
+	"github.com/memdiag/memdiag/safefile"
 )
 
 // level is the gzip level recordings are written with: the fastest, as the
@@ -46,7 +48,7 @@ func Create(path string, h Header) (*Writer, error) {
 	if _, err := marshalHeader(h); err != nil {
 		return nil, err
 	}
-	if err := mkdirPrivate(filepath.Dir(path)); err != nil {
+	if err := safefile.MkdirPrivate(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
 	// O_EXCL: never an existing file, and (POSIX) never a symlink, even a
@@ -237,20 +239,4 @@ func (w *Writer) Close(t Trailer) error {
 		w.err = err
 	}
 	return err
-}
-
-// mkdirPrivate creates dir and its missing parents with mode 0700. An
-// existing directory is left as it is, but a symlink is refused. (The same
-// as report.MkdirPrivate: record must not import report.)
-func mkdirPrivate(dir string) error {
-	if fi, err := os.Lstat(dir); err == nil {
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			return fmt.Errorf("%s is a symlink: refusing to write through it", dir)
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory", dir)
-		}
-		return nil
-	}
-	return os.MkdirAll(dir, 0o700)
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/memdiag/memdiag/safefile"
 )
 
 // Log writes the live log, one line per event, timestamp first, in the
@@ -42,7 +44,7 @@ func (l *Log) Tee(w io.Writer) {
 // OpenLog opens path for appending. When that fails it logs to fallback
 // (the console) and returns a warning saying why, once.
 func OpenLog(path string, fallback io.Writer) (*Log, string) {
-	f, err := OpenAppend(path)
+	f, err := safefile.OpenAppend(path)
 	if err != nil {
 		return &Log{w: fallback, now: time.Now}, fmt.Sprintf("memdiag: warning: cannot write the log %s (%v); logging to the console", path, err)
 	}

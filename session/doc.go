@@ -2,7 +2,8 @@
 // and its outputs for the length of a trace, and rebuilds the same account
 // from a recording.
 //
-// A live session (New, Start, Loop, Finish) takes the tracer's events as
+// A live session (New, then Run: Start, Loop, Finish, with SIGUSR1 and
+// SIGUSR2 caught meanwhile) takes the tracer's events as
 // they come, reads the kernel's counters every second (a snapshot), applies
 // both to an attribution.Account, lets the kernel forget what attribution
 // folded away, and writes what the user sees: the live log ([INIT],

@@ -18,6 +18,8 @@ import (
 	"github.com/memdiag/memdiag/dump"
 	"github.com/memdiag/memdiag/event"
 	"github.com/memdiag/memdiag/report"
+
+	"github.com/memdiag/memdiag/safefile"
 )
 
 // level is one RSS threshold, resolved.
@@ -194,7 +196,7 @@ func (s *Session) dump(label string, r *report.Report, rss int64) dumpResult {
 	res := dumpResult{label: label}
 	pid := int(s.target.PID)
 	root := s.cfg.DumpsDir
-	if err := report.MkdirPrivate(root); err != nil {
+	if err := safefile.MkdirPrivate(root); err != nil {
 		res.err = fmt.Errorf("dumps directory: %w", err)
 		return res
 	}
@@ -225,7 +227,7 @@ func (s *Session) dump(label string, r *report.Report, rss int64) dumpResult {
 	}
 	var errs []error
 	write := func(name string, data []byte) {
-		if err := report.WriteNew(filepath.Join(res.dir, name), data); err != nil {
+		if err := safefile.WriteNew(filepath.Join(res.dir, name), data); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -274,7 +276,7 @@ func (s *Session) writeProfile(path string, pid int) error {
 	if err != nil {
 		return err
 	}
-	f, err := report.CreateNew(path)
+	f, err := safefile.CreateNew(path)
 	if err != nil {
 		return err
 	}
@@ -292,7 +294,7 @@ func (s *Session) writeProfile(path string, pid int) error {
 
 // writeHeapSnapshot takes a V8 heap snapshot through the inspector.
 func (s *Session) writeHeapSnapshot(path string, pid int) []string {
-	f, err := report.CreateNew(path)
+	f, err := safefile.CreateNew(path)
 	if err != nil {
 		return []string{fmt.Sprintf("heap snapshot not taken: %v", err)}
 	}

@@ -16,6 +16,8 @@ import (
 	"github.com/memdiag/memdiag/event"
 	"github.com/memdiag/memdiag/heapsnap"
 	"github.com/memdiag/memdiag/report"
+
+	"github.com/memdiag/memdiag/safefile"
 )
 
 // heapFile is the heap snapshot of a dump directory; heapDiffJSON and
@@ -126,8 +128,8 @@ func runHeapDiff(exe, from, to string) heapDiffResult {
 		return res
 	}
 	res.err = errors.Join(
-		report.WriteNew(filepath.Join(to, heapDiffJSON), stdout.Bytes()),
-		report.WriteNew(filepath.Join(to, heapDiffText), d.Text()))
+		safefile.WriteNew(filepath.Join(to, heapDiffJSON), stdout.Bytes()),
+		safefile.WriteNew(filepath.Join(to, heapDiffText), d.Text()))
 	if res.err != nil {
 		return res
 	}

@@ -13,6 +13,9 @@ import (
 
 	"github.com/memdiag/memdiag/heapsnap"
 	"github.com/memdiag/memdiag/report"
+
+	"github.com/memdiag/memdiag/internal/golden"
+	"github.com/memdiag/memdiag/safefile"
 )
 
 // asMemdiag makes this test binary answer as `memdiag diff --format json
@@ -95,7 +98,7 @@ func TestHeapDiffBetweenDumps(t *testing.T) {
 			src := filepath.Join(snaps, []string{"a", "b", "b"}[n]+".heapsnapshot")
 			data, err := os.ReadFile(src)
 			if err == nil {
-				err = report.WriteNew(path, data)
+				err = safefile.WriteNew(path, data)
 			}
 			if err != nil {
 				return []string{err.Error()}
@@ -184,7 +187,7 @@ func TestHeapDiffBetweenDumps(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Errorf("replayed %s report differs from the live one:\n%s", f.format, firstDiff(got, want))
+			t.Errorf("replayed %s report differs from the live one:\n%s", f.format, golden.FirstDiff(got, want))
 		}
 	}
 }

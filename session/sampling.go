@@ -26,7 +26,7 @@ const defaultInspectorPort = 9229
 
 // Sampler is what runtime heap sampling needs of the kernel side: the
 // uprobes on the runtime's sampling path and the counts they keep.
-// cmd/memdiag adapts *tracer.Tracer to it; nil turns sampling off.
+// target.Sampler adapts *tracer.Tracer to it; nil turns sampling off.
 type Sampler interface {
 	// AttachGo attaches the Go memory profiler's uprobes to process pid
 	// running exe, turning the profiler on if the linker turned it off.

@@ -18,6 +18,8 @@ import (
 	"github.com/memdiag/memdiag/metrics"
 	"github.com/memdiag/memdiag/record"
 	"github.com/memdiag/memdiag/report"
+
+	"github.com/memdiag/memdiag/safefile"
 )
 
 // Tracer is what a session needs of the kernel side; *tracer.Tracer
@@ -201,6 +203,27 @@ func New(tr Tracer, cfg Config, target report.Target, base report.Baseline, star
 	}
 }
 
+// Validate refuses values a session cannot run with; each error names the
+// flag and the range it takes.
+func (c Config) Validate() error {
+	switch c.HeapSampling {
+	case "", "auto", "all", "go", "v8", "off":
+	default:
+		return fmt.Errorf("--heap-sampling %q: give auto, all, go, v8 or off", c.HeapSampling)
+	}
+	switch {
+	case c.HeapInterval != 0 && (c.HeapInterval < 1024 || c.HeapInterval > 64<<20):
+		return fmt.Errorf("--heap-sample-interval %d bytes: give a size from 1KiB to 64MiB, e.g. 64KiB", c.HeapInterval)
+	case c.KeepOps < 1 || c.KeepOps > 100000:
+		return fmt.Errorf("--keep-ops must be from 1 to 100000, got %d", c.KeepOps)
+	case c.Interval <= 0:
+		return fmt.Errorf("--interval must be positive, got %s", c.Interval)
+	case c.Duration < 0:
+		return fmt.Errorf("--duration must not be negative, got %s", c.Duration)
+	}
+	return nil
+}
+
 // CheckOutputs refuses, before anything is traced, outputs that could not
 // be written at the end.
 func CheckOutputs(cfg Config) error {
@@ -208,7 +231,7 @@ func CheckOutputs(cfg Config) error {
 		if p == "" {
 			continue
 		}
-		if err := report.CheckNew(p); err != nil {
+		if err := safefile.CheckNew(p); err != nil {
 			return err
 		}
 	}
@@ -241,7 +264,7 @@ func (s *Session) Start() error {
 	s.startSampling()
 	s.lastPeriodic = s.started
 	if s.cfg.ReadyFile != "" {
-		if err := report.WriteNew(s.cfg.ReadyFile, []byte(fmt.Sprintf("%d\n", os.Getpid()))); err != nil {
+		if err := safefile.WriteNew(s.cfg.ReadyFile, []byte(fmt.Sprintf("%d\n", os.Getpid()))); err != nil {
 			s.abandonRecording()
 			return fmt.Errorf("writing the ready file: %w", err)
 		}
@@ -380,10 +403,10 @@ func (s *Session) reportNow() {
 	base := filepath.Join(s.cfg.ReportsDir, fmt.Sprintf("memdiag-%d-%s", s.target.PID, stamp))
 	var errs []error
 	if data, err := r.JSON(); err == nil {
-		errs = append(errs, report.WriteNew(base+".json", data))
+		errs = append(errs, safefile.WriteNew(base+".json", data))
 	}
 	if data, err := r.HTML(); err == nil {
-		errs = append(errs, report.WriteNew(base+".html", data))
+		errs = append(errs, safefile.WriteNew(base+".html", data))
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.log.Printf("ERROR", "writing the report on SIGUSR1: %v", err)
@@ -544,7 +567,7 @@ func (s *Session) Finish(why string) error {
 		}
 		data, err := Render(r, out.format)
 		if err == nil {
-			err = report.WriteNew(out.path, data)
+			err = safefile.WriteNew(out.path, data)
 		}
 		if err != nil {
 			writeErr = fmt.Errorf("writing the %s report: %w", strings.ToUpper(out.format), err)

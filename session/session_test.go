@@ -14,23 +14,18 @@ import (
 
 	"github.com/memdiag/memdiag/config"
 	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/internal/eventtest"
+	"github.com/memdiag/memdiag/internal/golden"
 	"github.com/memdiag/memdiag/report"
 )
 
 const mib = 1 << 20
 
-var t0 = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
-
-// at is a time i seconds into a test.
-func at(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
-
-// bucket is a bucket whose resident change is all anonymous memory.
-func bucket(pid uint32, kind event.BucketKind, id uint64, bytes int64, comm string) event.Bucket {
-	b := event.Bucket{Key: event.BucketKey{PID: pid, Kind: kind, ID: id}}
-	b.RSS[event.RSSAnon] = bytes
-	b.Comm = comm
-	return b
-}
+var (
+	t0     = eventtest.T0
+	at     = eventtest.At
+	bucket = eventtest.Anon // a bucket whose resident change is all anonymous memory
+)
 
 // snapAt is a snapshot at second i; total is the group's resident memory
 // (the buckets' sum plus what ended ops took out of the kernel).
@@ -279,7 +274,7 @@ func TestReplayEqualsLive(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Errorf("replayed %s report differs from the live one:\n%s", f.format, firstDiff(got, want))
+			t.Errorf("replayed %s report differs from the live one:\n%s", f.format, golden.FirstDiff(got, want))
 		}
 	}
 	r := readJSON(t, cfg.ReportJSON)
@@ -293,16 +288,6 @@ func TestReplayEqualsLive(t *testing.T) {
 	if !found {
 		t.Errorf("the recorded rules were not applied: categories %+v", r.Categories)
 	}
-}
-
-// firstDiff shows where two outputs part.
-func firstDiff(a, b []byte) string {
-	i := 0
-	for i < len(a) && i < len(b) && a[i] == b[i] {
-		i++
-	}
-	lo := max(0, i-80)
-	return "got:  …" + string(a[lo:min(len(a), i+80)]) + "\nwant: …" + string(b[lo:min(len(b), i+80)])
 }
 
 // TestLoopEnds: the loop says why it ended.
@@ -426,23 +411,32 @@ func TestGoldenReplay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		golden := filepath.Join("testdata", "session."+format)
-		if *update {
-			if err := os.WriteFile(golden, got, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatalf("%v (go test ./session -update writes it)", err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s report of %s differs from %s (go test ./session -update rewrites both after a deliberate change):\n%s", format, rec, golden, firstDiff(got, want))
-		}
+		golden.Check(t, filepath.Join("testdata", "session."+format), got, *update, "go test ./session -update")
 	}
 	r := rp.Report()
 	if r.Growth.RSS != 73*mib || r.Target.Container != "3f2a9c1b0d4e" {
 		t.Errorf("the committed recording's report: growth %d, container %q; want 73 MiB and the container", r.Growth.RSS, r.Target.Container)
+	}
+}
+
+// TestConfigValidate: each value a session cannot run with is refused by
+// its flag's name; the defaults pass.
+func TestConfigValidate(t *testing.T) {
+	good := Config{KeepOps: 100, Interval: time.Minute, HeapSampling: "auto", HeapInterval: 64 << 10}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for flag, bad := range map[string]func(*Config){
+		"--heap-sampling":        func(c *Config) { c.HeapSampling = "java" },
+		"--heap-sample-interval": func(c *Config) { c.HeapInterval = 100 },
+		"--keep-ops":             func(c *Config) { c.KeepOps = 0 },
+		"--interval":             func(c *Config) { c.Interval = 0 },
+		"--duration":             func(c *Config) { c.Duration = -time.Second },
+	} {
+		c := good
+		bad(&c)
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), flag+" ") {
+			t.Errorf("%s: %v", flag, err)
+		}
 	}
 }

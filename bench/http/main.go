@@ -64,6 +64,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/memdiag/memdiag/bench/benchkit"
 )
 
 // CPUs: the service (and its peer) on one, the load generator and the
@@ -172,7 +174,7 @@ func run() int {
 		}
 		return 1
 	}
-	b.loadAfter = loadavg()
+	b.loadAfter = benchkit.Loadavg(3)
 	fmt.Fprintf(os.Stderr, "bench/http: done in %s\n", time.Since(b.start).Round(time.Second))
 	b.print(os.Stdout, *rounds)
 	return 0
@@ -333,7 +335,7 @@ func (b *bench) restoreStats() {
 // measure runs the rounds and then the profiling pass.
 func (b *bench) measure(rounds int, profile bool) error {
 	b.start = time.Now()
-	b.loadBefore = loadavg()
+	b.loadBefore = benchkit.Loadavg(3)
 	b.lua = filepath.Join(b.dir, "mix.lua")
 	if err := os.WriteFile(b.lua, []byte(mixLua), 0o600); err != nil {
 		return err
@@ -553,7 +555,7 @@ func (b *bench) runOnce(a arm, tag string, stats bool) (runResult, error) {
 		err1 = errors.Join(err1, err2, err3)
 	}
 	if err1 != nil {
-		if tr != nil && tr.p.done() && killedBySignal(tr.p.waitErr) {
+		if tr != nil && tr.p.done() && benchkit.KilledBySignal(tr.p.waitErr) {
 			return res, fmt.Errorf("%w (%v)", errKilled, tr.p.waitErr)
 		}
 		return res, err1

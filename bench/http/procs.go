@@ -5,14 +5,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/memdiag/memdiag/bench/benchkit"
 )
 
 // userHZ is the unit of utime and stime in /proc/PID/stat: USER_HZ, 100 on
@@ -43,20 +42,7 @@ func (c *children) start(cmd *exec.Cmd, cpu int, what string) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked: the pinned thread exits with this goroutine
-		// instead of going back to the runtime's pool.
-		runtime.LockOSThread()
-		var set unix.CPUSet
-		set.Set(cpu)
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			errc <- fmt.Errorf("pinning %s to CPU %d: %w", what, cpu, err)
-			return
-		}
-		errc <- cmd.Start()
-	}()
-	if err := <-errc; err != nil {
+	if err := benchkit.StartPinned(cmd, cpu); err != nil {
 		return fmt.Errorf("starting %s: %w", what, err)
 	}
 	c.pids[cmd.Process.Pid] = what
@@ -137,17 +123,6 @@ func (p *proc) stop(sig syscall.Signal, timeout time.Duration) bool {
 	}
 }
 
-// killedBySignal reports whether a Wait error says the process died of a
-// signal.
-func killedBySignal(err error) bool {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return false
-	}
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled()
-}
-
 // procCPU returns the user and system CPU time (utime, stime) of process
 // pid, all its threads.
 func procCPU(pid int) (user, sys time.Duration, err error) {
@@ -221,48 +196,3 @@ func parseStatus(status string) (memory, error) {
 	}
 	return m, nil
 }
-
-// loadavg returns the three load averages of /proc/loadavg, or "?".
-func loadavg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-// dirWatch wakes its caller when a file is created in one directory.
-type dirWatch struct{ fd int }
-
-func newDirWatch(dir string) (*dirWatch, error) {
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		return nil, fmt.Errorf("inotify: %w", err)
-	}
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("watching %s: %w", dir, err)
-	}
-	return &dirWatch{fd: fd}, nil
-}
-
-// wait returns after a creation in the directory or after timeout, having
-// drained the pending events.
-func (w *dirWatch) wait(timeout time.Duration) error {
-	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
-	if _, err := unix.Poll(fds, int(timeout/time.Millisecond)); err != nil && !errors.Is(err, unix.EINTR) {
-		return fmt.Errorf("waiting for the ready file: %w", err)
-	}
-	buf := make([]byte, 4096)
-	for {
-		if _, err := unix.Read(w.fd, buf); err != nil {
-			return nil // EAGAIN: drained
-		}
-	}
-}
-
-func (w *dirWatch) close() { unix.Close(w.fd) }

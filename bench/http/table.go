@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/memdiag/memdiag/bench/benchkit"
 )
 
 // Targets of the issue, for the default mode unless said.
@@ -20,30 +22,6 @@ const (
 	targetPeakRSS        = 20e6 // bytes: 20 MB
 	targetAttach         = 300 * time.Millisecond
 )
-
-// median returns the median of xs (the mean of the middle two for an even
-// count); xs is not modified.
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	switch {
-	case n == 0:
-		return 0
-	case n%2 == 1:
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
-// collect maps f over xs.
-func collect[T any](xs []T, f func(T) float64) []float64 {
-	out := make([]float64, len(xs))
-	for i, x := range xs {
-		out[i] = f(x)
-	}
-	return out
-}
 
 // armStats is the medians of one arm.
 type armStats struct {
@@ -71,22 +49,22 @@ func (b *bench) statsOf(a arm) *armStats {
 		return nil
 	}
 	s := &armStats{a: a, runs: rs}
-	s.rps = median(collect(rs, func(r runResult) float64 { return r.Load.RPS() }))
-	s.p50 = median(collect(rs, func(r runResult) float64 { return ms(r.Load.P50) }))
-	s.p99 = median(collect(rs, func(r runResult) float64 { return ms(r.Load.P99) }))
-	s.cpuRq = median(collect(rs, func(r runResult) float64 { return us(r.CPUPerRequest()) }))
-	s.trCPU = median(collect(rs, runResult.TracerCPUShare))
-	s.peak = median(collect(rs, func(r runResult) float64 { return float64(r.Mem.HWM) }))
-	s.peakMax = slices.Max(collect(rs, func(r runResult) float64 { return float64(r.Mem.HWM) }))
-	s.anon = median(collect(rs, func(r runResult) float64 { return float64(r.Mem.Anon) }))
-	s.file = median(collect(rs, func(r runResult) float64 { return float64(r.Mem.File) }))
-	s.events = median(collect(rs, runResult.EventsPerSec))
-	s.attach = median(collect(rs, func(r runResult) float64 { return ms(r.Attach) }))
-	s.attachMax = slices.Max(collect(rs, func(r runResult) float64 { return ms(r.Attach) }))
-	s.startCPU = median(collect(rs, func(r runResult) float64 { return r.StartCPU.Seconds() }))
-	s.startSys = median(collect(rs, func(r runResult) float64 { return r.StartSys.Seconds() }))
-	s.trSys = median(collect(rs, func(r runResult) float64 { return r.TracerSys.Seconds() / r.Load.Duration.Seconds() }))
-	s.startPeak = median(collect(rs, func(r runResult) float64 { return float64(r.StartMem.HWM) }))
+	s.rps = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return r.Load.RPS() }))
+	s.p50 = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return ms(r.Load.P50) }))
+	s.p99 = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return ms(r.Load.P99) }))
+	s.cpuRq = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return us(r.CPUPerRequest()) }))
+	s.trCPU = benchkit.Median(benchkit.Collect(rs, runResult.TracerCPUShare))
+	s.peak = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return float64(r.Mem.HWM) }))
+	s.peakMax = slices.Max(benchkit.Collect(rs, func(r runResult) float64 { return float64(r.Mem.HWM) }))
+	s.anon = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return float64(r.Mem.Anon) }))
+	s.file = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return float64(r.Mem.File) }))
+	s.events = benchkit.Median(benchkit.Collect(rs, runResult.EventsPerSec))
+	s.attach = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return ms(r.Attach) }))
+	s.attachMax = slices.Max(benchkit.Collect(rs, func(r runResult) float64 { return ms(r.Attach) }))
+	s.startCPU = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return r.StartCPU.Seconds() }))
+	s.startSys = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return r.StartSys.Seconds() }))
+	s.trSys = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return r.TracerSys.Seconds() / r.Load.Duration.Seconds() }))
+	s.startPeak = benchkit.Median(benchkit.Collect(rs, func(r runResult) float64 { return float64(r.StartMem.HWM) }))
 	for _, r := range rs {
 		if r.LateSettle {
 			s.late++
@@ -133,7 +111,7 @@ func ratioRange(arm, base []runResult, f func(runResult) float64) (lo, hi float6
 func versus(s, base *armStats, med func(*armStats) float64, f func(runResult) float64) string {
 	out := pct(med(s) / med(base))
 	if qs := roundRatios(s.runs, base.runs, f); len(qs) > 0 {
-		out += fmt.Sprintf(" (rounds %s: %s … %s)", pct(median(qs)), pct(slices.Min(qs)), pct(slices.Max(qs)))
+		out += fmt.Sprintf(" (rounds %s: %s … %s)", pct(benchkit.Median(qs)), pct(slices.Min(qs)), pct(slices.Max(qs)))
 	}
 	return out
 }
@@ -244,15 +222,15 @@ func (b *bench) printTargets(w io.Writer, st map[string]*armStats) {
 	// Met only when both the ratio of the medians and the median of the
 	// per-round ratios are within the target.
 	loss := 1 - d.rps/u.rps
-	roundLoss := 1 - median(roundRatios(d.runs, u.runs, rpsOf))
+	roundLoss := 1 - benchkit.Median(roundRatios(d.runs, u.runs, rpsOf))
 	fmt.Fprintf(w, "| throughput loss ≤ 3%% | throughput %s (%.0f vs %.0f req/s); median of per-round ratios %s; service CPU per request %s | %s |\n",
 		pct(1-loss), d.rps, u.rps, pct(1-roundLoss), versus(d, u, func(s *armStats) float64 { return s.cpuRq }, cpuRqOf),
 		yes(max(loss, roundLoss) <= targetThroughputLoss))
 	inc := d.p99/u.p99 - 1
-	roundInc := median(roundRatios(d.runs, u.runs, p99Of)) - 1
+	roundInc := benchkit.Median(roundRatios(d.runs, u.runs, p99Of)) - 1
 	fmt.Fprintf(w, "| p99 increase ≤ 5%% | %+.1f%% (%.2f vs %.2f ms); median of per-round ratios %+.1f%% | %s |\n",
 		100*inc, d.p99, u.p99, 100*roundInc, yes(max(inc, roundInc) <= targetP99Increase))
-	cpuMax := slices.Max(collect(d.runs, runResult.TracerCPUShare))
+	cpuMax := slices.Max(benchkit.Collect(d.runs, runResult.TracerCPUShare))
 	fmt.Fprintf(w, "| memdiag CPU ≤ 5%% of a core | %.1f%% median, %.1f%% max, at %.0f ring buffer events/s | %s |\n",
 		100*d.trCPU, 100*cpuMax, d.events, yes(d.trCPU <= targetCPU))
 	fmt.Fprintf(w, "| memdiag peak RSS ≤ 20 MB | %.1f MB = %s median, %.1f MB max | %s |\n",

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/memdiag/memdiag/bench/benchkit"
 )
 
 // syncBuffer is an output buffer a child writes while the benchmark reads
@@ -86,11 +88,11 @@ func (b *bench) attachMemdiag(pid int, flags []string, tag string) (*tracer, tim
 	cmd := exec.Command(b.memdiag, args...)
 	cmd.Stdout = t.out
 	cmd.Stderr = t.out
-	w, err := newDirWatch(b.dir)
+	w, err := benchkit.NewDirWatch(b.dir)
 	if err != nil {
 		return nil, 0, err
 	}
-	defer w.close()
+	defer w.Close()
 	start := time.Now()
 	if t.p, err = b.kids.spawn(cmd, tracerCPU, "memdiag"); err != nil {
 		return nil, 0, err
@@ -100,7 +102,7 @@ func (b *bench) attachMemdiag(pid int, flags []string, tag string) (*tracer, tim
 			return t, time.Since(start), nil
 		}
 		if t.p.done() {
-			if killedBySignal(t.p.waitErr) {
+			if benchkit.KilledBySignal(t.p.waitErr) {
 				return nil, 0, fmt.Errorf("%w before it was ready (%v)", errKilled, t.p.waitErr)
 			}
 			return nil, 0, &unavailable{fmt.Sprintf("memdiag %s exited before it was ready (%v): %s", strings.Join(flags, " "), t.p.waitErr, t.out)}
@@ -113,7 +115,7 @@ func (b *bench) attachMemdiag(pid int, flags []string, tag string) (*tracer, tim
 			t.p.stop(syscall.SIGKILL, time.Second)
 			return nil, 0, errInterrupted
 		}
-		if err := w.wait(20 * time.Millisecond); err != nil {
+		if _, err := w.Wait(20 * time.Millisecond); err != nil {
 			t.p.stop(syscall.SIGKILL, time.Second)
 			return nil, 0, err
 		}
@@ -202,7 +204,7 @@ func (t *tracer) stopMemdiag() (*report, time.Duration, error) {
 	}
 	took := time.Since(start)
 	if t.p.waitErr != nil {
-		if killedBySignal(t.p.waitErr) {
+		if benchkit.KilledBySignal(t.p.waitErr) {
 			return nil, 0, fmt.Errorf("%w (%v)", errKilled, t.p.waitErr)
 		}
 		return nil, 0, fmt.Errorf("memdiag: %v: %s", t.p.waitErr, t.out)

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/memdiag/memdiag/cliargs"
 )
 
 // TestReorderArgs: flags after a subcommand's arguments move in front of
@@ -24,7 +26,7 @@ func TestReorderArgs(t *testing.T) {
 		{"memdiag report run.rec --generate-bash-completion", "memdiag report run.rec --generate-bash-completion"},
 		{"memdiag --version", "memdiag --version"},
 	} {
-		got := strings.Join(reorderArgs(app, strings.Fields(c.in)), " ")
+		got := strings.Join(cliargs.Reorder(app, strings.Fields(c.in)), " ")
 		if got != c.want {
 			t.Errorf("%s:\n got %s\nwant %s", c.in, got, c.want)
 		}
@@ -40,12 +42,12 @@ func TestFlagHint(t *testing.T) {
 		{`invalid value "x" for flag -keep-ops: parse error`, "--keep-ops x: give a whole number, e.g. --keep-ops 10"},
 		{`flag provided but not defined: -x`, "flag provided but not defined: -x"},
 	} {
-		if got := flagHint(errors.New(c.in), flags).Error(); got != c.want {
+		if got := cliargs.FlagHint(errors.New(c.in), flags).Error(); got != c.want {
 			t.Errorf("%s: got %q, want %q", c.in, got, c.want)
 		}
 	}
 	pid := newAttachCommand().Flags
-	if got := flagHint(errors.New(`invalid value "abc" for flag -pid: parse error`), pid).Error(); got != "--pid abc: give a process id, e.g. --pid 1234" {
+	if got := cliargs.FlagHint(errors.New(`invalid value "abc" for flag -pid: parse error`), pid).Error(); got != "--pid abc: give a process id, e.g. --pid 1234" {
 		t.Errorf("pid: %q", got)
 	}
 	if !slices.ContainsFunc(flags, func(f cli.Flag) bool { return f.Names()[0] == "quiet" }) {

@@ -53,25 +53,12 @@ func newDiffCommand() *cli.Command {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			opts := heapsnap.Options{Top: top}
-			tty := isTerminal(os.Stderr)
-			if tty {
-				last := -1
-				opts.Progress = func(file int, done, total int64) {
-					if total <= 0 {
-						return
-					}
-					pct := int(done * 100 / total)
-					if pct == last {
-						return
-					}
-					last = pct
-					fmt.Fprintf(os.Stderr, "\rmemdiag: reading %s %3d%%", [2]string{"A", "B"}[file], pct)
-				}
+			clearLine := func() {}
+			if isTerminal(os.Stderr) {
+				opts.Progress, clearLine = heapsnap.TerminalProgress(os.Stderr, "memdiag: ")
 			}
 			d, err := heapsnap.DiffFiles(ctx, a, b, opts)
-			if tty {
-				fmt.Fprint(os.Stderr, "\r\033[K")
-			}
+			clearLine()
 			if err != nil {
 				if ctx.Err() != nil {
 					return &exitError{code: 1, err: fmt.Errorf("diff interrupted")}

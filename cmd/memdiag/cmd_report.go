@@ -6,8 +6,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/memdiag/memdiag/report"
 	"github.com/memdiag/memdiag/session"
+
+	"github.com/memdiag/memdiag/safefile"
 )
 
 func newReportCommand() *cli.Command {
@@ -29,7 +30,7 @@ func newReportCommand() *cli.Command {
 			}
 			out := c.String("output")
 			if out != "" {
-				if err := report.CheckNew(out); err != nil {
+				if err := safefile.CheckNew(out); err != nil {
 					return usageErr("%v", err)
 				}
 			}
@@ -48,7 +49,7 @@ func newReportCommand() *cli.Command {
 				_, err = c.App.Writer.Write(data)
 				return err
 			}
-			return report.WriteNew(out, data)
+			return safefile.WriteNew(out, data)
 		},
 	}
 }

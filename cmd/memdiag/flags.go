@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/memdiag/memdiag/config"
+	"github.com/memdiag/memdiag/report"
 	"github.com/memdiag/memdiag/session"
 	"github.com/memdiag/memdiag/tracer"
 )
@@ -110,7 +111,7 @@ func optionsFrom(c *cli.Context) (options, error) {
 		if c.Bool("quiet") {
 			return o, usageErr("--live draws on the terminal and --quiet keeps it silent: give one of them")
 		}
-		v := &liveView{w: os.Stderr}
+		v := report.NewLiveView(os.Stderr)
 		o.Console, o.Live = v, v.Update
 	}
 	var err error
@@ -126,14 +127,10 @@ func optionsFrom(c *cli.Context) (options, error) {
 	if o.SummaryExtRate, err = sizeFlag(c, "summary-external-rate"); err != nil {
 		return o, err
 	}
-	switch o.HeapSampling = c.String("heap-sampling"); o.HeapSampling {
-	case "auto", "all", "go", "v8", "off":
-	default:
-		return o, usageErr("--heap-sampling %q: give auto, all, go, v8 or off", o.HeapSampling)
-	}
-	iv, err := config.ParseSize(c.String("heap-sample-interval"))
-	if err != nil || iv < 1024 || iv > 64<<20 {
-		return o, usageErr("--heap-sample-interval %q: give a size from 1KiB to 64MiB, e.g. 64KiB", c.String("heap-sample-interval"))
+	o.HeapSampling = c.String("heap-sampling")
+	iv, err := sizeFlag(c, "heap-sample-interval")
+	if err != nil {
+		return o, err
 	}
 	o.HeapInterval = uint64(iv)
 	if o.DumpAt, err = session.ParseDumpAt(c.String("dump-at")); err != nil {
@@ -146,13 +143,10 @@ func optionsFrom(c *cli.Context) (options, error) {
 		text, _ := os.ReadFile(path)
 		o.RulesName, o.RulesText = path, string(text)
 	}
+	if err := o.Validate(); err != nil {
+		return o, usageErr("%v", err)
+	}
 	switch {
-	case o.KeepOps < 1 || o.KeepOps > 100000:
-		return o, usageErr("--keep-ops must be from 1 to 100000, got %d", o.KeepOps)
-	case o.Interval <= 0:
-		return o, usageErr("--interval must be positive, got %s", o.Interval)
-	case o.Duration < 0:
-		return o, usageErr("--duration must not be negative, got %s", o.Duration)
 	case o.ringbufBytes < 4096 || o.ringbufBytes&(o.ringbufBytes-1) != 0:
 		return o, usageErr("--ringbuf-size must be a power of two of at least 4096, got %d", o.ringbufBytes)
 	case o.maxBuckets < 64:

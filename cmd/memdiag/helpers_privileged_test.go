@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/memdiag/memdiag/report"
+
+	"github.com/memdiag/memdiag/internal/proctest"
 )
 
 // Built once by TestMain.
@@ -186,40 +186,6 @@ func startWorkload(t *testing.T) *workload {
 	return w
 }
 
-// waitFile waits until path exists, watching its directory with inotify:
-// no sleeping, and a hard deadline.
-func waitFile(t *testing.T, path string, deadline time.Duration, exited <-chan struct{}) {
-	t.Helper()
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
-		t.Fatal(err)
-	}
-	end := time.Now().Add(deadline)
-	buf := make([]byte, 4096)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		select {
-		case <-exited:
-			t.Fatalf("memdiag exited before creating %s", path)
-		default:
-		}
-		left := time.Until(end)
-		if left <= 0 {
-			t.Fatalf("%s did not appear within %s", path, deadline)
-		}
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		// Wake at least every 100ms to notice memdiag exiting.
-		unix.Poll(fds, int(min(left, 100*time.Millisecond)/time.Millisecond))
-		unix.Read(fd, buf)
-	}
-}
-
 // tracerRun is a memdiag process under test.
 type tracerRun struct {
 	cmd     *exec.Cmd
@@ -227,7 +193,7 @@ type tracerRun struct {
 	report  string
 	log     string
 	stderr  strings.Builder
-	done    chan struct{}
+	done    <-chan struct{}
 	waitErr error
 }
 
@@ -237,9 +203,16 @@ type tracerRun struct {
 func startMemdiag(t *testing.T, setup func(*exec.Cmd), args ...string) *tracerRun {
 	t.Helper()
 	dir := t.TempDir()
-	r := &tracerRun{dir: dir, report: filepath.Join(dir, "report.json"), log: filepath.Join(dir, "memdiag.log"), done: make(chan struct{})}
+	r := &tracerRun{dir: dir, report: filepath.Join(dir, "report.json"), log: filepath.Join(dir, "memdiag.log")}
 	ready := filepath.Join(dir, "ready")
 	full := []string{args[0], "--ready-file", ready, "--report-json", r.report, "--log", r.log}
+	// Dumps (a 2 GB threshold is the default) and SIGUSR1 reports go to
+	// the test's directory too, never into the source tree.
+	for flag, sub := range map[string]string{"--dumps-dir": "dumps", "--reports-dir": "reports"} {
+		if !slices.Contains(args, flag) {
+			full = append(full, flag, filepath.Join(dir, sub))
+		}
+	}
 	if args[0] == "attach" && !slices.Contains(args, "--heap-sampling") {
 		// These tests check the tracer, ops, mappings and dumps: the
 		// runtime sampler (which opens a Node target's inspector) is
@@ -252,18 +225,10 @@ func startMemdiag(t *testing.T, setup func(*exec.Cmd), args ...string) *tracerRu
 	if setup != nil {
 		setup(r.cmd)
 	}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
+	r.done = proctest.Start(t, r.cmd, &r.waitErr)
+	if err := proctest.WaitFile(ready, 30*time.Second, r.done); err != nil {
+		t.Fatalf("%v; memdiag stderr: %s", err, r.stderr.String())
 	}
-	go func() {
-		r.waitErr = r.cmd.Wait()
-		close(r.done)
-	}()
-	t.Cleanup(func() {
-		r.cmd.Process.Kill()
-		<-r.done
-	})
-	waitFile(t, ready, 30*time.Second, r.done)
 	return r
 }
 

@@ -19,6 +19,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/memdiag/memdiag/cliargs"
+	"github.com/memdiag/memdiag/launch"
+	"github.com/memdiag/memdiag/target"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -38,11 +42,6 @@ func usageErr(format string, args ...any) error {
 	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
 }
 
-// statusErr ends memdiag with code and no message (run's child status).
-type statusErr int
-
-func (s statusErr) Error() string { return fmt.Sprintf("exit status %d", int(s)) }
-
 // onUsageError turns a flag error into one line and exit status 2.
 func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 	name := "memdiag"
@@ -53,7 +52,7 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 	if c.Command != nil && c.Command.Name != "" {
 		flags = c.Command.Flags
 	}
-	return usageErr("%v (see '%s --help')", flagHint(err, flags), name)
+	return usageErr("%v (see '%s --help')", cliargs.FlagHint(err, flags), name)
 }
 
 // newApp builds the command line; an unknown command's name goes to
@@ -114,7 +113,7 @@ func main() {
 func run(args []string) error {
 	var unknown string
 	app := newApp(&unknown)
-	err := app.Run(reorderArgs(app, args))
+	err := app.Run(cliargs.Reorder(app, args))
 	if unknown != "" {
 		return usageErr("unknown command %q (see 'memdiag --help')", unknown)
 	}
@@ -127,14 +126,19 @@ func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
-	var st statusErr
-	if errors.As(err, &st) {
-		return int(st)
+	var le *launch.Exit
+	if errors.As(err, &le) && le.Err == nil {
+		return le.Code // the command's own status: it spoke for itself
 	}
 	fmt.Fprintf(os.Stderr, "memdiag: %v\n", err)
 	var ee *exitError
-	if errors.As(err, &ee) {
+	switch {
+	case errors.As(err, &ee):
 		return ee.code
+	case errors.As(err, &le):
+		return le.Code
+	case errors.Is(err, target.ErrInput):
+		return 2
 	}
 	return 1
 }

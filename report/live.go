@@ -1,4 +1,4 @@
-package main
+package report
 
 import (
 	"bytes"
@@ -8,8 +8,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/memdiag/memdiag/report"
 )
 
 // liveRows is how many categories the live view shows; liveTail how many
@@ -19,19 +17,23 @@ const (
 	liveTail = 6
 )
 
-// liveView is --live: a per-category table of growth, retained and rate,
-// redrawn on the terminal as the session reports (session.Config.Live),
+// LiveView is memdiag's --live: a per-category table of growth, retained
+// and rate, redrawn on the terminal as the session reports (its Update is
+// session.Config.Live),
 // with the latest log lines under it. It is also the session's console:
 // log lines scroll under the table until the next redraw, and the final
 // lines stay after the last one.
-type liveView struct {
+type LiveView struct {
 	mu    sync.Mutex
 	w     io.Writer
 	lines []string // the latest log lines, at most liveTail
 }
 
+// NewLiveView draws on w (a terminal).
+func NewLiveView(w io.Writer) *LiveView { return &LiveView{w: w} }
+
 // Write takes log lines (the session's console) and shows them at once.
-func (v *liveView) Write(p []byte) (int, error) {
+func (v *LiveView) Write(p []byte) (int, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
@@ -43,8 +45,8 @@ func (v *liveView) Write(p []byte) (int, error) {
 	return v.w.Write(p)
 }
 
-// Update redraws the table from the current report.
-func (v *liveView) Update(r *report.Report) {
+// Update redraws the table from the current
+func (v *LiveView) Update(r *Report) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var b bytes.Buffer
@@ -57,16 +59,16 @@ func (v *liveView) Update(r *report.Report) {
 }
 
 // renderLive writes the live table of r.
-func renderLive(w io.Writer, r *report.Report) {
+func renderLive(w io.Writer, r *Report) {
 	d := time.Duration(r.DurationSec * float64(time.Second))
 	fmt.Fprintf(w, "memdiag  pid %d (%s)  %s  RSS %s (%s, %s)  external %s (%s)\n",
-		r.Target.PID, r.Target.Comm, d.Round(time.Second), report.Bytes(r.Final.RSS),
-		report.SignedBytes(r.Growth.RSS), report.BytesPerMinute(r.Growth.RSS, d),
-		report.SignedBytes(r.Growth.External), r.External.Mode)
+		r.Target.PID, r.Target.Comm, d.Round(time.Second), Bytes(r.Final.RSS),
+		SignedBytes(r.Growth.RSS), BytesPerMinute(r.Growth.RSS, d),
+		SignedBytes(r.Growth.External), r.External.Mode)
 	if r.Verdict.Statement != "" {
 		fmt.Fprintf(w, "verdict: %s\n", r.Verdict.Statement)
 	}
-	cats := append([]report.CategoryJSON(nil), r.Categories...)
+	cats := append([]CategoryJSON(nil), r.Categories...)
 	sort.SliceStable(cats, func(i, j int) bool { return cats[i].RetainedBytes > cats[j].RetainedBytes })
 	fmt.Fprintf(w, "\n%-28s %-10s %8s %12s %12s %14s\n", "CATEGORY", "KIND", "OPS", "RSS", "RETAINED", "RATE")
 	for i, c := range cats {
@@ -79,7 +81,7 @@ func renderLive(w io.Writer, r *report.Report) {
 			mark = "  <-- culprit"
 		}
 		fmt.Fprintf(w, "%-28s %-10s %8d %12s %12s %14s%s\n", clip(c.Name, 28), clip(c.Kind, 10), c.Ops,
-			report.SignedBytes(c.RSSBytes), report.SignedBytes(c.RetainedBytes), report.BytesPerMinute(c.RSSBytes, d), mark)
+			SignedBytes(c.RSSBytes), SignedBytes(c.RetainedBytes), BytesPerMinute(c.RSSBytes, d), mark)
 	}
 	fmt.Fprintln(w)
 }

@@ -1,4 +1,8 @@
-package report
+// Package safefile writes what memdiag leaves on disk (logs, reports,
+// recordings, dumps: heap snapshots hold secrets) the safe way: files 0600
+// in directories 0700, never through a symlink, never over an existing
+// file, never blocked by a FIFO planted in their place.
+package safefile
 
 import (
 	"errors"

@@ -1,0 +1,70 @@
+// Package proctest holds what the privileged end-to-end tests (cmd/memdiag,
+// accuracy) do with the processes they start: start one and reap it,
+// killing it when the test ends, and wait for a file it creates, with
+// inotify and a deadline instead of sleeps.
+package proctest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Start starts cmd and reaps it in the background: done closes when it has
+// exited, *waitErr holding what Wait returned. The process is killed (if
+// still running) and reaped when the test ends.
+func Start(t testing.TB, cmd *exec.Cmd, waitErr *error) (done <-chan struct{}) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := make(chan struct{})
+	go func() {
+		*waitErr = cmd.Wait()
+		close(c)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-c
+	})
+	return c
+}
+
+// WaitFile waits until path exists, watching its directory with inotify,
+// for at most deadline; it gives up early when abort closes (the process
+// that should create it has exited).
+func WaitFile(path string, deadline time.Duration, abort <-chan struct{}) error {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
+		return err
+	}
+	end := time.Now().Add(deadline)
+	buf := make([]byte, 4096)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-abort:
+			return fmt.Errorf("the process exited before %s appeared", path)
+		default:
+		}
+		left := time.Until(end)
+		if left <= 0 {
+			return fmt.Errorf("%s did not appear within %s", path, deadline)
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		// Wake at least every 100ms to notice abort.
+		unix.Poll(fds, int(min(left, 100*time.Millisecond)/time.Millisecond))
+		unix.Read(fd, buf)
+	}
+}
