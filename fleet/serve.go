@@ -10,13 +10,13 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/memdiag/memdiag/container"
 	"github.com/memdiag/memdiag/metrics"
 	"github.com/memdiag/memdiag/procfs"
 	"github.com/memdiag/memdiag/report"
+	"github.com/memdiag/memdiag/safefile"
 	"github.com/memdiag/memdiag/session"
+	"github.com/memdiag/memdiag/target"
 )
 
 // OpenTracer loads a tracer for one container: it follows the cgroup v2
@@ -82,7 +82,7 @@ func Serve(ctx context.Context, w *Watcher, cfg Config) error {
 	}
 	if sc.ReadyFile != "" {
 		r.Ready = func() error {
-			return report.WriteNew(sc.ReadyFile, fmt.Appendf(nil, "%d\n", os.Getpid()))
+			return safefile.WriteNew(sc.ReadyFile, fmt.Appendf(nil, "%d\n", os.Getpid()))
 		}
 	}
 	log.Printf("FLEET", "memdiag %s: following the containers of this node that the selector picks, at most %d at once", sc.Version, w.MaxTargets())
@@ -120,12 +120,12 @@ func openTarget(t Target, c session.Config, open OpenTracer) (Traced, error) {
 		return Traced{}, fmt.Errorf("no process in %s", dir)
 	}
 	main := container.Main(pids)
-	pidfd, err := unix.PidfdOpen(main, 0)
+	proc, err := target.Watch(main)
 	if err != nil {
-		return Traced{}, fmt.Errorf("watching process %d: %w", main, err)
+		return Traced{}, err
 	}
 	fail := func(err error) (Traced, error) {
-		unix.Close(pidfd)
+		proc.Close()
 		return Traced{}, err
 	}
 	tr, others, err := open(&c, dir, main, pids)
@@ -135,48 +135,27 @@ func openTarget(t Target, c session.Config, open OpenTracer) (Traced, error) {
 	// The baseline is read after the processes are targets, so no change
 	// falls between the two.
 	st, err := procfs.ReadStatus(main)
-	if err != nil || st.Zombie || exited(pidfd) {
+	if err != nil || st.Zombie || proc.Exited() {
 		tr.Close()
 		return fail(fmt.Errorf("process %d exited while memdiag was attaching", main))
 	}
-	base := baselineOf(st)
+	base := target.Baseline(st)
 	for _, p := range others {
 		if st, err := procfs.ReadStatus(p); err == nil {
-			base.Memory = base.Memory.Add(baselineOf(st).Memory)
+			base.Memory = base.Memory.Add(target.Baseline(st).Memory)
 		}
 	}
-	target := report.Target{PID: uint32(main), Comm: st.Name, Exe: procfs.Exe(main), Cmdline: procfs.Cmdline(main), Mode: "attach",
+	tgt := report.Target{PID: uint32(main), Comm: st.Name, Exe: procfs.Exe(main), Cmdline: procfs.Cmdline(main), Mode: "attach",
 		Container: t.ID, ContainerName: t.Name(), Cgroup: dir}
-	s := session.New(tr, c, target, base, time.Now().Round(0))
+	s := session.New(tr, c, tgt, base, time.Now().Round(0))
 	if err := s.Start(); err != nil {
 		tr.Close()
 		return fail(err)
 	}
-	done := make(chan struct{})
+	done := proc.Done()
 	go func() {
-		defer close(done)
-		defer unix.Close(pidfd)
-		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-		for {
-			n, err := unix.Poll(fds, -1)
-			if n > 0 || err != nil && !errors.Is(err, unix.EINTR) {
-				return
-			}
-		}
+		<-done
+		proc.Close()
 	}()
 	return Traced{Session: s, Exited: done}, nil
-}
-
-// exited reports whether the process behind pidfd has exited.
-func exited(pidfd int) bool {
-	n, _ := unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, 0)
-	return n > 0
-}
-
-// baselineOf is a process's memory as /proc/PID/status gives it.
-func baselineOf(st procfs.Status) report.Baseline {
-	return report.Baseline{
-		Memory: report.Memory{RSS: st.RssAnon + st.RssFile + st.RssShmem, Anon: st.RssAnon, File: st.RssFile, Shmem: st.RssShmem},
-		HWM:    st.VmHWM,
-	}
 }

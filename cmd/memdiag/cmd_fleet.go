@@ -14,6 +14,7 @@ import (
 	"github.com/memdiag/memdiag/container"
 	"github.com/memdiag/memdiag/fleet"
 	"github.com/memdiag/memdiag/session"
+	"github.com/memdiag/memdiag/target"
 )
 
 func newFleetCommand() *cli.Command {
@@ -95,7 +96,7 @@ func runFleet(ctx context.Context, w *fleet.Watcher, opts options) (err error) {
 		o := opts
 		o.Config = *c
 		var tcl closers
-		tr, others, err := openTracer(&o, probes{cgroup: cgroup, main: main, pids: pids, exe: fmt.Sprintf("/proc/%d/exe", main), uprobe: main}, &tcl)
+		tr, others, err := openTracer(&o, target.Probes{Cgroup: cgroup, Main: main, PIDs: pids, Exe: fmt.Sprintf("/proc/%d/exe", main), UprobePID: main}, &tcl)
 		if err != nil {
 			tcl.close()
 			return nil, nil, err

@@ -21,6 +21,7 @@ import (
 
 	"github.com/memdiag/memdiag/container"
 	"github.com/memdiag/memdiag/fleet"
+	"github.com/memdiag/memdiag/internal/proctest"
 )
 
 // daemonSetCommand reads deploy/kubernetes/daemonset.yaml and returns the
@@ -234,21 +235,13 @@ func TestDaemonSetCommand(t *testing.T) {
 			run = append(run, args[i])
 		}
 	}
-	r := &fleetRun{tracerRun: &tracerRun{dir: dir, log: logPath, done: make(chan struct{})}, reports: reports, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
+	r := &fleetRun{tracerRun: &tracerRun{dir: dir, log: logPath}, reports: reports, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
 	r.cmd = exec.Command(memdiagBin, run...)
 	r.cmd.Stderr = &r.stderr
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
+	r.done = proctest.Start(t, r.cmd, &r.waitErr)
+	if err := proctest.WaitFile(ready, 30*time.Second, r.done); err != nil {
+		t.Fatalf("%v; memdiag stderr: %s", err, r.stderr.String())
 	}
-	go func() {
-		r.waitErr = r.cmd.Wait()
-		close(r.done)
-	}()
-	t.Cleanup(func() {
-		r.cmd.Process.Kill()
-		<-r.done
-	})
-	waitFile(t, ready, 30*time.Second, r.done)
 	r.waitLog(t, "[FLEET] tracing "+ns+"/"+pod0+"/"+name+" ("+first.id[:12]+")")
 
 	// A new replica is scheduled on the node while memdiag runs.

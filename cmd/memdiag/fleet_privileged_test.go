@@ -23,6 +23,7 @@ import (
 
 	"github.com/memdiag/memdiag/container"
 	"github.com/memdiag/memdiag/container/critest"
+	"github.com/memdiag/memdiag/internal/proctest"
 	"github.com/memdiag/memdiag/procfs"
 	"github.com/memdiag/memdiag/report"
 )
@@ -171,7 +172,7 @@ type fleetRun struct {
 func startFleet(t *testing.T, n *fleetNode, args ...string) *fleetRun {
 	t.Helper()
 	dir := t.TempDir()
-	r := &fleetRun{tracerRun: &tracerRun{dir: dir, log: filepath.Join(dir, "memdiag.log"), done: make(chan struct{})}, reports: filepath.Join(dir, "reports")}
+	r := &fleetRun{tracerRun: &tracerRun{dir: dir, log: filepath.Join(dir, "memdiag.log")}, reports: filepath.Join(dir, "reports")}
 	port := freePort(t)
 	r.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	ready := filepath.Join(dir, "ready")
@@ -179,18 +180,10 @@ func startFleet(t *testing.T, n *fleetNode, args ...string) *fleetRun {
 		"--pod-logs", n.links, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port), "--heap-sampling", "off", "--interval", "1h"}, args...)
 	r.cmd = exec.Command(memdiagBin, full...)
 	r.cmd.Stderr = &r.stderr
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
+	r.done = proctest.Start(t, r.cmd, &r.waitErr)
+	if err := proctest.WaitFile(ready, 30*time.Second, r.done); err != nil {
+		t.Fatalf("%v; memdiag stderr: %s", err, r.stderr.String())
 	}
-	go func() {
-		r.waitErr = r.cmd.Wait()
-		close(r.done)
-	}()
-	t.Cleanup(func() {
-		r.cmd.Process.Kill()
-		<-r.done
-	})
-	waitFile(t, ready, 30*time.Second, r.done)
 	return r
 }
 
