@@ -273,6 +273,7 @@ struct target {
 };
 
 #define TF_TLS_SEEN 1 /* EV_TLS_SEEN was sent for this process */
+#define TF_OPS 2      /* a thread of the process has a thread_states entry (served an op) */
 
 /* What a thread's activity is charged to. */
 enum thread_mode {

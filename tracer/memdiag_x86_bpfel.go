@@ -332,6 +332,11 @@ type memdiagTarget struct {
 	Gen       uint32
 }
 
+type memdiagTargetBitmap struct {
+	_     structs.HostLayout
+	Words [131072]uint32
+}
+
 type memdiagTargetState uint32
 
 const (
@@ -361,6 +366,7 @@ const (
 	memdiagMapAbLive                = "ab_live"
 	memdiagMapAbPending             = "ab_pending"
 	memdiagMapBuckets               = "buckets"
+	memdiagMapCpuOffsets            = "cpu_offsets"
 	memdiagMapEvents                = "events"
 	memdiagMapGonePeaks             = "gone_peaks"
 	memdiagMapGroup                 = "group"
@@ -371,6 +377,7 @@ const (
 	memdiagMapOpIds                 = "op_ids"
 	memdiagMapOutstanding           = "outstanding"
 	memdiagMapPending               = "pending"
+	memdiagMapPercpuProbe           = "percpu_probe"
 	memdiagMapRegions               = "regions"
 	memdiagMapRegionsEpoch          = "regions_epoch"
 	memdiagMapReleasing             = "releasing"
@@ -379,6 +386,7 @@ const (
 	memdiagMapStackGrowths          = "stack_growths"
 	memdiagMapStacks                = "stacks"
 	memdiagMapStats                 = "stats"
+	memdiagMapTargetBits            = "target_bits"
 	memdiagMapTargetCgroup          = "target_cgroup"
 	memdiagMapTargets               = "targets"
 	memdiagMapThreadStates          = "thread_states"
@@ -444,6 +452,7 @@ const (
 	memdiagVarFollowCgroup          = "follow_cgroup"
 	memdiagVarGoSpecialKindOff      = "go_special_kind_off"
 	memdiagVarLauncherTgid          = "launcher_tgid"
+	memdiagVarNrCpus                = "nr_cpus"
 	memdiagVarStackSampleBytes      = "stack_sample_bytes"
 	memdiagVarUnusedAbAlloc         = "unused_ab_alloc"
 	memdiagVarUnusedAbKey           = "unused_ab_key"
@@ -583,6 +592,7 @@ type memdiagMapSpecs struct {
 	AbLive       *ebpf.MapSpec `ebpf:"ab_live"`
 	AbPending    *ebpf.MapSpec `ebpf:"ab_pending"`
 	Buckets      *ebpf.MapSpec `ebpf:"buckets"`
+	CpuOffsets   *ebpf.MapSpec `ebpf:"cpu_offsets"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	GonePeaks    *ebpf.MapSpec `ebpf:"gone_peaks"`
 	Group        *ebpf.MapSpec `ebpf:"group"`
@@ -593,6 +603,7 @@ type memdiagMapSpecs struct {
 	OpIds        *ebpf.MapSpec `ebpf:"op_ids"`
 	Outstanding  *ebpf.MapSpec `ebpf:"outstanding"`
 	Pending      *ebpf.MapSpec `ebpf:"pending"`
+	PercpuProbe  *ebpf.MapSpec `ebpf:"percpu_probe"`
 	Regions      *ebpf.MapSpec `ebpf:"regions"`
 	RegionsEpoch *ebpf.MapSpec `ebpf:"regions_epoch"`
 	Releasing    *ebpf.MapSpec `ebpf:"releasing"`
@@ -601,6 +612,7 @@ type memdiagMapSpecs struct {
 	StackGrowths *ebpf.MapSpec `ebpf:"stack_growths"`
 	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	TargetBits   *ebpf.MapSpec `ebpf:"target_bits"`
 	TargetCgroup *ebpf.MapSpec `ebpf:"target_cgroup"`
 	Targets      *ebpf.MapSpec `ebpf:"targets"`
 	ThreadStates *ebpf.MapSpec `ebpf:"thread_states"`
@@ -616,6 +628,7 @@ type memdiagVariableSpecs struct {
 	FollowCgroup          *ebpf.VariableSpec `ebpf:"follow_cgroup"`
 	GoSpecialKindOff      *ebpf.VariableSpec `ebpf:"go_special_kind_off"`
 	LauncherTgid          *ebpf.VariableSpec `ebpf:"launcher_tgid"`
+	NrCpus                *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	StackSampleBytes      *ebpf.VariableSpec `ebpf:"stack_sample_bytes"`
 	UnusedAbAlloc         *ebpf.VariableSpec `ebpf:"unused_ab_alloc"`
 	UnusedAbKey           *ebpf.VariableSpec `ebpf:"unused_ab_key"`
@@ -671,6 +684,7 @@ type memdiagMaps struct {
 	AbLive       *ebpf.Map `ebpf:"ab_live"`
 	AbPending    *ebpf.Map `ebpf:"ab_pending"`
 	Buckets      *ebpf.Map `ebpf:"buckets"`
+	CpuOffsets   *ebpf.Map `ebpf:"cpu_offsets"`
 	Events       *ebpf.Map `ebpf:"events"`
 	GonePeaks    *ebpf.Map `ebpf:"gone_peaks"`
 	Group        *ebpf.Map `ebpf:"group"`
@@ -681,6 +695,7 @@ type memdiagMaps struct {
 	OpIds        *ebpf.Map `ebpf:"op_ids"`
 	Outstanding  *ebpf.Map `ebpf:"outstanding"`
 	Pending      *ebpf.Map `ebpf:"pending"`
+	PercpuProbe  *ebpf.Map `ebpf:"percpu_probe"`
 	Regions      *ebpf.Map `ebpf:"regions"`
 	RegionsEpoch *ebpf.Map `ebpf:"regions_epoch"`
 	Releasing    *ebpf.Map `ebpf:"releasing"`
@@ -689,6 +704,7 @@ type memdiagMaps struct {
 	StackGrowths *ebpf.Map `ebpf:"stack_growths"`
 	Stacks       *ebpf.Map `ebpf:"stacks"`
 	Stats        *ebpf.Map `ebpf:"stats"`
+	TargetBits   *ebpf.Map `ebpf:"target_bits"`
 	TargetCgroup *ebpf.Map `ebpf:"target_cgroup"`
 	Targets      *ebpf.Map `ebpf:"targets"`
 	ThreadStates *ebpf.Map `ebpf:"thread_states"`
@@ -702,6 +718,7 @@ func (m *memdiagMaps) Close() error {
 		m.AbLive,
 		m.AbPending,
 		m.Buckets,
+		m.CpuOffsets,
 		m.Events,
 		m.GonePeaks,
 		m.Group,
@@ -712,6 +729,7 @@ func (m *memdiagMaps) Close() error {
 		m.OpIds,
 		m.Outstanding,
 		m.Pending,
+		m.PercpuProbe,
 		m.Regions,
 		m.RegionsEpoch,
 		m.Releasing,
@@ -720,6 +738,7 @@ func (m *memdiagMaps) Close() error {
 		m.StackGrowths,
 		m.Stacks,
 		m.Stats,
+		m.TargetBits,
 		m.TargetCgroup,
 		m.Targets,
 		m.ThreadStates,
@@ -736,6 +755,7 @@ type memdiagVariables struct {
 	FollowCgroup          *ebpf.Variable `ebpf:"follow_cgroup"`
 	GoSpecialKindOff      *ebpf.Variable `ebpf:"go_special_kind_off"`
 	LauncherTgid          *ebpf.Variable `ebpf:"launcher_tgid"`
+	NrCpus                *ebpf.Variable `ebpf:"nr_cpus"`
 	StackSampleBytes      *ebpf.Variable `ebpf:"stack_sample_bytes"`
 	UnusedAbAlloc         *ebpf.Variable `ebpf:"unused_ab_alloc"`
 	UnusedAbKey           *ebpf.Variable `ebpf:"unused_ab_key"`
