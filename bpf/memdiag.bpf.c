@@ -9,7 +9,7 @@
  *                    thread's op, the idle bucket, or the thread's own),
  *                    stats, the events ring buffer, syscall argument saving
  *   mappings.bpf.h   mmap/munmap/mremap/brk/mprotect/madvise, the regions
- *                    trie: virtual memory, retained bytes, who gives back
+ *                    table: virtual memory, retained bytes, who gives back
  *   rss.bpf.h        kmem:rss_stat and page faults: exact RSS deltas per
  *                    bucket (conservation), external bytes, peaks, stacks
  *   ops.bpf.h        sockets and the HTTP op state machine: which op is
@@ -58,6 +58,8 @@ const struct thread_state *unused_thread_state __attribute__((unused));
 const struct sock_info *unused_sock_info __attribute__((unused));
 const struct region *unused_region __attribute__((unused));
 const struct region_key *unused_region_key __attribute__((unused));
+const struct region_chunk_key *unused_region_chunk_key __attribute__((unused));
+const struct region_chunk *unused_region_chunk __attribute__((unused));
 const struct libc_range *unused_libc_range __attribute__((unused));
 const struct ab_key *unused_ab_key __attribute__((unused));
 const struct ab_alloc *unused_ab_alloc __attribute__((unused));

@@ -234,6 +234,19 @@ type memdiagRegion struct {
 	Pad     uint32
 }
 
+type memdiagRegionChunk struct {
+	_     structs.HostLayout
+	Start [4]uint64
+	End   [4]uint64
+}
+
+type memdiagRegionChunkKey struct {
+	_     structs.HostLayout
+	Tgid  uint32
+	Gen   uint32
+	Chunk uint64
+}
+
 type memdiagRegionClass uint32
 
 const (
@@ -246,10 +259,10 @@ const (
 )
 
 type memdiagRegionKey struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Tgid      uint32
-	AddrBe    uint64
+	_     structs.HostLayout
+	Tgid  uint32
+	Gen   uint32
+	Start uint64
 }
 
 type memdiagReleasing struct {
@@ -378,6 +391,8 @@ const (
 	memdiagMapOutstanding           = "outstanding"
 	memdiagMapPending               = "pending"
 	memdiagMapPercpuProbe           = "percpu_probe"
+	memdiagMapRegionIndex           = "region_index"
+	memdiagMapRegionLevels          = "region_levels"
 	memdiagMapRegions               = "regions"
 	memdiagMapRegionsEpoch          = "regions_epoch"
 	memdiagMapReleasing             = "releasing"
@@ -472,6 +487,8 @@ const (
 	memdiagVarUnusedOpEndReason     = "unused_op_end_reason"
 	memdiagVarUnusedOpKind          = "unused_op_kind"
 	memdiagVarUnusedRegion          = "unused_region"
+	memdiagVarUnusedRegionChunk     = "unused_region_chunk"
+	memdiagVarUnusedRegionChunkKey  = "unused_region_chunk_key"
 	memdiagVarUnusedRegionClass     = "unused_region_class"
 	memdiagVarUnusedRegionKey       = "unused_region_key"
 	memdiagVarUnusedRssMember       = "unused_rss_member"
@@ -604,6 +621,8 @@ type memdiagMapSpecs struct {
 	Outstanding  *ebpf.MapSpec `ebpf:"outstanding"`
 	Pending      *ebpf.MapSpec `ebpf:"pending"`
 	PercpuProbe  *ebpf.MapSpec `ebpf:"percpu_probe"`
+	RegionIndex  *ebpf.MapSpec `ebpf:"region_index"`
+	RegionLevels *ebpf.MapSpec `ebpf:"region_levels"`
 	Regions      *ebpf.MapSpec `ebpf:"regions"`
 	RegionsEpoch *ebpf.MapSpec `ebpf:"regions_epoch"`
 	Releasing    *ebpf.MapSpec `ebpf:"releasing"`
@@ -648,6 +667,8 @@ type memdiagVariableSpecs struct {
 	UnusedOpEndReason     *ebpf.VariableSpec `ebpf:"unused_op_end_reason"`
 	UnusedOpKind          *ebpf.VariableSpec `ebpf:"unused_op_kind"`
 	UnusedRegion          *ebpf.VariableSpec `ebpf:"unused_region"`
+	UnusedRegionChunk     *ebpf.VariableSpec `ebpf:"unused_region_chunk"`
+	UnusedRegionChunkKey  *ebpf.VariableSpec `ebpf:"unused_region_chunk_key"`
 	UnusedRegionClass     *ebpf.VariableSpec `ebpf:"unused_region_class"`
 	UnusedRegionKey       *ebpf.VariableSpec `ebpf:"unused_region_key"`
 	UnusedRssMember       *ebpf.VariableSpec `ebpf:"unused_rss_member"`
@@ -696,6 +717,8 @@ type memdiagMaps struct {
 	Outstanding  *ebpf.Map `ebpf:"outstanding"`
 	Pending      *ebpf.Map `ebpf:"pending"`
 	PercpuProbe  *ebpf.Map `ebpf:"percpu_probe"`
+	RegionIndex  *ebpf.Map `ebpf:"region_index"`
+	RegionLevels *ebpf.Map `ebpf:"region_levels"`
 	Regions      *ebpf.Map `ebpf:"regions"`
 	RegionsEpoch *ebpf.Map `ebpf:"regions_epoch"`
 	Releasing    *ebpf.Map `ebpf:"releasing"`
@@ -730,6 +753,8 @@ func (m *memdiagMaps) Close() error {
 		m.Outstanding,
 		m.Pending,
 		m.PercpuProbe,
+		m.RegionIndex,
+		m.RegionLevels,
 		m.Regions,
 		m.RegionsEpoch,
 		m.Releasing,
@@ -775,6 +800,8 @@ type memdiagVariables struct {
 	UnusedOpEndReason     *ebpf.Variable `ebpf:"unused_op_end_reason"`
 	UnusedOpKind          *ebpf.Variable `ebpf:"unused_op_kind"`
 	UnusedRegion          *ebpf.Variable `ebpf:"unused_region"`
+	UnusedRegionChunk     *ebpf.Variable `ebpf:"unused_region_chunk"`
+	UnusedRegionChunkKey  *ebpf.Variable `ebpf:"unused_region_chunk_key"`
 	UnusedRegionClass     *ebpf.Variable `ebpf:"unused_region_class"`
 	UnusedRegionKey       *ebpf.Variable `ebpf:"unused_region_key"`
 	UnusedRssMember       *ebpf.Variable `ebpf:"unused_rss_member"`
