@@ -33,15 +33,19 @@
 
 #define E2BIG 7
 
-/* One bit per pid (PID_MAX_LIMIT of them, 512 KiB), set for every pid in
+/* One bit per pid modulo TARGET_BITS (8 KiB), set for every pid in
  * `targets`: the first test of every hook. A clear bit is the untraced
  * path, a handful of instructions and no hash lookup, which every other
  * process on the host pays on every fault and traced syscall. A set bit
- * may be stale (a pid reused after its target exited): `targets` has the
- * last word. Userspace sets bits through a shared mapping (atomic or),
- * fork sets the child's, exit clears them. One entry. */
-#define PID_MAX_LIMIT (4 * 1024 * 1024)
-#define TARGET_WORDS (PID_MAX_LIMIT / 32)
+ * may belong to another pid (two pids share a bit when they are equal
+ * modulo TARGET_BITS, or a pid was reused after its target exited):
+ * `targets` has the last word, so sharing costs a lookup, never a miss.
+ * Userspace sets bits through a shared mapping (atomic or) and fork sets
+ * the child's; the kernel never clears one (a bit may be another live
+ * target's), userspace does when it forgets a process and no target
+ * shares the bit. One entry. */
+#define TARGET_BITS 65536
+#define TARGET_WORDS (TARGET_BITS / 32)
 struct target_bitmap {
 	u32 words[TARGET_WORDS];
 };
@@ -138,18 +142,13 @@ static __always_inline u32 maybe_target(u32 pid)
 	return b->words[(pid / 32) & (TARGET_WORDS - 1)] & (1u << (pid & 31));
 }
 
-/* Sets (on) or clears pid's bit. */
-static __always_inline void mark_target(u32 pid, int on)
+/* Sets pid's bit. */
+static __always_inline void mark_target(u32 pid)
 {
 	u32 zero = 0;
 	struct target_bitmap *b = bpf_map_lookup_elem(&target_bits, &zero);
-	if (!b)
-		return;
-	u32 *w = &b->words[(pid / 32) & (TARGET_WORDS - 1)];
-	if (on)
-		__sync_fetch_and_or(w, 1u << (pid & 31));
-	else
-		__sync_fetch_and_and(w, ~(1u << (pid & 31)));
+	if (b)
+		__sync_fetch_and_or(&b->words[(pid / 32) & (TARGET_WORDS - 1)], 1u << (pid & 31));
 }
 
 /* Returns the target entry of the current process, or NULL: the bitmap

@@ -82,7 +82,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 		if (bpf_map_update_elem(&targets, &tgid, &t, BPF_NOEXIST) == -E2BIG)
 			stat_inc(ST_TARGET_OVERFLOW);
 		else
-			mark_target(tgid, 1);
+			mark_target(tgid);
 	}
 	struct target *t = current_target(tgid);
 	if (t)
@@ -109,7 +109,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child_task
 	if (bpf_map_update_elem(&targets, &child, &t, BPF_NOEXIST) == -E2BIG)
 		stat_inc(ST_TARGET_OVERFLOW);
 	else
-		mark_target(child, 1);
+		mark_target(child);
 	struct libc_range *lr = bpf_map_lookup_elem(&libc_ranges, &tgid);
 	if (lr) {
 		struct libc_range copy = *lr; /* a child (not a thread) has the same libc */
@@ -135,20 +135,16 @@ int BPF_PROG(on_exit, struct task_struct *p, u8 dead)
 	u8 group_dead = dead;
 	/* The leader may leave before its threads: the tgid entry goes only
 	 * with the last thread. */
-	if (tid != tgid) {
+	if (tid != tgid)
 		bpf_map_delete_elem(&targets, &tid);
-		mark_target(tid, 0);
-	}
 	set_thread(tgid, tid, TM_IDLE, 0); /* sends an end still waiting */
 	bpf_map_delete_elem(&thread_states, &tid);
 	bpf_map_delete_elem(&tls_reads, &tid);
 	bpf_map_delete_elem(&ab_pending, &tid);
 	bpf_map_delete_elem(&pending, &tid);
 	bpf_map_delete_elem(&releasing, &tid);
-	if (group_dead) {
+	if (group_dead)
 		bpf_map_delete_elem(&targets, &tgid);
-		mark_target(tgid, 0);
-	}
 	struct exit_event *e = event_reserve(sizeof(*e), EV_EXIT, tgid, tid);
 	if (!e)
 		return 0;

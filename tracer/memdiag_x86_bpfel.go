@@ -347,7 +347,7 @@ type memdiagTarget struct {
 
 type memdiagTargetBitmap struct {
 	_     structs.HostLayout
-	Words [131072]uint32
+	Words [2048]uint32
 }
 
 type memdiagTargetState uint32

@@ -137,14 +137,7 @@ func seedClass(m procfs.Mapping) uint32 {
 // ForgetProcess drops the kernel's region table and libc range of
 // processes that exited.
 func (t *Tracer) ForgetProcess(pids ...uint32) error {
-	for _, p := range pids {
-		// The kernel clears the bit at exit; a pid the kernel made a
-		// target again since (reused by a traced fork) keeps it.
-		var tgt memdiagTarget
-		if err := t.objs.Targets.Lookup(&p, &tgt); err != nil {
-			t.bits.clear(p)
-		}
-	}
+	t.unmarkTargets(pids)
 	return t.forgetRegions(pids, true)
 }
 
