@@ -363,12 +363,8 @@ __noinline u64 region_find(u32 tgid, u32 gen, u64 addr)
 /* Returns the mapping of the process's current image that holds addr, or
  * NULL: a lookup by start first (unmapping usually names one), else
  * through the index. */
-static __always_inline struct region *region_at(u32 tgid, u64 addr)
+static __always_inline struct region *region_at_gen(u32 tgid, u32 gen, u64 addr)
 {
-	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
-	if (!t)
-		return NULL;
-	u32 gen = t->gen;
 	struct region *r = region_from(tgid, gen, addr);
 	if (r)
 		return r;
@@ -379,6 +375,15 @@ static __always_inline struct region *region_at(u32 tgid, u64 addr)
 	if (r && (addr < r->start || addr - r->start >= r->len))
 		return NULL;
 	return r;
+}
+
+/* region_at_gen for the process's current image. */
+static __always_inline struct region *region_at(u32 tgid, u64 addr)
+{
+	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
+	if (!t)
+		return NULL;
+	return region_at_gen(tgid, t->gen, addr);
 }
 
 /* The class of the mapping this thread last faulted in. */
@@ -445,7 +450,7 @@ struct unmap_ctx {
 	u64 a;
 	u64 b;
 	u32 tgid;
-	u32 gen; /* the image of the first mapping found */
+	u32 gen; /* the process's current image */
 	u32 done;
 };
 
@@ -458,13 +463,12 @@ static long unmap_step(u64 i, struct unmap_ctx *c)
 	}
 	/* The first mapping holds a; the next ones start where the last
 	 * one ended, or there is a gap. */
-	struct region *found = i == 0 ? region_at(c->tgid, c->a) : region_from(c->tgid, c->gen, c->a);
+	struct region *found = i == 0 ? region_at_gen(c->tgid, c->gen, c->a) : region_from(c->tgid, c->gen, c->a);
 	if (!found) {
 		c->done = 1;
 		return 1; /* a gap: what follows was mapped before tracing */
 	}
 	struct region r = *found;
-	c->gen = r.gen;
 	u64 end = r.start + r.len;
 	region_drop(c->tgid, r.gen, r.start, r.len);
 	u64 lo = c->a > r.start ? c->a : r.start, hi = c->b < end ? c->b : end;
@@ -500,10 +504,10 @@ static long unmap_step(u64 i, struct unmap_ctx *c)
 /* Forgets the mappings in [a, b): each loses the part inside, keeps the
  * rest, and its owner's retained bytes drop by the part. Fills rel with
  * the first mapping's owner and class, for the RSS given back. */
-static __always_inline void unmap_range(u32 tgid, u64 a, u64 b, struct releasing *rel)
+static __always_inline void unmap_range(u32 tgid, u32 gen, u64 a, u64 b, struct releasing *rel)
 {
 	rel->credit_owner = 0;
-	struct unmap_ctx c = { .rel = rel, .a = a, .b = b, .tgid = tgid };
+	struct unmap_ctx c = { .rel = rel, .a = a, .b = b, .tgid = tgid, .gen = gen };
 	bpf_loop(MAX_UNMAP_REGIONS, unmap_step, &c, 0);
 	if (!c.done && c.a < c.b)
 		stat_inc(ST_UNMAP_SPLIT);
@@ -560,38 +564,50 @@ int on_exit_mmap(struct tp_sys_exit *ctx)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ctx->ret))
 		return 0;
+	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
+	if (!t)
+		return 0;
 	u64 start = (u64)ctx->ret, len = PAGE_ALIGN(p.args[0]), flags = p.args[1];
 	s32 fd = (s32)p.args[2];
-	vm_charge(tgid, tid, VM_MAPPED, len);
-	u32 class;
+	/* One bucket for the charge and the new mapping's owner. */
+	struct region r = { .start = start, .len = len, .gen = t->gen, .counted = p.args[4] & PROT_WRITE ? 1 : 0 };
+	target_bucket(&r.owner, t, tgid, tid);
+	struct counters *c = bucket(&r.owner);
+	if (c)
+		__sync_fetch_and_add(&c->mapped, len);
 	if (!(flags & MAP_ANONYMOUS) && fd >= 0)
-		class = RC_FILE;
+		r.class = RC_FILE;
 	else if (flags & (MAP_STACK | MAP_GROWSDOWN))
-		class = RC_STACK;
+		r.class = RC_STACK;
 	else if (flags & MAP_SHARED)
-		class = RC_SHARED;
+		r.class = RC_SHARED;
 	else
-		class = anon_class(tgid, p.args[3]);
+		r.class = anon_class(tgid, p.args[3]);
 	/* MAP_FIXED over an old mapping replaces it; without MAP_FIXED the
 	 * kernel never places a mapping over another, so there is nothing
 	 * to look for. */
 	if (flags & MAP_FIXED) {
 		struct releasing rel = {};
-		unmap_range(tgid, start, start + len, &rel);
+		unmap_range(tgid, r.gen, start, start + len, &rel);
 	}
-	map_region(tgid, tid, start, len, class, p.args[4] & PROT_WRITE);
+	region_put(tgid, &r);
+	if (r.counted && c) {
+		__sync_fetch_and_add(&c->retained, (s64)len);
+		if (r.class == RC_NATIVE)
+			__sync_fetch_and_add(&c->retained_native, (s64)len);
+	}
 	return 0;
 }
 
 /* Marks the thread as giving back [a, b): forgets those mappings and
  * remembers, for the RSS decreases to come, whose they were. */
-static __always_inline void release_begin(u32 tgid, u32 tid, u64 a, u64 b, int forget)
+static __always_inline void release_begin(u32 tgid, u32 gen, u32 tid, u64 a, u64 b, int forget)
 {
 	struct releasing rel = {};
 	if (forget) {
-		unmap_range(tgid, a, b, &rel);
+		unmap_range(tgid, gen, a, b, &rel);
 	} else {
-		struct region *r = region_at(tgid, a);
+		struct region *r = region_at_gen(tgid, gen, a);
 		if (!r)
 			return;
 		rel.class = r->class; /* madvise: only what it held, not whose */
@@ -604,10 +620,13 @@ int on_enter_munmap(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
-	if (!current_target(tgid))
+	struct target *t = current_target(tgid);
+	if (!t)
 		return 0;
-	save_args(ctx, 2);
-	release_begin(tgid, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 1);
+	struct pending p = { .args = { ctx->args[0], ctx->args[1] } };
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
+	release_begin(tgid, t->gen, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 1);
 	return 0;
 }
 
@@ -642,7 +661,8 @@ int on_exit_mremap(struct tp_sys_exit *ctx)
 		vm_charge(tgid, tid, VM_UNMAPPED, old_len - new_len);
 	/* The mapping moved or resized: it keeps its class; the part that
 	 * grew is the current thread's. */
-	struct region *r = region_at(tgid, old);
+	u32 gen = exec_gen(tgid);
+	struct region *r = region_at_gen(tgid, gen, old);
 	struct region moved = {};
 	int found = 0;
 	if (r) {
@@ -651,7 +671,7 @@ int on_exit_mremap(struct tp_sys_exit *ctx)
 	}
 	u32 class = moved.class;
 	struct releasing rel = {};
-	unmap_range(tgid, old, old + old_len, &rel);
+	unmap_range(tgid, gen, old, old + old_len, &rel);
 	u64 start = (u64)ctx->ret;
 	if (found) {
 		moved.start = start;
@@ -672,7 +692,8 @@ SEC("tracepoint/syscalls/sys_enter_brk")
 int on_enter_brk(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	if (!current_target(id >> 32))
+	struct target *t = current_target(id >> 32);
+	if (!t)
 		return 0;
 	u32 tid = (u32)id;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -683,7 +704,7 @@ int on_enter_brk(struct tp_sys_enter *ctx)
 	if (ctx->args[0] && PAGE_ALIGN(ctx->args[0]) < PAGE_ALIGN(p.args[0])) {
 		/* Shrinking the heap gives native memory back. */
 		u32 tgid = id >> 32;
-		release_begin(tgid, tid, PAGE_ALIGN(ctx->args[0]), PAGE_ALIGN(p.args[0]), 1);
+		release_begin(tgid, t->gen, tid, PAGE_ALIGN(ctx->args[0]), PAGE_ALIGN(p.args[0]), 1);
 	}
 	return 0;
 }
@@ -727,12 +748,13 @@ int on_exit_mprotect(struct tp_sys_exit *ctx)
 	 * (glibc arenas): a runtime that commits its own pages (V8) reuses
 	 * them, and its heap is measured by its sampler. A range already
 	 * writable (W^X flips) changes no owner. */
-	struct region *r = region_at(tgid, a);
+	u32 gen = exec_gen(tgid);
+	struct region *r = region_at_gen(tgid, gen, a);
 	if (!r || r->counted || r->class != RC_NATIVE || a + len > r->start + r->len)
 		return 0;
 	u32 class = r->class;
 	struct releasing rel = {};
-	unmap_range(tgid, a, a + len, &rel);
+	unmap_range(tgid, gen, a, a + len, &rel);
 	map_region(tgid, tid, a, len, class, 1);
 	return 0;
 }
@@ -746,12 +768,15 @@ int on_enter_madvise(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
-	if (!current_target(tgid))
+	struct target *t = current_target(tgid);
+	if (!t)
 		return 0;
-	save_args(ctx, 3);
+	struct pending p = { .args = { ctx->args[0], ctx->args[1], ctx->args[2] } };
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
 	u64 advice = ctx->args[2];
 	if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
-		release_begin(tgid, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 0);
+		release_begin(tgid, t->gen, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 0);
 	return 0;
 }
 

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,43 +17,6 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
-
-// TestRegionHelperProcess is the traced process of TestRegionTableMatchesModel:
-// it runs mmap, munmap and mprotect as told on stdin, one per line, and
-// answers each with the result. It does nothing unless started by that test.
-func TestRegionHelperProcess(t *testing.T) {
-	if os.Getenv("MEMDIAG_REGION_HELPER") != "1" {
-		t.Skip("the traced process of TestRegionTableMatchesModel")
-	}
-	runtime.LockOSThread()
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		f := strings.Fields(in.Text())
-		n := make([]uintptr, len(f)-1)
-		for i := range n {
-			v, _ := strconv.ParseUint(f[i+1], 0, 64)
-			n[i] = uintptr(v)
-		}
-		var r uintptr
-		var errno unix.Errno
-		switch f[0] {
-		case "reserve": // len
-			r, _, errno = unix.Syscall6(unix.SYS_MMAP, 0, n[0], unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE, ^uintptr(0), 0)
-		case "map": // addr len prot
-			r, _, errno = unix.Syscall6(unix.SYS_MMAP, n[0], n[1], n[2], unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED|unix.MAP_NORESERVE, ^uintptr(0), 0)
-		case "unmap": // addr len
-			r, _, errno = unix.Syscall(unix.SYS_MUNMAP, n[0], n[1], 0)
-		case "protect": // addr len prot
-			r, _, errno = unix.Syscall(unix.SYS_MPROTECT, n[0], n[1], n[2])
-		}
-		if errno != 0 {
-			fmt.Printf("err %d\n", errno)
-		} else {
-			fmt.Printf("ok %#x\n", r)
-		}
-	}
-	os.Exit(0)
-}
 
 // modelRegion is one mapping of the model: what the kernel's table must hold.
 type modelRegion struct {
@@ -176,8 +138,18 @@ func TestRegionTableMatchesModel(t *testing.T) {
 		}
 	}()
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRegionHelperProcess$")
-	cmd.Env = append(os.Environ(), "MEMDIAG_REGION_HELPER=1")
+	// The traced process: a small C program, so nothing but its orders
+	// maps memory (a Go helper's runtime put its own mappings in the
+	// holes the test made).
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Skip("needs gcc to build testdata/workload/regionops.c")
+	}
+	helper := t.TempDir() + "/regionops"
+	if out, err := exec.Command(gcc, "-O2", "-Wall", "-o", helper, "../testdata/workload/regionops.c").CombinedOutput(); err != nil {
+		t.Fatalf("building regionops: %v\n%s", err, out)
+	}
+	cmd := exec.Command(helper)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -201,8 +173,10 @@ func TestRegionTableMatchesModel(t *testing.T) {
 	if err := tr.objs.LibcRanges.Update(&pid, &memdiagLibcRange{Lo: 1, Hi: 1 << 62}, ebpf.UpdateAny); err != nil {
 		t.Fatal(err)
 	}
+	var last string // the last operation, for failure messages
 	do := func(format string, args ...any) (uint64, bool) {
 		t.Helper()
+		last = fmt.Sprintf(strings.ReplaceAll(format, "%d", "%#x"), args...)
 		fmt.Fprintf(in, format+"\n", args...)
 		if !out.Scan() {
 			t.Fatalf("helper process gone: %v", out.Err())
@@ -291,7 +265,7 @@ func TestRegionTableMatchesModel(t *testing.T) {
 			}
 			ops["mprotect (no change)"]++
 		}
-		checkRegions(t, tr, pid, base, span, &model, rng, step)
+		checkRegions(t, tr, pid, base, span, &model, rng, step, last)
 	}
 	t.Logf("ops: %v; %d mappings at the end", ops, len(model.regs))
 	if ops["mprotect (commit)"] == 0 || ops["munmap"] == 0 || ops["mmap"] == 0 {
@@ -301,7 +275,7 @@ func TestRegionTableMatchesModel(t *testing.T) {
 
 // checkRegions compares the kernel's table inside [base, base+span) with the
 // model, then looks addresses up through the index.
-func checkRegions(t *testing.T, tr *Tracer, pid uint32, base, span uint64, model *regionModel, rng *rand.Rand, step int) {
+func checkRegions(t *testing.T, tr *Tracer, pid uint32, base, span uint64, model *regionModel, rng *rand.Rand, step int, last string) {
 	t.Helper()
 	var (
 		k   memdiagRegionKey
@@ -319,7 +293,18 @@ func checkRegions(t *testing.T, tr *Tracer, pid uint32, base, span uint64, model
 	}
 	slices.SortFunc(got, func(a, b modelRegion) int { return cmp.Compare(a.start, b.start) })
 	if !slices.Equal(got, model.regs) {
-		t.Fatalf("step %d: table\n%s\nmodel\n%s", step, fmtRegions(got), fmtRegions(model.regs))
+		var extra, missing []modelRegion
+		for _, r := range got {
+			if !slices.Contains(model.regs, r) {
+				extra = append(extra, r)
+			}
+		}
+		for _, r := range model.regs {
+			if !slices.Contains(got, r) {
+				missing = append(missing, r)
+			}
+		}
+		t.Fatalf("step %d (%s): the table has, and the model has not:\n%sthe model has, and the table has not:\n%s", step, last, fmtRegions(extra), fmtRegions(missing))
 	}
 	for _, r := range model.regs {
 		for _, addr := range []uint64{r.start, r.end() - 1, r.start + r.len/2 + 17} {
