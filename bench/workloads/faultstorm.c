@@ -1,7 +1,7 @@
 // faultstorm: a fixed amount of page-fault or mmap work for memdiag's
 // benchmark harness (bench/), timed by the program itself.
 //
-// Usage: faultstorm [-m fault|mmap|read] [-n ITERATIONS] [-s BYTES] [-w]
+// Usage: faultstorm [-m fault|mmap|read|getppid] [-n ITERATIONS] [-s BYTES] [-w]
 //
 //   -m fault  each iteration mmaps BYTES (default 64 MiB) of anonymous
 //             memory, writes one byte per 4 KiB page (one minor fault each)
@@ -10,6 +10,8 @@
 //             memory and munmaps it untouched: the mmap/munmap syscall path.
 //   -m read   each iteration reads one byte from /dev/zero (a file, not a
 //             socket): the read syscall path, two syscall tracepoints each.
+//   -m getppid each iteration calls getppid: a syscall no hook names, what
+//             every syscall pays for hooks on others.
 //   -n N      iterations (default 200 for fault, 200000 for mmap, 400000 for read).
 //   -w        print "ready <pid>" and wait for a line on stdin before the
 //             work, then, after the result, wait for EOF on stdin before
@@ -33,6 +35,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,7 +71,7 @@ static long counters(long long *cpu_ns)
 
 static void bad_usage(void)
 {
-	fprintf(stderr, "usage: faultstorm [-m fault|mmap|read] [-n ITERATIONS] [-s BYTES] [-w]\n");
+	fprintf(stderr, "usage: faultstorm [-m fault|mmap|read|getppid] [-n ITERATIONS] [-s BYTES] [-w]\n");
 	exit(2);
 }
 
@@ -89,9 +92,10 @@ int main(int argc, char **argv)
 		default: bad_usage();
 		}
 	}
-	int fault = !strcmp(mode, "fault"), rd = !strcmp(mode, "read");
-	if (!fault && !rd && strcmp(mode, "mmap"))
+	int fault = !strcmp(mode, "fault"), rd = !strcmp(mode, "read"), nop = !strcmp(mode, "getppid");
+	if (!fault && !rd && !nop && strcmp(mode, "mmap"))
 		bad_usage();
+	rd |= nop; /* one syscall per iteration, in the read loop */
 	if (!iters)
 		iters = fault ? 200 : rd ? 400000 : 200000;
 	if (!size)
@@ -109,14 +113,16 @@ int main(int argc, char **argv)
 	}
 
 	int zero = -1;
-	if (rd && (zero = open("/dev/zero", O_RDONLY)) < 0)
+	if (rd && !nop && (zero = open("/dev/zero", O_RDONLY)) < 0)
 		die("open /dev/zero");
 	long long c0, c1;
 	long f0 = counters(&c0);
 	long long t0 = now_ns();
 	for (long i = 0; rd && i < iters; i++) {
 		char b;
-		if (read(zero, &b, 1) != 1)
+		if (nop)
+			syscall(SYS_getppid);
+		else if (read(zero, &b, 1) != 1)
 			die("read");
 	}
 	for (long i = 0; !rd && i < iters; i++) {
