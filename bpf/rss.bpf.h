@@ -238,10 +238,25 @@ static __always_inline u64 cpu_offset(u32 cpu, int *ok)
  * telescope), so totals stay exact. */
 static __always_inline s64 rss_value(struct mm_struct *mm, u32 member)
 {
-	struct percpu_counter *pc = (void *)mm + bpf_core_field_offset(struct mm_struct, rss_stat) +
-				    member * bpf_core_type_size(struct percpu_counter);
-	s64 sum = BPF_CORE_READ(pc, count);
-	u64 parts = (u64)BPF_CORE_READ(pc, counters);
+	/* Direct loads through the tracepoint's trusted mm (no helper call):
+	 * the index must be a constant for the verifier. */
+	struct percpu_counter *pc;
+	switch (member) {
+	case 0:
+		pc = &mm->rss_stat[0];
+		break;
+	case 1:
+		pc = &mm->rss_stat[1];
+		break;
+	case 2:
+		pc = &mm->rss_stat[2];
+		break;
+	default:
+		pc = &mm->rss_stat[3];
+		break;
+	}
+	s64 sum = pc->count;
+	u64 parts = (u64)pc->counters;
 	for (u32 cpu = 0; cpu < MAX_CPUS; cpu++) {
 		if (cpu >= nr_cpus)
 			break;
