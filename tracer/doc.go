@@ -35,6 +35,7 @@
 //   - Mappings live in a hash of one entry per mapping with a chunk index
 //     for "which mapping holds this address" (regiontable.go mirrors it),
 //     so mmap and munmap are O(1) map updates.
+//
 // BENCHMARKS.md has the nanoseconds per event.
 //
 // # Where it departs from the plan on purpose
