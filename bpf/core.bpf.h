@@ -32,6 +32,7 @@
 #define MEMDIAG_CORE_BPF_H
 
 #define E2BIG 7
+#define EEXIST 17
 
 /* One bit per pid modulo TARGET_BITS (8 KiB), set for every pid in
  * `targets`: the first test of every hook. A clear bit is the untraced

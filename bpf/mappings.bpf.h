@@ -199,15 +199,15 @@ __noinline int index_put(u32 tgid, u32 gen, u64 chunk, u64 start, u64 end)
 {
 	struct region_chunk_key k = { .tgid = tgid, .gen = gen, .chunk = chunk };
 	struct region_chunk_key *key = &k;
+	/* Most chunks are new: create the entry with the slot filled, one
+	 * map operation; an existing one gets a slot claimed below. */
+	struct region_chunk fresh = { .start = { start }, .end = { end } };
+	if (!bpf_map_update_elem(&region_index, key, &fresh, BPF_NOEXIST))
+		return 0;
 	struct region_chunk *c = bpf_map_lookup_elem(&region_index, key);
 	if (!c) {
-		struct region_chunk fresh = {};
-		bpf_map_update_elem(&region_index, key, &fresh, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&region_index, key);
-		if (!c) {
-			stat_inc(ST_REGION_OVERFLOW);
-			return 0;
-		}
+		stat_inc(ST_REGION_OVERFLOW);
+		return 0;
 	}
 	/* Claim by start (compare-and-swap), then publish end: a reader
 	 * that sees the start before the end matches nothing. */
@@ -277,10 +277,14 @@ __noinline int region_put(u32 tgid, struct region *r)
 	if (!r || !r->len)
 		return 0;
 	struct region_key rk = { .tgid = tgid, .gen = r->gen, .start = r->start };
-	struct region *old = bpf_map_lookup_elem(&regions, &rk);
-	if (old)
-		region_drop(tgid, old->gen, old->start, old->len);
-	if (bpf_map_update_elem(&regions, &rk, r, BPF_ANY)) {
+	long err = bpf_map_update_elem(&regions, &rk, r, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		struct region *old = bpf_map_lookup_elem(&regions, &rk);
+		if (old)
+			region_drop(tgid, old->gen, old->start, old->len);
+		err = bpf_map_update_elem(&regions, &rk, r, BPF_ANY);
+	}
+	if (err) {
 		stat_inc(ST_REGION_OVERFLOW);
 		return 0;
 	}
