@@ -5,9 +5,10 @@
  *
  * Targets. `targets` holds the thread group ids being traced. Userspace
  * seeds it (attach) or the run launcher's exec adds it (lifecycle.bpf.h);
- * fork adds children, so threads and child processes are followed. Every
- * handler starts with one lookup of the current tgid there and returns
- * when it misses: the untraced path is one map lookup.
+ * fork adds children, so threads and child processes are followed, and
+ * sets their bits in `target_bits`. Every handler starts with a test of
+ * the current tgid's bit and returns when it is clear: the untraced path
+ * is a few instructions and no hash lookup (current_target()).
  *
  * Buckets. Every charge goes to a struct bucket_key in `buckets`, chosen
  * by current_bucket() from the thread's entry in `thread_states`: the

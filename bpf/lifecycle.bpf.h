@@ -10,8 +10,11 @@
  * ignored. A fork copies the parent's libc range to the child. A thread's
  * exit ends an op still waiting for its thread to move on, then forgets the
  * thread's state in every per-thread map; the process's entry goes with its
- * last thread. Fork, exec, exit and OOM kills are sent as records;
- * task_rename renames the thread's own bucket.
+ * last thread. Fork sets the child's bit in `target_bits`; exit clears
+ * none (another live target may share it: userspace clears bits when it
+ * forgets a process). Fork, exec, exit and OOM kills are sent as records;
+ * task_rename renames the thread's own bucket. Fork, exec and exit are BTF
+ * raw tracepoints (the task and bprm come as arguments).
  */
 #ifndef MEMDIAG_LIFECYCLE_BPF_H
 #define MEMDIAG_LIFECYCLE_BPF_H

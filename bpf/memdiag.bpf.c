@@ -18,8 +18,10 @@
  *                    sampling (V8, Go); amd64 registers
  *   lifecycle.bpf.h  exec, fork, exit, rename, OOM: who is a target
  *
- * In short: every handler first looks up the current tgid in `targets` and
- * returns when it is not traced. RSS changes (rss_stat) and faults update
+ * In short: every handler first tests the current tgid's bit in
+ * `target_bits` (then looks it up in `targets`) and returns when it is not
+ * traced. The hot hooks (rss_stat, page faults, sched) are BTF raw
+ * tracepoints (tp_btf), which make the kernel build no trace record. RSS changes (rss_stat) and faults update
  * per-bucket counters in `buckets` with atomic adds; userspace reads that
  * map periodically. Only lifecycle records, op begin/end, TLS sightings
  * and heap samples go through the ring buffer; a failed reserve is counted
