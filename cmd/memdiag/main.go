@@ -61,11 +61,13 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 // ("What it costs") carries the same lines (TestCostTextInREADME).
 const costText = `Measured with sudo make bench and go run ./bench/http on a 2-CPU KVM VM (Linux 6.18,
 2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
-  default mode, the traced service: +130 ns per page fault (+14% of a 0.8 us fault),
-    +375 ns per mmap or munmap, +87 ns per read; the reference Node.js service under
-    wrk: +3.8% CPU per request, 0.94 of untraced throughput (median of 5 rounds)
-  default mode, every other process on the host: +20 to +50 ns per page fault,
-    +13 to +40 ns per mmap, munmap, read or write (one bit test per hook)
+  default mode, the traced service: +130 to +150 ns per page fault (+14% to +19% of
+    a 0.8 us fault), +375 ns per mmap or munmap, +90 to +110 ns per read; the
+    reference Node.js service under wrk: +3.8% CPU per request, 0.94 of untraced
+    throughput (median of 5 rounds)
+  default mode, every other process on the host: +10 to +50 ns per page fault;
+    every syscall goes through the kernel's syscall-tracing slow path while
+    memdiag runs: +55 ns per read, +76 ns per mmap or munmap
   --exact-external: about 8 us per ArrayBuffer allocation or free (uprobe traps;
     -9% throughput on the reference service)
   --tls: about 36 us per HTTPS request parsed (uprobe; -14% throughput)
