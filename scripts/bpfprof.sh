@@ -5,10 +5,10 @@
 # tracepoint programs run for every process). Needs root, bpftool, python3,
 # taskset, gcc. Restores kernel.bpf_stats_enabled=0.
 #
-# usage: scripts/bpfprof.sh MEMDIAG fault|mmap|read ITERATIONS BYTES
+# usage: scripts/bpfprof.sh MEMDIAG fault|mmap|read|fork ITERATIONS BYTES
 #   e.g. scripts/bpfprof.sh bin/memdiag fault 300 4194304
 set -e
-[ $# -eq 4 ] || { echo "usage: $0 MEMDIAG fault|mmap|read ITERATIONS BYTES" >&2; exit 2; }
+[ $# -eq 4 ] || { echo "usage: $0 MEMDIAG fault|mmap|read|fork ITERATIONS BYTES" >&2; exit 2; }
 M=$(realpath "$1"); MODE=$2; N=$3; S=$4
 B=$(mktemp -d)
 gcc -O2 -o "$B/faultstorm" "$(dirname "$0")/../bench/workloads/faultstorm.c"

@@ -1,7 +1,7 @@
 // faultstorm: a fixed amount of page-fault or mmap work for memdiag's
 // benchmark harness (bench/), timed by the program itself.
 //
-// Usage: faultstorm [-m fault|mmap|read|getppid] [-n ITERATIONS] [-s BYTES] [-w]
+// Usage: faultstorm [-m fault|mmap|read|getppid|fork] [-n ITERATIONS] [-s BYTES] [-w]
 //
 //   -m fault  each iteration mmaps BYTES (default 64 MiB) of anonymous
 //             memory, writes one byte per 4 KiB page (one minor fault each)
@@ -12,6 +12,8 @@
 //             socket): the read syscall path, two syscall tracepoints each.
 //   -m getppid each iteration calls getppid: a syscall no hook names, what
 //             every syscall pays for hooks on others.
+//   -m fork   each iteration forks a child that exits at once, and waits for
+//             it: a traced process's fork and exit records (the ring buffer).
 //   -n N      iterations (default 200 for fault, 200000 for mmap, 400000 for read).
 //   -w        print "ready <pid>" and wait for a line on stdin before the
 //             work, then, after the result, wait for EOF on stdin before
@@ -36,6 +38,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,7 +74,7 @@ static long counters(long long *cpu_ns)
 
 static void bad_usage(void)
 {
-	fprintf(stderr, "usage: faultstorm [-m fault|mmap|read|getppid] [-n ITERATIONS] [-s BYTES] [-w]\n");
+	fprintf(stderr, "usage: faultstorm [-m fault|mmap|read|getppid|fork] [-n ITERATIONS] [-s BYTES] [-w]\n");
 	exit(2);
 }
 
@@ -93,8 +96,11 @@ int main(int argc, char **argv)
 		}
 	}
 	int fault = !strcmp(mode, "fault"), rd = !strcmp(mode, "read"), nop = !strcmp(mode, "getppid");
-	if (!fault && !rd && !nop && strcmp(mode, "mmap"))
+	int frk = !strcmp(mode, "fork");
+	if (!fault && !rd && !nop && !frk && strcmp(mode, "mmap"))
 		bad_usage();
+	if (frk && !iters)
+		iters = 20000;
 	rd |= nop; /* one syscall per iteration, in the read loop */
 	if (!iters)
 		iters = fault ? 200 : rd ? 400000 : 200000;
@@ -125,7 +131,16 @@ int main(int argc, char **argv)
 		else if (read(zero, &b, 1) != 1)
 			die("read");
 	}
-	for (long i = 0; !rd && i < iters; i++) {
+	for (long i = 0; frk && i < iters; i++) {
+		pid_t c = fork();
+		if (c < 0)
+			die("fork");
+		if (c == 0)
+			_exit(0);
+		if (waitpid(c, NULL, 0) != c)
+			die("waitpid");
+	}
+	for (long i = 0; !rd && !frk && i < iters; i++) {
 		volatile char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED)
 			die("mmap");
