@@ -67,7 +67,8 @@ func run() int {
 		faultIters = flag.Int("fault-iterations", 500, "fault storm: `N` times map a region, write each page, unmap")
 		faultMiB   = flag.Int("fault-mib", 4, "fault storm: region size in `MiB`")
 		mmapIters  = flag.Int("mmap-iterations", 200000, "mmap storm: `N` times map 64 KiB and unmap it untouched")
-		only       = flag.String("only", "", "run only the workload `NAME` (fault-storm or mmap-storm)")
+		readIters  = flag.Int("read-iterations", 400000, "read storm: `N` one-byte reads from /dev/zero")
+		only       = flag.String("only", "", "run only the workload `NAME` (fault-storm, mmap-storm or read-storm)")
 		bystander  = flag.Bool("bystander", false, "attach memdiag to an idle process instead of the workload: what tracing costs the processes it does not trace")
 	)
 	flag.Parse()
@@ -88,6 +89,12 @@ func run() int {
 			args: []string{"-m", "mmap", "-s", strconv.Itoa(64 << 10), "-n", strconv.Itoa(*mmapIters)},
 			rate: "syscalls",
 		},
+		{
+			name: "read-storm",
+			desc: fmt.Sprintf("%d × read 1 byte from /dev/zero", *readIters),
+			args: []string{"-m", "read", "-n", strconv.Itoa(*readIters)},
+			rate: "syscalls",
+		},
 	}
 	if *only != "" {
 		var picked []workload
@@ -97,7 +104,7 @@ func run() int {
 			}
 		}
 		if picked == nil {
-			fmt.Fprintf(os.Stderr, "bench: unknown workload %q (fault-storm or mmap-storm)\n", *only)
+			fmt.Fprintf(os.Stderr, "bench: unknown workload %q (fault-storm, mmap-storm or read-storm)\n", *only)
 			return 2
 		}
 		workloads = picked

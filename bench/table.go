@@ -54,8 +54,8 @@ func printTable(out io.Writer, rows []row, info tableInfo) {
 	}
 	fmt.Fprintf(w, "%s, %s; %d interleaved untraced/traced rounds per workload, medians; %s; load average %s before, %s after.\n\n",
 		info.version, mode, info.rounds, machine(), info.loadBefore, info.loadAfter)
-	fmt.Fprintln(w, "| workload | untraced | traced | slowdown (elapsed) | slowdown (CPU time) | memdiag peak RSS | memdiag CPU | attach time | lost events |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| workload | untraced | traced | slowdown (elapsed) | slowdown (CPU time) | CPU added per fault or syscall | memdiag peak RSS | memdiag CPU | attach time | lost events |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
 		elapsed := func(x result) float64 { return x.Elapsed.Seconds() }
 		cpu := func(x result) float64 { return x.CPU.Seconds() }
@@ -76,12 +76,20 @@ func printTable(out io.Writer, rows []row, info tableInfo) {
 			lostCell += fmt.Sprintf(" (and %d undecodable)", undecodable)
 		}
 		work := float64(r.untraced[0].count(r.w))
-		fmt.Fprintf(w, "| %s: %s, %.0f %s | %.3f s (%s) | %.3f s (%s) | %s (per round %s … %s) | %s | %s (max %s) | %.2f s | %s (max %s) | %s |\n",
+		// The CPU time each event adds, per pair (traced minus untraced
+		// CPU time over the events), so machines whose faults cost
+		// different amounts compare.
+		var added []float64
+		for i := range r.traced {
+			added = append(added, (r.traced[i].CPU-r.untraced[i].CPU).Seconds()/work*1e9)
+		}
+		fmt.Fprintf(w, "| %s: %s, %.0f %s | %.3f s (%s) | %.3f s (%s) | %s (per round %s … %s) | %s | %s (median of pairs; %s) | %s (max %s) | %.2f s | %s (max %s) | %s |\n",
 			r.w.name, r.w.desc, work, r.w.rate,
 			uEl, rate(work/uEl, r.w.rate),
 			tEl, rate(work/tEl, r.w.rate),
 			pct(tEl/uEl), pct(slices.Min(pairs)), pct(slices.Max(pairs)),
 			pct(tCPU/uCPU),
+			nsPer(benchkit.Median(added)), nsRange(added),
 			mib(int64(benchkit.Median(peaks))), mib(int64(slices.Max(peaks))),
 			benchkit.Median(benchkit.Collect(r.traced, func(t tracedResult) float64 { return t.usage.CPU.Seconds() })),
 			ms(benchkit.Median(benchkit.Collect(r.traced, func(t tracedResult) float64 { return t.attach.Seconds() }))),
@@ -94,6 +102,17 @@ func printTable(out io.Writer, rows []row, info tableInfo) {
 				r.w.name, r.foreign, len(r.traced))
 		}
 	}
+}
+
+// nsPer formats nanoseconds per event.
+func nsPer(ns float64) string { return fmt.Sprintf("%+.0f ns", ns) }
+
+// nsRange formats the quartiles of per-pair figures: "IQR -3 … +12 ns".
+func nsRange(xs []float64) string {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	q := func(f float64) float64 { return s[int(f*float64(len(s)-1)+0.5)] }
+	return fmt.Sprintf("quartiles %+.0f … %+.0f ns", q(0.25), q(0.75))
 }
 
 // results returns the workload results of traced runs.

@@ -49,7 +49,7 @@ type result struct {
 	Elapsed  time.Duration // wall time of the work alone
 	CPU      time.Duration // user+system CPU time of the work (BPF programs run in it)
 	Faults   uint64        // minor faults during the work
-	Syscalls uint64        // mmap and munmap calls
+	Syscalls uint64        // syscalls of the work: mmap and munmap, or reads
 }
 
 // count is the run's amount of work in what w counts.

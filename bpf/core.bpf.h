@@ -5,9 +5,10 @@
  *
  * Targets. `targets` holds the thread group ids being traced. Userspace
  * seeds it (attach) or the run launcher's exec adds it (lifecycle.bpf.h);
- * fork adds children, so threads and child processes are followed. Every
- * handler starts with one lookup of the current tgid there and returns
- * when it misses: the untraced path is one map lookup.
+ * fork adds children, so threads and child processes are followed, and
+ * sets their bits in `target_bits`. Every handler starts with a test of
+ * the current tgid's bit and returns when it is clear: the untraced path
+ * is a few instructions and no hash lookup (current_target()).
  *
  * Buckets. Every charge goes to a struct bucket_key in `buckets`, chosen
  * by current_bucket() from the thread's entry in `thread_states`: the
@@ -32,6 +33,31 @@
 #define MEMDIAG_CORE_BPF_H
 
 #define E2BIG 7
+#define EEXIST 17
+
+/* One bit per pid modulo TARGET_BITS (8 KiB), set for every pid in
+ * `targets`: the first test of every hook. A clear bit is the untraced
+ * path, a handful of instructions and no hash lookup, which every other
+ * process on the host pays on every fault and traced syscall. A set bit
+ * may belong to another pid (two pids share a bit when they are equal
+ * modulo TARGET_BITS, or a pid was reused after its target exited):
+ * `targets` has the last word, so sharing costs a lookup, never a miss.
+ * Userspace sets bits through a shared mapping (atomic or) and fork sets
+ * the child's; the kernel never clears one (a bit may be another live
+ * target's), userspace does when it forgets a process and no target
+ * shares the bit. One entry. */
+#define TARGET_BITS 65536
+#define TARGET_WORDS (TARGET_BITS / 32)
+struct target_bitmap {
+	u32 words[TARGET_WORDS];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, u32);
+	__type(value, struct target_bitmap);
+} target_bits SEC(".maps");
 
 /* tgid (or tid of a traced thread, until it exits) -> struct target.
  * 8192: far more processes and threads than one service has. */
@@ -108,9 +134,31 @@ static __always_inline void stat_inc(u32 idx)
 		*v += 1;
 }
 
-/* Returns the target entry of the current process, or NULL. */
+/* Nonzero when pid's bit is set: pid may be a target. */
+static __always_inline u32 maybe_target(u32 pid)
+{
+	u32 zero = 0;
+	struct target_bitmap *b = bpf_map_lookup_elem(&target_bits, &zero);
+	if (!b)
+		return 0;
+	return b->words[(pid / 32) & (TARGET_WORDS - 1)] & (1u << (pid & 31));
+}
+
+/* Sets pid's bit. */
+static __always_inline void mark_target(u32 pid)
+{
+	u32 zero = 0;
+	struct target_bitmap *b = bpf_map_lookup_elem(&target_bits, &zero);
+	if (b)
+		__sync_fetch_and_or(&b->words[(pid / 32) & (TARGET_WORDS - 1)], 1u << (pid & 31));
+}
+
+/* Returns the target entry of the current process, or NULL: the bitmap
+ * first, so the untraced path makes no hash lookup. */
 static __always_inline struct target *current_target(u32 tgid)
 {
+	if (!maybe_target(tgid))
+		return NULL;
 	return bpf_map_lookup_elem(&targets, &tgid);
 }
 
@@ -148,16 +196,10 @@ static __always_inline struct counters *bucket(struct bucket_key *key)
 	return bpf_map_lookup_elem(&buckets, &of);
 }
 
-/* Fills key with the bucket the current thread's activity is charged to:
- * its operation, the idle bucket, or its own. An operation whose bucket is
- * gone (userspace took it when the op ended) charges idle instead: op
- * buckets are created only by op_begin, never re-created by a late charge. */
-static __always_inline void current_bucket(struct bucket_key *key, u32 tgid, u32 tid)
+/* Turns key (the thread's own bucket) into its op's or idle, per the
+ * thread's state ts (NULL: the thread's own). */
+static __always_inline void current_bucket_of(struct bucket_key *key, struct thread_state *ts)
 {
-	key->tgid = tgid;
-	key->kind = BK_THREAD;
-	key->id = tid;
-	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
 	if (!ts)
 		return;
 	if (ts->mode == TM_OP) {
@@ -168,6 +210,33 @@ static __always_inline void current_bucket(struct bucket_key *key, u32 tgid, u32
 	}
 	key->kind = BK_IDLE;
 	key->id = 0;
+}
+
+/* Fills key with the bucket the current thread's activity is charged to:
+ * its operation, the idle bucket, or its own. An operation whose bucket is
+ * gone (userspace took it when the op ended) charges idle instead: op
+ * buckets are created only by op_begin, never re-created by a late charge. */
+static __always_inline void current_bucket(struct bucket_key *key, u32 tgid, u32 tid)
+{
+	key->tgid = tgid;
+	key->kind = BK_THREAD;
+	key->id = tid;
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	current_bucket_of(key, ts);
+}
+
+/* current_bucket for the hot paths (faults, RSS), which hold the target t
+ * already: a process none of whose threads ever served an op (TF_OPS
+ * clear) has no thread state to look up. */
+static __always_inline void target_bucket(struct bucket_key *key, struct target *t, u32 tgid, u32 tid)
+{
+	key->tgid = tgid;
+	key->kind = BK_THREAD;
+	key->id = tid;
+	if (!(t->flags & TF_OPS))
+		return;
+	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	current_bucket_of(key, ts);
 }
 
 /* Reserves a ring buffer record of size bytes and fills its header; counts

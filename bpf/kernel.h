@@ -10,6 +10,8 @@
 
 #include <linux/types.h>
 
+#define PAGE_SHIFT 12
+
 typedef __u8 u8;
 typedef __u16 u16;
 typedef __s16 s16;
@@ -18,8 +20,19 @@ typedef __s32 s32;
 typedef __u64 u64;
 typedef __s64 s64;
 
+struct task_struct;
+
+/* include/linux/percpu_counter.h: an mm's RSS counter is count plus one
+ * s32 per CPU (mm->rss_stat[MM_*], since Linux 6.2). */
+struct percpu_counter {
+	s64 count;
+	s32 *counters; /* __percpu */
+} __attribute__((preserve_access_index));
+
 struct mm_struct {
 	unsigned long brk;
+	struct percpu_counter rss_stat[4];
+	struct task_struct *owner; /* CONFIG_MEMCG: the task that owns the mm, NULL while it is torn down */
 } __attribute__((preserve_access_index));
 
 struct file {
@@ -60,6 +73,13 @@ struct task_struct {
 	struct mm_struct *mm;
 	struct files_struct *files;
 	int exit_code;
+	int pid;
+	int tgid;
+	char comm[16];
+} __attribute__((preserve_access_index));
+
+struct linux_binprm {
+	const char *filename;
 } __attribute__((preserve_access_index));
 
 /*
@@ -77,16 +97,6 @@ struct task_struct {
  * first 8 bytes are the common fields (type, flags, preempt_count, pid).
  */
 
-/* /sys/kernel/tracing/events/kmem/rss_stat/format */
-struct tp_rss_stat {
-	u64 common;
-	u32 mm_id;  /* siphash of the mm pointer: opaque, stable for the mm's life */
-	u32 curr;   /* 1 when the mm is current's own */
-	s32 member; /* MM_FILEPAGES=0, MM_ANONPAGES=1, MM_SWAPENTS=2, MM_SHMEMPAGES=3 */
-	u32 _pad;
-	s64 size;   /* the counter's current value in bytes, not a delta */
-};
-
 /* /sys/kernel/tracing/events/syscalls/sys_enter_<name>/format: args at 16 + 8*i */
 struct tp_sys_enter {
 	u64 common;
@@ -101,32 +111,6 @@ struct tp_sys_exit {
 	s32 nr;
 	u32 _pad;
 	s64 ret;
-};
-
-/* /sys/kernel/tracing/events/sched/sched_process_fork/format */
-struct tp_sched_fork {
-	u64 common;
-	u32 parent_comm_loc; /* __data_loc: offset | len << 16 */
-	s32 parent_pid;
-	u32 child_comm_loc;
-	s32 child_pid;
-};
-
-/* /sys/kernel/tracing/events/sched/sched_process_exec/format */
-struct tp_sched_exec {
-	u64 common;
-	u32 filename_loc;
-	s32 pid;
-	s32 old_pid;
-};
-
-/* /sys/kernel/tracing/events/sched/sched_process_exit/format */
-struct tp_sched_exit {
-	u64 common;
-	char comm[16];
-	s32 pid;
-	s32 prio;
-	u8 group_dead;
 };
 
 /* /sys/kernel/tracing/events/task/task_rename/format */

@@ -10,8 +10,11 @@
  * ignored. A fork copies the parent's libc range to the child. A thread's
  * exit ends an op still waiting for its thread to move on, then forgets the
  * thread's state in every per-thread map; the process's entry goes with its
- * last thread. Fork, exec, exit and OOM kills are sent as records;
- * task_rename renames the thread's own bucket.
+ * last thread. Fork sets the child's bit in `target_bits`; exit clears
+ * none (another live target may share it: userspace clears bits when it
+ * forgets a process). Fork, exec, exit and OOM kills are sent as records;
+ * task_rename renames the thread's own bucket. Fork, exec and exit are BTF
+ * raw tracepoints (the task and bprm come as arguments).
  */
 #ifndef MEMDIAG_LIFECYCLE_BPF_H
 #define MEMDIAG_LIFECYCLE_BPF_H
@@ -65,8 +68,10 @@ int on_enter_execveat(struct tp_sys_enter *ctx) { return exec_enter(); }
 SEC("tracepoint/syscalls/sys_exit_execveat")
 int on_exit_execveat(struct tp_sys_exit *ctx) { return exec_exit(ctx); }
 
-SEC("tracepoint/sched/sched_process_exec")
-int on_exec(struct tp_sched_exec *ctx)
+/* BTF raw tracepoints for the sched events (here and below): no trace
+ * record is built for the processes memdiag does not trace. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
@@ -79,6 +84,8 @@ int on_exec(struct tp_sched_exec *ctx)
 		struct target t = { .state = TS_EXECED };
 		if (bpf_map_update_elem(&targets, &tgid, &t, BPF_NOEXIST) == -E2BIG)
 			stat_inc(ST_TARGET_OVERFLOW);
+		else
+			mark_target(tgid);
 	}
 	struct target *t = current_target(tgid);
 	if (t)
@@ -86,25 +93,26 @@ int on_exec(struct tp_sched_exec *ctx)
 	struct exec_event *e = event_reserve(sizeof(*e), EV_EXEC, tgid, (u32)id);
 	if (!e)
 		return 0;
-	u32 off = ctx->filename_loc & 0xffff;
-	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), (void *)ctx + off);
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
 	submit(e);
 	return 0;
 }
 
-SEC("tracepoint/sched/sched_process_fork")
-int on_fork(struct tp_sched_fork *ctx)
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child_task)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
 	if (!current_target(tgid))
 		return 0;
-	u32 child = ctx->child_pid;
+	u32 child = child_task->pid;
 	/* A new thread's tid lands here too; lookups are by tgid, so it is
 	 * inert, and its exit removes it. */
 	struct target t = { .state = TS_FORKED };
 	if (bpf_map_update_elem(&targets, &child, &t, BPF_NOEXIST) == -E2BIG)
 		stat_inc(ST_TARGET_OVERFLOW);
+	else
+		mark_target(child);
 	struct libc_range *lr = bpf_map_lookup_elem(&libc_ranges, &tgid);
 	if (lr) {
 		struct libc_range copy = *lr; /* a child (not a thread) has the same libc */
@@ -115,20 +123,19 @@ int on_fork(struct tp_sched_fork *ctx)
 		return 0;
 	e->child_pid = child;
 	e->_pad = 0;
-	u32 off = ctx->child_comm_loc & 0xffff;
-	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), (void *)ctx + off);
+	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), child_task->comm);
 	submit(e);
 	return 0;
 }
 
-SEC("tracepoint/sched/sched_process_exit")
-int on_exit(struct tp_sched_exit *ctx)
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *p, u8 dead)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
 	if (!current_target(tgid))
 		return 0;
-	u8 group_dead = ctx->group_dead;
+	u8 group_dead = dead;
 	/* The leader may leave before its threads: the tgid entry goes only
 	 * with the last thread. */
 	if (tid != tgid)
@@ -144,11 +151,10 @@ int on_exit(struct tp_sched_exit *ctx)
 	struct exit_event *e = event_reserve(sizeof(*e), EV_EXIT, tgid, tid);
 	if (!e)
 		return 0;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	e->exit_code = BPF_CORE_READ(task, exit_code);
+	e->exit_code = p->exit_code;
 	e->group_dead = group_dead;
 	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
-	__builtin_memcpy(e->comm, ctx->comm, sizeof(e->comm));
+	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), p->comm);
 	submit(e);
 	return 0;
 }

@@ -1,14 +1,20 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Mappings: the mmap family, brk, mprotect and madvise, and the regions
- * trie that remembers every mapping.
+ * Mappings: the mmap family, brk, mprotect and madvise, and the region
+ * table that remembers every mapping.
  *
  * mmap, munmap, mremap, brk, mprotect and madvise are paired enter -> exit
  * through `pending` and charged on success to the current bucket's
  * virtual-memory counters (mapped, unmapped, made writable, advised free).
  * Every mapping is remembered with its owner bucket and class in `regions`,
- * an LPM trie of the aligned power-of-two blocks that tile it, so the
- * longest-prefix match of an address is the mapping that holds it.
+ * one hash entry per mapping keyed by its start, so mmap and munmap of a
+ * whole mapping cost O(1) map updates (the LPM trie before took up to 96
+ * block updates per mmap, 5 µs). The mapping that holds an address (a
+ * fault's class, an unmap or mprotect of part of a mapping) is found
+ * through `region_index`: a mapping of level L (2^(L-1) < len <= 2^L) is
+ * listed under the one or two aligned 2^L-byte chunks it meets, so one
+ * lookup per level the process uses (`region_levels`) finds it. An mmap
+ * without MAP_FIXED replaces nothing, so it looks nothing up.
  * A writable mapping counts as retained by its owner until it is given
  * back; a PROT_NONE reservation (V8, glibc arenas) does not, and a later
  * mprotect that makes part of a native reservation writable (a glibc arena
@@ -27,20 +33,42 @@
 #define MEMDIAG_MAPPINGS_BPF_H
 
 /* struct region_key -> struct region: every mapping made while traced (and
- * those found at attach), as the aligned power-of-two blocks that tile it,
- * so the longest-prefix match of an address is the mapping that holds it.
- * Unmapping gives the memory back to whoever mapped it (an op's transient
- * buffer freed later by a GC nets out in the op's category), and a fault
- * is external when its mapping is the native allocator's. 262144 blocks,
- * allocated on demand: a few dozen per mapping, tens of thousands of
- * mappings in a big Node or JVM process. */
+ * those found at attach), one entry per mapping, by start. Unmapping gives
+ * the memory back to whoever mapped it (an op's transient buffer freed
+ * later by a GC nets out in the op's category), and a fault is external
+ * when its mapping is the native allocator's. 65536: vm.max_map_count's
+ * default is 65530 mappings per process. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 262144);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct region_key);
 	__type(value, struct region);
 } regions SEC(".maps");
+
+/* struct region_chunk_key -> struct region_chunk: which mappings meet an
+ * aligned chunk of their own size level, so the mapping that holds an
+ * address is found with one lookup per level in use (region_levels)
+ * instead of a walk. At most two entries per mapping. 131072: two per
+ * entry of `regions`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct region_chunk_key);
+	__type(value, struct region_chunk);
+} region_index SEC(".maps");
+
+/* tgid -> bit L set when the process has (or had) a mapping of level L in
+ * region_index: containment lookups try only those levels. Bits are only
+ * ever set (the kernel with an atomic or, userspace when it seeds).
+ * 8192: as `targets`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, u64);
+} region_levels SEC(".maps");
 
 /* tid -> struct releasing, while the thread gives memory back (munmap,
  * brk, madvise, mremap in flight). 8192: as `pending`. */
@@ -125,20 +153,8 @@ static __always_inline void vm_charge(u32 tgid, u32 tid, enum vm_field f, u64 by
 }
 
 /*
- * The regions trie.
+ * The region table: one hash entry per mapping, and the chunk index.
  */
-
-/* The largest power of two <= x (x > 0), without branches. */
-static __always_inline u64 floor_pow2(u64 x)
-{
-	x |= x >> 1;
-	x |= x >> 2;
-	x |= x >> 4;
-	x |= x >> 8;
-	x |= x >> 16;
-	x |= x >> 32;
-	return x - (x >> 1);
-}
 
 /* Bits set in x, without branches (SWAR). */
 static __always_inline u64 popcount64(u64 x)
@@ -149,54 +165,146 @@ static __always_inline u64 popcount64(u64 x)
 	return (x * 0x0101010101010101ULL) >> 56;
 }
 
-/* A range tiles into at most this many aligned blocks (two per bit). */
-#define MAX_BLOCKS 96
+#define MIN_LEVEL 12
+#define MAX_LEVEL 57 /* 2^57: above any user address */
 
-struct blocks_ctx {
-	struct region *r;
-	u64 start;
-	u64 len;
-	u32 tgid;
-	u32 insert;
-};
-
-/* One block of region_blocks: bpf_loop callback, returns 1 to stop. */
-static long block_step(u64 i, struct blocks_ctx *c)
+/* The level of a mapping of len bytes: the smallest L >= 12 with
+ * 2^L >= len. */
+static __always_inline u32 region_level(u64 len)
 {
-	if (c->len < 4096)
-		return 1;
-	/* The block: as large as the start's alignment and the length allow. */
-	u64 size = floor_pow2(c->len);
-	u64 align = c->start & (~c->start + 1);
-	if (align && align < size)
-		size = align;
-	u32 k = popcount64(size - 1); /* log2(size) */
-	struct region_key key = { .prefixlen = 32 + 64 - k, .tgid = c->tgid, .addr_be = __builtin_bswap64(c->start) };
-	if (c->insert) {
-		if (bpf_map_update_elem(&regions, &key, c->r, BPF_ANY)) {
-			stat_inc(ST_REGION_OVERFLOW);
-			return 1;
-		}
-	} else {
-		bpf_map_delete_elem(&regions, &key);
+	if (len <= (1ULL << MIN_LEVEL))
+		return MIN_LEVEL;
+	u64 x = len - 1;
+	x |= x >> 1;
+	x |= x >> 2;
+	x |= x >> 4;
+	x |= x >> 8;
+	x |= x >> 16;
+	x |= x >> 32;
+	u32 l = popcount64(x); /* bits below the top one, plus it: ceil(log2(len)) */
+	return l > MAX_LEVEL ? MAX_LEVEL : l;
+}
+
+static __always_inline u64 chunk_of(u64 addr, u32 level)
+{
+	return ((addr >> level) << 6) | level;
+}
+
+/* The table's functions below are global (verified once each, not at
+ * every call site: inlined, the unmap loop's paths multiply past the
+ * verifier's limit); they return 0. */
+
+/* Claims a slot for [start, end) in the chunk entry (tgid, gen, chunk). */
+__noinline int index_put(u32 tgid, u32 gen, u64 chunk, u64 start, u64 end)
+{
+	struct region_chunk_key k = { .tgid = tgid, .gen = gen, .chunk = chunk };
+	struct region_chunk_key *key = &k;
+	/* Most chunks are new: create the entry with the slot filled, one
+	 * map operation; an existing one gets a slot claimed below. */
+	struct region_chunk fresh = { .start = { start }, .end = { end } };
+	if (!bpf_map_update_elem(&region_index, key, &fresh, BPF_NOEXIST))
+		return 0;
+	struct region_chunk *c = bpf_map_lookup_elem(&region_index, key);
+	if (!c) {
+		stat_inc(ST_REGION_OVERFLOW);
+		return 0;
 	}
-	c->start += size;
-	c->len -= size;
+	/* Claim by start (compare-and-swap), then publish end: a reader
+	 * that sees the start before the end matches nothing. */
+	for (int i = 0; i < CHUNK_SLOTS; i++) {
+		if (c->start[i] == 0 && __sync_val_compare_and_swap(&c->start[i], 0, start) == 0) {
+			c->end[i] = end;
+			return 0;
+		}
+	}
+	stat_inc(ST_REGION_OVERFLOW);
 	return 0;
 }
 
-/* Stores r (insert) or removes its blocks, as the aligned power-of-two
- * blocks that tile it. */
-static __always_inline void region_blocks(u32 tgid, struct region *r, int insert)
+/* Frees the slot of start in the chunk entry (tgid, gen, chunk); an
+ * entry left empty goes. */
+__noinline int index_del(u32 tgid, u32 gen, u64 chunk, u64 start)
+{
+	struct region_chunk_key k = { .tgid = tgid, .gen = gen, .chunk = chunk };
+	struct region_chunk_key *key = &k;
+	struct region_chunk *c = bpf_map_lookup_elem(&region_index, key);
+	if (!c)
+		return 0;
+	int used = 0;
+	for (int i = 0; i < CHUNK_SLOTS; i++) {
+		if (c->start[i] == start) {
+			c->end[i] = 0;
+			c->start[i] = 0;
+		} else if (c->start[i]) {
+			used = 1;
+		}
+	}
+	if (!used)
+		bpf_map_delete_elem(&region_index, key);
+	return 0;
+}
+
+/* Something in the table changed: per-CPU caches of a fault's mapping
+ * (last_faults) are stale. */
+static __always_inline void regions_changed(void)
 {
 	u32 zero = 0;
 	u64 *epoch = bpf_map_lookup_elem(&regions_epoch, &zero);
 	if (epoch)
 		__sync_fetch_and_add(epoch, 1);
-	struct blocks_ctx c = {
-		.r = r, .start = r->start & ~4095ULL, .len = PAGE_ALIGN(r->len), .tgid = tgid, .insert = insert,
-	};
-	bpf_loop(MAX_BLOCKS, block_step, &c, 0);
+}
+
+/* Forgets the mapping [start, start + len) of tgid's image gen. */
+__noinline int region_drop(u32 tgid, u32 gen, u64 start, u64 len)
+{
+	u64 end = start + len;
+	u32 level = region_level(len);
+	u64 first = chunk_of(start, level), last = chunk_of(end - 1, level);
+	index_del(tgid, gen, first, start);
+	if (last != first)
+		index_del(tgid, gen, last, start);
+	struct region_key rk = { .tgid = tgid, .gen = gen, .start = start };
+	bpf_map_delete_elem(&regions, &rk);
+	regions_changed();
+	return 0;
+}
+
+/* Stores the mapping r (NULL: nothing): one regions entry, one or two
+ * index slots, and its level in region_levels. An older entry with the
+ * same start (a mapping whose end memdiag did not see) is dropped first. */
+__noinline int region_put(u32 tgid, struct region *r)
+{
+	if (!r || !r->len)
+		return 0;
+	struct region_key rk = { .tgid = tgid, .gen = r->gen, .start = r->start };
+	long err = bpf_map_update_elem(&regions, &rk, r, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		struct region *old = bpf_map_lookup_elem(&regions, &rk);
+		if (old)
+			region_drop(tgid, old->gen, old->start, old->len);
+		err = bpf_map_update_elem(&regions, &rk, r, BPF_ANY);
+	}
+	if (err) {
+		stat_inc(ST_REGION_OVERFLOW);
+		return 0;
+	}
+	u64 start = r->start, end = r->start + r->len;
+	u32 level = region_level(r->len);
+	u64 first = chunk_of(start, level), last = chunk_of(end - 1, level);
+	index_put(tgid, r->gen, first, start, end);
+	if (last != first)
+		index_put(tgid, r->gen, last, start, end);
+	u64 bit = 1ULL << level;
+	u64 *levels = bpf_map_lookup_elem(&region_levels, &tgid);
+	if (!levels) {
+		u64 none = 0;
+		bpf_map_update_elem(&region_levels, &tgid, &none, BPF_NOEXIST);
+		levels = bpf_map_lookup_elem(&region_levels, &tgid);
+	}
+	if (levels && !(*levels & bit))
+		__sync_fetch_and_or(levels, bit);
+	regions_changed();
+	return 0;
 }
 
 /* The process's exec generation (0 when unknown). */
@@ -206,16 +314,80 @@ static __always_inline u32 exec_gen(u32 tgid)
 	return t ? t->gen : 0;
 }
 
-/* Returns the mapping that holds addr, or NULL. A mapping from before the
- * process's last exec (userspace deletes those shortly after) is stale:
- * it is ignored. */
-static __always_inline struct region *region_at(u32 tgid, u64 addr)
+/* The mapping of tgid's current image that starts at start, or NULL. */
+static __always_inline struct region *region_from(u32 tgid, u32 gen, u64 start)
 {
-	struct region_key key = { .prefixlen = 32 + 64, .tgid = tgid, .addr_be = __builtin_bswap64(addr) };
-	struct region *r = bpf_map_lookup_elem(&regions, &key);
-	if (r && r->gen != exec_gen(tgid))
+	struct region_key rk = { .tgid = tgid, .gen = gen, .start = start };
+	return bpf_map_lookup_elem(&regions, &rk);
+}
+
+struct find_ctx {
+	u64 addr;
+	u64 levels;
+	u64 found; /* start of the mapping that holds addr, 0 if none yet */
+	u32 tgid;
+	u32 gen;
+};
+
+/* One level of region_at: bpf_loop callback, returns 1 to stop. */
+static long find_step(u64 i, struct find_ctx *c)
+{
+	u32 level = MIN_LEVEL + (u32)i;
+	if (level > MAX_LEVEL || !(c->levels >> level))
+		return 1; /* no mapping of this level or above */
+	if (!((c->levels >> level) & 1))
+		return 0;
+	struct region_chunk_key ck = { .tgid = c->tgid, .gen = c->gen, .chunk = chunk_of(c->addr, level) };
+	struct region_chunk *rc = bpf_map_lookup_elem(&region_index, &ck);
+	if (!rc)
+		return 0;
+	for (int s = 0; s < CHUNK_SLOTS; s++) {
+		u64 start = rc->start[s], end = rc->end[s];
+		if (start && start <= c->addr && c->addr < end) {
+			c->found = start;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Returns the start of the mapping of tgid's image gen that holds addr, 0
+ * when none: one index lookup per level the process uses. Global:
+ * verified once. */
+__noinline u64 region_find(u32 tgid, u32 gen, u64 addr)
+{
+	u64 *levels = bpf_map_lookup_elem(&region_levels, &tgid);
+	if (!levels)
+		return 0;
+	struct find_ctx c = { .addr = addr, .levels = *levels, .tgid = tgid, .gen = gen };
+	bpf_loop(MAX_LEVEL - MIN_LEVEL + 1, find_step, &c, 0);
+	return c.found;
+}
+
+/* Returns the mapping of the process's current image that holds addr, or
+ * NULL: a lookup by start first (unmapping usually names one), else
+ * through the index. */
+static __always_inline struct region *region_at_gen(u32 tgid, u32 gen, u64 addr)
+{
+	struct region *r = region_from(tgid, gen, addr);
+	if (r)
+		return r;
+	u64 start = region_find(tgid, gen, addr);
+	if (!start)
+		return NULL;
+	r = region_from(tgid, gen, start);
+	if (r && (addr < r->start || addr - r->start >= r->len))
 		return NULL;
 	return r;
+}
+
+/* region_at_gen for the process's current image. */
+static __always_inline struct region *region_at(u32 tgid, u64 addr)
+{
+	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
+	if (!t)
+		return NULL;
+	return region_at_gen(tgid, t->gen, addr);
 }
 
 /* The class of the mapping this thread last faulted in. */
@@ -269,7 +441,7 @@ static __always_inline void map_region(u32 tgid, u32 tid, u64 start, u64 len, u3
 {
 	struct region r = { .start = start, .len = len, .class = class, .counted = writable ? 1 : 0, .gen = exec_gen(tgid) };
 	current_bucket(&r.owner, tgid, tid);
-	region_blocks(tgid, &r, 1);
+	region_put(tgid, &r);
 	if (writable)
 		retain(&r.owner, class, (s64)len);
 }
@@ -282,6 +454,7 @@ struct unmap_ctx {
 	u64 a;
 	u64 b;
 	u32 tgid;
+	u32 gen; /* the process's current image */
 	u32 done;
 };
 
@@ -292,25 +465,27 @@ static long unmap_step(u64 i, struct unmap_ctx *c)
 		c->done = 1;
 		return 1;
 	}
-	struct region *found = region_at(c->tgid, c->a);
+	/* The first mapping holds a; the next ones start where the last
+	 * one ended, or there is a gap. */
+	struct region *found = i == 0 ? region_at_gen(c->tgid, c->gen, c->a) : region_from(c->tgid, c->gen, c->a);
 	if (!found) {
 		c->done = 1;
 		return 1; /* a gap: what follows was mapped before tracing */
 	}
 	struct region r = *found;
 	u64 end = r.start + r.len;
-	region_blocks(c->tgid, &r, 0);
+	region_drop(c->tgid, r.gen, r.start, r.len);
 	u64 lo = c->a > r.start ? c->a : r.start, hi = c->b < end ? c->b : end;
 	if (r.start < lo) {
 		struct region left = r;
 		left.len = lo - r.start;
-		region_blocks(c->tgid, &left, 1);
+		region_put(c->tgid, &left);
 	}
 	if (hi < end) {
 		struct region right = r;
 		right.start = hi;
 		right.len = end - hi;
-		region_blocks(c->tgid, &right, 1);
+		region_put(c->tgid, &right);
 	}
 	if (i == 0)
 		c->rel->class = r.class;
@@ -333,10 +508,10 @@ static long unmap_step(u64 i, struct unmap_ctx *c)
 /* Forgets the mappings in [a, b): each loses the part inside, keeps the
  * rest, and its owner's retained bytes drop by the part. Fills rel with
  * the first mapping's owner and class, for the RSS given back. */
-static __always_inline void unmap_range(u32 tgid, u64 a, u64 b, struct releasing *rel)
+static __always_inline void unmap_range(u32 tgid, u32 gen, u64 a, u64 b, struct releasing *rel)
 {
 	rel->credit_owner = 0;
-	struct unmap_ctx c = { .rel = rel, .a = a, .b = b, .tgid = tgid };
+	struct unmap_ctx c = { .rel = rel, .a = a, .b = b, .tgid = tgid, .gen = gen };
 	bpf_loop(MAX_UNMAP_REGIONS, unmap_step, &c, 0);
 	if (!c.done && c.a < c.b)
 		stat_inc(ST_UNMAP_SPLIT);
@@ -344,6 +519,7 @@ static __always_inline void unmap_range(u32 tgid, u64 a, u64 b, struct releasing
 
 #define PROT_WRITE 0x2
 #define MAP_SHARED 0x01
+#define MAP_FIXED 0x10
 #define MAP_ANONYMOUS 0x20
 #define MAP_GROWSDOWN 0x100
 #define MAP_STACK 0x20000
@@ -392,34 +568,50 @@ int on_exit_mmap(struct tp_sys_exit *ctx)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ctx->ret))
 		return 0;
+	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
+	if (!t)
+		return 0;
 	u64 start = (u64)ctx->ret, len = PAGE_ALIGN(p.args[0]), flags = p.args[1];
 	s32 fd = (s32)p.args[2];
-	vm_charge(tgid, tid, VM_MAPPED, len);
-	u32 class;
+	/* One bucket for the charge and the new mapping's owner. */
+	struct region r = { .start = start, .len = len, .gen = t->gen, .counted = p.args[4] & PROT_WRITE ? 1 : 0 };
+	target_bucket(&r.owner, t, tgid, tid);
+	struct counters *c = bucket(&r.owner);
+	if (c)
+		__sync_fetch_and_add(&c->mapped, len);
 	if (!(flags & MAP_ANONYMOUS) && fd >= 0)
-		class = RC_FILE;
+		r.class = RC_FILE;
 	else if (flags & (MAP_STACK | MAP_GROWSDOWN))
-		class = RC_STACK;
+		r.class = RC_STACK;
 	else if (flags & MAP_SHARED)
-		class = RC_SHARED;
+		r.class = RC_SHARED;
 	else
-		class = anon_class(tgid, p.args[3]);
-	/* MAP_FIXED over an old mapping replaces it. */
-	struct releasing rel = {};
-	unmap_range(tgid, start, start + len, &rel);
-	map_region(tgid, tid, start, len, class, p.args[4] & PROT_WRITE);
+		r.class = anon_class(tgid, p.args[3]);
+	/* MAP_FIXED over an old mapping replaces it; without MAP_FIXED the
+	 * kernel never places a mapping over another, so there is nothing
+	 * to look for. */
+	if (flags & MAP_FIXED) {
+		struct releasing rel = {};
+		unmap_range(tgid, r.gen, start, start + len, &rel);
+	}
+	region_put(tgid, &r);
+	if (r.counted && c) {
+		__sync_fetch_and_add(&c->retained, (s64)len);
+		if (r.class == RC_NATIVE)
+			__sync_fetch_and_add(&c->retained_native, (s64)len);
+	}
 	return 0;
 }
 
 /* Marks the thread as giving back [a, b): forgets those mappings and
  * remembers, for the RSS decreases to come, whose they were. */
-static __always_inline void release_begin(u32 tgid, u32 tid, u64 a, u64 b, int forget)
+static __always_inline void release_begin(u32 tgid, u32 gen, u32 tid, u64 a, u64 b, int forget)
 {
 	struct releasing rel = {};
 	if (forget) {
-		unmap_range(tgid, a, b, &rel);
+		unmap_range(tgid, gen, a, b, &rel);
 	} else {
-		struct region *r = region_at(tgid, a);
+		struct region *r = region_at_gen(tgid, gen, a);
 		if (!r)
 			return;
 		rel.class = r->class; /* madvise: only what it held, not whose */
@@ -432,10 +624,13 @@ int on_enter_munmap(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
-	if (!current_target(tgid))
+	struct target *t = current_target(tgid);
+	if (!t)
 		return 0;
-	save_args(ctx, 2);
-	release_begin(tgid, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 1);
+	struct pending p = { .args = { ctx->args[0], ctx->args[1] } };
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
+	release_begin(tgid, t->gen, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 1);
 	return 0;
 }
 
@@ -470,7 +665,8 @@ int on_exit_mremap(struct tp_sys_exit *ctx)
 		vm_charge(tgid, tid, VM_UNMAPPED, old_len - new_len);
 	/* The mapping moved or resized: it keeps its class; the part that
 	 * grew is the current thread's. */
-	struct region *r = region_at(tgid, old);
+	u32 gen = exec_gen(tgid);
+	struct region *r = region_at_gen(tgid, gen, old);
 	struct region moved = {};
 	int found = 0;
 	if (r) {
@@ -479,12 +675,12 @@ int on_exit_mremap(struct tp_sys_exit *ctx)
 	}
 	u32 class = moved.class;
 	struct releasing rel = {};
-	unmap_range(tgid, old, old + old_len, &rel);
+	unmap_range(tgid, gen, old, old + old_len, &rel);
 	u64 start = (u64)ctx->ret;
 	if (found) {
 		moved.start = start;
 		moved.len = new_len < old_len ? new_len : old_len;
-		region_blocks(tgid, &moved, 1);
+		region_put(tgid, &moved);
 		if (moved.owner.kind && moved.counted) {
 			struct bucket_key owner = moved.owner;
 			owner_key(&owner);
@@ -500,7 +696,8 @@ SEC("tracepoint/syscalls/sys_enter_brk")
 int on_enter_brk(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	if (!current_target(id >> 32))
+	struct target *t = current_target(id >> 32);
+	if (!t)
 		return 0;
 	u32 tid = (u32)id;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -511,7 +708,7 @@ int on_enter_brk(struct tp_sys_enter *ctx)
 	if (ctx->args[0] && PAGE_ALIGN(ctx->args[0]) < PAGE_ALIGN(p.args[0])) {
 		/* Shrinking the heap gives native memory back. */
 		u32 tgid = id >> 32;
-		release_begin(tgid, tid, PAGE_ALIGN(ctx->args[0]), PAGE_ALIGN(p.args[0]), 1);
+		release_begin(tgid, t->gen, tid, PAGE_ALIGN(ctx->args[0]), PAGE_ALIGN(p.args[0]), 1);
 	}
 	return 0;
 }
@@ -555,12 +752,13 @@ int on_exit_mprotect(struct tp_sys_exit *ctx)
 	 * (glibc arenas): a runtime that commits its own pages (V8) reuses
 	 * them, and its heap is measured by its sampler. A range already
 	 * writable (W^X flips) changes no owner. */
-	struct region *r = region_at(tgid, a);
+	u32 gen = exec_gen(tgid);
+	struct region *r = region_at_gen(tgid, gen, a);
 	if (!r || r->counted || r->class != RC_NATIVE || a + len > r->start + r->len)
 		return 0;
 	u32 class = r->class;
 	struct releasing rel = {};
-	unmap_range(tgid, a, a + len, &rel);
+	unmap_range(tgid, gen, a, a + len, &rel);
 	map_region(tgid, tid, a, len, class, 1);
 	return 0;
 }
@@ -574,12 +772,15 @@ int on_enter_madvise(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
-	if (!current_target(tgid))
+	struct target *t = current_target(tgid);
+	if (!t)
 		return 0;
-	save_args(ctx, 3);
+	struct pending p = { .args = { ctx->args[0], ctx->args[1], ctx->args[2] } };
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
 	u64 advice = ctx->args[2];
 	if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
-		release_begin(tgid, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 0);
+		release_begin(tgid, t->gen, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 0);
 	return 0;
 }
 

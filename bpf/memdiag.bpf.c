@@ -9,7 +9,7 @@
  *                    thread's op, the idle bucket, or the thread's own),
  *                    stats, the events ring buffer, syscall argument saving
  *   mappings.bpf.h   mmap/munmap/mremap/brk/mprotect/madvise, the regions
- *                    trie: virtual memory, retained bytes, who gives back
+ *                    table: virtual memory, retained bytes, who gives back
  *   rss.bpf.h        kmem:rss_stat and page faults: exact RSS deltas per
  *                    bucket (conservation), external bytes, peaks, stacks
  *   ops.bpf.h        sockets and the HTTP op state machine: which op is
@@ -18,8 +18,10 @@
  *                    sampling (V8, Go); amd64 registers
  *   lifecycle.bpf.h  exec, fork, exit, rename, OOM: who is a target
  *
- * In short: every handler first looks up the current tgid in `targets` and
- * returns when it is not traced. RSS changes (rss_stat) and faults update
+ * In short: every handler first tests the current tgid's bit in
+ * `target_bits` (then looks it up in `targets`) and returns when it is not
+ * traced. The hot hooks (rss_stat, page faults, sched) are BTF raw
+ * tracepoints (tp_btf), which make the kernel build no trace record. RSS changes (rss_stat) and faults update
  * per-bucket counters in `buckets` with atomic adds; userspace reads that
  * map periodically. Only lifecycle records, op begin/end, TLS sightings
  * and heap samples go through the ring buffer; a failed reserve is counted
@@ -58,6 +60,8 @@ const struct thread_state *unused_thread_state __attribute__((unused));
 const struct sock_info *unused_sock_info __attribute__((unused));
 const struct region *unused_region __attribute__((unused));
 const struct region_key *unused_region_key __attribute__((unused));
+const struct region_chunk_key *unused_region_chunk_key __attribute__((unused));
+const struct region_chunk *unused_region_chunk __attribute__((unused));
 const struct libc_range *unused_libc_range __attribute__((unused));
 const struct ab_key *unused_ab_key __attribute__((unused));
 const struct ab_alloc *unused_ab_alloc __attribute__((unused));

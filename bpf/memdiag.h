@@ -202,12 +202,31 @@ enum region_class {
 	RC_SHARED = 5,  /* shared anonymous memory */
 };
 
-/* Key of the regions LPM trie: a mapping is stored as the aligned
- * power-of-two blocks that tile it; prefixlen = 32 (tgid) + 64 - log2(block). */
+/* Key of the regions hash: one entry per mapping, by its start. */
 struct region_key {
-	u32 prefixlen;
 	u32 tgid;
-	u64 addr_be; /* block start, big endian, so its high bits are the prefix */
+	u32 gen;   /* the process's exec generation: older images' mappings are never found */
+	u64 start;
+};
+
+/* Key of the region index, for containment lookups: the mappings of one
+ * level (2^(level-1) < len <= 2^level bytes; level 12 for one page) that
+ * meet the aligned chunk [chunk << level, (chunk + 1) << level). A mapping
+ * meets at most two chunks of its level, and a chunk meets at most three
+ * mappings of its level (each is longer than half a chunk). */
+struct region_chunk_key {
+	u32 tgid;
+	u32 gen;
+	u64 chunk; /* (addr >> level) << 6 | level */
+};
+
+#define CHUNK_SLOTS 4
+
+/* The mappings of a region_chunk_key: [start, end) per slot, start 0 when
+ * the slot is free. */
+struct region_chunk {
+	u64 start[CHUNK_SLOTS];
+	u64 end[CHUNK_SLOTS];
 };
 
 /* A mapping made while traced (or found at attach), with its owner. */
@@ -273,6 +292,7 @@ struct target {
 };
 
 #define TF_TLS_SEEN 1 /* EV_TLS_SEEN was sent for this process */
+#define TF_OPS 2      /* a thread of the process has a thread_states entry (served an op) */
 
 /* What a thread's activity is charged to. */
 enum thread_mode {
@@ -325,7 +345,7 @@ enum stat_index {
 	ST_PENDING_OVERFLOW = 4,/* syscalls whose arguments found the pending map full */
 	ST_SOCK_OVERFLOW = 5,   /* sockets that found the sockets map full */
 	ST_THREAD_OVERFLOW = 6, /* threads that found the thread_states map full */
-	ST_REGION_OVERFLOW = 7, /* mapping blocks that found the regions trie full */
+	ST_REGION_OVERFLOW = 7, /* mappings that found the region table (or a chunk of its index) full */
 	ST_OUTSTANDING_OVERFLOW = 8, /* exact mode: ArrayBuffers that found the outstanding table full */
 	ST_UNMAP_SPLIT = 9,     /* unmaps that crossed more regions than one pass follows */
 	ST_MAX = 16,

@@ -115,6 +115,12 @@ static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
 	struct thread_state ts = { .op_id = op_id, .mode = mode };
 	if (bpf_map_update_elem(&thread_states, &tid, &ts, BPF_ANY))
 		stat_inc(ST_THREAD_OVERFLOW);
+	if (!cur) {
+		/* From now on the fault and RSS paths look threads up. */
+		struct target *t = bpf_map_lookup_elem(&targets, &tgid);
+		if (t && !(t->flags & TF_OPS))
+			__sync_fetch_and_or(&t->flags, TF_OPS);
+	}
 }
 
 #define AF_INET 2

@@ -2,11 +2,16 @@
 /*
  * RSS and page faults.
  *
- * kmem:rss_stat reports the new value of one MM_* counter of one mm. The
- * delta against the last value seen for that (mm, member) in `mm_states`
- * is the exact change, charged to the current thread's bucket (its op,
+ * kmem:rss_stat fires whenever one MM_* counter of one mm changes. It is
+ * attached as a BTF raw tracepoint (tp_btf): its arguments are (mm,
+ * member), and the program reads the counter's value itself (rss_value:
+ * the sum of its per-CPU parts, as the perf event's record would), only
+ * for traced mms; every other process pays a bitmap test. The delta
+ * against the last value seen for that (mm, member) in `mm_states` is the
+ * exact change, charged to the current thread's bucket (its op,
  * idle, or its own; core.bpf.h) when the mm is its own (curr = 1); when the
- * mm is not current's (curr = 0) it goes to the owner's BK_RELEASE bucket if
+ * mm is not current's (curr = 0; such an mm is ours only when `mm_states`
+ * knows it, and stale when its owner is another process) it goes to the owner's BK_RELEASE bucket if
  * the owner itself is tearing down an mm it left (exit, exec), else to its
  * BK_KERNEL bucket (reclaim, remote access). A decrease while the thread
  * gives memory back (mappings.bpf.h, `releasing`) goes to the mapping's
@@ -19,8 +24,10 @@
  * all buckets but BK_BASELINE is exactly the RSS growth since attach.
  * An anonymous increase is external when the page's mapping is the native
  * allocator's (RC_NATIVE), found through the thread's last fault on this
- * CPU (`last_faults`, written by the page_fault_user raw tracepoint, which
- * also counts faults per bucket). Each mm's total and peak, and the
+ * CPU (`last_faults`, written by the page_fault_user BTF raw tracepoint,
+ * which also counts faults per bucket). A process none of whose threads
+ * ever served an op (TF_OPS clear) charges its threads' own buckets with
+ * no thread_states lookup. Each mm's total and peak, and the
  * group's (`group`), give the peak RSS; with dumps on, every
  * stack_sample_bytes of growth samples the user stack (`stack_growths`).
  */
@@ -31,12 +38,13 @@
  * Set when dumps are on: their pprof profile is growth by user stack. */
 volatile const u64 stack_sample_bytes = 0;
 
-/* rss_stat mm_id -> struct mm_state. One per traced mm; userspace deletes
- * the entries of processes that exited. 4096: one per traced process. */
+/* mm (its kernel address) -> struct mm_state. One per traced mm; userspace
+ * deletes the entries of processes that exited, the kernel those of mms
+ * it finds reallocated. 4096: one per traced process. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
-	__type(key, u32);
+	__type(key, u64);
 	__type(value, struct mm_state);
 } mm_states SEC(".maps");
 
@@ -156,47 +164,173 @@ static __always_inline void keep_peak(struct mm_state *st)
 	bpf_map_update_elem(&gone_peaks, &tgid, &peak, BPF_NOEXIST);
 }
 
-SEC("tracepoint/kmem/rss_stat")
-int on_rss_stat(struct tp_rss_stat *ctx)
+/* Possible CPUs (set by userspace): the per-CPU parts of a counter. */
+volatile const u32 nr_cpus = 1;
+#define MAX_CPUS 1024
+
+/* [cpu] -> that CPU's per-CPU offset (the kernel's __per_cpu_offset[cpu])
+ * plus one; 0 until learnt. The RSS counters' per-CPU parts are at their
+ * base plus that offset. MAX_CPUS entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_CPUS);
+	__type(key, u32);
+	__type(value, u64);
+} cpu_offsets SEC(".maps");
+
+/* A per-CPU array of one u64 whose per-CPU addresses teach cpu_offset()
+ * the offsets. Never written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} percpu_probe SEC(".maps");
+
+/* The kernel's struct bpf_array, for the base of a per-CPU array's
+ * values (CO-RE finds pptrs through its anonymous members). */
+struct bpf_array___pcpu {
+	void *pptrs[1];
+} __attribute__((preserve_access_index));
+
+/* Returns a pointer's value as a number the verifier lets the program do
+ * arithmetic on (it refuses arithmetic on map pointers). */
+static __always_inline u64 address_of(const void *p)
 {
-	u32 member = ctx->member;
-	if (member >= RSS_MEMBERS)
+	u64 a = 0;
+	bpf_probe_read_kernel(&a, sizeof(a), &p);
+	return a;
+}
+
+/* The per-CPU offset of cpu, learnt once per CPU: where percpu_probe's
+ * value lives on that CPU minus its per-CPU base. Returns 0 and sets *ok
+ * to 0 when it cannot tell. (A typed __ksym of __per_cpu_offset or
+ * this_cpu_off would say it directly, but the verifier resolves those
+ * through kallsyms, which lists no data symbols on these kernels.) */
+static __always_inline u64 cpu_offset(u32 cpu, int *ok)
+{
+	u64 *cached = bpf_map_lookup_elem(&cpu_offsets, &cpu);
+	*ok = 0;
+	if (!cached)
 		return 0;
-	u32 mm_id = ctx->mm_id;
-	s64 size = ctx->size;
+	if (*cached) {
+		*ok = 1;
+		return *cached - 1;
+	}
+	u64 base = 0;
+	u64 arr = address_of(&percpu_probe);
+	bpf_probe_read_kernel(&base, sizeof(base),
+			      (void *)(arr + bpf_core_field_offset(struct bpf_array___pcpu, pptrs)));
+	u32 zero = 0;
+	void *v = bpf_map_lookup_percpu_elem(&percpu_probe, &zero, cpu);
+	if (!v || !base)
+		return 0;
+	u64 off = address_of(v) - base;
+	*cached = off + 1;
+	*ok = 1;
+	return off;
+}
+
+/* The value of mm's counter member in bytes, as the rss_stat perf event
+ * computes it (percpu_counter_sum_positive), without its lock: count plus
+ * every CPU's part. Racing only with another CPU folding its part into
+ * count at that instant; the next value read corrects it (the charges
+ * telescope), so totals stay exact. */
+static __always_inline s64 rss_value(struct mm_struct *mm, u32 member)
+{
+	/* Direct loads through the tracepoint's trusted mm (no helper call):
+	 * the index must be a constant for the verifier. */
+	struct percpu_counter *pc;
+	switch (member) {
+	case 0:
+		pc = &mm->rss_stat[0];
+		break;
+	case 1:
+		pc = &mm->rss_stat[1];
+		break;
+	case 2:
+		pc = &mm->rss_stat[2];
+		break;
+	default:
+		pc = &mm->rss_stat[3];
+		break;
+	}
+	s64 sum = pc->count;
+	u64 parts = (u64)pc->counters;
+	for (u32 cpu = 0; cpu < MAX_CPUS; cpu++) {
+		if (cpu >= nr_cpus)
+			break;
+		int ok;
+		u64 off = cpu_offset(cpu, &ok);
+		if (!ok)
+			continue;
+		s32 v = 0;
+		bpf_probe_read_kernel(&v, sizeof(v), (void *)(parts + off));
+		sum += v;
+	}
+	return sum < 0 ? 0 : sum << PAGE_SHIFT;
+}
+
+/* A BTF raw tracepoint: the kernel builds no trace record (the perf event
+ * hashes the mm and sums the counter under its lock for every process on
+ * the host); the program gets (mm, member), returns after one bitmap test
+ * for another process's own mm, and reads the counter itself for targets. */
+SEC("tp_btf/rss_stat")
+int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
+{
+	if ((u32)mm_member >= RSS_MEMBERS)
+		return 0;
+	u32 member = (u32)mm_member;
+	barrier_var(member);
+	member &= RSS_MEMBERS - 1; /* kept (the barrier hides the test above): bounds for the verifier */
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
+	struct task_struct *task = bpf_get_current_task_btf();
+	int curr = task->mm == mm;
+	if (curr && !maybe_target(tgid))
+		return 0;
+	u64 mm_key = (u64)mm;
 	struct bucket_key key = {};
-	struct mm_state *st = bpf_map_lookup_elem(&mm_states, &mm_id);
+	struct mm_state *st = bpf_map_lookup_elem(&mm_states, &mm_key);
 
-	if (!ctx->curr) {
+	if (!curr) {
 		/* Someone else changed an mm: ours only if we know it. */
 		if (!st)
 			return 0;
+		/* An mm freed and reallocated to another process is stale:
+		 * its owner says so (NULL while the mm is torn down). */
+		if (bpf_core_field_exists(mm->owner)) {
+			struct task_struct *owner = BPF_CORE_READ(mm, owner);
+			if (owner && BPF_CORE_READ(owner, tgid) != st->tgid) {
+				keep_peak(st);
+				bpf_map_delete_elem(&mm_states, &mm_key);
+				return 0;
+			}
+		}
 		key.tgid = st->tgid;
 		/* The owner itself, after leaving the mm: exit or exec. */
 		key.kind = tgid == st->tgid ? BK_RELEASE : BK_KERNEL;
 	} else {
-		struct target *t = current_target(tgid);
-		if (!t) {
-			/* A non-target's own mm: an entry under its id is stale
-			 * (the mm was freed and its id reused). */
-			if (st) {
-				keep_peak(st);
-				bpf_map_delete_elem(&mm_states, &mm_id);
-			}
-			return 0;
+		struct target *t = bpf_map_lookup_elem(&targets, &tgid);
+		if (st && (!t || st->tgid != tgid)) {
+			/* Stale: the mm was freed and reallocated. */
+			keep_peak(st);
+			bpf_map_delete_elem(&mm_states, &mm_key);
+			st = NULL;
 		}
+		if (!t)
+			return 0;
 		if (!st) {
 			struct mm_state fresh = { .tgid = tgid };
-			if (bpf_map_update_elem(&mm_states, &mm_id, &fresh, BPF_NOEXIST) == -E2BIG)
+			if (bpf_map_update_elem(&mm_states, &mm_key, &fresh, BPF_NOEXIST) == -E2BIG)
 				stat_inc(ST_MM_OVERFLOW);
-			st = bpf_map_lookup_elem(&mm_states, &mm_id);
+			st = bpf_map_lookup_elem(&mm_states, &mm_key);
 			if (!st)
 				return 0;
 		}
-		current_bucket(&key, tgid, tid);
+		target_bucket(&key, t, tgid, tid);
 	}
+	s64 size = rss_value(mm, member);
 
 	/* Exchange, not read-then-write: two CPUs changing the same counter
 	 * at once still telescope (each takes the value the other left).
@@ -218,7 +352,7 @@ int on_rss_stat(struct tp_rss_stat *ctx)
 	if (delta == 0)
 		return 0;
 	s64 external = 0;
-	if (ctx->curr && member == RSS_ANON) {
+	if (curr && member == RSS_ANON) {
 		if (delta > 0) {
 			if (fault_class(tgid, tid) == RC_NATIVE)
 				external = delta;
@@ -231,13 +365,13 @@ int on_rss_stat(struct tp_rss_stat *ctx)
 					external = delta;
 			}
 		}
-	} else if (ctx->curr && delta < 0) {
+	} else if (curr && delta < 0) {
 		struct releasing *rel = bpf_map_lookup_elem(&releasing, &tid);
 		if (rel && rel->credit_owner)
 			key = rel->owner;
 	}
 	charge_rss(&key, member, delta);
-	if (stack_sample_bytes && ctx->curr && delta > 0 && member != RSS_SWAP)
+	if (stack_sample_bytes && curr && delta > 0 && member != RSS_SWAP)
 		sample_stack(ctx, tgid, delta);
 	if (external) {
 		struct counters *c = bucket(&key);
@@ -253,17 +387,20 @@ int on_rss_stat(struct tp_rss_stat *ctx)
 	return 0;
 }
 
-/* A raw tracepoint: no trace record is assembled for it (the fault path
- * is the hottest memdiag sits on). TP_PROTO(address, regs, error_code). */
-SEC("raw_tracepoint/page_fault_user")
-int on_page_fault(struct bpf_raw_tracepoint_args *ctx)
+/* A BTF raw tracepoint: no trace record is assembled for it (the fault
+ * path is the hottest memdiag sits on). TP_PROTO(address, regs,
+ * error_code). Counts the fault in the thread's bucket and leaves its
+ * address for the rss_stat that follows (fault_class). */
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(on_page_fault, unsigned long address)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
-	if (!current_target(tgid))
+	struct target *t = current_target(tgid);
+	if (!t)
 		return 0;
 	struct bucket_key key = {};
-	current_bucket(&key, tgid, (u32)id);
+	target_bucket(&key, t, tgid, (u32)id);
 	struct counters *c = bucket(&key);
 	if (c)
 		__sync_fetch_and_add(&c->faults, 1);
@@ -271,7 +408,7 @@ int on_page_fault(struct bpf_raw_tracepoint_args *ctx)
 	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
 	if (lf) {
 		lf->tid = (u32)id;
-		lf->addr = ctx->args[0];
+		lf->addr = address;
 	}
 	return 0;
 }

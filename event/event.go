@@ -299,7 +299,7 @@ type Stats struct {
 	PendingOverflow uint64 // syscalls whose arguments found the pending table full
 	SocketOverflow  uint64 // sockets that found the socket table full
 	ThreadOverflow  uint64 // threads that found the thread-state table full
-	RegionOverflow  uint64 // mapping blocks that found the region table full
+	RegionOverflow  uint64 // mappings that found the region table (or a chunk of its index) full
 	// OutstandingOverflow counts ArrayBuffers (exact mode) that found the
 	// outstanding-allocation table full: their frees are not credited to
 	// their op, totals stay exact.

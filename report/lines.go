@@ -75,7 +75,7 @@ func (l *Log) Final(r *Report, sum *attribution.Summary, why string) {
 		{h.PendingOverflow, "syscalls found the pending table full"},
 		{h.SocketOverflow, "sockets found the socket table full"},
 		{h.ThreadOverflow, "threads found the thread table full"},
-		{h.RegionOverflow, "mapping blocks found the region table full"},
+		{h.RegionOverflow, "mappings found the region table full"},
 		{h.OutstandingOverflow, "ArrayBuffers found the outstanding table full (--max-outstanding; not counted)"},
 		{h.DecodeErrors, "ring buffer records did not decode (a memdiag bug: please report it; their bytes stay in the totals)"},
 		{uint64(h.OpsEvicted), "open ops were ended early (op table full)"},

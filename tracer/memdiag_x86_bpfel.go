@@ -234,6 +234,19 @@ type memdiagRegion struct {
 	Pad     uint32
 }
 
+type memdiagRegionChunk struct {
+	_     structs.HostLayout
+	Start [4]uint64
+	End   [4]uint64
+}
+
+type memdiagRegionChunkKey struct {
+	_     structs.HostLayout
+	Tgid  uint32
+	Gen   uint32
+	Chunk uint64
+}
+
 type memdiagRegionClass uint32
 
 const (
@@ -246,10 +259,10 @@ const (
 )
 
 type memdiagRegionKey struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Tgid      uint32
-	AddrBe    uint64
+	_     structs.HostLayout
+	Tgid  uint32
+	Gen   uint32
+	Start uint64
 }
 
 type memdiagReleasing struct {
@@ -332,6 +345,11 @@ type memdiagTarget struct {
 	Gen       uint32
 }
 
+type memdiagTargetBitmap struct {
+	_     structs.HostLayout
+	Words [2048]uint32
+}
+
 type memdiagTargetState uint32
 
 const (
@@ -361,6 +379,7 @@ const (
 	memdiagMapAbLive                = "ab_live"
 	memdiagMapAbPending             = "ab_pending"
 	memdiagMapBuckets               = "buckets"
+	memdiagMapCpuOffsets            = "cpu_offsets"
 	memdiagMapEvents                = "events"
 	memdiagMapGonePeaks             = "gone_peaks"
 	memdiagMapGroup                 = "group"
@@ -371,6 +390,9 @@ const (
 	memdiagMapOpIds                 = "op_ids"
 	memdiagMapOutstanding           = "outstanding"
 	memdiagMapPending               = "pending"
+	memdiagMapPercpuProbe           = "percpu_probe"
+	memdiagMapRegionIndex           = "region_index"
+	memdiagMapRegionLevels          = "region_levels"
 	memdiagMapRegions               = "regions"
 	memdiagMapRegionsEpoch          = "regions_epoch"
 	memdiagMapReleasing             = "releasing"
@@ -379,6 +401,7 @@ const (
 	memdiagMapStackGrowths          = "stack_growths"
 	memdiagMapStacks                = "stacks"
 	memdiagMapStats                 = "stats"
+	memdiagMapTargetBits            = "target_bits"
 	memdiagMapTargetCgroup          = "target_cgroup"
 	memdiagMapTargets               = "targets"
 	memdiagMapThreadStates          = "thread_states"
@@ -448,6 +471,7 @@ const (
 	memdiagVarFollowCgroup          = "follow_cgroup"
 	memdiagVarGoSpecialKindOff      = "go_special_kind_off"
 	memdiagVarLauncherTgid          = "launcher_tgid"
+	memdiagVarNrCpus                = "nr_cpus"
 	memdiagVarStackSampleBytes      = "stack_sample_bytes"
 	memdiagVarUnusedAbAlloc         = "unused_ab_alloc"
 	memdiagVarUnusedAbKey           = "unused_ab_key"
@@ -467,6 +491,8 @@ const (
 	memdiagVarUnusedOpEndReason     = "unused_op_end_reason"
 	memdiagVarUnusedOpKind          = "unused_op_kind"
 	memdiagVarUnusedRegion          = "unused_region"
+	memdiagVarUnusedRegionChunk     = "unused_region_chunk"
+	memdiagVarUnusedRegionChunkKey  = "unused_region_chunk_key"
 	memdiagVarUnusedRegionClass     = "unused_region_class"
 	memdiagVarUnusedRegionKey       = "unused_region_key"
 	memdiagVarUnusedRssMember       = "unused_rss_member"
@@ -591,6 +617,7 @@ type memdiagMapSpecs struct {
 	AbLive       *ebpf.MapSpec `ebpf:"ab_live"`
 	AbPending    *ebpf.MapSpec `ebpf:"ab_pending"`
 	Buckets      *ebpf.MapSpec `ebpf:"buckets"`
+	CpuOffsets   *ebpf.MapSpec `ebpf:"cpu_offsets"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	GonePeaks    *ebpf.MapSpec `ebpf:"gone_peaks"`
 	Group        *ebpf.MapSpec `ebpf:"group"`
@@ -601,6 +628,9 @@ type memdiagMapSpecs struct {
 	OpIds        *ebpf.MapSpec `ebpf:"op_ids"`
 	Outstanding  *ebpf.MapSpec `ebpf:"outstanding"`
 	Pending      *ebpf.MapSpec `ebpf:"pending"`
+	PercpuProbe  *ebpf.MapSpec `ebpf:"percpu_probe"`
+	RegionIndex  *ebpf.MapSpec `ebpf:"region_index"`
+	RegionLevels *ebpf.MapSpec `ebpf:"region_levels"`
 	Regions      *ebpf.MapSpec `ebpf:"regions"`
 	RegionsEpoch *ebpf.MapSpec `ebpf:"regions_epoch"`
 	Releasing    *ebpf.MapSpec `ebpf:"releasing"`
@@ -609,6 +639,7 @@ type memdiagMapSpecs struct {
 	StackGrowths *ebpf.MapSpec `ebpf:"stack_growths"`
 	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	TargetBits   *ebpf.MapSpec `ebpf:"target_bits"`
 	TargetCgroup *ebpf.MapSpec `ebpf:"target_cgroup"`
 	Targets      *ebpf.MapSpec `ebpf:"targets"`
 	ThreadStates *ebpf.MapSpec `ebpf:"thread_states"`
@@ -624,6 +655,7 @@ type memdiagVariableSpecs struct {
 	FollowCgroup          *ebpf.VariableSpec `ebpf:"follow_cgroup"`
 	GoSpecialKindOff      *ebpf.VariableSpec `ebpf:"go_special_kind_off"`
 	LauncherTgid          *ebpf.VariableSpec `ebpf:"launcher_tgid"`
+	NrCpus                *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	StackSampleBytes      *ebpf.VariableSpec `ebpf:"stack_sample_bytes"`
 	UnusedAbAlloc         *ebpf.VariableSpec `ebpf:"unused_ab_alloc"`
 	UnusedAbKey           *ebpf.VariableSpec `ebpf:"unused_ab_key"`
@@ -643,6 +675,8 @@ type memdiagVariableSpecs struct {
 	UnusedOpEndReason     *ebpf.VariableSpec `ebpf:"unused_op_end_reason"`
 	UnusedOpKind          *ebpf.VariableSpec `ebpf:"unused_op_kind"`
 	UnusedRegion          *ebpf.VariableSpec `ebpf:"unused_region"`
+	UnusedRegionChunk     *ebpf.VariableSpec `ebpf:"unused_region_chunk"`
+	UnusedRegionChunkKey  *ebpf.VariableSpec `ebpf:"unused_region_chunk_key"`
 	UnusedRegionClass     *ebpf.VariableSpec `ebpf:"unused_region_class"`
 	UnusedRegionKey       *ebpf.VariableSpec `ebpf:"unused_region_key"`
 	UnusedRssMember       *ebpf.VariableSpec `ebpf:"unused_rss_member"`
@@ -679,6 +713,7 @@ type memdiagMaps struct {
 	AbLive       *ebpf.Map `ebpf:"ab_live"`
 	AbPending    *ebpf.Map `ebpf:"ab_pending"`
 	Buckets      *ebpf.Map `ebpf:"buckets"`
+	CpuOffsets   *ebpf.Map `ebpf:"cpu_offsets"`
 	Events       *ebpf.Map `ebpf:"events"`
 	GonePeaks    *ebpf.Map `ebpf:"gone_peaks"`
 	Group        *ebpf.Map `ebpf:"group"`
@@ -689,6 +724,9 @@ type memdiagMaps struct {
 	OpIds        *ebpf.Map `ebpf:"op_ids"`
 	Outstanding  *ebpf.Map `ebpf:"outstanding"`
 	Pending      *ebpf.Map `ebpf:"pending"`
+	PercpuProbe  *ebpf.Map `ebpf:"percpu_probe"`
+	RegionIndex  *ebpf.Map `ebpf:"region_index"`
+	RegionLevels *ebpf.Map `ebpf:"region_levels"`
 	Regions      *ebpf.Map `ebpf:"regions"`
 	RegionsEpoch *ebpf.Map `ebpf:"regions_epoch"`
 	Releasing    *ebpf.Map `ebpf:"releasing"`
@@ -697,6 +735,7 @@ type memdiagMaps struct {
 	StackGrowths *ebpf.Map `ebpf:"stack_growths"`
 	Stacks       *ebpf.Map `ebpf:"stacks"`
 	Stats        *ebpf.Map `ebpf:"stats"`
+	TargetBits   *ebpf.Map `ebpf:"target_bits"`
 	TargetCgroup *ebpf.Map `ebpf:"target_cgroup"`
 	Targets      *ebpf.Map `ebpf:"targets"`
 	ThreadStates *ebpf.Map `ebpf:"thread_states"`
@@ -710,6 +749,7 @@ func (m *memdiagMaps) Close() error {
 		m.AbLive,
 		m.AbPending,
 		m.Buckets,
+		m.CpuOffsets,
 		m.Events,
 		m.GonePeaks,
 		m.Group,
@@ -720,6 +760,9 @@ func (m *memdiagMaps) Close() error {
 		m.OpIds,
 		m.Outstanding,
 		m.Pending,
+		m.PercpuProbe,
+		m.RegionIndex,
+		m.RegionLevels,
 		m.Regions,
 		m.RegionsEpoch,
 		m.Releasing,
@@ -728,6 +771,7 @@ func (m *memdiagMaps) Close() error {
 		m.StackGrowths,
 		m.Stacks,
 		m.Stats,
+		m.TargetBits,
 		m.TargetCgroup,
 		m.Targets,
 		m.ThreadStates,
@@ -744,6 +788,7 @@ type memdiagVariables struct {
 	FollowCgroup          *ebpf.Variable `ebpf:"follow_cgroup"`
 	GoSpecialKindOff      *ebpf.Variable `ebpf:"go_special_kind_off"`
 	LauncherTgid          *ebpf.Variable `ebpf:"launcher_tgid"`
+	NrCpus                *ebpf.Variable `ebpf:"nr_cpus"`
 	StackSampleBytes      *ebpf.Variable `ebpf:"stack_sample_bytes"`
 	UnusedAbAlloc         *ebpf.Variable `ebpf:"unused_ab_alloc"`
 	UnusedAbKey           *ebpf.Variable `ebpf:"unused_ab_key"`
@@ -763,6 +808,8 @@ type memdiagVariables struct {
 	UnusedOpEndReason     *ebpf.Variable `ebpf:"unused_op_end_reason"`
 	UnusedOpKind          *ebpf.Variable `ebpf:"unused_op_kind"`
 	UnusedRegion          *ebpf.Variable `ebpf:"unused_region"`
+	UnusedRegionChunk     *ebpf.Variable `ebpf:"unused_region_chunk"`
+	UnusedRegionChunkKey  *ebpf.Variable `ebpf:"unused_region_chunk_key"`
 	UnusedRegionClass     *ebpf.Variable `ebpf:"unused_region_class"`
 	UnusedRegionKey       *ebpf.Variable `ebpf:"unused_region_key"`
 	UnusedRssMember       *ebpf.Variable `ebpf:"unused_rss_member"`

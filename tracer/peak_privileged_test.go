@@ -114,7 +114,7 @@ sys.stdin.readline()`)
 func hasMMState(t *testing.T, tr *Tracer, tgid uint32) bool {
 	t.Helper()
 	var (
-		id uint32
+		id uint64
 		st memdiagMmState
 	)
 	it := tr.objs.MmStates.Iterate()

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/bits"
 	"os"
 
 	"github.com/cilium/ebpf"
@@ -135,44 +134,10 @@ func seedClass(m procfs.Mapping) uint32 {
 	return classRuntime
 }
 
-// putRegion stores a region as the aligned blocks that tile it, as the
-// kernel does (region_blocks in bpf/mappings.bpf.h).
-func (t *Tracer) putRegion(tgid uint32, r *memdiagRegion) error {
-	for _, b := range regionBlocks(r.Start, r.Len) {
-		key := memdiagRegionKey{Prefixlen: 32 + 64 - uint32(b.log2), Tgid: tgid, AddrBe: bits.ReverseBytes64(b.start)}
-		if err := t.objs.Regions.Update(&key, r, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("seeding the region table: %w", err)
-		}
-	}
-	return nil
-}
-
-type block struct {
-	start uint64
-	log2  int
-}
-
-// regionBlocks tiles [start, start+len) with the largest aligned
-// power-of-two blocks, from the start.
-func regionBlocks(start, length uint64) []block {
-	start &^= 4095
-	length = (length + 4095) &^ 4095
-	var out []block
-	for length >= 4096 {
-		k := bits.TrailingZeros64(start)
-		if l := 63 - bits.LeadingZeros64(length); l < k {
-			k = l
-		}
-		out = append(out, block{start, k})
-		start += 1 << k
-		length -= 1 << k
-	}
-	return out
-}
-
 // ForgetProcess drops the kernel's region table and libc range of
 // processes that exited.
 func (t *Tracer) ForgetProcess(pids ...uint32) error {
+	t.unmarkTargets(pids)
 	return t.forgetRegions(pids, true)
 }
 
@@ -193,15 +158,15 @@ func (t *Tracer) forgetRegions(pids []uint32, all bool) error {
 			gens[p] = tgt.Gen
 		}
 	}
+	var errs []error
 	var (
 		k    memdiagRegionKey
 		v    memdiagRegion
 		gone []memdiagRegionKey
-		errs []error
 	)
 	it := t.objs.Regions.Iterate()
 	for it.Next(&k, &v) {
-		if dead[k.Tgid] && (all || v.Gen != gens[k.Tgid]) {
+		if dead[k.Tgid] && (all || k.Gen != gens[k.Tgid]) {
 			gone = append(gone, k)
 		}
 	}
@@ -211,6 +176,33 @@ func (t *Tracer) forgetRegions(pids []uint32, all bool) error {
 	for _, k := range gone {
 		if err := t.objs.Regions.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("deleting a region: %w", err))
+		}
+	}
+	var (
+		ck      memdiagRegionChunkKey
+		cv      memdiagRegionChunk
+		goneIdx []memdiagRegionChunkKey
+	)
+	cit := t.objs.RegionIndex.Iterate()
+	for cit.Next(&ck, &cv) {
+		if dead[ck.Tgid] && (all || ck.Gen != gens[ck.Tgid]) {
+			goneIdx = append(goneIdx, ck)
+		}
+	}
+	if err := cit.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("reading the region index: %w", err))
+	}
+	for _, k := range goneIdx {
+		if err := t.objs.RegionIndex.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("deleting a region index entry: %w", err))
+		}
+	}
+	for _, p := range pids {
+		if !all {
+			break
+		}
+		if err := t.objs.RegionLevels.Delete(&p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("deleting region levels: %w", err))
 		}
 	}
 	for _, p := range pids {

@@ -73,21 +73,24 @@ const (
 type attachment struct {
 	Tracepoint
 	prog func(*memdiagObjects) *ebpf.Program
-	raw  bool // a raw tracepoint: the handler gets the arguments, no record is built
+	// btf: a BTF raw tracepoint (SEC("tp_btf/...")): the handler gets the
+	// tracepoint's arguments and the kernel builds no record, so every
+	// process on the host pays a fraction of a perf-event tracepoint.
+	btf bool
 }
 
 func tp(group, name string, prog func(*memdiagObjects) *ebpf.Program) attachment {
 	return attachment{Tracepoint{group, name}, prog, false}
 }
 
-func rawTP(group, name string, prog func(*memdiagObjects) *ebpf.Program) attachment {
+func btfTP(group, name string, prog func(*memdiagObjects) *ebpf.Program) attachment {
 	return attachment{Tracepoint{group, name}, prog, true}
 }
 
 // attachments lists every tracepoint the BPF program attaches to.
 var attachments = []attachment{
-	tp("kmem", "rss_stat", func(o *memdiagObjects) *ebpf.Program { return o.OnRssStat }),
-	rawTP("exceptions", "page_fault_user", func(o *memdiagObjects) *ebpf.Program { return o.OnPageFault }),
+	btfTP("kmem", "rss_stat", func(o *memdiagObjects) *ebpf.Program { return o.OnRssStat }),
+	btfTP("exceptions", "page_fault_user", func(o *memdiagObjects) *ebpf.Program { return o.OnPageFault }),
 	tp("syscalls", "sys_enter_mmap", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMmap }),
 	tp("syscalls", "sys_exit_mmap", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMmap }),
 	tp("syscalls", "sys_enter_munmap", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMunmap }),
@@ -104,9 +107,9 @@ var attachments = []attachment{
 	tp("syscalls", "sys_exit_execve", func(o *memdiagObjects) *ebpf.Program { return o.OnExitExecve }),
 	tp("syscalls", "sys_enter_execveat", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterExecveat }),
 	tp("syscalls", "sys_exit_execveat", func(o *memdiagObjects) *ebpf.Program { return o.OnExitExecveat }),
-	tp("sched", "sched_process_fork", func(o *memdiagObjects) *ebpf.Program { return o.OnFork }),
-	tp("sched", "sched_process_exec", func(o *memdiagObjects) *ebpf.Program { return o.OnExec }),
-	tp("sched", "sched_process_exit", func(o *memdiagObjects) *ebpf.Program { return o.OnExit }),
+	btfTP("sched", "sched_process_fork", func(o *memdiagObjects) *ebpf.Program { return o.OnFork }),
+	btfTP("sched", "sched_process_exec", func(o *memdiagObjects) *ebpf.Program { return o.OnExec }),
+	btfTP("sched", "sched_process_exit", func(o *memdiagObjects) *ebpf.Program { return o.OnExit }),
 	tp("task", "task_rename", func(o *memdiagObjects) *ebpf.Program { return o.OnRename }),
 	tp("oom", "mark_victim", func(o *memdiagObjects) *ebpf.Program { return o.OnOom }),
 	// Operations: requests, outbound calls, the event loop.
@@ -153,6 +156,7 @@ const readPoll = 50 * time.Millisecond
 // Tracer is a loaded and attached BPF program.
 type Tracer struct {
 	objs   memdiagObjects
+	bits   *targetBits // the kernel's target bitmap, mapped
 	links  []io.Closer // closed in reverse
 	reader *ringbuf.Reader
 	events chan event.Event
@@ -181,6 +185,9 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	spec, err := loadMemdiag()
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF program: %w", err)
+	}
+	if err := setCPUs(spec); err != nil {
+		return nil, err
 	}
 	if cfg.Launcher != 0 {
 		if err := spec.Variables["launcher_tgid"].Set(uint32(cfg.Launcher)); err != nil {
@@ -234,8 +241,12 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	defer func() {
 		if err != nil {
 			t.objs.Close()
+			t.bits.close()
 		}
 	}()
+	if t.bits, err = mapTargetBits(t.objs.TargetBits); err != nil {
+		return nil, err
+	}
 
 	if cfg.Cgroup != "" {
 		dir, err := os.Open(cfg.Cgroup)
@@ -256,8 +267,8 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	for _, a := range attachments {
 		var l link.Link
 		var err error
-		if a.raw {
-			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: a.Name, Program: a.prog(&t.objs)})
+		if a.btf {
+			l, err = link.AttachTracing(link.TracingOptions{Program: a.prog(&t.objs)})
 		} else {
 			l, err = link.Tracepoint(a.Group, a.Name, a.prog(&t.objs), nil)
 		}
@@ -294,6 +305,7 @@ func (t *Tracer) AddTarget(pid int) error {
 	if err := t.objs.Targets.Update(&key, &val, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("adding target %d: %w", pid, err)
 	}
+	t.bits.set(key)
 	return nil
 }
 
@@ -416,7 +428,7 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 	})
 	procs := map[uint32]*event.ProcessMemory{}
 	var (
-		mmID uint32
+		mmID uint64
 		mm   memdiagMmState
 	)
 	mit := t.objs.MmStates.Iterate()
@@ -527,9 +539,9 @@ func (t *Tracer) Forget(buckets []event.BucketKey, deadPIDs []uint32) error {
 		dead[p] = true
 	}
 	var (
-		id    uint32
+		id    uint64
 		st    memdiagMmState
-		stale []uint32
+		stale []uint64
 	)
 	it := t.objs.MmStates.Iterate()
 	for it.Next(&id, &st) {
@@ -602,6 +614,9 @@ func (t *Tracer) Close() error {
 		errs := []error{t.Stop()}
 		if err := t.reader.Close(); err != nil && !errors.Is(err, ringbuf.ErrClosed) {
 			errs = append(errs, fmt.Errorf("closing the ring buffer reader: %w", err))
+		}
+		if err := t.bits.close(); err != nil {
+			errs = append(errs, fmt.Errorf("unmapping the target bitmap: %w", err))
 		}
 		if err := t.objs.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing BPF objects: %w", err))

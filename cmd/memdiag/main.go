@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -55,6 +56,25 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 	return usageErr("%v (see '%s --help')", cliargs.FlagHint(err, flags), name)
 }
 
+// costText is what each mode costs, from the runs in BENCHMARKS.md; README.md
+// ("What it costs") carries the same lines (TestCostTextInREADME).
+const costText = `Measured with sudo make bench and go run ./bench/http on a 2-CPU KVM VM (Linux 6.18,
+2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
+  default mode, the traced service: +130 to +150 ns per page fault (+14% to +19% of
+    a 0.8 us fault), +375 ns per mmap or munmap, +90 to +110 ns per read; the
+    reference Node.js service under wrk: +3.8% CPU per request, 0.94 of untraced
+    throughput (median of 5 rounds)
+  default mode, every other process on the host: +10 to +50 ns per page fault;
+    every syscall goes through the kernel's syscall-tracing slow path while
+    memdiag runs: +55 ns per read, +76 ns per mmap or munmap
+  --exact-external: about 8 us per ArrayBuffer allocation or free (uprobe traps;
+    -9% throughput on the reference service)
+  --tls: about 36 us per HTTPS request parsed (uprobe; -14% throughput)
+  --heap-sampling v8: -12% to -19% throughput (V8's sampling profiler)
+  memdiag itself: 26-27 MiB peak RSS, 3-4% of a core at 4,000-9,000 records/s,
+    0.4 s of CPU to attach, about 2 s to exit after SIGTERM (detaching the
+    syscall tracepoints)`
+
 // newApp builds the command line; an unknown command's name goes to
 // *unknown (cli offers no error for it), for exitCode to report.
 func newApp(unknown *string) *cli.App {
@@ -77,6 +97,9 @@ func newApp(unknown *string) *cli.App {
 		CommandNotFound:      func(c *cli.Context, name string) { *unknown = name },
 		ExitErrHandler:       func(*cli.Context, error) {},
 		CustomAppHelpTemplate: cli.AppHelpTemplate + `
+COST:
+` + indent(costText, "   ") + `
+
 EXIT STATUS:
    0  tracing ended normally (signal, --duration, or the target exited)
    1  tracing failed (the kernel refused, the target vanished, an I/O error)
@@ -94,6 +117,11 @@ every word is CMD's.
 		c.OnUsageError = onUsageError
 	}
 	return app
+}
+
+// indent prefixes every line of text with pre.
+func indent(text, pre string) string {
+	return pre + strings.ReplaceAll(text, "\n", "\n"+pre)
 }
 
 func init() {
