@@ -53,7 +53,9 @@ const (
 	OpOutbound   OpKind = 2 // a call written on a client socket by an idle thread
 )
 
-// OpBegin says an operation began. Its request line is parsed and its
+// OpBegin says an operation began: a served request (HTTP/1.x, each
+// pipelined request its own; an HTTP/2 stream; a gRPC call) or an
+// outbound call. Its request line is parsed and its
 // query values redacted before it leaves the tracer; nothing else of the
 // bytes on the wire is kept.
 type OpBegin struct {
@@ -71,6 +73,10 @@ type OpBegin struct {
 	Path      string
 	Query     string
 	Truncated bool
+	// Proto is "h2" for an HTTP/2 stream, "" for HTTP/1.x.
+	Proto string
+	// GRPC is set for a gRPC call: Path is /package.Service/Method.
+	GRPC bool
 }
 
 // OpEndReason says why an operation ended.

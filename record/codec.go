@@ -33,6 +33,8 @@ const (
 const (
 	beginHTTP      = 1 << 0
 	beginTruncated = 1 << 1
+	beginH2        = 1 << 2 // an HTTP/2 stream
+	beginGRPC      = 1 << 3 // a gRPC call
 	endHasFinal    = 1 << 0
 	endFinal       = 1 << 1 // Final's counters follow
 	exitGroupDead  = 1 << 0
@@ -112,6 +114,12 @@ func (e *encoder) appendEvent(b []byte, ev event.Event) (byte, []byte, error) {
 		}
 		if ev.Truncated {
 			flags |= beginTruncated
+		}
+		if ev.Proto == "h2" {
+			flags |= beginH2
+		}
+		if ev.GRPC {
+			flags |= beginGRPC
 		}
 		b = append(b, flags)
 		b = appendString(b, ev.Method)
@@ -486,7 +494,10 @@ func (e *eventDecoder) decode(kind byte, payload []byte) (event.Event, error) {
 		o.FD = d.i32("fd")
 		o.Dest = addrPort(d)
 		flags := d.byte()
-		o.HTTP, o.Truncated = flags&beginHTTP != 0, flags&beginTruncated != 0
+		o.HTTP, o.Truncated, o.GRPC = flags&beginHTTP != 0, flags&beginTruncated != 0, flags&beginGRPC != 0
+		if flags&beginH2 != 0 {
+			o.Proto = "h2"
+		}
 		o.Method = d.string()
 		o.Path = d.string()
 		o.Query = d.string()

@@ -93,6 +93,7 @@ func everyEvent() []event.Event {
 			Header: h(4, 4243), OpID: 1 << 40, Kind: event.OpOutbound, FD: 17,
 			Dest: netip.MustParseAddrPort("10.1.2.3:5432"),
 			HTTP: true, Method: "POST", Path: "/api/v1/orders", Query: "id=*&token=*", Truncated: true,
+			Proto: "h2", GRPC: true,
 		},
 		&event.OpEnd{Header: h(5, 4243), OpID: 1 << 40, FD: 17, Reason: event.EndClose, HasFinal: true, Final: sampleCounters(3, "worker")},
 		&event.TLSSeen{Header: h(6, 4242)},

@@ -87,6 +87,7 @@ const (
 	memdiagEventKindEV_HEAP_SAMPLE memdiagEventKind = 8
 	memdiagEventKindEV_HEAP_FREE   memdiagEventKind = 9
 	memdiagEventKindEV_GC_CYCLE    memdiagEventKind = 10
+	memdiagEventKindEV_OP_DATA     memdiagEventKind = 11
 )
 
 type memdiagExecEvent struct {
@@ -193,6 +194,25 @@ type memdiagOpBeginEvent struct {
 	Data    [256]uint8
 }
 
+type memdiagOpDataEvent struct {
+	_       structs.HostLayout
+	Hdr     memdiagEventHdr
+	OpId    uint64
+	Fd      int32
+	What    uint32
+	DataLen uint32
+	Pad     uint32
+	Data    [2048]uint8
+}
+
+type memdiagOpDataWhat uint32
+
+const (
+	memdiagOpDataWhatDATA_REST      memdiagOpDataWhat = 1
+	memdiagOpDataWhatDATA_REQUESTS  memdiagOpDataWhat = 2
+	memdiagOpDataWhatDATA_H2HEADERS memdiagOpDataWhat = 3
+)
+
 type memdiagOpEndEvent struct {
 	_        structs.HostLayout
 	Hdr      memdiagEventHdr
@@ -214,8 +234,10 @@ const (
 type memdiagOpKind uint32
 
 const (
-	memdiagOpKindOP_HTTP_SERVER memdiagOpKind = 1
-	memdiagOpKindOP_OUTBOUND    memdiagOpKind = 2
+	memdiagOpKindOP_HTTP_SERVER    memdiagOpKind = 1
+	memdiagOpKindOP_OUTBOUND       memdiagOpKind = 2
+	memdiagOpKindOP_HTTP_PIPELINED memdiagOpKind = 3
+	memdiagOpKindOP_H2STREAM       memdiagOpKind = 4
 )
 
 type memdiagPending struct {
@@ -270,16 +292,18 @@ const (
 )
 
 type memdiagSockInfo struct {
-	_      structs.HostLayout
-	OpId   uint64
-	Role   uint32
-	Flags  uint32
-	Family uint16
-	Port   uint16
-	PreLen uint8
-	Pad    [3]uint8
-	Addr   [16]uint8
-	Pre    uint64
+	_        structs.HostLayout
+	OpId     uint64
+	Role     uint32
+	Flags    uint32
+	Family   uint16
+	Port     uint16
+	PreLen   uint8
+	Pad      [3]uint8
+	Addr     [16]uint8
+	Pre      uint64
+	H2Stream uint32
+	H2Skip   uint32
 }
 
 type memdiagSockKey struct {
@@ -321,6 +345,7 @@ const (
 	memdiagStatIndexST_REGION_OVERFLOW      memdiagStatIndex = 7
 	memdiagStatIndexST_OUTSTANDING_OVERFLOW memdiagStatIndex = 8
 	memdiagStatIndexST_UNMAP_SPLIT          memdiagStatIndex = 9
+	memdiagStatIndexST_H2LOST               memdiagStatIndex = 10
 	memdiagStatIndexST_MAX                  memdiagStatIndex = 16
 )
 
@@ -459,6 +484,8 @@ const (
 	memdiagVarUnusedLibcRange       = "unused_libc_range"
 	memdiagVarUnusedOomEvent        = "unused_oom_event"
 	memdiagVarUnusedOpBeginEvent    = "unused_op_begin_event"
+	memdiagVarUnusedOpDataEvent     = "unused_op_data_event"
+	memdiagVarUnusedOpDataWhat      = "unused_op_data_what"
 	memdiagVarUnusedOpEndEvent      = "unused_op_end_event"
 	memdiagVarUnusedOpEndReason     = "unused_op_end_reason"
 	memdiagVarUnusedOpKind          = "unused_op_kind"
@@ -631,6 +658,8 @@ type memdiagVariableSpecs struct {
 	UnusedLibcRange       *ebpf.VariableSpec `ebpf:"unused_libc_range"`
 	UnusedOomEvent        *ebpf.VariableSpec `ebpf:"unused_oom_event"`
 	UnusedOpBeginEvent    *ebpf.VariableSpec `ebpf:"unused_op_begin_event"`
+	UnusedOpDataEvent     *ebpf.VariableSpec `ebpf:"unused_op_data_event"`
+	UnusedOpDataWhat      *ebpf.VariableSpec `ebpf:"unused_op_data_what"`
 	UnusedOpEndEvent      *ebpf.VariableSpec `ebpf:"unused_op_end_event"`
 	UnusedOpEndReason     *ebpf.VariableSpec `ebpf:"unused_op_end_reason"`
 	UnusedOpKind          *ebpf.VariableSpec `ebpf:"unused_op_kind"`
@@ -751,6 +780,8 @@ type memdiagVariables struct {
 	UnusedLibcRange       *ebpf.Variable `ebpf:"unused_libc_range"`
 	UnusedOomEvent        *ebpf.Variable `ebpf:"unused_oom_event"`
 	UnusedOpBeginEvent    *ebpf.Variable `ebpf:"unused_op_begin_event"`
+	UnusedOpDataEvent     *ebpf.Variable `ebpf:"unused_op_data_event"`
+	UnusedOpDataWhat      *ebpf.Variable `ebpf:"unused_op_data_what"`
 	UnusedOpEndEvent      *ebpf.Variable `ebpf:"unused_op_end_event"`
 	UnusedOpEndReason     *ebpf.Variable `ebpf:"unused_op_end_reason"`
 	UnusedOpKind          *ebpf.Variable `ebpf:"unused_op_kind"`

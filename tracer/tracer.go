@@ -158,6 +158,7 @@ type Tracer struct {
 	events chan event.Event
 	clock  Clock
 	http   httpreq.Options // what request names keep
+	conns  *httpreq.Conns  // naming state of served connections (pipelining, HTTP/2); the reader's own
 	// decodeErrors counts records that did not decode (Stats.DecodeErrors).
 	// Nothing else is ever dropped here: read blocks on a full channel.
 	decodeErrors atomic.Uint64
@@ -218,6 +219,7 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		readerDone: make(chan struct{}),
 		clock:      nowClock(),
 		http:       httpreq.Options{KeepQueryValues: cfg.KeepQueryValues},
+		conns:      httpreq.NewConns(httpreq.Options{KeepQueryValues: cfg.KeepQueryValues}),
 	}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -340,10 +342,13 @@ func (t *Tracer) read() {
 			}
 			continue
 		}
-		ev, err := decode(rec.RawSample, t.clock, t.http)
+		ev, err := decode(rec.RawSample, t.clock, t.http, t.conns)
 		if err != nil {
 			t.decodeErrors.Add(1)
 			continue
+		}
+		if ev == nil {
+			continue // bytes that only feed the naming state
 		}
 		// Block rather than drop: an op's end carries bytes the kernel no
 		// longer holds. A slow consumer fills the ring buffer instead,
