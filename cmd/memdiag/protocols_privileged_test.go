@@ -1,0 +1,265 @@
+//go:build privileged
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/memdiag/memdiag/report"
+)
+
+// startListening starts argv, waits for its "listening PID PORT..." line
+// and returns the process and the ports it printed (the kernel picked
+// them); the process is stopped at the end of the test.
+func startListening(t *testing.T, argv ...string) (*exec.Cmd, []int) {
+	t.Helper()
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		t.Skipf("%s is needed for this test (.ci/run installs it): %v", argv[0], err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	readWithin(t, out, pipeDeadline)
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 3 && f[0] == "listening" {
+			noDeadline(out)
+			go io.Copy(io.Discard, out)
+			var ports []int
+			for _, p := range f[2:] {
+				n, err := strconv.Atoi(p)
+				if err != nil {
+					t.Fatalf("bad listening line %q", sc.Text())
+				}
+				ports = append(ports, n)
+			}
+			return cmd, ports
+		}
+	}
+	t.Fatalf("%v exited before listening: %v", argv, sc.Err())
+	return nil, nil
+}
+
+// finish stops memdiag and returns its report, logging the categories.
+func finish(t *testing.T, r *tracerRun) *report.Report {
+	t.Helper()
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("memdiag exit %d: %s", code, r.stderr.String())
+	}
+	rep := r.readReport(t)
+	for _, c := range rep.Categories {
+		t.Logf("category %q (%s): %d ops, rss %d, retained %d (%s)", c.Name, c.Kind, c.Ops, c.RSSBytes, c.RetainedBytes, c.RetainedMethod)
+	}
+	return rep
+}
+
+// wantOps fails unless every category in want has exactly its ops, and no
+// op went unnamed.
+func wantOps(t *testing.T, rep *report.Report, want map[string]int) {
+	t.Helper()
+	for name, n := range want {
+		c, ok := category(rep, name)
+		if !ok {
+			t.Errorf("no category %q in the report", name)
+			continue
+		}
+		if c.Ops != n {
+			t.Errorf("%s: %d ops, want exactly %d", name, c.Ops, n)
+		}
+	}
+	if c, ok := category(rep, "unknown"); ok && c.Ops > 0 {
+		t.Errorf("%d ops unnamed", c.Ops)
+	}
+}
+
+// TestPipelinedRequests: five requests written at once on one connection,
+// as a pipelining client does, are five ops named in order (bodies, query
+// strings and all), under several connections at once.
+func TestPipelinedRequests(t *testing.T) {
+	requireRoot(t)
+	svc, ports := startListening(t, "node", filepath.Join(repoRoot, "testdata", "services", "protocols.js"))
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h")
+
+	batch := []struct{ method, target, body, name string }{
+		{"GET", "/pipe/a", "", "GET /pipe/a"},
+		{"POST", "/pipe/b", `{"k":"GET /not/a/request HTTP/1.1"}`, "POST /pipe/b"},
+		{"GET", "/pipe/c?token=secret", "", "GET /pipe/c"},
+		{"GET", "/keep/4096", "", "GET /keep/4096"},
+		{"DELETE", "/pipe/d", "", "DELETE /pipe/d"},
+	}
+	const conns, rounds = 4, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0]))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for range rounds {
+				var w strings.Builder
+				for _, q := range batch {
+					fmt.Fprintf(&w, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: pipeliner\r\nContent-Length: %d\r\n\r\n%s", q.method, q.target, len(q.body), q.body)
+				}
+				if _, err := io.WriteString(c, w.String()); err != nil { // one write: one read at the server
+					errs <- err
+					return
+				}
+				for _, q := range batch {
+					resp, err := http.ReadResponse(br, &http.Request{Method: q.method})
+					if err != nil {
+						errs <- err
+						return
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if !strings.HasPrefix(string(body), q.method+" "+strings.Split(q.target, "?")[0]+" ") {
+						errs <- fmt.Errorf("response %q to %s %s", body, q.method, q.target)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	rep := finish(t, r)
+	want := map[string]int{}
+	for _, q := range batch {
+		want[q.name] = conns * rounds
+	}
+	want["GET /keep/:id"] = conns * rounds
+	delete(want, "GET /keep/4096")
+	wantOps(t, rep, want)
+}
+
+// TestH2cStreams: HTTP/2 clients with prior knowledge against a Node h2c
+// server: nghttp (several streams on one connection, one after another)
+// and h2load (2 connections, 8 streams in flight on each): every stream
+// an op named by :method and :path, counts exact, query values redacted.
+func TestH2cStreams(t *testing.T) {
+	requireRoot(t)
+	for _, tool := range []string{"nghttp", "h2load"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is needed for this test (.ci/run installs nghttp2-client): %v", tool, err)
+		}
+	}
+	svc, ports := startListening(t, "node", filepath.Join(repoRoot, "testdata", "services", "protocols.js"))
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h")
+	base := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	run := func(name string, args ...string) {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		if name == "h2load" && !strings.Contains(string(out), " 0 failed, 0 errored") {
+			t.Fatalf("h2load %v:\n%s", args, out)
+		}
+	}
+	const runs = 10
+	for range runs {
+		// nghttp fetches a URI once per run: the three /h2/a differ in their query.
+		run("nghttp", "-n", base+"/h2/a?i=1", base+"/h2/a?i=2", base+"/keep/8192", base+"/h2/b?q=secret", base+"/h2/a?i=3")
+		run("nghttp", "-n", "-d", "/dev/null", base+"/h2/post")
+	}
+	const loads = 400
+	run("h2load", "-n", fmt.Sprint(loads), "-c", "2", "-m", "8", base+"/h2/load?id=1")
+	var served map[string]int
+	getJSON(t, client(1), fmt.Sprintf("http://127.0.0.1:%d/stats", ports[0]), &served)
+	t.Logf("the service served %v", served)
+	rep := finish(t, r)
+	if served["GET /h2/a"] != 3*runs || served["GET /h2/load"] != loads {
+		t.Fatalf("the clients made %v", served)
+	}
+	wantOps(t, rep, map[string]int{
+		"GET /h2/a": 3 * runs, "GET /keep/:id": runs, "GET /h2/b": runs, "POST /h2/post": runs, "GET /h2/load": loads,
+	})
+	if c, _ := category(rep, "GET /h2/b"); len(c.TopOps) == 0 || strings.Contains(c.TopOps[0].Detail, "secret") {
+		t.Errorf("GET /h2/b top ops %+v: want named, query value redacted", c.TopOps)
+	}
+}
+
+// TestGRPCCalls: a grpc-go server under a grpc-go client: each call an op
+// named by service/method, counts exact, and the leaking method charged
+// what it keeps (Go's memory profiler joined with the ops).
+func TestGRPCCalls(t *testing.T) {
+	requireRoot(t)
+	bin := filepath.Join(t.TempDir(), "grpcsvc")
+	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(repoRoot, "testdata", "services", "grpcsvc")).CombinedOutput(); err != nil {
+		t.Fatalf("building grpcsvc: %v\n%s", err, out)
+	}
+	svc, ports := startListening(t, bin)
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h", "--heap-sampling", "go")
+
+	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", ports[0]), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := context.Background()
+	const keeps, echoes, size = 200, 300, 256 << 10
+	var kept wrapperspb.UInt64Value
+	for i := range keeps + echoes {
+		if i%5 < 2 && i/5*2+i%5 < keeps {
+			if err := cc.Invoke(ctx, "/memdiag.test.Store/Keep", wrapperspb.UInt64(size), &kept); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		var out wrapperspb.BytesValue
+		if err := cc.Invoke(ctx, "/memdiag.test.Store/Echo", wrapperspb.Bytes([]byte("hello")), &out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if kept.Value != keeps*size {
+		t.Fatalf("the service kept %d bytes, want %d", kept.Value, keeps*size)
+	}
+	cc.Close()
+	rep := finish(t, r)
+	wantOps(t, rep, map[string]int{"grpc memdiag.test.Store/Keep": keeps, "grpc memdiag.test.Store/Echo": echoes})
+	k, _ := category(rep, "grpc memdiag.test.Store/Keep")
+	within(t, "Keep's retained bytes", k.RetainedBytes, keeps*size, 0.25, keeps*size)
+	if e, _ := category(rep, "grpc memdiag.test.Store/Echo"); e.RetainedBytes > keeps*size/10 {
+		t.Errorf("Echo retains %d bytes, it keeps none", e.RetainedBytes)
+	}
+	_ = time.Second
+}
