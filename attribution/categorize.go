@@ -57,6 +57,8 @@ func (c *Categorizer) Categorize(b *event.OpBegin) Naming {
 		}
 	case b.GRPC:
 		n.Name = GRPCName(b.Path)
+	case b.HTTP && b.Proto == "ws":
+		n.Name = "ws " + b.Method + " " + b.Path // a message: the category is its connection's
 	case b.HTTP:
 		n.Name = b.Method + " " + b.Path
 	default:

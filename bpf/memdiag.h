@@ -83,6 +83,7 @@ enum op_kind {
 	OP_OUTBOUND = 2,    /* a call written on a client socket by an idle thread */
 	OP_HTTP_PIPELINED = 3, /* a response begun with no request read since the last one: the next pipelined request's */
 	OP_H2_STREAM = 4,   /* an HTTP/2 stream opened by a client HEADERS frame; data: the frame (9-byte header first) */
+	OP_WS_MESSAGE = 5,  /* a WebSocket message (text or binary frame) from the client; data: the frame */
 };
 
 /* How many bytes an EV_OP_DATA record carries at most. */
@@ -323,7 +324,8 @@ enum sock_role {
 #define SF_JOINED 8    /* a client socket whose call joined another op: its close ends nothing */
 #define SF_BOUND 16    /* connected inside an op: its first write is that op's, whichever op the thread is in */
 #define SF_H2 32       /* the first bytes read were the HTTP/2 connection preface: reads are walked frame by frame */
-#define SF_H2_LOST 64  /* an HTTP/2 socket whose frame boundaries were lost (a frame header split across reads) */
+#define SF_FRAMES_LOST 64 /* an HTTP/2 or WebSocket socket whose frame boundaries were lost (a frame header split across reads) */
+#define SF_WS 128      /* the server answered 101 Switching Protocols: reads are walked as WebSocket frames */
 
 struct sock_key {
 	u32 tgid;
@@ -341,7 +343,7 @@ struct sock_info {
 	u8 addr[16];
 	u64 pre;       /* those bytes (Go's server reads one byte ahead of the next request) */
 	u32 h2_stream; /* HTTP/2: the highest client stream id opened */
-	u32 h2_skip;   /* HTTP/2: bytes of the stream still to come before the next frame header */
+	u32 frame_skip; /* HTTP/2, WebSocket: bytes of the stream still to come before the next frame header */
 };
 
 /* Indexes of the per-CPU stats array. */
@@ -356,7 +358,7 @@ enum stat_index {
 	ST_REGION_OVERFLOW = 7, /* mapping blocks that found the regions trie full */
 	ST_OUTSTANDING_OVERFLOW = 8, /* exact mode: ArrayBuffers that found the outstanding table full */
 	ST_UNMAP_SPLIT = 9,     /* unmaps that crossed more regions than one pass follows */
-	ST_H2_LOST = 10,        /* HTTP/2 sockets whose frame boundaries were lost: no more streams named on them */
+	ST_FRAMES_LOST = 10,    /* HTTP/2 or WebSocket sockets whose frame boundaries were lost: no more ops begun on them */
 	ST_MAX = 16,
 };
 

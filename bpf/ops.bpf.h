@@ -38,7 +38,7 @@
  *
  * HTTP/2 (h2c, prior knowledge): a served socket whose first bytes are the
  * connection preface is marked SF_H2 and every read on it is walked frame
- * by frame (bpf_loop, at most H2_MAX_FRAMES per read; `h2_skip` carries a
+ * by frame (bpf_loop, at most MAX_FRAMES per read; `frame_skip` carries a
  * frame that continues into the next read). A HEADERS frame on a client
  * stream id above every one seen opens a stream: an OP_H2_STREAM op whose
  * data is the frame, header first, for Go's HPACK decoder. Other HEADERS
@@ -47,7 +47,16 @@
  * next stream opens on its connection, or close: streams that run at once
  * share the time between them as their reads and writes interleave. A
  * frame header split across reads loses the frame boundaries: the socket
- * is marked SF_H2_LOST (ST_H2_LOST) and opens no more streams.
+ * is marked SF_FRAMES_LOST (ST_FRAMES_LOST) and opens no more streams.
+ *
+ * WebSocket: a served socket whose response was 101 Switching Protocols
+ * is marked SF_WS; its reads are walked the same way as WebSocket frames,
+ * and every text or binary frame from the client begins an OP_WS_MESSAGE
+ * op (continuations and control frames are the current message's). Go
+ * names it after the connection's upgrade request, so messages are ops
+ * of the connection's category. A read that brings several messages
+ * begins one op each; what the server does with them is charged to the
+ * last (one loop turn handles them all).
  *
  * Ops end at the next request (or call) on their socket, or at close; a
  * close by the op's own callback ends it when the thread is back in its
@@ -429,13 +438,16 @@ static __always_inline int save_io(struct tp_sys_enter *ctx, u32 kind)
 	return 0;
 }
 
-#define H2_MAX_FRAMES 64 /* frames walked per read; more lose the boundaries */
+#define MAX_FRAMES 64 /* frames walked per read (HTTP/2, WebSocket); more lose the boundaries */
 #define H2_PREFACE_LEN 24 /* "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" */
 #define H2_HEADERS 1
 #define H2_CONTINUATION 9
+#define WS_TEXT 1
+#define WS_BINARY 2
+#define WS_MAX_LEN (1ULL << 40) /* a frame length past this is garbage: the walk stops */
 
 /* The state of one read's frame walk, shared with the bpf_loop callback. */
-struct h2_walk {
+struct frame_walk {
 	u64 buf;  /* the read's buffer */
 	u64 len;  /* bytes read into it */
 	u64 off;  /* the next frame header's offset in it */
@@ -449,7 +461,7 @@ struct h2_walk {
  * (no whole frame header left, or the socket is gone). */
 static long h2_frame(u64 i, void *ctx)
 {
-	struct h2_walk *w = ctx;
+	struct frame_walk *w = ctx;
 	u64 off = w->off;
 	if (off + 9 > w->len)
 		return 1;
@@ -474,28 +486,75 @@ static long h2_frame(u64 i, void *ctx)
 	return 0;
 }
 
-/* A read of len bytes at buf on an HTTP/2 socket: walks its frames from
- * the first whole one. Returns 0. */
-static __always_inline int h2_read(struct sock_info *s, struct sock_key *k, u32 tid, u64 buf, u64 len)
+/* One frame of a WebSocket read (RFC 6455 §5.2: 2 bytes, a 16- or 64-bit
+ * length, a 4-byte mask key from clients): a text or binary frame begins
+ * a message, an op; continuations and control frames (ping, pong, close)
+ * are more of the current one. Returns 1 to stop the walk. */
+static long ws_frame(u64 i, void *ctx)
 {
-	if (s->flags & SF_H2_LOST)
+	struct frame_walk *w = ctx;
+	u64 off = w->off;
+	if (off + 2 > w->len)
+		return 1;
+	u8 h[14] = {};
+	/* 14 bytes: the longest header; near the end of the buffer's
+	 * mapping only 2 may be readable, enough for a short header. */
+	int whole = !bpf_probe_read_user(h, sizeof(h), (void *)(w->buf + off));
+	if (!whole && bpf_probe_read_user(h, 2, (void *)(w->buf + off)))
+		return 1;
+	u64 len = h[1] & 0x7f, hl = 2;
+	if (len == 126) {
+		len = ((u64)h[2] << 8) | h[3];
+		hl = 4;
+	} else if (len == 127) {
+		len = ((u64)h[2] << 56) | ((u64)h[3] << 48) | ((u64)h[4] << 40) | ((u64)h[5] << 32) |
+		      ((u64)h[6] << 24) | ((u64)h[7] << 16) | ((u64)h[8] << 8) | h[9];
+		hl = 10;
+	}
+	if (h[1] & 0x80)
+		hl += 4;
+	if (off + hl > w->len || len > WS_MAX_LEN || (!whole && hl > 2))
+		return 1;
+	u8 opcode = h[0] & 0x0f;
+	if (opcode == WS_TEXT || opcode == WS_BINARY) {
+		struct sock_info *s = bpf_map_lookup_elem(&sockets, &w->k);
+		if (!s)
+			return 1;
+		u64 have = w->len - off;
+		if (have > hl + len)
+			have = hl + len;
+		op_begin(s, w->k.tgid, w->tid, w->k.fd, OP_WS_MESSAGE, w->buf + off, (s64)have, 0, 0);
+	}
+	w->off = off + hl + len;
+	return 0;
+}
+
+/* A read of len bytes at buf on an HTTP/2 or WebSocket socket: walks its
+ * frames from the first whole one; what runs next is the socket's op (the
+ * last one a frame began). Returns 0. */
+static __always_inline int frames_read(struct sock_info *s, struct sock_key *k, u32 tid, u64 buf, u64 len)
+{
+	if (s->flags & SF_FRAMES_LOST)
 		goto out;
-	if (s->h2_skip >= len) {
-		s->h2_skip -= len; /* all of it inside one frame */
+	if (s->frame_skip >= len) {
+		s->frame_skip -= len; /* all of it inside one frame */
 		goto out;
 	}
-	struct h2_walk w = { .buf = buf, .len = len, .off = s->h2_skip, .k = *k, .tid = tid };
-	bpf_loop(H2_MAX_FRAMES, h2_frame, &w, 0);
+	struct frame_walk w = { .buf = buf, .len = len, .off = s->frame_skip, .k = *k, .tid = tid };
+	if (s->flags & SF_WS)
+		bpf_loop(MAX_FRAMES, ws_frame, &w, 0);
+	else
+		bpf_loop(MAX_FRAMES, h2_frame, &w, 0);
 	s = bpf_map_lookup_elem(&sockets, k);
 	if (!s)
 		return 0;
 	if (w.off >= len) {
-		s->h2_skip = w.off - len;
+		s->frame_skip = w.off - len;
 	} else {
 		/* A frame header split across reads, or more frames than
 		 * one walk follows: the boundaries are lost. */
-		s->flags |= SF_H2_LOST;
-		stat_inc(ST_H2_LOST);
+		s->flags |= SF_FRAMES_LOST;
+		stat_inc(ST_FRAMES_LOST);
 	}
 out:
 	if (s->op_id)
@@ -535,8 +594,8 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 	s64 got = (u32)p.args[2] == IO_PLAIN ? ctx->ret : first_len(p.args[1], (u32)p.args[2]);
 	if (got > ctx->ret)
 		got = ctx->ret;
-	if (s && (s->flags & SF_H2))
-		return buf ? h2_read(s, &k, tid, buf, (u64)got) : 0;
+	if (s && (s->flags & (SF_H2 | SF_WS)))
+		return buf ? frames_read(s, &k, tid, buf, (u64)got) : 0;
 	/* A served socket, or an fd we do not know yet (a connection
 	 * accepted before attach): look at the first bytes. */
 	if (s && s->op_id && !(s->flags & SF_RESPONDED)) {
@@ -586,9 +645,9 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 				return 0;
 		}
 		s->flags |= SF_H2 | SF_STARTED;
-		s->h2_skip = H2_PREFACE_LEN;
+		s->frame_skip = H2_PREFACE_LEN;
 		s->h2_stream = 0;
-		return h2_read(s, &k, tid, buf, (u64)got);
+		return frames_read(s, &k, tid, buf, (u64)got);
 	}
 	if (!looks_like_request(head)) {
 		/* A TLS record: handshake (0x16 0x03) on a served socket, or
@@ -690,10 +749,12 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 	if (s->role == SOCK_SERVER) {
 		if (!s->op_id)
 			return 0;
-		if (!(s->flags & SF_H2)) {
+		if (!(s->flags & (SF_H2 | SF_WS))) {
 			/* The first 16 bytes: "HTTP/1.x NNN ..." starts a response.
 			 * An interim 1xx (100 Continue) is not the response: the
-			 * body still comes, in the same op. */
+			 * body still comes, in the same op. 101 Switching Protocols
+			 * is not either: the upgrade's op lasts until the first
+			 * message. */
 			u64 wb = first_buffer(ctx->args[1], kind);
 			u64 w[2] = {};
 			int resp = wb && !bpf_probe_read_user(w, sizeof(w), (void *)wb) &&
@@ -705,6 +766,10 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 				op_begin(s, tgid, tid, fd, OP_HTTP_PIPELINED, 0, 0, 0, 0);
 			if (!interim)
 				s->flags |= SF_RESPONDED;
+			else if (STARTS(w[1], " 101", 4)) {
+				s->flags |= SF_WS; /* reads are WebSocket frames from now on */
+				s->frame_skip = 0;
+			}
 		}
 		set_thread(tgid, tid, TM_OP, s->op_id);
 		/* Remember the served fd so the exit releases the thread. */

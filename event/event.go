@@ -73,7 +73,8 @@ type OpBegin struct {
 	Path      string
 	Query     string
 	Truncated bool
-	// Proto is "h2" for an HTTP/2 stream, "" for HTTP/1.x.
+	// Proto is "h2" for an HTTP/2 stream, "ws" for a WebSocket message
+	// (Method and Path: its connection's upgrade request), "" for HTTP/1.x.
 	Proto string
 	// GRPC is set for a gRPC call: Path is /package.Service/Method.
 	GRPC bool

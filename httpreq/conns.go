@@ -10,8 +10,9 @@ type ConnKey struct {
 // sockets map bounds the sockets it follows.
 const maxConns = 65536
 
-// Conns keeps the naming state of every served connection that needs one
-// (pipelined HTTP/1.1 requests, an HTTP/2 decoder). Not safe for
+// Conns keeps the naming state of every served connection: its last
+// request (a WebSocket upgrade names the connection's messages), its
+// pipelined HTTP/1.1 requests, its HTTP/2 decoder. Not safe for
 // concurrent use: the tracer's reader owns it.
 type Conns struct {
 	opts    Options
@@ -22,6 +23,7 @@ type Conns struct {
 type connState struct {
 	pipe *Pipeline
 	h2   *H2Conn
+	last Request // the last HTTP/1.x request that began an op: a WebSocket upgrade names its messages
 }
 
 // NewConns returns an empty table whose names keep what opts says.
@@ -49,20 +51,18 @@ func (c *Conns) Begin(k ConnKey, data []byte) (Request, error) {
 	if err != nil {
 		return r, err
 	}
-	if RequestLen(data) == len(data) {
-		// One whole request and nothing after it, the usual read: no
-		// state, unless requests are still queued on the connection.
-		if s := c.m[k]; s != nil && s.pipe != nil {
-			s.pipe.Begin(data)
-		}
+	s := c.get(k)
+	if s == nil {
 		return r, nil
 	}
-	if s := c.get(k); s != nil {
-		if s.pipe == nil {
-			s.pipe = NewPipeline(c.opts)
-		}
-		s.pipe.Begin(data)
+	s.last = r
+	if RequestLen(data) == len(data) && s.pipe == nil {
+		return r, nil // one whole request and nothing after it, the usual read
 	}
+	if s.pipe == nil {
+		s.pipe = NewPipeline(c.opts)
+	}
+	s.pipe.Begin(data)
 	return r, nil
 }
 
@@ -110,6 +110,15 @@ func (c *Conns) Headers(k ConnKey, frame []byte) {
 	if s := c.m[k]; s != nil && s.h2 != nil {
 		s.h2.Headers(frame)
 	}
+}
+
+// Message names a WebSocket message by its connection's upgrade request.
+func (c *Conns) Message(k ConnKey, frame []byte) (Request, error) {
+	s := c.m[k]
+	if s == nil || s.last.Method == "" {
+		return Request{}, ErrNotWSMessage
+	}
+	return Message(s.last, frame)
 }
 
 // Close forgets a connection whose socket closed.

@@ -10,6 +10,8 @@
 //     frames through an HPACK decoder (golang.org/x/net/http2/hpack) that
 //     follows the client's dynamic table; gRPC calls named by
 //     service/method.
+//   - Message: a client's WebSocket message, named after the request that
+//     upgraded its connection.
 //   - Conns: that state for every served connection, keyed by process
 //     and fd, bounded.
 //
@@ -33,7 +35,8 @@ type Request struct {
 	Query string
 	// Truncated is set when the target did not end within the bytes seen.
 	Truncated bool
-	// Proto is "h2" for an HTTP/2 stream, "" for HTTP/1.x.
+	// Proto is "h2" for an HTTP/2 stream, "ws" for a WebSocket message
+	// (named by its connection's upgrade request), "" for HTTP/1.x.
 	Proto string
 	// GRPC is set for a gRPC call (HTTP/2, content-type application/grpc):
 	// Path is then /package.Service/Method.

@@ -35,6 +35,7 @@ const (
 	beginTruncated = 1 << 1
 	beginH2        = 1 << 2 // an HTTP/2 stream
 	beginGRPC      = 1 << 3 // a gRPC call
+	beginWS        = 1 << 4 // a WebSocket message
 	endHasFinal    = 1 << 0
 	endFinal       = 1 << 1 // Final's counters follow
 	exitGroupDead  = 1 << 0
@@ -115,8 +116,11 @@ func (e *encoder) appendEvent(b []byte, ev event.Event) (byte, []byte, error) {
 		if ev.Truncated {
 			flags |= beginTruncated
 		}
-		if ev.Proto == "h2" {
+		switch ev.Proto {
+		case "h2":
 			flags |= beginH2
+		case "ws":
+			flags |= beginWS
 		}
 		if ev.GRPC {
 			flags |= beginGRPC
@@ -495,8 +499,11 @@ func (e *eventDecoder) decode(kind byte, payload []byte) (event.Event, error) {
 		o.Dest = addrPort(d)
 		flags := d.byte()
 		o.HTTP, o.Truncated, o.GRPC = flags&beginHTTP != 0, flags&beginTruncated != 0, flags&beginGRPC != 0
-		if flags&beginH2 != 0 {
+		switch {
+		case flags&beginH2 != 0:
 			o.Proto = "h2"
+		case flags&beginWS != 0:
+			o.Proto = "ws"
 		}
 		o.Method = d.string()
 		o.Path = d.string()

@@ -99,7 +99,8 @@
 //	exit      header, exit_code varint, flags byte (bit 0: group_dead), comm string
 //	op-begin  header, op_id uvarint, kind uvarint, fd varint, dest addrport,
 //	          flags byte (bit 0: http, bit 1: truncated, bit 2: HTTP/2
-//	          stream, bit 3: gRPC call), method string,
+//	          stream, bit 3: gRPC call, bit 4: WebSocket message),
+//	          method string,
 //	          path string, query string
 //	op-end    header, op_id uvarint, fd varint, reason uvarint,
 //	          flags byte (bit 0: has_final, bit 1: final counters follow),

@@ -38,6 +38,7 @@ const (
 const (
 	opPipelined = uint32(memdiagOpKindOP_HTTP_PIPELINED)
 	opH2Stream  = uint32(memdiagOpKindOP_H2STREAM)
+	opWSMessage = uint32(memdiagOpKindOP_WS_MESSAGE)
 )
 
 // Sizes of the kernel's records, from their Go mirrors.
@@ -205,6 +206,14 @@ func opBegin(hdr event.Header, e *memdiagOpBeginEvent, opts httpreq.Options, con
 			return ob
 		}
 		if r, err = conns.Stream(key, e.Data[:n]); err != nil {
+			return ob
+		}
+	case e.OpKind == opWSMessage:
+		ob.Kind = event.OpHTTPServer
+		if conns == nil {
+			return ob
+		}
+		if r, err = conns.Message(key, e.Data[:n]); err != nil {
 			return ob
 		}
 	case e.OpKind == uint32(event.OpHTTPServer) && conns != nil:

@@ -238,6 +238,7 @@ const (
 	memdiagOpKindOP_OUTBOUND       memdiagOpKind = 2
 	memdiagOpKindOP_HTTP_PIPELINED memdiagOpKind = 3
 	memdiagOpKindOP_H2STREAM       memdiagOpKind = 4
+	memdiagOpKindOP_WS_MESSAGE     memdiagOpKind = 5
 )
 
 type memdiagPending struct {
@@ -292,18 +293,18 @@ const (
 )
 
 type memdiagSockInfo struct {
-	_        structs.HostLayout
-	OpId     uint64
-	Role     uint32
-	Flags    uint32
-	Family   uint16
-	Port     uint16
-	PreLen   uint8
-	Pad      [3]uint8
-	Addr     [16]uint8
-	Pre      uint64
-	H2Stream uint32
-	H2Skip   uint32
+	_         structs.HostLayout
+	OpId      uint64
+	Role      uint32
+	Flags     uint32
+	Family    uint16
+	Port      uint16
+	PreLen    uint8
+	Pad       [3]uint8
+	Addr      [16]uint8
+	Pre       uint64
+	H2Stream  uint32
+	FrameSkip uint32
 }
 
 type memdiagSockKey struct {
@@ -345,7 +346,7 @@ const (
 	memdiagStatIndexST_REGION_OVERFLOW      memdiagStatIndex = 7
 	memdiagStatIndexST_OUTSTANDING_OVERFLOW memdiagStatIndex = 8
 	memdiagStatIndexST_UNMAP_SPLIT          memdiagStatIndex = 9
-	memdiagStatIndexST_H2LOST               memdiagStatIndex = 10
+	memdiagStatIndexST_FRAMES_LOST          memdiagStatIndex = 10
 	memdiagStatIndexST_MAX                  memdiagStatIndex = 16
 )
 

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -262,4 +263,56 @@ func TestGRPCCalls(t *testing.T) {
 		t.Errorf("Echo retains %d bytes, it keeps none", e.RetainedBytes)
 	}
 	_ = time.Second
+}
+
+// TestWebSocketMessages: WebSocket clients (golang.org/x/net/websocket)
+// sending messages one at a time to a Node server: every message an op of
+// its connection's category (its upgrade request's route), counts exact,
+// and the route that keeps memory per message charged what it keeps.
+func TestWebSocketMessages(t *testing.T) {
+	requireRoot(t)
+	svc, ports := startListening(t, "node", filepath.Join(repoRoot, "testdata", "services", "protocols.js"))
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h")
+	const leakConns, leakMsgs, echoMsgs, size = 2, 150, 300, 64 << 10
+	talk := func(path string, n int, msg string) {
+		t.Helper()
+		ws, err := websocket.Dial(fmt.Sprintf("ws://127.0.0.1:%d%s", ports[0], path), "", "http://127.0.0.1/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		for range n {
+			if err := websocket.Message.Send(ws, msg); err != nil {
+				t.Fatal(err)
+			}
+			var reply string
+			if err := websocket.Message.Receive(ws, &reply); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(reply, "ws "+strings.Split(path, "?")[0]+" ") {
+				t.Fatalf("reply %q", reply)
+			}
+		}
+	}
+	for range leakConns {
+		talk("/ws/leak", leakMsgs, fmt.Sprintf("keep %d", size))
+	}
+	talk("/ws/echo?room=secret", echoMsgs, strings.Repeat("x", 300)) // a 16-bit length
+	var served map[string]int
+	getJSON(t, client(1), fmt.Sprintf("http://127.0.0.1:%d/stats", ports[0]), &served)
+	t.Logf("the service served %v", served)
+	rep := finish(t, r)
+	if served["ws /ws/leak"] != leakConns*leakMsgs || served["ws /ws/echo"] != echoMsgs {
+		t.Fatalf("the clients made %v", served)
+	}
+	// The upgrade request and every message of its connection.
+	wantOps(t, rep, map[string]int{"GET /ws/leak": leakConns * (1 + leakMsgs), "GET /ws/echo": 1 + echoMsgs})
+	leak, _ := category(rep, "GET /ws/leak")
+	within(t, "GET /ws/leak RSS", leak.RSSBytes, leakConns*leakMsgs*size, 0.25, leakConns*leakMsgs*size)
+	if echo, _ := category(rep, "GET /ws/echo"); echo.RSSBytes > leakConns*leakMsgs*size/10 {
+		t.Errorf("GET /ws/echo grew %d bytes, it keeps nothing", echo.RSSBytes)
+	}
+	if len(leak.TopOps) == 0 || !strings.HasPrefix(leak.TopOps[0].Name, "ws GET /ws/leak") {
+		t.Errorf("top ops of GET /ws/leak: %+v", leak.TopOps)
+	}
 }
