@@ -316,3 +316,87 @@ func TestWebSocketMessages(t *testing.T) {
 		t.Errorf("top ops of GET /ws/leak: %+v", leak.TopOps)
 	}
 }
+
+// TestProtocolGarbage: garbage where memdiag expects a pipelined request,
+// an HPACK header block or a client's WebSocket frame is an "unknown" op:
+// never a crash, never a wrong name, and the service keeps serving.
+func TestProtocolGarbage(t *testing.T) {
+	requireRoot(t)
+	svc, ports := startListening(t, "node", filepath.Join(repoRoot, "testdata", "services", "protocols.js"))
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h")
+	exchange := func(port int, send string, until string) {
+		t.Helper()
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, send); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var got []byte
+		buf := make([]byte, 4096)
+		for !strings.Contains(string(got), until) {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break // the server closed: all it had to say is in got
+			}
+		}
+		if !strings.Contains(string(got), until) {
+			t.Fatalf("sent %q, got %q, want %q in it", send, got, until)
+		}
+	}
+	// A request, then bytes that are none: Node answers 400 (its first
+	// response on the connection: the request's op's) and closes.
+	exchange(ports[0], "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n\x00\x01\x02garbage\r\n\r\n", "400")
+	// An h2c preface, SETTINGS, then a HEADERS frame whose block is no HPACK.
+	exchange(ports[1], "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"+"\x00\x00\x00\x04\x00\x00\x00\x00\x00"+
+		"\x00\x00\x04\x01\x05\x00\x00\x00\x01\xff\xff\xff\xff", "\x07") // GOAWAY
+	// A WebSocket upgrade, then an unmasked frame: no client sends one.
+	exchange(ports[0], "GET /ws/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", "101 Switching")
+	c, err := websocket.Dial(fmt.Sprintf("ws://127.0.0.1:%d/ws/y", ports[0]), "", "http://127.0.0.1/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(raw, "GET /ws/z HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(raw)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	io.WriteString(raw, "\x81\x05hello") // unmasked
+	raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if reply, err := br.ReadString('5'); err != nil { // "ws /ws/z 5"
+		t.Fatalf("reply %q: %v", reply, err)
+	}
+	raw.Close()
+	var served map[string]int
+	getJSON(t, client(1), fmt.Sprintf("http://127.0.0.1:%d/stats", ports[0]), &served)
+	rep := finish(t, r)
+	t.Logf("the service served %v", served)
+	for _, c := range rep.Categories {
+		switch c.Name {
+		case "GET /ok", "GET /ws/x", "GET /ws/y", "GET /ws/z", "GET /stats", "unknown", "idle":
+		default:
+			if c.Ops > 0 {
+				t.Errorf("category %q with %d ops: garbage named", c.Name, c.Ops)
+			}
+		}
+	}
+	// The HEADERS frame and the unmasked frame. (The bytes after GET /ok
+	// got no response of their own: no op.)
+	if u, _ := category(rep, "unknown"); u.Ops != 2 {
+		t.Errorf("%d unknown ops, want 2", u.Ops)
+	}
+	if z, _ := category(rep, "GET /ws/z"); z.Ops != 1 {
+		t.Errorf("GET /ws/z: %d ops, want its upgrade only", z.Ops)
+	}
+}
