@@ -312,6 +312,10 @@ type Stats struct {
 	// their op, totals stay exact.
 	OutstandingOverflow uint64
 	UnmapSplit          uint64 // unmaps that crossed more mappings than one pass follows
+	// FramesLost counts HTTP/2 and WebSocket connections whose frame
+	// boundaries the kernel lost (a frame header split across reads): no
+	// more ops begin on them.
+	FramesLost uint64
 }
 
 // ProcessMemory is one traced process's resident memory as the kernel last

@@ -67,6 +67,7 @@ const (
 	statRegionOverflow      = uint32(memdiagStatIndexST_REGION_OVERFLOW)
 	statOutstandingOverflow = uint32(memdiagStatIndexST_OUTSTANDING_OVERFLOW)
 	statUnmapSplit          = uint32(memdiagStatIndexST_UNMAP_SPLIT)
+	statFramesLost          = uint32(memdiagStatIndexST_FRAMES_LOST)
 )
 
 // attachment is one tracepoint and the program that handles it.
@@ -500,6 +501,7 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 		statRegionOverflow:      &s.Stats.RegionOverflow,
 		statOutstandingOverflow: &s.Stats.OutstandingOverflow,
 		statUnmapSplit:          &s.Stats.UnmapSplit,
+		statFramesLost:          &s.Stats.FramesLost,
 	} {
 		if *dst, err = stat(idx); err != nil {
 			return nil, err
