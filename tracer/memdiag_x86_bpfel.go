@@ -321,6 +321,12 @@ const (
 	memdiagSockRoleSOCK_IGNORED memdiagSockRole = 3
 )
 
+type memdiagSslReadArgs struct {
+	_         structs.HostLayout
+	Buf       uint64
+	Readbytes uint64
+}
+
 type memdiagStackGrowth struct {
 	_       structs.HostLayout
 	Bytes   int64
@@ -402,6 +408,7 @@ const (
 	memdiagMapReleasing             = "releasing"
 	memdiagMapSampleAcc             = "sample_acc"
 	memdiagMapSockets               = "sockets"
+	memdiagMapSslReads              = "ssl_reads"
 	memdiagMapStackGrowths          = "stack_growths"
 	memdiagMapStacks                = "stacks"
 	memdiagMapStats                 = "stats"
@@ -466,6 +473,9 @@ const (
 	memdiagProgOnPageFault          = "on_page_fault"
 	memdiagProgOnRename             = "on_rename"
 	memdiagProgOnRssStat            = "on_rss_stat"
+	memdiagProgOnSslRead            = "on_ssl_read"
+	memdiagProgOnSslReadEx          = "on_ssl_read_ex"
+	memdiagProgOnSslReadReturn      = "on_ssl_read_return"
 	memdiagProgOnV8Sample           = "on_v8_sample"
 	memdiagVarFollowCgroup          = "follow_cgroup"
 	memdiagVarGoSpecialKindOff      = "go_special_kind_off"
@@ -601,6 +611,9 @@ type memdiagProgramSpecs struct {
 	OnPageFault       *ebpf.ProgramSpec `ebpf:"on_page_fault"`
 	OnRename          *ebpf.ProgramSpec `ebpf:"on_rename"`
 	OnRssStat         *ebpf.ProgramSpec `ebpf:"on_rss_stat"`
+	OnSslRead         *ebpf.ProgramSpec `ebpf:"on_ssl_read"`
+	OnSslReadEx       *ebpf.ProgramSpec `ebpf:"on_ssl_read_ex"`
+	OnSslReadReturn   *ebpf.ProgramSpec `ebpf:"on_ssl_read_return"`
 	OnV8Sample        *ebpf.ProgramSpec `ebpf:"on_v8_sample"`
 }
 
@@ -626,6 +639,7 @@ type memdiagMapSpecs struct {
 	Releasing    *ebpf.MapSpec `ebpf:"releasing"`
 	SampleAcc    *ebpf.MapSpec `ebpf:"sample_acc"`
 	Sockets      *ebpf.MapSpec `ebpf:"sockets"`
+	SslReads     *ebpf.MapSpec `ebpf:"ssl_reads"`
 	StackGrowths *ebpf.MapSpec `ebpf:"stack_growths"`
 	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
@@ -716,6 +730,7 @@ type memdiagMaps struct {
 	Releasing    *ebpf.Map `ebpf:"releasing"`
 	SampleAcc    *ebpf.Map `ebpf:"sample_acc"`
 	Sockets      *ebpf.Map `ebpf:"sockets"`
+	SslReads     *ebpf.Map `ebpf:"ssl_reads"`
 	StackGrowths *ebpf.Map `ebpf:"stack_growths"`
 	Stacks       *ebpf.Map `ebpf:"stacks"`
 	Stats        *ebpf.Map `ebpf:"stats"`
@@ -747,6 +762,7 @@ func (m *memdiagMaps) Close() error {
 		m.Releasing,
 		m.SampleAcc,
 		m.Sockets,
+		m.SslReads,
 		m.StackGrowths,
 		m.Stacks,
 		m.Stats,
@@ -859,6 +875,9 @@ type memdiagPrograms struct {
 	OnPageFault       *ebpf.Program `ebpf:"on_page_fault"`
 	OnRename          *ebpf.Program `ebpf:"on_rename"`
 	OnRssStat         *ebpf.Program `ebpf:"on_rss_stat"`
+	OnSslRead         *ebpf.Program `ebpf:"on_ssl_read"`
+	OnSslReadEx       *ebpf.Program `ebpf:"on_ssl_read_ex"`
+	OnSslReadReturn   *ebpf.Program `ebpf:"on_ssl_read_return"`
 	OnV8Sample        *ebpf.Program `ebpf:"on_v8_sample"`
 }
 
@@ -919,6 +938,9 @@ func (p *memdiagPrograms) Close() error {
 		p.OnPageFault,
 		p.OnRename,
 		p.OnRssStat,
+		p.OnSslRead,
+		p.OnSslReadEx,
+		p.OnSslReadReturn,
 		p.OnV8Sample,
 	)
 }

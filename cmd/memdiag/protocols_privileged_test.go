@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"crypto/tls"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,10 +33,17 @@ import (
 // them); the process is stopped at the end of the test.
 func startListening(t *testing.T, argv ...string) (*exec.Cmd, []int) {
 	t.Helper()
+	return startListeningEnv(t, nil, argv...)
+}
+
+// startListeningEnv is startListening with env added to the process's.
+func startListeningEnv(t *testing.T, env []string, argv ...string) (*exec.Cmd, []int) {
+	t.Helper()
 	if _, err := exec.LookPath(argv[0]); err != nil {
 		t.Skipf("%s is needed for this test (.ci/run installs it): %v", argv[0], err)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -399,4 +407,52 @@ func TestProtocolGarbage(t *testing.T) {
 	if z, _ := category(rep, "GET /ws/z"); z.Ops != 1 {
 		t.Errorf("GET /ws/z: %d ops, want its upgrade only", z.Ops)
 	}
+}
+
+// TestOpenSSLRequests: --tls on a Python HTTPS service (OpenSSL's libssl,
+// no Node): the uprobes on SSL_read/SSL_read_ex name every request,
+// counts exact over keep-alive connections, and the route that keeps
+// memory is charged what it keeps.
+func TestOpenSSLRequests(t *testing.T) {
+	requireRoot(t)
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl is needed for this test's certificate (.ci/run installs it)")
+	}
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if out, err := exec.Command(openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+		"-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1").CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v: %s", err, out)
+	}
+	svc, ports := startListeningEnv(t, []string{"TLS_CERT=" + cert, "TLS_KEY=" + key}, "python3", filepath.Join(repoRoot, "testdata", "services", "https.py"))
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h", "--tls")
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the test's own certificate
+		MaxIdleConnsPerHost: 4, MaxConnsPerHost: 4, DisableCompression: true,
+	}}
+	base := fmt.Sprintf("https://127.0.0.1:%d", ports[0])
+	const workers, rounds, size = 4, 50, 64 << 10
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				get(t, c, "GET", base+"/a", nil)
+				get(t, c, "GET", fmt.Sprintf("%s/keep/%d", base, size), nil)
+				get(t, c, "GET", base+"/b?token=secret", nil)
+			}
+		}()
+	}
+	wg.Wait()
+	var served map[string]int
+	getJSON(t, c, base+"/stats", &served)
+	c.CloseIdleConnections()
+	rep := finish(t, r)
+	t.Logf("the service served %v", served)
+	n := workers * rounds
+	wantOps(t, rep, map[string]int{"GET /a": n, "GET /keep/:id": n, "GET /b": n})
+	k, _ := category(rep, "GET /keep/:id")
+	within(t, "GET /keep/:id RSS", k.RSSBytes, int64(n*size), 0.25, int64(n*size))
 }
