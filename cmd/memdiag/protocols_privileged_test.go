@@ -5,10 +5,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
-	"crypto/tls"
 	"net/http"
 	"os"
 	"os/exec"
@@ -428,7 +428,7 @@ func TestOpenSSLRequests(t *testing.T) {
 	svc, ports := startListeningEnv(t, []string{"TLS_CERT=" + cert, "TLS_KEY=" + key}, "python3", filepath.Join(repoRoot, "testdata", "services", "https.py"))
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h", "--tls")
 	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the test's own certificate
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, // the test's own certificate
 		MaxIdleConnsPerHost: 4, MaxConnsPerHost: 4, DisableCompression: true,
 	}}
 	base := fmt.Sprintf("https://127.0.0.1:%d", ports[0])
