@@ -266,6 +266,9 @@ func TestGRPCCalls(t *testing.T) {
 	rep := finish(t, r)
 	wantOps(t, rep, map[string]int{"grpc memdiag.test.Store/Keep": keeps, "grpc memdiag.test.Store/Echo": echoes})
 	k, _ := category(rep, "grpc memdiag.test.Store/Keep")
+	if !strings.HasPrefix(k.RetainedMethod, "sampled") {
+		t.Errorf("Keep's retained bytes come from %q, want Go's sampled verdict (sampling: %+v)", k.RetainedMethod, rep.Sampling)
+	}
 	within(t, "Keep's retained bytes", k.RetainedBytes, keeps*size, 0.25, keeps*size)
 	if e, _ := category(rep, "grpc memdiag.test.Store/Echo"); e.RetainedBytes > keeps*size/10 {
 		t.Errorf("Echo retains %d bytes, it keeps none", e.RetainedBytes)
