@@ -562,6 +562,17 @@ out:
 	return 0;
 }
 
+/* How many of a read's ret bytes its first buffer holds: all of a plain
+ * read's; for readv/recvmsg, at most the first iovec's length (read from
+ * user memory: call it only when the bytes are needed). */
+static __always_inline s64 first_got(struct pending *p, s64 ret)
+{
+	if ((u32)p->args[2] == IO_PLAIN)
+		return ret;
+	s64 n = first_len(p->args[1], (u32)p->args[2]);
+	return n < ret ? n : ret;
+}
+
 /* A read of ret bytes finished: switch to the socket's op, or start one
  * when the bytes begin a request. */
 static __always_inline int read_done(struct tp_sys_exit *ctx)
@@ -590,21 +601,17 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 	if (s && (s->flags & SF_TLS))
 		bpf_map_update_elem(&tls_reads, &tid, &fd, BPF_ANY);
 	u64 buf = first_buffer(p.args[1], (u32)p.args[2]);
-	/* What of the read the first buffer holds: all of a plain read. */
-	s64 got = (u32)p.args[2] == IO_PLAIN ? ctx->ret : first_len(p.args[1], (u32)p.args[2]);
-	if (got > ctx->ret)
-		got = ctx->ret;
 	if (s && (s->flags & (SF_H2 | SF_WS)))
-		return buf ? frames_read(s, &k, tid, buf, (u64)got) : 0;
+		return buf ? frames_read(s, &k, tid, buf, (u64)first_got(&p, ctx->ret)) : 0;
 	/* A served socket, or an fd we do not know yet (a connection
 	 * accepted before attach): look at the first bytes. */
 	if (s && s->op_id && !(s->flags & SF_RESPONDED)) {
 		set_thread(tgid, tid, TM_OP, s->op_id); /* more of the same request */
 		/* ...unless it starts with another request: pipelined. */
 		u64 w = 0;
-		if (s->role == SOCK_SERVER && !(s->flags & SF_TLS) && buf && got >= 8 &&
+		if (s->role == SOCK_SERVER && !(s->flags & SF_TLS) && buf && ctx->ret >= 8 &&
 		    !bpf_probe_read_user(&w, sizeof(w), (void *)buf) && looks_like_request(w))
-			emit_op_data(tgid, tid, s->op_id, fd, DATA_REQUESTS, buf, got);
+			emit_op_data(tgid, tid, s->op_id, fd, DATA_REQUESTS, buf, first_got(&p, ctx->ret));
 		return 0;
 	}
 	u64 head = 0, pre = 0;
@@ -647,7 +654,7 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		s->flags |= SF_H2 | SF_STARTED;
 		s->frame_skip = H2_PREFACE_LEN;
 		s->h2_stream = 0;
-		return frames_read(s, &k, tid, buf, (u64)got);
+		return frames_read(s, &k, tid, buf, (u64)first_got(&p, ctx->ret));
 	}
 	if (!looks_like_request(head)) {
 		/* A TLS record: handshake (0x16 0x03) on a served socket, or
@@ -692,8 +699,11 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 	}
 	op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret, pre, pre_len);
 	/* More than OP_BEGIN carries: the rest may hold pipelined requests. */
-	if (got > OP_DATA_LEN - 8 && s->op_id)
-		emit_op_data(tgid, tid, s->op_id, fd, DATA_REST, buf + OP_DATA_LEN - 8, got - (OP_DATA_LEN - 8));
+	if (ctx->ret > OP_DATA_LEN - 8 && s->op_id) {
+		s64 got = first_got(&p, ctx->ret);
+		if (got > OP_DATA_LEN - 8)
+			emit_op_data(tgid, tid, s->op_id, fd, DATA_REST, buf + OP_DATA_LEN - 8, got - (OP_DATA_LEN - 8));
+	}
 	return 0;
 
 not_request:
