@@ -55,6 +55,10 @@ func (c *Categorizer) Categorize(b *event.OpBegin) Naming {
 		if b.HTTP {
 			n.Name += " " + b.Method + " " + b.Path
 		}
+	case b.GRPC:
+		n.Name = GRPCName(b.Path)
+	case b.HTTP && b.Proto == "ws":
+		n.Name = "ws " + b.Method + " " + b.Path // a message: the category is its connection's
 	case b.HTTP:
 		n.Name = b.Method + " " + b.Path
 	default:
@@ -73,12 +77,22 @@ func (c *Categorizer) Categorize(b *event.OpBegin) Naming {
 			return n
 		}
 	}
-	if b.Kind == event.OpOutbound {
+	switch {
+	case b.Kind == event.OpOutbound:
 		n.Category = "out " + dest(b)
-	} else {
+	case b.GRPC:
+		n.Category = n.Name // a method is a route already: nothing to fold
+	default:
 		n.Category = b.Method + " " + NormalizeRoute(b.Path)
 	}
 	return n
+}
+
+// GRPCName names a gRPC call by its service and method:
+// "grpc helloworld.Greeter/SayHello" for the path
+// /helloworld.Greeter/SayHello.
+func GRPCName(path string) string {
+	return "grpc " + strings.TrimPrefix(path, "/")
 }
 
 func dest(b *event.OpBegin) string {

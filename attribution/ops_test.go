@@ -70,6 +70,22 @@ func opCats(s *attribution.Summary) []cat {
 	return out
 }
 
+// message is a WebSocket message on the connection upgraded by GET /gun.
+func message(i int, id uint64) *event.OpBegin {
+	b := served(i, id, "GET", "/gun")
+	b.Proto = "ws"
+	return b
+}
+
+func burstRules(t *testing.T) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse("rules.yaml", []byte("categories:\n  - name: peer_sync\n    http: { path_prefix: /gun }\n    cycle_gap: 5s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func syncRules(t *testing.T) *config.Config {
 	t.Helper()
 	cfg, err := config.Parse("rules.yaml", []byte("categories:\n  - name: gun_sync\n    outbound: { port: 8765 }\n    cycle_gap: 5s\n"))
@@ -168,6 +184,18 @@ func TestOpLifecycle(t *testing.T) {
 			},
 			want: []cat{{"gun_sync", 2, 0, 6 * mib}},
 			top:  "out 10.0.0.5:8765 GET /sync",
+		},
+		{
+			name: "messages of a WebSocket route closer than its cycle gap make one burst",
+			opts: attribution.Options{Categorizer: attribution.NewCategorizer(burstRules(t))},
+			events: []event.Event{
+				served(1, 1, "GET", "/gun"), end(2, 1, 0), // the upgrade
+				message(3, 2), end(3, 2, mib), message(3, 3), end(4, 3, mib), // one burst with the upgrade
+				message(20, 4), end(20, 4, mib), message(21, 5), end(21, 5, mib), // a second burst
+				conserved(30, 4*mib, base),
+			},
+			want: []cat{{"peer_sync", 2, 0, 4 * mib}},
+			top:  "GET /gun",
 		},
 		{
 			name: "a cycle over the growth threshold is noticed once, whole",

@@ -26,6 +26,7 @@ enum event_kind {
 	EV_HEAP_SAMPLE = 8, /* a runtime's heap profiler sampled an allocation (uprobe) */
 	EV_HEAP_FREE = 9,   /* a sampled allocation was freed (Go: its profile special) */
 	EV_GC_CYCLE = 10,   /* a runtime finished a GC cycle (Go: mProf_NextCycle) */
+	EV_OP_DATA = 11,    /* more bytes Go needs to name ops: pipelined requests, HTTP/2 header blocks */
 };
 
 
@@ -80,6 +81,30 @@ struct exec_event {
 enum op_kind {
 	OP_HTTP_SERVER = 1, /* a request read on a served socket */
 	OP_OUTBOUND = 2,    /* a call written on a client socket by an idle thread */
+	OP_HTTP_PIPELINED = 3, /* a response begun with no request read since the last one: the next pipelined request's */
+	OP_H2_STREAM = 4,   /* an HTTP/2 stream opened by a client HEADERS frame; data: the frame (9-byte header first) */
+	OP_WS_MESSAGE = 5,  /* a WebSocket message (text or binary frame) from the client; data: the frame */
+};
+
+/* How many bytes an EV_OP_DATA record carries at most. */
+#define OP_MORE_LEN 2048 /* a power of two, like OP_DATA_LEN */
+
+enum op_data_what {
+	DATA_REST = 1,       /* the bytes of the read that began op_id, after those its OP_BEGIN carried */
+	DATA_REQUESTS = 2,   /* a later read that starts with a request while op_id still reads its own: pipelined requests */
+	DATA_H2_HEADERS = 3, /* an HTTP/2 HEADERS (trailers) or CONTINUATION frame, 9-byte header first, that opens no stream */
+};
+
+/* EV_OP_DATA: bytes of a served socket Go needs to keep naming its ops
+ * (the HPACK decoder's state, the pipelined requests after the first). */
+struct op_data_event {
+	struct event_hdr hdr;
+	u64 op_id;     /* the socket's op when the bytes were read */
+	s32 fd;
+	u32 what;      /* enum op_data_what */
+	u32 data_len;  /* valid bytes in data */
+	u32 _pad;
+	u8 data[OP_MORE_LEN];
 };
 
 struct op_begin_event {
@@ -318,6 +343,9 @@ enum sock_role {
 #define SF_STARTED 4   /* an op began on it: later non-request bytes continue ops */
 #define SF_JOINED 8    /* a client socket whose call joined another op: its close ends nothing */
 #define SF_BOUND 16    /* connected inside an op: its first write is that op's, whichever op the thread is in */
+#define SF_H2 32       /* the first bytes read were the HTTP/2 connection preface: reads are walked frame by frame */
+#define SF_FRAMES_LOST 64 /* an HTTP/2 or WebSocket socket whose frame boundaries were lost (a frame header split across reads) */
+#define SF_WS 128      /* the server answered 101 Switching Protocols: reads are walked as WebSocket frames */
 
 struct sock_key {
 	u32 tgid;
@@ -334,6 +362,8 @@ struct sock_info {
 	u8 _pad[3];
 	u8 addr[16];
 	u64 pre;       /* those bytes (Go's server reads one byte ahead of the next request) */
+	u32 h2_stream; /* HTTP/2: the highest client stream id opened */
+	u32 frame_skip; /* HTTP/2, WebSocket: bytes of the stream still to come before the next frame header */
 };
 
 /* Indexes of the per-CPU stats array. */
@@ -348,6 +378,7 @@ enum stat_index {
 	ST_REGION_OVERFLOW = 7, /* mappings that found the region table (or a chunk of its index) full */
 	ST_OUTSTANDING_OVERFLOW = 8, /* exact mode: ArrayBuffers that found the outstanding table full */
 	ST_UNMAP_SPLIT = 9,     /* unmaps that crossed more regions than one pass follows */
+	ST_FRAMES_LOST = 10,    /* HTTP/2 or WebSocket sockets whose frame boundaries were lost: no more ops begun on them */
 	ST_MAX = 16,
 };
 

@@ -27,6 +27,37 @@
  * handshake is marked SF_TLS; its requests are named by the llhttp uprobe
  * (uprobes.bpf.h, --tls).
  *
+ * Pipelined HTTP/1.1: a read may bring several requests. The op begun by
+ * the read is the first request's; Go gets the read's bytes (OP_BEGIN's
+ * data, then EV_OP_DATA DATA_REST for the rest, bounded) and queues the
+ * requests after the first. A response written on a socket that already
+ * responded, with no request read since, is the next pipelined request's:
+ * it begins an OP_HTTP_PIPELINED op there, which Go names from its queue,
+ * in order. A later read that starts with a request while the op has not
+ * responded yet sends its bytes too (DATA_REQUESTS).
+ *
+ * HTTP/2 (h2c, prior knowledge): a served socket whose first bytes are the
+ * connection preface is marked SF_H2 and every read on it is walked frame
+ * by frame (bpf_loop, at most MAX_FRAMES per read; `frame_skip` carries a
+ * frame that continues into the next read). A HEADERS frame on a client
+ * stream id above every one seen opens a stream: an OP_H2_STREAM op whose
+ * data is the frame, header first, for Go's HPACK decoder. Other HEADERS
+ * (trailers) and CONTINUATION frames go to Go as DATA_H2_HEADERS so the
+ * decoder's dynamic table stays in step. A stream's op lasts until the
+ * next stream opens on its connection, or close: streams that run at once
+ * share the time between them as their reads and writes interleave. A
+ * frame header split across reads loses the frame boundaries: the socket
+ * is marked SF_FRAMES_LOST (ST_FRAMES_LOST) and opens no more streams.
+ *
+ * WebSocket: a served socket whose response was 101 Switching Protocols
+ * is marked SF_WS; its reads are walked the same way as WebSocket frames,
+ * and every text or binary frame from the client begins an OP_WS_MESSAGE
+ * op (continuations and control frames are the current message's). Go
+ * names it after the connection's upgrade request, so messages are ops
+ * of the connection's category. A read that brings several messages
+ * begins one op each; what the server does with them is charged to the
+ * last (one loop turn handles them all).
+ *
  * Ops end at the next request (or call) on their socket, or at close; a
  * close by the op's own callback ends it when the thread is back in its
  * poll (thread_state.end_fd). Op ids come from `op_ids`; OP_BEGIN carries
@@ -100,6 +131,32 @@ static __always_inline void emit_op_end(u32 tgid, u32 tid, u64 op_id, s32 fd, u3
 	} else {
 		__builtin_memset(&e->final, 0, sizeof(e->final));
 	}
+	submit(e);
+}
+
+/* Sends EV_OP_DATA with the len bytes at buf (at most OP_MORE_LEN) of the
+ * socket fd whose op is op_id. */
+static __always_inline void emit_op_data(u32 tgid, u32 tid, u64 op_id, s32 fd, u32 what, u64 buf, s64 len)
+{
+	if (!buf || len <= 0)
+		return;
+	struct op_data_event *e = event_reserve(sizeof(*e), EV_OP_DATA, tgid, tid);
+	if (!e)
+		return;
+	e->op_id = op_id;
+	e->fd = fd;
+	e->what = what;
+	e->_pad = 0;
+	u64 n = (u64)len;
+	if (n > OP_MORE_LEN)
+		n = OP_MORE_LEN;
+	asm volatile("" : "+r"(n));
+	n &= 2 * OP_MORE_LEN - 1;
+	if (n > OP_MORE_LEN)
+		n = OP_MORE_LEN;
+	e->data_len = 0;
+	if (n > 0 && !bpf_probe_read_user(e->data, n, (void *)buf))
+		e->data_len = n;
 	submit(e);
 }
 
@@ -387,6 +444,141 @@ static __always_inline int save_io(struct tp_sys_enter *ctx, u32 kind)
 	return 0;
 }
 
+#define MAX_FRAMES 64 /* frames walked per read (HTTP/2, WebSocket); more lose the boundaries */
+#define H2_PREFACE_LEN 24 /* "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" */
+#define H2_HEADERS 1
+#define H2_CONTINUATION 9
+#define WS_TEXT 1
+#define WS_BINARY 2
+#define WS_MAX_LEN (1ULL << 40) /* a frame length past this is garbage: the walk stops */
+
+/* The state of one read's frame walk, shared with the bpf_loop callback. */
+struct frame_walk {
+	u64 buf;  /* the read's buffer */
+	u64 len;  /* bytes read into it */
+	u64 off;  /* the next frame header's offset in it */
+	struct sock_key k;
+	u32 tid;
+	u32 _pad;
+};
+
+/* One frame of an HTTP/2 read: opens a stream at a new client HEADERS
+ * frame, hands other header blocks to Go. Returns 1 to stop the walk
+ * (no whole frame header left, or the socket is gone). */
+static long h2_frame(u64 i, void *ctx)
+{
+	struct frame_walk *w = ctx;
+	u64 off = w->off;
+	if (off + 9 > w->len)
+		return 1;
+	u8 h[9];
+	if (bpf_probe_read_user(h, sizeof(h), (void *)(w->buf + off)))
+		return 1;
+	u64 len = ((u64)h[0] << 16) | ((u64)h[1] << 8) | h[2];
+	u32 stream = (((u32)h[5] << 24) | ((u32)h[6] << 16) | ((u32)h[7] << 8) | h[8]) & 0x7fffffff;
+	u64 have = w->len - off; /* the frame's bytes in this read */
+	if (have > 9 + len)
+		have = 9 + len;
+	struct sock_info *s = bpf_map_lookup_elem(&sockets, &w->k);
+	if (!s)
+		return 1;
+	if (h[3] == H2_HEADERS && stream > s->h2_stream) {
+		s->h2_stream = stream;
+		op_begin(s, w->k.tgid, w->tid, w->k.fd, OP_H2_STREAM, w->buf + off, (s64)have, 0, 0);
+	} else if (h[3] == H2_HEADERS || h[3] == H2_CONTINUATION) {
+		emit_op_data(w->k.tgid, w->tid, s->op_id, w->k.fd, DATA_H2_HEADERS, w->buf + off, (s64)have);
+	}
+	w->off = off + 9 + len;
+	return 0;
+}
+
+/* One frame of a WebSocket read (RFC 6455 §5.2: 2 bytes, a 16- or 64-bit
+ * length, a 4-byte mask key from clients): a text or binary frame begins
+ * a message, an op; continuations and control frames (ping, pong, close)
+ * are more of the current one. Returns 1 to stop the walk. */
+static long ws_frame(u64 i, void *ctx)
+{
+	struct frame_walk *w = ctx;
+	u64 off = w->off;
+	if (off + 2 > w->len)
+		return 1;
+	u8 h[14] = {};
+	/* 14 bytes: the longest header; near the end of the buffer's
+	 * mapping only 2 may be readable, enough for a short header. */
+	int whole = !bpf_probe_read_user(h, sizeof(h), (void *)(w->buf + off));
+	if (!whole && bpf_probe_read_user(h, 2, (void *)(w->buf + off)))
+		return 1;
+	u64 len = h[1] & 0x7f, hl = 2;
+	if (len == 126) {
+		len = ((u64)h[2] << 8) | h[3];
+		hl = 4;
+	} else if (len == 127) {
+		len = ((u64)h[2] << 56) | ((u64)h[3] << 48) | ((u64)h[4] << 40) | ((u64)h[5] << 32) |
+		      ((u64)h[6] << 24) | ((u64)h[7] << 16) | ((u64)h[8] << 8) | h[9];
+		hl = 10;
+	}
+	if (h[1] & 0x80)
+		hl += 4;
+	if (off + hl > w->len || len > WS_MAX_LEN || (!whole && hl > 2))
+		return 1;
+	u8 opcode = h[0] & 0x0f;
+	if (opcode == WS_TEXT || opcode == WS_BINARY) {
+		struct sock_info *s = bpf_map_lookup_elem(&sockets, &w->k);
+		if (!s)
+			return 1;
+		u64 have = w->len - off;
+		if (have > hl + len)
+			have = hl + len;
+		op_begin(s, w->k.tgid, w->tid, w->k.fd, OP_WS_MESSAGE, w->buf + off, (s64)have, 0, 0);
+	}
+	w->off = off + hl + len;
+	return 0;
+}
+
+/* A read of len bytes at buf on an HTTP/2 or WebSocket socket: walks its
+ * frames from the first whole one; what runs next is the socket's op (the
+ * last one a frame began). Returns 0. */
+static __always_inline int frames_read(struct sock_info *s, struct sock_key *k, u32 tid, u64 buf, u64 len)
+{
+	if (s->flags & SF_FRAMES_LOST)
+		goto out;
+	if (s->frame_skip >= len) {
+		s->frame_skip -= len; /* all of it inside one frame */
+		goto out;
+	}
+	struct frame_walk w = { .buf = buf, .len = len, .off = s->frame_skip, .k = *k, .tid = tid };
+	if (s->flags & SF_WS)
+		bpf_loop(MAX_FRAMES, ws_frame, &w, 0);
+	else
+		bpf_loop(MAX_FRAMES, h2_frame, &w, 0);
+	s = bpf_map_lookup_elem(&sockets, k);
+	if (!s)
+		return 0;
+	if (w.off >= len) {
+		s->frame_skip = w.off - len;
+	} else {
+		/* A frame header split across reads, or more frames than
+		 * one walk follows: the boundaries are lost. */
+		s->flags |= SF_FRAMES_LOST;
+		stat_inc(ST_FRAMES_LOST);
+	}
+out:
+	if (s->op_id)
+		set_thread(k->tgid, tid, TM_OP, s->op_id);
+	return 0;
+}
+
+/* How many of a read's ret bytes its first buffer holds: all of a plain
+ * read's; for readv/recvmsg, at most the first iovec's length (read from
+ * user memory: call it only when the bytes are needed). */
+static __always_inline s64 first_got(struct pending *p, s64 ret)
+{
+	if ((u32)p->args[2] == IO_PLAIN)
+		return ret;
+	s64 n = first_len(p->args[1], (u32)p->args[2]);
+	return n < ret ? n : ret;
+}
+
 /* A read of ret bytes finished: switch to the socket's op, or start one
  * when the bytes begin a request. */
 static __always_inline int read_done(struct tp_sys_exit *ctx)
@@ -414,13 +606,20 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 	}
 	if (s && (s->flags & SF_TLS))
 		bpf_map_update_elem(&tls_reads, &tid, &fd, BPF_ANY);
+	u64 buf = first_buffer(p.args[1], (u32)p.args[2]);
+	if (s && (s->flags & (SF_H2 | SF_WS)))
+		return buf ? frames_read(s, &k, tid, buf, (u64)first_got(&p, ctx->ret)) : 0;
 	/* A served socket, or an fd we do not know yet (a connection
 	 * accepted before attach): look at the first bytes. */
 	if (s && s->op_id && !(s->flags & SF_RESPONDED)) {
 		set_thread(tgid, tid, TM_OP, s->op_id); /* more of the same request */
+		/* ...unless it starts with another request: pipelined. */
+		u64 w = 0;
+		if (s->role == SOCK_SERVER && !(s->flags & SF_TLS) && buf && ctx->ret >= 8 &&
+		    !bpf_probe_read_user(&w, sizeof(w), (void *)buf) && looks_like_request(w))
+			emit_op_data(tgid, tid, s->op_id, fd, DATA_REQUESTS, buf, first_got(&p, ctx->ret));
 		return 0;
 	}
-	u64 buf = first_buffer(p.args[1], (u32)p.args[2]);
 	u64 head = 0, pre = 0;
 	u32 pre_len = 0;
 	if (s && s->pre_len) {
@@ -447,6 +646,21 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 	if (pre_len) {
 		/* pre_len bytes read before, then this read's. */
 		head = pre | (head << (8 * pre_len));
+	}
+	if (STARTS(head, "PRI * HT", 8) && !pre_len && (!s || (s->role == SOCK_SERVER && !(s->flags & SF_STARTED)))) {
+		/* The HTTP/2 connection preface: its streams are ops. */
+		if (!s) {
+			struct sock_info fresh = { .role = SOCK_SERVER };
+			if (bpf_map_update_elem(&sockets, &k, &fresh, BPF_NOEXIST) == -E2BIG)
+				stat_inc(ST_SOCK_OVERFLOW);
+			s = bpf_map_lookup_elem(&sockets, &k);
+			if (!s)
+				return 0;
+		}
+		s->flags |= SF_H2 | SF_STARTED;
+		s->frame_skip = H2_PREFACE_LEN;
+		s->h2_stream = 0;
+		return frames_read(s, &k, tid, buf, (u64)first_got(&p, ctx->ret));
 	}
 	if (!looks_like_request(head)) {
 		/* A TLS record: handshake (0x16 0x03) on a served socket, or
@@ -489,7 +703,14 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		if (!s)
 			return 0;
 	}
-	return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret, pre, pre_len);
+	op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret, pre, pre_len);
+	/* More than OP_BEGIN carries: the rest may hold pipelined requests. */
+	if (ctx->ret > OP_DATA_LEN - 8 && s->op_id) {
+		s64 got = first_got(&p, ctx->ret);
+		if (got > OP_DATA_LEN - 8)
+			emit_op_data(tgid, tid, s->op_id, fd, DATA_REST, buf + OP_DATA_LEN - 8, got - (OP_DATA_LEN - 8));
+	}
+	return 0;
 
 not_request:
 	if (s && s->op_id)
@@ -544,14 +765,28 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 	if (s->role == SOCK_SERVER) {
 		if (!s->op_id)
 			return 0;
-		/* An interim 1xx (100 Continue) is not the response: the body
-		 * still comes, in the same op. */
-		u64 wb = first_buffer(ctx->args[1], kind);
-		u64 status = 0;
-		/* bytes 2..9 of "HTTP/1.x 1xx": "TP/1.x 1", x masked */
-		if (!wb || bpf_probe_read_user(&status, sizeof(status), (void *)(wb + 2)) ||
-		    (status & 0xffff00ffffffffffULL) != 0x3120002e312f5054ULL)
-			s->flags |= SF_RESPONDED;
+		if (!(s->flags & (SF_H2 | SF_WS))) {
+			/* The first 16 bytes: "HTTP/1.x NNN ..." starts a response.
+			 * An interim 1xx (100 Continue) is not the response: the
+			 * body still comes, in the same op. 101 Switching Protocols
+			 * is not either: the upgrade's op lasts until the first
+			 * message. */
+			u64 wb = first_buffer(ctx->args[1], kind);
+			u64 w[2] = {};
+			int resp = wb && !bpf_probe_read_user(w, sizeof(w), (void *)wb) &&
+				   STARTS(w[0], "HTTP/1.", 7) && (w[1] & 0xff) == ' ';
+			int interim = resp && ((w[1] >> 8) & 0xff) == '1';
+			/* A second response with no request read since: the next
+			 * pipelined request's, which Go names from its queue. */
+			if (resp && !interim && (s->flags & SF_RESPONDED))
+				op_begin(s, tgid, tid, fd, OP_HTTP_PIPELINED, 0, 0, 0, 0);
+			if (!interim)
+				s->flags |= SF_RESPONDED;
+			else if (STARTS(w[1], " 101", 4)) {
+				s->flags |= SF_WS; /* reads are WebSocket frames from now on */
+				s->frame_skip = 0;
+			}
+		}
 		set_thread(tgid, tid, TM_OP, s->op_id);
 		/* Remember the served fd so the exit releases the thread. */
 		struct pending p = { .args = { fd, 0, 0 } };

@@ -2,7 +2,8 @@
 /*
  * Uprobes, attached for the target pids only (each hit is a trap: 7 µs
  * for an entry, 11 µs with the return, measured on the development VM):
- * --tls (llhttp_execute: requests on TLS sockets), --exact-external
+ * --tls (llhttp_execute in a Node binary, or OpenSSL's SSL_read/SSL_read_ex
+ * in the libssl a process maps: requests on TLS sockets), --exact-external
  * (Node's ArrayBuffer allocator), --native-heap (libc's malloc family),
  * and runtime heap sampling (V8's SamplingHeapProfiler, Go's memory
  * profiler: rare hits, one per sample). The programs read registers
@@ -68,16 +69,11 @@ struct {
 	__type(value, s64);
 } ab_live SEC(".maps");
 
-/* llhttp_execute(parser, data, len) in the target's node binary (--tls):
- * the cleartext of a request read on a TLS socket, which the syscalls only
- * see encrypted. Attached for the target's pid only: each call traps. */
-SEC("uprobe.multi")
-int on_llhttp_execute(struct pt_regs *ctx)
+/* The cleartext of len bytes at data, read from the TLS socket the thread
+ * read last (tls_reads): starts an op when it begins a request, as a read
+ * of the same bytes would on a plain socket. Returns 0. */
+static __always_inline int tls_cleartext(u32 tgid, u32 tid, u64 data, s64 len)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	u32 tgid = id >> 32, tid = (u32)id;
-	if (!current_target(tgid))
-		return 0;
 	s32 *fd = bpf_map_lookup_elem(&tls_reads, &tid);
 	if (!fd)
 		return 0;
@@ -89,12 +85,84 @@ int on_llhttp_execute(struct pt_regs *ctx)
 		set_thread(tgid, tid, TM_OP, s->op_id);
 		return 0;
 	}
-	u64 data = PT_REGS_PARM2(ctx);
-	s64 len = (s64)PT_REGS_PARM3(ctx);
 	u64 head = 0;
 	if (len < 8 || bpf_probe_read_user(&head, sizeof(head), (void *)data) || !looks_like_request(head))
 		return 0;
-	return op_begin(s, tgid, tid, k.fd, OP_HTTP_SERVER, data, len, 0, 0);
+	op_begin(s, tgid, tid, k.fd, OP_HTTP_SERVER, data, len, 0, 0);
+	if (len > OP_DATA_LEN - 8 && s->op_id)
+		emit_op_data(tgid, tid, s->op_id, k.fd, DATA_REST, data + OP_DATA_LEN - 8, len - (OP_DATA_LEN - 8));
+	return 0;
+}
+
+/* llhttp_execute(parser, data, len) in the target's node binary (--tls):
+ * the cleartext of a request read on a TLS socket, which the syscalls only
+ * see encrypted. Attached for the target's pid only: each call traps. */
+SEC("uprobe.multi")
+int on_llhttp_execute(struct pt_regs *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (!current_target(tgid))
+		return 0;
+	return tls_cleartext(tgid, tid, PT_REGS_PARM2(ctx), (s64)PT_REGS_PARM3(ctx));
+}
+
+/* --tls on a process that maps OpenSSL's libssl (Python, Ruby, nginx…):
+ * SSL_read(ssl, buf, num) returns the bytes read; SSL_read_ex(ssl, buf,
+ * num, &readbytes) returns 1 and stores them. The entry saves buf (and
+ * &readbytes), the return hands the cleartext over. Two traps per call;
+ * attached for the target's pid only. */
+struct ssl_read_args {
+	u64 buf;
+	u64 readbytes; /* SSL_read_ex's size_t *, 0 for SSL_read */
+};
+
+/* tid -> the SSL_read(_ex) in flight. 16384: as `thread_states`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, struct ssl_read_args);
+} ssl_reads SEC(".maps");
+
+static __always_inline int ssl_read_enter(u64 buf, u64 readbytes)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!current_target(id >> 32))
+		return 0;
+	u32 tid = (u32)id;
+	struct ssl_read_args a = { .buf = buf, .readbytes = readbytes };
+	if (bpf_map_update_elem(&ssl_reads, &tid, &a, BPF_ANY))
+		stat_inc(ST_PENDING_OVERFLOW);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int on_ssl_read(struct pt_regs *ctx) { return ssl_read_enter(PT_REGS_PARM2(ctx), 0); }
+
+SEC("uprobe.multi")
+int on_ssl_read_ex(struct pt_regs *ctx) { return ssl_read_enter(PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx)); }
+
+SEC("uretprobe.multi")
+int on_ssl_read_return(struct pt_regs *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, tid = (u32)id;
+	struct ssl_read_args *a = bpf_map_lookup_elem(&ssl_reads, &tid);
+	if (!a)
+		return 0;
+	struct ssl_read_args args = *a;
+	bpf_map_delete_elem(&ssl_reads, &tid);
+	s64 n = (s32)PT_REGS_RC(ctx);
+	if (args.readbytes) {
+		u64 got = 0;
+		if (n != 1 || bpf_probe_read_user(&got, sizeof(got), (void *)args.readbytes))
+			return 0;
+		n = (s64)got;
+	}
+	if (n <= 0)
+		return 0;
+	return tls_cleartext(tgid, tid, args.buf, n);
 }
 
 /*

@@ -7,6 +7,9 @@
 //	  - name: gun_sync
 //	    outbound: { port: 8765 }   # a cycle = calls with gaps shorter than cycle_gap
 //	    cycle_gap: 5s
+//	  - name: peer_sync           # a WebSocket route: each message is an op...
+//	    http: { path_prefix: /gun }
+//	    cycle_gap: 1s             # ...unless grouped into bursts (gaps < 1s)
 //	  - name: other               # no matcher: catches every op left
 //
 // Rules are tried in order; the first match wins. An op no rule matches is
@@ -37,8 +40,9 @@ type Category struct {
 	Name     string
 	HTTP     *HTTPMatch     // served requests
 	Outbound *OutboundMatch // outbound calls
-	// CycleGap groups outbound calls of this category whose gaps are
-	// shorter than it into one cycle, counted as one op.
+	// CycleGap groups ops of this category whose gaps are shorter than it
+	// into one cycle, counted as one op: outbound calls (a sync cycle), or
+	// served ops (a burst of a WebSocket peer's messages).
 	CycleGap time.Duration
 	Line     int // where the rule starts in its file
 }
@@ -187,8 +191,8 @@ func parseCategory(n *yaml.Node, fail failFunc) (Category, error) {
 		return c, fail(n, "category without a 'name'")
 	case c.HTTP != nil && c.Outbound != nil:
 		return c, fail(n, "category %q has both 'http' and 'outbound': use two categories", c.Name)
-	case c.CycleGap > 0 && c.Outbound == nil:
-		return c, fail(n, "category %q has cycle_gap but no 'outbound' matcher: cycles group outbound calls", c.Name)
+	case c.CycleGap > 0 && c.Outbound == nil && c.HTTP == nil:
+		return c, fail(n, "category %q has cycle_gap but no 'outbound' or 'http' matcher: cycles group outbound calls, or served ops such as a WebSocket connection's messages", c.Name)
 	}
 	return c, nil
 }

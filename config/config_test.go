@@ -31,7 +31,7 @@ func TestParseExample(t *testing.T) {
 func TestErrorsNameFileAndLine(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"categories:\n  - name: a\n    http: { path_prefix: api }\n", "c.yaml:3: path_prefix must start with '/'"},
-		{"categories:\n  - name: a\n    cycle_gap: 5s\n    http: {}\n", "c.yaml:2: category \"a\" has cycle_gap but no 'outbound'"},
+		{"categories:\n  - name: a\n    cycle_gap: 5s\n", "c.yaml:2: category \"a\" has cycle_gap but no 'outbound' or 'http'"},
 		{"categories:\n  - http: {}\n", "c.yaml:2: category without a 'name'"},
 		{"categories:\n  - name: a\n    outbound: { port: 70000 }\n", "c.yaml:3: port must be a number"},
 		{"categories:\n  - name: a\n    outbound: { host: es.local }\n", "c.yaml:3: host must be an IP address"},

@@ -53,7 +53,9 @@ const (
 	OpOutbound   OpKind = 2 // a call written on a client socket by an idle thread
 )
 
-// OpBegin says an operation began. Its request line is parsed and its
+// OpBegin says an operation began: a served request (HTTP/1.x, each
+// pipelined request its own; an HTTP/2 stream; a gRPC call) or an
+// outbound call. Its request line is parsed and its
 // query values redacted before it leaves the tracer; nothing else of the
 // bytes on the wire is kept.
 type OpBegin struct {
@@ -71,6 +73,11 @@ type OpBegin struct {
 	Path      string
 	Query     string
 	Truncated bool
+	// Proto is "h2" for an HTTP/2 stream, "ws" for a WebSocket message
+	// (Method and Path: its connection's upgrade request), "" for HTTP/1.x.
+	Proto string
+	// GRPC is set for a gRPC call: Path is /package.Service/Method.
+	GRPC bool
 }
 
 // OpEndReason says why an operation ended.
@@ -305,6 +312,10 @@ type Stats struct {
 	// their op, totals stay exact.
 	OutstandingOverflow uint64
 	UnmapSplit          uint64 // unmaps that crossed more mappings than one pass follows
+	// FramesLost counts HTTP/2 and WebSocket connections whose frame
+	// boundaries the kernel lost (a frame header split across reads): no
+	// more ops begin on them.
+	FramesLost uint64
 }
 
 // ProcessMemory is one traced process's resident memory as the kernel last

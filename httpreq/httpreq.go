@@ -1,7 +1,22 @@
-// Package httpreq parses the first bytes of an HTTP/1.x request, as the
-// kernel hands them over: the request line only. Headers and bodies are
-// never looked at, and query-string values are dropped here, before any
-// log, report or recording can see them.
+// Package httpreq names served requests from the bytes the kernel hands
+// over, and drops query-string values before any log, report or
+// recording can see them.
+//
+//   - Parse: an HTTP/1.x request line.
+//   - Pipeline: the pipelined requests of one HTTP/1.1 connection, split
+//     by header block and Content-Length, named in order as their
+//     responses start.
+//   - H2Conn: the streams of one HTTP/2 connection, from its HEADERS
+//     frames through an HPACK decoder (golang.org/x/net/http2/hpack) that
+//     follows the client's dynamic table; gRPC calls named by
+//     service/method.
+//   - Message: a client's WebSocket message, named after the request that
+//     upgraded its connection.
+//   - Conns: that state for every served connection, keyed by process
+//     and fd, bounded.
+//
+// Header values other than the pseudo-headers and content-type are never
+// kept, nor are bodies.
 package httpreq
 
 import (
@@ -20,6 +35,12 @@ type Request struct {
 	Query string
 	// Truncated is set when the target did not end within the bytes seen.
 	Truncated bool
+	// Proto is "h2" for an HTTP/2 stream, "ws" for a WebSocket message
+	// (named by its connection's upgrade request), "" for HTTP/1.x.
+	Proto string
+	// GRPC is set for a gRPC call (HTTP/2, content-type application/grpc):
+	// Path is then /package.Service/Method.
+	GRPC bool
 }
 
 // Sentinel errors of Parse.

@@ -19,7 +19,7 @@ const noTime = math.MinInt64
 // rest.
 const (
 	countersFields = 15
-	statsFields    = 11
+	statsFields    = 12
 )
 
 // Address families of an encoded netip.AddrPort.
@@ -33,6 +33,9 @@ const (
 const (
 	beginHTTP      = 1 << 0
 	beginTruncated = 1 << 1
+	beginH2        = 1 << 2 // an HTTP/2 stream
+	beginGRPC      = 1 << 3 // a gRPC call
+	beginWS        = 1 << 4 // a WebSocket message
 	endHasFinal    = 1 << 0
 	endFinal       = 1 << 1 // Final's counters follow
 	exitGroupDead  = 1 << 0
@@ -112,6 +115,15 @@ func (e *encoder) appendEvent(b []byte, ev event.Event) (byte, []byte, error) {
 		}
 		if ev.Truncated {
 			flags |= beginTruncated
+		}
+		switch ev.Proto {
+		case "h2":
+			flags |= beginH2
+		case "ws":
+			flags |= beginWS
+		}
+		if ev.GRPC {
+			flags |= beginGRPC
 		}
 		b = append(b, flags)
 		b = appendString(b, ev.Method)
@@ -277,7 +289,7 @@ func (e *encoder) appendSnapshot(b []byte, s *event.Snapshot) ([]byte, error) {
 	for _, v := range [statsFields]uint64{
 		st.LostEvents, st.DecodeErrors, st.BucketOverflow, st.MMOverflow, st.TargetOverflow,
 		st.PendingOverflow, st.SocketOverflow, st.ThreadOverflow, st.RegionOverflow,
-		st.OutstandingOverflow, st.UnmapSplit,
+		st.OutstandingOverflow, st.UnmapSplit, st.FramesLost,
 	} {
 		b = binary.AppendUvarint(b, v)
 	}
@@ -486,7 +498,13 @@ func (e *eventDecoder) decode(kind byte, payload []byte) (event.Event, error) {
 		o.FD = d.i32("fd")
 		o.Dest = addrPort(d)
 		flags := d.byte()
-		o.HTTP, o.Truncated = flags&beginHTTP != 0, flags&beginTruncated != 0
+		o.HTTP, o.Truncated, o.GRPC = flags&beginHTTP != 0, flags&beginTruncated != 0, flags&beginGRPC != 0
+		switch {
+		case flags&beginH2 != 0:
+			o.Proto = "h2"
+		case flags&beginWS != 0:
+			o.Proto = "ws"
+		}
 		o.Method = d.string()
 		o.Path = d.string()
 		o.Query = d.string()
@@ -625,7 +643,7 @@ func (e *eventDecoder) snapshot(d *decoder) *event.Snapshot {
 	dst := [statsFields]*uint64{
 		&st.LostEvents, &st.DecodeErrors, &st.BucketOverflow, &st.MMOverflow, &st.TargetOverflow,
 		&st.PendingOverflow, &st.SocketOverflow, &st.ThreadOverflow, &st.RegionOverflow,
-		&st.OutstandingOverflow, &st.UnmapSplit,
+		&st.OutstandingOverflow, &st.UnmapSplit, &st.FramesLost,
 	}
 	n := d.count(1)
 	for i := range n {

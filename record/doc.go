@@ -98,7 +98,9 @@
 //	exec      header, filename string
 //	exit      header, exit_code varint, flags byte (bit 0: group_dead), comm string
 //	op-begin  header, op_id uvarint, kind uvarint, fd varint, dest addrport,
-//	          flags byte (bit 0: http, bit 1: truncated), method string,
+//	          flags byte (bit 0: http, bit 1: truncated, bit 2: HTTP/2
+//	          stream, bit 3: gRPC call, bit 4: WebSocket message),
+//	          method string,
 //	          path string, query string
 //	op-end    header, op_id uvarint, fd varint, reason uvarint,
 //	          flags byte (bit 0: has_final, bit 1: final counters follow),
@@ -135,8 +137,8 @@
 //	stats     n uvarint, n uvarints: lost_events, decode_errors,
 //	          bucket_overflow, mm_overflow, target_overflow, pending_overflow,
 //	          socket_overflow, thread_overflow, region_overflow,
-//	          outstanding_overflow, unmap_split (n = 11 in version 1; same
-//	          rule as counters)
+//	          outstanding_overflow, unmap_split (n = 11 in version 1),
+//	          frames_lost (n = 12 since; same rule as counters)
 //
 // Integers that are 32 bits in package event (pids, tids, kinds, fd, exit
 // code) must fit them. A reader ignores bytes after the fields it knows at

@@ -76,7 +76,7 @@ func everyEvent() []event.Event {
 		Total:     91 << 20,
 		Peak:      102 << 20,
 		Stats: event.Stats{LostEvents: 1, DecodeErrors: 2, BucketOverflow: 3, MMOverflow: 4, TargetOverflow: 5,
-			PendingOverflow: 6, SocketOverflow: 7, ThreadOverflow: 8, RegionOverflow: 9, OutstandingOverflow: 10, UnmapSplit: 11},
+			PendingOverflow: 6, SocketOverflow: 7, ThreadOverflow: 8, RegionOverflow: 9, OutstandingOverflow: 10, UnmapSplit: 11, FramesLost: 12},
 	}
 	// The same buckets a second later, one of them changed: both bucket
 	// modes.
@@ -93,6 +93,7 @@ func everyEvent() []event.Event {
 			Header: h(4, 4243), OpID: 1 << 40, Kind: event.OpOutbound, FD: 17,
 			Dest: netip.MustParseAddrPort("10.1.2.3:5432"),
 			HTTP: true, Method: "POST", Path: "/api/v1/orders", Query: "id=*&token=*", Truncated: true,
+			Proto: "h2", GRPC: true,
 		},
 		&event.OpEnd{Header: h(5, 4243), OpID: 1 << 40, FD: 17, Reason: event.EndClose, HasFinal: true, Final: sampleCounters(3, "worker")},
 		&event.TLSSeen{Header: h(6, 4242)},

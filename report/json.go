@@ -173,6 +173,7 @@ type Health struct {
 	// had no room for: they are not counted at all, so totals stay consistent.
 	OutstandingOverflow uint64 `json:"outstanding_overflow"`
 	UnmapSplit          uint64 `json:"unmap_split"`
+	FramesLost          uint64 `json:"frames_lost"`
 	OpsEvicted          int    `json:"ops_evicted"`
 	HeapSamplesDropped  int    `json:"heap_samples_dropped"` // runtime heap samples not followed (table full)
 }
@@ -325,6 +326,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 		RegionOverflow:      sum.Stats.RegionOverflow,
 		OutstandingOverflow: sum.Stats.OutstandingOverflow,
 		UnmapSplit:          sum.Stats.UnmapSplit,
+		FramesLost:          sum.Stats.FramesLost,
 		OpsEvicted:          sum.OpsEvicted,
 		HeapSamplesDropped:  sum.HeapSamplesDropped,
 	}

@@ -87,6 +87,9 @@ func (l *Log) Final(r *Report, sum *attribution.Summary, why string) {
 	if len(full) > 0 {
 		l.Printf("HEALTH", "bounded tables overflowed: %s", strings.Join(full, "; "))
 	}
+	if h.FramesLost > 0 {
+		l.Printf("HEALTH", "%d HTTP/2 or WebSocket connections lost their frame boundaries (a frame header split across reads): their later streams or messages are not ops", h.FramesLost)
+	}
 }
 
 // Growth logs an op (or cycle) that grew past the threshold.

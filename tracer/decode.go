@@ -31,6 +31,14 @@ const (
 	kindSample  = uint32(memdiagEventKindEV_HEAP_SAMPLE)
 	kindFree    = uint32(memdiagEventKindEV_HEAP_FREE)
 	kindGC      = uint32(memdiagEventKindEV_GC_CYCLE)
+	kindOpData  = uint32(memdiagEventKindEV_OP_DATA)
+)
+
+// Op kinds of the kernel beyond event.OpKind's: served requests all.
+const (
+	opPipelined = uint32(memdiagOpKindOP_HTTP_PIPELINED)
+	opH2Stream  = uint32(memdiagOpKindOP_H2STREAM)
+	opWSMessage = uint32(memdiagOpKindOP_WS_MESSAGE)
 )
 
 // Sizes of the kernel's records, from their Go mirrors.
@@ -44,6 +52,7 @@ var (
 	oomSize   = binary.Size(memdiagOomEvent{})
 	smplSize  = binary.Size(memdiagHeapSampleEvent{})
 	noteSize  = binary.Size(memdiagHeapNoteEvent{})
+	dataSize  = binary.Size(memdiagOpDataEvent{})
 )
 
 // Clock turns the kernel's CLOCK_MONOTONIC nanoseconds into wall time.
@@ -62,12 +71,17 @@ func (c Clock) Wall(ktimeNs uint64) time.Time {
 }
 
 // Decode turns one ring buffer record into an event, redacting query
-// values.
+// values. Ops that need a connection's earlier bytes to be named
+// (pipelined requests, HTTP/2 streams) are named by the tracer, which keeps
+// that state; alone, Decode leaves them unnamed. A record that only feeds
+// that state (EV_OP_DATA) decodes to nil.
 func Decode(raw []byte, clock Clock) (event.Event, error) {
-	return decode(raw, clock, httpreq.Options{})
+	return decode(raw, clock, httpreq.Options{}, nil)
 }
 
-func decode(raw []byte, clock Clock, opts httpreq.Options) (event.Event, error) {
+// decode is Decode with conns, the naming state of served connections
+// (nil: none kept).
+func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns) (event.Event, error) {
 	if len(raw) < hdrSize {
 		return nil, fmt.Errorf("decoding header of %d bytes: %w", len(raw), ErrShort)
 	}
@@ -98,23 +112,38 @@ func decode(raw []byte, clock Clock, opts httpreq.Options) (event.Event, error) 
 		if err := decodeFixed(raw, exitSize, &e, "exit"); err != nil {
 			return nil, err
 		}
+		if e.GroupDead != 0 && conns != nil {
+			conns.Exit(h.Pid)
+		}
 		return &event.Exit{Header: hdr, ExitCode: e.ExitCode, GroupDead: e.GroupDead != 0, Comm: cString(e.Comm[:])}, nil
 	case kindOpBegin:
 		var e memdiagOpBeginEvent
 		if err := decodeFixed(raw, beginSize, &e, "op begin"); err != nil {
 			return nil, err
 		}
-		return opBegin(hdr, &e, opts), nil
+		return opBegin(hdr, &e, opts, conns), nil
 	case kindOpEnd:
 		var e memdiagOpEndEvent
 		if err := decodeFixed(raw, endSize, &e, "op end"); err != nil {
 			return nil, err
 		}
 		end := &event.OpEnd{Header: hdr, OpID: e.OpId, FD: e.Fd, Reason: event.OpEndReason(e.Reason)}
+		if end.Reason == event.EndClose && conns != nil {
+			conns.Close(httpreq.ConnKey{PID: h.Pid, FD: e.Fd})
+		}
 		if e.HasFinal != 0 {
 			end.HasFinal, end.Final = true, counters(&e.Final)
 		}
 		return end, nil
+	case kindOpData:
+		var e memdiagOpDataEvent
+		if err := decodeFixed(raw, dataSize, &e, "op data"); err != nil {
+			return nil, err
+		}
+		if conns != nil {
+			opData(h.Pid, &e, conns)
+		}
+		return nil, nil
 	case kindTLSSeen:
 		return &event.TLSSeen{Header: hdr}, nil
 	case kindOOM:
@@ -150,21 +179,77 @@ const (
 	afInet6 = 10
 )
 
-// opBegin converts an op begin record, parsing its request line; the raw
-// bytes go no further.
-func opBegin(hdr event.Header, e *memdiagOpBeginEvent, opts httpreq.Options) *event.OpBegin {
+// opBegin converts an op begin record, parsing its request line (HTTP/1.x),
+// its HEADERS frame (HTTP/2) or taking the next pipelined request of its
+// connection; the raw bytes go no further.
+func opBegin(hdr event.Header, e *memdiagOpBeginEvent, opts httpreq.Options, conns *httpreq.Conns) *event.OpBegin {
 	ob := &event.OpBegin{Header: hdr, OpID: e.OpId, Kind: event.OpKind(e.OpKind), FD: e.Fd}
+	n := min(int(e.DataLen), len(e.Data))
+	key := httpreq.ConnKey{PID: hdr.PID, FD: e.Fd}
+	var (
+		r   httpreq.Request
+		err error
+	)
+	switch {
+	case e.OpKind == opPipelined:
+		ob.Kind = event.OpHTTPServer
+		if conns == nil {
+			return ob
+		}
+		var ok bool
+		if r, ok = conns.Pipelined(key); !ok {
+			return ob // a response memdiag knows no request for: unknown
+		}
+	case e.OpKind == opH2Stream:
+		ob.Kind = event.OpHTTPServer
+		if conns == nil {
+			return ob
+		}
+		if r, err = conns.Stream(key, e.Data[:n]); err != nil {
+			return ob
+		}
+	case e.OpKind == opWSMessage:
+		ob.Kind = event.OpHTTPServer
+		if conns == nil {
+			return ob
+		}
+		if r, err = conns.Message(key, e.Data[:n]); err != nil {
+			return ob
+		}
+	case e.OpKind == uint32(event.OpHTTPServer) && conns != nil:
+		if r, err = conns.Begin(key, e.Data[:n]); err != nil {
+			return ob
+		}
+	default:
+		if r, err = httpreq.Parse(e.Data[:n], opts); err != nil {
+			r = httpreq.Request{}
+		}
+	}
+	if r.Method != "" {
+		ob.HTTP, ob.Method, ob.Path, ob.Query, ob.Truncated = true, r.Method, r.Path, r.Query, r.Truncated
+		ob.Proto, ob.GRPC = r.Proto, r.GRPC
+	}
 	switch e.Family {
 	case afInet:
 		ob.Dest = netip.AddrPortFrom(netip.AddrFrom4([4]byte(e.Addr[:4])), e.Port)
 	case afInet6:
 		ob.Dest = netip.AddrPortFrom(netip.AddrFrom16(e.Addr).Unmap(), e.Port)
 	}
-	n := min(int(e.DataLen), len(e.Data))
-	if r, err := httpreq.Parse(e.Data[:n], opts); err == nil {
-		ob.HTTP, ob.Method, ob.Path, ob.Query, ob.Truncated = true, r.Method, r.Path, r.Query, r.Truncated
-	}
 	return ob
+}
+
+// opData feeds an EV_OP_DATA record to its connection's naming state.
+func opData(pid uint32, e *memdiagOpDataEvent, conns *httpreq.Conns) {
+	key := httpreq.ConnKey{PID: pid, FD: e.Fd}
+	data := e.Data[:min(int(e.DataLen), len(e.Data))]
+	switch e.What {
+	case uint32(memdiagOpDataWhatDATA_REST):
+		conns.More(key, data)
+	case uint32(memdiagOpDataWhatDATA_REQUESTS):
+		conns.Requests(key, data)
+	case uint32(memdiagOpDataWhatDATA_H2HEADERS):
+		conns.Headers(key, data)
+	}
 }
 
 // decodeFixed decodes raw into out after checking it holds size bytes.

@@ -165,7 +165,7 @@ func TestDecodeEveryKind(t *testing.T) {
 // the values it redacts by default.
 func TestDecodeKeepQueryValues(t *testing.T) {
 	raw := opBeginBytes(1, 100, 100, 1, uint32(event.OpHTTPServer), 3, 0, 0, [16]byte{}, "GET /a?b=c HTTP/1.1\r\n")
-	ev, err := decode(raw, testClock, httpreq.Options{KeepQueryValues: true})
+	ev, err := decode(raw, testClock, httpreq.Options{KeepQueryValues: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

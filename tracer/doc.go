@@ -5,7 +5,11 @@
 // snapshots the counters the kernel aggregates, and detaches.
 //
 // It decodes kernel bytes into the plain values of package event and knows
-// nothing about operations or categories.
+// nothing about operations or categories. One piece of state is kept
+// across records, by the reader alone: each served connection's naming
+// state (httpreq.Conns), because a pipelined request, an HTTP/2 stream and
+// a WebSocket message are named from bytes of earlier records of the same
+// connection (EV_OP_DATA records feed it and decode to nothing).
 //
 // Shutdown order: Stop detaches every link so no new charges or records
 // appear and drains the ring buffer into the events channel; the caller takes

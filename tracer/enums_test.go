@@ -41,9 +41,9 @@ func TestEnumsMatchEvent(t *testing.T) {
 		}
 	}
 	// Every slot the kernel counts in fits the stats map, and Stats reads
-	// each one (the last is ST_UNMAP_SPLIT).
-	if statUnmapSplit >= uint32(memdiagStatIndexST_MAX) {
-		t.Errorf("stat slot %d outside ST_MAX %d", statUnmapSplit, memdiagStatIndexST_MAX)
+	// each one (the last is ST_FRAMES_LOST).
+	if statFramesLost >= uint32(memdiagStatIndexST_MAX) {
+		t.Errorf("stat slot %d outside ST_MAX %d", statFramesLost, memdiagStatIndexST_MAX)
 	}
 	// The Go mirror of a bucket's RSS array is as long as the kernel's enum.
 	if n := len(memdiagCounters{}.Rss); n != int(memdiagRssMemberRSS_MEMBERS) {

@@ -87,6 +87,7 @@ const (
 	memdiagEventKindEV_HEAP_SAMPLE memdiagEventKind = 8
 	memdiagEventKindEV_HEAP_FREE   memdiagEventKind = 9
 	memdiagEventKindEV_GC_CYCLE    memdiagEventKind = 10
+	memdiagEventKindEV_OP_DATA     memdiagEventKind = 11
 )
 
 type memdiagExecEvent struct {
@@ -193,6 +194,25 @@ type memdiagOpBeginEvent struct {
 	Data    [256]uint8
 }
 
+type memdiagOpDataEvent struct {
+	_       structs.HostLayout
+	Hdr     memdiagEventHdr
+	OpId    uint64
+	Fd      int32
+	What    uint32
+	DataLen uint32
+	Pad     uint32
+	Data    [2048]uint8
+}
+
+type memdiagOpDataWhat uint32
+
+const (
+	memdiagOpDataWhatDATA_REST      memdiagOpDataWhat = 1
+	memdiagOpDataWhatDATA_REQUESTS  memdiagOpDataWhat = 2
+	memdiagOpDataWhatDATA_H2HEADERS memdiagOpDataWhat = 3
+)
+
 type memdiagOpEndEvent struct {
 	_        structs.HostLayout
 	Hdr      memdiagEventHdr
@@ -214,8 +234,11 @@ const (
 type memdiagOpKind uint32
 
 const (
-	memdiagOpKindOP_HTTP_SERVER memdiagOpKind = 1
-	memdiagOpKindOP_OUTBOUND    memdiagOpKind = 2
+	memdiagOpKindOP_HTTP_SERVER    memdiagOpKind = 1
+	memdiagOpKindOP_OUTBOUND       memdiagOpKind = 2
+	memdiagOpKindOP_HTTP_PIPELINED memdiagOpKind = 3
+	memdiagOpKindOP_H2STREAM       memdiagOpKind = 4
+	memdiagOpKindOP_WS_MESSAGE     memdiagOpKind = 5
 )
 
 type memdiagPending struct {
@@ -283,16 +306,18 @@ const (
 )
 
 type memdiagSockInfo struct {
-	_      structs.HostLayout
-	OpId   uint64
-	Role   uint32
-	Flags  uint32
-	Family uint16
-	Port   uint16
-	PreLen uint8
-	Pad    [3]uint8
-	Addr   [16]uint8
-	Pre    uint64
+	_         structs.HostLayout
+	OpId      uint64
+	Role      uint32
+	Flags     uint32
+	Family    uint16
+	Port      uint16
+	PreLen    uint8
+	Pad       [3]uint8
+	Addr      [16]uint8
+	Pre       uint64
+	H2Stream  uint32
+	FrameSkip uint32
 }
 
 type memdiagSockKey struct {
@@ -308,6 +333,12 @@ const (
 	memdiagSockRoleSOCK_CLIENT  memdiagSockRole = 2
 	memdiagSockRoleSOCK_IGNORED memdiagSockRole = 3
 )
+
+type memdiagSslReadArgs struct {
+	_         structs.HostLayout
+	Buf       uint64
+	Readbytes uint64
+}
 
 type memdiagStackGrowth struct {
 	_       structs.HostLayout
@@ -334,6 +365,7 @@ const (
 	memdiagStatIndexST_REGION_OVERFLOW      memdiagStatIndex = 7
 	memdiagStatIndexST_OUTSTANDING_OVERFLOW memdiagStatIndex = 8
 	memdiagStatIndexST_UNMAP_SPLIT          memdiagStatIndex = 9
+	memdiagStatIndexST_FRAMES_LOST          memdiagStatIndex = 10
 	memdiagStatIndexST_MAX                  memdiagStatIndex = 16
 )
 
@@ -398,6 +430,7 @@ const (
 	memdiagMapReleasing             = "releasing"
 	memdiagMapSampleAcc             = "sample_acc"
 	memdiagMapSockets               = "sockets"
+	memdiagMapSslReads              = "ssl_reads"
 	memdiagMapStackGrowths          = "stack_growths"
 	memdiagMapStacks                = "stacks"
 	memdiagMapStats                 = "stats"
@@ -467,6 +500,9 @@ const (
 	memdiagProgOnRealloc            = "on_realloc"
 	memdiagProgOnRename             = "on_rename"
 	memdiagProgOnRssStat            = "on_rss_stat"
+	memdiagProgOnSslRead            = "on_ssl_read"
+	memdiagProgOnSslReadEx          = "on_ssl_read_ex"
+	memdiagProgOnSslReadReturn      = "on_ssl_read_return"
 	memdiagProgOnV8Sample           = "on_v8_sample"
 	memdiagVarFollowCgroup          = "follow_cgroup"
 	memdiagVarGoSpecialKindOff      = "go_special_kind_off"
@@ -487,6 +523,8 @@ const (
 	memdiagVarUnusedLibcRange       = "unused_libc_range"
 	memdiagVarUnusedOomEvent        = "unused_oom_event"
 	memdiagVarUnusedOpBeginEvent    = "unused_op_begin_event"
+	memdiagVarUnusedOpDataEvent     = "unused_op_data_event"
+	memdiagVarUnusedOpDataWhat      = "unused_op_data_what"
 	memdiagVarUnusedOpEndEvent      = "unused_op_end_event"
 	memdiagVarUnusedOpEndReason     = "unused_op_end_reason"
 	memdiagVarUnusedOpKind          = "unused_op_kind"
@@ -607,6 +645,9 @@ type memdiagProgramSpecs struct {
 	OnRealloc         *ebpf.ProgramSpec `ebpf:"on_realloc"`
 	OnRename          *ebpf.ProgramSpec `ebpf:"on_rename"`
 	OnRssStat         *ebpf.ProgramSpec `ebpf:"on_rss_stat"`
+	OnSslRead         *ebpf.ProgramSpec `ebpf:"on_ssl_read"`
+	OnSslReadEx       *ebpf.ProgramSpec `ebpf:"on_ssl_read_ex"`
+	OnSslReadReturn   *ebpf.ProgramSpec `ebpf:"on_ssl_read_return"`
 	OnV8Sample        *ebpf.ProgramSpec `ebpf:"on_v8_sample"`
 }
 
@@ -636,6 +677,7 @@ type memdiagMapSpecs struct {
 	Releasing    *ebpf.MapSpec `ebpf:"releasing"`
 	SampleAcc    *ebpf.MapSpec `ebpf:"sample_acc"`
 	Sockets      *ebpf.MapSpec `ebpf:"sockets"`
+	SslReads     *ebpf.MapSpec `ebpf:"ssl_reads"`
 	StackGrowths *ebpf.MapSpec `ebpf:"stack_growths"`
 	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
@@ -671,6 +713,8 @@ type memdiagVariableSpecs struct {
 	UnusedLibcRange       *ebpf.VariableSpec `ebpf:"unused_libc_range"`
 	UnusedOomEvent        *ebpf.VariableSpec `ebpf:"unused_oom_event"`
 	UnusedOpBeginEvent    *ebpf.VariableSpec `ebpf:"unused_op_begin_event"`
+	UnusedOpDataEvent     *ebpf.VariableSpec `ebpf:"unused_op_data_event"`
+	UnusedOpDataWhat      *ebpf.VariableSpec `ebpf:"unused_op_data_what"`
 	UnusedOpEndEvent      *ebpf.VariableSpec `ebpf:"unused_op_end_event"`
 	UnusedOpEndReason     *ebpf.VariableSpec `ebpf:"unused_op_end_reason"`
 	UnusedOpKind          *ebpf.VariableSpec `ebpf:"unused_op_kind"`
@@ -732,6 +776,7 @@ type memdiagMaps struct {
 	Releasing    *ebpf.Map `ebpf:"releasing"`
 	SampleAcc    *ebpf.Map `ebpf:"sample_acc"`
 	Sockets      *ebpf.Map `ebpf:"sockets"`
+	SslReads     *ebpf.Map `ebpf:"ssl_reads"`
 	StackGrowths *ebpf.Map `ebpf:"stack_growths"`
 	Stacks       *ebpf.Map `ebpf:"stacks"`
 	Stats        *ebpf.Map `ebpf:"stats"`
@@ -768,6 +813,7 @@ func (m *memdiagMaps) Close() error {
 		m.Releasing,
 		m.SampleAcc,
 		m.Sockets,
+		m.SslReads,
 		m.StackGrowths,
 		m.Stacks,
 		m.Stats,
@@ -804,6 +850,8 @@ type memdiagVariables struct {
 	UnusedLibcRange       *ebpf.Variable `ebpf:"unused_libc_range"`
 	UnusedOomEvent        *ebpf.Variable `ebpf:"unused_oom_event"`
 	UnusedOpBeginEvent    *ebpf.Variable `ebpf:"unused_op_begin_event"`
+	UnusedOpDataEvent     *ebpf.Variable `ebpf:"unused_op_data_event"`
+	UnusedOpDataWhat      *ebpf.Variable `ebpf:"unused_op_data_what"`
 	UnusedOpEndEvent      *ebpf.Variable `ebpf:"unused_op_end_event"`
 	UnusedOpEndReason     *ebpf.Variable `ebpf:"unused_op_end_reason"`
 	UnusedOpKind          *ebpf.Variable `ebpf:"unused_op_kind"`
@@ -886,6 +934,9 @@ type memdiagPrograms struct {
 	OnRealloc         *ebpf.Program `ebpf:"on_realloc"`
 	OnRename          *ebpf.Program `ebpf:"on_rename"`
 	OnRssStat         *ebpf.Program `ebpf:"on_rss_stat"`
+	OnSslRead         *ebpf.Program `ebpf:"on_ssl_read"`
+	OnSslReadEx       *ebpf.Program `ebpf:"on_ssl_read_ex"`
+	OnSslReadReturn   *ebpf.Program `ebpf:"on_ssl_read_return"`
 	OnV8Sample        *ebpf.Program `ebpf:"on_v8_sample"`
 }
 
@@ -950,6 +1001,9 @@ func (p *memdiagPrograms) Close() error {
 		p.OnRealloc,
 		p.OnRename,
 		p.OnRssStat,
+		p.OnSslRead,
+		p.OnSslReadEx,
+		p.OnSslReadReturn,
 		p.OnV8Sample,
 	)
 }

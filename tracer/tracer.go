@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +70,7 @@ const (
 	statRegionOverflow      = uint32(memdiagStatIndexST_REGION_OVERFLOW)
 	statOutstandingOverflow = uint32(memdiagStatIndexST_OUTSTANDING_OVERFLOW)
 	statUnmapSplit          = uint32(memdiagStatIndexST_UNMAP_SPLIT)
+	statFramesLost          = uint32(memdiagStatIndexST_FRAMES_LOST)
 )
 
 // attachment is one tracepoint and the program that handles it.
@@ -162,6 +166,7 @@ type Tracer struct {
 	events chan event.Event
 	clock  Clock
 	http   httpreq.Options // what request names keep
+	conns  *httpreq.Conns  // naming state of served connections (pipelining, HTTP/2); the reader's own
 	// decodeErrors counts records that did not decode (Stats.DecodeErrors).
 	// Nothing else is ever dropped here: read blocks on a full channel.
 	decodeErrors atomic.Uint64
@@ -230,6 +235,7 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		readerDone: make(chan struct{}),
 		clock:      nowClock(),
 		http:       httpreq.Options{KeepQueryValues: cfg.KeepQueryValues},
+		conns:      httpreq.NewConns(httpreq.Options{KeepQueryValues: cfg.KeepQueryValues}),
 	}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -312,29 +318,88 @@ func (t *Tracer) AddTarget(pid int) error {
 // TLSSymbol is the function of Node.js's HTTP parser that --tls probes.
 const TLSSymbol = "llhttp_execute"
 
-// AttachTLS attaches the uprobe that names HTTPS requests to the binary at
-// path, for process pid only (a uprobe traps on every call, about 20 µs
-// on these VMs, so no other process must pay it). For a running process
-// path is /proc/PID/exe, which also reaches into containers; memdiag run
-// gives the command's binary before the exec, so nothing is missed.
+// AttachTLS attaches the uprobes that name HTTPS requests, for process pid
+// only (a uprobe traps on every call, about 20 µs on these VMs, so no
+// other process must pay it): llhttp_execute when the binary at path has
+// it (Node.js: one hit per chunk parsed), else SSL_read and SSL_read_ex
+// (entry and return) in the OpenSSL libssl the process maps (Python,
+// Ruby, nginx…: two hits per read). For a running process path is
+// /proc/PID/exe, which also reaches into containers; memdiag run gives the
+// command's binary before the exec, so nothing is missed.
 func (t *Tracer) AttachTLS(pid int, path string) error {
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		return fmt.Errorf("--tls: opening %s: %w", path, err)
 	}
 	l, err := ex.UprobeMulti([]string{TLSSymbol}, t.objs.OnLlhttpExecute, &link.UprobeMultiOptions{PID: uint32(pid)})
-	if err != nil {
-		if errors.Is(err, link.ErrNoSymbol) {
-			target, rerr := os.Readlink(path)
-			if rerr != nil {
-				target = path
-			}
-			return fmt.Errorf("--tls: %s has no %s symbol: --tls names HTTPS requests of Node.js binaries that export it; run without --tls", target, TLSSymbol)
-		}
+	if err == nil {
+		t.links = append(t.links, l)
+		return nil
+	}
+	if !errors.Is(err, link.ErrNoSymbol) {
 		return fmt.Errorf("--tls: attaching uprobe %s to process %d: %w", TLSSymbol, pid, err)
+	}
+	lib, lerr := MappedLibrary(pid, "libssl.so")
+	if lerr != nil {
+		target, rerr := os.Readlink(path)
+		if rerr != nil {
+			target = path
+		}
+		return fmt.Errorf("--tls: %s has no %s symbol and process %d maps no libssl: --tls names HTTPS requests of Node.js binaries and of processes linked with OpenSSL; run without --tls", target, TLSSymbol, pid)
+	}
+	return t.attachOpenSSL(pid, lib)
+}
+
+// OpenSSLSymbols are the functions of OpenSSL's libssl --tls probes in a
+// process that is not Node.js: their entry saves the buffer, their return
+// hands the cleartext read over.
+var OpenSSLSymbols = []string{"SSL_read", "SSL_read_ex"}
+
+// attachOpenSSL attaches the OpenSSL uprobes to the libssl at lib (a path
+// in the process's mount namespace) for pid only.
+func (t *Tracer) attachOpenSSL(pid int, lib string) error {
+	path := filepath.Join("/proc", strconv.Itoa(pid), "root", lib)
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return fmt.Errorf("--tls: opening %s: %w", lib, err)
+	}
+	opts := &link.UprobeMultiOptions{PID: uint32(pid)}
+	for _, p := range []struct {
+		sym  string
+		prog *ebpf.Program
+	}{{"SSL_read", t.objs.OnSslRead}, {"SSL_read_ex", t.objs.OnSslReadEx}} {
+		l, err := ex.UprobeMulti([]string{p.sym}, p.prog, opts)
+		if err != nil {
+			return fmt.Errorf("--tls: attaching uprobe %s in %s to process %d: %w", p.sym, lib, pid, err)
+		}
+		t.links = append(t.links, l)
+	}
+	l, err := ex.UretprobeMulti(OpenSSLSymbols, t.objs.OnSslReadReturn, opts)
+	if err != nil {
+		return fmt.Errorf("--tls: attaching uretprobes %v in %s to process %d: %w", OpenSSLSymbols, lib, pid, err)
 	}
 	t.links = append(t.links, l)
 	return nil
+}
+
+// MappedLibrary returns the path (in the process's mount namespace) of the
+// first file mapped by pid whose name starts with prefix, as
+// /proc/PID/maps lists it.
+func MappedLibrary(pid int, prefix string) (string, error) {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "maps"))
+	if err != nil {
+		return "", fmt.Errorf("reading the mappings of process %d: %w", pid, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.HasPrefix(f[5], "/") {
+			continue
+		}
+		if strings.HasPrefix(filepath.Base(f[5]), prefix) {
+			return f[5], nil
+		}
+	}
+	return "", fmt.Errorf("process %d maps no %s*", pid, prefix)
 }
 
 // Events returns the lifecycle events; it is closed after Close drained it.
@@ -357,10 +422,13 @@ func (t *Tracer) read() {
 			}
 			continue
 		}
-		ev, err := decode(rec.RawSample, t.clock, t.http)
+		ev, err := decode(rec.RawSample, t.clock, t.http, t.conns)
 		if err != nil {
 			t.decodeErrors.Add(1)
 			continue
+		}
+		if ev == nil {
+			continue // bytes that only feed the naming state
 		}
 		// Block rather than drop: an op's end carries bytes the kernel no
 		// longer holds. A slow consumer fills the ring buffer instead,
@@ -512,6 +580,7 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 		statRegionOverflow:      &s.Stats.RegionOverflow,
 		statOutstandingOverflow: &s.Stats.OutstandingOverflow,
 		statUnmapSplit:          &s.Stats.UnmapSplit,
+		statFramesLost:          &s.Stats.FramesLost,
 	} {
 		if *dst, err = stat(idx); err != nil {
 			return nil, err

@@ -25,6 +25,12 @@
 //	memdiag --tls          HTTPS service + memdiag attach --tls
 //	classic middleware     CLASSIC_MIDDLEWARE=1 node server.js, no memdiag
 //	memleak-bpfcc          + memleak-bpfcc -p PID
+//	untraced pipelined     node server.js under wrk writing 5 requests at once
+//	memdiag pipelined      + memdiag attach (every pipelined request its op)
+//
+// With -base-memdiag BIN (another build, e.g. main's, to compare a change
+// with), two more arms run that build: "default-base" and "pipelined-base",
+// side by side with the same arms of -memdiag.
 //
 // Every run starts a fresh service (the service leaks about 4 MB a second
 // under this load by design: a long-lived one would grow by gigabytes over
@@ -98,6 +104,11 @@ type arm struct {
 	svc     string   // "": the reference service; or a corpus service (corpusServices)
 	tracer  string   // "", "memdiag" or "memleak"
 	flags   []string // memdiag flags
+	// pipelined: wrk writes 5 requests at once on a connection (an
+	// HTTP/1.1 pipelining client) instead of one.
+	pipelined bool
+	// baseBin: the tracer is -base-memdiag's build, not -memdiag's.
+	baseBin bool
 }
 
 var allArms = []arm{
@@ -116,6 +127,10 @@ var allArms = []arm{
 	{key: "tls", name: "memdiag --tls (HTTPS)", base: "untraced-https", https: true, tracer: "memdiag", flags: []string{"--tls"}},
 	{key: "classic", name: "classic middleware", base: "untraced", classic: true},
 	{key: "memleak", name: "memleak-bpfcc -p PID", base: "untraced", tracer: "memleak"},
+	{key: "untraced-pipelined", name: "untraced, 5 pipelined", base: "untraced-pipelined", pipelined: true},
+	{key: "pipelined", name: "memdiag (default), 5 pipelined", base: "untraced-pipelined", tracer: "memdiag", pipelined: true},
+	{key: "default-base", name: "memdiag (default), -base-memdiag build", base: "untraced", tracer: "memdiag", baseBin: true},
+	{key: "pipelined-base", name: "memdiag (default), 5 pipelined, -base-memdiag build", base: "untraced-pipelined", tracer: "memdiag", pipelined: true, baseBin: true},
 }
 
 func main() {
@@ -130,13 +145,14 @@ func run() int {
 		settle   = flag.Duration("settle", 2*time.Second, "idle time between the warm-up's end and the measurement, the same for every arm; the tracer attaches in it")
 		conns    = flag.Int("connections", 16, "wrk's open connections")
 		memdiag  = flag.String("memdiag", "bin/memdiag", "the memdiag `binary` to measure (make build)")
+		baseBin  = flag.String("base-memdiag", "", "another memdiag `binary` (e.g. main's build) measured side by side in the default-base and pipelined-base arms")
 		memleak  = flag.String("memleak", "memleak-bpfcc", "bcc's memleak (Debian: apt-get install -y bpfcc-tools)")
 		arms     = flag.String("arms", "", "comma-separated `arms` to run (default all): "+armKeys())
 		profile  = flag.Bool("profile", true, "after the rounds, one run per memdiag arm with kernel.bpf_stats_enabled=1 for the programs' run times")
 	)
 	flag.Parse()
 	b := &bench{
-		conns: *conns, duration: *duration, warmup: *warmup, settle: *settle, memdiag: *memdiag, memleak: *memleak,
+		conns: *conns, duration: *duration, warmup: *warmup, settle: *settle, memdiag: *memdiag, baseMemdiag: *baseBin, memleak: *memleak,
 		kids: newChildren(), results: map[string][]runResult{}, failed: map[string]string{},
 		stats: map[string]*profileRun{},
 	}
@@ -195,6 +211,8 @@ type bench struct {
 	settle            time.Duration
 	repo, dir         string // repository root (the working directory), temporary directory
 	memdiag, memleak  string // tracer binaries
+	baseMemdiag       string // -base-memdiag: "" when not given
+	pipeLua           string // the pipelining wrk script, in dir
 	node, wrk         string
 	openssl, bpftool  string                   // bpftool is "" when missing: no foreign-tracer check, no profile
 	lua, cert, key    string                   // files in dir
@@ -233,7 +251,12 @@ func (b *bench) setup(rounds int, arms string) error {
 	if err := unix.SchedGetaffinity(0, &set); err != nil || !set.IsSet(serviceCPU) || !set.IsSet(loadCPU) {
 		return fmt.Errorf("the benchmark pins the service to CPU %d and the load and tracers to CPU %d: it needs both", serviceCPU, loadCPU)
 	}
-	b.arms = allArms
+	b.arms = nil
+	for _, a := range allArms {
+		if !a.baseBin || b.baseMemdiag != "" {
+			b.arms = append(b.arms, a)
+		}
+	}
 	if arms != "" {
 		b.arms = nil
 		for _, k := range strings.Split(arms, ",") {
@@ -272,6 +295,14 @@ func (b *bench) setup(rounds int, arms string) error {
 			return fmt.Errorf("%s is missing: run `make build` first (or give -memdiag)", b.memdiag)
 		}
 		b.version = memdiagVersion(b.memdiag)
+	}
+	if b.needs(func(a arm) bool { return a.baseBin }) {
+		if b.baseMemdiag == "" {
+			return errors.New("the default-base and pipelined-base arms run -base-memdiag: give it")
+		}
+		if _, err := os.Stat(b.baseMemdiag); err != nil {
+			return fmt.Errorf("-base-memdiag: %w", err)
+		}
 	}
 	if p, err := exec.LookPath(b.memleak); err == nil {
 		b.memleak = p
@@ -338,6 +369,10 @@ func (b *bench) measure(rounds int, profile bool) error {
 	b.loadBefore = benchkit.Loadavg(3)
 	b.lua = filepath.Join(b.dir, "mix.lua")
 	if err := os.WriteFile(b.lua, []byte(mixLua), 0o600); err != nil {
+		return err
+	}
+	b.pipeLua = filepath.Join(b.dir, "pipelined.lua")
+	if err := os.WriteFile(b.pipeLua, []byte(pipelinedLua), 0o600); err != nil {
 		return err
 	}
 	if err := b.setupCorpus(); err != nil {
@@ -470,8 +505,11 @@ func (b *bench) runOnce(a arm, tag string, stats bool) (runResult, error) {
 	}
 	defer svc.stop()
 	lua := b.lua
-	if a.svc != "" {
+	switch {
+	case a.svc != "":
 		lua = b.corpus[a.svc].lua
+	case a.pipelined:
+		lua = b.pipeLua
 	}
 	if _, err := b.runWrk(svc.url(), lua, b.warmup, loadCPU); err != nil {
 		return res, fmt.Errorf("warm-up: %w", err)
@@ -485,7 +523,11 @@ func (b *bench) runOnce(a arm, tag string, stats bool) (runResult, error) {
 	ours := map[uint32]bool{}
 	switch a.tracer {
 	case "memdiag":
-		tr, res.Attach, err = b.attachMemdiag(svc.pid(), a.flags, tag)
+		bin := b.memdiag
+		if a.baseBin {
+			bin = b.baseMemdiag
+		}
+		tr, res.Attach, err = b.attachMemdiag(bin, svc.pid(), a.flags, tag)
 		if err == nil {
 			ours, err = progIDs(tr.p.pid())
 			if err != nil {

@@ -79,13 +79,13 @@ type tracer struct {
 // attachMemdiag starts `memdiag attach` on pid with flags, pinned to
 // tracerCPU, and waits for its ready file (inotify, with a deadline). The
 // attach time runs from just before the fork to the file existing.
-func (b *bench) attachMemdiag(pid int, flags []string, tag string) (*tracer, time.Duration, error) {
+func (b *bench) attachMemdiag(bin string, pid int, flags []string, tag string) (*tracer, time.Duration, error) {
 	ready := filepath.Join(b.dir, tag+".ready")
 	t := &tracer{out: newSyncBuffer(""), report: filepath.Join(b.dir, tag+".json")}
 	args := append([]string{"attach", "--pid", strconv.Itoa(pid),
 		"--ready-file", ready, "--report-json", t.report, "--log", filepath.Join(b.dir, tag+".log"),
 		"--interval", "1h", "--no-dumps"}, flags...)
-	cmd := exec.Command(b.memdiag, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout = t.out
 	cmd.Stderr = t.out
 	w, err := benchkit.NewDirWatch(b.dir)

@@ -39,6 +39,30 @@ done = function(summary, latency, requests)
 end
 `
 
+// pipelinedLua writes the same mix five requests at a time on each
+// connection, as an HTTP/1.1 pipelining client does (wrk counts every
+// response), with mixLua's done().
+var pipelinedLua = `local req
+init = function(args)
+  local r = {}
+  for i = 0, 4 do
+    local k = i % 3
+    if k == 0 then
+      r[#r + 1] = wrk.format("GET", "/api/records")
+    elseif k == 1 then
+      r[#r + 1] = wrk.format("GET", "/api/voice/" .. i)
+    else
+      r[#r + 1] = wrk.format("GET", "/media/x")
+    end
+  end
+  req = table.concat(r)
+end
+
+request = function()
+  return req
+end
+` + mixLua[strings.Index(mixLua, "done = function"):]
+
 // load is what one wrk run measured.
 type load struct {
 	Requests uint64
@@ -50,8 +74,8 @@ type load struct {
 // RPS is the throughput: requests per second.
 func (l load) RPS() float64 { return float64(l.Requests) / l.Duration.Seconds() }
 
-// runWrk runs wrk on url for d with conns connections, pinned to cpu,
-// with the wrk script lua.
+// runWrk runs wrk with the script lua on url for d with conns
+// connections, pinned to cpu.
 func (b *bench) runWrk(url, lua string, d time.Duration, cpu int) (load, error) {
 	cmd := exec.Command(b.wrk, "-t1", "-c"+strconv.Itoa(b.conns), "-d"+strconv.Itoa(int(d/time.Second))+"s",
 		"--latency", "--timeout", "5s", "-s", lua, url)

@@ -126,8 +126,9 @@ func makeZombie(t *testing.T) int {
 	return cmd.Process.Pid
 }
 
-// TestTLSOnNonNodeBinary: --tls on a binary without llhttp_execute is a
-// one-line error, exit 2, and the target is untouched.
+// TestTLSOnNonNodeBinary: --tls on a binary without llhttp_execute that
+// maps no libssl either is a one-line error, exit 2, and the target is
+// untouched.
 func TestTLSOnNonNodeBinary(t *testing.T) {
 	requireRoot(t)
 	w := startWorkload(t)

@@ -35,7 +35,7 @@ func commonFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "exact-external", Usage: "count external memory exactly with uprobes on Node.js's ArrayBuffer allocator (~3 traps per Buffer, opt-in)"},
 		&cli.BoolFlag{Name: "native-heap", Usage: "follow the native heap with uprobes on libc's malloc, calloc, realloc and free (allocations of 4 KiB and more all, smaller ones sampled): right native-heap verdicts (Python objects over 512 B, C extensions, Node.js Buffers from the malloc heap), at a diagnosis tool's cost (every malloc and free traps: see BENCHMARKS.md); opt-in, excludes --exact-external"},
 		&cli.IntFlag{Name: "keep-ops", Value: 100, Usage: "remember the last `N` ops per category"},
-		&cli.BoolFlag{Name: "tls", Usage: "name HTTPS requests of a Node.js target (uprobe on llhttp_execute: ~20 µs per parsed chunk, opt-in)"},
+		&cli.BoolFlag{Name: "tls", Usage: "name HTTPS requests: of a Node.js target (uprobe on llhttp_execute: ~20 µs per parsed chunk), or of a target linked with OpenSSL, e.g. Python (uprobes on SSL_read/SSL_read_ex in its libssl: two per read); opt-in"},
 		&cli.StringFlag{Name: "dump-at", Value: "2GB,4GB,6GB,8GB,10GB", Usage: "dump when RSS crosses these `SIZES` (and percentages of the cgroup memory limit, like 80%)"},
 		&cli.BoolFlag{Name: "no-dumps", Usage: "never dump (thresholds are still logged)"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "write nothing on the terminal: the log file gets every line (by default [INIT], [GROWTH], [SUMMARY], [VERDICT], errors and the like go to stderr too)"},
