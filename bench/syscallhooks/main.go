@@ -206,7 +206,6 @@ func run(bin, mode string, n int, before func(pid int) error, after func(pid int
 	return cpu / calls, nil
 }
 
-
 func main() {
 	rounds := flag.Int("rounds", 7, "interleaved rounds per arm")
 	n := flag.Int("n", 400000, "syscalls per run")
