@@ -305,10 +305,7 @@ func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow, dum
 			if ex, ok := ev.(*event.Exec); ok {
 				s.execd(ex)
 			}
-			if !s.tlsHinted && !s.cfg.TLS && s.acct.TLSSeen() {
-				s.tlsHinted = true
-				s.log.TLSHint()
-			}
+			s.tlsHint()
 		case <-s.flushTick:
 			s.learnPending()
 			s.flush()
@@ -501,6 +498,15 @@ func (s *Session) periodic() {
 	s.lastGrowth, s.lastExternal, s.lastPeriodic = growth, external, now
 }
 
+// tlsHint logs, once, that a served socket carries TLS which --tls would
+// name.
+func (s *Session) tlsHint() {
+	if !s.tlsHinted && !s.cfg.TLS && s.acct.TLSSeen() {
+		s.tlsHinted = true
+		s.log.TLSHint()
+	}
+}
+
 // Finish stops the tracer, drains what is left, takes the final snapshot,
 // writes the reports and closes everything, in the order the package doc
 // gives. why is what Loop returned.
@@ -541,6 +547,9 @@ func (s *Session) Finish(why string) error {
 	for _, ev := range rest {
 		s.consume(ev)
 	}
+	// A TLS handshake read just before the end reaches the account here,
+	// after the loop: the hint is said all the same.
+	s.tlsHint()
 	snap, snapErr := s.tr.Snapshot()
 	if snapErr == nil {
 		s.apply(snap)
