@@ -59,15 +59,15 @@ type goProgram struct {
 	out *bufio.Reader
 }
 
-// startGo builds src with ldflags and starts it.
-func startGo(t *testing.T, src string, ldflags string) *goProgram {
+// startGo builds src with ldflags (and more build flags) and starts it.
+func startGo(t *testing.T, src string, ldflags string, more ...string) *goProgram {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "prog")
-	build := exec.Command("go", "build", "-ldflags="+ldflags, "-o", bin, "main.go")
+	build := exec.Command("go", append(append([]string{"build", "-ldflags=" + ldflags}, more...), "-o", bin, "main.go")...)
 	build.Dir = dir
 	build.Env = append(os.Environ(), "GO111MODULE=off")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -141,7 +141,14 @@ func TestGoProfilerTurnedOnAndBack(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads and attaches the BPF program")
 	}
-	p := startGo(t, goAllocator(false), "")
+	t.Run("executable", func(t *testing.T) { turnOnAndBack(t) })
+	// A position-independent binary: the variable is where the loader
+	// put it, the load bias added.
+	t.Run("PIE", func(t *testing.T) { turnOnAndBack(t, "-buildmode=pie") })
+}
+
+func turnOnAndBack(t *testing.T, build ...string) {
+	p := startGo(t, goAllocator(false), "", build...)
 	if got := p.allocate(t); got != "0" {
 		t.Fatalf("the program's MemProfileRate is %s before memdiag: want 0 (the linker turns the profiler off)", got)
 	}

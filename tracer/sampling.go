@@ -271,6 +271,12 @@ func newGoRate(pid int, path string, symAddr uint64) (goRate, error) {
 		return goRate{}, err
 	}
 	defer f.Close()
+	// memdiag may write there: the address must be an aligned word of
+	// the binary's writable data, and writable in the process.
+	sec := sectionAt(f, symAddr)
+	if sec == nil || sec.Flags&elf.SHF_WRITE == 0 || sec.Type != elf.SHT_PROGBITS || symAddr%8 != 0 {
+		return goRate{}, fmt.Errorf("%s is not an aligned word of %s's writable data", goRateSymbol, path)
+	}
 	addr := symAddr
 	if f.Type == elf.ET_DYN {
 		bias, err := loadBias(pid, path, f)
@@ -278,6 +284,9 @@ func newGoRate(pid int, path string, symAddr uint64) (goRate, error) {
 			return goRate{}, err
 		}
 		addr += bias
+	}
+	if !writableAt(pid, addr) {
+		return goRate{}, fmt.Errorf("%s (%#x) is not in a writable mapping of process %d", goRateSymbol, addr, pid)
 	}
 	mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_RDWR, 0)
 	if err != nil {
@@ -374,4 +383,39 @@ func loadBias(pid int, path string, f *elf.File) (uint64, error) {
 		return start - lowest, nil
 	}
 	return 0, fmt.Errorf("the binary %s is not mapped by process %d", target, pid)
+}
+
+// sectionAt is the section of f holding the virtual address addr.
+func sectionAt(f *elf.File, addr uint64) *elf.Section {
+	for _, s := range f.Sections {
+		if s.Flags&elf.SHF_ALLOC != 0 && addr >= s.Addr && addr+8 <= s.Addr+s.Size {
+			return s
+		}
+	}
+	return nil
+}
+
+// writableAt says whether the 8 bytes at addr are in a writable private
+// mapping of process pid.
+func writableAt(pid int, addr uint64) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 || !strings.HasPrefix(fields[1], "rw") {
+			continue
+		}
+		lo, hi, ok := strings.Cut(fields[0], "-")
+		if !ok {
+			continue
+		}
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 == nil && err2 == nil && addr >= start && addr+8 <= end {
+			return true
+		}
+	}
+	return false
 }
