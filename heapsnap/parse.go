@@ -313,7 +313,7 @@ func (r *reader) str(keep bool) (string, error) {
 			}
 			b = utf8.AppendRune(b, rune(u))
 		default:
-			return "", r.fail("invalid escape \\%c in a string", e)
+			return "", r.fail("invalid escape %q in a string", "\\"+string(rune(e)))
 		}
 	}
 }
