@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/memdiag/memdiag/container"
+	"github.com/memdiag/memdiag/internal/proctest"
 )
 
 // podContainer is a Kubernetes container emulated on this host as the
@@ -73,14 +74,7 @@ func (c *podContainer) stop() {
 		c.cmd.Process.Kill()
 		c.cmd.Wait()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := os.Remove(c.cgroup)
-		if err == nil || os.IsNotExist(err) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond) // the kernel frees a cgroup once its last process is reaped
-	}
+	proctest.RemoveCgroup(c.cgroup, 10*time.Second) // the kernel frees it once its last process is reaped
 	os.Remove(c.link)
 }
 

@@ -151,14 +151,7 @@ func (c *podCtr) stop() {
 		c.w.cmd.Process.Kill()
 		c.w.cmd.Wait()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := os.Remove(c.cgroup)
-		if err == nil || os.IsNotExist(err) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond) // the kernel frees a cgroup once its last process is reaped
-	}
+	proctest.RemoveCgroup(c.cgroup, 10*time.Second) // the kernel frees it once its last process is reaped
 	os.Remove(c.link)
 }
 

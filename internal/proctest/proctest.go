@@ -68,3 +68,37 @@ func WaitFile(path string, deadline time.Duration, abort <-chan struct{}) error 
 		unix.Read(fd, buf)
 	}
 }
+
+// RemoveCgroup removes the cgroup v2 directory dir once its last process
+// has gone, for at most deadline: the kernel refuses (EBUSY) while it is
+// populated, and says when that changes by modifying dir/cgroup.events,
+// which this watches with inotify.
+func RemoveCgroup(dir string, deadline time.Duration) error {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	events := filepath.Join(dir, "cgroup.events")
+	if _, err := unix.InotifyAddWatch(fd, events, unix.IN_MODIFY); err != nil {
+		if os.IsNotExist(err) {
+			return nil // gone already
+		}
+		return err
+	}
+	end := time.Now().Add(deadline)
+	buf := make([]byte, 4096)
+	for {
+		err := os.Remove(dir)
+		if err == nil || os.IsNotExist(err) {
+			return nil
+		}
+		left := time.Until(end)
+		if left <= 0 {
+			return fmt.Errorf("cgroup %s still busy after %s: %w", dir, deadline, err)
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		unix.Poll(fds, int(left/time.Millisecond)+1)
+		unix.Read(fd, buf)
+	}
+}
