@@ -3,25 +3,13 @@
 package tracer
 
 import (
-	"os"
 	"testing"
 )
 
 // TestTargetBitsShared: the bitmap every hook tests first keeps a bit set
 // while any live target maps to it, and clears it once none does.
 func TestTargetBitsShared(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads the BPF program")
-	}
-	tr, err := Open(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	go func() {
-		for range tr.Events() {
-		}
-	}()
+	tr := openDrained(t)
 	size := uint32(len(tr.bits.mem) * 8)
 	a, b := uint32(3_000_001), 3_000_001+size // pids above any pid_max here: nothing runs as them
 	for _, p := range []uint32{a, b} {

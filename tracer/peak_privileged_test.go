@@ -5,7 +5,6 @@ package tracer
 import (
 	"bufio"
 	"fmt"
-	"os"
 	"os/exec"
 	"testing"
 )
@@ -21,18 +20,7 @@ import (
 // is no longer a target changes its own mm, which is what the kernel sees
 // when its mm id went to a process memdiag does not trace.
 func TestPeakOutlivesItsMM(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads and attaches the BPF program")
-	}
-	tr, err := Open(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	go func() { // nothing here reads events: keep the ring buffer moving
-		for range tr.Events() {
-		}
-	}()
+	tr := openDrained(t)
 
 	python, err := exec.LookPath("/usr/bin/python3") // the binary itself: a wrapper script would fork and exec
 	if err != nil {

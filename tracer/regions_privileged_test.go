@@ -7,7 +7,6 @@ import (
 	"cmp"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -125,18 +124,7 @@ func (m *regionModel) covered(a, b uint64) bool {
 // for the first, last and a middle byte of each, that mapping, and for
 // holes none: the O(1) table gives the answers the LPM trie gave.
 func TestRegionTableMatchesModel(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads and attaches the BPF program")
-	}
-	tr, err := Open(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	go func() {
-		for range tr.Events() {
-		}
-	}()
+	tr := openDrained(t)
 
 	// The traced process: a small C program, so nothing but its orders
 	// maps memory (a Go helper's runtime put its own mappings in the
