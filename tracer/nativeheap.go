@@ -5,15 +5,14 @@ package tracer
 // of 4 KiB and more are all followed, smaller ones sampled.
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/memdiag/memdiag/procfs"
 )
 
 // AttachNativeHeap attaches the native heap uprobes (entry of malloc,
@@ -61,32 +60,18 @@ func (t *Tracer) AttachNativeHeap(pid int, libc string) error {
 	return nil
 }
 
-// MappedLibc is the C library process pid maps (libc.so.6, libc.so or
-// musl's ld-musl), as a path memdiag can open: through /proc/PID/root, so
-// a container's own library is the one probed.
+// MappedLibc is the C library process pid maps (procfs.IsLibc: glibc's
+// libc.so.6 or musl's ld-musl), as a path memdiag can open: through
+// /proc/PID/root, so a container's own library is the one probed.
 func MappedLibc(pid int) (string, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	maps, err := procfs.ReadMaps(pid)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 6 || !strings.HasPrefix(fields[5], "/") {
-			continue
+	for _, m := range maps {
+		if strings.HasPrefix(m.Path, "/") && procfs.IsLibc(m.Path) {
+			return fmt.Sprintf("/proc/%d/root%s", pid, m.Path), nil
 		}
-		if base := filepath.Base(fields[5]); isLibc(base) {
-			return fmt.Sprintf("/proc/%d/root%s", pid, fields[5]), nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", err
 	}
 	return "", fmt.Errorf("process %d maps no C library (a static binary, or its own allocator): the native heap mode probes libc's malloc", pid)
-}
-
-func isLibc(base string) bool {
-	return base == "libc.so.6" || base == "libc.so" || strings.HasPrefix(base, "libc-2.") && strings.HasSuffix(base, ".so") ||
-		strings.HasPrefix(base, "ld-musl-") && strings.HasSuffix(base, ".so.1")
 }

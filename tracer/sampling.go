@@ -16,6 +16,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/memdiag/memdiag/procfs"
 )
 
 // Symbols the samplers probe.
@@ -395,25 +397,15 @@ func sectionAt(f *elf.File, addr uint64) *elf.Section {
 	return nil
 }
 
-// writableAt says whether the 8 bytes at addr are in a writable private
-// mapping of process pid.
+// writableAt says whether the 8 bytes at addr are in a writable mapping of
+// process pid.
 func writableAt(pid int, addr uint64) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	maps, err := procfs.ReadMaps(pid)
 	if err != nil {
 		return false
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) < 2 || !strings.HasPrefix(fields[1], "rw") {
-			continue
-		}
-		lo, hi, ok := strings.Cut(fields[0], "-")
-		if !ok {
-			continue
-		}
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 == nil && err2 == nil && addr >= start && addr+8 <= end {
+	for _, m := range maps {
+		if strings.HasPrefix(m.Perms, "rw") && addr >= m.Start && addr+8 <= m.End {
 			return true
 		}
 	}
