@@ -60,10 +60,10 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 // ("What it costs") carries the same lines (TestCostTextInREADME).
 const costText = `Measured with sudo make bench and go run ./bench/http on a 2-CPU KVM VM (Linux 6.18,
 2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
-  default mode, the traced service: +130 to +150 ns per page fault (+14% to +19% of
-    a 0.8 us fault), +375 ns per mmap or munmap, +90 to +110 ns per read; the
-    reference Node.js service under wrk: +3.8% CPU per request, 0.94 of untraced
-    throughput (median of 5 rounds)
+  default mode, the traced service: +130 to +150 ns per page fault (+15% of a
+    0.9 us fault), +375 to +454 ns per mmap or munmap, +90 to +130 ns per read;
+    the reference Node.js service under wrk: +5.0% CPU per request, 0.95 of
+    untraced throughput (median of 5 rounds)
   default mode, every other process on the host: +10 to +50 ns per page fault;
     every syscall goes through the kernel's syscall-tracing slow path while
     memdiag runs: +55 ns per read, +76 ns per mmap or munmap
@@ -75,8 +75,9 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
     +1.7% CPU per request on a Go service allocating 1 MiB per request
   --native-heap: every malloc and free traps: +192% (Python) to +250%
     (Node.js) CPU per request; a diagnosis mode, for a bounded time
-  memdiag itself: 26-27 MiB peak RSS, 3-4% of a core at 4,000-9,000 records/s,
-    0.4 s of CPU to attach, about 2 s to exit after SIGTERM (detaching the
+  memdiag itself: 27-28 MiB peak RSS, 4-5% of a core at 10,000 records/s,
+    2.5-3 s of CPU to attach (the kernel verifying the programs; 0.5 s before
+    the protocol parsing), about 2 s to exit after SIGTERM (detaching the
     syscall tracepoints)`
 
 // newApp builds the command line; an unknown command's name goes to
