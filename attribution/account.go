@@ -364,6 +364,7 @@ func sub(a, b event.Counters) event.Counters {
 	a.External -= b.External
 	a.Retained -= b.Retained
 	a.RetainedNative -= b.RetainedNative
+	a.RetainedHeap -= b.RetainedHeap
 	a.ABAlloc -= b.ABAlloc
 	a.ABFreed -= b.ABFreed
 	return a
@@ -429,6 +430,7 @@ func add(a, b event.Counters) event.Counters {
 	a.External += b.External
 	a.Retained += b.Retained
 	a.RetainedNative += b.RetainedNative
+	a.RetainedHeap += b.RetainedHeap
 	a.ABAlloc += b.ABAlloc
 	a.ABFreed += b.ABFreed
 	a.Comm = ""

@@ -423,8 +423,9 @@ static __always_inline void owner_key(struct bucket_key *owner)
 		owner->kind = BK_FREED;
 }
 
-/* Adds bytes (signed) to the retained counters of key. */
-static __always_inline void retain(struct bucket_key *key, u32 class, s64 bytes)
+/* Adds bytes (signed) to the retained counters of key, for a region
+ * counted as counted (enum region_counted). */
+static __always_inline void retain(struct bucket_key *key, u32 class, u32 counted, s64 bytes)
 {
 	struct counters *c = bucket(key);
 	if (!c)
@@ -432,18 +433,21 @@ static __always_inline void retain(struct bucket_key *key, u32 class, s64 bytes)
 	__sync_fetch_and_add(&c->retained, bytes);
 	if (class == RC_NATIVE)
 		__sync_fetch_and_add(&c->retained_native, bytes);
+	if (counted == RG_HEAP)
+		__sync_fetch_and_add(&c->retained_heap, bytes);
 }
 
 /* Records a new mapping [start, start + len) of class, owned by the
- * current thread's bucket. Only a writable mapping counts as retained: a
- * PROT_NONE reservation (V8, glibc arenas) is address space, not memory. */
-static __always_inline void map_region(u32 tgid, u32 tid, u64 start, u64 len, u32 class, int writable)
+ * current thread's bucket, counted as counted (enum region_counted). Only
+ * writable memory counts as retained: a PROT_NONE reservation (V8, glibc
+ * arenas) is address space, not memory. */
+static __always_inline void map_region(u32 tgid, u32 tid, u64 start, u64 len, u32 class, u32 counted)
 {
-	struct region r = { .start = start, .len = len, .class = class, .counted = writable ? 1 : 0, .gen = exec_gen(tgid) };
+	struct region r = { .start = start, .len = len, .class = class, .counted = counted, .gen = exec_gen(tgid) };
 	current_bucket(&r.owner, tgid, tid);
 	region_put(tgid, &r);
-	if (writable)
-		retain(&r.owner, class, (s64)len);
+	if (counted)
+		retain(&r.owner, class, counted, (s64)len);
 }
 
 /* How many mappings one unmap follows; the rest is counted. */
@@ -493,7 +497,7 @@ static long unmap_step(u64 i, struct unmap_ctx *c)
 		struct bucket_key owner = r.owner;
 		owner_key(&owner);
 		if (hi > lo && r.counted)
-			retain(&owner, r.class, -(s64)(hi - lo));
+			retain(&owner, r.class, r.counted, -(s64)(hi - lo));
 		if (i == 0) {
 			c->rel->owner = owner;
 			c->rel->credit_owner = 1;
@@ -574,7 +578,7 @@ int on_exit_mmap(struct tp_sys_exit *ctx)
 	u64 start = (u64)ctx->ret, len = PAGE_ALIGN(p.args[0]), flags = p.args[1];
 	s32 fd = (s32)p.args[2];
 	/* One bucket for the charge and the new mapping's owner. */
-	struct region r = { .start = start, .len = len, .gen = t->gen, .counted = p.args[4] & PROT_WRITE ? 1 : 0 };
+	struct region r = { .start = start, .len = len, .gen = t->gen, .counted = p.args[4] & PROT_WRITE ? RG_MAPPING : RG_UNCOUNTED };
 	target_bucket(&r.owner, t, tgid, tid);
 	struct counters *c = bucket(&r.owner);
 	if (c)
@@ -684,7 +688,7 @@ int on_exit_mremap(struct tp_sys_exit *ctx)
 		if (moved.owner.kind && moved.counted) {
 			struct bucket_key owner = moved.owner;
 			owner_key(&owner);
-			retain(&owner, class, (s64)moved.len);
+			retain(&owner, class, moved.counted, (s64)moved.len);
 		}
 	}
 	if (new_len > old_len)
@@ -725,7 +729,7 @@ int on_exit_brk(struct tp_sys_exit *ctx)
 	u64 before = PAGE_ALIGN(p.args[0]), after = PAGE_ALIGN((u64)ctx->ret);
 	if (after > before) {
 		vm_charge(tgid, tid, VM_MAPPED, after - before);
-		map_region(tgid, tid, before, after - before, RC_NATIVE, 1); /* the brk heap is malloc's */
+		map_region(tgid, tid, before, after - before, RC_NATIVE, RG_HEAP); /* the brk heap is malloc's */
 	} else {
 		vm_charge(tgid, tid, VM_UNMAPPED, before - after);
 	}
@@ -759,7 +763,7 @@ int on_exit_mprotect(struct tp_sys_exit *ctx)
 	u32 class = r->class;
 	struct releasing rel = {};
 	unmap_range(tgid, gen, a, a + len, &rel);
-	map_region(tgid, tid, a, len, class, 1);
+	map_region(tgid, tid, a, len, class, RG_HEAP);
 	return 0;
 }
 

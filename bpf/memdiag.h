@@ -200,6 +200,7 @@ struct counters {
 	s64 external;         /* bytes of RSS change in native-allocator (RC_NATIVE) mappings */
 	s64 retained;         /* bytes of mappings made here and not unmapped yet (negative: gave back others') */
 	s64 retained_native;  /* the RC_NATIVE part of retained */
+	s64 retained_heap;    /* the part of retained_native that grew a shared heap (brk, arena commits): who committed, not who keeps */
 	u64 ab_alloc;         /* exact mode: ArrayBuffer bytes allocated */
 	u64 ab_freed;         /* exact mode: ArrayBuffer bytes allocated here and freed (anywhere) */
 	u64 first_ns;         /* ktime of the first charge */
@@ -255,12 +256,19 @@ struct region_chunk {
 };
 
 /* A mapping made while traced (or found at attach), with its owner. */
+/* How a region counts in its owner's retained bytes. */
+enum region_counted {
+	RG_UNCOUNTED = 0, /* not writable: address space, not memory */
+	RG_MAPPING = 1,   /* a writable mapping of its own: kept while mapped */
+	RG_HEAP = 2,      /* growth of a shared heap (brk, an arena's commit): whoever commits, not who keeps */
+};
+
 struct region {
 	u64 start;
 	u64 len;
 	struct bucket_key owner; /* the bucket of whoever mapped it */
 	u32 class;               /* enum region_class */
-	u32 counted;             /* 1: mapped writable, counted in the owner's retained bytes */
+	u32 counted;             /* enum region_counted: counted in the owner's retained bytes, and how */
 	u32 gen;                 /* the process's exec generation when mapped: older ones are gone */
 	u32 _pad;
 };

@@ -18,7 +18,7 @@ const noTime = math.MinInt64
 // "stats"). A reader takes what it knows of a longer group and skips the
 // rest.
 const (
-	countersFields = 15
+	countersFields = 16
 	statsFields    = 12
 )
 
@@ -316,6 +316,7 @@ func appendCounters(b []byte, c *event.Counters) []byte {
 	b = binary.AppendUvarint(b, c.ABAlloc)
 	b = binary.AppendUvarint(b, c.ABFreed)
 	b = binary.AppendUvarint(b, c.Created)
+	b = binary.AppendVarint(b, c.RetainedHeap)
 	return appendString(b, c.Comm)
 }
 
@@ -660,7 +661,7 @@ func key(d *decoder) event.BucketKey {
 }
 
 func counters(d *decoder, c *event.Counters) {
-	signed := [...]*int64{0: &c.RSS[0], 1: &c.RSS[1], 2: &c.RSS[2], 3: &c.RSS[3], 9: &c.External, 10: &c.Retained, 11: &c.RetainedNative}
+	signed := [...]*int64{0: &c.RSS[0], 1: &c.RSS[1], 2: &c.RSS[2], 3: &c.RSS[3], 9: &c.External, 10: &c.Retained, 11: &c.RetainedNative, 15: &c.RetainedHeap}
 	unsigned := [...]*uint64{4: &c.Faults, 5: &c.Mapped, 6: &c.Unmapped, 7: &c.MadeWritable, 8: &c.AdvisedFree, 12: &c.ABAlloc, 13: &c.ABFreed, 14: &c.Created}
 	n := d.count(1)
 	for i := range n {

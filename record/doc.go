@@ -131,7 +131,10 @@
 //	            9-11  external, retained, retained_native      s
 //	            12-13 ab_alloc, ab_freed                       u
 //	            14    created (the kernel clock at creation)   u
-//	          Version 1 writes n = 15; a reader zeroes values beyond n and
+//	            15    retained_heap (the part of retained_native
+//	                  that grew a shared heap: brk, commits)   s
+//	          Version 1 wrote n = 15 before retained_heap, n = 16
+//	          since; a reader zeroes values beyond n and
 //	          skips values it does not know (each is one varint). New
 //	          fields of event.Counters are appended here.
 //	stats     n uvarint, n uvarints: lost_events, decode_errors,

@@ -52,6 +52,7 @@ func sampleCounters(seed int64, comm string) event.Counters {
 		External:       -seed << 14,
 		Retained:       seed << 17,
 		RetainedNative: seed << 11,
+		RetainedHeap:   seed << 9,
 		ABAlloc:        uint64(seed) << 21,
 		ABFreed:        uint64(seed) << 10,
 		Created:        uint64(seed)<<20 + 5,
@@ -752,7 +753,11 @@ func TestAppendedFields(t *testing.T) {
 	for _, v := range []int64{end.Final.External, end.Final.Retained, end.Final.RetainedNative} {
 		p = binary.AppendVarint(p, v)
 	}
-	for _, v := range []uint64{end.Final.ABAlloc, end.Final.ABFreed, end.Final.Created, 1 << 50, 7} {
+	for _, v := range []uint64{end.Final.ABAlloc, end.Final.ABFreed, end.Final.Created} {
+		p = binary.AppendUvarint(p, v)
+	}
+	p = binary.AppendVarint(p, end.Final.RetainedHeap)
+	for _, v := range []uint64{1 << 50, 7} {
 		p = binary.AppendUvarint(p, v)
 	}
 	p = appendString(p, "x")

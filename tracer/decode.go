@@ -287,6 +287,7 @@ func counters(c *memdiagCounters) event.Counters {
 		External:       c.External,
 		Retained:       c.Retained,
 		RetainedNative: c.RetainedNative,
+		RetainedHeap:   c.RetainedHeap,
 		ABAlloc:        c.AbAlloc,
 		ABFreed:        c.AbFreed,
 		Created:        c.FirstNs,

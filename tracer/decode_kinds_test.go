@@ -41,7 +41,7 @@ func countersBytes(seed int64, comm string) []byte {
 	for i := range 4 {
 		b = binary.LittleEndian.AppendUint64(b, uint64(seed*int64(i+1)-3*seed)) // some negative
 	}
-	for i := range 12 {
+	for i := range 13 {
 		b = binary.LittleEndian.AppendUint64(b, uint64(seed+int64(i)))
 	}
 	return append(b, cChars(comm, 16)...)
@@ -83,8 +83,8 @@ func TestDecodeEveryKind(t *testing.T) {
 	for i, p := range []*uint64{&wantFinal.Faults, &wantFinal.Mapped, &wantFinal.Unmapped, &wantFinal.MadeWritable, &wantFinal.AdvisedFree} {
 		*p = uint64(1000 + i)
 	}
-	wantFinal.External, wantFinal.Retained, wantFinal.RetainedNative = 1005, 1006, 1007
-	wantFinal.ABAlloc, wantFinal.ABFreed, wantFinal.Created = 1008, 1009, 1010
+	wantFinal.External, wantFinal.Retained, wantFinal.RetainedNative, wantFinal.RetainedHeap = 1005, 1006, 1007, 1008
+	wantFinal.ABAlloc, wantFinal.ABFreed, wantFinal.Created = 1009, 1010, 1011
 	wantFinal.Comm = "worker"
 	v6 := netip.MustParseAddr("2001:db8::7").As16()
 	mapped := netip.MustParseAddr("::ffff:10.0.0.5").As16()

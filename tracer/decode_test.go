@@ -27,7 +27,7 @@ const (
 	cExecSize      = cHdrSize + 128            // hdr, filename = 152
 	cExitSize      = cHdrSize + 4 + 1 + 3 + 16 // hdr, exit_code, group_dead, _pad, comm = 48
 	cBucketKeySize = 4 + 4 + 8                 // tgid, kind, id = 16
-	cCountersSize  = 4*8 + 12*8 + 16           // rss[4], 12 u64/s64, comm = 144
+	cCountersSize  = 4*8 + 13*8 + 16           // rss[4], 13 u64/s64, comm = 152
 	cMmStateSize   = 4*8 + 8 + 8 + 4 + 4       // last[4], total, peak, tgid, seen = 56
 	cGroupTotal    = 8 + 8                     // total, peak = 16
 )
@@ -384,7 +384,7 @@ func TestLayoutOffsets(t *testing.T) {
 		{"exit_event.group_dead", unsafe.Offsetof(memdiagExitEvent{}.GroupDead), cHdrSize + 4},
 		{"exit_event.comm", unsafe.Offsetof(memdiagExitEvent{}.Comm), cHdrSize + 8},
 		{"counters.faults", unsafe.Offsetof(memdiagCounters{}.Faults), 32},
-		{"counters.comm", unsafe.Offsetof(memdiagCounters{}.Comm), 128},
+		{"counters.comm", unsafe.Offsetof(memdiagCounters{}.Comm), 136},
 		{"event_hdr.ktime_ns", unsafe.Offsetof(memdiagEventHdr{}.KtimeNs), 8},
 		{"event_hdr.tid", unsafe.Offsetof(memdiagEventHdr{}.Tid), 20},
 	}

@@ -58,6 +58,7 @@ type memdiagCounters struct {
 	External       int64
 	Retained       int64
 	RetainedNative int64
+	RetainedHeap   int64
 	AbAlloc        uint64
 	AbFreed        uint64
 	FirstNs        uint64

@@ -246,7 +246,7 @@ func TestRegionTableMatchesModel(t *testing.T) {
 				r := model.regs[i]
 				if r.counted == 0 && r.class == classNative && a+n <= r.end() {
 					model.unmap(a, a+n)
-					model.add(modelRegion{start: a, len: n, class: r.class, counted: 1})
+					model.add(modelRegion{start: a, len: n, class: r.class, counted: 2}) // RG_HEAP: a shared heap's growth
 					ops["mprotect (commit)"]++
 					continue
 				}
