@@ -38,6 +38,7 @@ type Table struct {
 	Rows           []Row
 	TruthCulprit   string // the leaking category holding the most, "" for none
 	MemdiagCulprit string
+	MemdiagSuspect string // what a mapping estimate alone points at (not a culprit)
 	Statement      string // memdiag's verdict statement, when it has one
 	SelfCheck      *SelfCheck
 	TruthRetained  int64            // the sum of the truth's retained bytes
@@ -50,7 +51,7 @@ type Table struct {
 func Compare(service string, truth *Truth, rep *Report, exp Expect) *Table {
 	t := &Table{Service: service, MemdiagCulprit: rep.CulpritName(), SelfCheck: truth.SelfCheck, TruthRetained: truth.Retained()}
 	if rep.Verdict != nil {
-		t.Statement = rep.Verdict.Statement
+		t.Statement, t.MemdiagSuspect = rep.Verdict.Statement, rep.Verdict.Suspect
 	}
 	leaking := map[string]bool{}
 	for _, n := range exp.Leaking {
@@ -305,6 +306,9 @@ func (t *Table) Markdown() string {
 		fmt.Fprintf(&b, "| %s | %d / %s | %s / %s | %s | %s |\n", name, r.TruthOps, mops, Bytes(r.TruthRetained), mret, errCol, culprit)
 	}
 	fmt.Fprintf(&b, "\nCulprit: truth %s, memdiag %s", orNone(t.TruthCulprit), orNone(t.MemdiagCulprit))
+	if t.MemdiagSuspect != "" {
+		fmt.Fprintf(&b, " (suspect, an estimate: %s)", t.MemdiagSuspect)
+	}
 	if t.MemdiagCulprit == t.TruthCulprit {
 		b.WriteString(" — right.\n")
 	} else {

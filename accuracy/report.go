@@ -35,6 +35,7 @@ type ReportCategory struct {
 // retains".
 type Verdict struct {
 	Culprit   *string `json:"culprit"`
+	Suspect   string  `json:"suspect"` // a mapping estimate's suspect: not a culprit
 	Statement string  `json:"statement"`
 }
 

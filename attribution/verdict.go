@@ -9,26 +9,38 @@ package attribution
 //     heap.go) when it runs; else the writable mappings the runtime made or
 //     committed during the category's ops (an estimate blind to heaps that
 //     reuse their pages);
-//   - native heap: the native allocator's mappings (brk heap, arena commits,
-//     large chunks) made during the category's ops and not given back; with
+//   - native heap: the native allocator's mappings made during the
+//     category's ops and not given back: mappings of their own (a large
+//     malloc chunk), kept as long as what was allocated in them (measured),
+//     and growth of a shared heap (brk, arena commits), charged to whoever
+//     needed fresh pages (an estimate: Counters.RetainedHeap); with
 //     --native-heap, the malloc'd blocks the category's ops allocated and
 //     nobody freed (libc's allocator followed with uprobes), instead;
 //   - external (exact mode): ArrayBuffers allocated and not freed, which
 //     replace the native estimate of the same bytes.
 //
 // A category retains significantly when its sampled part is more than two
-// standard errors above zero and at least minRetained, or when its mapping
-// estimate is at least minRetained and kept growing with the category's
-// work (trend.go: a heap that grew once to its high-water mark, or buffers
-// in flight at the end, are not a leak). An estimate that did not keep
-// growing is not counted as retained at all: it is reported apart, as
-// committed during the ops (Retention.HighWater). The culprit is the
-// significant category that keeps most; with none, the verdict is that no
-// operation retains memory.
+// standard errors above zero and at least minRetained, or when what its
+// mappings keep is at least minRetained and kept growing with the
+// category's work (trend.go: a heap that grew once to its high-water mark,
+// or buffers in flight at the end, are not a leak). Mappings that did not
+// keep growing are not counted as retained at all: they are reported
+// apart, as committed during the ops (Retention.HighWater). The culprit is
+// the significant category that keeps most by measurement (a runtime
+// sampler, followed blocks, exact ArrayBuffers, mappings of their own);
+// with none, the verdict is that no operation retains memory. A category
+// whose retention rests mostly on an estimate is never the culprit: the
+// pages a shared heap commits during an op are the op's only when nothing
+// reuses space another op freed, and
+// a heap that does (malloc, V8, pymalloc) charges the route that allocates
+// fresh pages, not the one that keeps what it took. When such a category
+// would keep most, the verdict names it as a suspect (Verdict.Suspect), says
+// in which heap memory grows, and names the mode that measures it.
 
 import (
 	"fmt"
 	"math"
+	"strings"
 )
 
 // minRetained is the least a category must keep to be called retaining.
@@ -44,8 +56,9 @@ type Retention struct {
 	Samples     int   // live runtime samples behind RuntimeHeap
 	// Estimated is the part of Bytes that rests on mapping estimates
 	// (pages committed during the ops), which can follow who allocated
-	// rather than who keeps; EstimatedKind says which heap: "runtime" or
-	// "native".
+	// rather than who keeps (a shared heap's growth, the runtime's own
+	// mappings without a sampler); EstimatedKind says which heap: "runtime"
+	// or "native".
 	Estimated     int64
 	EstimatedKind string
 	// HighWater is what the mapping estimate found committed during the
@@ -60,10 +73,16 @@ type Retention struct {
 
 // Verdict says which category keeps memory, or that none does.
 type Verdict struct {
-	Culprit   string  // "" when no category retains significantly
-	Share     float64 // the culprit's part of what significant categories keep
-	Statement string  // one sentence for humans
-	Method    string  // how the runtime heap was measured
+	Culprit string  // "" when no category is measured to retain significantly
+	Share   float64 // the culprit's part of what measured significant categories keep
+	// Suspect is the category that keeps most by a mapping estimate alone,
+	// when it keeps more than the culprit (or there is no culprit): where
+	// memory grew, not shown to be where it is kept. SuspectKind says which
+	// heap the estimate is of ("native" or "runtime").
+	Suspect     string
+	SuspectKind string
+	Statement   string // one sentence for humans
+	Method      string // how the runtime heap was measured
 }
 
 // retention computes a category's Retention; heap is its sampled estimate
@@ -111,16 +130,25 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 	case exact:
 		r.Method += ", exact ArrayBuffers"
 	default:
-		r.Method += ", native mapping estimate"
+		r.Method += ", native mappings (a shared heap's growth estimated)"
 	}
 	r.Bytes = r.RuntimeHeap + r.Native + r.External
-	if !native {
-		r.Estimated, r.EstimatedKind = max(r.Native, 0), "native"
+	// mapped is what rests on mappings (not on samples or followed
+	// blocks). Of the native part, growth of a shared heap (brk, an
+	// arena's commits) is an estimate; mappings of their own (large
+	// malloc chunks) are kept as long as what was allocated in them, a
+	// measurement. The runtime's own mappings grow its heap: an estimate.
+	var mapped int64
+	if !native && r.Native > 0 {
+		mapped = r.Native
+		r.Estimated, r.EstimatedKind = min(max(cs.RetainedHeap, 0), r.Native), "native"
 	}
-	if sampled == "" && max(r.RuntimeHeap, 0) > r.Estimated {
-		r.Estimated, r.EstimatedKind = r.Estimated+max(r.RuntimeHeap, 0), "runtime"
-	} else if sampled == "" {
-		r.Estimated += max(r.RuntimeHeap, 0)
+	if sampled == "" && r.RuntimeHeap > 0 {
+		mapped += r.RuntimeHeap
+		if r.RuntimeHeap > r.Estimated {
+			r.EstimatedKind = "runtime"
+		}
+		r.Estimated += r.RuntimeHeap
 	}
 	if cs.Ops > 0 {
 		r.PerOp = float64(r.Bytes) / float64(cs.Ops)
@@ -151,12 +179,12 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 	if loopHeap && !native {
 		mappingSig = false
 	}
-	if !mappingSig && r.Estimated > 0 {
-		// Pages committed during the ops that did not keep growing with
-		// their work: a heap's high-water mark, buffers in flight, free
-		// space in an arena. Committed, not shown to be kept: reported
+	if !mappingSig && mapped > 0 {
+		// Memory mapped or committed during the ops that did not keep
+		// growing with their work: a heap's high-water mark, buffers in
+		// flight, free space in an arena. Not shown to be kept: reported
 		// apart, not as retained.
-		r.HighWater = r.Estimated
+		r.HighWater = mapped
 		if !native && r.Native > 0 {
 			r.Native = 0
 		}
@@ -185,46 +213,81 @@ func (a *Account) verdict(s *Summary) {
 	}
 	exact := a.opts.ExactExternal
 	var total int64
-	culprit := -1
+	culprit, suspect := -1, -1
 	for i := range s.Categories {
 		c := &s.Categories[i]
 		c.Retention = a.retention(c, heap[c.Name], sampled, exact)
-		if c.Retention.Significant && candidate(c.Kind) {
-			total += c.Retention.Bytes
-			if culprit < 0 || c.Retention.Bytes > s.Categories[culprit].Retention.Bytes {
-				culprit = i
+		r := c.Retention
+		if !r.Significant || !candidate(c.Kind) {
+			continue
+		}
+		if r.estimated() {
+			if suspect < 0 || r.Bytes > s.Categories[suspect].Retention.Bytes {
+				suspect = i
 			}
+			continue
+		}
+		total += r.Bytes
+		if culprit < 0 || r.Bytes > s.Categories[culprit].Retention.Bytes {
+			culprit = i
 		}
 	}
 	s.Verdict.Method = "mapping estimate (no runtime sampler)"
 	if sampled != "" {
 		s.Verdict.Method = "runtime heap sampled (" + sampled + ")"
 	}
-	if culprit < 0 {
+	if suspect >= 0 && culprit >= 0 && s.Categories[suspect].Retention.Bytes <= s.Categories[culprit].Retention.Bytes {
+		suspect = -1 // a smaller estimate beside a measured culprit: in its row only
+	}
+	var parts []string
+	if culprit >= 0 {
+		c := &s.Categories[culprit]
+		s.Verdict.Culprit = c.Name
+		s.Verdict.Share = float64(c.Retention.Bytes) / float64(total)
+		parts = append(parts, fmt.Sprintf("%s retains %s%s, %.0f%% of what retaining categories keep",
+			c.Name, bytesText(uint64(max(c.Retention.Bytes, 0))), perOpText(c), 100*s.Verdict.Share))
+	}
+	if suspect >= 0 {
+		c := &s.Categories[suspect]
+		s.Verdict.Suspect, s.Verdict.SuspectKind = c.Name, c.Retention.EstimatedKind
+		also, lead := "", "no operation is measured to retain memory; "
+		if culprit >= 0 {
+			also, lead = " also", ""
+		}
+		parts = append(parts, fmt.Sprintf("%sthe %s heap%s grew %s during %s's ops%s, %s",
+			lead, c.Retention.EstimatedKind, also, bytesText(uint64(max(c.Retention.Bytes, 0))), c.Name, perOpText(c), estimateHint(c.Retention.EstimatedKind)))
+	}
+	if len(parts) == 0 {
 		s.Verdict.Statement = "no operation retains memory: no category keeps a significant amount"
 		return
 	}
-	c := &s.Categories[culprit]
-	s.Verdict.Culprit = c.Name
-	s.Verdict.Share = float64(c.Retention.Bytes) / float64(total)
-	rate := ""
-	if c.Ops > 0 {
-		rate = fmt.Sprintf(" (%s per op ± %s over %d ops)", bytesText(uint64(max(c.Retention.PerOp, 0))), bytesText(uint64(2*c.Retention.PerOpErr)), c.Ops)
+	s.Verdict.Statement = strings.Join(parts, "; ")
+}
+
+// estimated says whether a retention rests mostly on a mapping estimate.
+func (r Retention) estimated() bool { return r.Estimated > 0 && 2*r.Estimated > r.Bytes }
+
+// perOpText is a category's retention per op with its uncertainty, for
+// the verdict's sentence ("" without ops).
+func perOpText(c *CategorySummary) string {
+	if c.Ops == 0 {
+		return ""
 	}
-	s.Verdict.Statement = fmt.Sprintf("%s retains %s%s, %.0f%% of what retaining categories keep",
-		c.Name, bytesText(uint64(max(c.Retention.Bytes, 0))), rate, 100*s.Verdict.Share)
-	if r := c.Retention; 2*r.Estimated > r.Bytes {
-		s.Verdict.Statement += "; " + estimateHint(r.EstimatedKind)
+	r := c.Retention
+	if r.estimated() {
+		return fmt.Sprintf(" (%s per op over %d ops)", bytesText(uint64(max(r.PerOp, 0))), c.Ops)
 	}
+	return fmt.Sprintf(" (%s per op ± %s over %d ops)", bytesText(uint64(max(r.PerOp, 0))), bytesText(uint64(2*r.PerOpErr)), c.Ops)
 }
 
 // estimateHint says, for a verdict resting mostly on a mapping estimate,
 // what that means and which opt-in measures it.
 func estimateHint(kind string) string {
+	const what = "an estimate from the pages they committed, which says who allocated fresh pages, not who keeps memory (a heap that reuses space one op freed charges the op that refills it): "
 	if kind == "runtime" {
-		return "mostly estimated from the runtime heap pages its ops committed, which follows who allocated more than who keeps: a runtime sampler (Go's profiler, on by default; --heap-sampling v8 for Node.js) measures what is kept"
+		return what + "a runtime sampler measures which operation keeps it (--heap-sampling v8 for Node.js; Go's profiler)"
 	}
-	return "mostly estimated from the native heap pages its ops committed, which follows who allocated more than who keeps: --native-heap (or --exact-external for Node.js Buffers) measures what is kept"
+	return what + "--native-heap (or --exact-external for Node.js Buffers) measures which operation keeps it"
 }
 
 // candidate says whether a category kind can be the culprit: the service's

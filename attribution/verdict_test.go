@@ -191,11 +191,24 @@ func TestNothingRetains(t *testing.T) {
 	evs = evs[:0]
 	for i := uint64(1); i <= 40; i++ {
 		e := end(int(i), i, 0)
-		e.Final.Retained, e.Final.RetainedNative = 1<<20, 1<<20
+		e.Final.Retained, e.Final.RetainedNative, e.Final.RetainedHeap = 1<<20, 1<<20, 1<<20 // brk growth
 		evs = append(evs, served(int(i), i, "GET", "/leak"), e, snap(int(i), nil))
 	}
-	if s := run(evs).Summary(); s.Verdict.Culprit != "GET /leak" {
-		t.Errorf("verdict = %+v, want GET /leak", s.Verdict)
+	// A shared heap's growth is evidence of growth, not of who keeps: a
+	// suspect, never the culprit.
+	if s := run(evs).Summary(); s.Verdict.Culprit != "" || s.Verdict.Suspect != "GET /leak" || s.Verdict.SuspectKind != "native" ||
+		!strings.HasPrefix(s.Verdict.Statement, "no operation is measured to retain memory; the native heap grew 40.0 MiB during GET /leak's ops (1.0 MiB per op over 40 ops)") {
+		t.Errorf("verdict = %+v, want no culprit, GET /leak the native heap's suspect", s.Verdict)
+	}
+	// Mappings of their own (a large malloc chunk per op, still mapped)
+	// are kept as long as what was allocated in them: measured.
+	for i := range evs {
+		if e, ok := evs[i].(*event.OpEnd); ok {
+			e.Final.RetainedHeap = 0
+		}
+	}
+	if s := run(evs).Summary(); s.Verdict.Culprit != "GET /leak" || s.Verdict.Suspect != "" {
+		t.Errorf("verdict = %+v, want GET /leak, measured by its own mappings", s.Verdict)
 	}
 }
 
@@ -212,7 +225,7 @@ func TestNativeHeapVerdict(t *testing.T) {
 			// /churn commits 2 MiB of heap pages per op and frees all it
 			// allocates; /keep reuses space churn freed and keeps 1 MiB.
 			churn, keep := end(int(i), 2*i-1, 0), end(int(i), 2*i, 0)
-			churn.Final.Retained, churn.Final.RetainedNative = 2<<20, 2<<20
+			churn.Final.Retained, churn.Final.RetainedNative, churn.Final.RetainedHeap = 2<<20, 2<<20, 2<<20
 			churn.Final.ABAlloc, churn.Final.ABFreed = 4<<20, 4<<20
 			keep.Final.ABAlloc = 1 << 20
 			evs = append(evs, served(int(i), 2*i-1, "GET", "/churn"), churn, served(int(i), 2*i, "GET", "/keep"), keep, snap(int(i), nil))
@@ -236,11 +249,13 @@ func TestNativeHeapVerdict(t *testing.T) {
 		t.Errorf("verdict = %+v, want GET /keep, measured", s.Verdict)
 	}
 
-	// Without the mode the estimate is all there is: it names churn, and
-	// the statement says what it rests on and how to measure.
+	// Without the mode the estimate is all there is: it points at churn,
+	// which refills what keep took. No culprit is named on it: churn is
+	// the suspect, and the statement says what that rests on and which
+	// mode measures.
 	s = run(events()).Summary()
-	if s.Verdict.Culprit != "GET /churn" || !strings.Contains(s.Verdict.Statement, "--native-heap") {
-		t.Errorf("verdict on the estimate = %+v, want GET /churn with the --native-heap hint", s.Verdict)
+	if s.Verdict.Culprit != "" || s.Verdict.Suspect != "GET /churn" || !strings.Contains(s.Verdict.Statement, "--native-heap") {
+		t.Errorf("verdict on the estimate = %+v, want no culprit, GET /churn the suspect, the --native-heap hint", s.Verdict)
 	}
 }
 
@@ -272,7 +287,8 @@ func TestInFlightSawtoothIsNotALeak(t *testing.T) {
 // TestSilentGoProfiler: a Go sampler whose rate could not be read (a
 // stripped binary) and that took no sample while the GC ran three cycles
 // is off; nothing sampled is no evidence, and the runtime heap falls back
-// to the mapping estimate, which here keeps growing with /leak's work.
+// to the mapping estimate, which here keeps growing with /leak's work: a
+// suspect, not a culprit.
 func TestSilentGoProfiler(t *testing.T) {
 	evs := []event.Event{&event.Sampling{Header: hdr(0), Runtime: event.RuntimeGo, Active: true, Interval: 512 << 10}}
 	for i := uint64(1); i <= 40; i++ {
@@ -284,8 +300,8 @@ func TestSilentGoProfiler(t *testing.T) {
 		}
 	}
 	s := run(evs).Summary()
-	if s.Verdict.Culprit != "GET /leak" || !strings.HasPrefix(s.Verdict.Method, "mapping estimate") {
-		t.Errorf("verdict = %+v, want GET /leak on the mapping estimate", s.Verdict)
+	if s.Verdict.Suspect != "GET /leak" || s.Verdict.SuspectKind != "runtime" || s.Verdict.Culprit != "" || !strings.HasPrefix(s.Verdict.Method, "mapping estimate") {
+		t.Errorf("verdict = %+v, want GET /leak the runtime heap's suspect on the mapping estimate", s.Verdict)
 	}
 	var reason string
 	for _, st := range s.Sampling {
@@ -293,5 +309,37 @@ func TestSilentGoProfiler(t *testing.T) {
 	}
 	if !strings.Contains(reason, "took no sample over 4 GC cycles") {
 		t.Errorf("sampling reason %q: want it to say the profiler is off", reason)
+	}
+}
+
+// TestSuspectBesideCulprit: a route measured by the runtime sampler to
+// keep memory is the culprit even when another route's native heap
+// estimate is larger; the larger estimate is named as a suspect, in the
+// same sentence, with the mode that would measure it.
+func TestSuspectBesideCulprit(t *testing.T) {
+	const size = 256 << 10
+	evs := []event.Event{&event.Sampling{Header: hdr(0), Runtime: event.RuntimeGo, Active: true, Interval: 512 << 10}}
+	for i := uint64(1); i <= 40; i++ {
+		leak, cgo := 2*i-1, 2*i
+		e := end(int(i), cgo, 0)
+		e.Final.Retained, e.Final.RetainedNative, e.Final.RetainedHeap = 4<<20, 4<<20, 4<<20 // arena commits, growing with the work
+		evs = append(evs, served(int(i), leak, "GET", "/leak"),
+			&event.HeapSample{Header: hdr(int(i)), Runtime: event.RuntimeGo, Addr: 0x1000 + i, Size: size, Owner: opKey(leak)},
+			end(int(i), leak, 0), served(int(i), cgo, "GET", "/cgo"), e, snap(int(i), nil))
+		if i%10 == 0 {
+			evs = append(evs, &event.GCCycle{Header: hdr(int(i)), Runtime: event.RuntimeGo})
+		}
+	}
+	s := run(evs).Summary()
+	if s.Verdict.Culprit != "GET /leak" || s.Verdict.Share != 1 {
+		t.Errorf("verdict = %+v, want GET /leak, all of what is measured", s.Verdict)
+	}
+	if s.Verdict.Suspect != "GET /cgo" || s.Verdict.SuspectKind != "native" ||
+		!strings.Contains(s.Verdict.Statement, "; the native heap also grew 160.0 MiB during GET /cgo's ops (4.0 MiB per op over 40 ops)") ||
+		!strings.Contains(s.Verdict.Statement, "--native-heap") {
+		t.Errorf("verdict = %+v, want GET /cgo the native heap's suspect, said after the culprit", s.Verdict)
+	}
+	if cgo := categoryOf(t, s, "GET /cgo"); !cgo.Retention.Significant || cgo.Retention.Estimated != 160<<20 {
+		t.Errorf("cgo retention = %+v, want 160 MiB, significant, all estimated", cgo.Retention)
 	}
 }

@@ -36,7 +36,8 @@
 //	memdiag_category_ops_total{category,kind}              counter categories[].ops: operations completed
 //	memdiag_lost_events_total                              counter lost_events
 //	memdiag_dumps_total                                    counter dumps taken at RSS thresholds
-//	memdiag_culprit_info{category}                         gauge   1 for culprit, the category dominating growth; absent when none
+//	memdiag_culprit_info{category}                         gauge   1 for verdict.culprit, the category measured to keep most; absent when none
+//	memdiag_suspect_info{category,heap}                    gauge   1 for verdict.suspect (a mapping estimate of the native or runtime heap, not a measurement); absent when none
 //	memdiag_build_info{version}                            gauge   1, with memdiag's version
 //
 // kind is the category's kind: http, outbound, unknown, idle, background or

@@ -82,15 +82,17 @@ type catValues struct {
 
 // snapshot is what Collect emits, taken from one report.
 type snapshot struct {
-	pid        string
-	rss        int64
-	growth     int64
-	rate       float64 // bytes per minute
-	lost       uint64
-	dumps      int
-	culprit    string // "" when none
-	categories []catKey
-	values     map[catKey]catValues
+	pid         string
+	rss         int64
+	growth      int64
+	rate        float64 // bytes per minute
+	lost        uint64
+	dumps       int
+	culprit     string // "" when none
+	suspect     string // verdict.suspect, "" when none
+	suspectHeap string // verdict.suspect_kind
+	categories  []catKey
+	values      map[catKey]catValues
 }
 
 // sample is the RSS growth at one time.
@@ -158,6 +160,7 @@ func (e *Exporter) Update(r *report.Report, dumps int) {
 	if r.Culprit != nil {
 		s.culprit = *r.Culprit
 	}
+	s.suspect, s.suspectHeap = r.Verdict.Suspect, r.Verdict.SuspectKind
 	s.rate = e.growthRate(snapshotTime(r), r.Growth.RSS)
 
 	cats := slices.Clone(r.Categories)
@@ -307,6 +310,8 @@ var (
 		"Dumps taken at RSS thresholds.", nil, nil)
 	descCulprit = prometheus.NewDesc("memdiag_culprit_info",
 		"1 for the category that dominates growth (report culprit); absent when there is none.", []string{"category"}, nil)
+	descSuspect = prometheus.NewDesc("memdiag_suspect_info",
+		"1 for the category a mapping estimate alone points at, when no measured culprit keeps more (report verdict.suspect): where a heap grew, not shown to be who keeps it.", []string{"category", "heap"}, nil)
 	descBuild = prometheus.NewDesc("memdiag_build_info",
 		"1, labelled with memdiag's version.", []string{"version"}, nil)
 )
@@ -315,7 +320,7 @@ var (
 type collector struct{ e *Exporter }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTargetRSS, descGrowth, descRate, descCatRSS, descCatExternal, descCatRetained, descCatOps, descLost, descDumps, descCulprit} {
+	for _, d := range []*prometheus.Desc{descTargetRSS, descGrowth, descRate, descCatRSS, descCatExternal, descCatRetained, descCatOps, descLost, descDumps, descCulprit, descSuspect} {
 		ch <- d
 	}
 	if c.e.build {
@@ -344,6 +349,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDumps, prometheus.CounterValue, float64(s.dumps))
 	if s.culprit != "" {
 		gauge(descCulprit, 1, s.culprit)
+	}
+	if s.suspect != "" {
+		gauge(descSuspect, 1, s.suspect, s.suspectHeap)
 	}
 	for _, k := range s.categories {
 		v := s.values[k]

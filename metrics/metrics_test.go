@@ -221,6 +221,19 @@ func TestNoCulprit(t *testing.T) {
 	if f, ok := scrape(t, e.Handler())["memdiag_culprit_info"]; ok {
 		t.Errorf("memdiag_culprit_info exported without a culprit: %v", f)
 	}
+	if f, ok := scrape(t, e.Handler())["memdiag_suspect_info"]; ok {
+		t.Errorf("memdiag_suspect_info exported without a suspect: %v", f)
+	}
+	// A suspect (a mapping estimate) is its own series, never the culprit's.
+	r.Verdict.Suspect, r.Verdict.SuspectKind = "api_records", "native"
+	e.Update(r, 0)
+	fams := scrape(t, e.Handler())
+	if got := series(t, fams, "memdiag_suspect_info", map[string]string{"category": "api_records", "heap": "native"}); got != 1 {
+		t.Errorf("memdiag_suspect_info = %v, want 1", got)
+	}
+	if f, ok := fams["memdiag_culprit_info"]; ok {
+		t.Errorf("memdiag_culprit_info exported for a suspect: %v", f)
+	}
 }
 
 func TestGrowthRate(t *testing.T) {

@@ -491,3 +491,33 @@ func TestHTMLCulpritShareOf(t *testing.T) {
 		t.Errorf("processes table lost its columns")
 	}
 }
+
+// TestHTMLVerdict: the page says the verdict in its own words — under the
+// culprit, or, with no culprit measured, beside the suspect a mapping
+// estimate points at, marked as not measured.
+func TestHTMLVerdict(t *testing.T) {
+	r := sampleHTMLReport()
+	r.Verdict = report.VerdictJSON{Culprit: *r.Culprit, Statement: "GET /leak retains 40.0 MiB", Method: "runtime heap sampled (go, every 512.0 KiB)"}
+	out, err := r.HTML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `<div class="why" data-verdict>Verdict: GET /leak retains 40.0 MiB <span class="method">(runtime heap sampled (go, every 512.0 KiB))</span>`) {
+		t.Errorf("the culprit's banner lacks the verdict's sentence")
+	}
+
+	r.Culprit, r.Verdict = nil, report.VerdictJSON{Suspect: "GET /churn", SuspectKind: "native", Statement: "no operation is measured to retain memory; the native heap grew 80.0 MiB during GET /churn's ops", Method: "mapping estimate (no runtime sampler)"}
+	out, err = r.HTML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(out)
+	for _, want := range []string{`data-suspect="GET /churn"`, "Suspect, not measured", "<code>GET /churn</code>", "Verdict: no operation is measured to retain memory; the native heap grew 80.0 MiB"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("no culprit, a suspect: the page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "Primary culprit") {
+		t.Errorf("a suspect is shown as the culprit")
+	}
+}

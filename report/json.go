@@ -128,10 +128,15 @@ type CategoryJSON struct {
 
 // VerdictJSON says which category keeps memory, or that none does.
 type VerdictJSON struct {
-	Culprit   string  `json:"culprit"` // "" when no category retains significantly
-	Share     float64 `json:"share"`   // the culprit's part of what retaining categories keep
-	Statement string  `json:"statement"`
-	Method    string  `json:"method"`
+	Culprit string  `json:"culprit"` // "" when no category is measured to retain significantly
+	Share   float64 `json:"share"`   // the culprit's part of what measured retaining categories keep
+	// Suspect: the category that keeps most by a mapping estimate alone
+	// (where a heap grew, not shown to be who keeps it), when it keeps
+	// more than the culprit; SuspectKind: "native" or "runtime".
+	Suspect     string `json:"suspect,omitempty"`
+	SuspectKind string `json:"suspect_kind,omitempty"`
+	Statement   string `json:"statement"`
+	Method      string `json:"method"`
 }
 
 // SamplingJSON says whether a runtime sampler was joined with the ops.
@@ -385,7 +390,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 		culprit := sum.Culprit
 		r.Culprit, r.CulpritShare = &culprit, sum.CulpritShare
 	}
-	r.Verdict = VerdictJSON{Culprit: sum.Verdict.Culprit, Share: sum.Verdict.Share, Statement: sum.Verdict.Statement, Method: sum.Verdict.Method}
+	r.Verdict = VerdictJSON{Culprit: sum.Verdict.Culprit, Share: sum.Verdict.Share, Suspect: sum.Verdict.Suspect, SuspectKind: sum.Verdict.SuspectKind, Statement: sum.Verdict.Statement, Method: sum.Verdict.Method}
 	if sum.GrewMost != "" {
 		g := sum.GrewMost
 		r.GrewMost, r.GrewMostShare = &g, sum.GrewMostShare

@@ -39,8 +39,16 @@ func (r *Report) Text() []byte {
 			label = "PRIMARY CULPRIT"
 		}
 		fmt.Fprintf(&b, "\n%s: %s (%.0f%% of operation %s)\n", label, *r.Culprit, r.CulpritShare*100, measure)
+	} else if r.Verdict.Suspect != "" {
+		fmt.Fprintf(&b, "\nNo culprit measured; suspect (an estimate): %s\n", r.Verdict.Suspect)
 	} else {
-		b.WriteString("\nNo operation grew.\n")
+		b.WriteString("\nNo culprit.\n")
+	}
+	if r.Verdict.Statement != "" {
+		fmt.Fprintf(&b, "Verdict: %s (%s)\n", r.Verdict.Statement, r.Verdict.Method)
+	}
+	if r.GrewMost != nil && (r.Culprit == nil || *r.GrewMost != *r.Culprit) {
+		fmt.Fprintf(&b, "Grew most: %s (%.0f%% of the operations' RSS growth: who allocated while the process grew, not who keeps memory)\n", *r.GrewMost, 100*r.GrewMostShare)
 	}
 
 	b.WriteString("\n")

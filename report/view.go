@@ -73,6 +73,8 @@ type pageView struct {
 	Cards                               []card
 	Culprit                             *culpritView
 	NoCulprit                           string
+	Suspect                             string // the verdict's suspect (a mapping estimate), or ""
+	Verdict, VerdictMethod              string // the verdict's sentence and how it was measured
 	Timeline                            *timelineChart
 	TimelineNote                        string
 	Markers                             []markerRow
@@ -117,6 +119,7 @@ func newPageView(r *Report) *pageView {
 	colors := seriesColors(r.Categories)
 	v.Cards = cards(r)
 	v.Culprit, v.NoCulprit = culprit(r, colors)
+	v.Suspect, v.Verdict, v.VerdictMethod = r.Verdict.Suspect, r.Verdict.Statement, r.Verdict.Method
 	markers := slices.Clone(r.Markers)
 	slices.SortStableFunc(markers, func(a, b MarkerJSON) int { return a.Time.Compare(b.Time) })
 	v.Timeline, v.TimelineNote = newTimelineChart(r, colors, markers)
@@ -286,6 +289,9 @@ func cards(r *Report) []card {
 
 func culprit(r *Report, colors map[string]string) (*culpritView, string) {
 	if r.Culprit == nil {
+		if r.Verdict.Statement != "" {
+			return nil, "" // the verdict's sentence says why
+		}
 		return nil, "No operation category grew: the growth belongs to threads and process-level buckets (see the categories below)."
 	}
 	name := *r.Culprit

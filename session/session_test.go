@@ -378,15 +378,18 @@ func TestParseDumpAt(t *testing.T) {
 	}
 }
 
-var update = flag.Bool("update", false, "rewrite testdata/session.mdrec and its golden reports")
+var (
+	update   = flag.Bool("update", false, "rewrite the golden reports of testdata/session.mdrec")
+	rerecord = flag.Bool("rerecord", false, "record testdata/session.mdrec again (with -update: a change to the recording itself)")
+)
 
 // TestGoldenReplay: a committed recording (a live session's, made by this
-// test with -update) rebuilds the committed text, JSON and HTML reports —
+// test with -rerecord) rebuilds the committed text, JSON and HTML reports —
 // what `memdiag report` prints, without root, on any machine. A change to
 // the recording format or the reports shows here.
 func TestGoldenReplay(t *testing.T) {
 	rec := filepath.Join("testdata", "session.mdrec")
-	if *update {
+	if *rerecord {
 		dir := t.TempDir()
 		cfg := testConfig(dir)
 		sc := newScenario()
