@@ -272,15 +272,15 @@ type Counters struct {
 	// Retained is the bytes of mappings made here and not unmapped yet;
 	// negative when this bucket is credited with others' unmaps.
 	Retained       int64
-	RetainedNative int64  // the native-allocator part of Retained
+	RetainedNative int64 // the native-allocator part of Retained
 	// RetainedHeap is the part of RetainedNative that grew a shared heap
 	// (brk growth, an arena's commits): pages whoever needed fresh space
 	// committed, which says who allocated, not who keeps. The rest of
 	// RetainedNative is mappings of their own (a large malloc chunk),
 	// kept as long as what was allocated in them.
 	RetainedHeap int64
-	ABAlloc        uint64 // exact mode: ArrayBuffer bytes allocated
-	ABFreed        uint64 // exact mode: ArrayBuffer bytes allocated here, freed since
+	ABAlloc      uint64 // exact mode: ArrayBuffer bytes allocated
+	ABFreed      uint64 // exact mode: ArrayBuffer bytes allocated here, freed since
 	// Created is the kernel's clock when the bucket was created: a bucket
 	// deleted and created again under the same key is a new one.
 	Created uint64
