@@ -131,15 +131,21 @@ func Services() []*Service {
 		// and truth0, or between truth1 and memdiag's stop.
 		OpsSlack: map[string]int64{"gun_sync": 2},
 	}
+	nodeSession := &Service{
+		Name: "node-session", Dir: "testdata/corpus/node-session", Command: node, CI: true, MemdiagArgs: v8,
+		NPM:     []string{"testdata/corpus/node-session"},
+		Warmup:  jobs(session, 300, 100, 500),
+		Load:    jobs(session, 1500, 300, 2000),
+		Conns:   4,
+		Leaking: []string{"login"},
+	}
 	return []*Service{
-		{
-			Name: "node-session", Dir: "testdata/corpus/node-session", Command: node, CI: true, MemdiagArgs: v8,
-			NPM:     []string{"testdata/corpus/node-session"},
-			Warmup:  jobs(session, 300, 100, 500),
-			Load:    jobs(session, 1500, 300, 2000),
-			Conns:   4,
-			Leaking: []string{"login"},
-		},
+		nodeSession,
+		variant(nodeSession, "node-session-default", func(v *Service) {
+			// memdiag's default mode (no V8 sampler: the JS heap is the
+			// mapping estimate of V8's own pages), as a user's first run.
+			v.MemdiagArgs, v.CI = nil, false
+		}),
 		nodeBuffers,
 		variant(nodeBuffers, "node-buffers-exact", func(v *Service) {
 			// The kept Buffers come from the malloc heap, reusing space

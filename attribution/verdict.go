@@ -41,6 +41,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"github.com/memdiag/memdiag/event"
 )
 
 // minRetained is the least a category must keep to be called retaining.
@@ -81,8 +83,12 @@ type Verdict struct {
 	// heap the estimate is of ("native" or "runtime").
 	Suspect     string
 	SuspectKind string
-	Statement   string // one sentence for humans
-	Method      string // how the runtime heap was measured
+	// Unsampled is, when no category retains and no runtime sampler ran,
+	// how much anonymous memory outside the native heap grew (≥ 1 MiB):
+	// growth the verdict cannot place, said instead of "nothing retains".
+	Unsampled int64
+	Statement string // one sentence for humans
+	Method    string // how the runtime heap was measured
 }
 
 // retention computes a category's Retention; heap is its sampled estimate
@@ -259,6 +265,13 @@ func (a *Account) verdict(s *Summary) {
 	}
 	if len(parts) == 0 {
 		s.Verdict.Statement = "no operation retains memory: no category keeps a significant amount"
+		// Without a runtime sampler a runtime heap that reuses its pages,
+		// or grows from helper threads (V8's GC), marks no op: saying
+		// nothing retains would be a guess.
+		if g := s.Growth.RSS[event.RSSAnon] - s.Growth.External; sampled == "" && g >= minRetained {
+			s.Verdict.Unsampled = g
+			s.Verdict.Statement = fmt.Sprintf("no operation is measured to retain memory, but the runtime heap is not sampled and anonymous memory outside the native heap grew %s: which operation keeps it is unknown; a runtime sampler measures it (--heap-sampling v8 for Node.js; Go's profiler is joined by default)", bytesText(uint64(g)))
+		}
 		return
 	}
 	s.Verdict.Statement = strings.Join(parts, "; ")

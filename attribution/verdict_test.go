@@ -343,3 +343,28 @@ func TestSuspectBesideCulprit(t *testing.T) {
 		t.Errorf("cgo retention = %+v, want 160 MiB, significant, all estimated", cgo.Retention)
 	}
 }
+
+// TestUnsampledGrowthIsNotNothing: without a runtime sampler, a runtime
+// heap that grows from helper threads (V8's GC) marks no op. The verdict
+// then does not say that nothing retains: it says the growth it cannot
+// place, and which sampler would. With a sampler, samples speak.
+func TestUnsampledGrowthIsNotNothing(t *testing.T) {
+	events := func() []event.Event {
+		var evs []event.Event
+		for i := uint64(1); i <= 40; i++ {
+			evs = append(evs, served(int(i), i, "POST", "/login"), end(int(i), i, 0),
+				snap(int(i), nil, thread(100, 101, int64(i)<<19, "node"))) // the GC thread: 20 MiB by the end
+		}
+		return evs
+	}
+	s := run(events()).Summary()
+	if s.Verdict.Culprit != "" || s.Verdict.Unsampled != 20<<20 ||
+		!strings.HasPrefix(s.Verdict.Statement, "no operation is measured to retain memory, but the runtime heap is not sampled and anonymous memory outside the native heap grew 20.0 MiB") ||
+		!strings.Contains(s.Verdict.Statement, "--heap-sampling v8") {
+		t.Errorf("verdict = %+v, want the unsampled growth said", s.Verdict)
+	}
+	sampled := append([]event.Event{&event.Sampling{Header: hdr(0), Runtime: event.RuntimeV8, Active: true, Interval: interval}}, events()...)
+	if s := run(sampled).Summary(); s.Verdict.Unsampled != 0 || !strings.HasPrefix(s.Verdict.Statement, "no operation retains memory") {
+		t.Errorf("sampled verdict = %+v, want nothing retains", s.Verdict)
+	}
+}

@@ -135,8 +135,11 @@ type VerdictJSON struct {
 	// more than the culprit; SuspectKind: "native" or "runtime".
 	Suspect     string `json:"suspect,omitempty"`
 	SuspectKind string `json:"suspect_kind,omitempty"`
-	Statement   string `json:"statement"`
-	Method      string `json:"method"`
+	// UnsampledBytes: with no culprit and no runtime sampler, the
+	// anonymous memory outside the native heap that grew, unplaced.
+	UnsampledBytes int64  `json:"unsampled_bytes,omitempty"`
+	Statement      string `json:"statement"`
+	Method         string `json:"method"`
 }
 
 // SamplingJSON says whether a runtime sampler was joined with the ops.
@@ -390,7 +393,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 		culprit := sum.Culprit
 		r.Culprit, r.CulpritShare = &culprit, sum.CulpritShare
 	}
-	r.Verdict = VerdictJSON{Culprit: sum.Verdict.Culprit, Share: sum.Verdict.Share, Suspect: sum.Verdict.Suspect, SuspectKind: sum.Verdict.SuspectKind, Statement: sum.Verdict.Statement, Method: sum.Verdict.Method}
+	r.Verdict = VerdictJSON{Culprit: sum.Verdict.Culprit, Share: sum.Verdict.Share, Suspect: sum.Verdict.Suspect, SuspectKind: sum.Verdict.SuspectKind, UnsampledBytes: sum.Verdict.Unsampled, Statement: sum.Verdict.Statement, Method: sum.Verdict.Method}
 	if sum.GrewMost != "" {
 		g := sum.GrewMost
 		r.GrewMost, r.GrewMostShare = &g, sum.GrewMostShare
