@@ -270,7 +270,7 @@ func (a *Account) verdict(s *Summary) {
 		// nothing retains would be a guess.
 		if g := s.Growth.RSS[event.RSSAnon] - s.Growth.External; sampled == "" && g >= minRetained {
 			s.Verdict.Unsampled = g
-			s.Verdict.Statement = fmt.Sprintf("no operation is measured to retain memory, but the runtime heap is not sampled and anonymous memory outside the native heap grew %s: which operation keeps it is unknown; a runtime sampler measures it (--heap-sampling v8 for Node.js; Go's profiler is joined by default)", bytesText(uint64(g)))
+			s.Verdict.Statement = fmt.Sprintf("no operation is measured to retain memory, but the runtime heap is not sampled and anonymous memory outside the native heap grew %s: which operation keeps it is unknown without a runtime sampler (memdiag attach joins Go's memory profiler by default, V8's with --heap-sampling v8)", bytesText(uint64(g)))
 		}
 		return
 	}
