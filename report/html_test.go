@@ -505,6 +505,9 @@ func TestHTMLVerdict(t *testing.T) {
 	if !strings.Contains(string(out), `<div class="why" data-verdict>Verdict: GET /leak retains 40.0 MiB <span class="method">(runtime heap sampled (go, every 512.0 KiB))</span>`) {
 		t.Errorf("the culprit's banner lacks the verdict's sentence")
 	}
+	if !strings.Contains(string(out), "<p class=\"hint\" data-verdict-help>How to read the verdict:") {
+		t.Errorf("the page does not explain the verdict")
+	}
 
 	r.Culprit, r.Verdict = nil, report.VerdictJSON{Suspect: "GET /churn", SuspectKind: "native", Statement: "no operation is measured to retain memory; the native heap grew 80.0 MiB during GET /churn's ops", Method: "mapping estimate (no runtime sampler)"}
 	out, err = r.HTML()
