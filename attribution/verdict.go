@@ -270,7 +270,7 @@ func (a *Account) verdict(s *Summary) {
 		// nothing retains would be a guess.
 		if g := s.Growth.RSS[event.RSSAnon] - s.Growth.External; sampled == "" && g >= minRetained {
 			s.Verdict.Unsampled = g
-			s.Verdict.Statement = fmt.Sprintf("no operation is measured to retain memory, but the runtime heap is not sampled and anonymous memory outside the native heap grew %s: which operation keeps it is unknown without a runtime sampler (memdiag attach joins Go's memory profiler by default, V8's with --heap-sampling v8)", bytesText(uint64(g)))
+			s.Verdict.Statement = fmt.Sprintf("no operation is measured to retain memory, but the runtime heap is not sampled and anonymous memory outside the native heap grew %s: which operation keeps it is unknown without a runtime sampler (%s)", bytesText(uint64(g)), samplersText)
 		}
 		return
 	}
@@ -298,10 +298,13 @@ func perOpText(c *CategorySummary) string {
 func estimateHint(kind string) string {
 	const what = "an estimate from the pages they committed, which says who allocated fresh pages, not who keeps memory (a heap that reuses space one op freed charges the op that refills it): "
 	if kind == "runtime" {
-		return what + "a runtime sampler measures which operation keeps it (--heap-sampling v8 for Node.js; Go's profiler)"
+		return what + "a runtime sampler measures which operation keeps it (" + samplersText + ")"
 	}
 	return what + "--native-heap (or --exact-external for Node.js Buffers) measures which operation keeps it"
 }
+
+// samplersText says which runtime samplers memdiag joins, and where none.
+const samplersText = "memdiag attach joins Go's memory profiler by default and V8's with --heap-sampling v8; CPython's heap has none memdiag can reach"
 
 // candidate says whether a category kind can be the culprit: the service's
 // operations and its event loop between them, not helper threads or the
