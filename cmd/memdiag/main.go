@@ -70,7 +70,8 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
   --exact-external: about 8 us per ArrayBuffer allocation or free (uprobe traps;
     -9% throughput on the reference service)
   --tls: about 36 us per HTTPS request parsed (uprobe; -14% throughput)
-  --heap-sampling v8: -12% to -19% throughput (V8's sampling profiler)
+  --heap-sampling v8: +12% CPU per request at the 64 KiB interval, +2% at
+    1 MiB (a uprobe trap per sample; V8's own profiler a few percent)
   Go's memory profiler (default; turned on where the linker turned it off):
     +1.7% CPU per request on a Go service allocating 1 MiB per request
   --native-heap: every malloc and free traps: +192% (Python) to +250%
