@@ -195,6 +195,8 @@ func isID(s string) bool {
 		return true
 	case digits > 0 && n >= 8 && digits*3 >= n: // mixed ids like a1b2c3d4e5
 		return true
+	case digits >= 4 && digits*2 >= n: // short prefixed ids like u6871, INV-2024 (not v1, oauth2, h264)
+		return true
 	}
 	return false
 }

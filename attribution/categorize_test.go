@@ -20,6 +20,11 @@ func TestNormalizeRoute(t *testing.T) {
 		"/a/b/c/d/e/f/g/h/i/j":                        "/a/b/c/d/e/f/g/h/…",
 		"/":                                           "/",
 		"/api/v2":                                     "/api/v2",
+		"/track/u6871":                                "/track/:id",
+		"/invoices/INV-2024/pdf":                      "/invoices/:id/pdf",
+		"/auth/oauth2/callback":                       "/auth/oauth2/callback",
+		"/net/ipv6":                                   "/net/ipv6",
+		"/videos/h264":                                "/videos/h264",
 	} {
 		if got := NormalizeRoute(in); got != want {
 			t.Errorf("NormalizeRoute(%q) = %q, want %q", in, got, want)
