@@ -1,6 +1,7 @@
 package attribution
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -29,9 +30,11 @@ type Naming struct {
 
 // Categorizer names operations from rules, first match wins; with no
 // match, HTTP ops are named by normalized route and outbound ops by
-// destination.
+// destination. It learns which route segments are ids (routeFolder), so
+// it is not safe for concurrent use.
 type Categorizer struct {
 	rules []config.Category
+	fold  routeFolder
 }
 
 // NewCategorizer returns a categorizer for cfg (nil: automatic names only).
@@ -83,9 +86,88 @@ func (c *Categorizer) Categorize(b *event.OpBegin) Naming {
 	case b.GRPC:
 		n.Category = n.Name // a method is a route already: nothing to fold
 	default:
-		n.Category = b.Method + " " + NormalizeRoute(b.Path)
+		n.Category = b.Method + " " + c.fold.apply(b.Method, NormalizeRoute(b.Path))
 	}
 	return n
+}
+
+// Route folding bounds: a segment position of one route shape is an id
+// once more than foldAfter distinct values came there and at least
+// foldSingles of them came once (ids: a user, a slug, a token); a
+// position whose values repeat (resource names: /api/users, /api/orders)
+// is decided static. At most foldShapes shapes are followed.
+const (
+	foldAfter   = 32
+	foldSingles = 0.75
+	foldShapes  = 1024
+)
+
+// routeFolder learns which segments of a route are ids that NormalizeRoute
+// cannot tell by their look (u42, my-first-post): one category per route,
+// not one per user. Its memory is bounded (foldShapes shapes of at most
+// foldAfter+1 values); a route's first foldAfter values keep their own
+// names, the ones after fold to ":id".
+type routeFolder struct {
+	values map[string]map[string]int // a position's shape -> value -> ops
+	state  map[string]bool           // decided shapes: true = an id, false = static
+}
+
+// apply folds the id positions of a normalized route, learning from it.
+func (f *routeFolder) apply(method, route string) string {
+	if route == "" || route[0] != '/' {
+		return route
+	}
+	segs := strings.Split(route[1:], "/")
+	folded := false
+	for i, s := range segs {
+		if s == ":id" || s == "" || s == "…" {
+			continue
+		}
+		// A position's shape: the method, the segments before it as
+		// folded so far, and how many come after (not their values,
+		// which may be ids not learnt yet).
+		shape := fmt.Sprintf("%s /%s/\x00 +%d", method, strings.Join(segs[:i], "/"), len(segs)-i-1)
+		if f.isID(shape, s) {
+			segs[i], folded = ":id", true
+		}
+	}
+	if !folded {
+		return route
+	}
+	return "/" + strings.Join(segs, "/")
+}
+
+// isID counts value at shape's position and says whether the position is
+// an id.
+func (f *routeFolder) isID(shape, value string) bool {
+	if id, decided := f.state[shape]; decided {
+		return id
+	}
+	if f.values == nil {
+		f.values, f.state = map[string]map[string]int{}, map[string]bool{}
+	}
+	seen, ok := f.values[shape]
+	if !ok {
+		if len(f.values)+len(f.state) >= foldShapes {
+			return false
+		}
+		seen = map[string]int{}
+		f.values[shape] = seen
+	}
+	seen[value]++
+	if len(seen) <= foldAfter {
+		return false
+	}
+	singles := 0
+	for _, n := range seen {
+		if n == 1 {
+			singles++
+		}
+	}
+	id := float64(singles) >= foldSingles*float64(len(seen))
+	f.state[shape] = id
+	delete(f.values, shape)
+	return id
 }
 
 // GRPCName names a gRPC call by its service and method:

@@ -1,6 +1,7 @@
 package attribution
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -97,4 +98,51 @@ func FuzzNormalizeRoute(f *testing.F) {
 			t.Fatalf("not idempotent: %q -> %q -> %q", p, r, NormalizeRoute(r))
 		}
 	})
+}
+
+// TestRouteFolding: ids NormalizeRoute cannot tell by their look (short
+// user ids, slugs) fold to :id once a route shape has had more than
+// foldAfter distinct values, most of them once; resource names that
+// repeat stay routes of their own.
+func TestRouteFolding(t *testing.T) {
+	c := NewCategorizer(nil)
+	cat := func(path string) string {
+		return c.Categorize(&event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "GET", Path: path}).Category
+	}
+	for i := range 32 {
+		if got, want := cat(fmt.Sprintf("/track/u%dx", i)), fmt.Sprintf("GET /track/u%dx", i); got != want {
+			t.Fatalf("value %d: %q, want %q (not learnt yet)", i, got, want)
+		}
+	}
+	for i := 32; i < 40; i++ {
+		if got := cat(fmt.Sprintf("/track/u%dx", i)); got != "GET /track/:id" {
+			t.Fatalf("value %d: %q, want GET /track/:id", i, got)
+		}
+	}
+	if got := cat("/posts/hello-world/comments"); got != "GET /posts/hello-world/comments" {
+		t.Errorf("another shape: %q", got)
+	}
+	// An id in the middle of a route, learnt the same way.
+	for i := range 40 {
+		got := cat(fmt.Sprintf("/posts/my-post-%c%c/comments", 'a'+i/26, 'a'+i%26))
+		if want := "GET /posts/:id/comments"; i > 32 && got != want {
+			t.Fatalf("slug %d: %q, want %q", i, got, want)
+		}
+	}
+	// 40 resources under /api, each asked for again before the next is
+	// first seen: values that repeat are routes, not ids.
+	for i := range 40 {
+		for range 2 {
+			if got, want := cat(fmt.Sprintf("/api/res%c%c", 'a'+i/26, 'a'+i%26)), fmt.Sprintf("GET /api/res%c%c", 'a'+i/26, 'a'+i%26); got != want {
+				t.Fatalf("resource %d: %q, want %q", i, got, want)
+			}
+		}
+	}
+	// Bounded: shapes beyond foldShapes are not followed.
+	for i := range 2 * foldShapes {
+		cat(fmt.Sprintf("/s%d/x%d/y", i, i))
+	}
+	if n := len(c.fold.values) + len(c.fold.state); n > foldShapes {
+		t.Errorf("%d shapes followed, want at most %d", n, foldShapes)
+	}
 }
