@@ -31,11 +31,13 @@ package attribution
 // with none, the verdict is that no operation retains memory. A category
 // whose retention rests mostly on an estimate is never the culprit: the
 // pages a shared heap commits during an op are the op's only when nothing
-// reuses space another op freed, and
-// a heap that does (malloc, V8, pymalloc) charges the route that allocates
-// fresh pages, not the one that keeps what it took. When such a category
-// would keep most, the verdict names it as a suspect (Verdict.Suspect), says
-// in which heap memory grows, and names the mode that measures it.
+// reuses space another op freed, and a heap that does (malloc, V8,
+// pymalloc) charges the route that allocates fresh pages, not the one that
+// keeps what it took. When such a category would keep most, the verdict
+// names it as a suspect (Verdict.Suspect), says in which heap memory
+// grows, and names the mode that measures it. Without a runtime sampler
+// and with no category retaining, a runtime heap that grew is said as
+// such (Verdict.Unsampled), not as "nothing retains".
 
 import (
 	"fmt"
@@ -147,7 +149,9 @@ func (a *Account) retention(cs *CategorySummary, heap *heapEstimate, sampled str
 	var mapped int64
 	if !native && r.Native > 0 {
 		mapped = r.Native
-		r.Estimated, r.EstimatedKind = min(max(cs.RetainedHeap, 0), r.Native), "native"
+		if r.Estimated = min(max(cs.RetainedHeap, 0), r.Native); r.Estimated > 0 {
+			r.EstimatedKind = "native"
+		}
 	}
 	if sampled == "" && r.RuntimeHeap > 0 {
 		mapped += r.RuntimeHeap
