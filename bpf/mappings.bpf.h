@@ -19,7 +19,10 @@
  * back; a PROT_NONE reservation (V8, glibc arenas) does not, and a later
  * mprotect that makes part of a native reservation writable (a glibc arena
  * growing) becomes a mapping of its own, retained by the bucket current at
- * the commit. Unmapping (munmap, MAP_FIXED over a mapping, mremap, brk
+ * the commit. Commits and brk growth are a shared heap's growth (RG_HEAP,
+ * counted apart in retained_heap): whoever needed fresh pages, not who
+ * keeps what is in them; a writable mmap (RG_MAPPING: a large malloc chunk)
+ * is kept as long as what was allocated in it. Unmapping (munmap, MAP_FIXED over a mapping, mremap, brk
  * shrinking) forgets the mappings, lowers their owners' retained bytes and
  * marks the thread in `releasing`, so the RSS it gives back is charged to
  * the owner (rss.bpf.h) — for an op that has ended, to its BK_FREED bucket —

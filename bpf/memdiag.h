@@ -255,7 +255,6 @@ struct region_chunk {
 	u64 end[CHUNK_SLOTS];
 };
 
-/* A mapping made while traced (or found at attach), with its owner. */
 /* How a region counts in its owner's retained bytes. */
 enum region_counted {
 	RG_UNCOUNTED = 0, /* not writable: address space, not memory */
@@ -263,6 +262,7 @@ enum region_counted {
 	RG_HEAP = 2,      /* growth of a shared heap (brk, an arena's commit): whoever commits, not who keeps */
 };
 
+/* A mapping made while traced (or found at attach), with its owner. */
 struct region {
 	u64 start;
 	u64 len;
