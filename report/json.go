@@ -109,7 +109,11 @@ type CategoryJSON struct {
 	// RetainedHighWaterBytes is what the mapping estimate found committed
 	// during the category's ops without growing with their work (a heap's
 	// high-water mark, buffers in flight): not in RetainedBytes.
-	RetainedHighWaterBytes int64  `json:"retained_high_water_bytes,omitempty"`
+	RetainedHighWaterBytes int64 `json:"retained_high_water_bytes,omitempty"`
+	// RetainedEstimatedBytes is the part of RetainedBytes that rests on an
+	// estimate (a shared heap's growth, the runtime's own mappings without
+	// a sampler): where memory grew, not shown to be kept by these ops.
+	RetainedEstimatedBytes int64  `json:"retained_estimated_bytes"`
 	RetainedMethod         string `json:"retained_method"`  // how it was measured
 	RetainedSamples        int    `json:"retained_samples"` // live runtime samples behind the runtime heap part
 	Retaining              bool   `json:"retaining"`        // keeps a significant amount (the verdict's test)
@@ -348,7 +352,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 			RSSBytes: m.RSS, RSSAnonBytes: m.Anon, RSSFileBytes: m.File, RSSShmemBytes: m.Shmem,
 			ExternalBytes: c.ExternalBytes(exact), RetainedBytes: c.Retention.Bytes,
 			RetainedStdErr: c.Retention.StdErr, RetainedPerOp: c.Retention.PerOp, RetainedPerOpErr: c.Retention.PerOpErr,
-			RetainedMethod: c.Retention.Method, RetainedHighWaterBytes: c.Retention.HighWater, RetainedSamples: c.Retention.Samples, Retaining: c.Retention.Significant,
+			RetainedMethod: c.Retention.Method, RetainedHighWaterBytes: c.Retention.HighWater, RetainedEstimatedBytes: c.Retention.Estimated, RetainedSamples: c.Retention.Samples, Retaining: c.Retention.Significant,
 			RetainedMappingBytes: c.RetainedBytes(),
 			ExternalAllocated:    c.ABAlloc, ExternalFreed: c.ABFreed,
 			RetainedExternal: c.RetainedNative,

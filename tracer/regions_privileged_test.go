@@ -194,6 +194,9 @@ func TestRegionTableMatchesModel(t *testing.T) {
 		model.add(modelRegion{start: start, len: n, class: r.Class, counted: counted})
 	}
 	learn(base, span, 0)
+	// What the process had retained before the walk (its loader's own
+	// mappings, made while it started).
+	native0, heap0 := retainedOf(t, tr, pid)
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	sizes := []uint64{1, 1, 2, 3, 4, 8, 16, 17, 64, 100, 256, 1024}
@@ -256,6 +259,24 @@ func TestRegionTableMatchesModel(t *testing.T) {
 		checkRegions(t, tr, pid, base, span, &model, rng, step, last)
 	}
 	t.Logf("ops: %v; %d mappings at the end", ops, len(model.regs))
+
+	// The owners' retained counters agree with the table: every counted
+	// mapping is native here, and the commits are a shared heap's growth
+	// (RG_HEAP, retained_heap), the writable mmaps mappings of their own.
+	var wantNative, wantHeap int64
+	for _, r := range model.regs {
+		if r.counted != 0 {
+			wantNative += int64(r.len)
+		}
+		if r.counted == 2 {
+			wantHeap += int64(r.len)
+		}
+	}
+	gotNative, gotHeap := retainedOf(t, tr, pid)
+	gotNative, gotHeap = gotNative-native0, gotHeap-heap0
+	if gotNative != wantNative || gotHeap != wantHeap || wantHeap == 0 || wantHeap == wantNative {
+		t.Errorf("retained native %d, of it a shared heap's growth %d; the table holds %d and %d (want both parts non-empty)", gotNative, gotHeap, wantNative, wantHeap)
+	}
 	if ops["mprotect (commit)"] == 0 || ops["munmap"] == 0 || ops["mmap"] == 0 {
 		t.Fatalf("the random walk missed an operation kind: %v", ops)
 	}
@@ -318,4 +339,23 @@ func fmtRegions(rs []modelRegion) string {
 		fmt.Fprintf(&b, "  %#x+%#x class %d counted %d\n", r.start, r.len, r.class, r.counted)
 	}
 	return b.String()
+}
+
+// retainedOf sums the retained native bytes of process pid's buckets, and
+// the part of them that grew a shared heap.
+func retainedOf(t *testing.T, tr *Tracer, pid uint32) (native, heap int64) {
+	t.Helper()
+	var k memdiagBucketKey
+	var c memdiagCounters
+	it := tr.objs.Buckets.Iterate()
+	for it.Next(&k, &c) {
+		if k.Tgid == pid {
+			native += c.RetainedNative
+			heap += c.RetainedHeap
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return native, heap
 }
