@@ -50,6 +50,10 @@ import (
 // minRetained is the least a category must keep to be called retaining.
 const minRetained = 1 << 20
 
+// trendSnapshots is how many snapshots (seconds) a run needs before the
+// verdict judges whether the process's unsampled growth went on.
+const trendSnapshots = 20
+
 // Retention is what a category's ops still keep, by kind, with its evidence.
 type Retention struct {
 	Bytes       int64 // best estimate, every kind
@@ -272,13 +276,29 @@ func (a *Account) verdict(s *Summary) {
 		// Without a runtime sampler a runtime heap that reuses its pages,
 		// or grows from helper threads (V8's GC), marks no op: saying
 		// nothing retains would be a guess.
-		if g := s.Growth.RSS[event.RSSAnon] - s.Growth.External; sampled == "" && g >= minRetained {
+		if g := s.Growth.RSS[event.RSSAnon] - s.Growth.External; sampled == "" && g >= minRetained && a.stillGrowing() {
 			s.Verdict.Unsampled = g
 			s.Verdict.Statement = fmt.Sprintf("no operation is measured to retain memory, but the runtime heap is not sampled and anonymous memory outside the native heap grew %s: which operation keeps it is unknown without a runtime sampler (%s)", bytesText(uint64(g)), samplersText)
 		}
 		return
 	}
 	s.Verdict.Statement = strings.Join(parts, "; ")
+}
+
+// stillGrowing says whether the process's memory outside the native heap
+// kept growing over the second half of the run (by half of minRetained or
+// more), or whether the run is too short to tell (fewer than
+// trendSnapshots snapshots: V8 grows its heap in steps, seconds apart, so
+// a short run's second half can be flat while a leak fills pages committed
+// before): a heap that grew to its working size early and stayed is not
+// growth the verdict must place.
+func (a *Account) stillGrowing() bool {
+	p := a.tl.points
+	if len(p) < trendSnapshots {
+		return true
+	}
+	mid, last := p[len(p)/2], p[len(p)-1]
+	return (last.Resident-last.External)-(mid.Resident-mid.External) >= minRetained/2
 }
 
 // estimated says whether a retention rests mostly on a mapping estimate.

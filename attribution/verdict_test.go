@@ -347,7 +347,9 @@ func TestSuspectBesideCulprit(t *testing.T) {
 // TestUnsampledGrowthIsNotNothing: without a runtime sampler, a runtime
 // heap that grows from helper threads (V8's GC) marks no op. The verdict
 // then does not say that nothing retains: it says the growth it cannot
-// place, and which sampler would. With a sampler, samples speak.
+// place, and which sampler would — while it keeps growing; a heap that
+// reached its working size early is not that. With a sampler, samples
+// speak.
 func TestUnsampledGrowthIsNotNothing(t *testing.T) {
 	events := func() []event.Event {
 		var evs []event.Event
@@ -362,6 +364,16 @@ func TestUnsampledGrowthIsNotNothing(t *testing.T) {
 		!strings.HasPrefix(s.Verdict.Statement, "no operation is measured to retain memory, but the runtime heap is not sampled and anonymous memory outside the native heap grew 20.0 MiB") ||
 		!strings.Contains(s.Verdict.Statement, "--heap-sampling v8") {
 		t.Errorf("verdict = %+v, want the unsampled growth said", s.Verdict)
+	}
+	// A heap that grew to its working size in the first quarter and
+	// stayed: not growth to place.
+	var flat []event.Event
+	for i := uint64(1); i <= 40; i++ {
+		flat = append(flat, served(int(i), i, "POST", "/login"), end(int(i), i, 0),
+			snap(int(i), nil, thread(100, 101, int64(min(i, 10))<<21, "node")))
+	}
+	if s := run(flat).Summary(); s.Verdict.Unsampled != 0 || !strings.HasPrefix(s.Verdict.Statement, "no operation retains memory") {
+		t.Errorf("flat verdict = %+v, want nothing retains", s.Verdict)
 	}
 	sampled := append([]event.Event{&event.Sampling{Header: hdr(0), Runtime: event.RuntimeV8, Active: true, Interval: interval}}, events()...)
 	if s := run(sampled).Summary(); s.Verdict.Unsampled != 0 || !strings.HasPrefix(s.Verdict.Statement, "no operation retains memory") {
