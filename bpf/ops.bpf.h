@@ -259,11 +259,33 @@ static __always_inline int op_end(struct sock_info *s, u32 tgid, u32 tid, s32 fd
 	return 0;
 }
 
+/* What op_begin_global needs besides the socket: BPF functions take at
+ * most five arguments, and a global one checks its pointers' sizes. */
+struct op_start {
+	u64 buf;     /* the first bytes, in user memory (0: none) */
+	s64 len;     /* how many of them are valid */
+	u64 pre;     /* bytes read alone before (pre_len of them, at most 7) */
+	u32 pre_len;
+	u32 kind;    /* enum op_kind */
+	u32 tgid;
+	u32 tid;
+	s32 fd;
+	u32 _pad;
+};
+
 /* Starts an op on socket s: creates its bucket, makes it the thread's and
  * the socket's current op, and sends OP_BEGIN with the first bytes at buf
- * (len of them valid). Returns 0. */
-static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 fd, u32 kind, u64 buf, s64 len, u64 pre, u32 pre_len)
+ * (len of them valid). Returns 0. A global function: the kernel verifies
+ * it once per program instead of once per call site and path (the read
+ * handler calls it from five places and two bpf_loop callbacks). */
+__noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 {
+	if (!s || !o)
+		return 0;
+	u32 tgid = o->tgid, tid = o->tid, kind = o->kind, pre_len = o->pre_len;
+	s32 fd = o->fd;
+	u64 buf = o->buf, pre = o->pre;
+	s64 len = o->len;
 	op_end(s, tgid, tid, fd, END_NEXT);
 	u32 zero = 0;
 	u64 *next = bpf_map_lookup_elem(&op_ids, &zero);
@@ -312,6 +334,14 @@ static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 
 		e->data_len = off + n;
 	submit(e);
 	return 0;
+}
+
+/* op_begin_global with its arguments spelled out. */
+static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 fd, u32 kind, u64 buf, s64 len, u64 pre, u32 pre_len)
+{
+	struct op_start o = { .buf = buf, .len = len, .pre = pre, .pre_len = pre_len, .kind = kind,
+			      .tgid = tgid, .tid = tid, .fd = fd, ._pad = 0 };
+	return op_begin_global(s, &o);
 }
 
 /* The kernel socket behind the current task's fd, or NULL. Read through
@@ -380,10 +410,8 @@ static __always_inline int accepted(struct tp_sys_exit *ctx)
 	return 0;
 }
 
+/* Attached to accept4 and accept. */
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int on_exit_accept4(struct tp_sys_exit *ctx) { return accepted(ctx); }
-
-SEC("tracepoint/syscalls/sys_exit_accept")
 int on_exit_accept(struct tp_sys_exit *ctx) { return accepted(ctx); }
 
 /* struct sockaddr_in / sockaddr_in6, as much as we read. */
@@ -718,22 +746,30 @@ not_request:
 	return 0;
 }
 
+/* x86_64 syscall numbers of the reads and writes whose first argument
+ * is not a plain buffer (the tracepoint record carries the number). */
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+
+/* How the buffer argument of read/write syscall nr is laid out. */
+static __always_inline u32 io_kind(s32 nr)
+{
+	if (nr == NR_READV || nr == NR_WRITEV)
+		return IO_IOV;
+	if (nr == NR_RECVMSG || nr == NR_SENDMSG)
+		return IO_MSG;
+	return IO_PLAIN;
+}
+
+/* One program per shared body, attached to every syscall it serves
+ * (read, recvfrom, readv, recvmsg; tracer/tracer.go lists them): the
+ * kernel verifies each program once, and read_done is the largest. */
 SEC("tracepoint/syscalls/sys_enter_read")
-int on_enter_read(struct tp_sys_enter *ctx) { return save_io(ctx, IO_PLAIN); }
+int on_enter_read(struct tp_sys_enter *ctx) { return save_io(ctx, io_kind(ctx->nr)); }
 SEC("tracepoint/syscalls/sys_exit_read")
 int on_exit_read(struct tp_sys_exit *ctx) { return read_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int on_enter_recvfrom(struct tp_sys_enter *ctx) { return save_io(ctx, IO_PLAIN); }
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int on_exit_recvfrom(struct tp_sys_exit *ctx) { return read_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_readv")
-int on_enter_readv(struct tp_sys_enter *ctx) { return save_io(ctx, IO_IOV); }
-SEC("tracepoint/syscalls/sys_exit_readv")
-int on_exit_readv(struct tp_sys_exit *ctx) { return read_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int on_enter_recvmsg(struct tp_sys_enter *ctx) { return save_io(ctx, IO_MSG); }
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int on_exit_recvmsg(struct tp_sys_exit *ctx) { return read_done(ctx); }
 
 /* A write begins: a served socket's write belongs to its op (and releases
  * the thread when it returns); a client socket's joins the thread's op or,
@@ -831,22 +867,11 @@ static __always_inline int write_done(struct tp_sys_exit *ctx)
 	return 0;
 }
 
+/* Attached to write, sendto, writev and sendmsg. */
 SEC("tracepoint/syscalls/sys_enter_write")
-int on_enter_write(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_PLAIN); }
+int on_enter_write(struct tp_sys_enter *ctx) { return write_begin(ctx, io_kind(ctx->nr)); }
 SEC("tracepoint/syscalls/sys_exit_write")
 int on_exit_write(struct tp_sys_exit *ctx) { return write_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int on_enter_sendto(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_PLAIN); }
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int on_exit_sendto(struct tp_sys_exit *ctx) { return write_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_writev")
-int on_enter_writev(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_IOV); }
-SEC("tracepoint/syscalls/sys_exit_writev")
-int on_exit_writev(struct tp_sys_exit *ctx) { return write_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int on_enter_sendmsg(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_MSG); }
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int on_exit_sendmsg(struct tp_sys_exit *ctx) { return write_done(ctx); }
 
 SEC("tracepoint/syscalls/sys_enter_close")
 int on_enter_close(struct tp_sys_enter *ctx)
@@ -896,15 +921,8 @@ static __always_inline int poll_done(void)
 	return 0;
 }
 
+/* Attached to epoll_wait, epoll_pwait, epoll_pwait2, poll and ppoll. */
 SEC("tracepoint/syscalls/sys_exit_epoll_wait")
-int on_exit_epoll_wait(struct tp_sys_exit *ctx) { return poll_done(); }
-SEC("tracepoint/syscalls/sys_exit_epoll_pwait")
-int on_exit_epoll_pwait(struct tp_sys_exit *ctx) { return poll_done(); }
-SEC("tracepoint/syscalls/sys_exit_epoll_pwait2")
-int on_exit_epoll_pwait2(struct tp_sys_exit *ctx) { return poll_done(); }
-SEC("tracepoint/syscalls/sys_exit_poll")
 int on_exit_poll(struct tp_sys_exit *ctx) { return poll_done(); }
-SEC("tracepoint/syscalls/sys_exit_ppoll")
-int on_exit_ppoll(struct tp_sys_exit *ctx) { return poll_done(); }
 
 #endif /* MEMDIAG_OPS_BPF_H */
