@@ -394,15 +394,15 @@ static __always_inline int sock_peer(s32 fd, struct sock_info *s)
 
 /* accept/accept4: the returned fd is a served socket (Node passes a NULL
  * sockaddr, so the fd is all there is). */
-static __always_inline int accepted(struct tp_sys_exit *ctx)
+static __always_inline int accepted(s64 ret)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
-	if (ctx->ret < 0 || !current_target(tgid))
+	if (ret < 0 || !current_target(tgid))
 		return 0;
-	struct sock_key k = { .tgid = tgid, .fd = (s32)ctx->ret };
+	struct sock_key k = { .tgid = tgid, .fd = (s32)ret };
 	struct sock_info s = { .role = SOCK_SERVER };
-	u16 port = local_port((s32)ctx->ret);
+	u16 port = local_port((s32)ret);
 	if (port && bpf_map_lookup_elem(&ignored_ports, &port))
 		s.role = SOCK_IGNORED; /* memdiag's own connection to the inspector */
 	if (bpf_map_update_elem(&sockets, &k, &s, BPF_ANY))
@@ -410,9 +410,8 @@ static __always_inline int accepted(struct tp_sys_exit *ctx)
 	return 0;
 }
 
-/* Attached to accept4 and accept. */
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int on_exit_accept(struct tp_sys_exit *ctx) { return accepted(ctx); }
+/* For accept4 and accept. */
+static __noinline int on_exit_accept(s64 ret) { return accepted(ret); }
 
 /* struct sockaddr_in / sockaddr_in6, as much as we read. */
 struct sockaddr_ {
@@ -422,8 +421,7 @@ struct sockaddr_ {
 	u8 addr6[16];
 };
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int on_enter_connect(struct tp_sys_enter *ctx)
+static __noinline int on_enter_connect(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
@@ -609,18 +607,18 @@ static __always_inline s64 first_got(struct pending *p, s64 ret)
 
 /* A read of ret bytes finished: switch to the socket's op, or start one
  * when the bytes begin a request. */
-static __always_inline int read_done(struct tp_sys_exit *ctx)
+static __always_inline int read_done(s64 ret)
 {
 	struct pending p;
 	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || ctx->ret < 0)
+	if (!take_args(&p, &tgid, &tid) || ret < 0)
 		return 0;
 	s32 fd = (s32)p.args[0];
 	struct sock_key k = { .tgid = tgid, .fd = fd };
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
 	if (s && s->role == SOCK_IGNORED)
 		return 0;
-	if (ctx->ret == 0) {
+	if (ret == 0) {
 		/* End of stream: a response that ends at close (no length)
 		 * completes here, and its callbacks are the call's op's. */
 		if (s && s->role == SOCK_CLIENT && s->op_id)
@@ -636,16 +634,16 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		bpf_map_update_elem(&tls_reads, &tid, &fd, BPF_ANY);
 	u64 buf = first_buffer(p.args[1], (u32)p.args[2]);
 	if (s && (s->flags & (SF_H2 | SF_WS)))
-		return buf ? frames_read(s, &k, tid, buf, (u64)first_got(&p, ctx->ret)) : 0;
+		return buf ? frames_read(s, &k, tid, buf, (u64)first_got(&p, ret)) : 0;
 	/* A served socket, or an fd we do not know yet (a connection
 	 * accepted before attach): look at the first bytes. */
 	if (s && s->op_id && !(s->flags & SF_RESPONDED)) {
 		set_thread(tgid, tid, TM_OP, s->op_id); /* more of the same request */
 		/* ...unless it starts with another request: pipelined. */
 		u64 w = 0;
-		if (s->role == SOCK_SERVER && !(s->flags & SF_TLS) && buf && ctx->ret >= 8 &&
+		if (s->role == SOCK_SERVER && !(s->flags & SF_TLS) && buf && ret >= 8 &&
 		    !bpf_probe_read_user(&w, sizeof(w), (void *)buf) && looks_like_request(w))
-			emit_op_data(tgid, tid, s->op_id, fd, DATA_REQUESTS, buf, first_got(&p, ctx->ret));
+			emit_op_data(tgid, tid, s->op_id, fd, DATA_REQUESTS, buf, first_got(&p, ret));
 		return 0;
 	}
 	u64 head = 0, pre = 0;
@@ -657,11 +655,11 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 	}
 	if (!buf)
 		goto not_request;
-	if (!pre_len && ctx->ret < 8) {
+	if (!pre_len && ret < 8) {
 		/* A request's first bytes read alone (Go's server reads one byte
 		 * ahead, in the background, after a response): kept for the
 		 * next read, which brings the rest of the request line. */
-		u64 got = (u64)ctx->ret & 7;
+		u64 got = (u64)ret & 7;
 		if (s && s->role == SOCK_SERVER && got && (!s->op_id || (s->flags & SF_RESPONDED)) &&
 		    !bpf_probe_read_user(&pre, got, (void *)buf)) {
 			s->pre = pre;
@@ -688,7 +686,7 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		s->flags |= SF_H2 | SF_STARTED;
 		s->frame_skip = H2_PREFACE_LEN;
 		s->h2_stream = 0;
-		return frames_read(s, &k, tid, buf, (u64)first_got(&p, ctx->ret));
+		return frames_read(s, &k, tid, buf, (u64)first_got(&p, ret));
 	}
 	if (!looks_like_request(head)) {
 		/* A TLS record: handshake (0x16 0x03) on a served socket, or
@@ -720,7 +718,7 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		 * nor a misnamed request. Only at the start of a connection or
 		 * after a response, like a request. */
 		if (s && s->role == SOCK_SERVER && !(s->flags & (SF_TLS | SF_STARTED)))
-			return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret, 0, 0);
+			return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ret, 0, 0);
 		goto not_request;
 	}
 	if (!s) {
@@ -731,10 +729,10 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		if (!s)
 			return 0;
 	}
-	op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret, pre, pre_len);
+	op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ret, pre, pre_len);
 	/* More than OP_BEGIN carries: the rest may hold pipelined requests. */
-	if (ctx->ret > OP_DATA_LEN - 8 && s->op_id) {
-		s64 got = first_got(&p, ctx->ret);
+	if (ret > OP_DATA_LEN - 8 && s->op_id) {
+		s64 got = first_got(&p, ret);
 		if (got > OP_DATA_LEN - 8)
 			emit_op_data(tgid, tid, s->op_id, fd, DATA_REST, buf + OP_DATA_LEN - 8, got - (OP_DATA_LEN - 8));
 	}
@@ -763,13 +761,11 @@ static __always_inline u32 io_kind(s32 nr)
 	return IO_PLAIN;
 }
 
-/* One program per shared body, attached to every syscall it serves
- * (read, recvfrom, readv, recvmsg; tracer/tracer.go lists them): the
- * kernel verifies each program once, and read_done is the largest. */
-SEC("tracepoint/syscalls/sys_enter_read")
-int on_enter_read(struct tp_sys_enter *ctx) { return save_io(ctx, io_kind(ctx->nr)); }
-SEC("tracepoint/syscalls/sys_exit_read")
-int on_exit_read(struct tp_sys_exit *ctx) { return read_done(ctx); }
+/* The handlers below are called by the syscall dispatch
+ * (syscalls.bpf.h): on_enter_read and on_exit_read for read, recvfrom,
+ * readv and recvmsg alike, one copy of read_done to verify. */
+static __noinline int on_enter_read(struct tp_sys_enter *ctx) { return save_io(ctx, io_kind(ctx->nr)); }
+static __noinline int on_exit_read(s64 ret) { return read_done(ret); }
 
 /* A write begins: a served socket's write belongs to its op (and releases
  * the thread when it returns); a client socket's joins the thread's op or,
@@ -857,7 +853,7 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 }
 
 /* A write on a served socket returned: the thread is released. */
-static __always_inline int write_done(struct tp_sys_exit *ctx)
+static __always_inline int write_done(s64 ret)
 {
 	struct pending p;
 	u32 tgid, tid;
@@ -867,14 +863,11 @@ static __always_inline int write_done(struct tp_sys_exit *ctx)
 	return 0;
 }
 
-/* Attached to write, sendto, writev and sendmsg. */
-SEC("tracepoint/syscalls/sys_enter_write")
-int on_enter_write(struct tp_sys_enter *ctx) { return write_begin(ctx, io_kind(ctx->nr)); }
-SEC("tracepoint/syscalls/sys_exit_write")
-int on_exit_write(struct tp_sys_exit *ctx) { return write_done(ctx); }
+/* For write, sendto, writev and sendmsg. */
+static __noinline int on_enter_write(struct tp_sys_enter *ctx) { return write_begin(ctx, io_kind(ctx->nr)); }
+static __noinline int on_exit_write(s64 ret) { return write_done(ret); }
 
-SEC("tracepoint/syscalls/sys_enter_close")
-int on_enter_close(struct tp_sys_enter *ctx)
+static __noinline int on_enter_close(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
@@ -921,8 +914,7 @@ static __always_inline int poll_done(void)
 	return 0;
 }
 
-/* Attached to epoll_wait, epoll_pwait, epoll_pwait2, poll and ppoll. */
-SEC("tracepoint/syscalls/sys_exit_epoll_wait")
-int on_exit_poll(struct tp_sys_exit *ctx) { return poll_done(); }
+/* For epoll_wait, epoll_pwait, epoll_pwait2, poll and ppoll. */
+static __noinline int on_exit_poll(s64 ret) { return poll_done(); }
 
 #endif /* MEMDIAG_OPS_BPF_H */

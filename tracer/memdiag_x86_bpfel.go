@@ -445,32 +445,8 @@ const (
 	memdiagProgOnAbAllocateRet      = "on_ab_allocate_ret"
 	memdiagProgOnAbFree             = "on_ab_free"
 	memdiagProgOnCalloc             = "on_calloc"
-	memdiagProgOnEnterBrk           = "on_enter_brk"
-	memdiagProgOnEnterClose         = "on_enter_close"
-	memdiagProgOnEnterConnect       = "on_enter_connect"
-	memdiagProgOnEnterExecve        = "on_enter_execve"
-	memdiagProgOnEnterExecveat      = "on_enter_execveat"
-	memdiagProgOnEnterMadvise       = "on_enter_madvise"
-	memdiagProgOnEnterMmap          = "on_enter_mmap"
-	memdiagProgOnEnterMprotect      = "on_enter_mprotect"
-	memdiagProgOnEnterMremap        = "on_enter_mremap"
-	memdiagProgOnEnterMunmap        = "on_enter_munmap"
-	memdiagProgOnEnterRead          = "on_enter_read"
-	memdiagProgOnEnterWrite         = "on_enter_write"
 	memdiagProgOnExec               = "on_exec"
 	memdiagProgOnExit               = "on_exit"
-	memdiagProgOnExitAccept         = "on_exit_accept"
-	memdiagProgOnExitBrk            = "on_exit_brk"
-	memdiagProgOnExitExecve         = "on_exit_execve"
-	memdiagProgOnExitExecveat       = "on_exit_execveat"
-	memdiagProgOnExitMadvise        = "on_exit_madvise"
-	memdiagProgOnExitMmap           = "on_exit_mmap"
-	memdiagProgOnExitMprotect       = "on_exit_mprotect"
-	memdiagProgOnExitMremap         = "on_exit_mremap"
-	memdiagProgOnExitMunmap         = "on_exit_munmap"
-	memdiagProgOnExitPoll           = "on_exit_poll"
-	memdiagProgOnExitRead           = "on_exit_read"
-	memdiagProgOnExitWrite          = "on_exit_write"
 	memdiagProgOnFork               = "on_fork"
 	memdiagProgOnFree               = "on_free"
 	memdiagProgOnGoFreeSpecial      = "on_go_free_special"
@@ -486,6 +462,8 @@ const (
 	memdiagProgOnSslRead            = "on_ssl_read"
 	memdiagProgOnSslReadEx          = "on_ssl_read_ex"
 	memdiagProgOnSslReadReturn      = "on_ssl_read_return"
+	memdiagProgOnSysEnter           = "on_sys_enter"
+	memdiagProgOnSysExit            = "on_sys_exit"
 	memdiagProgOnV8Sample           = "on_v8_sample"
 	memdiagVarFollowCgroup          = "follow_cgroup"
 	memdiagVarGoSpecialKindOff      = "go_special_kind_off"
@@ -573,32 +551,8 @@ type memdiagProgramSpecs struct {
 	OnAbAllocateRet *ebpf.ProgramSpec `ebpf:"on_ab_allocate_ret"`
 	OnAbFree        *ebpf.ProgramSpec `ebpf:"on_ab_free"`
 	OnCalloc        *ebpf.ProgramSpec `ebpf:"on_calloc"`
-	OnEnterBrk      *ebpf.ProgramSpec `ebpf:"on_enter_brk"`
-	OnEnterClose    *ebpf.ProgramSpec `ebpf:"on_enter_close"`
-	OnEnterConnect  *ebpf.ProgramSpec `ebpf:"on_enter_connect"`
-	OnEnterExecve   *ebpf.ProgramSpec `ebpf:"on_enter_execve"`
-	OnEnterExecveat *ebpf.ProgramSpec `ebpf:"on_enter_execveat"`
-	OnEnterMadvise  *ebpf.ProgramSpec `ebpf:"on_enter_madvise"`
-	OnEnterMmap     *ebpf.ProgramSpec `ebpf:"on_enter_mmap"`
-	OnEnterMprotect *ebpf.ProgramSpec `ebpf:"on_enter_mprotect"`
-	OnEnterMremap   *ebpf.ProgramSpec `ebpf:"on_enter_mremap"`
-	OnEnterMunmap   *ebpf.ProgramSpec `ebpf:"on_enter_munmap"`
-	OnEnterRead     *ebpf.ProgramSpec `ebpf:"on_enter_read"`
-	OnEnterWrite    *ebpf.ProgramSpec `ebpf:"on_enter_write"`
 	OnExec          *ebpf.ProgramSpec `ebpf:"on_exec"`
 	OnExit          *ebpf.ProgramSpec `ebpf:"on_exit"`
-	OnExitAccept    *ebpf.ProgramSpec `ebpf:"on_exit_accept"`
-	OnExitBrk       *ebpf.ProgramSpec `ebpf:"on_exit_brk"`
-	OnExitExecve    *ebpf.ProgramSpec `ebpf:"on_exit_execve"`
-	OnExitExecveat  *ebpf.ProgramSpec `ebpf:"on_exit_execveat"`
-	OnExitMadvise   *ebpf.ProgramSpec `ebpf:"on_exit_madvise"`
-	OnExitMmap      *ebpf.ProgramSpec `ebpf:"on_exit_mmap"`
-	OnExitMprotect  *ebpf.ProgramSpec `ebpf:"on_exit_mprotect"`
-	OnExitMremap    *ebpf.ProgramSpec `ebpf:"on_exit_mremap"`
-	OnExitMunmap    *ebpf.ProgramSpec `ebpf:"on_exit_munmap"`
-	OnExitPoll      *ebpf.ProgramSpec `ebpf:"on_exit_poll"`
-	OnExitRead      *ebpf.ProgramSpec `ebpf:"on_exit_read"`
-	OnExitWrite     *ebpf.ProgramSpec `ebpf:"on_exit_write"`
 	OnFork          *ebpf.ProgramSpec `ebpf:"on_fork"`
 	OnFree          *ebpf.ProgramSpec `ebpf:"on_free"`
 	OnGoFreeSpecial *ebpf.ProgramSpec `ebpf:"on_go_free_special"`
@@ -614,6 +568,8 @@ type memdiagProgramSpecs struct {
 	OnSslRead       *ebpf.ProgramSpec `ebpf:"on_ssl_read"`
 	OnSslReadEx     *ebpf.ProgramSpec `ebpf:"on_ssl_read_ex"`
 	OnSslReadReturn *ebpf.ProgramSpec `ebpf:"on_ssl_read_return"`
+	OnSysEnter      *ebpf.ProgramSpec `ebpf:"on_sys_enter"`
+	OnSysExit       *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
 	OnV8Sample      *ebpf.ProgramSpec `ebpf:"on_v8_sample"`
 }
 
@@ -845,32 +801,8 @@ type memdiagPrograms struct {
 	OnAbAllocateRet *ebpf.Program `ebpf:"on_ab_allocate_ret"`
 	OnAbFree        *ebpf.Program `ebpf:"on_ab_free"`
 	OnCalloc        *ebpf.Program `ebpf:"on_calloc"`
-	OnEnterBrk      *ebpf.Program `ebpf:"on_enter_brk"`
-	OnEnterClose    *ebpf.Program `ebpf:"on_enter_close"`
-	OnEnterConnect  *ebpf.Program `ebpf:"on_enter_connect"`
-	OnEnterExecve   *ebpf.Program `ebpf:"on_enter_execve"`
-	OnEnterExecveat *ebpf.Program `ebpf:"on_enter_execveat"`
-	OnEnterMadvise  *ebpf.Program `ebpf:"on_enter_madvise"`
-	OnEnterMmap     *ebpf.Program `ebpf:"on_enter_mmap"`
-	OnEnterMprotect *ebpf.Program `ebpf:"on_enter_mprotect"`
-	OnEnterMremap   *ebpf.Program `ebpf:"on_enter_mremap"`
-	OnEnterMunmap   *ebpf.Program `ebpf:"on_enter_munmap"`
-	OnEnterRead     *ebpf.Program `ebpf:"on_enter_read"`
-	OnEnterWrite    *ebpf.Program `ebpf:"on_enter_write"`
 	OnExec          *ebpf.Program `ebpf:"on_exec"`
 	OnExit          *ebpf.Program `ebpf:"on_exit"`
-	OnExitAccept    *ebpf.Program `ebpf:"on_exit_accept"`
-	OnExitBrk       *ebpf.Program `ebpf:"on_exit_brk"`
-	OnExitExecve    *ebpf.Program `ebpf:"on_exit_execve"`
-	OnExitExecveat  *ebpf.Program `ebpf:"on_exit_execveat"`
-	OnExitMadvise   *ebpf.Program `ebpf:"on_exit_madvise"`
-	OnExitMmap      *ebpf.Program `ebpf:"on_exit_mmap"`
-	OnExitMprotect  *ebpf.Program `ebpf:"on_exit_mprotect"`
-	OnExitMremap    *ebpf.Program `ebpf:"on_exit_mremap"`
-	OnExitMunmap    *ebpf.Program `ebpf:"on_exit_munmap"`
-	OnExitPoll      *ebpf.Program `ebpf:"on_exit_poll"`
-	OnExitRead      *ebpf.Program `ebpf:"on_exit_read"`
-	OnExitWrite     *ebpf.Program `ebpf:"on_exit_write"`
 	OnFork          *ebpf.Program `ebpf:"on_fork"`
 	OnFree          *ebpf.Program `ebpf:"on_free"`
 	OnGoFreeSpecial *ebpf.Program `ebpf:"on_go_free_special"`
@@ -886,6 +818,8 @@ type memdiagPrograms struct {
 	OnSslRead       *ebpf.Program `ebpf:"on_ssl_read"`
 	OnSslReadEx     *ebpf.Program `ebpf:"on_ssl_read_ex"`
 	OnSslReadReturn *ebpf.Program `ebpf:"on_ssl_read_return"`
+	OnSysEnter      *ebpf.Program `ebpf:"on_sys_enter"`
+	OnSysExit       *ebpf.Program `ebpf:"on_sys_exit"`
 	OnV8Sample      *ebpf.Program `ebpf:"on_v8_sample"`
 }
 
@@ -895,32 +829,8 @@ func (p *memdiagPrograms) Close() error {
 		p.OnAbAllocateRet,
 		p.OnAbFree,
 		p.OnCalloc,
-		p.OnEnterBrk,
-		p.OnEnterClose,
-		p.OnEnterConnect,
-		p.OnEnterExecve,
-		p.OnEnterExecveat,
-		p.OnEnterMadvise,
-		p.OnEnterMmap,
-		p.OnEnterMprotect,
-		p.OnEnterMremap,
-		p.OnEnterMunmap,
-		p.OnEnterRead,
-		p.OnEnterWrite,
 		p.OnExec,
 		p.OnExit,
-		p.OnExitAccept,
-		p.OnExitBrk,
-		p.OnExitExecve,
-		p.OnExitExecveat,
-		p.OnExitMadvise,
-		p.OnExitMmap,
-		p.OnExitMprotect,
-		p.OnExitMremap,
-		p.OnExitMunmap,
-		p.OnExitPoll,
-		p.OnExitRead,
-		p.OnExitWrite,
 		p.OnFork,
 		p.OnFree,
 		p.OnGoFreeSpecial,
@@ -936,6 +846,8 @@ func (p *memdiagPrograms) Close() error {
 		p.OnSslRead,
 		p.OnSslReadEx,
 		p.OnSslReadReturn,
+		p.OnSysEnter,
+		p.OnSysExit,
 		p.OnV8Sample,
 	)
 }
