@@ -54,6 +54,14 @@
 
 #define TS_COMPAT 0x0002 /* arch/x86/include/asm/thread_info.h: an ia32 syscall */
 
+/* The current process's id, read from the task: the kernel inlines
+ * bpf_get_current_task_btf on x86_64, where bpf_get_current_pid_tgid is a
+ * call. Every syscall of every process pays this first test. */
+static __always_inline u32 current_tgid(void)
+{
+	return bpf_get_current_task_btf()->tgid;
+}
+
 /* Nonzero when the current syscall is a 32-bit one (other numbers). */
 static __always_inline int compat_syscall(void)
 {
@@ -64,7 +72,7 @@ static __always_inline int compat_syscall(void)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 {
-	if (!maybe_target(bpf_get_current_pid_tgid() >> 32) || compat_syscall())
+	if (!maybe_target(current_tgid()) || compat_syscall())
 		return 0;
 	struct tp_sys_enter c = {
 		.nr = (s32)id,
@@ -110,7 +118,7 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
-	if (!maybe_target(bpf_get_current_pid_tgid() >> 32) || compat_syscall())
+	if (!maybe_target(current_tgid()) || compat_syscall())
 		return 0;
 	/* The handlers take the return value alone: the dispatch keeps no
 	 * stack, for the deepest handler's call chain (512 bytes in all). */
