@@ -65,9 +65,9 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
     the reference Node.js service under wrk: +3.8% to +5.0% CPU per request, 0.95 of
     untraced throughput (median of 5 rounds)
   default mode, every other process on the host: +10 to +50 ns per page fault;
-    every syscall goes through the kernel's syscall-tracing slow path while
-    memdiag runs: +55 ns per read, +76 ns per mmap or munmap, and memdiag's
-    raw sys_enter/sys_exit pair adds +20 ns to every other syscall
+    every syscall goes through the kernel's syscall-tracing slow path and the
+    bit test of memdiag's raw sys_enter/sys_exit pair while memdiag runs:
+    +15 to +25 ns per syscall (read, getppid...), +53 ns per mmap or munmap
   --exact-external: about 8 us per ArrayBuffer allocation or free (uprobe traps;
     -9% throughput on the reference service)
   --tls: about 36 us per HTTPS request parsed (uprobe; -14% throughput)
