@@ -31,6 +31,7 @@ struct percpu_counter {
 
 struct mm_struct {
 	unsigned long brk;
+	unsigned long total_vm; /* pages */
 	struct percpu_counter rss_stat[4];
 	struct task_struct *owner; /* CONFIG_MEMCG: the task that owns the mm, NULL while it is torn down */
 } __attribute__((preserve_access_index));
@@ -69,7 +70,13 @@ struct socket {
 	struct sock *sk;
 } __attribute__((preserve_access_index));
 
+/* arch/x86/include/asm/thread_info.h */
+struct thread_info {
+	u32 status; /* TS_COMPAT: the current syscall is a 32-bit one */
+} __attribute__((preserve_access_index));
+
 struct task_struct {
+	struct thread_info thread_info; /* CONFIG_THREAD_INFO_IN_TASK */
 	struct mm_struct *mm;
 	struct files_struct *files;
 	int exit_code;
@@ -93,44 +100,16 @@ struct linux_binprm {
 #include <asm/ptrace.h>
 
 /*
- * Tracepoint contexts. Each mirrors the format file named above it; the
- * first 8 bytes are the common fields (type, flags, preempt_count, pid).
+ * The record of a syscall's entry, laid out as the syscalls:sys_enter_*
+ * tracepoints' (/sys/kernel/tracing/events/syscalls/sys_enter_<name>/format:
+ * args at 16 + 8*i); syscalls.bpf.h builds it from the registers for the
+ * handlers.
  */
-
-/* /sys/kernel/tracing/events/syscalls/sys_enter_<name>/format: args at 16 + 8*i */
 struct tp_sys_enter {
 	u64 common;
 	s32 nr;
 	u32 _pad;
 	u64 args[6];
-};
-
-/* /sys/kernel/tracing/events/syscalls/sys_exit_<name>/format */
-struct tp_sys_exit {
-	u64 common;
-	s32 nr;
-	u32 _pad;
-	s64 ret;
-};
-
-/* /sys/kernel/tracing/events/task/task_rename/format */
-struct tp_task_rename {
-	u64 common;
-	s32 pid;
-	char oldcomm[16];
-	char newcomm[16];
-	s16 oom_score_adj;
-};
-
-/* /sys/kernel/tracing/events/oom/mark_victim/format */
-struct tp_mark_victim {
-	u64 common;
-	s32 pid;
-	u32 comm_loc;
-	u64 total_vm;
-	u64 anon_rss;
-	u64 file_rss;
-	u64 shmem_rss;
 };
 
 #endif

@@ -13,8 +13,9 @@
  * last thread. Fork sets the child's bit in `target_bits`; exit clears
  * none (another live target may share it: userspace clears bits when it
  * forgets a process). Fork, exec, exit and OOM kills are sent as records;
- * task_rename renames the thread's own bucket. Fork, exec and exit are BTF
- * raw tracepoints (the task and bprm come as arguments).
+ * task_rename renames the thread's own bucket. Fork, exec, exit and rename
+ * are BTF raw tracepoints (the task and bprm come as arguments); the
+ * execve syscalls come through the syscall dispatch (syscalls.bpf.h).
  */
 #ifndef MEMDIAG_LIFECYCLE_BPF_H
 #define MEMDIAG_LIFECYCLE_BPF_H
@@ -47,26 +48,18 @@ static __always_inline int exec_enter(void)
 	return 0;
 }
 
-static __always_inline int exec_exit(struct tp_sys_exit *ctx)
+static __always_inline int exec_exit(s64 ret)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct target *t = current_target(tgid);
-	if (t && ctx->ret < 0 && t->prev_state)
+	if (t && ret < 0 && t->prev_state)
 		t->state = t->prev_state;
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_execve")
-int on_enter_execve(struct tp_sys_enter *ctx) { return exec_enter(); }
-
-SEC("tracepoint/syscalls/sys_exit_execve")
-int on_exit_execve(struct tp_sys_exit *ctx) { return exec_exit(ctx); }
-
-SEC("tracepoint/syscalls/sys_enter_execveat")
-int on_enter_execveat(struct tp_sys_enter *ctx) { return exec_enter(); }
-
-SEC("tracepoint/syscalls/sys_exit_execveat")
-int on_exit_execveat(struct tp_sys_exit *ctx) { return exec_exit(ctx); }
+/* execve and execveat, called by the syscall dispatch (syscalls.bpf.h). */
+static __noinline int on_enter_execve(void) { return exec_enter(); }
+static __noinline int on_exit_execve(s64 ret) { return exec_exit(ret); }
 
 /* BTF raw tracepoints for the sched events (here and below): no trace
  * record is built for the processes memdiag does not trace. */
@@ -159,34 +152,39 @@ int BPF_PROG(on_exit, struct task_struct *p, u8 dead)
 	return 0;
 }
 
-SEC("tracepoint/task/task_rename")
-int on_rename(struct tp_task_rename *ctx)
+SEC("tp_btf/task_rename")
+int BPF_PROG(on_rename, struct task_struct *task, const char *comm)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!current_target(tgid))
 		return 0;
-	struct bucket_key key = { .tgid = tgid, .kind = BK_THREAD, .id = (u32)ctx->pid };
+	struct bucket_key key = { .tgid = tgid, .kind = BK_THREAD, .id = (u32)task->pid };
 	struct counters *c = bpf_map_lookup_elem(&buckets, &key);
 	if (c)
-		__builtin_memcpy(c->comm, ctx->newcomm, sizeof(c->comm));
+		bpf_probe_read_kernel_str(c->comm, sizeof(c->comm), comm);
 	return 0;
 }
 
-
-SEC("tracepoint/oom/mark_victim")
-int on_oom(struct tp_mark_victim *ctx)
+/* The OOM killer chose a target: its memory as the killer saw it, in kB
+ * like the perf event's record (which the raw tracepoint does not build:
+ * the counters are read here, summed over CPUs as rss_value does). */
+SEC("tp_btf/mark_victim")
+int BPF_PROG(on_oom, struct task_struct *task, u32 uid)
 {
-	u32 victim = ctx->pid;
+	u32 victim = task->tgid;
 	struct target *t = bpf_map_lookup_elem(&targets, &victim);
 	if (!t)
+		return 0;
+	struct mm_struct *mm = task->mm;
+	if (!mm)
 		return 0;
 	struct oom_event *e = event_reserve(sizeof(*e), EV_OOM, victim, victim);
 	if (!e)
 		return 0;
-	e->anon_rss = ctx->anon_rss;
-	e->file_rss = ctx->file_rss;
-	e->shmem_rss = ctx->shmem_rss;
-	e->total_vm = ctx->total_vm;
+	e->anon_rss = rss_value(mm, RSS_ANON) >> 10;
+	e->file_rss = rss_value(mm, RSS_FILE) >> 10;
+	e->shmem_rss = rss_value(mm, RSS_SHMEM) >> 10;
+	e->total_vm = mm->total_vm << (PAGE_SHIFT - 10);
 	submit(e);
 	return 0;
 }

@@ -554,8 +554,7 @@ static __always_inline u32 anon_class(u32 tgid, u64 caller)
 	return caller >= lr->lo && caller < lr->hi ? RC_NATIVE : RC_RUNTIME;
 }
 
-SEC("tracepoint/syscalls/sys_enter_mmap")
-int on_enter_mmap(struct tp_sys_enter *ctx)
+static __noinline int on_enter_mmap(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!current_target(id >> 32))
@@ -568,17 +567,16 @@ int on_enter_mmap(struct tp_sys_enter *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_mmap")
-int on_exit_mmap(struct tp_sys_exit *ctx)
+static __noinline int on_exit_mmap(s64 ret)
 {
 	struct pending p;
 	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ctx->ret))
+	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ret))
 		return 0;
 	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
 	if (!t)
 		return 0;
-	u64 start = (u64)ctx->ret, len = PAGE_ALIGN(p.args[0]), flags = p.args[1];
+	u64 start = (u64)ret, len = PAGE_ALIGN(p.args[0]), flags = p.args[1];
 	s32 fd = (s32)p.args[2];
 	/* One bucket for the charge and the new mapping's owner. */
 	struct region r = { .start = start, .len = len, .gen = t->gen, .counted = p.args[4] & PROT_WRITE ? RG_MAPPING : RG_UNCOUNTED };
@@ -626,8 +624,7 @@ static __always_inline void release_begin(u32 tgid, u32 gen, u32 tid, u64 a, u64
 	bpf_map_update_elem(&releasing, &tid, &rel, BPF_ANY);
 }
 
-SEC("tracepoint/syscalls/sys_enter_munmap")
-int on_enter_munmap(struct tp_sys_enter *ctx)
+static __noinline int on_enter_munmap(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
@@ -641,29 +638,26 @@ int on_enter_munmap(struct tp_sys_enter *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_munmap")
-int on_exit_munmap(struct tp_sys_exit *ctx)
+static __noinline int on_exit_munmap(s64 ret)
 {
 	struct pending p;
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid))
 		return 0;
 	bpf_map_delete_elem(&releasing, &tid);
-	if (ctx->ret != 0)
+	if (ret != 0)
 		return 0;
 	vm_charge(tgid, tid, VM_UNMAPPED, PAGE_ALIGN(p.args[1]));
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_mremap")
-int on_enter_mremap(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
+static __noinline int on_enter_mremap(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
 
-SEC("tracepoint/syscalls/sys_exit_mremap")
-int on_exit_mremap(struct tp_sys_exit *ctx)
+static __noinline int on_exit_mremap(s64 ret)
 {
 	struct pending p;
 	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ctx->ret))
+	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ret))
 		return 0;
 	u64 old = p.args[0], old_len = PAGE_ALIGN(p.args[1]), new_len = PAGE_ALIGN(p.args[2]);
 	if (new_len > old_len)
@@ -683,7 +677,7 @@ int on_exit_mremap(struct tp_sys_exit *ctx)
 	u32 class = moved.class;
 	struct releasing rel = {};
 	unmap_range(tgid, gen, old, old + old_len, &rel);
-	u64 start = (u64)ctx->ret;
+	u64 start = (u64)ret;
 	if (found) {
 		moved.start = start;
 		moved.len = new_len < old_len ? new_len : old_len;
@@ -699,8 +693,7 @@ int on_exit_mremap(struct tp_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_brk")
-int on_enter_brk(struct tp_sys_enter *ctx)
+static __noinline int on_enter_brk(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	struct target *t = current_target(id >> 32);
@@ -720,8 +713,7 @@ int on_enter_brk(struct tp_sys_enter *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_brk")
-int on_exit_brk(struct tp_sys_exit *ctx)
+static __noinline int on_exit_brk(s64 ret)
 {
 	struct pending p;
 	u32 tgid, tid;
@@ -729,7 +721,7 @@ int on_exit_brk(struct tp_sys_exit *ctx)
 		return 0;
 	bpf_map_delete_elem(&releasing, &tid);
 	/* brk returns the new break, or the old one on failure. */
-	u64 before = PAGE_ALIGN(p.args[0]), after = PAGE_ALIGN((u64)ctx->ret);
+	u64 before = PAGE_ALIGN(p.args[0]), after = PAGE_ALIGN((u64)ret);
 	if (after > before) {
 		vm_charge(tgid, tid, VM_MAPPED, after - before);
 		map_region(tgid, tid, before, after - before, RC_NATIVE, RG_HEAP); /* the brk heap is malloc's */
@@ -740,15 +732,13 @@ int on_exit_brk(struct tp_sys_exit *ctx)
 }
 
 
-SEC("tracepoint/syscalls/sys_enter_mprotect")
-int on_enter_mprotect(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
+static __noinline int on_enter_mprotect(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
 
-SEC("tracepoint/syscalls/sys_exit_mprotect")
-int on_exit_mprotect(struct tp_sys_exit *ctx)
+static __noinline int on_exit_mprotect(s64 ret)
 {
 	struct pending p;
 	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || ctx->ret != 0 || !(p.args[2] & PROT_WRITE))
+	if (!take_args(&p, &tgid, &tid) || ret != 0 || !(p.args[2] & PROT_WRITE))
 		return 0;
 	u64 a = p.args[0], len = PAGE_ALIGN(p.args[1]);
 	vm_charge(tgid, tid, VM_WRITABLE, len);
@@ -774,8 +764,7 @@ int on_exit_mprotect(struct tp_sys_exit *ctx)
 #define MADV_FREE 8
 #define MADV_REMOVE 9
 
-SEC("tracepoint/syscalls/sys_enter_madvise")
-int on_enter_madvise(struct tp_sys_enter *ctx)
+static __noinline int on_enter_madvise(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
@@ -791,15 +780,14 @@ int on_enter_madvise(struct tp_sys_enter *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_madvise")
-int on_exit_madvise(struct tp_sys_exit *ctx)
+static __noinline int on_exit_madvise(s64 ret)
 {
 	struct pending p;
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid))
 		return 0;
 	bpf_map_delete_elem(&releasing, &tid);
-	if (ctx->ret != 0)
+	if (ret != 0)
 		return 0;
 	u64 advice = p.args[2];
 	if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)

@@ -14,14 +14,17 @@
  *                    bucket (conservation), external bytes, peaks, stacks
  *   ops.bpf.h        sockets and the HTTP op state machine: which op is
  *                    the thread's, op begin/end records
+ *   syscalls.bpf.h   the raw sys_enter/sys_exit pair that calls the
+ *                    mapping and op handlers by syscall number
  *   uprobes.bpf.h    opt-in uprobes: --tls, --exact-external, runtime heap
  *                    sampling (V8, Go); amd64 registers
  *   lifecycle.bpf.h  exec, fork, exit, rename, OOM: who is a target
  *
  * In short: every handler first tests the current tgid's bit in
  * `target_bits` (then looks it up in `targets`) and returns when it is not
- * traced. The hot hooks (rss_stat, page faults, sched) are BTF raw
- * tracepoints (tp_btf), which make the kernel build no trace record. RSS changes (rss_stat) and faults update
+ * traced. The hot hooks (rss_stat, page faults, sched, and the syscalls
+ * through one sys_enter/sys_exit pair) are BTF raw tracepoints (tp_btf),
+ * which make the kernel build no trace record. RSS changes (rss_stat) and faults update
  * per-bucket counters in `buckets` with atomic adds; userspace reads that
  * map periodically. Only lifecycle records, op begin/end, TLS sightings
  * and heap samples go through the ring buffer; a failed reserve is counted
@@ -48,6 +51,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "ops.bpf.h"
 #include "uprobes.bpf.h"
 #include "lifecycle.bpf.h"
+#include "syscalls.bpf.h"
 
 /* Keeps the record layouts in BTF so bpf2go emits their Go mirrors. */
 const struct event_hdr *unused_event_hdr __attribute__((unused));

@@ -259,11 +259,33 @@ static __always_inline int op_end(struct sock_info *s, u32 tgid, u32 tid, s32 fd
 	return 0;
 }
 
+/* What op_begin_global needs besides the socket: BPF functions take at
+ * most five arguments, and a global one checks its pointers' sizes. */
+struct op_start {
+	u64 buf;     /* the first bytes, in user memory (0: none) */
+	s64 len;     /* how many of them are valid */
+	u64 pre;     /* bytes read alone before (pre_len of them, at most 7) */
+	u32 pre_len;
+	u32 kind;    /* enum op_kind */
+	u32 tgid;
+	u32 tid;
+	s32 fd;
+	u32 _pad;
+};
+
 /* Starts an op on socket s: creates its bucket, makes it the thread's and
  * the socket's current op, and sends OP_BEGIN with the first bytes at buf
- * (len of them valid). Returns 0. */
-static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 fd, u32 kind, u64 buf, s64 len, u64 pre, u32 pre_len)
+ * (len of them valid). Returns 0. A global function: the kernel verifies
+ * it once per program instead of once per call site and path (the read
+ * handler calls it from five places and two bpf_loop callbacks). */
+__noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 {
+	if (!s || !o)
+		return 0;
+	u32 tgid = o->tgid, tid = o->tid, kind = o->kind, pre_len = o->pre_len;
+	s32 fd = o->fd;
+	u64 buf = o->buf, pre = o->pre;
+	s64 len = o->len;
 	op_end(s, tgid, tid, fd, END_NEXT);
 	u32 zero = 0;
 	u64 *next = bpf_map_lookup_elem(&op_ids, &zero);
@@ -312,6 +334,14 @@ static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 
 		e->data_len = off + n;
 	submit(e);
 	return 0;
+}
+
+/* op_begin_global with its arguments spelled out. */
+static __always_inline int op_begin(struct sock_info *s, u32 tgid, u32 tid, s32 fd, u32 kind, u64 buf, s64 len, u64 pre, u32 pre_len)
+{
+	struct op_start o = { .buf = buf, .len = len, .pre = pre, .pre_len = pre_len, .kind = kind,
+			      .tgid = tgid, .tid = tid, .fd = fd, ._pad = 0 };
+	return op_begin_global(s, &o);
 }
 
 /* The kernel socket behind the current task's fd, or NULL. Read through
@@ -364,15 +394,15 @@ static __always_inline int sock_peer(s32 fd, struct sock_info *s)
 
 /* accept/accept4: the returned fd is a served socket (Node passes a NULL
  * sockaddr, so the fd is all there is). */
-static __always_inline int accepted(struct tp_sys_exit *ctx)
+static __always_inline int accepted(s64 ret)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
-	if (ctx->ret < 0 || !current_target(tgid))
+	if (ret < 0 || !current_target(tgid))
 		return 0;
-	struct sock_key k = { .tgid = tgid, .fd = (s32)ctx->ret };
+	struct sock_key k = { .tgid = tgid, .fd = (s32)ret };
 	struct sock_info s = { .role = SOCK_SERVER };
-	u16 port = local_port((s32)ctx->ret);
+	u16 port = local_port((s32)ret);
 	if (port && bpf_map_lookup_elem(&ignored_ports, &port))
 		s.role = SOCK_IGNORED; /* memdiag's own connection to the inspector */
 	if (bpf_map_update_elem(&sockets, &k, &s, BPF_ANY))
@@ -380,11 +410,8 @@ static __always_inline int accepted(struct tp_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int on_exit_accept4(struct tp_sys_exit *ctx) { return accepted(ctx); }
-
-SEC("tracepoint/syscalls/sys_exit_accept")
-int on_exit_accept(struct tp_sys_exit *ctx) { return accepted(ctx); }
+/* For accept4 and accept. */
+static __noinline int on_exit_accept(s64 ret) { return accepted(ret); }
 
 /* struct sockaddr_in / sockaddr_in6, as much as we read. */
 struct sockaddr_ {
@@ -394,8 +421,7 @@ struct sockaddr_ {
 	u8 addr6[16];
 };
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int on_enter_connect(struct tp_sys_enter *ctx)
+static __noinline int on_enter_connect(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
@@ -581,18 +607,18 @@ static __always_inline s64 first_got(struct pending *p, s64 ret)
 
 /* A read of ret bytes finished: switch to the socket's op, or start one
  * when the bytes begin a request. */
-static __always_inline int read_done(struct tp_sys_exit *ctx)
+static __always_inline int read_done(s64 ret)
 {
 	struct pending p;
 	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || ctx->ret < 0)
+	if (!take_args(&p, &tgid, &tid) || ret < 0)
 		return 0;
 	s32 fd = (s32)p.args[0];
 	struct sock_key k = { .tgid = tgid, .fd = fd };
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
 	if (s && s->role == SOCK_IGNORED)
 		return 0;
-	if (ctx->ret == 0) {
+	if (ret == 0) {
 		/* End of stream: a response that ends at close (no length)
 		 * completes here, and its callbacks are the call's op's. */
 		if (s && s->role == SOCK_CLIENT && s->op_id)
@@ -608,16 +634,16 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		bpf_map_update_elem(&tls_reads, &tid, &fd, BPF_ANY);
 	u64 buf = first_buffer(p.args[1], (u32)p.args[2]);
 	if (s && (s->flags & (SF_H2 | SF_WS)))
-		return buf ? frames_read(s, &k, tid, buf, (u64)first_got(&p, ctx->ret)) : 0;
+		return buf ? frames_read(s, &k, tid, buf, (u64)first_got(&p, ret)) : 0;
 	/* A served socket, or an fd we do not know yet (a connection
 	 * accepted before attach): look at the first bytes. */
 	if (s && s->op_id && !(s->flags & SF_RESPONDED)) {
 		set_thread(tgid, tid, TM_OP, s->op_id); /* more of the same request */
 		/* ...unless it starts with another request: pipelined. */
 		u64 w = 0;
-		if (s->role == SOCK_SERVER && !(s->flags & SF_TLS) && buf && ctx->ret >= 8 &&
+		if (s->role == SOCK_SERVER && !(s->flags & SF_TLS) && buf && ret >= 8 &&
 		    !bpf_probe_read_user(&w, sizeof(w), (void *)buf) && looks_like_request(w))
-			emit_op_data(tgid, tid, s->op_id, fd, DATA_REQUESTS, buf, first_got(&p, ctx->ret));
+			emit_op_data(tgid, tid, s->op_id, fd, DATA_REQUESTS, buf, first_got(&p, ret));
 		return 0;
 	}
 	u64 head = 0, pre = 0;
@@ -629,11 +655,11 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 	}
 	if (!buf)
 		goto not_request;
-	if (!pre_len && ctx->ret < 8) {
+	if (!pre_len && ret < 8) {
 		/* A request's first bytes read alone (Go's server reads one byte
 		 * ahead, in the background, after a response): kept for the
 		 * next read, which brings the rest of the request line. */
-		u64 got = (u64)ctx->ret & 7;
+		u64 got = (u64)ret & 7;
 		if (s && s->role == SOCK_SERVER && got && (!s->op_id || (s->flags & SF_RESPONDED)) &&
 		    !bpf_probe_read_user(&pre, got, (void *)buf)) {
 			s->pre = pre;
@@ -660,7 +686,7 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		s->flags |= SF_H2 | SF_STARTED;
 		s->frame_skip = H2_PREFACE_LEN;
 		s->h2_stream = 0;
-		return frames_read(s, &k, tid, buf, (u64)first_got(&p, ctx->ret));
+		return frames_read(s, &k, tid, buf, (u64)first_got(&p, ret));
 	}
 	if (!looks_like_request(head)) {
 		/* A TLS record: handshake (0x16 0x03) on a served socket, or
@@ -692,7 +718,7 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		 * nor a misnamed request. Only at the start of a connection or
 		 * after a response, like a request. */
 		if (s && s->role == SOCK_SERVER && !(s->flags & (SF_TLS | SF_STARTED)))
-			return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret, 0, 0);
+			return op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ret, 0, 0);
 		goto not_request;
 	}
 	if (!s) {
@@ -703,10 +729,10 @@ static __always_inline int read_done(struct tp_sys_exit *ctx)
 		if (!s)
 			return 0;
 	}
-	op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ctx->ret, pre, pre_len);
+	op_begin(s, tgid, tid, fd, OP_HTTP_SERVER, buf, ret, pre, pre_len);
 	/* More than OP_BEGIN carries: the rest may hold pipelined requests. */
-	if (ctx->ret > OP_DATA_LEN - 8 && s->op_id) {
-		s64 got = first_got(&p, ctx->ret);
+	if (ret > OP_DATA_LEN - 8 && s->op_id) {
+		s64 got = first_got(&p, ret);
 		if (got > OP_DATA_LEN - 8)
 			emit_op_data(tgid, tid, s->op_id, fd, DATA_REST, buf + OP_DATA_LEN - 8, got - (OP_DATA_LEN - 8));
 	}
@@ -718,22 +744,28 @@ not_request:
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_read")
-int on_enter_read(struct tp_sys_enter *ctx) { return save_io(ctx, IO_PLAIN); }
-SEC("tracepoint/syscalls/sys_exit_read")
-int on_exit_read(struct tp_sys_exit *ctx) { return read_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int on_enter_recvfrom(struct tp_sys_enter *ctx) { return save_io(ctx, IO_PLAIN); }
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int on_exit_recvfrom(struct tp_sys_exit *ctx) { return read_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_readv")
-int on_enter_readv(struct tp_sys_enter *ctx) { return save_io(ctx, IO_IOV); }
-SEC("tracepoint/syscalls/sys_exit_readv")
-int on_exit_readv(struct tp_sys_exit *ctx) { return read_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int on_enter_recvmsg(struct tp_sys_enter *ctx) { return save_io(ctx, IO_MSG); }
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int on_exit_recvmsg(struct tp_sys_exit *ctx) { return read_done(ctx); }
+/* x86_64 syscall numbers of the reads and writes whose first argument
+ * is not a plain buffer (the tracepoint record carries the number). */
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+
+/* How the buffer argument of read/write syscall nr is laid out. */
+static __always_inline u32 io_kind(s32 nr)
+{
+	if (nr == NR_READV || nr == NR_WRITEV)
+		return IO_IOV;
+	if (nr == NR_RECVMSG || nr == NR_SENDMSG)
+		return IO_MSG;
+	return IO_PLAIN;
+}
+
+/* The handlers below are called by the syscall dispatch
+ * (syscalls.bpf.h): on_enter_read and on_exit_read for read, recvfrom,
+ * readv and recvmsg alike, one copy of read_done to verify. */
+static __noinline int on_enter_read(struct tp_sys_enter *ctx) { return save_io(ctx, io_kind(ctx->nr)); }
+static __noinline int on_exit_read(s64 ret) { return read_done(ret); }
 
 /* A write begins: a served socket's write belongs to its op (and releases
  * the thread when it returns); a client socket's joins the thread's op or,
@@ -821,7 +853,7 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 }
 
 /* A write on a served socket returned: the thread is released. */
-static __always_inline int write_done(struct tp_sys_exit *ctx)
+static __always_inline int write_done(s64 ret)
 {
 	struct pending p;
 	u32 tgid, tid;
@@ -831,25 +863,11 @@ static __always_inline int write_done(struct tp_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_write")
-int on_enter_write(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_PLAIN); }
-SEC("tracepoint/syscalls/sys_exit_write")
-int on_exit_write(struct tp_sys_exit *ctx) { return write_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int on_enter_sendto(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_PLAIN); }
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int on_exit_sendto(struct tp_sys_exit *ctx) { return write_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_writev")
-int on_enter_writev(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_IOV); }
-SEC("tracepoint/syscalls/sys_exit_writev")
-int on_exit_writev(struct tp_sys_exit *ctx) { return write_done(ctx); }
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int on_enter_sendmsg(struct tp_sys_enter *ctx) { return write_begin(ctx, IO_MSG); }
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int on_exit_sendmsg(struct tp_sys_exit *ctx) { return write_done(ctx); }
+/* For write, sendto, writev and sendmsg. */
+static __noinline int on_enter_write(struct tp_sys_enter *ctx) { return write_begin(ctx, io_kind(ctx->nr)); }
+static __noinline int on_exit_write(s64 ret) { return write_done(ret); }
 
-SEC("tracepoint/syscalls/sys_enter_close")
-int on_enter_close(struct tp_sys_enter *ctx)
+static __noinline int on_enter_close(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
@@ -896,15 +914,7 @@ static __always_inline int poll_done(void)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_epoll_wait")
-int on_exit_epoll_wait(struct tp_sys_exit *ctx) { return poll_done(); }
-SEC("tracepoint/syscalls/sys_exit_epoll_pwait")
-int on_exit_epoll_pwait(struct tp_sys_exit *ctx) { return poll_done(); }
-SEC("tracepoint/syscalls/sys_exit_epoll_pwait2")
-int on_exit_epoll_pwait2(struct tp_sys_exit *ctx) { return poll_done(); }
-SEC("tracepoint/syscalls/sys_exit_poll")
-int on_exit_poll(struct tp_sys_exit *ctx) { return poll_done(); }
-SEC("tracepoint/syscalls/sys_exit_ppoll")
-int on_exit_ppoll(struct tp_sys_exit *ctx) { return poll_done(); }
+/* For epoll_wait, epoll_pwait, epoll_pwait2, poll and ppoll. */
+static __noinline int on_exit_poll(s64 ret) { return poll_done(); }
 
 #endif /* MEMDIAG_OPS_BPF_H */

@@ -283,9 +283,11 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 	u32 member = (u32)mm_member;
 	barrier_var(member);
 	member &= RSS_MEMBERS - 1; /* kept (the barrier hides the test above): bounds for the verifier */
-	u64 id = bpf_get_current_pid_tgid();
-	u32 tgid = id >> 32, tid = (u32)id;
+	/* The ids from the task: bpf_get_current_task_btf is inlined on
+	 * x86_64, bpf_get_current_pid_tgid is a call, and every RSS change
+	 * of every process on the host comes here. */
 	struct task_struct *task = bpf_get_current_task_btf();
+	u32 tgid = task->tgid, tid = task->pid;
 	int curr = task->mm == mm;
 	if (curr && !maybe_target(tgid))
 		return 0;
@@ -394,20 +396,21 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(on_page_fault, unsigned long address)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	u32 tgid = id >> 32;
+	struct task_struct *task = bpf_get_current_task_btf(); /* inlined: see on_rss_stat */
+	u32 tgid = task->tgid;
 	struct target *t = current_target(tgid);
 	if (!t)
 		return 0;
+	u32 tid = task->pid;
 	struct bucket_key key = {};
-	target_bucket(&key, t, tgid, (u32)id);
+	target_bucket(&key, t, tgid, tid);
 	struct counters *c = bucket(&key);
 	if (c)
 		__sync_fetch_and_add(&c->faults, 1);
 	u32 zero = 0;
 	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
 	if (lf) {
-		lf->tid = (u32)id;
+		lf->tid = tid;
 		lf->addr = address;
 	}
 	return 0;

@@ -24,15 +24,20 @@
 // Every hook runs for every process on the host, so each one is attached
 // the cheapest way this kernel offers and returns first thing for a
 // process it does not trace:
-//   - The hot hooks (kmem:rss_stat, exceptions:page_fault_user) and the
-//     sched lifecycle ones are BTF raw tracepoints (tp_btf): the kernel
-//     builds no trace record. rss_stat's record used to cost every process
-//     a hash of the mm and a locked sum over every CPU on every RSS change;
-//     the program now sums a traced mm's counter itself (rss_value).
-//   - Syscalls stay on per-syscall perf tracepoints: measured against one
-//     raw sys_enter/sys_exit pair that dispatches on the syscall number
-//     (bench/syscallhooks), the raw pair costs more, bystanders included,
-//     because it runs on every syscall, hooked or not.
+//   - Every hook is a BTF raw tracepoint (tp_btf): the kernel builds no
+//     trace record. rss_stat's record used to cost every process a hash of
+//     the mm and a locked sum over every CPU on every RSS change; the
+//     program now sums a traced mm's counter itself (rss_value).
+//   - Syscalls come through one raw sys_enter/sys_exit pair that dispatches
+//     on the syscall number (bpf/syscalls.bpf.h), not a perf tracepoint per
+//     syscall: the pair runs on every syscall of every process, hooked or
+//     not (a bit test for the untraced), but a perf-event tracepoint took
+//     50 ms to over a second to detach (RCU grace periods under the
+//     kernel's event_mutex, one after the other: 2 s for the ~40 syscall
+//     ones at exit), and made the kernel copy the syscall's arguments into
+//     a record before each program ran. The handlers the dispatch calls are
+//     verified once each; so are op_begin_global and the region table's
+//     functions (bench/verifier prints the verifier's work per program).
 //   - The untraced exit is one bit test (target_bits, mapped here as
 //     targetBits: one bit per pid modulo 65536, set by AddTarget and by
 //     fork in the kernel, cleared by ForgetProcess).

@@ -446,49 +446,8 @@ const (
 	memdiagProgOnAbAllocateRet      = "on_ab_allocate_ret"
 	memdiagProgOnAbFree             = "on_ab_free"
 	memdiagProgOnCalloc             = "on_calloc"
-	memdiagProgOnEnterBrk           = "on_enter_brk"
-	memdiagProgOnEnterClose         = "on_enter_close"
-	memdiagProgOnEnterConnect       = "on_enter_connect"
-	memdiagProgOnEnterExecve        = "on_enter_execve"
-	memdiagProgOnEnterExecveat      = "on_enter_execveat"
-	memdiagProgOnEnterMadvise       = "on_enter_madvise"
-	memdiagProgOnEnterMmap          = "on_enter_mmap"
-	memdiagProgOnEnterMprotect      = "on_enter_mprotect"
-	memdiagProgOnEnterMremap        = "on_enter_mremap"
-	memdiagProgOnEnterMunmap        = "on_enter_munmap"
-	memdiagProgOnEnterRead          = "on_enter_read"
-	memdiagProgOnEnterReadv         = "on_enter_readv"
-	memdiagProgOnEnterRecvfrom      = "on_enter_recvfrom"
-	memdiagProgOnEnterRecvmsg       = "on_enter_recvmsg"
-	memdiagProgOnEnterSendmsg       = "on_enter_sendmsg"
-	memdiagProgOnEnterSendto        = "on_enter_sendto"
-	memdiagProgOnEnterWrite         = "on_enter_write"
-	memdiagProgOnEnterWritev        = "on_enter_writev"
 	memdiagProgOnExec               = "on_exec"
 	memdiagProgOnExit               = "on_exit"
-	memdiagProgOnExitAccept         = "on_exit_accept"
-	memdiagProgOnExitAccept4        = "on_exit_accept4"
-	memdiagProgOnExitBrk            = "on_exit_brk"
-	memdiagProgOnExitEpollPwait     = "on_exit_epoll_pwait"
-	memdiagProgOnExitEpollPwait2    = "on_exit_epoll_pwait2"
-	memdiagProgOnExitEpollWait      = "on_exit_epoll_wait"
-	memdiagProgOnExitExecve         = "on_exit_execve"
-	memdiagProgOnExitExecveat       = "on_exit_execveat"
-	memdiagProgOnExitMadvise        = "on_exit_madvise"
-	memdiagProgOnExitMmap           = "on_exit_mmap"
-	memdiagProgOnExitMprotect       = "on_exit_mprotect"
-	memdiagProgOnExitMremap         = "on_exit_mremap"
-	memdiagProgOnExitMunmap         = "on_exit_munmap"
-	memdiagProgOnExitPoll           = "on_exit_poll"
-	memdiagProgOnExitPpoll          = "on_exit_ppoll"
-	memdiagProgOnExitRead           = "on_exit_read"
-	memdiagProgOnExitReadv          = "on_exit_readv"
-	memdiagProgOnExitRecvfrom       = "on_exit_recvfrom"
-	memdiagProgOnExitRecvmsg        = "on_exit_recvmsg"
-	memdiagProgOnExitSendmsg        = "on_exit_sendmsg"
-	memdiagProgOnExitSendto         = "on_exit_sendto"
-	memdiagProgOnExitWrite          = "on_exit_write"
-	memdiagProgOnExitWritev         = "on_exit_writev"
 	memdiagProgOnFork               = "on_fork"
 	memdiagProgOnFree               = "on_free"
 	memdiagProgOnGoFreeSpecial      = "on_go_free_special"
@@ -504,6 +463,8 @@ const (
 	memdiagProgOnSslRead            = "on_ssl_read"
 	memdiagProgOnSslReadEx          = "on_ssl_read_ex"
 	memdiagProgOnSslReadReturn      = "on_ssl_read_return"
+	memdiagProgOnSysEnter           = "on_sys_enter"
+	memdiagProgOnSysExit            = "on_sys_exit"
 	memdiagProgOnV8Sample           = "on_v8_sample"
 	memdiagVarFollowCgroup          = "follow_cgroup"
 	memdiagVarGoSpecialKindOff      = "go_special_kind_off"
@@ -587,69 +548,30 @@ type memdiagSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type memdiagProgramSpecs struct {
-	OnAbAllocate      *ebpf.ProgramSpec `ebpf:"on_ab_allocate"`
-	OnAbAllocateRet   *ebpf.ProgramSpec `ebpf:"on_ab_allocate_ret"`
-	OnAbFree          *ebpf.ProgramSpec `ebpf:"on_ab_free"`
-	OnCalloc          *ebpf.ProgramSpec `ebpf:"on_calloc"`
-	OnEnterBrk        *ebpf.ProgramSpec `ebpf:"on_enter_brk"`
-	OnEnterClose      *ebpf.ProgramSpec `ebpf:"on_enter_close"`
-	OnEnterConnect    *ebpf.ProgramSpec `ebpf:"on_enter_connect"`
-	OnEnterExecve     *ebpf.ProgramSpec `ebpf:"on_enter_execve"`
-	OnEnterExecveat   *ebpf.ProgramSpec `ebpf:"on_enter_execveat"`
-	OnEnterMadvise    *ebpf.ProgramSpec `ebpf:"on_enter_madvise"`
-	OnEnterMmap       *ebpf.ProgramSpec `ebpf:"on_enter_mmap"`
-	OnEnterMprotect   *ebpf.ProgramSpec `ebpf:"on_enter_mprotect"`
-	OnEnterMremap     *ebpf.ProgramSpec `ebpf:"on_enter_mremap"`
-	OnEnterMunmap     *ebpf.ProgramSpec `ebpf:"on_enter_munmap"`
-	OnEnterRead       *ebpf.ProgramSpec `ebpf:"on_enter_read"`
-	OnEnterReadv      *ebpf.ProgramSpec `ebpf:"on_enter_readv"`
-	OnEnterRecvfrom   *ebpf.ProgramSpec `ebpf:"on_enter_recvfrom"`
-	OnEnterRecvmsg    *ebpf.ProgramSpec `ebpf:"on_enter_recvmsg"`
-	OnEnterSendmsg    *ebpf.ProgramSpec `ebpf:"on_enter_sendmsg"`
-	OnEnterSendto     *ebpf.ProgramSpec `ebpf:"on_enter_sendto"`
-	OnEnterWrite      *ebpf.ProgramSpec `ebpf:"on_enter_write"`
-	OnEnterWritev     *ebpf.ProgramSpec `ebpf:"on_enter_writev"`
-	OnExec            *ebpf.ProgramSpec `ebpf:"on_exec"`
-	OnExit            *ebpf.ProgramSpec `ebpf:"on_exit"`
-	OnExitAccept      *ebpf.ProgramSpec `ebpf:"on_exit_accept"`
-	OnExitAccept4     *ebpf.ProgramSpec `ebpf:"on_exit_accept4"`
-	OnExitBrk         *ebpf.ProgramSpec `ebpf:"on_exit_brk"`
-	OnExitEpollPwait  *ebpf.ProgramSpec `ebpf:"on_exit_epoll_pwait"`
-	OnExitEpollPwait2 *ebpf.ProgramSpec `ebpf:"on_exit_epoll_pwait2"`
-	OnExitEpollWait   *ebpf.ProgramSpec `ebpf:"on_exit_epoll_wait"`
-	OnExitExecve      *ebpf.ProgramSpec `ebpf:"on_exit_execve"`
-	OnExitExecveat    *ebpf.ProgramSpec `ebpf:"on_exit_execveat"`
-	OnExitMadvise     *ebpf.ProgramSpec `ebpf:"on_exit_madvise"`
-	OnExitMmap        *ebpf.ProgramSpec `ebpf:"on_exit_mmap"`
-	OnExitMprotect    *ebpf.ProgramSpec `ebpf:"on_exit_mprotect"`
-	OnExitMremap      *ebpf.ProgramSpec `ebpf:"on_exit_mremap"`
-	OnExitMunmap      *ebpf.ProgramSpec `ebpf:"on_exit_munmap"`
-	OnExitPoll        *ebpf.ProgramSpec `ebpf:"on_exit_poll"`
-	OnExitPpoll       *ebpf.ProgramSpec `ebpf:"on_exit_ppoll"`
-	OnExitRead        *ebpf.ProgramSpec `ebpf:"on_exit_read"`
-	OnExitReadv       *ebpf.ProgramSpec `ebpf:"on_exit_readv"`
-	OnExitRecvfrom    *ebpf.ProgramSpec `ebpf:"on_exit_recvfrom"`
-	OnExitRecvmsg     *ebpf.ProgramSpec `ebpf:"on_exit_recvmsg"`
-	OnExitSendmsg     *ebpf.ProgramSpec `ebpf:"on_exit_sendmsg"`
-	OnExitSendto      *ebpf.ProgramSpec `ebpf:"on_exit_sendto"`
-	OnExitWrite       *ebpf.ProgramSpec `ebpf:"on_exit_write"`
-	OnExitWritev      *ebpf.ProgramSpec `ebpf:"on_exit_writev"`
-	OnFork            *ebpf.ProgramSpec `ebpf:"on_fork"`
-	OnFree            *ebpf.ProgramSpec `ebpf:"on_free"`
-	OnGoFreeSpecial   *ebpf.ProgramSpec `ebpf:"on_go_free_special"`
-	OnGoGc            *ebpf.ProgramSpec `ebpf:"on_go_gc"`
-	OnGoMalloc        *ebpf.ProgramSpec `ebpf:"on_go_malloc"`
-	OnLlhttpExecute   *ebpf.ProgramSpec `ebpf:"on_llhttp_execute"`
-	OnMalloc          *ebpf.ProgramSpec `ebpf:"on_malloc"`
-	OnOom             *ebpf.ProgramSpec `ebpf:"on_oom"`
-	OnPageFault       *ebpf.ProgramSpec `ebpf:"on_page_fault"`
-	OnRealloc         *ebpf.ProgramSpec `ebpf:"on_realloc"`
-	OnRename          *ebpf.ProgramSpec `ebpf:"on_rename"`
-	OnRssStat         *ebpf.ProgramSpec `ebpf:"on_rss_stat"`
-	OnSslRead         *ebpf.ProgramSpec `ebpf:"on_ssl_read"`
-	OnSslReadEx       *ebpf.ProgramSpec `ebpf:"on_ssl_read_ex"`
-	OnSslReadReturn   *ebpf.ProgramSpec `ebpf:"on_ssl_read_return"`
-	OnV8Sample        *ebpf.ProgramSpec `ebpf:"on_v8_sample"`
+	OnAbAllocate    *ebpf.ProgramSpec `ebpf:"on_ab_allocate"`
+	OnAbAllocateRet *ebpf.ProgramSpec `ebpf:"on_ab_allocate_ret"`
+	OnAbFree        *ebpf.ProgramSpec `ebpf:"on_ab_free"`
+	OnCalloc        *ebpf.ProgramSpec `ebpf:"on_calloc"`
+	OnExec          *ebpf.ProgramSpec `ebpf:"on_exec"`
+	OnExit          *ebpf.ProgramSpec `ebpf:"on_exit"`
+	OnFork          *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnFree          *ebpf.ProgramSpec `ebpf:"on_free"`
+	OnGoFreeSpecial *ebpf.ProgramSpec `ebpf:"on_go_free_special"`
+	OnGoGc          *ebpf.ProgramSpec `ebpf:"on_go_gc"`
+	OnGoMalloc      *ebpf.ProgramSpec `ebpf:"on_go_malloc"`
+	OnLlhttpExecute *ebpf.ProgramSpec `ebpf:"on_llhttp_execute"`
+	OnMalloc        *ebpf.ProgramSpec `ebpf:"on_malloc"`
+	OnOom           *ebpf.ProgramSpec `ebpf:"on_oom"`
+	OnPageFault     *ebpf.ProgramSpec `ebpf:"on_page_fault"`
+	OnRealloc       *ebpf.ProgramSpec `ebpf:"on_realloc"`
+	OnRename        *ebpf.ProgramSpec `ebpf:"on_rename"`
+	OnRssStat       *ebpf.ProgramSpec `ebpf:"on_rss_stat"`
+	OnSslRead       *ebpf.ProgramSpec `ebpf:"on_ssl_read"`
+	OnSslReadEx     *ebpf.ProgramSpec `ebpf:"on_ssl_read_ex"`
+	OnSslReadReturn *ebpf.ProgramSpec `ebpf:"on_ssl_read_return"`
+	OnSysEnter      *ebpf.ProgramSpec `ebpf:"on_sys_enter"`
+	OnSysExit       *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
+	OnV8Sample      *ebpf.ProgramSpec `ebpf:"on_v8_sample"`
 }
 
 // memdiagMapSpecs contains maps before they are loaded into the kernel.
@@ -876,69 +798,30 @@ type memdiagVariables struct {
 //
 // It can be passed to loadMemdiagObjects or ebpf.CollectionSpec.LoadAndAssign.
 type memdiagPrograms struct {
-	OnAbAllocate      *ebpf.Program `ebpf:"on_ab_allocate"`
-	OnAbAllocateRet   *ebpf.Program `ebpf:"on_ab_allocate_ret"`
-	OnAbFree          *ebpf.Program `ebpf:"on_ab_free"`
-	OnCalloc          *ebpf.Program `ebpf:"on_calloc"`
-	OnEnterBrk        *ebpf.Program `ebpf:"on_enter_brk"`
-	OnEnterClose      *ebpf.Program `ebpf:"on_enter_close"`
-	OnEnterConnect    *ebpf.Program `ebpf:"on_enter_connect"`
-	OnEnterExecve     *ebpf.Program `ebpf:"on_enter_execve"`
-	OnEnterExecveat   *ebpf.Program `ebpf:"on_enter_execveat"`
-	OnEnterMadvise    *ebpf.Program `ebpf:"on_enter_madvise"`
-	OnEnterMmap       *ebpf.Program `ebpf:"on_enter_mmap"`
-	OnEnterMprotect   *ebpf.Program `ebpf:"on_enter_mprotect"`
-	OnEnterMremap     *ebpf.Program `ebpf:"on_enter_mremap"`
-	OnEnterMunmap     *ebpf.Program `ebpf:"on_enter_munmap"`
-	OnEnterRead       *ebpf.Program `ebpf:"on_enter_read"`
-	OnEnterReadv      *ebpf.Program `ebpf:"on_enter_readv"`
-	OnEnterRecvfrom   *ebpf.Program `ebpf:"on_enter_recvfrom"`
-	OnEnterRecvmsg    *ebpf.Program `ebpf:"on_enter_recvmsg"`
-	OnEnterSendmsg    *ebpf.Program `ebpf:"on_enter_sendmsg"`
-	OnEnterSendto     *ebpf.Program `ebpf:"on_enter_sendto"`
-	OnEnterWrite      *ebpf.Program `ebpf:"on_enter_write"`
-	OnEnterWritev     *ebpf.Program `ebpf:"on_enter_writev"`
-	OnExec            *ebpf.Program `ebpf:"on_exec"`
-	OnExit            *ebpf.Program `ebpf:"on_exit"`
-	OnExitAccept      *ebpf.Program `ebpf:"on_exit_accept"`
-	OnExitAccept4     *ebpf.Program `ebpf:"on_exit_accept4"`
-	OnExitBrk         *ebpf.Program `ebpf:"on_exit_brk"`
-	OnExitEpollPwait  *ebpf.Program `ebpf:"on_exit_epoll_pwait"`
-	OnExitEpollPwait2 *ebpf.Program `ebpf:"on_exit_epoll_pwait2"`
-	OnExitEpollWait   *ebpf.Program `ebpf:"on_exit_epoll_wait"`
-	OnExitExecve      *ebpf.Program `ebpf:"on_exit_execve"`
-	OnExitExecveat    *ebpf.Program `ebpf:"on_exit_execveat"`
-	OnExitMadvise     *ebpf.Program `ebpf:"on_exit_madvise"`
-	OnExitMmap        *ebpf.Program `ebpf:"on_exit_mmap"`
-	OnExitMprotect    *ebpf.Program `ebpf:"on_exit_mprotect"`
-	OnExitMremap      *ebpf.Program `ebpf:"on_exit_mremap"`
-	OnExitMunmap      *ebpf.Program `ebpf:"on_exit_munmap"`
-	OnExitPoll        *ebpf.Program `ebpf:"on_exit_poll"`
-	OnExitPpoll       *ebpf.Program `ebpf:"on_exit_ppoll"`
-	OnExitRead        *ebpf.Program `ebpf:"on_exit_read"`
-	OnExitReadv       *ebpf.Program `ebpf:"on_exit_readv"`
-	OnExitRecvfrom    *ebpf.Program `ebpf:"on_exit_recvfrom"`
-	OnExitRecvmsg     *ebpf.Program `ebpf:"on_exit_recvmsg"`
-	OnExitSendmsg     *ebpf.Program `ebpf:"on_exit_sendmsg"`
-	OnExitSendto      *ebpf.Program `ebpf:"on_exit_sendto"`
-	OnExitWrite       *ebpf.Program `ebpf:"on_exit_write"`
-	OnExitWritev      *ebpf.Program `ebpf:"on_exit_writev"`
-	OnFork            *ebpf.Program `ebpf:"on_fork"`
-	OnFree            *ebpf.Program `ebpf:"on_free"`
-	OnGoFreeSpecial   *ebpf.Program `ebpf:"on_go_free_special"`
-	OnGoGc            *ebpf.Program `ebpf:"on_go_gc"`
-	OnGoMalloc        *ebpf.Program `ebpf:"on_go_malloc"`
-	OnLlhttpExecute   *ebpf.Program `ebpf:"on_llhttp_execute"`
-	OnMalloc          *ebpf.Program `ebpf:"on_malloc"`
-	OnOom             *ebpf.Program `ebpf:"on_oom"`
-	OnPageFault       *ebpf.Program `ebpf:"on_page_fault"`
-	OnRealloc         *ebpf.Program `ebpf:"on_realloc"`
-	OnRename          *ebpf.Program `ebpf:"on_rename"`
-	OnRssStat         *ebpf.Program `ebpf:"on_rss_stat"`
-	OnSslRead         *ebpf.Program `ebpf:"on_ssl_read"`
-	OnSslReadEx       *ebpf.Program `ebpf:"on_ssl_read_ex"`
-	OnSslReadReturn   *ebpf.Program `ebpf:"on_ssl_read_return"`
-	OnV8Sample        *ebpf.Program `ebpf:"on_v8_sample"`
+	OnAbAllocate    *ebpf.Program `ebpf:"on_ab_allocate"`
+	OnAbAllocateRet *ebpf.Program `ebpf:"on_ab_allocate_ret"`
+	OnAbFree        *ebpf.Program `ebpf:"on_ab_free"`
+	OnCalloc        *ebpf.Program `ebpf:"on_calloc"`
+	OnExec          *ebpf.Program `ebpf:"on_exec"`
+	OnExit          *ebpf.Program `ebpf:"on_exit"`
+	OnFork          *ebpf.Program `ebpf:"on_fork"`
+	OnFree          *ebpf.Program `ebpf:"on_free"`
+	OnGoFreeSpecial *ebpf.Program `ebpf:"on_go_free_special"`
+	OnGoGc          *ebpf.Program `ebpf:"on_go_gc"`
+	OnGoMalloc      *ebpf.Program `ebpf:"on_go_malloc"`
+	OnLlhttpExecute *ebpf.Program `ebpf:"on_llhttp_execute"`
+	OnMalloc        *ebpf.Program `ebpf:"on_malloc"`
+	OnOom           *ebpf.Program `ebpf:"on_oom"`
+	OnPageFault     *ebpf.Program `ebpf:"on_page_fault"`
+	OnRealloc       *ebpf.Program `ebpf:"on_realloc"`
+	OnRename        *ebpf.Program `ebpf:"on_rename"`
+	OnRssStat       *ebpf.Program `ebpf:"on_rss_stat"`
+	OnSslRead       *ebpf.Program `ebpf:"on_ssl_read"`
+	OnSslReadEx     *ebpf.Program `ebpf:"on_ssl_read_ex"`
+	OnSslReadReturn *ebpf.Program `ebpf:"on_ssl_read_return"`
+	OnSysEnter      *ebpf.Program `ebpf:"on_sys_enter"`
+	OnSysExit       *ebpf.Program `ebpf:"on_sys_exit"`
+	OnV8Sample      *ebpf.Program `ebpf:"on_v8_sample"`
 }
 
 func (p *memdiagPrograms) Close() error {
@@ -947,49 +830,8 @@ func (p *memdiagPrograms) Close() error {
 		p.OnAbAllocateRet,
 		p.OnAbFree,
 		p.OnCalloc,
-		p.OnEnterBrk,
-		p.OnEnterClose,
-		p.OnEnterConnect,
-		p.OnEnterExecve,
-		p.OnEnterExecveat,
-		p.OnEnterMadvise,
-		p.OnEnterMmap,
-		p.OnEnterMprotect,
-		p.OnEnterMremap,
-		p.OnEnterMunmap,
-		p.OnEnterRead,
-		p.OnEnterReadv,
-		p.OnEnterRecvfrom,
-		p.OnEnterRecvmsg,
-		p.OnEnterSendmsg,
-		p.OnEnterSendto,
-		p.OnEnterWrite,
-		p.OnEnterWritev,
 		p.OnExec,
 		p.OnExit,
-		p.OnExitAccept,
-		p.OnExitAccept4,
-		p.OnExitBrk,
-		p.OnExitEpollPwait,
-		p.OnExitEpollPwait2,
-		p.OnExitEpollWait,
-		p.OnExitExecve,
-		p.OnExitExecveat,
-		p.OnExitMadvise,
-		p.OnExitMmap,
-		p.OnExitMprotect,
-		p.OnExitMremap,
-		p.OnExitMunmap,
-		p.OnExitPoll,
-		p.OnExitPpoll,
-		p.OnExitRead,
-		p.OnExitReadv,
-		p.OnExitRecvfrom,
-		p.OnExitRecvmsg,
-		p.OnExitSendmsg,
-		p.OnExitSendto,
-		p.OnExitWrite,
-		p.OnExitWritev,
 		p.OnFork,
 		p.OnFree,
 		p.OnGoFreeSpecial,
@@ -1005,6 +847,8 @@ func (p *memdiagPrograms) Close() error {
 		p.OnSslRead,
 		p.OnSslReadEx,
 		p.OnSslReadReturn,
+		p.OnSysEnter,
+		p.OnSysExit,
 		p.OnV8Sample,
 	)
 }

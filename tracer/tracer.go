@@ -73,75 +73,38 @@ const (
 	statFramesLost          = uint32(memdiagStatIndexST_FRAMES_LOST)
 )
 
-// attachment is one tracepoint and the program that handles it.
+// attachment is one tracepoint and the program that handles it. Every one
+// is a BTF raw tracepoint (SEC("tp_btf/...")): the handler gets the
+// tracepoint's arguments and the kernel builds no record, so every process
+// on the host pays a fraction of a perf-event tracepoint; and its link
+// detaches without waiting for RCU grace periods under the kernel's
+// event_mutex, as a perf event's does (about 50 ms each, one after the
+// other, up to 1.6 s for one on this loaded VM).
 type attachment struct {
 	Tracepoint
 	prog func(*memdiagObjects) *ebpf.Program
-	// btf: a BTF raw tracepoint (SEC("tp_btf/...")): the handler gets the
-	// tracepoint's arguments and the kernel builds no record, so every
-	// process on the host pays a fraction of a perf-event tracepoint.
-	btf bool
-}
-
-func tp(group, name string, prog func(*memdiagObjects) *ebpf.Program) attachment {
-	return attachment{Tracepoint{group, name}, prog, false}
 }
 
 func btfTP(group, name string, prog func(*memdiagObjects) *ebpf.Program) attachment {
-	return attachment{Tracepoint{group, name}, prog, true}
+	return attachment{Tracepoint{group, name}, prog}
 }
 
 // attachments lists every tracepoint the BPF program attaches to.
 var attachments = []attachment{
 	btfTP("kmem", "rss_stat", func(o *memdiagObjects) *ebpf.Program { return o.OnRssStat }),
 	btfTP("exceptions", "page_fault_user", func(o *memdiagObjects) *ebpf.Program { return o.OnPageFault }),
-	tp("syscalls", "sys_enter_mmap", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMmap }),
-	tp("syscalls", "sys_exit_mmap", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMmap }),
-	tp("syscalls", "sys_enter_munmap", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMunmap }),
-	tp("syscalls", "sys_exit_munmap", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMunmap }),
-	tp("syscalls", "sys_enter_mremap", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMremap }),
-	tp("syscalls", "sys_exit_mremap", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMremap }),
-	tp("syscalls", "sys_enter_mprotect", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMprotect }),
-	tp("syscalls", "sys_exit_mprotect", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMprotect }),
-	tp("syscalls", "sys_enter_brk", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterBrk }),
-	tp("syscalls", "sys_exit_brk", func(o *memdiagObjects) *ebpf.Program { return o.OnExitBrk }),
-	tp("syscalls", "sys_enter_madvise", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterMadvise }),
-	tp("syscalls", "sys_exit_madvise", func(o *memdiagObjects) *ebpf.Program { return o.OnExitMadvise }),
-	tp("syscalls", "sys_enter_execve", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterExecve }),
-	tp("syscalls", "sys_exit_execve", func(o *memdiagObjects) *ebpf.Program { return o.OnExitExecve }),
-	tp("syscalls", "sys_enter_execveat", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterExecveat }),
-	tp("syscalls", "sys_exit_execveat", func(o *memdiagObjects) *ebpf.Program { return o.OnExitExecveat }),
 	btfTP("sched", "sched_process_fork", func(o *memdiagObjects) *ebpf.Program { return o.OnFork }),
 	btfTP("sched", "sched_process_exec", func(o *memdiagObjects) *ebpf.Program { return o.OnExec }),
 	btfTP("sched", "sched_process_exit", func(o *memdiagObjects) *ebpf.Program { return o.OnExit }),
-	tp("task", "task_rename", func(o *memdiagObjects) *ebpf.Program { return o.OnRename }),
-	tp("oom", "mark_victim", func(o *memdiagObjects) *ebpf.Program { return o.OnOom }),
-	// Operations: requests, outbound calls, the event loop.
-	tp("syscalls", "sys_exit_accept4", func(o *memdiagObjects) *ebpf.Program { return o.OnExitAccept4 }),
-	tp("syscalls", "sys_exit_accept", func(o *memdiagObjects) *ebpf.Program { return o.OnExitAccept }),
-	tp("syscalls", "sys_enter_connect", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterConnect }),
-	tp("syscalls", "sys_enter_read", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterRead }),
-	tp("syscalls", "sys_exit_read", func(o *memdiagObjects) *ebpf.Program { return o.OnExitRead }),
-	tp("syscalls", "sys_enter_recvfrom", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterRecvfrom }),
-	tp("syscalls", "sys_exit_recvfrom", func(o *memdiagObjects) *ebpf.Program { return o.OnExitRecvfrom }),
-	tp("syscalls", "sys_enter_readv", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterReadv }),
-	tp("syscalls", "sys_exit_readv", func(o *memdiagObjects) *ebpf.Program { return o.OnExitReadv }),
-	tp("syscalls", "sys_enter_recvmsg", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterRecvmsg }),
-	tp("syscalls", "sys_exit_recvmsg", func(o *memdiagObjects) *ebpf.Program { return o.OnExitRecvmsg }),
-	tp("syscalls", "sys_enter_write", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterWrite }),
-	tp("syscalls", "sys_exit_write", func(o *memdiagObjects) *ebpf.Program { return o.OnExitWrite }),
-	tp("syscalls", "sys_enter_sendto", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterSendto }),
-	tp("syscalls", "sys_exit_sendto", func(o *memdiagObjects) *ebpf.Program { return o.OnExitSendto }),
-	tp("syscalls", "sys_enter_writev", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterWritev }),
-	tp("syscalls", "sys_exit_writev", func(o *memdiagObjects) *ebpf.Program { return o.OnExitWritev }),
-	tp("syscalls", "sys_enter_sendmsg", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterSendmsg }),
-	tp("syscalls", "sys_exit_sendmsg", func(o *memdiagObjects) *ebpf.Program { return o.OnExitSendmsg }),
-	tp("syscalls", "sys_enter_close", func(o *memdiagObjects) *ebpf.Program { return o.OnEnterClose }),
-	tp("syscalls", "sys_exit_epoll_wait", func(o *memdiagObjects) *ebpf.Program { return o.OnExitEpollWait }),
-	tp("syscalls", "sys_exit_epoll_pwait", func(o *memdiagObjects) *ebpf.Program { return o.OnExitEpollPwait }),
-	tp("syscalls", "sys_exit_epoll_pwait2", func(o *memdiagObjects) *ebpf.Program { return o.OnExitEpollPwait2 }),
-	tp("syscalls", "sys_exit_poll", func(o *memdiagObjects) *ebpf.Program { return o.OnExitPoll }),
-	tp("syscalls", "sys_exit_ppoll", func(o *memdiagObjects) *ebpf.Program { return o.OnExitPpoll }),
+	btfTP("task", "task_rename", func(o *memdiagObjects) *ebpf.Program { return o.OnRename }),
+	btfTP("oom", "mark_victim", func(o *memdiagObjects) *ebpf.Program { return o.OnOom }),
+	// The syscalls (mmap, munmap, mremap, brk, mprotect, madvise; accept,
+	// connect, the reads and writes, close, the polls; execve): one raw
+	// pair that dispatches on the syscall number (bpf/syscalls.bpf.h). A
+	// perf-event tracepoint per syscall took 50 ms or more each to detach,
+	// one after the other (2 s at exit).
+	btfTP("raw_syscalls", "sys_enter", func(o *memdiagObjects) *ebpf.Program { return o.OnSysEnter }),
+	btfTP("raw_syscalls", "sys_exit", func(o *memdiagObjects) *ebpf.Program { return o.OnSysExit }),
 }
 
 // Tracepoints lists every tracepoint memdiag attaches to.
@@ -271,13 +234,7 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	}
 
 	for _, a := range attachments {
-		var l link.Link
-		var err error
-		if a.btf {
-			l, err = link.AttachTracing(link.TracingOptions{Program: a.prog(&t.objs)})
-		} else {
-			l, err = link.Tracepoint(a.Group, a.Name, a.prog(&t.objs), nil)
-		}
+		l, err := link.AttachTracing(link.TracingOptions{Program: a.prog(&t.objs)})
 		if err != nil {
 			t.closeLinks()
 			return nil, fmt.Errorf("attaching tracepoint %s: %w", a.Tracepoint, err)
@@ -637,9 +594,10 @@ func (t *Tracer) Forget(buckets []event.BucketKey, deadPIDs []uint32) error {
 	return errors.Join(errs...)
 }
 
-// closeLinks detaches every program. Detaching from a syscall tracepoint
-// waits for an RCU grace period (tens of milliseconds each), so the links
-// are closed in parallel: the waits overlap instead of adding up.
+// closeLinks detaches every program. The raw tracepoint links go at once;
+// a uprobe link (--tls, --exact-external, heap sampling) waits for an RCU
+// grace period, so the links are closed in parallel: the waits overlap
+// instead of adding up.
 func (t *Tracer) closeLinks() error {
 	errs := make([]error, len(t.links))
 	var wg sync.WaitGroup

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -297,5 +299,14 @@ func TestOOMKill(t *testing.T) {
 		if !strings.Contains(string(log), want) {
 			t.Errorf("the log lacks %q:\n%s", want, log)
 		}
+	}
+	// The victim's memory as the killer saw it (read by the BPF program
+	// from the mm's counters): most of the 64 MiB limit is anonymous.
+	m := regexp.MustCompile(`chose pid \d+ \(anon ([0-9.]+) MiB`).FindSubmatch(log)
+	if m == nil {
+		t.Fatalf("no anon size in MiB in the [OOM] line:\n%s", log)
+	}
+	if anon, _ := strconv.ParseFloat(string(m[1]), 64); anon < 32 || anon > 64 {
+		t.Errorf("the OOM victim's anon = %.1f MiB, want 32..64 (a 64 MiB limit)", anon)
 	}
 }

@@ -60,13 +60,14 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 // ("What it costs") carries the same lines (TestCostTextInREADME).
 const costText = `Measured with sudo make bench and go run ./bench/http on a 2-CPU KVM VM (Linux 6.18,
 2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
-  default mode, the traced service: +130 to +150 ns per page fault (+15% of a
+  default mode, the traced service: +130 to +170 ns per page fault (+15% of a
     0.9 us fault), +375 to +454 ns per mmap or munmap, +90 to +130 ns per read;
-    the reference Node.js service under wrk: +5.0% CPU per request, 0.95 of
+    the reference Node.js service under wrk: +3.8% to +5.0% CPU per request, 0.95 of
     untraced throughput (median of 5 rounds)
   default mode, every other process on the host: +10 to +50 ns per page fault;
-    every syscall goes through the kernel's syscall-tracing slow path while
-    memdiag runs: +55 ns per read, +76 ns per mmap or munmap
+    every syscall goes through the kernel's syscall-tracing slow path and the
+    bit test of memdiag's raw sys_enter/sys_exit pair while memdiag runs:
+    +15 to +25 ns per syscall (read, getppid...), +53 ns per mmap or munmap
   --exact-external: about 8 us per ArrayBuffer allocation or free (uprobe traps;
     -9% throughput on the reference service)
   --tls: about 36 us per HTTPS request parsed (uprobe; -14% throughput)
@@ -76,10 +77,9 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
     +1.7% CPU per request on a Go service allocating 1 MiB per request
   --native-heap: every malloc and free traps: +192% (Python) to +250%
     (Node.js) CPU per request; a diagnosis mode, for a bounded time
-  memdiag itself: 27-28 MiB peak RSS, 4-5% of a core at 10,000 records/s,
-    2.5-3 s of CPU to attach (the kernel verifying the programs; 0.5 s before
-    the protocol parsing), about 2 s to exit after SIGTERM (detaching the
-    syscall tracepoints)`
+  memdiag itself: 26 MiB peak RSS, 3-5% of a core at 6,000-10,000 records/s,
+    0.45-0.55 s of CPU to attach (the kernel verifying the programs), under
+    0.3 s to exit after SIGTERM`
 
 // newApp builds the command line; an unknown command's name goes to
 // *unknown (cli offers no error for it), for exitCode to report.
