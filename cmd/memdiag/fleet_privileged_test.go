@@ -69,8 +69,13 @@ func newFleetNode(t *testing.T) *fleetNode {
 }
 
 // create makes a container up to runc's exec: its init runs in its
-// cgroup, waiting for start.
+// cgroup, waiting for start; its program is memwork.
 func (n *fleetNode) create(ns, pod, name string) *podCtr {
+	return n.createProgram(ns, pod, name, memworkBin)
+}
+
+// createProgram is create with the container's program: a shell command.
+func (n *fleetNode) createProgram(ns, pod, name, program string) *podCtr {
 	t := n.t
 	t.Helper()
 	b := make([]byte, 32)
@@ -85,7 +90,7 @@ func (n *fleetNode) create(ns, pod, name string) *podCtr {
 		t.Fatal(err)
 	}
 	// runc's init: joins the cgroup, says so, waits for start, execs.
-	cmd := exec.Command("sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && echo joined && read start && exec %s", c.cgroup, memworkBin))
+	cmd := exec.Command("sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && echo joined && read start && exec %s", c.cgroup, program))
 	c.w = newWorkload(t, cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -552,6 +557,88 @@ func kernelPIDs(t *testing.T, pid int, name string) map[uint32]bool {
 	}
 	t.Fatalf("process %d holds no BPF map called %s", pid, name)
 	return nil
+}
+
+// pyServer is an HTTP service for a container: it listens on a port the
+// kernel picks and says which; GET /keep/N keeps 1 MiB (written, so
+// resident), anything else keeps nothing.
+const pyServer = `
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+kept = []
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path.startswith("/keep"):
+            kept.append(b"x" * (1 << 20))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+s = HTTPServer(("127.0.0.1", 0), H)
+print("listening", s.server_address[1], flush=True)
+s.serve_forever()
+`
+
+// TestFleetFirstOp: a container started while memdiag fleet runs serves
+// its first request before anything names it (no kubelet link yet, so no
+// poll can know it is selected): that request is counted, in its
+// category, with the bytes it kept, as are the ones after.
+func TestFleetFirstOp(t *testing.T) {
+	n := newFleetNode(t)
+	python := "/usr/bin/python3" // the system's, not a version manager's shim (a shell script)
+	if _, err := os.Stat(python); err != nil {
+		if python, err = exec.LookPath("python3"); err != nil {
+			t.Skip("needs python3 for the container's HTTP service")
+		}
+	}
+	script := filepath.Join(t.TempDir(), "server.py")
+	if err := os.WriteFile(script, []byte(pyServer), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := startFleet(t, n, "--select", "namespace:shop", "--poll", "1h")
+	c := n.createProgram("shop", "api-0", "app", python+" -u "+script)
+	fmt.Fprintln(c.w.in, "start")
+	var port int
+	if line := c.w.line(); !strings.HasPrefix(line, "listening ") {
+		t.Fatalf("the service says %q", line)
+	} else {
+		fmt.Sscanf(line, "listening %d", &port)
+	}
+	hc := client(1)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	get(t, hc, "GET", base+"/keep/1", nil) // before the container is named
+	n.name(c)
+	r.waitLog(t, "[FLEET] tracing "+c.fullName()+" ("+c.id[:12]+")")
+	get(t, hc, "GET", base+"/keep/2", nil)
+	get(t, hc, "GET", base+"/keep/3", nil)
+	get(t, hc, "GET", base+"/other", nil)
+	hc.CloseIdleConnections()
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("memdiag fleet: exit %d: %s", code, r.stderr.String())
+	}
+	reps := r.readReports(t)[c.id]
+	if len(reps) != 1 {
+		t.Fatalf("%d reports for %s, want 1", len(reps), c.fullName())
+	}
+	rep := reps[0]
+	for _, cat := range rep.Categories {
+		t.Logf("category %q: %d ops, rss %d", cat.Name, cat.Ops, cat.RSSBytes)
+	}
+	keep, ok := category(rep, "GET /keep/:id")
+	if !ok || keep.Ops != 3 {
+		t.Fatalf("GET /keep/:id: %+v, want 3 ops (the first, served before the container was named, included)", keep)
+	}
+	within(t, "GET /keep/:id growth", keep.RSSBytes, 3<<20, 0.10, 3<<20)
+	if other, ok := category(rep, "GET /other"); !ok || other.Ops != 1 {
+		t.Errorf("GET /other: %+v, want 1 op", other)
+	}
+	if rep.Baseline.Memory.RSS != 0 {
+		t.Errorf("baseline %d, want 0: traced from its first exec", rep.Baseline.Memory.RSS)
+	}
 }
 
 // TestFleetAnnotation: `memdiag fleet --select
