@@ -74,7 +74,8 @@ type pendingCgroup struct {
 }
 
 // ringEmpty is the reader's mark, in shared mode, that the ring buffer was
-// empty at at: every record made before is behind it in the channel.
+// empty at at (the tracer's clock): every record made before is behind it
+// in the channel.
 type ringEmpty struct{ at time.Time }
 
 func (r ringEmpty) When() time.Time { return r.at }
@@ -131,7 +132,7 @@ func (s *Shared) route() {
 		if v := s.dest(ev); v != nil {
 			v.ch <- ev
 		}
-		s.closeStopped(time.Time{})
+		s.closeStopped(ev.When())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -247,17 +248,19 @@ func header(ev event.Event) (pid, tid uint32) {
 }
 
 // closeStopped closes the channels of stopping views whose records are
-// all routed: the ring was found empty (empty, when not zero) after the
-// view began stopping.
-func (s *Shared) closeStopped(empty time.Time) {
+// all routed: a record made at or after the view began stopping was
+// routed (records come in the order they were reserved), or the reader
+// found the ring empty after it. Both times are the tracer's clock's
+// (kernel time mapped to wall time as records are).
+func (s *Shared) closeStopped(routed time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.stops) == 0 || empty.IsZero() {
+	if len(s.stops) == 0 {
 		return
 	}
 	keep := s.stops[:0]
 	for _, v := range s.stops {
-		if empty.After(v.stopAt) {
+		if !routed.Before(v.stopAt) {
 			v.end()
 			continue
 		}
@@ -634,7 +637,7 @@ func (v *View) Stop() error {
 	s := v.s
 	s.mu.Lock()
 	if !v.stopping {
-		v.stopping, v.stopAt = true, time.Now()
+		v.stopping, v.stopAt = true, s.t.clock.Wall(monotonicNow())
 		if s.views[v.cgroup] == v {
 			delete(s.views, v.cgroup)
 		}
@@ -676,4 +679,11 @@ func keys(m map[uint32]bool) []uint32 {
 		out = append(out, k)
 	}
 	return out
+}
+
+// monotonicNow is CLOCK_MONOTONIC, the kernel time records carry.
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
 }

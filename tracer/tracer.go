@@ -425,8 +425,11 @@ func (t *Tracer) read() {
 		// The kernel side wakes the reader only when the ring fills up
 		// (a wakeup per record costs the traced service a self-IPI), so
 		// the reader also looks every readPoll.
-		at := time.Now()
-		t.reader.SetDeadline(at.Add(readPoll))
+		var at time.Time // shared mode: when the ring was last looked at
+		if t.shared {
+			at = t.clock.Wall(monotonicNow())
+		}
+		t.reader.SetDeadline(time.Now().Add(readPoll))
 		if err := t.reader.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed) {
 				return

@@ -1,0 +1,168 @@
+//go:build privileged
+
+package tracer
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/memdiag/memdiag/container"
+	"github.com/memdiag/memdiag/event"
+	"github.com/memdiag/memdiag/internal/proctest"
+)
+
+// inCgroup starts a process that joins cgroup dir and then execs cat
+// (which waits on its stdin); it returns once the exec is done.
+func inCgroup(t *testing.T, dir string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && exec cat", dir))
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	// cat echoes a line once it runs: the exec is done.
+	fmt.Fprintln(stdin, "hello")
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "hello\n" {
+		t.Fatalf("the process in %s said %q", dir, line)
+	}
+	return cmd
+}
+
+// TestShared: one tracer follows a parent cgroup; processes that exec in
+// its children are traced from their exec and kept pending until a View
+// claims their cgroup (the View gets their records first) or Drop frees
+// them; an ignored cgroup's execs make no target; a View's Close frees its
+// processes' kernel entries.
+func TestShared(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads and attaches the BPF program")
+	}
+	v2 := container.DefaultRoots().V2
+	if v2 == "" {
+		t.Skip("no cgroup v2 hierarchy on this host")
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	root := filepath.Join(v2, "memdiag-shared-"+hex.EncodeToString(b)+".slice")
+	a, c := filepath.Join(root, "a.scope"), filepath.Join(root, "c.scope")
+	for _, d := range []string{root, a, c} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, d := range []string{a, c, root} {
+			proctest.RemoveCgroup(d, 10*time.Second)
+		}
+	})
+	unknown := make(chan uint64, 16)
+	s, err := OpenShared(Config{Cgroup: root}, func(cg uint64) { unknown <- cg })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	idA, _ := CgroupID(a)
+	idC, _ := CgroupID(c)
+	targets := func() map[uint32]bool {
+		out := map[uint32]bool{}
+		var k uint32
+		var v memdiagTarget
+		it := s.t.objs.Targets.Iterate()
+		for it.Next(&k, &v) {
+			out[k] = true
+		}
+		return out
+	}
+
+	pa := inCgroup(t, a)
+	pc := inCgroup(t, c)
+	if tg := targets(); !tg[uint32(pa.Process.Pid)] || !tg[uint32(pc.Process.Pid)] {
+		t.Fatalf("processes exec'd below the followed cgroup are not targets: %v", tg)
+	}
+	got := map[uint64]bool{<-unknown: true, <-unknown: true}
+	if !got[idA] || !got[idC] {
+		t.Fatalf("unknown cgroups reported %v, want %d and %d", got, idA, idC)
+	}
+
+	// a is claimed: its process's exec record comes first.
+	v, fromExec, err := s.NewView(a, []int{pa.Process.Pid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fromExec) != 1 || fromExec[0] != pa.Process.Pid {
+		t.Errorf("fromExec %v, want [%d]", fromExec, pa.Process.Pid)
+	}
+	ev := <-v.Events()
+	if ex, ok := ev.(*event.Exec); !ok || ex.PID != uint32(pa.Process.Pid) || !strings.HasSuffix(ex.Filename, "cat") {
+		t.Fatalf("the view's first event is %#v, want the exec of cat by %d", ev, pa.Process.Pid)
+	}
+	snap, err := v.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range snap.Buckets {
+		if b.Key.PID != uint32(pa.Process.Pid) {
+			t.Errorf("the view's snapshot has a bucket of process %d", b.Key.PID)
+		}
+	}
+
+	// c is not claimed: dropped, then ignored.
+	if n, err := s.Drop(idC); err != nil || n != 1 {
+		t.Fatalf("Drop: %d processes, %v; want 1", n, err)
+	}
+	if targets()[uint32(pc.Process.Pid)] {
+		t.Error("a dropped process is still a target")
+	}
+	if _, err := s.SetIgnored([]uint64{idC}); err != nil {
+		t.Fatal(err)
+	}
+	pc2 := inCgroup(t, c)
+	if targets()[uint32(pc2.Process.Pid)] {
+		t.Error("a process that exec'd in an ignored cgroup is a target")
+	}
+
+	// Closing the view frees its process's kernel entries.
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if targets()[uint32(pa.Process.Pid)] {
+		t.Error("the closed view's process is still a target")
+	}
+	for _, b := range snapBuckets(t, s) {
+		if b == uint32(pa.Process.Pid) || b == uint32(pc.Process.Pid) {
+			t.Errorf("process %d still has buckets", b)
+		}
+	}
+	if c := s.Counts(); c.Views != 0 || c.Pending != 0 || c.Routes != 0 {
+		t.Errorf("state left: %+v", c)
+	}
+}
+
+// snapBuckets lists the processes with buckets in the kernel.
+func snapBuckets(t *testing.T, s *Shared) []uint32 {
+	t.Helper()
+	var out []uint32
+	var k memdiagBucketKey
+	var v memdiagCounters
+	it := s.t.objs.Buckets.Iterate()
+	for it.Next(&k, &v) {
+		if k.Tgid != 0 {
+			out = append(out, k.Tgid)
+		}
+	}
+	return out
+}
