@@ -58,6 +58,12 @@ func newFleetCommand() *cli.Command {
 			// live blocks (27 MiB preallocated, per trace) shrinks to one
 			// entry.
 			opts.maxOutstanding = 1
+			// The samplers' uprobes would outlive each container on the
+			// one tracer all share.
+			if v := c.String("heap-sampling"); c.IsSet("heap-sampling") && v != "off" {
+				return usageErr("--heap-sampling %s: fleet mode does not sample runtime heaps yet (the runtime heap is the mapping estimate); give off or leave it out", v)
+			}
+			opts.HeapSampling = "off"
 			src := container.DefaultSources()
 			src.Docker, src.Storage, src.Nerdctl = nil, nil, nil
 			if s := c.StringSlice("cri-socket"); len(s) > 0 {
