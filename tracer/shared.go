@@ -160,7 +160,7 @@ func (s *Shared) dest(ev event.Event) *View {
 			if v := s.views[cg]; v != nil {
 				r = v
 				v.pids[pid] = true
-			} else if p := s.pendingOf(cg); p != nil {
+			} else if p := s.pendingOf(cg); p != nil && len(p.pids) < MaxPendingEvents {
 				r = p
 				p.pids[pid] = true
 				if s.unknown != nil {
@@ -174,17 +174,29 @@ func (s *Shared) dest(ev event.Event) *View {
 			}
 		}
 	case *event.Fork:
-		if r != nil {
+		switch d := r.(type) {
+		case *View:
 			s.routes[e.Child] = r
-			if v, ok := r.(*View); ok {
-				v.pids[e.Child] = true
-			} else {
-				r.(*pendingCgroup).pids[e.Child] = true
+			d.pids[e.Child] = true
+		case *pendingCgroup:
+			if len(d.pids) >= MaxPendingEvents {
+				s.dropLocked([]uint32{e.Child}) // bounded: not followed
+				break
 			}
+			s.routes[e.Child] = r
+			d.pids[e.Child] = true
 		}
 	case *event.Exit:
 		if tid != pid {
+			// A thread (a fork record named it like a child): forgotten
+			// whole, so thread churn does not grow the sets.
 			delete(s.routes, tid)
+			switch d := r.(type) {
+			case *View:
+				delete(d.pids, tid)
+			case *pendingCgroup:
+				delete(d.pids, tid)
+			}
 		}
 		if e.GroupDead {
 			delete(s.routes, pid)
