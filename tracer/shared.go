@@ -576,7 +576,7 @@ type View struct {
 	ch         chan event.Event
 	pids       map[uint32]bool // processes routed here, until forgotten (s.mu)
 	freed      []event.Bucket  // freed buckets taken by a snapshot, not yet given (s.mu)
-	lastRouted time.Time       // when the router last sent here (s.mu)
+	lastRouted time.Time       // when the router last sent here or Forget deleted: the next snapshot is read after (s.mu)
 	peak       int64
 
 	stopAt   time.Time
@@ -632,6 +632,8 @@ func (v *View) Forget(buckets []event.BucketKey, deadPIDs []uint32) error {
 	for _, p := range deadPIDs {
 		delete(v.pids, p)
 	}
+	// A snapshot read before would bring back what was just deleted.
+	v.lastRouted = time.Now()
 	v.s.mu.Unlock()
 	return err
 }
