@@ -45,7 +45,11 @@ for i in $(seq 1 "$N"); do
   ln -s "/var/log/pods/bench_web-${i}_uid/app/0.log" "$LINKS/web-${i}_bench_app-$id.log"
 done
 if [ "$N" -gt 0 ]; then
-  "$MEMDIAG" fleet --select namespace:bench --pod-logs "$LINKS" --log "$OUT/log" --reports-dir "$OUT/r" \
+  # A memdiag with one tracer for all follows this script's slice (its
+  # default, kubepods, is not there); older builds have no --cgroup-root.
+  root=()
+  if "$MEMDIAG" fleet --help | grep -q -- --cgroup-root; then root=(--cgroup-root "$TOP"); fi
+  "$MEMDIAG" fleet "${root[@]}" --select namespace:bench --pod-logs "$LINKS" --log "$OUT/log" --reports-dir "$OUT/r" \
     --ready-file "$OUT/ready" --heap-sampling off --no-dumps --max-targets 256 -q &
   M=$!
   while [ ! -e "$OUT/ready" ]; do kill -0 "$M"; sleep 0.1; done
