@@ -262,7 +262,8 @@ func header(ev event.Event) (pid, tid uint32) {
 // closeStopped closes the channels of stopping views whose records are
 // all routed: a record made at or after the view began stopping was
 // routed (records come in the order they were reserved), or the reader
-// found the ring empty after it. Both times are the tracer's clock's
+// found the ring empty after it (the reader marks those moments only while
+// a View is stopping). Both times are the tracer's clock's
 // (kernel time mapped to wall time as records are).
 func (s *Shared) closeStopped(routed time.Time) {
 	s.mu.Lock()
@@ -279,6 +280,9 @@ func (s *Shared) closeStopped(routed time.Time) {
 		keep = append(keep, v)
 	}
 	s.stops = keep
+	if len(keep) == 0 {
+		s.t.wantMarks.Store(false) // idle: no wakeup for nobody
+	}
 }
 
 // NewView claims the cgroup dir (a container): the records of processes
@@ -656,6 +660,7 @@ func (v *View) Stop() error {
 			delete(s.views, v.cgroup)
 		}
 		s.stops = append(s.stops, v)
+		s.t.wantMarks.Store(true)
 	}
 	s.mu.Unlock()
 	<-v.stopped

@@ -174,8 +174,9 @@ type Tracer struct {
 	// shared: a Shared routes this tracer's records; the reader marks
 	// each moment it finds the ring empty (ringEmpty) and hands each
 	// exec record's cgroup to onExec before the record goes out.
-	shared bool
-	onExec func(pid uint32, cgroup uint64)
+	shared    bool
+	onExec    func(pid uint32, cgroup uint64)
+	wantMarks atomic.Bool // a View is stopping: mark the ring's empty moments
 
 	stopOnce  sync.Once
 	stopErr   error
@@ -434,7 +435,7 @@ func (t *Tracer) read() {
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed) {
 				return
 			}
-			if t.shared && errors.Is(err, os.ErrDeadlineExceeded) {
+			if t.shared && t.wantMarks.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
 				t.events <- ringEmpty{at} // nothing made before at is left
 			}
 			continue
