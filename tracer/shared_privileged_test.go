@@ -166,3 +166,117 @@ func snapBuckets(t *testing.T, s *Shared) []uint32 {
 	}
 	return out
 }
+
+// TestSharedThreads: a routed process's threads come and go (memwork's
+// "threads": 8 threads, each maps and writes, joined); once their exits
+// are routed, the View's set and the routes are what they were (thread
+// churn does not grow them), and the threads' growth is the process's.
+func TestSharedThreads(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads and attaches the BPF program")
+	}
+	v2 := container.DefaultRoots().V2
+	if v2 == "" {
+		t.Skip("no cgroup v2 hierarchy on this host")
+	}
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Skip("needs gcc to build testdata/workload/memwork.c")
+	}
+	memwork := t.TempDir() + "/memwork"
+	if out, err := exec.Command(gcc, "-O2", "-pthread", "-o", memwork, "../testdata/workload/memwork.c").CombinedOutput(); err != nil {
+		t.Fatalf("building memwork: %v\n%s", err, out)
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	root := filepath.Join(v2, "memdiag-shared-"+hex.EncodeToString(b)+".slice")
+	a := filepath.Join(root, "a.scope")
+	for _, d := range []string{root, a} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		proctest.RemoveCgroup(a, 10*time.Second)
+		proctest.RemoveCgroup(root, 10*time.Second)
+	})
+	s, err := OpenShared(Config{Cgroup: root}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	cmd := exec.Command("sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && exec %s", a, memwork))
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	lines := bufio.NewScanner(out)
+	say := func(c string) string {
+		t.Helper()
+		if c != "" {
+			fmt.Fprintln(in, c)
+		}
+		if !lines.Scan() {
+			t.Fatalf("memwork ended after %q", c)
+		}
+		return lines.Text()
+	}
+	if l := say(""); !strings.HasPrefix(l, "ready ") {
+		t.Fatalf("memwork says %q", l)
+	}
+	pid := uint32(cmd.Process.Pid)
+	v, fromExec, err := s.NewView(a, []int{cmd.Process.Pid})
+	if err != nil || len(fromExec) != 1 {
+		t.Fatalf("NewView: %v (from exec: %v)", err, fromExec)
+	}
+	exits := make(chan uint32, 64)
+	go func() {
+		for ev := range v.Events() {
+			if e, ok := ev.(*event.Exit); ok && e.TID != e.PID {
+				exits <- e.TID
+			}
+		}
+	}()
+	routes := s.Counts().Routes
+	if l := say("threads 1M 8"); !strings.HasPrefix(l, "ok ") {
+		t.Fatalf("memwork: %q", l)
+	}
+	for i := 0; i < 8; i++ {
+		select {
+		case <-exits:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d of 8 thread exits routed to the view within 30 s", i)
+		}
+	}
+	if got := s.Counts().Routes; got != routes {
+		t.Errorf("%d routes after 8 threads came and went, %d before", got, routes)
+	}
+	s.mu.Lock()
+	n := len(v.pids)
+	s.mu.Unlock()
+	if n != 1 {
+		t.Errorf("the view follows %d ids after the threads went, want 1 (the process)", n)
+	}
+	snap, err := v.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grew int64
+	for _, b := range snap.Buckets {
+		if b.Key.PID != pid {
+			t.Errorf("a bucket of %d in the view's snapshot", b.Key.PID)
+		}
+		grew += b.Counters.RSS[event.RSSAnon]
+	}
+	if grew < 8<<20 {
+		t.Errorf("the view's buckets hold %d bytes of anon growth, want at least the threads' 8 MiB", grew)
+	}
+	v.Close()
+}
