@@ -204,6 +204,11 @@ func (s *Shared) dest(ev event.Event) *View {
 	}
 	switch d := r.(type) {
 	case *View:
+		if d.ended {
+			// Stopped, not closed yet: its channel is closed.
+			s.dropped++
+			return nil
+		}
 		d.lastRouted = time.Now()
 		return d
 	case *pendingCgroup:
@@ -585,6 +590,7 @@ type View struct {
 
 	stopAt   time.Time
 	stopping bool
+	ended    bool // its channel is closed: nothing more is sent (s.mu)
 	stopped  chan struct{}
 	once     sync.Once
 	closed   bool
@@ -593,6 +599,7 @@ type View struct {
 // end closes the view's channel (router, s.mu held).
 func (v *View) end() {
 	v.once.Do(func() {
+		v.ended = true
 		close(v.ch)
 		close(v.stopped)
 	})

@@ -278,5 +278,23 @@ func TestSharedThreads(t *testing.T) {
 	if grew < 8<<20 {
 		t.Errorf("the view's buckets hold %d bytes of anon growth, want at least the threads' 8 MiB", grew)
 	}
-	v.Close()
+	// Stopped but not closed (a session takes its final snapshot in
+	// between) while its process runs on: its records are dropped, not
+	// sent on the closed channel.
+	if err := v.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	dropped := s.Counts().Dropped
+	if l := say("threads 64K 2"); !strings.HasPrefix(l, "ok ") {
+		t.Fatalf("memwork: %q", l)
+	}
+	for end := time.Now().Add(30 * time.Second); s.Counts().Dropped < dropped+4; {
+		if time.Now().After(end) {
+			t.Fatalf("%d records dropped after the view stopped, want the 2 threads' fork and exit records", s.Counts().Dropped-dropped)
+		}
+		time.Sleep(10 * time.Millisecond) // the router takes the records within a read poll
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
