@@ -693,6 +693,9 @@ func (v *View) Close() error {
 		}
 	}
 	for pid := range v.pids {
+		if r, ok := s.routes[pid]; ok && r != any(v) {
+			continue // claimed since by a new View of the same cgroup
+		}
 		pids = append(pids, pid)
 	}
 	v.pids = map[uint32]bool{}
