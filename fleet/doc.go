@@ -51,7 +51,8 @@
 // What fleet mode does not do: runtime heap sampling (its uprobes would
 // outlive the container on the shared tracer; --heap-sampling is off in
 // fleet mode), and a process that moves into a container's cgroup without
-// exec'ing there, or runs in a cgroup nested below the container's, is
-// not followed from its start (the first poll after traces the processes
-// the container's own cgroup holds).
+// exec'ing there is not followed from its start (the first poll after
+// traces the processes the container's own cgroup holds). Cgroups made
+// below a traced container's are its (tracer.Shared.Nest, after each
+// poll): a process that execs in one is followed from its exec.
 package fleet

@@ -126,11 +126,15 @@ func serveMetrics(f *metrics.Fleet, ln net.Listener, log *report.Log) (stop func
 	return func() { cancel(); <-served }
 }
 
-// resolvePending runs after each poll: the cgroups of containers the
-// runtime names and the selector does not pick are ignored by the kernel
+// resolvePending runs after each poll: cgroups made below a traced
+// container's become its own (processes pending there adopted), the
+// cgroups of containers the runtime names and the selector does not pick
+// are ignored by the kernel
 // (their processes dropped), and processes of cgroups no container named
 // within PendingGrace are dropped.
 func resolvePending(sh *tracer.Shared, w *Watcher, logf func(tag, format string, args ...any)) {
+	// Cgroups made below a traced container's are its.
+	sh.Nest()
 	var ids []uint64
 	for _, d := range w.Others() {
 		if id, err := tracer.CgroupID(d); err == nil {

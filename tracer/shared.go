@@ -3,10 +3,12 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -24,8 +26,9 @@ import (
 // container being traced), or keeps it with the cgroup's pending records
 // until userspace decides: NewView takes them (the container is selected:
 // traced from its first exec), Drop frees them and the processes' kernel
-// state (not selected, or never named). Children follow their parent's
-// route; records of a process routed nowhere are discarded.
+// state (not selected, or never named). A View also owns the cgroups below
+// its own (found at NewView and at each Nest). Children follow their
+// parent's route; records of a process routed nowhere are discarded.
 //
 // Memory: the kernel's maps are the one tracer's (their sizes do not grow
 // with the number of targets); userspace holds per View a channel of
@@ -311,7 +314,7 @@ func (s *Shared) NewView(dir string, pids []int) (v *View, fromExec []int, err e
 		}
 		delete(s.ignored, cg)
 	}
-	v = &View{s: s, cgroup: cg, pids: map[uint32]bool{}, stopped: make(chan struct{})}
+	v = &View{s: s, cgroup: cg, dir: dir, pids: map[uint32]bool{}, stopped: make(chan struct{})}
 	p := s.pending[cg]
 	n := cap(s.t.events)
 	if p != nil {
@@ -319,15 +322,7 @@ func (s *Shared) NewView(dir string, pids []int) (v *View, fromExec []int, err e
 	}
 	v.ch = make(chan event.Event, n)
 	if p != nil {
-		for _, ev := range p.events {
-			v.ch <- ev
-		}
-		for pid := range p.pids {
-			v.pids[pid] = true
-			s.routes[pid] = v
-		}
-		v.freed = p.freed
-		delete(s.pending, cg)
+		s.adoptLocked(v, p)
 	}
 	for _, pid := range pids {
 		key := uint32(pid)
@@ -351,7 +346,63 @@ func (s *Shared) NewView(dir string, pids []int) (v *View, fromExec []int, err e
 		s.routes[uint32(pid)] = v
 	}
 	s.views[cg] = v
+	s.nestLocked(v)
 	return v, fromExec, nil
+}
+
+// Nest gives every View the cgroups made below its own since it was
+// claimed (or since the last Nest): a process that execs in one is the
+// View's, and one pending there is adopted (its records sent to the View
+// when its channel has room for them, else dropped and counted).
+func (s *Shared) Nest() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, v := range s.views {
+		if id == v.cgroup {
+			s.nestLocked(v)
+		}
+	}
+}
+
+// nestLocked claims for v the cgroups below its directory (s.mu held).
+func (s *Shared) nestLocked(v *View) {
+	filepath.WalkDir(v.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || path == v.dir {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok || s.views[st.Ino] != nil {
+			return nil
+		}
+		s.views[st.Ino] = v
+		if p := s.pending[st.Ino]; p != nil {
+			s.adoptLocked(v, p)
+		}
+		return nil
+	})
+}
+
+// adoptLocked moves a pending cgroup's records and processes to v (s.mu
+// held): its records precede any later one of its processes, which the
+// router sends to v from now on.
+func (s *Shared) adoptLocked(v *View, p *pendingCgroup) {
+	delete(s.pending, p.cgroup)
+	if cap(v.ch)-len(v.ch) < len(p.events) {
+		s.overflow += uint64(len(p.events))
+	} else {
+		for _, ev := range p.events {
+			v.ch <- ev
+		}
+	}
+	for pid := range p.pids {
+		v.pids[pid] = true
+		s.routes[pid] = v
+	}
+	v.freed = append(v.freed, p.freed...)
 }
 
 // Pending lists the cgroups whose processes are traced from their exec
@@ -435,7 +486,13 @@ type Counts struct {
 // Counts counts the routes and the kernel's entries.
 func (s *Shared) Counts() Counts {
 	s.mu.Lock()
-	c := Counts{Views: len(s.views), Pending: len(s.pending), Routes: len(s.routes), Ignored: len(s.ignored), Dropped: s.dropped, Overflow: s.overflow}
+	views := 0
+	for id, v := range s.views {
+		if id == v.cgroup {
+			views++
+		}
+	}
+	c := Counts{Views: views, Pending: len(s.pending), Routes: len(s.routes), Ignored: len(s.ignored), Dropped: s.dropped, Overflow: s.overflow}
 	s.mu.Unlock()
 	c.Targets = countEntries(s.t.objs.Targets)
 	c.Buckets = countEntries(s.t.objs.Buckets)
@@ -581,7 +638,8 @@ func (s *Shared) snapshot(v *View) (*event.Snapshot, error) {
 // events, snapshots and state are those of its cgroup's processes.
 type View struct {
 	s          *Shared
-	cgroup     uint64
+	cgroup     uint64 // its directory's id; s.views also maps the ids of those below
+	dir        string
 	ch         chan event.Event
 	pids       map[uint32]bool // processes routed here, until forgotten (s.mu)
 	freed      []event.Bucket  // freed buckets taken by a snapshot, not yet given (s.mu)
@@ -663,8 +721,10 @@ func (v *View) Stop() error {
 	s.mu.Lock()
 	if !v.stopping {
 		v.stopping, v.stopAt = true, s.t.clock.Wall(monotonicNow())
-		if s.views[v.cgroup] == v {
-			delete(s.views, v.cgroup)
+		for id, w := range s.views {
+			if w == v { // its own cgroup and those below
+				delete(s.views, id)
+			}
 		}
 		s.stops = append(s.stops, v)
 		s.t.wantMarks.Store(true)

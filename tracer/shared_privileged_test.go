@@ -135,6 +135,48 @@ func TestShared(t *testing.T) {
 		t.Error("a process that exec'd in an ignored cgroup is a target")
 	}
 
+	// A cgroup below a's: one made before a process execs there is a's
+	// at once (Nest, as fleet mode calls it after each poll), one a
+	// process exec'd in first is adopted with its records.
+	early := filepath.Join(a, "early")
+	if err := os.Mkdir(early, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.Nest()
+	pe := inCgroup(t, early)
+	late := filepath.Join(a, "late")
+	if err := os.Mkdir(late, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		proctest.RemoveCgroup(late, 10*time.Second)
+		proctest.RemoveCgroup(early, 10*time.Second)
+	})
+	pl := inCgroup(t, late)
+	idLate, _ := CgroupID(late)
+	if got := <-unknown; got != idLate {
+		t.Errorf("unknown cgroup %d reported, want %d (the nested one made after Nest)", got, idLate)
+	}
+	s.Nest()
+	execs := map[uint32]bool{}
+	for len(execs) < 2 {
+		select {
+		case ev := <-v.Events():
+			if ex, ok := ev.(*event.Exec); ok {
+				execs[ex.PID] = true
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the view got the execs of %v within 30 s, want %d and %d", execs, pe.Process.Pid, pl.Process.Pid)
+		}
+	}
+	if !execs[uint32(pe.Process.Pid)] || !execs[uint32(pl.Process.Pid)] {
+		t.Errorf("the view got the execs of %v, want %d and %d", execs, pe.Process.Pid, pl.Process.Pid)
+	}
+	pe.Process.Kill()
+	pe.Wait()
+	pl.Process.Kill()
+	pl.Wait()
+
 	// Closing the view frees its process's kernel entries.
 	if err := v.Close(); err != nil {
 		t.Fatal(err)
