@@ -5,7 +5,10 @@
  * A process becomes a target at attach (userspace, TS_ATTACHED), at its
  * fork from a target (TS_FORKED: what it inherited is BK_START), or at its
  * exec when it is the run launcher (launcher_tgid) or runs in the traced
- * cgroup (`target_cgroup`, TS_EXECED: its new mm starts at zero). Each exec
+ * cgroup (`target_cgroup`, TS_EXECED: its new mm starts at zero) and not
+ * in one of `ignored_cgroups`. The exec record carries the cgroup id, so
+ * that fleet mode (one tracer whose traced cgroup is the node's pods
+ * parent) tells whose container a new process is. Each exec
  * bumps the target's generation, so mappings from the old image are
  * ignored. A fork copies the parent's libc range to the child. A thread's
  * exit ends an op still waiting for its thread to move on, then forgets the
@@ -25,6 +28,17 @@ volatile const u32 launcher_tgid = 0;
 
 /* Set when target_cgroup holds a cgroup. */
 volatile const u32 follow_cgroup = 0;
+
+/* cgroup v2 id -> 1: cgroups below target_cgroup whose execs make no
+ * target (fleet mode: containers the selector does not pick, known from
+ * the runtime's metadata). Looked up at exec only. 4096: the containers
+ * of a node, with room. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u64);
+	__type(value, u8);
+} ignored_cgroups SEC(".maps");
 
 /* [0] -> the cgroup (v2) being traced (--container, --cgroup): a process
  * that execs or forks in it, or below it, becomes a target. One cgroup. */
@@ -72,6 +86,11 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 		/* The run launcher, or a process started in the traced cgroup
 		 * (docker exec, a new worker): it is a target from its exec. */
 		int in_cgroup = follow_cgroup && bpf_current_task_under_cgroup(&target_cgroup, 0) == 1;
+		if (in_cgroup) {
+			u64 cg = bpf_get_current_cgroup_id();
+			if (bpf_map_lookup_elem(&ignored_cgroups, &cg))
+				in_cgroup = 0;
+		}
 		if (!in_cgroup && (!launcher_tgid || tgid != launcher_tgid))
 			return 0;
 		struct target t = { .state = TS_EXECED };
@@ -87,6 +106,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	if (!e)
 		return 0;
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	submit(e);
 	return 0;
 }

@@ -72,6 +72,7 @@ struct fork_event {
 struct exec_event {
 	struct event_hdr hdr;
 	char filename[PATH_LEN];
+	u64 cgroup_id; /* the execing task's cgroup v2 id (its directory's inode number) */
 };
 
 /* How many leading bytes of a request (or outbound call) travel to Go,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -130,29 +131,42 @@ func (t Target) Name() string { return t.Namespace + "/" + t.Pod + "/" + t.Conta
 // sorted by name. A selector on labels or annotations needs a CRI socket
 // in src.
 func List(ctx context.Context, sel Selector, src container.Sources) ([]Target, error) {
+	out, _, err := listAll(ctx, sel, src)
+	return out, err
+}
+
+// listAll is List, and the cgroup v2 directories of the containers the
+// runtime names that the selector does not pick (others).
+func listAll(ctx context.Context, sel Selector, src container.Sources) (out []Target, others []string, err error) {
 	// Only Kubernetes containers are selected: read the Kubernetes sources.
 	src.Docker, src.Storage, src.Nerdctl = nil, nil, nil
 	if sel.NeedsPodMetadata() && !slices.ContainsFunc(src.CRI, isSocket) {
-		return nil, errors.New("selecting by pod label or annotation needs the node's CRI socket (mount /run/containerd/containerd.sock or /run/crio/crio.sock), or select by namespace: and container: only")
+		return nil, nil, errors.New("selecting by pod label or annotation needs the node's CRI socket (mount /run/containerd/containerd.sock or /run/crio/crio.sock), or select by namespace: and container: only")
 	}
 	named, err := src.List(ctx)
 	if err != nil && (sel.NeedsPodMetadata() || len(named) == 0) {
-		return nil, fmt.Errorf("listing the node's containers: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return nil, nil, fmt.Errorf("listing the node's containers: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	cgroups, cgErr := container.Cgroups(src.Roots)
 	if cgErr != nil {
-		return nil, cgErr
+		return nil, nil, cgErr
 	}
-	var out []Target
 	for _, n := range named {
 		c, ok := cgroups[n.ID]
-		if !ok || !sel.Matches(n) {
+		if !ok {
+			continue
+		}
+		if !sel.Matches(n) {
+			if c.V2 != "" {
+				others = append(others, c.V2)
+			}
 			continue
 		}
 		out = append(out, Target{Namespace: n.Namespace, Pod: n.Pod, PodUID: n.PodUID, Container: n.Container, ID: n.ID, Cgroup: c.V2, CgroupV1Memory: c.V1Memory})
 	}
 	slices.SortFunc(out, func(a, b Target) int { return strings.Compare(a.Name()+"\x00"+a.ID, b.Name()+"\x00"+b.ID) })
-	return out, nil
+	slices.Sort(others)
+	return out, others, nil
 }
 
 // EventKind says what happened to a target.
@@ -195,6 +209,10 @@ type Watcher struct {
 	opts    Options
 	current map[string]Target // by container id
 	dropped map[string]bool   // selected but over the bound, by id
+	others  []string          // cgroups of the named containers the last poll did not select
+	wake    chan struct{}     // Wake's
+	// afterPoll, when set, is called by Run after each poll's events.
+	afterPoll func()
 }
 
 // NewWatcher makes a Watcher; it lists nothing until Poll or Run.
@@ -205,7 +223,7 @@ func NewWatcher(sel Selector, src container.Sources, opts Options) *Watcher {
 	if opts.MaxTargets <= 0 {
 		opts.MaxTargets = 64
 	}
-	return &Watcher{sel: sel, src: src, opts: opts, current: map[string]Target{}, dropped: map[string]bool{}}
+	return &Watcher{sel: sel, src: src, opts: opts, current: map[string]Target{}, dropped: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
 // Poll lists the targets once and returns what changed since the last
@@ -213,10 +231,11 @@ func NewWatcher(sel Selector, src container.Sources, opts Options) *Watcher {
 // take room), then additions in name order. Targets beyond MaxTargets are
 // not added (see Dropped); they are added by a later poll once room frees.
 func (w *Watcher) Poll(ctx context.Context) ([]Event, error) {
-	now, err := List(ctx, w.sel, w.src)
+	now, others, err := listAll(ctx, w.sel, w.src)
 	if err != nil {
 		return nil, err
 	}
+	w.others = others
 	live := map[string]Target{}
 	for _, t := range now {
 		live[t.ID] = t
@@ -258,6 +277,19 @@ func (w *Watcher) Targets() []Target {
 // retried).
 func (w *Watcher) Forget(id string) { delete(w.current, id) }
 
+// Others returns the cgroup v2 directories of the containers the last poll
+// found named but not selected.
+func (w *Watcher) Others() []string { return w.others }
+
+// Wake makes Run poll at once (a process started in a cgroup no target
+// claims: its container's metadata may be there now). It never blocks.
+func (w *Watcher) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default: // a poll is due already
+	}
+}
+
 // MaxTargets is the bound on the targets followed at once.
 func (w *Watcher) MaxTargets() int { return w.opts.MaxTargets }
 
@@ -283,11 +315,15 @@ func (w *Watcher) Run(ctx context.Context, on func(Event), onErr func(error)) er
 		for _, e := range evs {
 			on(e)
 		}
+		if err == nil && w.afterPoll != nil {
+			w.afterPoll()
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 		case <-wake:
+		case <-w.wake:
 		}
 	}
 }
@@ -348,4 +384,27 @@ func sortedKeys(m map[string]Target) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// CgroupRoot returns the cgroup v2 directory fleet mode follows: dir when
+// given (it must be a directory of the cgroup v2 hierarchy), else the
+// kubelet's pods cgroup under roots.V2 (kubepods.slice with the systemd
+// cgroup driver, kubepods with cgroupfs).
+func CgroupRoot(roots container.Roots, dir string) (string, error) {
+	if dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+			return "", fmt.Errorf("--cgroup-root %s: not a cgroup v2 directory (no cgroup.procs)", dir)
+		}
+		return dir, nil
+	}
+	if roots.V2 == "" {
+		return "", errors.New("fleet mode needs the cgroup v2 hierarchy (/sys/fs/cgroup or /sys/fs/cgroup/unified) to follow containers")
+	}
+	for _, name := range []string{"kubepods.slice", "kubepods"} {
+		d := filepath.Join(roots.V2, name)
+		if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err == nil {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("no kubepods.slice nor kubepods under %s: give the cgroup the node's pods run under with --cgroup-root", roots.V2)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -180,6 +181,49 @@ func TestWatcherRun(t *testing.T) {
 	n.stop(p, id, "app")
 	if e := next(); e.Kind != Removed || e.Target.ID != id {
 		t.Errorf("second event %v %+v", e.Kind, e.Target)
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Errorf("Run returned %v", err)
+	}
+}
+
+// TestWatcherWakeAndOthers: Wake makes Run poll at once (an hour between
+// polls here), each poll is followed by afterPoll, and Others lists the
+// cgroups of the named containers the selector does not pick (fleet mode
+// has the kernel ignore them).
+func TestWatcherWakeAndOthers(t *testing.T) {
+	n := newNode(t)
+	shop, other := n.pod("shop", "web-0", nil), n.pod("other", "web-0", nil)
+	sel, _ := ParseSelector("namespace:shop")
+	w := NewWatcher(sel, n.src(), Options{Interval: time.Hour})
+	polled := make(chan []string, 16)
+	w.afterPoll = func() { polled <- slices.Clone(w.Others()) }
+	ctx, cancel := context.WithCancel(context.Background())
+	evs := make(chan Event, 16)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, func(e Event) { evs <- e }, func(err error) { t.Errorf("poll: %v", err) }) }()
+	wait := func() []string {
+		t.Helper()
+		select {
+		case o := <-polled:
+			return o
+		case <-time.After(10 * time.Second):
+			t.Fatal("no poll within 10 s")
+		}
+		return nil
+	}
+	if o := wait(); len(o) != 0 {
+		t.Errorf("others %v on an empty node", o)
+	}
+	a := n.start(shop, "app")
+	b := n.start(other, "app")
+	w.Wake()
+	if o := wait(); len(o) != 1 || o[0] != n.cgroup(other, b) {
+		t.Errorf("others %v, want [%s]", o, n.cgroup(other, b))
+	}
+	if e := <-evs; e.Kind != Added || e.Target.ID != a {
+		t.Errorf("event %v %+v, want %s added", e.Kind, e.Target, a)
 	}
 	cancel()
 	if err := <-done; err != context.Canceled {

@@ -77,6 +77,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	r.handle(evs)
+	if r.Watcher.afterPoll != nil {
+		r.Watcher.afterPoll()
+	}
 	r.Logf("FLEET", "tracing %d containers (%s)", r.Active(), r.dropped())
 	if r.Ready != nil {
 		if err := r.Ready(); err != nil {

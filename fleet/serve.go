@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,14 +18,19 @@ import (
 	"github.com/memdiag/memdiag/safefile"
 	"github.com/memdiag/memdiag/session"
 	"github.com/memdiag/memdiag/target"
+	"github.com/memdiag/memdiag/tracer"
 )
 
-// OpenTracer loads a tracer for one container: it follows the cgroup v2
-// directory cgroup (a process that execs there becomes a target), traces
-// pids now (main among them), and fills cfg with what the session needs of
-// it (runtime samplers, stacks). others are the pids other than main that
-// it traces. cmd/memdiag supplies it.
-type OpenTracer func(cfg *session.Config, cgroup string, main int, pids []int) (tr session.Tracer, others []int, err error)
+// OpenShared loads the one tracer of fleet mode: it follows the cgroup v2
+// directory root (the node's pods cgroup), every process that execs below
+// it traced from its exec; unknown is called when a process execs in a
+// cgroup no target claims (tracer.OpenShared). cmd/memdiag supplies it.
+type OpenShared func(root string, unknown func(cgroup uint64)) (*tracer.Shared, error)
+
+// PendingGrace is how long the processes of a cgroup below the root that
+// no container named are traced, waiting for their container's metadata,
+// before they are dropped (their state freed).
+const PendingGrace = 10 * time.Second
 
 // Config is fleet mode's settings.
 type Config struct {
@@ -36,8 +42,12 @@ type Config struct {
 	// serves every container's series; ReadyFile is created once the
 	// containers running at the start are traced.
 	Session session.Config
-	// Open loads each container's tracer.
-	Open OpenTracer
+	// Root is the cgroup v2 directory the node's containers run under
+	// (kubepods.slice): a process that execs below it is traced from its
+	// exec, before any poll names its container.
+	Root string
+	// Open loads the tracer every container shares.
+	Open OpenShared
 }
 
 // Serve traces the watcher's targets until ctx ends: one session per
@@ -67,6 +77,15 @@ func Serve(ctx context.Context, w *Watcher, cfg Config) error {
 		r.Metrics = metrics.NewFleet(sc.Version)
 		defer serveMetrics(r.Metrics, sc.Metrics, log)()
 	}
+	// Loaded before the first poll: a container starting while memdiag
+	// starts is traced from its first exec too.
+	shared, err := cfg.Open(cfg.Root, func(uint64) { w.Wake() })
+	if err != nil {
+		return err
+	}
+	// Closed last: every trace's Finish reads it.
+	defer shared.Close()
+	w.afterPoll = func() { resolvePending(shared, w, r.Logf) }
 	r.Open = func(t Target, exp *metrics.Exporter) (Traced, error) {
 		c := sc
 		// --duration ends memdiag (ctx), not each container's trace.
@@ -78,14 +97,14 @@ func Serve(ctx context.Context, w *Watcher, cfg Config) error {
 		if c.Console != nil {
 			c.Console = NewPrefixed(c.Console, &consoleMu, t.Name()+" ")
 		}
-		return openTarget(t, c, cfg.Open)
+		return openTarget(t, c, shared)
 	}
 	if sc.ReadyFile != "" {
 		r.Ready = func() error {
 			return safefile.WriteNew(sc.ReadyFile, fmt.Appendf(nil, "%d\n", os.Getpid()))
 		}
 	}
-	log.Printf("FLEET", "memdiag %s: following the containers of this node that the selector picks, at most %d at once", sc.Version, w.MaxTargets())
+	log.Printf("FLEET", "memdiag %s: following the containers of this node that the selector picks, at most %d at once, each from its first exec under %s (one tracer for all)", sc.Version, w.MaxTargets(), cfg.Root)
 	if err := r.Run(ctx); err != nil {
 		return err
 	}
@@ -107,10 +126,45 @@ func serveMetrics(f *metrics.Fleet, ln net.Listener, log *report.Log) (stop func
 	return func() { cancel(); <-served }
 }
 
-// openTarget starts the trace of one container: its cgroup followed, its
-// processes now traced from here (their memory now is the baseline), a
-// session started.
-func openTarget(t Target, c session.Config, open OpenTracer) (Traced, error) {
+// resolvePending runs after each poll: cgroups made below a traced
+// container's become its own (processes pending there adopted), the
+// cgroups of containers the runtime names and the selector does not pick
+// are ignored by the kernel
+// (their processes dropped), and processes of cgroups no container named
+// within PendingGrace are dropped.
+func resolvePending(sh *tracer.Shared, w *Watcher, logf func(tag, format string, args ...any)) {
+	// Cgroups made below a traced container's are its.
+	sh.Nest()
+	var ids []uint64
+	for _, d := range w.Others() {
+		if id, err := tracer.CgroupID(d); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	n, err := sh.SetIgnored(ids)
+	if err != nil {
+		logf("ERROR", "ignoring the containers not selected: %s", oneLine(err))
+	}
+	if n > 0 {
+		logf("FLEET", "stopped following %d processes started in containers the selector does not pick (their kernel state freed)", n)
+	}
+	for cg, since := range sh.Pending() {
+		if time.Since(since) < PendingGrace {
+			continue
+		}
+		n, err := sh.Drop(cg)
+		if err != nil {
+			logf("ERROR", "%s", oneLine(err))
+		}
+		logf("FLEET", "stopped following %d processes of cgroup %d: no container of the node named it within %s (their kernel state freed)", n, cg, PendingGrace)
+	}
+}
+
+// openTarget starts the trace of one container: its share of the tracer
+// claims its cgroup, so the processes traced from their exec there are
+// its (all of their memory is growth); its processes running before are
+// traced from here (their memory now is the baseline); a session starts.
+func openTarget(t Target, c session.Config, sh *tracer.Shared) (Traced, error) {
 	dir := t.Cgroup
 	if dir == "" {
 		return Traced{}, errors.New("no cgroup v2 directory")
@@ -124,32 +178,41 @@ func openTarget(t Target, c session.Config, open OpenTracer) (Traced, error) {
 	if err != nil {
 		return Traced{}, err
 	}
-	fail := func(err error) (Traced, error) {
+	v, fromExec, err := sh.NewView(dir, pids)
+	if err != nil {
 		proc.Close()
 		return Traced{}, err
 	}
-	tr, others, err := open(&c, dir, main, pids)
-	if err != nil {
-		return fail(err)
+	fail := func(err error) (Traced, error) {
+		v.Close()
+		proc.Close()
+		return Traced{}, err
 	}
+	// The runtime heap samplers' uprobes would stay attached to the
+	// shared tracer after the container goes: not in fleet mode.
+	c.Sampler, c.Stacks, c.Exe = nil, target.Stacks(sh.Tracer()), fmt.Sprintf("/proc/%d/exe", main)
 	// The baseline is read after the processes are targets, so no change
-	// falls between the two.
+	// falls between the two; processes traced from their exec have none.
 	st, err := procfs.ReadStatus(main)
 	if err != nil || st.Zombie || proc.Exited() {
-		tr.Close()
 		return fail(fmt.Errorf("process %d exited while memdiag was attaching", main))
 	}
-	base := target.Baseline(st)
-	for _, p := range others {
-		if st, err := procfs.ReadStatus(p); err == nil {
+	var base report.Baseline
+	for _, p := range pids {
+		if slices.Contains(fromExec, p) {
+			continue
+		}
+		if p == main {
+			b := target.Baseline(st)
+			base.Memory, base.HWM = base.Memory.Add(b.Memory), b.HWM
+		} else if st, err := procfs.ReadStatus(p); err == nil {
 			base.Memory = base.Memory.Add(target.Baseline(st).Memory)
 		}
 	}
 	tgt := report.Target{PID: uint32(main), Comm: st.Name, Exe: procfs.Exe(main), Cmdline: procfs.Cmdline(main), Mode: "attach",
 		Container: t.ID, ContainerName: t.Name(), Cgroup: dir}
-	s := session.New(tr, c, tgt, base, time.Now().Round(0))
+	s := session.New(v, c, tgt, base, time.Now().Round(0))
 	if err := s.Start(); err != nil {
-		tr.Close()
 		return fail(err)
 	}
 	done := proc.Done()

@@ -3,9 +3,10 @@
 # containers. N idle containers are emulated as containerd and the kubelet
 # lay them out (a cgroup .../cri-containerd-<id>.scope holding a sleep, a
 # link <pod>_<ns>_<container>-<id>.log); memdiag fleet traces them all. It
-# prints memdiag's RSS, its BPF maps' memory (memlock in fdinfo), and the
+# prints memdiag's RSS, its BPF maps' memory (memlock in fdinfo), the
 # user and system CPU of a bystander's fault storm (memwork "spin 64M", a
-# process memdiag does not trace) over ROUNDS rounds. N=0 runs no memdiag.
+# process memdiag does not trace) over ROUNDS rounds, and memdiag's own CPU
+# per second meanwhile. N=0 runs no memdiag.
 #
 #   go build -o bin/memdiag ./cmd/memdiag
 #   gcc -O2 -pthread -o bin/memwork testdata/workload/memwork.c
@@ -45,7 +46,12 @@ for i in $(seq 1 "$N"); do
   ln -s "/var/log/pods/bench_web-${i}_uid/app/0.log" "$LINKS/web-${i}_bench_app-$id.log"
 done
 if [ "$N" -gt 0 ]; then
-  "$MEMDIAG" fleet --select namespace:bench --pod-logs "$LINKS" --log "$OUT/log" --reports-dir "$OUT/r" \
+  # A memdiag with one tracer for all follows this script's slice (its
+  # default, kubepods, is not there); older builds have no --cgroup-root.
+  root=()
+  help=$("$MEMDIAG" fleet --help 2>&1 || true)
+  if [[ $help == *--cgroup-root* ]]; then root=(--cgroup-root "$TOP"); fi
+  "$MEMDIAG" fleet "${root[@]}" --select namespace:bench --pod-logs "$LINKS" --log "$OUT/log" --reports-dir "$OUT/r" \
     --ready-file "$OUT/ready" --heap-sampling off --no-dumps --max-targets 256 -q &
   M=$!
   while [ ! -e "$OUT/ready" ]; do kill -0 "$M"; sleep 0.1; done
@@ -59,7 +65,13 @@ if [ "$N" -gt 0 ]; then
   done
   echo "N=$N traced=$traced memdiag_rss_kib=$rss bpf_maps_kib=$((mem / 1024))"
 fi
+cpu() { [ -n "$M" ] && awk '{print $14 + $15}' "/proc/$M/stat" || echo 0; }
+c0=$(cpu) s0=$(date +%s.%N)
 for r in $(seq 1 "$ROUNDS"); do
   t=$( { TIMEFORMAT='%R %U %S'; time (printf 'spin 64M\nexit\n' | "$MEMWORK" >/dev/null); } 2>&1 )
   echo "N=$N round=$r elapsed_user_sys_s=$t"
 done
+# memdiag's own CPU (user + system) while the rounds ran, per second.
+if [ -n "$M" ]; then
+  echo "N=$N memdiag_cpu_ms_per_s=$(awk -v c="$(( $(cpu) - c0 ))" -v t="$(date +%s.%N)" -v s0="$s0" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", c*1000/hz/(t-s0)}')"
+fi

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/memdiag/memdiag/event"
 	"github.com/memdiag/memdiag/httpreq"
@@ -293,4 +294,13 @@ func counters(c *memdiagCounters) event.Counters {
 		Created:        c.FirstNs,
 		Comm:           cString(c.Comm[:]),
 	}
+}
+
+// execCgroup reads the cgroup id of an exec record that decoded.
+func execCgroup(raw []byte) uint64 {
+	off := int(unsafe.Offsetof(memdiagExecEvent{}.CgroupId))
+	if len(raw) < off+8 {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(raw[off:])
 }

@@ -24,7 +24,7 @@ import (
 const (
 	cHdrSize       = 4 + 4 + 8 + 4 + 4         // kind, size, ktime_ns, pid, tid = 24
 	cForkSize      = cHdrSize + 4 + 4 + 16     // hdr, child_pid, _pad, comm = 48
-	cExecSize      = cHdrSize + 128            // hdr, filename = 152
+	cExecSize      = cHdrSize + 128 + 8        // hdr, filename, cgroup_id = 160
 	cExitSize      = cHdrSize + 4 + 1 + 3 + 16 // hdr, exit_code, group_dead, _pad, comm = 48
 	cBucketKeySize = 4 + 4 + 8                 // tgid, kind, id = 16
 	cCountersSize  = 4*8 + 13*8 + 16           // rss[4], 13 u64/s64, comm = 152
@@ -61,7 +61,9 @@ func forkBytes(ktime uint64, pid, tid, child uint32, comm string) []byte {
 // execBytes lays out an exec_event.
 func execBytes(ktime uint64, pid, tid uint32, filename string) []byte {
 	b := hdrBytes(kindExec, cExecSize, ktime, pid, tid)
-	return append(b, cChars(filename, 128)...)
+	b = append(b, cChars(filename, 128)...)
+	return binary.LittleEndian.AppendUint64(b, 4242) // cgroup_id
+
 }
 
 // exitBytes lays out an exit_event.
@@ -380,6 +382,7 @@ func TestLayoutOffsets(t *testing.T) {
 		{"fork_event.child_pid", unsafe.Offsetof(memdiagForkEvent{}.ChildPid), cHdrSize},
 		{"fork_event.comm", unsafe.Offsetof(memdiagForkEvent{}.Comm), cHdrSize + 8},
 		{"exec_event.filename", unsafe.Offsetof(memdiagExecEvent{}.Filename), cHdrSize},
+		{"exec_event.cgroup_id", unsafe.Offsetof(memdiagExecEvent{}.CgroupId), cHdrSize + 128},
 		{"exit_event.exit_code", unsafe.Offsetof(memdiagExitEvent{}.ExitCode), cHdrSize},
 		{"exit_event.group_dead", unsafe.Offsetof(memdiagExitEvent{}.GroupDead), cHdrSize + 4},
 		{"exit_event.comm", unsafe.Offsetof(memdiagExitEvent{}.Comm), cHdrSize + 8},

@@ -11,6 +11,19 @@
 // a WebSocket message are named from bytes of earlier records of the same
 // connection (EV_OP_DATA records feed it and decode to nothing).
 //
+// One tracer can serve several targets (fleet mode: Shared). It follows a
+// parent cgroup, so the kernel makes every process that execs below it a
+// target at its exec and puts the process's cgroup id in the exec record;
+// a router goroutine between the reader and the consumers sends each
+// record to the View of its process's cgroup (children follow their
+// parent), or keeps it pending, bounded, until a View claims the cgroup
+// or Drop frees it. A View is what a session needs of a tracer
+// (session.Tracer): its records, snapshots of its processes only (one
+// read of the maps serves every View flushing within 250 ms), and Close
+// frees its processes' kernel entries (DropProcesses). The reader marks
+// in the channel each moment it finds the ring empty, so that a View's
+// Stop ends once every record made before it is routed.
+//
 // Shutdown order: Stop detaches every link so no new charges or records
 // appear and drains the ring buffer into the events channel; the caller takes
 // its final Snapshot; Close closes the reader, then the maps and programs.

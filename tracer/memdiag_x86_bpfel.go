@@ -95,6 +95,7 @@ type memdiagExecEvent struct {
 	_        structs.HostLayout
 	Hdr      memdiagEventHdr
 	Filename [128]int8
+	CgroupId uint64
 }
 
 type memdiagExitEvent struct {
@@ -416,6 +417,7 @@ const (
 	memdiagMapEvents                = "events"
 	memdiagMapGonePeaks             = "gone_peaks"
 	memdiagMapGroup                 = "group"
+	memdiagMapIgnoredCgroups        = "ignored_cgroups"
 	memdiagMapIgnoredPorts          = "ignored_ports"
 	memdiagMapLastFaults            = "last_faults"
 	memdiagMapLibcRanges            = "libc_ranges"
@@ -578,39 +580,40 @@ type memdiagProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type memdiagMapSpecs struct {
-	AbLive       *ebpf.MapSpec `ebpf:"ab_live"`
-	AbPending    *ebpf.MapSpec `ebpf:"ab_pending"`
-	Buckets      *ebpf.MapSpec `ebpf:"buckets"`
-	CpuOffsets   *ebpf.MapSpec `ebpf:"cpu_offsets"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	GonePeaks    *ebpf.MapSpec `ebpf:"gone_peaks"`
-	Group        *ebpf.MapSpec `ebpf:"group"`
-	IgnoredPorts *ebpf.MapSpec `ebpf:"ignored_ports"`
-	LastFaults   *ebpf.MapSpec `ebpf:"last_faults"`
-	LibcRanges   *ebpf.MapSpec `ebpf:"libc_ranges"`
-	MmStates     *ebpf.MapSpec `ebpf:"mm_states"`
-	OpIds        *ebpf.MapSpec `ebpf:"op_ids"`
-	Outstanding  *ebpf.MapSpec `ebpf:"outstanding"`
-	Pending      *ebpf.MapSpec `ebpf:"pending"`
-	PercpuProbe  *ebpf.MapSpec `ebpf:"percpu_probe"`
-	RegionIndex  *ebpf.MapSpec `ebpf:"region_index"`
-	RegionLevels *ebpf.MapSpec `ebpf:"region_levels"`
-	Regions      *ebpf.MapSpec `ebpf:"regions"`
-	RegionsEpoch *ebpf.MapSpec `ebpf:"regions_epoch"`
-	Releasing    *ebpf.MapSpec `ebpf:"releasing"`
-	SampleAcc    *ebpf.MapSpec `ebpf:"sample_acc"`
-	Sockets      *ebpf.MapSpec `ebpf:"sockets"`
-	SslReads     *ebpf.MapSpec `ebpf:"ssl_reads"`
-	StackGrowths *ebpf.MapSpec `ebpf:"stack_growths"`
-	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	TargetBits   *ebpf.MapSpec `ebpf:"target_bits"`
-	TargetCgroup *ebpf.MapSpec `ebpf:"target_cgroup"`
-	Targets      *ebpf.MapSpec `ebpf:"targets"`
-	ThreadStates *ebpf.MapSpec `ebpf:"thread_states"`
-	TlsReads     *ebpf.MapSpec `ebpf:"tls_reads"`
-	V8Samples    *ebpf.MapSpec `ebpf:"v8_samples"`
-	Zeroes       *ebpf.MapSpec `ebpf:"zeroes"`
+	AbLive         *ebpf.MapSpec `ebpf:"ab_live"`
+	AbPending      *ebpf.MapSpec `ebpf:"ab_pending"`
+	Buckets        *ebpf.MapSpec `ebpf:"buckets"`
+	CpuOffsets     *ebpf.MapSpec `ebpf:"cpu_offsets"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	GonePeaks      *ebpf.MapSpec `ebpf:"gone_peaks"`
+	Group          *ebpf.MapSpec `ebpf:"group"`
+	IgnoredCgroups *ebpf.MapSpec `ebpf:"ignored_cgroups"`
+	IgnoredPorts   *ebpf.MapSpec `ebpf:"ignored_ports"`
+	LastFaults     *ebpf.MapSpec `ebpf:"last_faults"`
+	LibcRanges     *ebpf.MapSpec `ebpf:"libc_ranges"`
+	MmStates       *ebpf.MapSpec `ebpf:"mm_states"`
+	OpIds          *ebpf.MapSpec `ebpf:"op_ids"`
+	Outstanding    *ebpf.MapSpec `ebpf:"outstanding"`
+	Pending        *ebpf.MapSpec `ebpf:"pending"`
+	PercpuProbe    *ebpf.MapSpec `ebpf:"percpu_probe"`
+	RegionIndex    *ebpf.MapSpec `ebpf:"region_index"`
+	RegionLevels   *ebpf.MapSpec `ebpf:"region_levels"`
+	Regions        *ebpf.MapSpec `ebpf:"regions"`
+	RegionsEpoch   *ebpf.MapSpec `ebpf:"regions_epoch"`
+	Releasing      *ebpf.MapSpec `ebpf:"releasing"`
+	SampleAcc      *ebpf.MapSpec `ebpf:"sample_acc"`
+	Sockets        *ebpf.MapSpec `ebpf:"sockets"`
+	SslReads       *ebpf.MapSpec `ebpf:"ssl_reads"`
+	StackGrowths   *ebpf.MapSpec `ebpf:"stack_growths"`
+	Stacks         *ebpf.MapSpec `ebpf:"stacks"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	TargetBits     *ebpf.MapSpec `ebpf:"target_bits"`
+	TargetCgroup   *ebpf.MapSpec `ebpf:"target_cgroup"`
+	Targets        *ebpf.MapSpec `ebpf:"targets"`
+	ThreadStates   *ebpf.MapSpec `ebpf:"thread_states"`
+	TlsReads       *ebpf.MapSpec `ebpf:"tls_reads"`
+	V8Samples      *ebpf.MapSpec `ebpf:"v8_samples"`
+	Zeroes         *ebpf.MapSpec `ebpf:"zeroes"`
 }
 
 // memdiagVariableSpecs contains global variables before they are loaded into the kernel.
@@ -677,39 +680,40 @@ func (o *memdiagObjects) Close() error {
 //
 // It can be passed to loadMemdiagObjects or ebpf.CollectionSpec.LoadAndAssign.
 type memdiagMaps struct {
-	AbLive       *ebpf.Map `ebpf:"ab_live"`
-	AbPending    *ebpf.Map `ebpf:"ab_pending"`
-	Buckets      *ebpf.Map `ebpf:"buckets"`
-	CpuOffsets   *ebpf.Map `ebpf:"cpu_offsets"`
-	Events       *ebpf.Map `ebpf:"events"`
-	GonePeaks    *ebpf.Map `ebpf:"gone_peaks"`
-	Group        *ebpf.Map `ebpf:"group"`
-	IgnoredPorts *ebpf.Map `ebpf:"ignored_ports"`
-	LastFaults   *ebpf.Map `ebpf:"last_faults"`
-	LibcRanges   *ebpf.Map `ebpf:"libc_ranges"`
-	MmStates     *ebpf.Map `ebpf:"mm_states"`
-	OpIds        *ebpf.Map `ebpf:"op_ids"`
-	Outstanding  *ebpf.Map `ebpf:"outstanding"`
-	Pending      *ebpf.Map `ebpf:"pending"`
-	PercpuProbe  *ebpf.Map `ebpf:"percpu_probe"`
-	RegionIndex  *ebpf.Map `ebpf:"region_index"`
-	RegionLevels *ebpf.Map `ebpf:"region_levels"`
-	Regions      *ebpf.Map `ebpf:"regions"`
-	RegionsEpoch *ebpf.Map `ebpf:"regions_epoch"`
-	Releasing    *ebpf.Map `ebpf:"releasing"`
-	SampleAcc    *ebpf.Map `ebpf:"sample_acc"`
-	Sockets      *ebpf.Map `ebpf:"sockets"`
-	SslReads     *ebpf.Map `ebpf:"ssl_reads"`
-	StackGrowths *ebpf.Map `ebpf:"stack_growths"`
-	Stacks       *ebpf.Map `ebpf:"stacks"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	TargetBits   *ebpf.Map `ebpf:"target_bits"`
-	TargetCgroup *ebpf.Map `ebpf:"target_cgroup"`
-	Targets      *ebpf.Map `ebpf:"targets"`
-	ThreadStates *ebpf.Map `ebpf:"thread_states"`
-	TlsReads     *ebpf.Map `ebpf:"tls_reads"`
-	V8Samples    *ebpf.Map `ebpf:"v8_samples"`
-	Zeroes       *ebpf.Map `ebpf:"zeroes"`
+	AbLive         *ebpf.Map `ebpf:"ab_live"`
+	AbPending      *ebpf.Map `ebpf:"ab_pending"`
+	Buckets        *ebpf.Map `ebpf:"buckets"`
+	CpuOffsets     *ebpf.Map `ebpf:"cpu_offsets"`
+	Events         *ebpf.Map `ebpf:"events"`
+	GonePeaks      *ebpf.Map `ebpf:"gone_peaks"`
+	Group          *ebpf.Map `ebpf:"group"`
+	IgnoredCgroups *ebpf.Map `ebpf:"ignored_cgroups"`
+	IgnoredPorts   *ebpf.Map `ebpf:"ignored_ports"`
+	LastFaults     *ebpf.Map `ebpf:"last_faults"`
+	LibcRanges     *ebpf.Map `ebpf:"libc_ranges"`
+	MmStates       *ebpf.Map `ebpf:"mm_states"`
+	OpIds          *ebpf.Map `ebpf:"op_ids"`
+	Outstanding    *ebpf.Map `ebpf:"outstanding"`
+	Pending        *ebpf.Map `ebpf:"pending"`
+	PercpuProbe    *ebpf.Map `ebpf:"percpu_probe"`
+	RegionIndex    *ebpf.Map `ebpf:"region_index"`
+	RegionLevels   *ebpf.Map `ebpf:"region_levels"`
+	Regions        *ebpf.Map `ebpf:"regions"`
+	RegionsEpoch   *ebpf.Map `ebpf:"regions_epoch"`
+	Releasing      *ebpf.Map `ebpf:"releasing"`
+	SampleAcc      *ebpf.Map `ebpf:"sample_acc"`
+	Sockets        *ebpf.Map `ebpf:"sockets"`
+	SslReads       *ebpf.Map `ebpf:"ssl_reads"`
+	StackGrowths   *ebpf.Map `ebpf:"stack_growths"`
+	Stacks         *ebpf.Map `ebpf:"stacks"`
+	Stats          *ebpf.Map `ebpf:"stats"`
+	TargetBits     *ebpf.Map `ebpf:"target_bits"`
+	TargetCgroup   *ebpf.Map `ebpf:"target_cgroup"`
+	Targets        *ebpf.Map `ebpf:"targets"`
+	ThreadStates   *ebpf.Map `ebpf:"thread_states"`
+	TlsReads       *ebpf.Map `ebpf:"tls_reads"`
+	V8Samples      *ebpf.Map `ebpf:"v8_samples"`
+	Zeroes         *ebpf.Map `ebpf:"zeroes"`
 }
 
 func (m *memdiagMaps) Close() error {
@@ -721,6 +725,7 @@ func (m *memdiagMaps) Close() error {
 		m.Events,
 		m.GonePeaks,
 		m.Group,
+		m.IgnoredCgroups,
 		m.IgnoredPorts,
 		m.LastFaults,
 		m.LibcRanges,

@@ -134,6 +134,12 @@ type Tracer struct {
 	// Nothing else is ever dropped here: read blocks on a full channel.
 	decodeErrors atomic.Uint64
 	readerDone   chan struct{}
+	// shared: a Shared routes this tracer's records; the reader marks
+	// each moment it finds the ring empty (ringEmpty) and hands each
+	// exec record's cgroup to onExec before the record goes out.
+	shared    bool
+	onExec    func(pid uint32, cgroup uint64)
+	wantMarks atomic.Bool // a View is stopping: mark the ring's empty moments
 
 	stopOnce  sync.Once
 	stopErr   error
@@ -143,7 +149,10 @@ type Tracer struct {
 
 // Open probes the kernel, loads the program and attaches every tracepoint.
 // Nothing is traced until a target is added (or the launcher execs).
-func Open(cfg Config) (_ *Tracer, err error) {
+func Open(cfg Config) (*Tracer, error) { return open(cfg, nil) }
+
+// open is Open; a Shared gives onExec.
+func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err error) {
 	if err := Probe(Tracepoints()); err != nil {
 		return nil, err
 	}
@@ -199,6 +208,8 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		clock:      nowClock(),
 		http:       httpreq.Options{KeepQueryValues: cfg.KeepQueryValues},
 		conns:      httpreq.NewConns(httpreq.Options{KeepQueryValues: cfg.KeepQueryValues}),
+		shared:     onExec != nil,
+		onExec:     onExec,
 	}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -372,10 +383,17 @@ func (t *Tracer) read() {
 		// The kernel side wakes the reader only when the ring fills up
 		// (a wakeup per record costs the traced service a self-IPI), so
 		// the reader also looks every readPoll.
+		var at time.Time // shared mode: when the ring was last looked at
+		if t.shared {
+			at = t.clock.Wall(monotonicNow())
+		}
 		t.reader.SetDeadline(time.Now().Add(readPoll))
 		if err := t.reader.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed) {
 				return
+			}
+			if t.shared && t.wantMarks.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+				t.events <- ringEmpty{at} // nothing made before at is left
 			}
 			continue
 		}
@@ -386,6 +404,9 @@ func (t *Tracer) read() {
 		}
 		if ev == nil {
 			continue // bytes that only feed the naming state
+		}
+		if _, ok := ev.(*event.Exec); ok && t.onExec != nil {
+			t.onExec(ev.(*event.Exec).PID, execCgroup(rec.RawSample))
 		}
 		// Block rather than drop: an op's end carries bytes the kernel no
 		// longer holds. A slow consumer fills the ring buffer instead,

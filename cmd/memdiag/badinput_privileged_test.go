@@ -78,6 +78,8 @@ func TestBadInput(t *testing.T) {
 		{"fleet one-target flag", nil, []string{"fleet", "--select", "namespace:shop", "--report-json", "r.json"}, 2, "--report-json traces one target"},
 		{"fleet bound", nil, []string{"fleet", "--select", "namespace:shop", "--max-targets", "0"}, 2, "--max-targets must be from 1 to 256"},
 		{"fleet labels without CRI", nil, []string{"fleet", "--select", "memdiag.io/trace=true", "--cri-socket", "/no/such.sock"}, 2, "needs the node's CRI socket"},
+		{"fleet heap sampling", nil, []string{"fleet", "--select", "namespace:shop", "--heap-sampling", "v8"}, 2, "fleet mode does not sample runtime heaps yet"},
+		{"fleet bad cgroup root", nil, []string{"fleet", "--select", "namespace:shop", "--cgroup-root", "/tmp"}, 2, "--cgroup-root /tmp: not a cgroup v2 directory"},
 		{"not root", nobody, []string{"attach", "--pid", "1"}, 1, "memdiag needs root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

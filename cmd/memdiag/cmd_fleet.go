@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -13,8 +12,7 @@ import (
 
 	"github.com/memdiag/memdiag/container"
 	"github.com/memdiag/memdiag/fleet"
-	"github.com/memdiag/memdiag/session"
-	"github.com/memdiag/memdiag/target"
+	"github.com/memdiag/memdiag/tracer"
 )
 
 func newFleetCommand() *cli.Command {
@@ -24,10 +22,11 @@ func newFleetCommand() *cli.Command {
 		UsageText: "memdiag fleet --select SELECTOR [--metrics-addr :9464] [flags]",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "select", Usage: "the containers to trace: comma-separated `TERMS`, all must hold: a pod label (memdiag.io/trace=true, or label:KEY[=VALUE]), annotation:KEY[=VALUE], namespace:NAME, container:NAME (values may be globs); labels and annotations need the CRI socket"},
-			&cli.IntFlag{Name: "max-targets", Value: 16, Usage: "trace at most `N` containers at once (each costs one loaded BPF program; the others are counted and logged)"},
+			&cli.IntFlag{Name: "max-targets", Value: 16, Usage: "trace at most `N` containers at once (one BPF program serves them all; each costs a session's account; the others are counted and logged)"},
 			&cli.DurationFlag{Name: "poll", Value: 2 * time.Second, Usage: "look for containers that started or went every `D`"},
 			&cli.StringSliceFlag{Name: "cri-socket", Usage: "the container runtime's CRI `SOCKET` (repeatable; default: containerd's and cri-o's usual paths)"},
 			&cli.StringSliceFlag{Name: "pod-logs", Usage: "the kubelet's container log links `DIR` (repeatable; default /var/log/containers)"},
+			&cli.StringFlag{Name: "cgroup-root", Usage: "the cgroup v2 `DIR` the node's pods run under: a process that starts below it is traced from its exec, before its container is named (default: kubepods.slice or kubepods under the cgroup v2 root)"},
 		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {
@@ -59,6 +58,12 @@ func newFleetCommand() *cli.Command {
 			// live blocks (27 MiB preallocated, per trace) shrinks to one
 			// entry.
 			opts.maxOutstanding = 1
+			// The samplers' uprobes would outlive each container on the
+			// one tracer all share.
+			if v := c.String("heap-sampling"); c.IsSet("heap-sampling") && v != "off" {
+				return usageErr("--heap-sampling %s: fleet mode does not sample runtime heaps yet (the runtime heap is the mapping estimate); give off or leave it out", v)
+			}
+			opts.HeapSampling = "off"
 			src := container.DefaultSources()
 			src.Docker, src.Storage, src.Nerdctl = nil, nil, nil
 			if s := c.StringSlice("cri-socket"); len(s) > 0 {
@@ -72,15 +77,19 @@ func newFleetCommand() *cli.Command {
 			if _, err := fleet.List(c.Context, sel, src); err != nil {
 				return usageErr("%v", err)
 			}
+			root, err := fleet.CgroupRoot(src.Roots, c.String("cgroup-root"))
+			if err != nil {
+				return usageErr("%v", err)
+			}
 			w := fleet.NewWatcher(sel, src, fleet.Options{Interval: c.Duration("poll"), MaxTargets: c.Int("max-targets")})
-			return runFleet(c.Context, w, opts)
+			return runFleet(c.Context, w, root, opts)
 		},
 	}
 }
 
 // runFleet runs fleet mode until a signal or --duration (package fleet
 // does the work); cmd supplies the tracer's open sequence.
-func runFleet(ctx context.Context, w *fleet.Watcher, opts options) (err error) {
+func runFleet(ctx context.Context, w *fleet.Watcher, root string, opts options) (err error) {
 	if container.DefaultRoots().V2 == "" {
 		return usageErr("fleet mode needs the cgroup v2 hierarchy (/sys/fs/cgroup or /sys/fs/cgroup/unified) to follow containers")
 	}
@@ -89,20 +98,11 @@ func runFleet(ctx context.Context, w *fleet.Watcher, opts options) (err error) {
 	if err := prepareOutputs(&opts, &cl); err != nil {
 		return err
 	}
-	// Each trace holds its own account: memdiag's soft heap limit
-	// (main) grows with the number it may hold.
+	// Each trace holds its own account (the tracer is shared): memdiag's
+	// soft heap limit grows with the number it may hold.
 	debug.SetMemoryLimit(int64(12<<20 + w.MaxTargets()*(4<<20)))
-	open := func(c *session.Config, cgroup string, main int, pids []int) (session.Tracer, []int, error) {
-		o := opts
-		o.Config = *c
-		var tcl closers
-		tr, others, err := openTracer(&o, target.Probes{Cgroup: cgroup, Main: main, PIDs: pids, Exe: fmt.Sprintf("/proc/%d/exe", main), UprobePID: main}, &tcl)
-		if err != nil {
-			tcl.close()
-			return nil, nil, err
-		}
-		*c = o.Config
-		return tr, others, nil
+	open := func(root string, unknown func(uint64)) (*tracer.Shared, error) {
+		return tracer.OpenShared(opts.tracerConfig(0, root), unknown)
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -112,7 +112,7 @@ func runFleet(ctx context.Context, w *fleet.Watcher, opts options) (err error) {
 		defer cancel()
 	}
 	opts.Version = version
-	if err := fleet.Serve(ctx, w, fleet.Config{Session: opts.Config, Open: open}); err != nil {
+	if err := fleet.Serve(ctx, w, fleet.Config{Session: opts.Config, Root: root, Open: open}); err != nil {
 		return usageErr("%v", err)
 	}
 	return nil

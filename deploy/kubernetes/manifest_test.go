@@ -306,11 +306,12 @@ func TestDaemonSet(t *testing.T) {
 	}
 
 	// The limit holds --max-targets traces: measured (README "Fleet
-	// mode"), each costs 20 MiB of BPF maps, which the kernel (5.11+)
-	// charges to memdiag's memory cgroup, and about 1 MiB of memdiag's
-	// heap, over memdiag's own 18 MiB.
+	// mode"), the one BPF program's maps are 26 MiB whatever the number
+	// of targets (the kernel, 5.11+, charges them to memdiag's memory
+	// cgroup), memdiag's own RSS 22 MiB, and each target adds about 1 MiB
+	// of memdiag's heap at most.
 	limit, err := resource(c.Resources.Limits["memory"])
-	if need := int64(18<<20 + maxTargets*21<<20); err != nil || limit < need {
+	if need := int64(48<<20 + maxTargets*1<<20); err != nil || limit < need {
 		t.Errorf("memory limit %q for %d targets, want at least %d MiB", c.Resources.Limits["memory"], maxTargets, need>>20)
 	}
 	if c.Resources.Requests["memory"] == "" || c.Resources.Requests["cpu"] == "" {
