@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -111,15 +112,48 @@ func runService(t *testing.T, s *Service) (*Table, Expect) {
 		}
 		command = []string{bin}
 	}
-	for _, h := range s.Helpers {
-		startProcess(t, dir, h.Command, h.Env, filepath.Join(tmp, "helper.out"))
+	config := filepath.Join(dir, "categories.yaml")
+	if s.Config != "" {
+		config = filepath.Join(repoRoot, s.Config)
+	}
+	serviceEnv := s.Env
+	if s.HelperPort != 0 {
+		// The helpers' port, as the categories file and the environment
+		// name it, moved to a free one.
+		fixed, free := strconv.Itoa(s.HelperPort), strconv.Itoa(freePort(t))
+		move := func(env []string) []string {
+			out := make([]string, len(env))
+			for i, kv := range env {
+				out[i] = strings.ReplaceAll(kv, fixed, free)
+			}
+			return out
+		}
+		serviceEnv = move(s.Env)
+		data, err := os.ReadFile(config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(data), "port: "+fixed) {
+			t.Fatalf("%s does not name the helpers' port %s", config, fixed)
+		}
+		config = filepath.Join(tmp, "categories.yaml")
+		if err := os.WriteFile(config, []byte(strings.ReplaceAll(string(data), "port: "+fixed, "port: "+free)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range s.Helpers {
+			startProcess(t, dir, h.Command, move(h.Env), filepath.Join(tmp, "helper.out"))
+		}
+	} else {
+		for _, h := range s.Helpers {
+			startProcess(t, dir, h.Command, h.Env, filepath.Join(tmp, "helper.out"))
+		}
 	}
 	port := freePort(t)
 	truthFile := filepath.Join(tmp, "truth.json")
 	// A Node service's inspector (opened by SIGUSR1 for V8 heap sampling)
 	// on a port the kernel picks: other tests of the suite open Node
 	// inspectors at the same time, and Node's default port would be taken.
-	env := append([]string{fmt.Sprintf("PORT=%d", port), "TRUTH_FILE=" + truthFile, "NODE_OPTIONS=--inspect-port=0"}, s.Env...)
+	env := append([]string{fmt.Sprintf("PORT=%d", port), "TRUTH_FILE=" + truthFile, "NODE_OPTIONS=--inspect-port=0"}, serviceEnv...)
 	svc := startProcess(t, dir, command, env, filepath.Join(tmp, "service.out"))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 
@@ -129,10 +163,6 @@ func runService(t *testing.T, s *Service) (*Table, Expect) {
 		t.Fatalf("warm-up: %v", err)
 	}
 
-	config := filepath.Join(dir, "categories.yaml")
-	if s.Config != "" {
-		config = filepath.Join(repoRoot, s.Config)
-	}
 	md := startMemdiag(t, tmp, svc.Process.Pid, config, s.MemdiagArgs...)
 
 	truth0 := takeTruth(t, svc, truthFile, md.done)

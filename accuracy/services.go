@@ -23,6 +23,11 @@ type Service struct {
 	// Helpers are processes of their own the service talks to (an
 	// upstream, a peer), started first, in Dir.
 	Helpers []Helper
+	// HelperPort is the port the helpers listen on as Env, Helpers' Env
+	// and the categories file name it; the harness moves it to a port the
+	// kernel picks (writing a copy of the categories file), so two runs on
+	// one machine do not collide.
+	HelperPort int
 	// NPM names the directories (relative to the root) whose node_modules
 	// must be installed (npm ci).
 	NPM []string
@@ -66,7 +71,8 @@ func jobs(routes []Route, counts ...int) []Job {
 	return js
 }
 
-// Ports the helpers listen on; the services' categories.yaml name them.
+// Ports the helpers listen on as the services' categories.yaml name them
+// (the harness moves them to free ports: Service.HelperPort).
 const (
 	referencePeerPort = 47651
 	asyncUpstreamPort = 47652
@@ -121,12 +127,13 @@ func Services() []*Service {
 	reference := &Service{
 		Name: "reference", Dir: "examples/leaky-service", Config: "testdata/corpus/reference/categories.yaml",
 		Command: node, NPM: []string{"examples/leaky-service"}, MemdiagArgs: v8,
-		Env:     []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort), "SYNC_INTERVAL_MS=500"},
-		Helpers: []Helper{{Command: []string{"node", "peer.js"}, Env: []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort)}}},
-		Warmup:  jobs(ref, 500, 200, 200, 200, 200),
-		Load:    jobs(ref, 3000, 3000, 500, 500, 500),
-		Conns:   4,
-		Leaking: []string{"api_voice", "gun_sync"},
+		Env:        []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort), "SYNC_INTERVAL_MS=500"},
+		HelperPort: referencePeerPort,
+		Helpers:    []Helper{{Command: []string{"node", "peer.js"}, Env: []string{fmt.Sprintf("PEER_PORT=%d", referencePeerPort)}}},
+		Warmup:     jobs(ref, 500, 200, 200, 200, 200),
+		Load:       jobs(ref, 3000, 3000, 500, 500, 500),
+		Conns:      4,
+		Leaking:    []string{"api_voice", "gun_sync"},
 		// Cycles run on the service's timer: one can start between attach
 		// and truth0, or between truth1 and memdiag's stop.
 		OpsSlack: map[string]int64{"gun_sync": 2},
@@ -155,12 +162,13 @@ func Services() []*Service {
 		}),
 		{
 			Name: "node-async", Dir: "testdata/corpus/node-async", Command: node, MemdiagArgs: v8,
-			Env:     []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)},
-			Helpers: []Helper{{Command: []string{"node", "upstream.js"}, Env: []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)}}},
-			Warmup:  jobs(async, 200, 200),
-			Load:    jobs(async, 1000, 1000),
-			Conns:   4,
-			Leaking: []string{"enrich"},
+			Env:        []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)},
+			HelperPort: asyncUpstreamPort,
+			Helpers:    []Helper{{Command: []string{"node", "upstream.js"}, Env: []string{fmt.Sprintf("UPSTREAM_PORT=%d", asyncUpstreamPort)}}},
+			Warmup:     jobs(async, 200, 200),
+			Load:       jobs(async, 1000, 1000),
+			Conns:      4,
+			Leaking:    []string{"enrich"},
 		},
 		goChurn,
 		variant(goChurn, "go-pprof", func(v *Service) {
