@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/memdiag/memdiag/container"
 	"github.com/memdiag/memdiag/fleet"
-	"github.com/memdiag/memdiag/session"
 	"github.com/memdiag/memdiag/target"
 )
 
@@ -58,7 +56,7 @@ func newFleetCommand() *cli.Command {
 			// No --exact-external nor --native-heap here: their table of
 			// live blocks (27 MiB preallocated, per trace) shrinks to one
 			// entry.
-			opts.maxOutstanding = 1
+			opts.MaxOutstanding = 1
 			src := container.DefaultSources()
 			src.Docker, src.Storage, src.Nerdctl = nil, nil, nil
 			if s := c.StringSlice("cri-socket"); len(s) > 0 {
@@ -80,30 +78,18 @@ func newFleetCommand() *cli.Command {
 
 // runFleet runs fleet mode until a signal or --duration (package fleet
 // does the work); cmd supplies the tracer's open sequence.
-func runFleet(ctx context.Context, w *fleet.Watcher, opts options) (err error) {
+func runFleet(ctx context.Context, w *fleet.Watcher, opts target.Options) (err error) {
 	if container.DefaultRoots().V2 == "" {
 		return usageErr("fleet mode needs the cgroup v2 hierarchy (/sys/fs/cgroup or /sys/fs/cgroup/unified) to follow containers")
 	}
-	var cl closers
-	defer cl.closeInto(&err)
-	if err := prepareOutputs(&opts, &cl); err != nil {
+	var cl target.Closers
+	defer cl.CloseInto(&err)
+	if err := opts.PrepareOutputs(&cl); err != nil {
 		return err
 	}
 	// Each trace holds its own account: memdiag's soft heap limit
 	// (main) grows with the number it may hold.
 	debug.SetMemoryLimit(int64(12<<20 + w.MaxTargets()*(4<<20)))
-	open := func(c *session.Config, cgroup string, main int, pids []int) (session.Tracer, []int, error) {
-		o := opts
-		o.Config = *c
-		var tcl closers
-		tr, others, err := openTracer(&o, target.Probes{Cgroup: cgroup, Main: main, PIDs: pids, Exe: fmt.Sprintf("/proc/%d/exe", main), UprobePID: main}, &tcl)
-		if err != nil {
-			tcl.close()
-			return nil, nil, err
-		}
-		*c = o.Config
-		return tr, others, nil
-	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if opts.Duration > 0 {
@@ -112,7 +98,7 @@ func runFleet(ctx context.Context, w *fleet.Watcher, opts options) (err error) {
 		defer cancel()
 	}
 	opts.Version = version
-	if err := fleet.Serve(ctx, w, fleet.Config{Session: opts.Config, Open: open}); err != nil {
+	if err := fleet.Serve(ctx, w, fleet.Config{Session: opts.Config, Open: opts.Opener()}); err != nil {
 		return usageErr("%v", err)
 	}
 	return nil
