@@ -21,6 +21,13 @@ import (
 	"github.com/memdiag/memdiag/internal/proctest"
 )
 
+// bigRing is the --ringbuf-size (4 MiB, the accuracy harness's) of the
+// tests that count every op of a loaded service: the tests run in
+// parallel on two shared cores, where memdiag's reader can be starved long
+// enough for the default 256 KiB ring to fill (whole batches of ops lost
+// in one run). The ring's overflow has its own test (TestRingbufOverflow).
+const bigRing = "4194304"
+
 // Built once by TestMain.
 var (
 	memdiagBin string
