@@ -21,6 +21,14 @@ import (
 	"github.com/memdiag/memdiag/internal/proctest"
 )
 
+// Most tests here call t.Parallel (make test runs them -parallel 4): each
+// memdiag spends ~2.7 s of CPU in the kernel's verifier at attach and ~2 s
+// waiting to detach, so four at a time keep two cores busy. Serial, run
+// first: the container, fleet and DaemonSet tests (their fake containers
+// are cgroups under the host's system.slice, which fleet mode scans), and
+// the two that also assert that no event was lost (TestReferenceService,
+// TestAttachAccountsKnownSizes).
+
 // bigRing is the --ringbuf-size (4 MiB, the accuracy harness's) of the
 // tests that count every op of a loaded service: the tests run in
 // parallel on two shared cores, where memdiag's reader can be starved long
