@@ -21,9 +21,9 @@ import (
 	"github.com/memdiag/memdiag/internal/proctest"
 )
 
-// Most tests here call t.Parallel (make test runs them -parallel 4): each
+// Most tests here call t.Parallel (make test runs them -parallel 3): each
 // memdiag spends ~2.7 s of CPU in the kernel's verifier at attach and ~2 s
-// waiting to detach, so four at a time keep two cores busy. Serial, run
+// waiting to detach, so three at a time keep two cores busy. Serial, run
 // first: the container, fleet and DaemonSet tests (their fake containers
 // are cgroups under the host's system.slice, which fleet mode scans), and
 // the two that also assert that no event was lost (TestReferenceService,
@@ -241,7 +241,7 @@ func startMemdiag(t *testing.T, setup func(*exec.Cmd), args ...string) *tracerRu
 		setup(r.cmd)
 	}
 	r.done = proctest.Start(t, r.cmd, &r.waitErr)
-	if err := proctest.WaitFile(ready, 30*time.Second, r.done); err != nil {
+	if err := proctest.WaitFile(ready, proctest.AttachDeadline, r.done); err != nil {
 		t.Fatalf("%v; memdiag stderr: %s", err, r.stderr.String())
 	}
 	return r
