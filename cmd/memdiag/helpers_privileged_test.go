@@ -26,8 +26,9 @@ import (
 // waiting to detach, so three at a time keep two cores busy. Serial, run
 // first: the fleet and DaemonSet tests (fleet mode scans the host's
 // containers, and the fake ones other tests make are cgroups under the
-// host's system.slice), and the two that also assert that no event was
-// lost (TestReferenceService, TestAttachAccountsKnownSizes).
+// host's system.slice), and TestAttachAccountsKnownSizes (it asserts that
+// no event was lost with the default ring; the tests that count the ops of
+// a loaded service take bigRing for that).
 
 // bigRing is the --ringbuf-size (4 MiB, the accuracy harness's) of the
 // tests that count every op of a loaded service: the tests run in

@@ -171,6 +171,7 @@ type peerStats struct{ Changes, Acks int }
 // count, and the categories explain all the growth.
 func TestReferenceService(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	dir := filepath.Join(repoRoot, "examples", "leaky-service")
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "express")); err != nil {
 		t.Fatalf("run `npm ci` in %s first (.ci/run does): %v", dir, err)
@@ -193,9 +194,14 @@ func TestReferenceService(t *testing.T) {
 	peerEnv := fmt.Sprintf("PEER_PORT=%d", peerPort)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d/stats", peerPort)
 	startService(t, []string{peerEnv}, "node", filepath.Join(dir, "peer.js"))
+	// A cycle is a burst of calls with gaps under the config's 1 s
+	// cycle_gap: a cycle every 2.5 s keeps the gap between cycles over it
+	// even when a loaded machine stretches a cycle (32 MiB written between
+	// its two calls) to 1.5 s. At 1.2 s, two cycles merged into one on a
+	// machine at load average 15 (6 cycles counted for 8).
 	svc := startService(t, []string{
 		fmt.Sprintf("PORT=%d", port), peerEnv,
-		"SYNC_INTERVAL_MS=1200", "SYNC_RETAIN_BYTES=33554432", "VOICE_RETAIN_BYTES=2048",
+		"SYNC_INTERVAL_MS=2500", "SYNC_RETAIN_BYTES=33554432", "VOICE_RETAIN_BYTES=2048",
 	}, "node", filepath.Join(dir, "server.js"))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	c := client(16)
