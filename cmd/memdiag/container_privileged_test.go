@@ -154,7 +154,6 @@ func netnsClient(t *testing.T, pid int) *http.Client {
 // that agree with its JSON report.
 func TestContainer(t *testing.T) {
 	requireRoot(t)
-	t.Parallel()
 	c := newFakeContainer(t, "")
 	c.start(t, []string{"PORT=3000", "SYNC_INTERVAL_MS=0"}, "node", filepath.Join(repoRoot, "examples", "leaky-service", "server.js"))
 	hc := netnsClient(t, c.initPID)
@@ -250,7 +249,6 @@ func TestContainer(t *testing.T) {
 // error that lists what matched.
 func TestContainerPrefixErrors(t *testing.T) {
 	requireRoot(t)
-	t.Parallel()
 	a := newFakeContainer(t, "")
 	shared := a.id[:6] + strings.Repeat("e", 58) // shares a's first 6 characters
 	if shared == a.id {
@@ -332,7 +330,6 @@ func containerRoots() container.Roots { return container.DefaultRoots() }
 // process that is N inside the container's pid namespace.
 func TestInContainerPID(t *testing.T) {
 	requireRoot(t)
-	t.Parallel()
 	c := newFakeContainer(t, "")
 	c.start(t, []string{"PORT=3001", "SYNC_INTERVAL_MS=0"}, "node", filepath.Join(repoRoot, "examples", "leaky-service", "server.js"))
 	r := startMemdiag(t, nil, "attach", "--pid", "1", "--in-container", c.id[:12], "--interval", "1h", "--no-dumps")

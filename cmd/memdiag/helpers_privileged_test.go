@@ -24,11 +24,12 @@ import (
 // Most tests here call t.Parallel (make test runs them -parallel 3): each
 // memdiag spends ~2.7 s of CPU in the kernel's verifier at attach and ~2 s
 // waiting to detach, so three at a time keep two cores busy. Serial, run
-// first: the fleet and DaemonSet tests (fleet mode scans the host's
-// containers, and the fake ones other tests make are cgroups under the
-// host's system.slice), and TestAttachAccountsKnownSizes (it asserts that
-// no event was lost with the default ring; the tests that count the ops of
-// a loaded service take bigRing for that).
+// first: the container, fleet and DaemonSet tests (their fake containers
+// are cgroups under the host's system.slice, which fleet mode scans; run
+// in parallel, TestContainer once saw its late process with no parent),
+// and TestAttachAccountsKnownSizes (it asserts that no event was lost with
+// the default ring; the tests that count the ops of a loaded service take
+// bigRing for that).
 
 // bigRing is the --ringbuf-size (4 MiB, the accuracy harness's) of the
 // tests that count every op of a loaded service: the tests run in
