@@ -10,7 +10,7 @@ IMAGE_REPO ?= ghcr.io/memdiag/memdiag
 IMAGE      ?= $(IMAGE_REPO):$(VERSION)
 IMAGE_OUT  ?= out/memdiag-image.tar
 
-.PHONY: help build install image generate check-generated test test-race soak accuracy fuzz bench lint demo vagrant-test clean
+.PHONY: help build install image generate check-generated test test-unprivileged soak accuracy fuzz bench lint demo vagrant-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -35,10 +35,10 @@ generate: ## recompile the BPF program and its Go bindings (needs clang, libbpf-
 check-generated: generate ## fail when the committed BPF object or bindings are stale
 	git diff --exit-code -- tracer/memdiag_x86_bpfel.go tracer/memdiag_x86_bpfel.o
 
-test: ## run every test, privileged ones included (run as root: sudo make test)
-	$(GO) test -tags privileged -count=1 -timeout 20m ./...
+test: ## run every test under the race detector, privileged ones included (run as root: sudo make test)
+	$(GO) test -race -tags privileged -count=1 -parallel 3 -timeout 20m ./...
 
-test-race: ## run the unprivileged tests under the race detector (no root needed)
+test-unprivileged: ## run the tests that need no root, under the race detector
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 soak: ## five minutes under load: memdiag's own RSS stays flat (root: sudo make soak)

@@ -55,25 +55,25 @@ func TestCategorize(t *testing.T) {
 		in   event.OpBegin
 		want Naming
 	}{
-		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "GET", Path: "/api/voice/7", Query: "t=…"},
+		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Request: event.Request{Method: "GET", Path: "/api/voice/7", Query: "t=…"}},
 			Naming{Category: "api_voice", Kind: KindHTTP, Name: "GET /api/voice/7", Detail: "?t=…"}},
-		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "POST", Path: "/p/12"},
+		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Request: event.Request{Method: "POST", Path: "/p/12"}},
 			Naming{Category: "posts", Kind: KindHTTP, Name: "POST /p/12"}},
-		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "GET", Path: "/p/12"},
+		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Request: event.Request{Method: "GET", Path: "/p/12"}},
 			Naming{Category: "GET /p/:id", Kind: KindHTTP, Name: "GET /p/12"}},
-		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "GET", Path: "/x", Truncated: true},
+		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Request: event.Request{Method: "GET", Path: "/x", Truncated: true}},
 			Naming{Category: "GET /x", Kind: KindHTTP, Name: "GET /x", Detail: "…"}},
 		{event.OpBegin{Kind: event.OpHTTPServer},
 			Naming{Category: "unknown", Kind: KindUnknown, Name: "unknown"}},
-		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "POST", Path: "/helloworld.Greeter/SayHello", Proto: "h2", GRPC: true},
+		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Request: event.Request{Method: "POST", Path: "/helloworld.Greeter/SayHello", Proto: "h2", GRPC: true}},
 			Naming{Category: "grpc helloworld.Greeter/SayHello", Kind: KindHTTP, Name: "grpc helloworld.Greeter/SayHello"}},
-		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "GET", Path: "/h2/42", Proto: "h2"},
+		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Request: event.Request{Method: "GET", Path: "/h2/42", Proto: "h2"}},
 			Naming{Category: "GET /h2/:id", Kind: KindHTTP, Name: "GET /h2/42"}},
-		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "GET", Path: "/ws/7", Proto: "ws"},
+		{event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Request: event.Request{Method: "GET", Path: "/ws/7", Proto: "ws"}},
 			Naming{Category: "GET /ws/:id", Kind: KindHTTP, Name: "ws GET /ws/7"}},
-		{event.OpBegin{Kind: event.OpOutbound, Dest: peer, HTTP: true, Method: "GET", Path: "/sync/changes"},
+		{event.OpBegin{Kind: event.OpOutbound, Dest: peer, HTTP: true, Request: event.Request{Method: "GET", Path: "/sync/changes"}},
 			Naming{Category: "gun_sync", Kind: KindOutbound, CycleGap: time.Second, Name: "out 127.0.0.1:8765 GET /sync/changes"}},
-		{event.OpBegin{Kind: event.OpOutbound, Dest: es, HTTP: true, Method: "POST", Path: "/_search"},
+		{event.OpBegin{Kind: event.OpOutbound, Dest: es, HTTP: true, Request: event.Request{Method: "POST", Path: "/_search"}},
 			Naming{Category: "es", Kind: KindOutbound, Name: "out 10.0.0.5:9200 POST /_search"}},
 		{event.OpBegin{Kind: event.OpOutbound, Dest: es},
 			Naming{Category: "out 10.0.0.5:9200", Kind: KindOutbound, Name: "out 10.0.0.5:9200"}},
@@ -107,7 +107,7 @@ func FuzzNormalizeRoute(f *testing.F) {
 func TestRouteFolding(t *testing.T) {
 	c := NewCategorizer(nil)
 	cat := func(path string) string {
-		return c.Categorize(&event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Method: "GET", Path: path}).Category
+		return c.Categorize(&event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Request: event.Request{Method: "GET", Path: path}}).Category
 	}
 	for i := range 32 {
 		if got, want := cat(fmt.Sprintf("/track/u%dx", i)), fmt.Sprintf("GET /track/u%dx", i); got != want {

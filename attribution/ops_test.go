@@ -16,13 +16,13 @@ import (
 
 // served is the begin of a served HTTP request, op id on process 100.
 func served(i int, id uint64, method, path string) *event.OpBegin {
-	return &event.OpBegin{Header: event.Header{Time: at(i), PID: 100, TID: 100}, OpID: id, Kind: event.OpHTTPServer, FD: 10 + int32(id), HTTP: true, Method: method, Path: path}
+	return &event.OpBegin{Header: event.Header{Time: at(i), PID: 100, TID: 100}, OpID: id, Kind: event.OpHTTPServer, FD: 10 + int32(id), HTTP: true, Request: event.Request{Method: method, Path: path}}
 }
 
 // call is the begin of an outbound HTTP call to dest.
 func call(i int, id uint64, dest, path string) *event.OpBegin {
 	return &event.OpBegin{Header: event.Header{Time: at(i), PID: 100, TID: 100}, OpID: id, Kind: event.OpOutbound, FD: 10 + int32(id),
-		Dest: netip.MustParseAddrPort(dest), HTTP: true, Method: "GET", Path: path}
+		Dest: netip.MustParseAddrPort(dest), HTTP: true, Request: event.Request{Method: "GET", Path: path}}
 }
 
 // end is the end of op id carrying its final counters (anon bytes), or

@@ -66,17 +66,30 @@ type OpBegin struct {
 	// Dest is the destination of an outbound call (invalid for served
 	// requests).
 	Dest netip.AddrPort
-	// HTTP is set when the bytes began with an HTTP/1.x request line;
-	// Method, Path and Query are then filled (Query redacted).
-	HTTP      bool
-	Method    string
-	Path      string
-	Query     string
+	// HTTP is set when the bytes named a request (package httpreq);
+	// Request is then filled (its Query redacted).
+	HTTP bool
+	Request
+}
+
+// Request is a request as package httpreq names it from the bytes read:
+// an HTTP/1.x request line, an HTTP/2 stream, a gRPC call or a WebSocket
+// message.
+type Request struct {
+	Method string
+	// Path is the request target without its query, for absolute-form
+	// targets the path part ("/" when empty).
+	Path string
+	// Query holds the query's keys with values redacted: "limit=…&q=…";
+	// values are kept only with KeepQueryValues.
+	Query string
+	// Truncated is set when the target did not end within the bytes seen.
 	Truncated bool
 	// Proto is "h2" for an HTTP/2 stream, "ws" for a WebSocket message
-	// (Method and Path: its connection's upgrade request), "" for HTTP/1.x.
+	// (named by its connection's upgrade request), "" for HTTP/1.x.
 	Proto string
-	// GRPC is set for a gRPC call: Path is /package.Service/Method.
+	// GRPC is set for a gRPC call (HTTP/2, content-type application/grpc):
+	// Path is then /package.Service/Method.
 	GRPC bool
 }
 

@@ -22,26 +22,13 @@ package httpreq
 import (
 	"errors"
 	"strings"
+
+	"github.com/memdiag/memdiag/event"
 )
 
-// Request is a parsed request line.
-type Request struct {
-	Method string
-	// Path is the request target without its query, for absolute-form
-	// targets the path part ("/" when empty).
-	Path string
-	// Query holds the query's keys with values redacted: "limit=…&q=…";
-	// values are kept only with KeepQueryValues.
-	Query string
-	// Truncated is set when the target did not end within the bytes seen.
-	Truncated bool
-	// Proto is "h2" for an HTTP/2 stream, "ws" for a WebSocket message
-	// (named by its connection's upgrade request), "" for HTTP/1.x.
-	Proto string
-	// GRPC is set for a gRPC call (HTTP/2, content-type application/grpc):
-	// Path is then /package.Service/Method.
-	GRPC bool
-}
+// Request is a parsed request line: event.Request, the value the tracer
+// puts in an event.OpBegin.
+type Request = event.Request
 
 // Sentinel errors of Parse.
 var (

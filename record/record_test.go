@@ -93,8 +93,8 @@ func everyEvent() []event.Event {
 		&event.OpBegin{
 			Header: h(4, 4243), OpID: 1 << 40, Kind: event.OpOutbound, FD: 17,
 			Dest: netip.MustParseAddrPort("10.1.2.3:5432"),
-			HTTP: true, Method: "POST", Path: "/api/v1/orders", Query: "id=*&token=*", Truncated: true,
-			Proto: "h2", GRPC: true,
+			HTTP: true, Request: event.Request{Method: "POST", Path: "/api/v1/orders", Query: "id=*&token=*", Truncated: true,
+				Proto: "h2", GRPC: true},
 		},
 		&event.OpEnd{Header: h(5, 4243), OpID: 1 << 40, FD: 17, Reason: event.EndClose, HasFinal: true, Final: sampleCounters(3, "worker")},
 		&event.TLSSeen{Header: h(6, 4242)},
@@ -113,7 +113,7 @@ func everyEvent() []event.Event {
 		&event.OpBegin{Header: h(7, 4243), OpID: 2, Kind: event.OpOutbound, FD: -1, Dest: netip.MustParseAddrPort("[fe80::1%eth0]:443")},
 		&event.OpBegin{Header: h(8, 4243), OpID: 3, Kind: event.OpOutbound, Dest: netip.MustParseAddrPort("[::ffff:10.0.0.1]:80")},
 		&event.OpBegin{Header: h(9, 4243), OpID: 4, Kind: event.OpOutbound, Dest: netip.MustParseAddrPort("[2001:db8::1]:8080")},
-		&event.OpBegin{Header: h(10, 4242), OpID: 5, Kind: event.OpHTTPServer, HTTP: true, Method: "GET", Path: "/"},
+		&event.OpBegin{Header: h(10, 4242), OpID: 5, Kind: event.OpHTTPServer, HTTP: true, Request: event.Request{Method: "GET", Path: "/"}},
 		&event.OpEnd{Header: h(11, 4242), OpID: 5, Reason: event.EndNext},
 		&event.OpEnd{Header: event.Header{PID: 1}, OpID: math.MaxUint64, FD: math.MinInt32, Reason: math.MaxUint32},                  // no time
 		&event.Fork{Header: event.Header{Time: t0.Add(-time.Hour), PID: math.MaxUint32, TID: math.MaxUint32}, Child: math.MaxUint32}, // back in time
@@ -467,7 +467,7 @@ func simulate(n int, l load) []event.Event {
 			opID++
 			fd := int32(20 + opID%100)
 			b := &event.OpBegin{Header: hdr(tid), OpID: opID, Kind: event.OpHTTPServer, FD: fd, HTTP: true,
-				Method: methods[rng.IntN(len(methods))], Path: paths[rng.IntN(len(paths))]}
+				Request: event.Request{Method: methods[rng.IntN(len(methods))], Path: paths[rng.IntN(len(paths))]}}
 			if rng.IntN(4) == 0 {
 				b.Kind, b.HTTP, b.Method, b.Path = event.OpOutbound, false, "", ""
 				b.Dest = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(1 + rng.IntN(4))}), 5432)

@@ -61,7 +61,7 @@ func newScenario() scenario {
 		p: p, c: c,
 		steps: []step{
 			{snap: snapAt(1, 51*mib, procs(51*mib), base, mainT)},
-			{ev: &event.OpBegin{Header: hdr(2, p, p), OpID: 7, Kind: event.OpHTTPServer, FD: 5, HTTP: true, Method: "GET", Path: "/api/records/42", Query: "limit=…"}},
+			{ev: &event.OpBegin{Header: hdr(2, p, p), OpID: 7, Kind: event.OpHTTPServer, FD: 5, HTTP: true, Request: event.Request{Method: "GET", Path: "/api/records/42", Query: "limit=…"}}},
 			{snap: snapAt(3, 81*mib, procs(81*mib), base, mainT, bucket(p, event.BucketOp, 7, 30*mib, ""))},
 			{ev: &event.OpEnd{Header: hdr(4, p, p), OpID: 7, FD: 5, Reason: event.EndNext, HasFinal: true, Final: final}},
 			{ev: &event.Fork{Header: hdr(5, p, p), Child: c, Comm: "main"}},

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestResolveAndCheck: what the user got wrong is ErrInput (exit 2), with
@@ -47,5 +49,54 @@ func TestResolveAndCheck(t *testing.T) {
 	defer p.Close()
 	if p.Exited() {
 		t.Error("this process exited")
+	}
+}
+
+// TestClosers: what a trace opened is closed in reverse, every error
+// kept, each function once; the first error of the command wins.
+func TestClosers(t *testing.T) {
+	var order []int
+	var cl Closers
+	for i := range 3 {
+		cl.Add(func() error {
+			order = append(order, i)
+			if i == 1 {
+				return errors.New("close 1")
+			}
+			return nil
+		})
+	}
+	err := errors.New("the command's error")
+	cl.CloseInto(&err)
+	if err.Error() != "the command's error" || len(order) != 3 || order[0] != 2 || order[2] != 0 {
+		t.Fatalf("err %v, order %v", err, order)
+	}
+	if cl.Close() != nil || len(order) != 3 {
+		t.Fatalf("a second Close ran again: %v", order)
+	}
+	cl.Add(func() error { return errors.New("close 4") })
+	var none error
+	cl.CloseInto(&none)
+	if none == nil || none.Error() != "close 4" {
+		t.Fatalf("a cleanup error after success: %v", none)
+	}
+}
+
+// TestOptionsValidate: table sizes the kernel cannot have are bad input
+// naming the flag.
+func TestOptionsValidate(t *testing.T) {
+	good := Options{RingbufBytes: 4096, MaxBuckets: 64, MaxOutstanding: 1}
+	good.Interval, good.KeepOps = time.Second, 1
+	if err := good.Validate(); err != nil {
+		t.Fatalf("good options refused: %v", err)
+	}
+	for flag, o := range map[string]Options{
+		"--ringbuf-size":    {RingbufBytes: 6000, MaxBuckets: 64, MaxOutstanding: 1, Config: good.Config},
+		"--max-buckets":     {RingbufBytes: 4096, MaxBuckets: 63, MaxOutstanding: 1, Config: good.Config},
+		"--max-outstanding": {RingbufBytes: 4096, MaxBuckets: 64, Config: good.Config},
+	} {
+		if err := o.Validate(); !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), flag) {
+			t.Errorf("%s: %v", flag, err)
+		}
 	}
 }

@@ -227,8 +227,7 @@ func opBegin(hdr event.Header, e *memdiagOpBeginEvent, opts httpreq.Options, con
 		}
 	}
 	if r.Method != "" {
-		ob.HTTP, ob.Method, ob.Path, ob.Query, ob.Truncated = true, r.Method, r.Path, r.Query, r.Truncated
-		ob.Proto, ob.GRPC = r.Proto, r.GRPC
+		ob.HTTP, ob.Request = true, r
 	}
 	switch e.Family {
 	case afInet:

@@ -39,6 +39,7 @@ func runOnce(t *testing.T, cred *syscall.Credential, args ...string) (int, strin
 // and nothing is written.
 func TestBadInput(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	zombie := makeZombie(t)
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 	for _, tc := range []struct {
@@ -133,6 +134,7 @@ func makeZombie(t *testing.T) int {
 // untouched.
 func TestTLSOnNonNodeBinary(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
 	code, stderr := runOnce(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--tls", "--log", filepath.Join(t.TempDir(), "log"))
 	if code != 2 || !strings.Contains(stderr, "has no llhttp_execute symbol") || strings.Count(stderr, "\n") != 1 {
@@ -144,6 +146,7 @@ func TestTLSOnNonNodeBinary(t *testing.T) {
 // TestMalformedConfig: a bad config is `file:line: message`, exit 2.
 func TestMalformedConfig(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	cfg := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(cfg, []byte("categories:\n  - name: x\n    http: { path_prefix: nope }\n"), 0o600)
 	code, stderr := runOnce(t, nil, "attach", "--pid", "1", "--config", cfg)

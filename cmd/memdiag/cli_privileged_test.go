@@ -18,6 +18,7 @@ import (
 
 // TestVersion: --version and version print the same one line.
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	var outs []string
 	for _, arg := range []string{"--version", "version"} {
 		out, err := exec.Command(memdiagBin, arg).Output()
@@ -36,6 +37,7 @@ func TestVersion(t *testing.T) {
 
 // TestHelpExitStatus: the help lists the exit statuses, 126 and 127 among them.
 func TestHelpExitStatus(t *testing.T) {
+	t.Parallel()
 	out, err := exec.Command(memdiagBin, "--help").Output()
 	if err != nil {
 		t.Fatal(err)
@@ -51,6 +53,7 @@ func TestHelpExitStatus(t *testing.T) {
 // broken ELF) makes memdiag run exit 126, with the kernel's reason.
 func TestRunExecFails(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	bad := filepath.Join(t.TempDir(), "bad")
 	if err := os.WriteFile(bad, []byte("\x7fELF not really"), 0o755); err != nil {
 		t.Fatal(err)
@@ -66,6 +69,7 @@ func TestRunExecFails(t *testing.T) {
 // --quiet leaves the terminal silent.
 func TestRunTerminalOutput(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	log := filepath.Join(t.TempDir(), "log")
 	code, stderr := runOnce(t, nil, "run", "--log", log, "/bin/true")
 	if code != 0 {
@@ -121,6 +125,7 @@ func consoleTag(tag string) bool {
 // JSON report, as `memdiag report --format json FILE` is.
 func TestReportFlagsAfterFile(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	rec := filepath.Join(t.TempDir(), "run.mdrec")
 	if code, stderr := runOnce(t, nil, "run", "--quiet", "--log", filepath.Join(t.TempDir(), "log"), "--record", rec, "/bin/true"); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
@@ -148,6 +153,7 @@ func TestReportFlagsAfterFile(t *testing.T) {
 // TestBashCompletion: the bash script from `memdiag completion bash`
 // completes subcommands and a subcommand's flags, asking memdiag itself.
 func TestBashCompletion(t *testing.T) {
+	t.Parallel()
 	bash, err := exec.LookPath("bash")
 	if err != nil {
 		t.Skip("no bash")
@@ -204,6 +210,7 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 // runs, and the verdict follows once it has exited.
 func TestLiveView(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	master, slave := openPTY(t)
 	cmd := exec.Command(memdiagBin, "run", "--live", "--log", filepath.Join(t.TempDir(), "log"), "--", memworkBin)
 	cmd.Stderr = slave

@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/memdiag/memdiag/procfs"
-	"github.com/memdiag/memdiag/report"
-	"github.com/memdiag/memdiag/session"
 	"github.com/memdiag/memdiag/target"
 )
 
@@ -43,47 +39,18 @@ func newAttachCommand() *cli.Command {
 	}
 }
 
-func runAttach(ctx context.Context, sel target.Selection, opts options) (err error) {
-	res, err := target.Resolve(ctx, sel)
+// runAttach traces sel until ctx ends, a signal, --duration or the main
+// process's exit (target.Attach opens everything, cl closes it).
+func runAttach(ctx context.Context, sel target.Selection, opts target.Options) (err error) {
+	var cl target.Closers
+	defer cl.CloseInto(&err)
+	s, done, err := target.Attach(ctx, sel, opts, &cl)
 	if err != nil {
 		return err
 	}
-	pid := res.Main
-	if _, err := target.Check(pid); err != nil {
-		return err
-	}
-	var cl closers
-	defer cl.closeInto(&err)
-	if err := prepareOutputs(&opts, &cl); err != nil {
-		return err
-	}
-	proc, err := target.Watch(pid)
-	if err != nil {
-		return err
-	}
-	cl.add(proc.Close)
-	exe := fmt.Sprintf("/proc/%d/exe", pid)
-	tr, others, err := openTracer(&opts, target.Probes{Cgroup: res.Cgroup, Main: pid, PIDs: res.PIDs, Exe: exe, UprobePID: pid}, &cl)
-	if err != nil {
-		return err
-	}
-	// The baseline is read after the targets are in the kernel's table,
-	// so no change falls between the two.
-	base, err := procfs.ReadStatus(pid)
-	if err != nil || proc.Exited() {
-		return fmt.Errorf("process %d exited while memdiag was attaching", pid)
-	}
-	baseline := target.Baseline(base)
-	for _, p := range others {
-		if st, err := procfs.ReadStatus(p); err == nil {
-			baseline.Memory = baseline.Memory.Add(target.Baseline(st).Memory)
-		}
-	}
-	tgt := report.Target{PID: uint32(pid), Comm: base.Name, Exe: procfs.Exe(pid), Cmdline: procfs.Cmdline(pid), Mode: "attach", Container: res.Container, Cgroup: res.Cgroup}
-	s := session.New(tr, opts.Config, tgt, baseline, now())
 	// Signals are caught before the ready file says memdiag is there.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	_, err = s.Run(ctx, proc.Done(), nil, stop)
+	_, err = s.Run(ctx, done, nil, stop)
 	return err
 }

@@ -38,14 +38,8 @@ func newDiffCommand() *cli.Command {
 				return usageErr("--top must be at least 1, got %d", top)
 			}
 			a, b := c.Args().Get(0), c.Args().Get(1)
-			for _, p := range []string{a, b} {
-				fi, err := os.Stat(p)
-				if err != nil {
-					return usageErr("cannot read heap snapshot: %v", err)
-				}
-				if !fi.Mode().IsRegular() {
-					return usageErr("%s is not a file: give two .heapsnapshot files", p)
-				}
+			if err := heapsnap.CheckFiles(a, b); err != nil {
+				return usageErr("%v", err)
 			}
 			// The snapshot arrays are the live heap here: lift the small
 			// limit memdiag keeps while tracing, keep GC frequent.
@@ -53,10 +47,8 @@ func newDiffCommand() *cli.Command {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			opts := heapsnap.Options{Top: top}
-			clearLine := func() {}
-			if isTerminal(os.Stderr) {
-				opts.Progress, clearLine = heapsnap.TerminalProgress(os.Stderr, "memdiag: ")
-			}
+			var clearLine func()
+			opts.Progress, clearLine = heapsnap.StderrProgress("memdiag: ")
 			d, err := heapsnap.DiffFiles(ctx, a, b, opts)
 			clearLine()
 			if err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/memdiag/memdiag/container"
 	"github.com/memdiag/memdiag/fleet"
-	"github.com/memdiag/memdiag/tracer"
+	"github.com/memdiag/memdiag/target"
 )
 
 func newFleetCommand() *cli.Command {
@@ -57,7 +57,7 @@ func newFleetCommand() *cli.Command {
 			// No --exact-external nor --native-heap here: their table of
 			// live blocks (27 MiB preallocated, per trace) shrinks to one
 			// entry.
-			opts.maxOutstanding = 1
+			opts.MaxOutstanding = 1
 			// The samplers' uprobes would outlive each container on the
 			// one tracer all share.
 			if v := c.String("heap-sampling"); c.IsSet("heap-sampling") && v != "off" {
@@ -89,21 +89,18 @@ func newFleetCommand() *cli.Command {
 
 // runFleet runs fleet mode until a signal or --duration (package fleet
 // does the work); cmd supplies the tracer's open sequence.
-func runFleet(ctx context.Context, w *fleet.Watcher, root string, opts options) (err error) {
+func runFleet(ctx context.Context, w *fleet.Watcher, root string, opts target.Options) (err error) {
 	if container.DefaultRoots().V2 == "" {
 		return usageErr("fleet mode needs the cgroup v2 hierarchy (/sys/fs/cgroup or /sys/fs/cgroup/unified) to follow containers")
 	}
-	var cl closers
-	defer cl.closeInto(&err)
-	if err := prepareOutputs(&opts, &cl); err != nil {
+	var cl target.Closers
+	defer cl.CloseInto(&err)
+	if err := opts.PrepareOutputs(&cl); err != nil {
 		return err
 	}
 	// Each trace holds its own account (the tracer is shared): memdiag's
 	// soft heap limit grows with the number it may hold.
 	debug.SetMemoryLimit(int64(12<<20 + w.MaxTargets()*(4<<20)))
-	open := func(root string, unknown func(uint64)) (*tracer.Shared, error) {
-		return tracer.OpenShared(opts.tracerConfig(0, root), unknown)
-	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if opts.Duration > 0 {
@@ -112,7 +109,7 @@ func runFleet(ctx context.Context, w *fleet.Watcher, root string, opts options) 
 		defer cancel()
 	}
 	opts.Version = version
-	if err := fleet.Serve(ctx, w, fleet.Config{Session: opts.Config, Root: root, Open: open}); err != nil {
+	if err := fleet.Serve(ctx, w, fleet.Config{Session: opts.Config, Root: root, Open: opts.SharedOpener()}); err != nil {
 		return usageErr("%v", err)
 	}
 	return nil

@@ -8,9 +8,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/memdiag/memdiag/launch"
-	"github.com/memdiag/memdiag/report"
-	"github.com/memdiag/memdiag/session"
 	"github.com/memdiag/memdiag/target"
 )
 
@@ -33,34 +30,15 @@ func newRunCommand() *cli.Command {
 	}
 }
 
-// runRun starts the command through a launcher that waits until the probes
-// are attached before it execs, so nothing the command does is missed.
-func runRun(ctx context.Context, argv []string, opts options) (err error) {
-	path, err := launch.LookPath(argv[0])
+// runRun runs the command traced from its first instruction
+// (target.Run) and returns its status.
+func runRun(ctx context.Context, argv []string, opts target.Options) (err error) {
+	var cl target.Closers
+	defer cl.CloseInto(&err)
+	s, cmd, err := target.Run(argv, opts, &cl)
 	if err != nil {
 		return err
 	}
-	var cl closers
-	defer cl.closeInto(&err)
-	if err := prepareOutputs(&opts, &cl); err != nil {
-		return err
-	}
-	cmd, err := launch.Start(path, argv)
-	if err != nil {
-		return err
-	}
-	// Until the command is released, closing the gate makes the launcher
-	// exit without exec'ing; memdiag waits for it. On --duration memdiag
-	// stops tracing and lets the command run on: this waits for it too.
-	cl.add(cmd.Close)
-	// Uprobes go on the command's binary before it runs: the launcher's
-	// pid is the command's after the exec.
-	tr, _, err := openTracer(&opts, target.Probes{Launcher: cmd.Pid(), Exe: path, UprobePID: cmd.Pid()}, &cl)
-	if err != nil {
-		return err
-	}
-	tgt := report.Target{PID: uint32(cmd.Pid()), Comm: argv[0], Exe: path, Cmdline: argv, Mode: "run"}
-	s := session.New(tr, opts.Config, tgt, report.Baseline{}, now())
 	// Signals go to the command; memdiag reports when it has exited, as
 	// time(1) does. Caught before the ready file says memdiag is there.
 	sigs := make(chan os.Signal, 4)
@@ -69,6 +47,6 @@ func runRun(ctx context.Context, argv []string, opts options) (err error) {
 	if _, err = s.Run(ctx, cmd.Done(), func() error { return cmd.Release(sigs) }, nil); err != nil {
 		return err
 	}
-	cl.close()
+	cl.Close()
 	return cmd.Status()
 }

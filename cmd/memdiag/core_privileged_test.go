@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -102,6 +104,7 @@ func TestAttachAccountsKnownSizes(t *testing.T) {
 // exits with the workload's status.
 func TestRunMissesNothing(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	var w *workload
 	r := startMemdiag(t, func(c *exec.Cmd) { w = newWorkload(t, c) }, "run", "--interval", "1h", "--", memworkBin)
 	w.ready()
@@ -128,10 +131,10 @@ func TestRunMissesNothing(t *testing.T) {
 // report and exit 0, and the target keeps running.
 func TestSIGTERMDetachesDrainsReports(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
-	before := memdiagPrograms(t)
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h")
-	ours := programsOf(t, before)
+	ours := programsOf(t, r)
 	w.do("anon 16M")
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	if code := r.wait(t); code != 0 {
@@ -156,10 +159,10 @@ func TestSIGTERMDetachesDrainsReports(t *testing.T) {
 // or link behind, and the target runs on.
 func TestSIGKILLLeavesNothing(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
-	before := memdiagPrograms(t)
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid))
-	ours := programsOf(t, before)
+	ours := programsOf(t, r)
 	w.do("anon 4M")
 	r.cmd.Process.Kill()
 	r.wait(t)
@@ -167,37 +170,26 @@ func TestSIGKILLLeavesNothing(t *testing.T) {
 	assertProgramsGone(t, ours)
 }
 
-// memdiagPrograms returns the ids of loaded BPF programs with memdiag's
-// names (other memdiag processes on the machine included).
-func memdiagPrograms(t *testing.T) map[ebpf.ProgramID]bool {
+// programsOf returns the ids of the BPF programs memdiag process r holds
+// (its program and link fds, from /proc/PID/fdinfo): its own, never those
+// of another memdiag running on the machine at the same time.
+func programsOf(t *testing.T, r *tracerRun) map[ebpf.ProgramID]bool {
 	t.Helper()
-	ids := map[ebpf.ProgramID]bool{}
-	for id, err := ebpf.ProgramGetNextID(0); err == nil; id, err = ebpf.ProgramGetNextID(id) {
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && (info.Name == "on_rss_stat" || info.Name == "on_page_fault") {
-			ids[id] = true
-		}
+	dir := fmt.Sprintf("/proc/%d/fdinfo", r.cmd.Process.Pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ids
-}
-
-// programsOf returns the memdiag programs that appeared since before: the
-// ones the memdiag started in between loaded.
-func programsOf(t *testing.T, before map[ebpf.ProgramID]bool) map[ebpf.ProgramID]bool {
-	t.Helper()
 	ours := map[ebpf.ProgramID]bool{}
-	for id := range memdiagPrograms(t) {
-		if !before[id] {
-			ours[id] = true
+	for _, fd := range fds {
+		info, _ := os.ReadFile(filepath.Join(dir, fd.Name()))
+		if m := regexp.MustCompile(`(?m)^prog_id:\s+(\d+)$`).FindSubmatch(info); m != nil {
+			id, _ := strconv.ParseUint(string(m[1]), 10, 32)
+			ours[ebpf.ProgramID(id)] = true
 		}
 	}
 	if len(ours) == 0 {
-		t.Fatal("memdiag loaded no program: the check after it exits would prove nothing")
+		t.Fatal("memdiag holds no BPF program: the check after it exits would prove nothing")
 	}
 	return ours
 }
@@ -209,9 +201,10 @@ func assertProgramsGone(t *testing.T, ours map[ebpf.ProgramID]bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		left := 0
-		now := memdiagPrograms(t)
 		for id := range ours {
-			if now[id] {
+			// An id is never reused while the kernel has ids left.
+			if p, err := ebpf.NewProgramFromID(id); err == nil {
+				p.Close()
 				left++
 			}
 		}
@@ -230,6 +223,7 @@ func assertProgramsGone(t *testing.T, ours map[ebpf.ProgramID]bool) {
 // growth matches the process's own /proc/self/status.
 func TestConcurrentFaults(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h")
 	base := w.do("status")

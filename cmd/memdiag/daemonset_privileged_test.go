@@ -239,7 +239,7 @@ func TestDaemonSetCommand(t *testing.T) {
 	r.cmd = exec.Command(memdiagBin, run...)
 	r.cmd.Stderr = &r.stderr
 	r.done = proctest.Start(t, r.cmd, &r.waitErr)
-	if err := proctest.WaitFile(ready, 30*time.Second, r.done); err != nil {
+	if err := proctest.WaitFile(ready, proctest.AttachDeadline, r.done); err != nil {
 		t.Fatalf("%v; memdiag stderr: %s", err, r.stderr.String())
 	}
 	r.waitLog(t, "[FLEET] tracing "+ns+"/"+pod0+"/"+name+" ("+first.id[:12]+")")

@@ -59,6 +59,7 @@ func dumpDir(t *testing.T, dir string) string {
 // allocating functions.
 func TestDumpProfile(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
 	dumps := filepath.Join(t.TempDir(), "dumps")
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h", "--dump-at", "48MB", "--dumps-dir", dumps)
@@ -125,6 +126,7 @@ func TestDumpProfile(t *testing.T) {
 // inspector memdiag opened is closed again.
 func TestDumpHeapSnapshot(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	port, inspectPort := freePort(t), freePort(t)
 	// Its own inspector port: 9229, Node's default, may be taken on a
 	// shared machine (another test's or another user's Node).
@@ -214,6 +216,7 @@ func TestDumpHeapSnapshot(t *testing.T) {
 // refuses the dump with a log line; tracing and the report go on.
 func TestDumpRefusedOnFullDisk(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
 		t.Skipf("cannot mount a tmpfs: %v", err)
@@ -255,6 +258,7 @@ func TestDumpRefusedOnFullDisk(t *testing.T) {
 // the limit.
 func TestOOMKill(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	roots := containerRoots()
 	name := fmt.Sprintf("memdiag-oom-%d", os.Getpid())
 	var cg, limitFile string

@@ -46,6 +46,7 @@ func driveExternal(t *testing.T, base string, n int) {
 // growth into external (native-allocator mappings) and runtime.
 func TestExternalEstimated(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	port := freePort(t)
 	const big, small, n = 1 << 20, 192 << 10, 20
 	// A fixed mmap threshold (glibc's tunable) keeps every Buffer of this
@@ -92,6 +93,7 @@ func TestExternalEstimated(t *testing.T) {
 // per route, and the live total matches what the process itself reports.
 func TestExternalExact(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	port := freePort(t)
 	const big, small, n = 1 << 20, 16 << 10, 20
 	var out io.Reader
@@ -135,6 +137,7 @@ func TestExternalExact(t *testing.T) {
 // overflow is counted and reported, and the totals stay consistent.
 func TestOutstandingOverflow(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	port := freePort(t)
 	var out io.Reader
 	r := startMemdiag(t, func(c *exec.Cmd) {
@@ -200,6 +203,7 @@ func waitListening(t *testing.T, out io.Reader) {
 // (external) estimate is within 10%.
 func TestNativeHeapEstimate(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h")
 	w.do("malloc 262144 40") // 10 MiB from the brk heap
@@ -227,6 +231,7 @@ func TestNativeHeapEstimate(t *testing.T) {
 // /api/voice's 2 KiB a request does too.
 func TestReferenceRetained(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	dir := filepath.Join(repoRoot, "examples", "leaky-service")
 	for _, mode := range []struct {
 		name string
@@ -304,6 +309,7 @@ func TestReferenceRetained(t *testing.T) {
 // space the freed ones left, so no mapping or page fault tells them apart.
 func TestNativeHeapFollowsMalloc(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
 	w.do("malloc 64K 64") // before attach: not followed, and freed below
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h", "--native-heap")

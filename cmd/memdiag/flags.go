@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"os"
 	"time"
 
@@ -10,7 +9,7 @@ import (
 	"github.com/memdiag/memdiag/config"
 	"github.com/memdiag/memdiag/report"
 	"github.com/memdiag/memdiag/session"
-	"github.com/memdiag/memdiag/tracer"
+	"github.com/memdiag/memdiag/target"
 )
 
 // commonFlags are shared by attach and run.
@@ -48,41 +47,11 @@ func commonFlags() []cli.Flag {
 	}
 }
 
-// options are the values of commonFlags: the session's, and the sizes of
-// the tracer's tables.
-type options struct {
-	session.Config
-	ringbufBytes   int
-	maxBuckets     int
-	maxOutstanding int
-	metricsAddr    string
-}
-
-// tracerConfig is the tracer's configuration for a session; launcher is
-// run's launcher pid (0 for attach), cgroup a cgroup v2 directory to follow.
-func (o *options) tracerConfig(launcher int, cgroup string) tracer.Config {
-	cfg := tracer.Config{
-		Launcher: launcher, Cgroup: cgroup,
-		RingbufBytes: o.ringbufBytes, MaxBuckets: o.maxBuckets, MaxOutstanding: o.maxOutstanding,
-		KeepQueryValues: o.KeepQueryValues,
-	}
-	// The table of live blocks is preallocated (~27 MiB of kernel memory at
-	// its default size): only the modes that fill it get it.
-	if !o.ExactExternal && !o.NativeHeap {
-		cfg.MaxOutstanding = 1
-	}
-	// User stacks are sampled for dumps' profiles, when dumps can happen.
-	if !o.NoDumps && len(o.DumpAt) > 0 {
-		cfg.StackSampleBytes = 64 << 10
-	}
-	return cfg
-}
-
-func optionsFrom(c *cli.Context) (options, error) {
-	o := options{
+// optionsFrom reads and checks commonFlags' values.
+func optionsFrom(c *cli.Context) (target.Options, error) {
+	o := target.Options{
 		Config: session.Config{
 			LogPath:         c.String("log"),
-			Console:         console(c.Bool("quiet")),
 			Interval:        c.Duration("interval"),
 			ReportJSON:      c.String("report-json"),
 			ReportHTML:      c.String("report-html"),
@@ -99,13 +68,16 @@ func optionsFrom(c *cli.Context) (options, error) {
 			DumpsDir:        c.String("dumps-dir"),
 			Version:         version,
 		},
-		ringbufBytes:   c.Int("ringbuf-size"),
-		maxBuckets:     c.Int("max-buckets"),
-		maxOutstanding: c.Int("max-outstanding"),
-		metricsAddr:    c.String("metrics-addr"),
+		RingbufBytes:   c.Int("ringbuf-size"),
+		MaxBuckets:     c.Int("max-buckets"),
+		MaxOutstanding: c.Int("max-outstanding"),
+		MetricsAddr:    c.String("metrics-addr"),
 	}
 	if o.NativeHeap && o.ExactExternal {
 		return o, usageErr("--native-heap already follows Node.js's ArrayBuffers (they come from malloc): give one of --native-heap and --exact-external")
+	}
+	if !c.Bool("quiet") {
+		o.Console = os.Stderr // the log's main lines also go to the terminal
 	}
 	if c.Bool("live") {
 		if c.Bool("quiet") {
@@ -114,25 +86,19 @@ func optionsFrom(c *cli.Context) (options, error) {
 		v := report.NewLiveView(os.Stderr)
 		o.Console, o.Live = v, v.Update
 	}
+	var iv int64
+	for _, f := range []struct {
+		name string
+		v    *int64
+	}{{"growth-rss", &o.GrowthRSS}, {"summary-rss-rate", &o.SummaryRSSRate}, {"growth-external", &o.GrowthExternal}, {"summary-external-rate", &o.SummaryExtRate}, {"heap-sample-interval", &iv}} {
+		v, err := config.ParseSize(c.String(f.name))
+		if err != nil {
+			return o, usageErr("--%s %s: give a size, e.g. 50MB, 512KiB or 1.5GiB", f.name, c.String(f.name))
+		}
+		*f.v = v
+	}
+	o.HeapSampling, o.HeapInterval = c.String("heap-sampling"), uint64(iv)
 	var err error
-	if o.GrowthRSS, err = sizeFlag(c, "growth-rss"); err != nil {
-		return o, err
-	}
-	if o.SummaryRSSRate, err = sizeFlag(c, "summary-rss-rate"); err != nil {
-		return o, err
-	}
-	if o.GrowthExternal, err = sizeFlag(c, "growth-external"); err != nil {
-		return o, err
-	}
-	if o.SummaryExtRate, err = sizeFlag(c, "summary-external-rate"); err != nil {
-		return o, err
-	}
-	o.HeapSampling = c.String("heap-sampling")
-	iv, err := sizeFlag(c, "heap-sample-interval")
-	if err != nil {
-		return o, err
-	}
-	o.HeapInterval = uint64(iv)
 	if o.DumpAt, err = session.ParseDumpAt(c.String("dump-at")); err != nil {
 		return o, usageErr("%v", err)
 	}
@@ -143,34 +109,5 @@ func optionsFrom(c *cli.Context) (options, error) {
 		text, _ := os.ReadFile(path)
 		o.RulesName, o.RulesText = path, string(text)
 	}
-	if err := o.Validate(); err != nil {
-		return o, usageErr("%v", err)
-	}
-	switch {
-	case o.ringbufBytes < 4096 || o.ringbufBytes&(o.ringbufBytes-1) != 0:
-		return o, usageErr("--ringbuf-size must be a power of two of at least 4096, got %d", o.ringbufBytes)
-	case o.maxBuckets < 64:
-		return o, usageErr("--max-buckets must be at least 64, got %d", o.maxBuckets)
-	case o.maxOutstanding < 1:
-		return o, usageErr("--max-outstanding must be at least 1, got %d", o.maxOutstanding)
-	}
-	return o, nil
-}
-
-// sizeFlag parses a size flag; its error names the expected format.
-func sizeFlag(c *cli.Context, name string) (int64, error) {
-	v, err := config.ParseSize(c.String(name))
-	if err != nil {
-		return 0, usageErr("--%s %s: give a size, e.g. 50MB, 512KiB or 1.5GiB", name, c.String(name))
-	}
-	return v, nil
-}
-
-// console is where the session's log also writes its main lines: stderr,
-// unless --quiet.
-func console(quiet bool) io.Writer {
-	if quiet {
-		return nil
-	}
-	return os.Stderr
+	return o, o.Validate()
 }

@@ -186,7 +186,7 @@ func startFleet(t *testing.T, n *fleetNode, args ...string) *fleetRun {
 	r.cmd = exec.Command(memdiagBin, full...)
 	r.cmd.Stderr = &r.stderr
 	r.done = proctest.Start(t, r.cmd, &r.waitErr)
-	if err := proctest.WaitFile(ready, 30*time.Second, r.done); err != nil {
+	if err := proctest.WaitFile(ready, proctest.AttachDeadline, r.done); err != nil {
 		t.Fatalf("%v; memdiag stderr: %s", err, r.stderr.String())
 	}
 	return r

@@ -24,6 +24,7 @@ import (
 // report has the diff.
 func TestDumpOnDemandHeapDiff(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	const voice, requests = 16 << 10, 200
 	port := freePort(t)
 	svc := startService(t, []string{fmt.Sprintf("PORT=%d", port), "SYNC_INTERVAL_MS=0", fmt.Sprintf("VOICE_RETAIN_BYTES=%d", voice)},

@@ -21,6 +21,23 @@ import (
 	"github.com/memdiag/memdiag/internal/proctest"
 )
 
+// Most tests here call t.Parallel (make test runs them -parallel 3): each
+// memdiag spends ~2.7 s of CPU in the kernel's verifier at attach and ~2 s
+// waiting to detach, so three at a time keep two cores busy. Serial, run
+// first: the container, fleet and DaemonSet tests (their fake containers
+// are cgroups under the host's system.slice, which fleet mode scans; run
+// in parallel, TestContainer once saw its late process with no parent),
+// and TestAttachAccountsKnownSizes (it asserts that no event was lost with
+// the default ring; the tests that count the ops of a loaded service take
+// bigRing for that).
+
+// bigRing is the --ringbuf-size (4 MiB, the accuracy harness's) of the
+// tests that count every op of a loaded service: the tests run in
+// parallel on two shared cores, where memdiag's reader can be starved long
+// enough for the default 256 KiB ring to fill (whole batches of ops lost
+// in one run). The ring's overflow has its own test (TestRingbufOverflow).
+const bigRing = "4194304"
+
 // Built once by TestMain.
 var (
 	memdiagBin string
@@ -226,7 +243,7 @@ func startMemdiag(t *testing.T, setup func(*exec.Cmd), args ...string) *tracerRu
 		setup(r.cmd)
 	}
 	r.done = proctest.Start(t, r.cmd, &r.waitErr)
-	if err := proctest.WaitFile(ready, 30*time.Second, r.done); err != nil {
+	if err := proctest.WaitFile(ready, proctest.AttachDeadline, r.done); err != nil {
 		t.Fatalf("%v; memdiag stderr: %s", err, r.stderr.String())
 	}
 	return r

@@ -19,7 +19,6 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/memdiag/memdiag/cliargs"
 	"github.com/memdiag/memdiag/launch"
@@ -175,10 +174,4 @@ func exitCode(err error) int {
 		return 2
 	}
 	return 1
-}
-
-// isTerminal says whether f is a terminal.
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

@@ -18,6 +18,7 @@ import (
 // container's metadata beside the new one's.
 func TestContainerByComposeName(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	const root = "/var/lib/docker"
 	if _, err := os.Stat(root); err == nil {
 		t.Skip(root + " exists: this host runs docker, and the test does not write into a daemon's state")

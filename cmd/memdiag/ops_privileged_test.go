@@ -171,6 +171,7 @@ type peerStats struct{ Changes, Acks int }
 // count, and the categories explain all the growth.
 func TestReferenceService(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	dir := filepath.Join(repoRoot, "examples", "leaky-service")
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "express")); err != nil {
 		t.Fatalf("run `npm ci` in %s first (.ci/run does): %v", dir, err)
@@ -193,9 +194,14 @@ func TestReferenceService(t *testing.T) {
 	peerEnv := fmt.Sprintf("PEER_PORT=%d", peerPort)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d/stats", peerPort)
 	startService(t, []string{peerEnv}, "node", filepath.Join(dir, "peer.js"))
+	// A cycle is a burst of calls with gaps under the config's 1 s
+	// cycle_gap: a cycle every 2.5 s keeps the gap between cycles over it
+	// even when a loaded machine stretches a cycle (32 MiB written between
+	// its two calls) to 1.5 s. At 1.2 s, two cycles merged into one on a
+	// machine at load average 15 (6 cycles counted for 8).
 	svc := startService(t, []string{
 		fmt.Sprintf("PORT=%d", port), peerEnv,
-		"SYNC_INTERVAL_MS=1200", "SYNC_RETAIN_BYTES=33554432", "VOICE_RETAIN_BYTES=2048",
+		"SYNC_INTERVAL_MS=2500", "SYNC_RETAIN_BYTES=33554432", "VOICE_RETAIN_BYTES=2048",
 	}, "node", filepath.Join(dir, "server.js"))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	c := client(16)
@@ -219,14 +225,14 @@ func TestReferenceService(t *testing.T) {
 	load(300) // warm up: the V8 heap and malloc arenas reach their working size
 
 	recording := filepath.Join(t.TempDir(), "trace.mdrec")
-	// A 4 MiB ring, as the accuracy harness's: eight connections make
+	// A 4 MiB ring (bigRing): eight connections make
 	// ~4000 ops a second, and make test runs packages in parallel on two
 	// cores, where memdiag's reader can be starved long enough for the
 	// default 256 KiB ring to fill (191 events lost in one run: ops
 	// counted as unknown). The ring's overflow has its own test
 	// (TestRingbufOverflow); this one checks attribution.
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h", "--record", recording,
-		"--config", rules, "--ringbuf-size", "4194304")
+		"--config", rules, "--ringbuf-size", bigRing)
 	pc := client(1)
 	var s0, s1 serviceStats
 	var p0, p1 peerStats
@@ -343,6 +349,7 @@ func runAs(t *testing.T, cred *syscall.Credential, args ...string) ([]byte, erro
 // routes that keep different sizes; each route is charged its own.
 func TestConcurrentConnections(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	port := freePort(t)
 	// Both above glibc's mmap threshold (128 KiB): each is fresh memory,
 	// not a chunk a freed request left in the heap.
@@ -370,7 +377,7 @@ func TestConcurrentConnections(t *testing.T) {
 		wg.Wait()
 	}
 	run(4) // warm up, and open all 64 connections
-	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h")
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h", "--ringbuf-size", bigRing)
 	run(perConn)
 	c.CloseIdleConnections()
 	r.cmd.Process.Signal(syscall.SIGTERM)
@@ -396,6 +403,7 @@ func TestConcurrentConnections(t *testing.T) {
 // and charged through the syscall path alone.
 func TestNonNodeService(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	port := freePort(t)
 	const leak = 1 << 20
 	svc := startService(t, []string{fmt.Sprintf("PORT=%d", port), fmt.Sprintf("LEAK=%d", leak)},
@@ -403,7 +411,7 @@ func TestNonNodeService(t *testing.T) {
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	c := client(1)
 	get(t, c, "GET", base+"/ok", nil)
-	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h")
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h", "--ringbuf-size", bigRing)
 	const n = 40
 	for i := 0; i < n; i++ {
 		get(t, c, "GET", fmt.Sprintf("%s/leak/%d?token=secret%d", base, i, i), nil)
@@ -440,6 +448,7 @@ func TestNonNodeService(t *testing.T) {
 // (uprobe on llhttp_execute), and without it says once that --tls would.
 func TestHTTPS(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	dir := filepath.Join(repoRoot, "examples", "leaky-service")
 	tmp := t.TempDir()
 	cert, key := filepath.Join(tmp, "cert.pem"), filepath.Join(tmp, "key.pem")

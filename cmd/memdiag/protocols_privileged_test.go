@@ -49,6 +49,7 @@ func finish(t *testing.T, r *tracerRun) *report.Report {
 		t.Fatalf("memdiag exit %d: %s", code, r.stderr.String())
 	}
 	rep := r.readReport(t)
+	t.Logf("%d events lost", rep.LostEvents)
 	for _, c := range rep.Categories {
 		t.Logf("category %q (%s): %d ops, rss %d, retained %d (%s)", c.Name, c.Kind, c.Ops, c.RSSBytes, c.RetainedBytes, c.RetainedMethod)
 	}
@@ -79,8 +80,9 @@ func wantOps(t *testing.T, rep *report.Report, want map[string]int) {
 // strings and all), under several connections at once.
 func TestPipelinedRequests(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	svc, ports := startListening(t, "node", filepath.Join(repoRoot, "testdata", "services", "protocols.js"))
-	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h")
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h", "--ringbuf-size", bigRing)
 
 	batch := []struct{ method, target, body, name string }{
 		{"GET", "/pipe/a", "", "GET /pipe/a"},
@@ -149,13 +151,14 @@ func TestPipelinedRequests(t *testing.T) {
 // an op named by :method and :path, counts exact, query values redacted.
 func TestH2cStreams(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	for _, tool := range []string{"nghttp", "h2load"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s is needed for this test (.ci/run installs nghttp2-client): %v", tool, err)
 		}
 	}
 	svc, ports := startListening(t, "node", filepath.Join(repoRoot, "testdata", "services", "protocols.js"))
-	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h")
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h", "--ringbuf-size", bigRing)
 	base := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	run := func(name string, args ...string) {
 		t.Helper()
@@ -195,12 +198,13 @@ func TestH2cStreams(t *testing.T) {
 // what it keeps (Go's memory profiler joined with the ops).
 func TestGRPCCalls(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	bin := filepath.Join(t.TempDir(), "grpcsvc")
 	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(repoRoot, "testdata", "services", "grpcsvc")).CombinedOutput(); err != nil {
 		t.Fatalf("building grpcsvc: %v\n%s", err, out)
 	}
 	svc, ports := startListening(t, bin)
-	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h", "--heap-sampling", "go")
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h", "--ringbuf-size", bigRing, "--heap-sampling", "go")
 
 	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", ports[0]), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -245,8 +249,9 @@ func TestGRPCCalls(t *testing.T) {
 // and the route that keeps memory per message charged what it keeps.
 func TestWebSocketMessages(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	svc, ports := startListening(t, "node", filepath.Join(repoRoot, "testdata", "services", "protocols.js"))
-	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h")
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h", "--ringbuf-size", bigRing)
 	const leakConns, leakMsgs, echoMsgs, size = 2, 150, 300, 64 << 10
 	talk := func(path string, n int, msg string) {
 		t.Helper()
@@ -296,8 +301,9 @@ func TestWebSocketMessages(t *testing.T) {
 // never a crash, never a wrong name, and the service keeps serving.
 func TestProtocolGarbage(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	svc, ports := startListening(t, "node", filepath.Join(repoRoot, "testdata", "services", "protocols.js"))
-	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h")
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h", "--ringbuf-size", bigRing)
 	exchange := func(port int, send string, until string) {
 		t.Helper()
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
@@ -381,6 +387,7 @@ func TestProtocolGarbage(t *testing.T) {
 // memory is charged what it keeps.
 func TestOpenSSLRequests(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
 		t.Skip("openssl is needed for this test's certificate (.ci/run installs it)")
@@ -392,7 +399,7 @@ func TestOpenSSLRequests(t *testing.T) {
 		t.Fatalf("openssl: %v: %s", err, out)
 	}
 	svc, ports := startListeningEnv(t, []string{"TLS_CERT=" + cert, "TLS_KEY=" + key}, "python3", filepath.Join(repoRoot, "testdata", "services", "https.py"))
-	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h", "--tls")
+	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.Process.Pid), "--interval", "1h", "--ringbuf-size", bigRing, "--tls")
 	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, // the test's own certificate
 		MaxIdleConnsPerHost: 4, MaxConnsPerHost: 4, DisableCompression: true,

@@ -15,6 +15,7 @@ import (
 // build, npm ci for the Node demo), so it runs only with
 // MEMDIAG_QUICKSTART=1.
 func TestQuickstart(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("MEMDIAG_QUICKSTART") != "1" {
 		t.Skip("slow (a fresh clone, build and demo): run with MEMDIAG_QUICKSTART=1")
 	}

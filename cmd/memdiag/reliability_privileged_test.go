@@ -22,6 +22,7 @@ import (
 // report and exit 0.
 func TestTargetKilled(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h")
 	w.do("anon 16M")
@@ -39,6 +40,7 @@ func TestTargetKilled(t *testing.T) {
 // TestTargetExecs: a target that execs another image is followed into it.
 func TestTargetExecs(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h")
 	w.do("anon 16M")
@@ -92,6 +94,7 @@ func loadUntil(t *testing.T, url string, conns int, stop <-chan struct{}) (ok, f
 // and writes a complete report.
 func TestSignalsUnderLoad(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	port := freePort(t)
 	svc := startService(t, []string{fmt.Sprintf("PORT=%d", port), "SYNC_INTERVAL_MS=0"}, "node", filepath.Join(repoRoot, "examples", "leaky-service", "server.js"))
 	url := fmt.Sprintf("http://127.0.0.1:%d/api/records", port)
@@ -99,9 +102,8 @@ func TestSignalsUnderLoad(t *testing.T) {
 	ok, failed, wait := loadUntil(t, url, 8, stop)
 	defer func() { close(stop); wait() }()
 
-	progs := memdiagPrograms(t)
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h")
-	ours := programsOf(t, progs)
+	ours := programsOf(t, r)
 	awaitRequests(t, ok, 500, "with memdiag attached")
 	r.cmd.Process.Kill()
 	r.wait(t)
@@ -153,6 +155,7 @@ func awaitRequests(t *testing.T, ok *atomic.Int64, n int64, what string) {
 // events are counted and logged, and the bytes are still conserved.
 func TestRingbufOverflow(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	port := freePort(t)
 	svc := startService(t, []string{fmt.Sprintf("PORT=%d", port), "SYNC_INTERVAL_MS=0"}, "node", filepath.Join(repoRoot, "examples", "leaky-service", "server.js"))
 	url := fmt.Sprintf("http://127.0.0.1:%d/api/voice/1", port)
@@ -184,6 +187,7 @@ func TestRingbufOverflow(t *testing.T) {
 // tables: overflow is counted, nothing crashes, the service serves.
 func TestManyConnections(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	// 10,000 connections need 10,000 fds on each side (and some spare).
 	var lim syscall.Rlimit
 	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
@@ -241,6 +245,7 @@ func TestManyConnections(t *testing.T) {
 // (truncated) route, never misnamed.
 func TestHostileBytes(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	port := freePort(t)
 	svc := startService(t, []string{fmt.Sprintf("PORT=%d", port)}, "node", filepath.Join(repoRoot, "testdata", "services", "concurrency.js"))
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(svc.pid), "--interval", "1h")
@@ -289,6 +294,7 @@ func TestHostileBytes(t *testing.T) {
 // console with one warning; nothing else changes.
 func TestUnwritableLog(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
 	dir := t.TempDir()
 	link := filepath.Join(dir, "log")
@@ -315,6 +321,7 @@ func TestUnwritableLog(t *testing.T) {
 // the dumps directory is refused; nothing is written through it.
 func TestPlantedSymlinks(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
 	dir := t.TempDir()
 	victim := filepath.Join(dir, "victim")

@@ -16,6 +16,7 @@ import (
 // file that is not a recording is a one-line error.
 func TestReportDamagedRecordings(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	w := startWorkload(t)
 	rec := filepath.Join(t.TempDir(), "run.mdrec")
 	r := startMemdiag(t, nil, "attach", "--pid", fmt.Sprint(w.pid), "--interval", "1h", "--record", rec)

@@ -18,6 +18,7 @@ import (
 // closed again. (The verdict's numbers are checked by package accuracy.)
 func TestV8HeapSampling(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	port := freePort(t)
 	// The inspector on a port the kernel picks (other tests open Node
 	// inspectors at the same time): memdiag finds it, and says which.

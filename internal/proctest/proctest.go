@@ -35,6 +35,12 @@ func Start(t testing.TB, cmd *exec.Cmd, waitErr *error) (done <-chan struct{}) {
 	return c
 }
 
+// AttachDeadline bounds the wait for memdiag's ready file: a failure
+// bound, not a synchronization. One attach takes ~3 s, mostly the kernel
+// verifying the programs; several at once on two cores other work also
+// loads took over 30 s (make test, 2026-12-07, load average 14).
+const AttachDeadline = 2 * time.Minute
+
 // WaitFile waits until path exists, watching its directory with inotify,
 // for at most deadline; it gives up early when abort closes (the process
 // that should create it has exited).
