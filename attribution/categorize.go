@@ -105,8 +105,9 @@ const (
 // routeFolder learns which segments of a route are ids that NormalizeRoute
 // cannot tell by their look (u42, my-first-post): one category per route,
 // not one per user. Its memory is bounded (foldShapes shapes of at most
-// foldAfter+1 values); a route's first foldAfter values keep their own
-// names, the ones after fold to ":id".
+// foldAfter+1 values; undecided ones are forgotten together when the bound
+// is reached); a route's first foldAfter values keep their own names, the
+// ones after fold to ":id".
 type routeFolder struct {
 	values map[string]map[string]int // a position's shape -> value -> ops
 	state  map[string]bool           // decided shapes: true = an id, false = static
@@ -148,8 +149,15 @@ func (f *routeFolder) isID(shape, value string) bool {
 	}
 	seen, ok := f.values[shape]
 	if !ok {
+		if len(f.state) >= foldShapes {
+			return false // decided shapes fill the bound: nothing more is learnt
+		}
 		if len(f.values)+len(f.state) >= foldShapes {
-			return false
+			// Undecided shapes fill the bound: most are a route's later
+			// positions behind an id not learnt yet (/users/u1/*,
+			// /users/u2/*, …), which its learning makes moot. They start
+			// counting again.
+			clear(f.values)
 		}
 		seen = map[string]int{}
 		f.values[shape] = seen
