@@ -187,7 +187,7 @@ func TestRegionTableMatchesModel(t *testing.T) {
 	learn := func(start, n uint64, counted uint32) {
 		t.Helper()
 		var r memdiagRegion
-		key := memdiagRegionKey{Tgid: pid, Start: start}
+		key := memdiagRegionKey{Tgid: pid, Gen: genOf(t, tr, pid), Start: start}
 		if err := tr.objs.Regions.Lookup(&key, &r); err != nil || r.Len != n {
 			t.Fatalf("new mapping %#x+%#x: table has %+v (%v)", start, n, r, err)
 		}
@@ -317,7 +317,7 @@ func checkRegions(t *testing.T, tr *Tracer, pid uint32, base, span uint64, model
 	}
 	for _, r := range model.regs {
 		for _, addr := range []uint64{r.start, r.end() - 1, r.start + r.len/2 + 17} {
-			f, ok, err := tr.regionAt(pid, 0, addr)
+			f, ok, err := tr.regionAt(pid, genOf(t, tr, pid), addr)
 			if err != nil || !ok || f.Start != r.start || f.Len != r.len {
 				t.Fatalf("step %d: lookup %#x: got %#x+%#x found=%v err=%v, want %#x+%#x", step, addr, f.Start, f.Len, ok, err, r.start, r.len)
 			}
@@ -326,7 +326,7 @@ func checkRegions(t *testing.T, tr *Tracer, pid uint32, base, span uint64, model
 	for range 16 {
 		addr := base + uint64(rng.IntN(int(span)))
 		_, inModel := model.at(addr)
-		f, ok, err := tr.regionAt(pid, 0, addr)
+		f, ok, err := tr.regionAt(pid, genOf(t, tr, pid), addr)
 		if err != nil || ok != inModel || ok && (addr < f.Start || addr >= f.Start+f.Len) {
 			t.Fatalf("step %d: lookup %#x: got %#x+%#x found=%v err=%v, model has it: %v", step, addr, f.Start, f.Len, ok, err, inModel)
 		}
@@ -358,4 +358,17 @@ func retainedOf(t *testing.T, tr *Tracer, pid uint32) (native, heap int64) {
 		t.Fatal(err)
 	}
 	return native, heap
+}
+
+// genOf is process pid's exec generation, which its regions are keyed by:
+// 0, or 1 when the kernel saw its exec as a target's (exec.Cmd.Start
+// returns once the exec closed its close-on-exec pipe, which can be before
+// sched_process_exec, after the test made the process a target).
+func genOf(t *testing.T, tr *Tracer, pid uint32) uint32 {
+	t.Helper()
+	var tg memdiagTarget
+	if err := tr.objs.Targets.Lookup(&pid, &tg); err != nil {
+		t.Fatal(err)
+	}
+	return tg.Gen
 }
