@@ -283,8 +283,26 @@ func snapshotThroughInspector(ctx context.Context, d *netnsDialer, sock listenSo
 	if _, err := c.call(ctx, "HeapProfiler.enable", nil, nil); err != nil {
 		return 0, err
 	}
-	var written int64
-	_, err = c.call(ctx, "HeapProfiler.takeHeapSnapshot", map[string]any{"reportProgress": true}, func(method string, params json.RawMessage) error {
+	// Once V8 has begun a snapshot it is taken whole, whatever happens
+	// here: closing the session (or the inspector) while V8 still streams
+	// chunks to it made the target crash (Node 20: a segmentation fault
+	// in 1 of ~40 snapshots abandoned midway). So a failed write or a
+	// canceled ctx stops the writing, not the reading: the rest of the
+	// snapshot is read and dropped until V8 answers, within
+	// snapshotDrainTimeout of ctx's end.
+	var (
+		written int64
+		stop    error // why the snapshot is dropped from here on
+	)
+	dctx, dcancel := drainContext(ctx)
+	defer dcancel()
+	_, err = c.call(dctx, "HeapProfiler.takeHeapSnapshot", map[string]any{"reportProgress": true}, func(method string, params json.RawMessage) error {
+		if stop == nil && ctx.Err() != nil {
+			stop = ctx.Err()
+		}
+		if stop != nil {
+			return nil
+		}
 		switch method {
 		case "HeapProfiler.addHeapSnapshotChunk":
 			var p struct {
@@ -296,7 +314,7 @@ func snapshotThroughInspector(ctx context.Context, d *netnsDialer, sock listenSo
 			n, err := io.WriteString(w, p.Chunk)
 			written += int64(n)
 			if err != nil {
-				return fmt.Errorf("writing the snapshot: %w", err)
+				stop = fmt.Errorf("writing the snapshot: %w", err)
 			}
 		case "HeapProfiler.reportHeapSnapshotProgress":
 			if progress == nil {
@@ -313,13 +331,28 @@ func snapshotThroughInspector(ctx context.Context, d *netnsDialer, sock listenSo
 		}
 		return nil
 	})
-	if err != nil {
+	if err = errors.Join(stop, err); err != nil {
 		return written, err
 	}
 	// The snapshot is whole. Leave the profiler as found, best effort:
 	// the end of the session disables it anyway.
 	_, _ = c.call(ctx, "HeapProfiler.disable", nil, nil)
 	return written, nil
+}
+
+// snapshotDrainTimeout bounds how long a snapshot given up (a failed write,
+// a canceled ctx) is still read to its end, from the moment ctx ends.
+const snapshotDrainTimeout = 2 * time.Minute
+
+// drainContext is ctx without its cancellation, ending snapshotDrainTimeout
+// after ctx does.
+func drainContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(snapshotDrainTimeout, cancel)
+		context.AfterFunc(dctx, func() { t.Stop() })
+	})
+	return dctx, func() { stop(); cancel() }
 }
 
 // closeInspector closes the inspector memdiag opened, in a session of its

@@ -103,6 +103,13 @@ func hsStart(t *testing.T, argv []string, env ...string) *hsTarget {
 		close(tg.exited)
 	}()
 	t.Cleanup(func() {
+		select {
+		case <-tg.exited:
+			if t.Failed() {
+				t.Logf("the target had exited before the test ended: %v", tg.state)
+			}
+		default:
+		}
 		_ = cmd.Process.Kill()
 		<-tg.exited
 		if t.Failed() {
