@@ -236,7 +236,11 @@ func TestGRPCCalls(t *testing.T) {
 	if !strings.HasPrefix(k.RetainedMethod, "sampled") {
 		t.Errorf("Keep's retained bytes come from %q, want Go's sampled verdict (sampling: %+v)", k.RetainedMethod, rep.Sampling)
 	}
-	within(t, "Keep's retained bytes", k.RetainedBytes, keeps*size, 0.25, keeps*size)
+	// Go's sampler: one sample per 512 KiB on average, so its error is
+	// statistical: 25%, or four of its own standard errors when that is
+	// wider (200 Keeps of 256 KiB: about 9% each; a run 26% off was seen).
+	tol := max(0.25, 4*float64(k.RetainedStdErr)/float64(keeps*size))
+	within(t, "Keep's retained bytes", k.RetainedBytes, keeps*size, tol, keeps*size)
 	if e, _ := category(rep, "grpc memdiag.test.Store/Echo"); e.RetainedBytes > keeps*size/10 {
 		t.Errorf("Echo retains %d bytes, it keeps none", e.RetainedBytes)
 	}
