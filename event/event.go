@@ -23,6 +23,9 @@ type Header struct {
 // When implements Event.
 func (h Header) When() time.Time { return h.Time }
 
+// Proc is the process and thread a record is of.
+func (h Header) Proc() (pid, tid uint32) { return h.PID, h.TID }
+
 // Fork says a traced task created a thread or a process.
 type Fork struct {
 	Header

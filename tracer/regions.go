@@ -158,44 +158,13 @@ func (t *Tracer) forgetRegions(pids []uint32, all bool) error {
 			gens[p] = tgt.Gen
 		}
 	}
-	var errs []error
-	var (
-		k    memdiagRegionKey
-		v    memdiagRegion
-		gone []memdiagRegionKey
-	)
-	it := t.objs.Regions.Iterate()
-	for it.Next(&k, &v) {
-		if dead[k.Tgid] && (all || k.Gen != gens[k.Tgid]) {
-			gone = append(gone, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("reading regions: %w", err))
-	}
-	for _, k := range gone {
-		if err := t.objs.Regions.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("deleting a region: %w", err))
-		}
-	}
-	var (
-		ck      memdiagRegionChunkKey
-		cv      memdiagRegionChunk
-		goneIdx []memdiagRegionChunkKey
-	)
-	cit := t.objs.RegionIndex.Iterate()
-	for cit.Next(&ck, &cv) {
-		if dead[ck.Tgid] && (all || ck.Gen != gens[ck.Tgid]) {
-			goneIdx = append(goneIdx, ck)
-		}
-	}
-	if err := cit.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("reading the region index: %w", err))
-	}
-	for _, k := range goneIdx {
-		if err := t.objs.RegionIndex.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("deleting a region index entry: %w", err))
-		}
+	errs := []error{
+		deleteWhere(t.objs.Regions, "regions", func(k memdiagRegionKey, _ memdiagRegion) bool {
+			return dead[k.Tgid] && (all || k.Gen != gens[k.Tgid])
+		}),
+		deleteWhere(t.objs.RegionIndex, "the region index", func(k memdiagRegionChunkKey, _ memdiagRegionChunk) bool {
+			return dead[k.Tgid] && (all || k.Gen != gens[k.Tgid])
+		}),
 	}
 	for _, p := range pids {
 		if !all {

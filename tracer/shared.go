@@ -240,29 +240,11 @@ func (s *Shared) pendingOf(cg uint64) *pendingCgroup {
 	return p
 }
 
-// header returns the process and thread of a record.
+// header returns the process and thread of a record (0 for the ones of no
+// process: snapshots, the reader's marks).
 func header(ev event.Event) (pid, tid uint32) {
-	switch e := ev.(type) {
-	case *event.Fork:
-		return e.PID, e.TID
-	case *event.Exec:
-		return e.PID, e.TID
-	case *event.Exit:
-		return e.PID, e.TID
-	case *event.OpBegin:
-		return e.PID, e.TID
-	case *event.OpEnd:
-		return e.PID, e.TID
-	case *event.TLSSeen:
-		return e.PID, e.TID
-	case *event.OOM:
-		return e.PID, e.TID
-	case *event.HeapSample:
-		return e.PID, e.TID
-	case *event.HeapFree:
-		return e.PID, e.TID
-	case *event.GCCycle:
-		return e.PID, e.TID
+	if h, ok := ev.(interface{ Proc() (uint32, uint32) }); ok {
+		return h.Proc()
 	}
 	return 0, 0
 }
@@ -556,34 +538,11 @@ func (t *Tracer) DropProcesses(pids []uint32) error {
 		}
 		del(t.objs.LibcRanges, &pid)
 	}
-	var (
-		key  memdiagBucketKey
-		val  memdiagCounters
-		gone []memdiagBucketKey
-	)
-	it := t.objs.Buckets.Iterate()
-	for it.Next(&key, &val) {
-		if set[key.Tgid] && key.Kind != uint32(event.BucketOverflow) {
-			gone = append(gone, key)
-		}
-	}
-	for i := range gone {
-		del(t.objs.Buckets, &gone[i])
-	}
-	var (
-		sk    memdiagSockKey
-		sv    memdiagSockInfo
-		socks []memdiagSockKey
-	)
-	sit := t.objs.Sockets.Iterate()
-	for sit.Next(&sk, &sv) {
-		if set[sk.Tgid] {
-			socks = append(socks, sk)
-		}
-	}
-	for i := range socks {
-		del(t.objs.Sockets, &socks[i])
-	}
+	errs = append(errs,
+		deleteWhere(t.objs.Buckets, "buckets", func(k memdiagBucketKey, _ memdiagCounters) bool {
+			return set[k.Tgid] && k.Kind != uint32(event.BucketOverflow)
+		}),
+		deleteWhere(t.objs.Sockets, "sockets", func(k memdiagSockKey, _ memdiagSockInfo) bool { return set[k.Tgid] }))
 	if err := t.Forget(nil, pids); err != nil {
 		errs = append(errs, err)
 	}

@@ -585,25 +585,7 @@ func (t *Tracer) Forget(buckets []event.BucketKey, deadPIDs []uint32) error {
 	for _, p := range deadPIDs {
 		dead[p] = true
 	}
-	var (
-		id    uint64
-		st    memdiagMmState
-		stale []uint64
-	)
-	it := t.objs.MmStates.Iterate()
-	for it.Next(&id, &st) {
-		if dead[st.Tgid] {
-			stale = append(stale, id)
-		}
-	}
-	if err := it.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("reading mm states: %w", err))
-	}
-	for _, id := range stale {
-		if err := t.objs.MmStates.Delete(&id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("deleting mm state: %w", err))
-		}
-	}
+	errs = append(errs, deleteWhere(t.objs.MmStates, "mm states", func(_ uint64, st memdiagMmState) bool { return dead[st.Tgid] }))
 	for _, p := range deadPIDs {
 		if err := t.objs.GonePeaks.Delete(&p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("deleting a kept peak: %w", err))
