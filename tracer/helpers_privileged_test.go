@@ -3,7 +3,9 @@
 package tracer
 
 import (
+	"io"
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -25,4 +27,28 @@ func openDrained(t *testing.T) *Tracer {
 		}
 	}()
 	return tr
+}
+
+// startPiped starts a workload the test drives through its stdin and
+// reads through its stdout; at the test's end its stdin is closed (the
+// workloads exit at EOF), it is killed if it has not, and waited for.
+func startPiped(t *testing.T, cmd *exec.Cmd) (in io.Writer, out io.Reader) {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return stdin, stdout
 }

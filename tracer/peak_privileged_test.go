@@ -34,20 +34,8 @@ sys.stdin.readline()
 c = b'y' * (4 << 20)
 print('touched', flush=True)
 sys.stdin.readline()`)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	in, stdout := startPiped(t, cmd)
 	out := bufio.NewReader(stdout)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer in.Close()
 	step := func(want string) {
 		t.Helper()
 		fmt.Fprintln(in)

@@ -138,20 +138,8 @@ func TestRegionTableMatchesModel(t *testing.T) {
 		t.Fatalf("building regionops: %v\n%s", err, out)
 	}
 	cmd := exec.Command(helper)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	in, stdout := startPiped(t, cmd)
 	out := bufio.NewScanner(stdout)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer in.Close()
 	pid := uint32(cmd.Process.Pid)
 	if err := tr.AddTarget(int(pid)); err != nil {
 		t.Fatal(err)

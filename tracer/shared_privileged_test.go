@@ -24,16 +24,7 @@ import (
 func inCgroup(t *testing.T, dir string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command("sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && exec cat", dir))
-	stdin, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	stdin, out := startPiped(t, cmd)
 	// cat echoes a line once it runs: the exec is done.
 	fmt.Fprintln(stdin, "hello")
 	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "hello\n" {
@@ -249,16 +240,7 @@ func TestSharedThreads(t *testing.T) {
 	defer s.Close()
 
 	cmd := exec.Command("sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && exec %s", a, memwork))
-	in, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		in.Close()
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	in, out := startPiped(t, cmd)
 	lines := bufio.NewScanner(out)
 	say := func(c string) string {
 		t.Helper()

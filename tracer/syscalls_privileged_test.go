@@ -31,18 +31,7 @@ func startPython(t *testing.T, script string) *pyStepper {
 		t.Skipf("needs /usr/bin/python3: %v", err)
 	}
 	cmd := exec.Command(python, "-c", script)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Close(); cmd.Wait() })
+	in, stdout := startPiped(t, cmd)
 	return &pyStepper{t: t, cmd: cmd, in: in, out: bufio.NewReader(stdout)}
 }
 
