@@ -120,14 +120,7 @@ func TestWriteNewRefusesSymlinks(t *testing.T) {
 	}
 
 	// A symlinked directory is refused.
-	realDir := filepath.Join(tmp, "real")
-	if err := os.Mkdir(realDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	linkDir := filepath.Join(tmp, "linkdir")
-	if err := os.Symlink(realDir, linkDir); err != nil {
-		t.Fatal(err)
-	}
+	realDir, linkDir := symlinkedDir(t, tmp)
 	if err := safefile.WriteNew(filepath.Join(linkDir, "r.json"), []byte("x")); err == nil {
 		t.Error("WriteNew into a symlinked directory succeeded")
 	}
@@ -217,14 +210,7 @@ func TestOpenAppendRefusesSymlinks(t *testing.T) {
 	}
 
 	// Nor through a symlinked directory.
-	realDir := filepath.Join(tmp, "real")
-	if err := os.Mkdir(realDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	linkDir := filepath.Join(tmp, "linkdir")
-	if err := os.Symlink(realDir, linkDir); err != nil {
-		t.Fatal(err)
-	}
+	realDir, linkDir := symlinkedDir(t, tmp)
 	if f, err := safefile.OpenAppend(filepath.Join(linkDir, "memdiag.log")); err == nil {
 		f.Close()
 		t.Error("OpenAppend into a symlinked directory succeeded")
@@ -266,4 +252,17 @@ func TestCheckNew(t *testing.T) {
 			}
 		})
 	}
+}
+
+// symlinkedDir makes a directory in tmp and a symlink to it.
+func symlinkedDir(t *testing.T, tmp string) (realDir, linkDir string) {
+	t.Helper()
+	realDir, linkDir = filepath.Join(tmp, "real"), filepath.Join(tmp, "linkdir")
+	if err := os.Mkdir(realDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(realDir, linkDir); err != nil {
+		t.Fatal(err)
+	}
+	return realDir, linkDir
 }
