@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -79,4 +80,20 @@ func progName(id uint32) (string, error) {
 		return "", err
 	}
 	return unix.ByteSliceToString(info[progInfoNameOffset:]), nil
+}
+
+// unloadGrace is how long a memdiag that exited may still have its
+// programs listed: it exits as soon as its links are closed (raw
+// tracepoints detach at once), and the kernel frees the programs after an
+// RCU grace period.
+const unloadGrace = 2 * time.Second
+
+// awaitUnloaded waits, up to grace, until no memdiag program is listed,
+// so the benchmark's own last memdiag is not taken for another's.
+func awaitUnloaded(grace time.Duration) {
+	for end := time.Now().Add(grace); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if n, err := loadedTracers(); err != nil || n == 0 {
+			return
+		}
+	}
 }

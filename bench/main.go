@@ -241,6 +241,7 @@ func (b *bench) measure(workloads []workload, rounds int) error {
 func (b *bench) pair(w workload, round int, label string) (u result, t tracedResult, foreign bool, err error) {
 	for attempt := 0; ; attempt++ {
 		b.sawForeign = false
+		awaitUnloaded(unloadGrace)
 		b.checkForeign(0)
 		u, err = b.untraced(w)
 		if err != nil {

@@ -60,7 +60,7 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 const costText = `Measured with sudo make bench and go run ./bench/http on a 2-CPU KVM VM (Linux 6.18,
 2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
   default mode, the traced service: +130 to +170 ns per page fault (+15% of a
-    0.9 us fault), +375 to +454 ns per mmap or munmap, +90 to +130 ns per read;
+    0.9 us fault), +366 to +454 ns per mmap or munmap, +90 to +130 ns per read;
     the reference Node.js service under wrk: +3.8% to +5.0% CPU per request, 0.95 of
     untraced throughput (median of 5 rounds)
   default mode, every other process on the host: +10 to +50 ns per page fault;
