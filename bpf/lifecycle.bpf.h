@@ -157,8 +157,6 @@ int BPF_PROG(on_exit, struct task_struct *p, u8 dead)
 	bpf_map_delete_elem(&thread_states, &tid);
 	bpf_map_delete_elem(&tls_reads, &tid);
 	bpf_map_delete_elem(&ab_pending, &tid);
-	bpf_map_delete_elem(&pending, &tid);
-	bpf_map_delete_elem(&releasing, &tid);
 	if (group_dead)
 		bpf_map_delete_elem(&targets, &tgid);
 	struct exit_event *e = event_reserve(sizeof(*e), EV_EXIT, tgid, tid);

@@ -73,14 +73,35 @@ struct {
 	__type(value, u64);
 } region_levels SEC(".maps");
 
-/* tid -> struct releasing, while the thread gives memory back (munmap,
- * brk, madvise, mremap in flight). 8192: as `pending`. */
+/* The thread's struct releasing (task storage, as `pending`): active
+ * while it gives memory back (munmap, brk, madvise, mremap in flight).
+ * rss_stat reads it on every decrease of a target's RSS. */
+struct releasing_slot {
+	struct releasing r;
+	u32 active;
+	u32 _pad;
+};
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, u32);
-	__type(value, struct releasing);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct releasing_slot);
 } releasing SEC(".maps");
+
+/* The current thread's releasing state while it gives memory back, or NULL. */
+static __always_inline struct releasing *current_releasing(void)
+{
+	struct releasing_slot *slot = bpf_task_storage_get(&releasing, bpf_get_current_task_btf(), 0, 0);
+	return slot && slot->active ? &slot->r : NULL;
+}
+
+/* The thread gives memory back no longer. */
+static __always_inline void release_end(void)
+{
+	struct releasing_slot *slot = bpf_task_storage_get(&releasing, bpf_get_current_task_btf(), 0, 0);
+	if (slot)
+		slot->active = 0;
+}
 
 /* tgid -> struct libc_range (userspace reads it from /proc/PID/maps; fork
  * copies it to the child). 8192: as `targets`. */
@@ -98,6 +119,8 @@ struct last_fault {
 	u32 tid;
 	u32 cache_tgid; /* the cached mapping: whose, and when */
 	u64 addr;
+	u32 tgid;
+	u32 uncounted; /* 1: the fault is not yet in its thread's bucket */
 	u64 cache_epoch;
 	u64 cache_start;
 	u64 cache_end;
@@ -537,10 +560,9 @@ static __always_inline u64 syscall_caller(void)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	u64 sp = 0, ret = 0;
-	if (bpf_probe_read_kernel(&sp, sizeof(sp), &PT_REGS_SP(regs)))
-		return 0;
-	if (bpf_probe_read_user(&ret, sizeof(ret), (void *)sp))
+	u64 ret = 0;
+	/* A trusted pointer: the stack pointer is a direct load. */
+	if (bpf_probe_read_user(&ret, sizeof(ret), (void *)PT_REGS_SP(regs)))
 		return 0;
 	return ret;
 }
@@ -556,14 +578,11 @@ static __always_inline u32 anon_class(u32 tgid, u64 caller)
 
 static __noinline int on_enter_mmap(struct tp_sys_enter *ctx)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	if (!current_target(id >> 32))
+	if (!current_target(bpf_get_current_task_btf()->tgid))
 		return 0;
-	u32 tid = (u32)id;
 	/* len, flags, fd, caller, prot */
 	struct pending p = { .args = { ctx->args[1], ctx->args[3], ctx->args[4], syscall_caller(), ctx->args[2] } };
-	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
-		stat_inc(ST_PENDING_OVERFLOW);
+	put_args(&p);
 	return 0;
 }
 
@@ -621,7 +640,12 @@ static __always_inline void release_begin(u32 tgid, u32 gen, u32 tid, u64 a, u64
 			return;
 		rel.class = r->class; /* madvise: only what it held, not whose */
 	}
-	bpf_map_update_elem(&releasing, &tid, &rel, BPF_ANY);
+	struct releasing_slot *slot = bpf_task_storage_get(&releasing, bpf_get_current_task_btf(), 0,
+							   BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!slot)
+		return;
+	slot->r = rel;
+	slot->active = 1;
 }
 
 static __noinline int on_enter_munmap(struct tp_sys_enter *ctx)
@@ -632,8 +656,7 @@ static __noinline int on_enter_munmap(struct tp_sys_enter *ctx)
 	if (!t)
 		return 0;
 	struct pending p = { .args = { ctx->args[0], ctx->args[1] } };
-	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
-		stat_inc(ST_PENDING_OVERFLOW);
+	put_args(&p);
 	release_begin(tgid, t->gen, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 1);
 	return 0;
 }
@@ -644,7 +667,7 @@ static __noinline int on_exit_munmap(s64 ret)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid))
 		return 0;
-	bpf_map_delete_elem(&releasing, &tid);
+	release_end();
 	if (ret != 0)
 		return 0;
 	vm_charge(tgid, tid, VM_UNMAPPED, PAGE_ALIGN(p.args[1]));
@@ -703,8 +726,7 @@ static __noinline int on_enter_brk(struct tp_sys_enter *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct pending p = {};
 	p.args[0] = BPF_CORE_READ(task, mm, brk); /* the break before the call */
-	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
-		stat_inc(ST_PENDING_OVERFLOW);
+	put_args(&p);
 	if (ctx->args[0] && PAGE_ALIGN(ctx->args[0]) < PAGE_ALIGN(p.args[0])) {
 		/* Shrinking the heap gives native memory back. */
 		u32 tgid = id >> 32;
@@ -719,7 +741,7 @@ static __noinline int on_exit_brk(s64 ret)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid))
 		return 0;
-	bpf_map_delete_elem(&releasing, &tid);
+	release_end();
 	/* brk returns the new break, or the old one on failure. */
 	u64 before = PAGE_ALIGN(p.args[0]), after = PAGE_ALIGN((u64)ret);
 	if (after > before) {
@@ -772,8 +794,7 @@ static __noinline int on_enter_madvise(struct tp_sys_enter *ctx)
 	if (!t)
 		return 0;
 	struct pending p = { .args = { ctx->args[0], ctx->args[1], ctx->args[2] } };
-	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
-		stat_inc(ST_PENDING_OVERFLOW);
+	put_args(&p);
 	u64 advice = ctx->args[2];
 	if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
 		release_begin(tgid, t->gen, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 0);
@@ -786,7 +807,7 @@ static __noinline int on_exit_madvise(s64 ret)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid))
 		return 0;
-	bpf_map_delete_elem(&releasing, &tid);
+	release_end();
 	if (ret != 0)
 		return 0;
 	u64 advice = p.args[2];

@@ -460,13 +460,10 @@ static __noinline int on_enter_connect(struct tp_sys_enter *ctx)
 /* Saves fd, buffer and io kind of a read or write by a target thread. */
 static __always_inline int save_io(struct tp_sys_enter *ctx, u32 kind)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	if (!current_target(id >> 32))
+	if (!current_target(bpf_get_current_task_btf()->tgid))
 		return 0;
-	u32 tid = (u32)id;
 	struct pending p = { .args = { ctx->args[0], ctx->args[1], kind } };
-	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
-		stat_inc(ST_PENDING_OVERFLOW);
+	put_args(&p);
 	return 0;
 }
 
@@ -822,7 +819,7 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 		set_thread(tgid, tid, TM_OP, s->op_id);
 		/* Remember the served fd so the exit releases the thread. */
 		struct pending p = { .args = { fd, 0, 0 } };
-		bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+		put_args(&p);
 		return 0;
 	}
 	if ((s->flags & SF_BOUND) && s->op_id) {

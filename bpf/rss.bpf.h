@@ -100,13 +100,15 @@ struct {
 	__type(value, s64);
 } sample_acc SEC(".maps");
 
-/* Adds delta bytes of member to the bucket named by key. */
-static __always_inline void charge_rss(struct bucket_key *key, u32 member, s64 delta)
+/* Counts in c the current thread's fault on this CPU not yet counted. */
+static __always_inline void take_fault(struct counters *c, u32 tid)
 {
-	struct counters *c = bucket(key);
-	if (!c || member >= RSS_MEMBERS)
-		return;
-	__sync_fetch_and_add(&c->rss[member], delta);
+	u32 zero = 0;
+	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
+	if (lf && lf->uncounted && lf->tid == tid) {
+		lf->uncounted = 0;
+		__sync_fetch_and_add(&c->faults, 1);
+	}
 }
 
 /* Adds delta to the group total and raises the peak. */
@@ -339,7 +341,7 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 	 * last[] starts at 0, so a first sight charges the whole value. */
 	s64 delta = size - __sync_lock_test_and_set(&st->last[member], size);
 	u32 bit = 1u << member;
-	if (!(__sync_fetch_and_or(&st->seen, bit) & bit)) {
+	if (!(st->seen & bit) && !(__sync_fetch_and_or(&st->seen, bit) & bit)) {
 		/* The first value seen: the counter as found (attach), or what
 		 * a fork inherited; after an exec it is growth. */
 		struct target *owner = bpf_map_lookup_elem(&targets, &st->tgid);
@@ -359,7 +361,7 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 			if (fault_class(tgid, tid) == RC_NATIVE)
 				external = delta;
 		} else {
-			struct releasing *rel = bpf_map_lookup_elem(&releasing, &tid);
+			struct releasing *rel = current_releasing();
 			if (rel) {
 				if (rel->credit_owner)
 					key = rel->owner;
@@ -368,18 +370,22 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 			}
 		}
 	} else if (curr && delta < 0) {
-		struct releasing *rel = bpf_map_lookup_elem(&releasing, &tid);
+		struct releasing *rel = current_releasing();
 		if (rel && rel->credit_owner)
 			key = rel->owner;
 	}
-	charge_rss(&key, member, delta);
+	struct counters *c = bucket(&key);
+	if (c) {
+		__sync_fetch_and_add(&c->rss[member], delta);
+		if (external)
+			__sync_fetch_and_add(&c->external, external);
+		/* The thread's fault that made this change (on_page_fault),
+		 * counted in the bucket it charged. */
+		if (curr && delta > 0)
+			take_fault(c, tid);
+	}
 	if (stack_sample_bytes && curr && delta > 0 && member != RSS_SWAP)
 		sample_stack(ctx, tgid, delta);
-	if (external) {
-		struct counters *c = bucket(&key);
-		if (c)
-			__sync_fetch_and_add(&c->external, external);
-	}
 	if (member != RSS_SWAP) {
 		s64 now = __sync_fetch_and_add(&st->total, delta) + delta;
 		if (now > st->peak)
@@ -389,30 +395,45 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 	return 0;
 }
 
-/* A BTF raw tracepoint: no trace record is assembled for it (the fault
- * path is the hottest memdiag sits on). TP_PROTO(address, regs,
- * error_code). Counts the fault in the thread's bucket and leaves its
- * address for the rss_stat that follows (fault_class). */
-SEC("tp_btf/page_fault_user")
-int BPF_PROG(on_page_fault, unsigned long address)
+/* Counts a fault that changed no RSS (so no rss_stat counted it) in its
+ * thread's bucket, as that bucket is now. */
+static __noinline int count_fault(u32 tgid, u32 tid)
 {
-	struct task_struct *task = bpf_get_current_task_btf(); /* inlined: see on_rss_stat */
-	u32 tgid = task->tgid;
-	struct target *t = current_target(tgid);
+	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
 	if (!t)
 		return 0;
-	u32 tid = task->pid;
 	struct bucket_key key = {};
 	target_bucket(&key, t, tgid, tid);
 	struct counters *c = bucket(&key);
 	if (c)
 		__sync_fetch_and_add(&c->faults, 1);
+	return 0;
+}
+
+/* A BTF raw tracepoint: no trace record is assembled for it (the fault
+ * path is the hottest memdiag sits on). TP_PROTO(address, regs,
+ * error_code). Leaves the fault's thread and address for the rss_stat
+ * that follows on this CPU (fault_class), which also counts the fault in
+ * the bucket it charges: no map lookup here. A fault that changed no RSS
+ * is counted at this CPU's next target fault, so a bucket's fault count
+ * lags by at most one fault per CPU. */
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(on_page_fault, unsigned long address)
+{
+	struct task_struct *task = bpf_get_current_task_btf(); /* inlined: see on_rss_stat */
+	u32 tgid = task->tgid;
+	if (!maybe_target(tgid))
+		return 0;
 	u32 zero = 0;
 	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
-	if (lf) {
-		lf->tid = tid;
-		lf->addr = address;
-	}
+	if (!lf)
+		return 0;
+	if (lf->uncounted)
+		count_fault(lf->tgid, lf->tid);
+	lf->tid = task->pid;
+	lf->tgid = tgid;
+	lf->addr = address;
+	lf->uncounted = 1;
 	return 0;
 }
 

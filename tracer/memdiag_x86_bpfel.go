@@ -152,6 +152,8 @@ type memdiagLastFault struct {
 	Tid        uint32
 	CacheTgid  uint32
 	Addr       uint64
+	Tgid       uint32
+	Uncounted  uint32
 	CacheEpoch uint64
 	CacheStart uint64
 	CacheEnd   uint64
@@ -243,9 +245,13 @@ const (
 	memdiagOpKindOP_WS_MESSAGE     memdiagOpKind = 5
 )
 
-type memdiagPending struct {
-	_    structs.HostLayout
-	Args [5]uint64
+type memdiagPendingSlot struct {
+	_ structs.HostLayout
+	P struct {
+		_    structs.HostLayout
+		Args [5]uint64
+	}
+	Valid uint64
 }
 
 type memdiagRegion struct {
@@ -290,11 +296,16 @@ type memdiagRegionKey struct {
 	Start uint64
 }
 
-type memdiagReleasing struct {
-	_           structs.HostLayout
-	Owner       memdiagBucketKey
-	Class       uint32
-	CreditOwner uint32
+type memdiagReleasingSlot struct {
+	_ structs.HostLayout
+	R struct {
+		_           structs.HostLayout
+		Owner       memdiagBucketKey
+		Class       uint32
+		CreditOwner uint32
+	}
+	Active uint32
+	Pad    uint32
 }
 
 type memdiagRssMember uint32
