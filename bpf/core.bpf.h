@@ -98,15 +98,24 @@ struct {
 	__type(value, struct pending_slot);
 } pending SEC(".maps");
 
-/* tid -> struct thread_state: what the thread's activity is charged to
- * when it is not its own (BK_THREAD). Deleted at thread exit; 16384:
- * the threads that take part in ops, far fewer than that. */
+/* The thread's struct thread_state, in its task storage (as `pending`):
+ * what its activity is charged to when it is not its own (BK_THREAD).
+ * Created when the thread first takes part in an op; mode 0 is no state.
+ * Every fault and RSS change of a process that serves ops reads it, with
+ * no hashing; the kernel frees it with the thread. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct thread_state);
 } thread_states SEC(".maps");
+
+/* The current thread's state, or NULL when it never took part in an op. */
+static __always_inline struct thread_state *current_thread_state(void)
+{
+	struct thread_state *ts = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0, 0);
+	return ts && ts->mode ? ts : NULL;
+}
 
 
 /* [0] -> all-zero counters: the template new buckets are copied from,
@@ -229,7 +238,7 @@ static __always_inline void current_bucket(struct bucket_key *key, u32 tgid, u32
 	key->tgid = tgid;
 	key->kind = BK_THREAD;
 	key->id = tid;
-	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	struct thread_state *ts = current_thread_state();
 	current_bucket_of(key, ts);
 }
 
@@ -243,7 +252,7 @@ static __always_inline void target_bucket(struct bucket_key *key, struct target 
 	key->id = tid;
 	if (!(t->flags & TF_OPS))
 		return;
-	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	struct thread_state *ts = current_thread_state();
 	current_bucket_of(key, ts);
 }
 

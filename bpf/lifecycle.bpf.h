@@ -153,8 +153,8 @@ int BPF_PROG(on_exit, struct task_struct *p, u8 dead)
 	 * with the last thread. */
 	if (tid != tgid)
 		bpf_map_delete_elem(&targets, &tid);
-	set_thread(tgid, tid, TM_IDLE, 0); /* sends an end still waiting */
-	bpf_map_delete_elem(&thread_states, &tid);
+	if (current_thread_state())
+		set_thread(tgid, tid, TM_IDLE, 0); /* sends an end still waiting */
 	bpf_map_delete_elem(&tls_reads, &tid);
 	bpf_map_delete_elem(&ab_pending, &tid);
 	if (group_dead)

@@ -326,7 +326,7 @@ struct target {
 };
 
 #define TF_TLS_SEEN 1 /* EV_TLS_SEEN was sent for this process */
-#define TF_OPS 2      /* a thread of the process has a thread_states entry (served an op) */
+#define TF_OPS 2      /* a thread of the process has a thread state (served an op) */
 
 /* What a thread's activity is charged to. */
 enum thread_mode {
@@ -383,7 +383,7 @@ enum stat_index {
 	ST_TARGET_OVERFLOW = 3, /* tasks that found the targets map full */
 	ST_PENDING_OVERFLOW = 4,/* syscalls whose arguments found the pending map full */
 	ST_SOCK_OVERFLOW = 5,   /* sockets that found the sockets map full */
-	ST_THREAD_OVERFLOW = 6, /* threads that found the thread_states map full */
+	ST_THREAD_OVERFLOW = 6, /* threads whose thread_states storage could not be had */
 	ST_REGION_OVERFLOW = 7, /* mappings that found the region table (or a chunk of its index) full */
 	ST_OUTSTANDING_OVERFLOW = 8, /* exact mode: ArrayBuffers that found the outstanding table full */
 	ST_UNMAP_SPLIT = 9,     /* unmaps that crossed more regions than one pass follows */

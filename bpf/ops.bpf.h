@@ -81,7 +81,7 @@ struct {
 
 /* tid -> fd of the TLS socket the thread read last: the cleartext that
  * Node's HTTP parser gets next (uprobe on llhttp_execute, --tls) came from
- * it. Deleted at thread exit; 16384: as `thread_states`. */
+ * it. Deleted at thread exit; 16384: far more threads than take part in ops. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -164,15 +164,21 @@ static __always_inline void emit_op_data(u32 tgid, u32 tid, u64 op_id, s32 fd, u
  * closed under the thread ends when the thread moves on. */
 static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
 {
-	struct thread_state *cur = bpf_map_lookup_elem(&thread_states, &tid);
-	if (cur && cur->mode == mode && cur->op_id == op_id)
-		return;
-	if (cur && cur->mode == TM_OP && cur->end_fd)
-		emit_op_end(tgid, tid, cur->op_id, (s32)cur->end_fd - 1, END_CLOSE);
-	struct thread_state ts = { .op_id = op_id, .mode = mode };
-	if (bpf_map_update_elem(&thread_states, &tid, &ts, BPF_ANY))
-		stat_inc(ST_THREAD_OVERFLOW);
+	struct thread_state *cur = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0,
+							BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!cur) {
+		stat_inc(ST_THREAD_OVERFLOW);
+		return;
+	}
+	if (cur->mode == mode && cur->op_id == op_id)
+		return;
+	if (cur->mode == TM_OP && cur->end_fd)
+		emit_op_end(tgid, tid, cur->op_id, (s32)cur->end_fd - 1, END_CLOSE);
+	int first = cur->mode == 0;
+	cur->op_id = op_id;
+	cur->mode = mode;
+	cur->end_fd = 0;
+	if (first) {
 		/* From now on the fault and RSS paths look threads up. */
 		struct target *t = bpf_map_lookup_elem(&targets, &tgid);
 		if (t && !(t->flags & TF_OPS))
@@ -441,8 +447,7 @@ static __noinline int on_enter_connect(struct tp_sys_enter *ctx)
 		__builtin_memcpy(s.addr, sa.addr6, 16);
 	/* Connected while the thread serves an op: the call belongs to it,
 	 * even when its first write comes from a later loop turn. */
-	u32 tid = (u32)id;
-	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	struct thread_state *ts = current_thread_state();
 	if (ts && ts->mode == TM_OP) {
 		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = ts->op_id };
 		if (bpf_map_lookup_elem(&buckets, &bk)) {
@@ -834,7 +839,7 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 			return 0;
 		}
 	}
-	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	struct thread_state *ts = current_thread_state();
 	if (ts && ts->mode == TM_OP) {
 		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = ts->op_id };
 		if (bpf_map_lookup_elem(&buckets, &bk)) {
@@ -879,7 +884,7 @@ static __noinline int on_enter_close(struct tp_sys_enter *ctx)
 		bpf_map_delete_elem(&sockets, &k);
 		return 0;
 	}
-	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	struct thread_state *ts = current_thread_state();
 	if (s->op_id && ts && ts->mode == TM_OP && ts->op_id == s->op_id) {
 		/* Closed by the op's own callback (a client done with its
 		 * response): what the callback does next is still the op's, so
@@ -900,7 +905,7 @@ static __always_inline int poll_done(void)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tid = (u32)id;
-	struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+	struct thread_state *ts = current_thread_state();
 	if (!ts || ts->mode != TM_OP)
 		return 0;
 	if (ts->end_fd)

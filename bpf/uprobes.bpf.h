@@ -52,7 +52,7 @@ struct {
 } outstanding SEC(".maps");
 
 /* Exact mode: tid -> size of the ArrayBuffer allocation in flight
- * (Allocate entry -> return). 16384: as `thread_states`. */
+ * (Allocate entry -> return). 16384: far more threads than take part in ops. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -117,7 +117,7 @@ struct ssl_read_args {
 	u64 readbytes; /* SSL_read_ex's size_t *, 0 for SSL_read */
 };
 
-/* tid -> the SSL_read(_ex) in flight. 16384: as `thread_states`. */
+/* tid -> the SSL_read(_ex) in flight. 16384: far more threads than take part in ops. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
