@@ -303,12 +303,19 @@ struct ab_alloc {
 };
 
 /* Per-mm state, keyed by the rss_stat mm_id. */
+/* CPUs whose parts of an RSS counter an mm_state remembers: on a machine
+ * with up to PART_CPUS possible CPUs a change reads its own CPU's part
+ * only (rss.bpf.h rss_delta); with more, every change sums all parts. */
+#define PART_CPUS 64
+
 struct mm_state {
-	s64 last[RSS_MEMBERS]; /* last counter value seen per member */
-	s64 total;             /* sum of last[] over FILE, ANON, SHMEM */
+	s64 last[RSS_MEMBERS]; /* per member: the counter's shared count last seen, in pages
+				* (with more than PART_CPUS CPUs: its whole value, in bytes) */
+	s64 total;             /* resident bytes: FILE + ANON + SHMEM, as charged */
 	s64 peak;              /* highest total seen */
 	u32 tgid;              /* process the mm belongs to */
 	u32 seen;              /* bit per member: a value has been seen */
+	s32 parts[PART_CPUS][RSS_MEMBERS]; /* each CPU's part last seen, in pages */
 };
 
 /* Target states: what the first sight of an mm's counter means. */

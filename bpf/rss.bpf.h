@@ -44,9 +44,20 @@ volatile const u64 stack_sample_bytes = 0;
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* 1 KiB each: only the mms traced */
 	__type(key, u64);
 	__type(value, struct mm_state);
 } mm_states SEC(".maps");
+
+/* [0] -> the state a new mm_states entry starts as (all zero but its
+ * tgid, which the program writes before each use), per CPU: a struct
+ * mm_state does not fit on the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct mm_state);
+} mm_fresh SEC(".maps");
 
 /* tgid -> the highest resident memory of a traced mm whose mm_states entry
  * went (its mm was freed and its id reused by another process's mm, often
@@ -233,6 +244,36 @@ static __always_inline u64 cpu_offset(u32 cpu, int *ok)
 	return off;
 }
 
+/* mm's counter member (a struct percpu_counter: a shared count, and a
+ * part per CPU that folds into the count when it reaches the batch).
+ * Direct loads through the tracepoint's trusted mm (no helper call): the
+ * index must be a constant for the verifier. */
+static __always_inline struct percpu_counter *rss_counter(struct mm_struct *mm, u32 member)
+{
+	switch (member) {
+	case 0:
+		return &mm->rss_stat[0];
+	case 1:
+		return &mm->rss_stat[1];
+	case 2:
+		return &mm->rss_stat[2];
+	default:
+		return &mm->rss_stat[3];
+	}
+}
+
+/* cpu's part of a counter whose parts are at parts; 0 (and *ok = 0)
+ * when that CPU's offset cannot be learnt. */
+static __always_inline s32 rss_part(u64 parts, u32 cpu, int *ok)
+{
+	u64 off = cpu_offset(cpu, ok);
+	if (!*ok)
+		return 0;
+	s32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)(parts + off));
+	return v;
+}
+
 /* The value of mm's counter member in bytes, as the rss_stat perf event
  * computes it (percpu_counter_sum_positive), without its lock: count plus
  * every CPU's part. Racing only with another CPU folding its part into
@@ -240,37 +281,72 @@ static __always_inline u64 cpu_offset(u32 cpu, int *ok)
  * telescope), so totals stay exact. */
 static __always_inline s64 rss_value(struct mm_struct *mm, u32 member)
 {
-	/* Direct loads through the tracepoint's trusted mm (no helper call):
-	 * the index must be a constant for the verifier. */
-	struct percpu_counter *pc;
-	switch (member) {
-	case 0:
-		pc = &mm->rss_stat[0];
-		break;
-	case 1:
-		pc = &mm->rss_stat[1];
-		break;
-	case 2:
-		pc = &mm->rss_stat[2];
-		break;
-	default:
-		pc = &mm->rss_stat[3];
-		break;
-	}
+	struct percpu_counter *pc = rss_counter(mm, member);
 	s64 sum = pc->count;
 	u64 parts = (u64)pc->counters;
 	for (u32 cpu = 0; cpu < MAX_CPUS; cpu++) {
 		if (cpu >= nr_cpus)
 			break;
 		int ok;
-		u64 off = cpu_offset(cpu, &ok);
-		if (!ok)
-			continue;
-		s32 v = 0;
-		bpf_probe_read_kernel(&v, sizeof(v), (void *)(parts + off));
-		sum += v;
+		sum += rss_part(parts, cpu, &ok);
 	}
 	return sum < 0 ? 0 : sum << PAGE_SHIFT;
+}
+
+/* The change of one CPU's part since st last saw it, in pages. */
+static __always_inline s64 part_delta(struct mm_state *st, u32 member, u64 parts, u32 cpu)
+{
+	if (cpu >= PART_CPUS)
+		return 0;
+	int ok;
+	s32 v = rss_part(parts, cpu, &ok);
+	if (!ok)
+		return 0;
+	return v - __sync_lock_test_and_set(&st->parts[cpu][member], v);
+}
+
+/* The change of mm's counter member since st last saw it, in bytes.
+ *
+ * A counter changes on the CPU that changes it (its part; the count too
+ * when the part reaches the batch and folds), and rss_stat fires there
+ * right after. So on a machine of up to PART_CPUS possible CPUs the
+ * change is the count's and this CPU's part's, each against the value st
+ * last saw: O(1) reads however many CPUs (summing every part cost a read
+ * per possible CPU per change: 64 on a 64-CPU host, up to MAX_CPUS on a
+ * VM that declares more possible CPUs than it runs). Every remembered
+ * value is replaced by exchange and its difference charged, so the
+ * charges telescope to the counter's value exactly whatever the races: a
+ * fold by another CPU between two changes, or a thread that migrated
+ * between its change and the tracepoint, is charged with the next change
+ * that sees it (possibly another bucket's), never lost or counted twice;
+ * and a change that finds nothing on its own CPU (it migrated) looks at
+ * every CPU, so no change waits for a later one on its CPU to be seen.
+ * The first sight (first != 0) takes every CPU's part: the counter as
+ * found. Beyond PART_CPUS, the whole value against the last (rss_value). */
+static __always_inline s64 rss_delta(struct mm_struct *mm, u32 member, struct mm_state *st, int first)
+{
+	if (nr_cpus > PART_CPUS) {
+		s64 size = rss_value(mm, member);
+		return size - __sync_lock_test_and_set(&st->last[member], size);
+	}
+	struct percpu_counter *pc = rss_counter(mm, member);
+	s64 count = pc->count;
+	s64 d = count - __sync_lock_test_and_set(&st->last[member], count);
+	u64 parts = (u64)pc->counters;
+	if (!first) {
+		d += part_delta(st, member, parts, bpf_get_smp_processor_id());
+		if (d)
+			return d << PAGE_SHIFT;
+		/* rss_stat fires only for a change: none here means the
+		 * thread migrated between its change and the tracepoint (or
+		 * another event took it), so look at every CPU's part. */
+	}
+	for (u32 cpu = 0; cpu < PART_CPUS; cpu++) {
+		if (cpu >= nr_cpus)
+			break;
+		d += part_delta(st, member, parts, cpu);
+	}
+	return d << PAGE_SHIFT;
 }
 
 /* A BTF raw tracepoint: the kernel builds no trace record (the perf event
@@ -325,8 +401,12 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 		if (!t)
 			return 0;
 		if (!st) {
-			struct mm_state fresh = { .tgid = tgid };
-			if (bpf_map_update_elem(&mm_states, &mm_key, &fresh, BPF_NOEXIST) == -E2BIG)
+			u32 zero = 0;
+			struct mm_state *fresh = bpf_map_lookup_elem(&mm_fresh, &zero);
+			if (!fresh)
+				return 0;
+			fresh->tgid = tgid;
+			if (bpf_map_update_elem(&mm_states, &mm_key, fresh, BPF_NOEXIST) == -E2BIG)
 				stat_inc(ST_MM_OVERFLOW);
 			st = bpf_map_lookup_elem(&mm_states, &mm_key);
 			if (!st)
@@ -334,14 +414,12 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 		}
 		target_bucket(&key, t, tgid, tid);
 	}
-	s64 size = rss_value(mm, member);
-
-	/* Exchange, not read-then-write: two CPUs changing the same counter
-	 * at once still telescope (each takes the value the other left).
-	 * last[] starts at 0, so a first sight charges the whole value. */
-	s64 delta = size - __sync_lock_test_and_set(&st->last[member], size);
+	/* What st remembers starts at 0, so a first sight charges the
+	 * whole value. */
 	u32 bit = 1u << member;
-	if (!(st->seen & bit) && !(__sync_fetch_and_or(&st->seen, bit) & bit)) {
+	int first = !(st->seen & bit) && !(__sync_fetch_and_or(&st->seen, bit) & bit);
+	s64 delta = rss_delta(mm, member, st, first);
+	if (first) {
 		/* The first value seen: the counter as found (attach), or what
 		 * a fork inherited; after an exec it is growth. */
 		struct target *owner = bpf_map_lookup_elem(&targets, &st->tgid);

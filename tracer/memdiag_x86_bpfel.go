@@ -174,6 +174,7 @@ type memdiagMmState struct {
 	Peak  int64
 	Tgid  uint32
 	Seen  uint32
+	Parts [64][4]int32
 }
 
 type memdiagOomEvent struct {
@@ -432,6 +433,7 @@ const (
 	memdiagMapIgnoredPorts          = "ignored_ports"
 	memdiagMapLastFaults            = "last_faults"
 	memdiagMapLibcRanges            = "libc_ranges"
+	memdiagMapMmFresh               = "mm_fresh"
 	memdiagMapMmStates              = "mm_states"
 	memdiagMapOpIds                 = "op_ids"
 	memdiagMapOutstanding           = "outstanding"
@@ -602,6 +604,7 @@ type memdiagMapSpecs struct {
 	IgnoredPorts   *ebpf.MapSpec `ebpf:"ignored_ports"`
 	LastFaults     *ebpf.MapSpec `ebpf:"last_faults"`
 	LibcRanges     *ebpf.MapSpec `ebpf:"libc_ranges"`
+	MmFresh        *ebpf.MapSpec `ebpf:"mm_fresh"`
 	MmStates       *ebpf.MapSpec `ebpf:"mm_states"`
 	OpIds          *ebpf.MapSpec `ebpf:"op_ids"`
 	Outstanding    *ebpf.MapSpec `ebpf:"outstanding"`
@@ -702,6 +705,7 @@ type memdiagMaps struct {
 	IgnoredPorts   *ebpf.Map `ebpf:"ignored_ports"`
 	LastFaults     *ebpf.Map `ebpf:"last_faults"`
 	LibcRanges     *ebpf.Map `ebpf:"libc_ranges"`
+	MmFresh        *ebpf.Map `ebpf:"mm_fresh"`
 	MmStates       *ebpf.Map `ebpf:"mm_states"`
 	OpIds          *ebpf.Map `ebpf:"op_ids"`
 	Outstanding    *ebpf.Map `ebpf:"outstanding"`
@@ -740,6 +744,7 @@ func (m *memdiagMaps) Close() error {
 		m.IgnoredPorts,
 		m.LastFaults,
 		m.LibcRanges,
+		m.MmFresh,
 		m.MmStates,
 		m.OpIds,
 		m.Outstanding,

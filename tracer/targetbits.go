@@ -9,10 +9,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// setCPUs sets nr_cpus: rss_stat's program sums an RSS counter's per-CPU
-// parts itself, one per possible CPU.
+// possibleCPUs counts the possible CPUs (a variable: a test makes the
+// machine look larger, for the program's path beyond PART_CPUS).
+var possibleCPUs = ebpf.PossibleCPU
+
+// setCPUs sets nr_cpus: rss_stat's program reads an RSS counter's per-CPU
+// parts itself, one per possible CPU (bpf/rss.bpf.h rss_delta).
 func setCPUs(spec *ebpf.CollectionSpec) error {
-	cpus, err := ebpf.PossibleCPU()
+	cpus, err := possibleCPUs()
 	if err != nil {
 		return fmt.Errorf("counting possible CPUs: %w", err)
 	}

@@ -14,6 +14,9 @@
 //	memdiag v8             + memdiag attach --heap-sampling v8 (V8's sampling heap profiler, 64 KiB)
 //	memdiag v8 1 MiB       + the same, one sample per 1 MiB
 //	memdiag exact          + memdiag attach --exact-external
+//	plain Node.js http     bench/http/plain.js (require('http'), a 3-byte
+//	                       answer to every request), untraced and with
+//	                       memdiag's default
 //	Go service             testdata/corpus/go-churn (built without the memory
 //	                       profiler: memdiag's default turns it on), untraced
 //	                       and with memdiag's default, GET /churn (1 MiB
@@ -118,6 +121,8 @@ var allArms = []arm{
 	{key: "v8-1m", name: "memdiag --heap-sampling v8 --heap-sample-interval 1MiB", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sampling", "v8", "--heap-sample-interval", "1MiB"}},
 	{key: "exact", name: "memdiag --exact-external", base: "untraced", tracer: "memdiag", flags: []string{"--exact-external"}},
 	{key: "native", name: "memdiag --native-heap", base: "untraced", tracer: "memdiag", flags: []string{"--native-heap"}},
+	{key: "plain-untraced", name: "plain Node.js http, untraced", base: "plain-untraced", svc: "node-plain"},
+	{key: "plain", name: "plain Node.js http, memdiag (default)", base: "plain-untraced", svc: "node-plain", tracer: "memdiag"},
 	{key: "go-untraced", name: "Go service, untraced", base: "go-untraced", svc: "go-churn"},
 	{key: "go-default", name: "Go service, memdiag (default)", base: "go-untraced", svc: "go-churn", tracer: "memdiag"},
 	{key: "py-untraced", name: "Python service, untraced", base: "py-untraced", svc: "py-arena"},

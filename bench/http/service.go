@@ -181,6 +181,9 @@ func (b *bench) setupCorpus() error {
 		}
 		b.corpus["go-churn"] = corpusService{argv: []string{bin}, lua: lua}
 	}
+	if b.needs(func(a arm) bool { return a.svc == "node-plain" }) {
+		b.corpus["node-plain"] = corpusService{argv: []string{b.node, "bench/http/plain.js"}, lua: lua}
+	}
 	if b.needs(func(a arm) bool { return a.svc == "py-arena" }) {
 		python, err := exec.LookPath("python3")
 		if err != nil {
