@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
 	"github.com/memdiag/memdiag/container"
 	"github.com/memdiag/memdiag/container/critest"
 )
@@ -83,5 +86,23 @@ func TestCRIUnreachable(t *testing.T) {
 	_, err = container.Resolve(context.Background(), "shop/web-1/app", src)
 	if err == nil || !strings.Contains(err.Error(), "no container named") || !strings.Contains(err.Error(), sock) || strings.Contains(err.Error(), "\n") {
 		t.Errorf("unknown name with a dead CRI socket: %v", err)
+	}
+}
+
+// TestCRIStatus: a runtime without the list calls answers with a gRPC
+// status (a real gRPC server), which ListCRI names.
+func TestCRIStatus(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "containerd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	runtimeapi.RegisterRuntimeServiceServer(g, runtimeapi.UnimplementedRuntimeServiceServer{})
+	go g.Serve(l)
+	defer g.Stop()
+	_, err = container.ListCRI(context.Background(), sock)
+	if err == nil || !strings.Contains(err.Error(), "ListPodSandbox: rpc error: code = Unimplemented desc = method ListPodSandbox not implemented") {
+		t.Errorf("ListCRI of a runtime without ListPodSandbox: %v", err)
 	}
 }
