@@ -4,8 +4,11 @@ GO        ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
-# urfave/cli's man and markdown writers (blackfriday, go-md2man) are never
-# used; leaving them out saves their initializers' pages in every process.
+# How memdiag itself is built (make build, make image and the tests that
+# build it do the same): urfave/cli's man and markdown writers (blackfriday,
+# go-md2man) are never used, and without cgo the binary is static, so no
+# process maps libc and ld.so; each saves resident memory in every memdiag
+# process (BENCHMARKS.md, "memdiag's own memory").
 TAGS      := urfave_cli_no_docs
 FUZZTIME  ?= 10s
 # The image `make image` builds, and the archive it writes.
@@ -18,8 +21,8 @@ IMAGE_OUT  ?= out/memdiag-image.tar
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-build: ## build bin/memdiag (needs only Go: the BPF object is committed)
-	$(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o $(BIN)/memdiag ./cmd/memdiag
+build: ## build bin/memdiag, static (needs only Go: the BPF object is committed)
+	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o $(BIN)/memdiag ./cmd/memdiag
 
 PREFIX ?= /usr/local
 
