@@ -224,6 +224,12 @@ func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err er
 			t.bits.close()
 		}
 	}()
+	// Loading parsed the kernel's BTF (an index of its types and the
+	// structures built from those the program uses, several MB): give it
+	// all back before attaching, so memdiag's peak is the load's alone and
+	// not the load's plus the pages attaching touches.
+	runtime.GC()
+	debug.FreeOSMemory()
 	if t.bits, err = mapTargetBits(t.objs.TargetBits); err != nil {
 		return nil, err
 	}
@@ -258,11 +264,6 @@ func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err er
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)
 	}
 	go t.read()
-	// Loading parsed the kernel's BTF (a mapping of several MB and the
-	// structures built from it): give it all back now, so memdiag's own
-	// footprint while tracing stays small.
-	runtime.GC()
-	debug.FreeOSMemory()
 	return t, nil
 }
 
