@@ -3,10 +3,12 @@
 // and aggregate in Prometheus.
 //
 // An Exporter keeps its own series (there is no global registry). The
-// session feeds it report snapshots with Update; Handler and Serve expose the
+// session feeds it report snapshots with Update; WriteTo and ServeListener expose the
 // latest one at /metrics, in the Prometheus text format (version 0.0.4),
-// written by hand in expose.go rather than with client_golang, whose
-// dependencies cost every memdiag process about 1 MiB of resident memory.
+// written by hand in expose.go rather than with client_golang, and served
+// by a small HTTP/1.1 server (serve.go) rather than net/http: their
+// initializers cost every memdiag process about 1 and 3 MiB of resident
+// memory, serving metrics or not.
 // Until the first Update only memdiag_build_info and memdiag's own Go and
 // process series are exported: go_goroutines, go_threads, go_info,
 // go_memstats_heap_alloc_bytes, go_memstats_sys_bytes,

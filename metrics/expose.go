@@ -2,8 +2,8 @@ package metrics
 
 import (
 	"bytes"
+	"io"
 	"math"
-	"net/http"
 	"os"
 	"runtime"
 	"runtime/metrics"
@@ -141,24 +141,13 @@ func formatValue(v float64) string {
 // contentType is the text format's media type.
 const contentType = "text/plain; version=0.0.4; charset=utf-8"
 
-// handler serves what gather adds, fresh at each scrape.
-func handler(gather func(x *exposition)) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		x := newExposition()
-		gather(x)
-		var b bytes.Buffer
-		x.write(&b)
-		w.Header().Set("Content-Type", contentType)
-		w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
-		if r.Method == http.MethodGet {
-			w.Write(b.Bytes())
-		}
-	})
+// writeExposition writes what gather adds, fresh at each call.
+func writeExposition(w io.Writer, gather func(x *exposition)) (int64, error) {
+	x := newExposition()
+	gather(x)
+	var b bytes.Buffer
+	x.write(&b)
+	return b.WriteTo(w)
 }
 
 // memdiag's own series: those of client_golang's Go and process collectors

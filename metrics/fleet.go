@@ -3,8 +3,8 @@ package metrics
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
-	"net/http"
 	"sync"
 )
 
@@ -15,7 +15,6 @@ import (
 // and are gone, with all the state behind them, after Remove. It is safe
 // for concurrent use.
 type Fleet struct {
-	handler http.Handler
 	version string
 
 	mu      sync.Mutex
@@ -25,17 +24,7 @@ type Fleet struct {
 
 // NewFleet returns a fleet exporter.
 func NewFleet(version string) *Fleet {
-	f := &Fleet{version: version, targets: map[*Exporter]string{}, labels: map[string]bool{}}
-	f.handler = handler(func(x *exposition) {
-		x.add(descBuild, nil, 1, f.version)
-		addSelf(x, nil)
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		for e := range f.targets {
-			e.collect(x)
-		}
-	})
-	return f
+	return &Fleet{version: version, targets: map[*Exporter]string{}, labels: map[string]bool{}}
 }
 
 // Add returns the exporter of a new target, whose series carry labels
@@ -78,11 +67,22 @@ func (f *Fleet) Len() int {
 	return len(f.targets)
 }
 
-// Handler serves the metrics in the Prometheus text format.
-func (f *Fleet) Handler() http.Handler { return f.handler }
+// WriteTo writes the metrics of every target and memdiag's own in the
+// Prometheus text format (version 0.0.4), as /metrics answers them.
+func (f *Fleet) WriteTo(w io.Writer) (int64, error) {
+	return writeExposition(w, func(x *exposition) {
+		x.add(descBuild, nil, 1, f.version)
+		addSelf(x, nil)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for e := range f.targets {
+			e.collect(x)
+		}
+	})
+}
 
 // ServeListener serves the metrics at /metrics on ln (opened with Listen)
 // until ctx ends, as Exporter.ServeListener does.
 func (f *Fleet) ServeListener(ctx context.Context, ln net.Listener) error {
-	return serve(ctx, ln, f.handler)
+	return serve(ctx, ln, func(w io.Writer) { f.WriteTo(w) })
 }

@@ -5,8 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -47,11 +47,10 @@ type Labels struct {
 }
 
 // Exporter serves the metrics of one memdiag session. Update feeds it report
-// snapshots; Handler and Serve expose the latest one. It is safe for
+// snapshots; WriteTo and ServeListener expose the latest one. It is safe for
 // concurrent use.
 type Exporter struct {
 	labels  []labelPair // the constant labels of every series
-	handler http.Handler
 	version string
 
 	// build says whether the collector emits memdiag_build_info (a
@@ -110,10 +109,6 @@ type opsCounters struct {
 func New(labels Labels) *Exporter {
 	e := newExporter(labels.Version, true)
 	e.labels = []labelPair{{"container_id", labels.ContainerID}, {"pod_uid", labels.PodUID}}
-	e.handler = handler(func(x *exposition) {
-		addSelf(x, e.labels)
-		e.collect(x)
-	})
 	return e
 }
 
@@ -224,8 +219,14 @@ func abs(v int64) int64 {
 	return v
 }
 
-// Handler serves the metrics in the Prometheus text format.
-func (e *Exporter) Handler() http.Handler { return e.handler }
+// WriteTo writes the metrics in the Prometheus text format (version 0.0.4),
+// as /metrics answers them.
+func (e *Exporter) WriteTo(w io.Writer) (int64, error) {
+	return writeExposition(w, func(x *exposition) {
+		addSelf(x, e.labels)
+		e.collect(x)
+	})
+}
 
 // Listen opens addr for Serve, with a clear error when the address is
 // already in use.
@@ -245,34 +246,7 @@ func Listen(addr string) (net.Listener, error) {
 // shuts down, giving scrapes in flight a few seconds. It returns nil after a
 // shutdown caused by ctx, and the error otherwise. It closes ln.
 func (e *Exporter) ServeListener(ctx context.Context, ln net.Listener) error {
-	return serve(ctx, ln, e.handler)
-}
-
-// serve serves handler at /metrics on ln until ctx ends (ServeListener).
-func serve(ctx context.Context, ln net.Listener, handler http.Handler) error {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", handler)
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "memdiag: metrics at /metrics")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		return fmt.Errorf("serving metrics on %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-		return fmt.Errorf("shutting down the metrics server: %w", err)
-	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving metrics on %s: %w", ln.Addr(), err)
-	}
-	return nil
+	return serve(ctx, ln, func(w io.Writer) { e.WriteTo(w) })
 }
 
 // Descriptions of memdiag's series; doc.go lists them.
