@@ -1,14 +1,10 @@
 package container
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 
@@ -32,15 +28,13 @@ const criContainerRunning = 1
 // for its running containers and their pods, with the pods' labels and
 // annotations. It only lists: it never changes anything.
 //
-// The two unary calls go over HTTP/2 without TLS on the unix socket, as
-// gRPC frames them, and the few fields used are decoded by hand with
-// protowire: the gRPC and cri-api packages' initializers (protobuf
-// descriptors of the whole CRI) cost every memdiag process about 1 MiB of
-// resident memory, tracing or not.
+// The two unary calls go over HTTP/2 without TLS on the unix socket
+// (h2.go), as gRPC frames them, and the few fields used are decoded by
+// hand with protowire: the gRPC and cri-api packages' initializers
+// (protobuf descriptors of the whole CRI) cost every memdiag process about
+// 1 MiB of resident memory, tracing or not, and net/http's about 3 MiB.
 func ListCRI(ctx context.Context, socket string) ([]Named, error) {
-	c := newCRIClient(socket)
-	defer c.http.CloseIdleConnections()
-	raw, err := c.call(ctx, criListPodSandbox, nil)
+	raw, err := criCall(ctx, socket, criListPodSandbox, nil)
 	if err != nil {
 		return nil, fmt.Errorf("CRI socket %s: ListPodSandbox: %v", socket, err)
 	}
@@ -64,7 +58,7 @@ func ListCRI(ctx context.Context, socket string) ([]Named, error) {
 	filter = protowire.AppendBytes(filter, state)
 	req = protowire.AppendTag(req, 1, protowire.BytesType)
 	req = protowire.AppendBytes(req, filter)
-	raw, err = c.call(ctx, criListContainers, req)
+	raw, err = criCall(ctx, socket, criListContainers, req)
 	if err != nil {
 		return nil, fmt.Errorf("CRI socket %s: ListContainers: %v", socket, err)
 	}
@@ -95,50 +89,24 @@ func ListCRI(ctx context.Context, socket string) ([]Named, error) {
 	return out, nil
 }
 
-// criClient makes unary gRPC calls to one CRI socket.
-type criClient struct{ http *http.Client }
-
-func newCRIClient(socket string) criClient {
-	var protocols http.Protocols
-	protocols.SetUnencryptedHTTP2(true) // gRPC's h2c, prior knowledge
-	var d net.Dialer
-	return criClient{&http.Client{Transport: &http.Transport{
-		Protocols: &protocols,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, "unix", socket)
-		},
-	}}}
-}
-
-// call sends one request message to method and returns the answer's
-// message (gRPC's length-prefixed framing, no compression).
-func (c criClient) call(ctx context.Context, method string, msg []byte) ([]byte, error) {
+// criCall sends one request message to method on socket and returns the
+// answer's message (gRPC's length-prefixed framing, no compression).
+func criCall(ctx context.Context, socket, method string, msg []byte) ([]byte, error) {
 	body := make([]byte, 5, 5+len(msg))
 	binary.BigEndian.PutUint32(body[1:], uint32(len(msg)))
 	body = append(body, msg...)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://localhost"+method, bytes.NewReader(body))
+	a, err := h2UnaryCall(ctx, socket, method, body, 5+criMaxMessage)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/grpc")
-	req.Header.Set("TE", "trailers")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("HTTP status %s", resp.Status)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 5+criMaxMessage+1))
-	if err != nil {
-		return nil, err
+	if st := a.header[":status"]; st != "200" {
+		return nil, fmt.Errorf("HTTP status %s", st)
 	}
 	// The status comes in the trailers, or in the headers of an answer
 	// without a message (gRPC's trailers-only response).
-	status, message := resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
-	if status == "" {
-		status, message = resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message")
+	status, message := a.trailer["grpc-status"], a.trailer["grpc-message"]
+	if a.trailer == nil {
+		status, message = a.header["grpc-status"], a.header["grpc-message"]
 	}
 	if status != "0" {
 		if m, err := url.PathUnescape(message); err == nil {
@@ -150,17 +118,14 @@ func (c criClient) call(ctx context.Context, method string, msg []byte) ([]byte,
 		}
 		return nil, fmt.Errorf("rpc error: code = %s desc = %s", grpcCode(code), message)
 	}
+	data := a.body
 	if len(data) < 5 {
 		return nil, errors.New("gRPC answer without a message")
 	}
 	if data[0] != 0 {
 		return nil, errors.New("compressed gRPC answer (none was asked for)")
 	}
-	n := binary.BigEndian.Uint32(data[1:5])
-	if n > criMaxMessage {
-		return nil, fmt.Errorf("gRPC answer of %d bytes, more than the %d accepted", n, criMaxMessage)
-	}
-	if uint32(len(data)-5) != n {
+	if n := binary.BigEndian.Uint32(data[1:5]); uint32(len(data)-5) != n {
 		return nil, fmt.Errorf("gRPC answer of %d bytes announces %d", len(data)-5, n)
 	}
 	return data[5:], nil

@@ -2,6 +2,7 @@ package container_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -104,5 +105,27 @@ func TestCRIStatus(t *testing.T) {
 	_, err = container.ListCRI(context.Background(), sock)
 	if err == nil || !strings.Contains(err.Error(), "ListPodSandbox: rpc error: code = Unimplemented desc = method ListPodSandbox not implemented") {
 		t.Errorf("ListCRI of a runtime without ListPodSandbox: %v", err)
+	}
+}
+
+// TestCRIManyPods: an answer of many HTTP/2 frames (a node with 300 pods
+// whose labels make the list about 100 KB), read whole.
+func TestCRIManyPods(t *testing.T) {
+	cri := critest.Start(t)
+	long := strings.Repeat("v", 200)
+	for i := range 300 {
+		id := fmt.Sprintf("%064x", i+1)
+		cri.SetPod(critest.Pod{ID: id, Namespace: "shop", Name: fmt.Sprintf("web-%d", i), UID: fmt.Sprint(i),
+			Labels: map[string]string{"app": long}})
+		cri.SetContainer(critest.Container{ID: fmt.Sprintf("%064x", 1000+i), PodID: id, Name: "app", Running: true})
+	}
+	named, err := container.ListCRI(context.Background(), cri.Socket)
+	if err != nil || len(named) != 300 {
+		t.Fatalf("ListCRI: %d containers, %v", len(named), err)
+	}
+	for _, n := range named {
+		if n.Labels["app"] != long || n.Namespace != "shop" {
+			t.Fatalf("entry %+v", n)
+		}
 	}
 }
