@@ -159,44 +159,9 @@ func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err er
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising the memlock limit: %w", err)
 	}
-	spec, err := loadMemdiag()
+	spec, err := newSpec(cfg, false)
 	if err != nil {
-		return nil, fmt.Errorf("reading the embedded BPF program: %w", err)
-	}
-	if err := setCPUs(spec); err != nil {
 		return nil, err
-	}
-	if cfg.Launcher != 0 {
-		if err := spec.Variables["launcher_tgid"].Set(uint32(cfg.Launcher)); err != nil {
-			return nil, fmt.Errorf("setting launcher_tgid: %w", err)
-		}
-	}
-	if cfg.Cgroup != "" {
-		if err := spec.Variables["follow_cgroup"].Set(uint32(1)); err != nil {
-			return nil, fmt.Errorf("setting follow_cgroup: %w", err)
-		}
-	}
-	if cfg.StackSampleBytes != 0 {
-		if err := spec.Variables["stack_sample_bytes"].Set(cfg.StackSampleBytes); err != nil {
-			return nil, fmt.Errorf("setting stack_sample_bytes: %w", err)
-		}
-	} else {
-		// Never sampled: the stack tables (8 MiB preallocated) shrink to
-		// one entry.
-		spec.Maps["stacks"].MaxEntries = 1
-		spec.Maps["stack_growths"].MaxEntries = 1
-	}
-	if cfg.RingbufBytes != 0 {
-		if cfg.RingbufBytes < unix.Getpagesize() || cfg.RingbufBytes&(cfg.RingbufBytes-1) != 0 {
-			return nil, fmt.Errorf("ring buffer size %d: want a power of two of at least %d bytes", cfg.RingbufBytes, unix.Getpagesize())
-		}
-		spec.Maps["events"].MaxEntries = uint32(cfg.RingbufBytes)
-	}
-	if cfg.MaxBuckets != 0 {
-		spec.Maps["buckets"].MaxEntries = uint32(cfg.MaxBuckets)
-	}
-	if cfg.MaxOutstanding != 0 {
-		spec.Maps["outstanding"].MaxEntries = uint32(cfg.MaxOutstanding)
 	}
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = 4096
@@ -214,6 +179,7 @@ func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err er
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
+			ve = verifierErrorWithLines(cfg, ve)
 			return nil, fmt.Errorf("the kernel's verifier refused memdiag's BPF program (please report this with your kernel version): %+v", ve)
 		}
 		return nil, fmt.Errorf("loading BPF objects: %w", err)
@@ -265,6 +231,80 @@ func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err er
 	}
 	go t.read()
 	return t, nil
+}
+
+// newSpec reads the embedded program and sizes it for cfg. Without
+// sourceLines the instructions lose their C source lines: those are only
+// for the verifier's log, and they and their copies were 0.7 MiB of
+// memdiag's peak RSS while loading (BENCHMARKS.md).
+func newSpec(cfg Config, sourceLines bool) (*ebpf.CollectionSpec, error) {
+	spec, err := loadMemdiag()
+	if err != nil {
+		return nil, fmt.Errorf("reading the embedded BPF program: %w", err)
+	}
+	if !sourceLines {
+		for _, p := range spec.Programs {
+			for i := range p.Instructions {
+				p.Instructions[i] = p.Instructions[i].WithSource(nil)
+			}
+		}
+	}
+	if err := setCPUs(spec); err != nil {
+		return nil, err
+	}
+	if cfg.Launcher != 0 {
+		if err := spec.Variables["launcher_tgid"].Set(uint32(cfg.Launcher)); err != nil {
+			return nil, fmt.Errorf("setting launcher_tgid: %w", err)
+		}
+	}
+	if cfg.Cgroup != "" {
+		if err := spec.Variables["follow_cgroup"].Set(uint32(1)); err != nil {
+			return nil, fmt.Errorf("setting follow_cgroup: %w", err)
+		}
+	}
+	if cfg.StackSampleBytes != 0 {
+		if err := spec.Variables["stack_sample_bytes"].Set(cfg.StackSampleBytes); err != nil {
+			return nil, fmt.Errorf("setting stack_sample_bytes: %w", err)
+		}
+	} else {
+		// Never sampled: the stack tables (8 MiB preallocated) shrink to
+		// one entry.
+		spec.Maps["stacks"].MaxEntries = 1
+		spec.Maps["stack_growths"].MaxEntries = 1
+	}
+	if cfg.RingbufBytes != 0 {
+		if cfg.RingbufBytes < unix.Getpagesize() || cfg.RingbufBytes&(cfg.RingbufBytes-1) != 0 {
+			return nil, fmt.Errorf("ring buffer size %d: want a power of two of at least %d bytes", cfg.RingbufBytes, unix.Getpagesize())
+		}
+		spec.Maps["events"].MaxEntries = uint32(cfg.RingbufBytes)
+	}
+	if cfg.MaxBuckets != 0 {
+		spec.Maps["buckets"].MaxEntries = uint32(cfg.MaxBuckets)
+	}
+	if cfg.MaxOutstanding != 0 {
+		spec.Maps["outstanding"].MaxEntries = uint32(cfg.MaxOutstanding)
+	}
+	return spec, nil
+}
+
+// verifierErrorWithLines loads the program again, with its C source
+// lines, to report the verifier's refusal with them; ve when that load
+// does not fail the same way.
+func verifierErrorWithLines(cfg Config, ve *ebpf.VerifierError) *ebpf.VerifierError {
+	spec, err := newSpec(cfg, true)
+	if err != nil {
+		return ve
+	}
+	var objs memdiagObjects
+	err = spec.LoadAndAssign(&objs, nil)
+	if err == nil {
+		objs.Close()
+	}
+	var lined *ebpf.VerifierError
+	if errors.As(err, &lined) {
+		return lined
+	}
+	return ve
 }
 
 func nowClock() Clock {
