@@ -31,12 +31,18 @@ const maxResponseHead = 64 << 10
 var errWSClosed = errors.New("websocket closed by the peer")
 
 // bindContext makes ctx's end interrupt c's reads and writes; the
-// returned function undoes it.
-func bindContext(ctx context.Context, c net.Conn) (stop func() bool) {
+// returned function undoes it, deadline included (a websocket outlives the
+// context it was opened with).
+func bindContext(ctx context.Context, c net.Conn) (unbind func()) {
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	return context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	return func() {
+		if stop() {
+			c.SetDeadline(time.Time{})
+		}
+	}
 }
 
 // ctxErr prefers ctx's error to err when ctx has ended: a read cut short

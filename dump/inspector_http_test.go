@@ -107,3 +107,32 @@ func FuzzReadResponseHead(f *testing.F) {
 		}
 	})
 }
+
+// TestWebSocketOutlivesDialContext: a websocket opened under a context
+// with a deadline still reads after that deadline.
+func TestWebSocketOutlivesDialContext(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+		var key string
+		for l, _ := r.ReadString('\n'); l != "\r\n" && l != ""; l, _ = r.ReadString('\n') {
+			if v, ok := strings.CutPrefix(l, "Sec-WebSocket-Key: "); ok {
+				key = strings.TrimSpace(v)
+			}
+		}
+		sum := sha1.Sum([]byte(key + wsGUID))
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
+			base64.StdEncoding.EncodeToString(sum[:])+"\r\n\r\n")
+		time.Sleep(300 * time.Millisecond)
+		c.Write([]byte{0x81, 2, 'o', 'k'})
+		time.Sleep(100 * time.Millisecond)
+	})
+	dctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	ws, err := dialWebSocket(dctx, &netnsDialer{}, addr, "/x", 1<<20)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if msg, err := ws.Read(t.Context()); err != nil || string(msg) != "ok" {
+		t.Errorf("read after the dial context's deadline: %q, %v", msg, err)
+	}
+}
