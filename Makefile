@@ -4,6 +4,12 @@ GO        ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
+# How memdiag itself is built (make build, make image and the tests that
+# build it do the same): urfave/cli's man and markdown writers (blackfriday,
+# go-md2man) are never used, and without cgo the binary is static, so no
+# process maps libc and ld.so; each saves resident memory in every memdiag
+# process (BENCHMARKS.md, "memdiag's own memory").
+TAGS      := urfave_cli_no_docs
 FUZZTIME  ?= 10s
 # The image `make image` builds, and the archive it writes.
 IMAGE_REPO ?= ghcr.io/memdiag/memdiag
@@ -15,8 +21,8 @@ IMAGE_OUT  ?= out/memdiag-image.tar
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-build: ## build bin/memdiag (needs only Go: the BPF object is committed)
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/memdiag ./cmd/memdiag
+build: ## build bin/memdiag, static (needs only Go: the BPF object is committed)
+	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o $(BIN)/memdiag ./cmd/memdiag
 
 PREFIX ?= /usr/local
 
@@ -24,7 +30,7 @@ install: build ## put memdiag on the PATH: install bin/memdiag as $(PREFIX)/bin/
 	install -D -m 0755 $(BIN)/memdiag $(DESTDIR)$(PREFIX)/bin/memdiag
 
 image: ## build $(IMAGE_OUT): an OCI image (FROM scratch, static binary, user nonroot) without Docker; load or push it (README)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/memdiag-static ./cmd/memdiag
+	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/memdiag-static ./cmd/memdiag
 	@mkdir -p $(dir $(IMAGE_OUT)) && rm -f $(IMAGE_OUT)
 	$(GO) run ./deploy/image -binary $(BIN)/memdiag-static -ref $(IMAGE) -o $(IMAGE_OUT) \
 	  -revision "$$(git rev-parse HEAD 2>/dev/null)" -created "$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null)}"

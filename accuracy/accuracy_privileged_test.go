@@ -32,7 +32,8 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	memdiagBin = filepath.Join(dir, "memdiag")
-	if out, err := exec.Command("go", "build", "-o", memdiagBin, "../cmd/memdiag").CombinedOutput(); err != nil {
+	// Built as make build does.
+	if out, err := exec.Command("env", "CGO_ENABLED=0", "go", "build", "-tags", "urfave_cli_no_docs", "-o", memdiagBin, "../cmd/memdiag").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building memdiag: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)

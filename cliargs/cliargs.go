@@ -10,17 +10,21 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 )
 
-// badValue is how the flag package says a value did not parse.
-var badValue = regexp.MustCompile(`^invalid value "(.*)" for flag -([^:]+): `)
+// badValue is how the flag package says a value did not parse, compiled
+// on first use (only after a bad flag).
+var badValue = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^invalid value "(.*)" for flag -([^:]+): `)
+})
 
 // FlagHint turns the flag package's `invalid value "5" for flag -duration:
 // parse error` into a line that names the expected format.
 func FlagHint(err error, flags []cli.Flag) error {
-	m := badValue.FindStringSubmatch(err.Error())
+	m := badValue().FindStringSubmatch(err.Error())
 	if m == nil {
 		return err
 	}

@@ -2,11 +2,15 @@ package container_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/memdiag/memdiag/container"
 	"github.com/memdiag/memdiag/container/critest"
@@ -83,5 +87,45 @@ func TestCRIUnreachable(t *testing.T) {
 	_, err = container.Resolve(context.Background(), "shop/web-1/app", src)
 	if err == nil || !strings.Contains(err.Error(), "no container named") || !strings.Contains(err.Error(), sock) || strings.Contains(err.Error(), "\n") {
 		t.Errorf("unknown name with a dead CRI socket: %v", err)
+	}
+}
+
+// TestCRIStatus: a runtime without the list calls answers with a gRPC
+// status (a real gRPC server), which ListCRI names.
+func TestCRIStatus(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "containerd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	runtimeapi.RegisterRuntimeServiceServer(g, runtimeapi.UnimplementedRuntimeServiceServer{})
+	go g.Serve(l)
+	defer g.Stop()
+	_, err = container.ListCRI(context.Background(), sock)
+	if err == nil || !strings.Contains(err.Error(), "ListPodSandbox: rpc error: code = Unimplemented desc = method ListPodSandbox not implemented") {
+		t.Errorf("ListCRI of a runtime without ListPodSandbox: %v", err)
+	}
+}
+
+// TestCRIManyPods: an answer of many HTTP/2 frames (a node with 300 pods
+// whose labels make the list about 100 KB), read whole.
+func TestCRIManyPods(t *testing.T) {
+	cri := critest.Start(t)
+	long := strings.Repeat("v", 200)
+	for i := range 300 {
+		id := fmt.Sprintf("%064x", i+1)
+		cri.SetPod(critest.Pod{ID: id, Namespace: "shop", Name: fmt.Sprintf("web-%d", i), UID: fmt.Sprint(i),
+			Labels: map[string]string{"app": long}})
+		cri.SetContainer(critest.Container{ID: fmt.Sprintf("%064x", 1000+i), PodID: id, Name: "app", Running: true})
+	}
+	named, err := container.ListCRI(context.Background(), cri.Socket)
+	if err != nil || len(named) != 300 {
+		t.Fatalf("ListCRI: %d containers, %v", len(named), err)
+	}
+	for _, n := range named {
+		if n.Labels["app"] != long || n.Namespace != "shop" {
+			t.Fatalf("entry %+v", n)
+		}
 	}
 }

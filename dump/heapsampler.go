@@ -77,7 +77,7 @@ func StartHeapSampler(ctx context.Context, pid int, interval uint64, ready func(
 			return err
 		}
 		if path == "" {
-			if path, err = inspectorTargetPath(ctx, d.httpClient(sock.dialAddr()), sock.dialAddr()); err != nil {
+			if path, err = inspectorTargetPath(ctx, d, sock.dialAddr()); err != nil {
 				return err
 			}
 		}

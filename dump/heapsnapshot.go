@@ -144,7 +144,7 @@ func HeapSnapshotIgnoring(ctx context.Context, pid int, w io.Writer, progress fu
 	}
 
 	if path == "" {
-		path, err = inspectorTargetPath(ctx, d.httpClient(sock.dialAddr()), sock.dialAddr())
+		path, err = inspectorTargetPath(ctx, d, sock.dialAddr())
 	}
 	if err == nil {
 		res.Bytes, err = snapshotThroughInspector(ctx, d, sock, path, w, progress)
@@ -192,7 +192,7 @@ func findOpenInspector(ctx context.Context, pid int, d *netnsDialer, port int) (
 			return sock, "", false, ctx.Err()
 		}
 		pctx, cancel := context.WithTimeout(ctx, inspectorProbeTimeout)
-		p, err := inspectorTargetPath(pctx, d.httpClient(l.dialAddr()), l.dialAddr())
+		p, err := inspectorTargetPath(pctx, d, l.dialAddr())
 		cancel()
 		if err == nil {
 			return l, p, true, nil
@@ -366,7 +366,7 @@ func closeInspector(ctx context.Context, pid int, d *netnsDialer, sock listenSoc
 	err := func() error {
 		if path == "" {
 			var err error
-			if path, err = inspectorTargetPath(cctx, d.httpClient(sock.dialAddr()), sock.dialAddr()); err != nil {
+			if path, err = inspectorTargetPath(cctx, d, sock.dialAddr()); err != nil {
 				return err
 			}
 		}

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -19,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coder/websocket"
 	"golang.org/x/sys/unix"
 )
 
@@ -112,21 +110,6 @@ func (d *netnsDialer) DialContext(ctx context.Context, network, addr string) (ne
 	return r.c, r.err
 }
 
-// httpClient returns a client whose every connection goes to addr
-// through d, whatever the URL's host says, with no proxy and no
-// connection kept: nothing outlives a request.
-func (d *netnsDialer) httpClient(addr netip.AddrPort) *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return d.DialContext(ctx, network, addr.String())
-			},
-			DisableKeepAlives: true,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-}
-
 // inspectorTarget is one entry of the inspector's /json/list.
 type inspectorTarget struct {
 	ID                   string `json:"id"`
@@ -140,27 +123,18 @@ type inspectorTarget struct {
 const maxTargetList = 1 << 20
 
 // inspectorTargetPath returns the websocket path of the Node.js
-// inspector that listens on addr (reached through client), from its
+// inspector that listens on addr (reached through d), from its
 // /json/list: the first target of type "node". Its webSocketDebuggerUrl
 // gives the path; older Node versions leave it out while a debugger is
 // attached, but take more sessions at /<id>.
-func inspectorTargetPath(ctx context.Context, client *http.Client, addr netip.AddrPort) (string, error) {
+func inspectorTargetPath(ctx context.Context, d *netnsDialer, addr netip.AddrPort) (string, error) {
 	u := "http://" + addr.String() + "/json/list"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", err // it names the method and URL
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTargetList))
+	h, body, err := d.httpGet(ctx, addr, "/json/list", maxTargetList)
 	if err != nil {
 		return "", fmt.Errorf("GET %s: %w", u, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", u, resp.Status)
+	if h.code != 200 {
+		return "", fmt.Errorf("GET %s: %s", u, h.status)
 	}
 	var targets []inspectorTarget
 	if err := json.Unmarshal(body, &targets); err != nil {
@@ -191,28 +165,24 @@ const cdpReadLimit = 64 << 20
 // command's answer, handing every event met on the way to a callback,
 // so events stream with no goroutine and no buffering.
 type cdpConn struct {
-	ws     *websocket.Conn
+	ws     *wsConn
 	nextID int64
 }
 
 // dialCDP opens a session at path on the inspector at addr.
 func dialCDP(ctx context.Context, d *netnsDialer, addr netip.AddrPort, path string) (*cdpConn, error) {
-	client := d.httpClient(addr)
-	defer client.CloseIdleConnections()
 	u := "ws://" + addr.String() + path
-	ws, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: client})
+	ws, err := dialWebSocket(ctx, d, addr, path, cdpReadLimit)
 	if err != nil {
 		return nil, fmt.Errorf("opening the inspector's websocket %s: %w", u, err)
 	}
-	ws.SetReadLimit(cdpReadLimit)
 	return &cdpConn{ws: ws}, nil
 }
 
 // Close closes the connection at once, with no closing handshake: the
-// inspector takes that as the end of the session. It waits for the
-// websocket's goroutines to end.
+// inspector takes that as the end of the session.
 func (c *cdpConn) Close() error {
-	return c.ws.CloseNow()
+	return c.ws.Close()
 }
 
 // cdpMessage is a DevTools-protocol message: an answer has ID, an event
@@ -245,8 +215,8 @@ var errCDPClosed = errors.New("the inspector closed the connection")
 
 // call sends method with params (nil for none) and waits for its answer,
 // passing the events that come first to onEvent (nil to drop them); an
-// error from onEvent ends the call. When ctx ends, the websocket library
-// closes the connection: the session is over.
+// error from onEvent ends the call. When ctx ends, the websocket
+// closes its connection: the session is over.
 func (c *cdpConn) call(ctx context.Context, method string, params any, onEvent func(method string, params json.RawMessage) error) (json.RawMessage, error) {
 	c.nextID++
 	id := c.nextID
@@ -259,13 +229,13 @@ func (c *cdpConn) call(ctx context.Context, method string, params any, onEvent f
 	if err != nil {
 		return nil, fmt.Errorf("encoding %s: %w", method, err)
 	}
-	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+	if err := c.ws.WriteText(ctx, b); err != nil {
 		return nil, fmt.Errorf("sending %s: %w", method, err)
 	}
 	for {
-		_, data, err := c.ws.Read(ctx)
+		data, err := c.ws.Read(ctx)
 		if err != nil {
-			if websocket.CloseStatus(err) != -1 || errors.Is(err, io.EOF) {
+			if errors.Is(err, errWSClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				err = fmt.Errorf("%w: %w", errCDPClosed, err)
 			}
 			return nil, fmt.Errorf("waiting for the answer to %s: %w", method, err)

@@ -175,7 +175,7 @@ func TestHeapSnapshotInspectorTargetPath(t *testing.T) {
 	} {
 		f := &hsFakeInspector{list: tc.list}
 		addr := f.start(t)
-		got, err := inspectorTargetPath(ctx, (&netnsDialer{}).httpClient(addr), addr)
+		got, err := inspectorTargetPath(ctx, &netnsDialer{}, addr)
 		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%s: got %q, %v; want %q, error with %q", tc.name, got, err, tc.want, tc.err)
 		}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -142,17 +141,12 @@ func (tg *hsTarget) hsAlive(t *testing.T) (usr1 int) {
 	defer d.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), hsDeadline)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+tg.http.String()+"/", nil)
-	if err != nil {
-		t.Fatal(err)
+	h, body, err := d.httpGet(ctx, tg.http, "/", 1<<20)
+	if err != nil || h.code != 200 {
+		t.Fatalf("the target no longer answers HTTP: %v %v", h.status, err)
 	}
-	resp, err := d.httpClient(tg.http).Do(req)
-	if err != nil {
-		t.Fatalf("the target no longer answers HTTP: %v", err)
-	}
-	defer resp.Body.Close()
 	var got struct{ Markers, Usr1 int }
-	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || got.Markers != hsMarkers {
+	if err := json.Unmarshal(body, &got); err != nil || got.Markers != hsMarkers {
 		t.Fatalf("the target answers %+v, %v", got, err)
 	}
 	return got.Usr1
@@ -281,7 +275,7 @@ func hsCheckSnapshotFile(t *testing.T, path string) {
 }
 
 // hsCheckNoGoroutines fails when a goroutine of HeapSnapshot's outlives
-// it: its dialer's, its HTTP transport's dial, or the websocket library's.
+// it: its dialer's, or a websocket's.
 func hsCheckNoGoroutines(t *testing.T) {
 	t.Helper()
 	// A goroutine that has handed over its result (a dial, a websocket
@@ -313,7 +307,7 @@ func hsOurGoroutines() []string {
 	buf = buf[:runtime.Stack(buf, true)]
 	var out []string
 	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if strings.Contains(g, "github.com/coder/websocket.") || strings.Contains(g, "dump.(*netnsDialer)") || strings.Contains(g, "dump.(*cdpConn)") {
+		if strings.Contains(g, "dump.(*wsConn)") || strings.Contains(g, "dump.(*netnsDialer)") || strings.Contains(g, "dump.(*cdpConn)") {
 			out = append(out, g)
 		}
 	}
@@ -358,7 +352,7 @@ func TestHeapSnapshotUsesOpenInspector(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), hsDeadline)
 	defer cancel()
 	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(res.Port))
-	if _, err := inspectorTargetPath(ctx, (&netnsDialer{}).httpClient(addr), addr); err != nil {
+	if _, err := inspectorTargetPath(ctx, &netnsDialer{}, addr); err != nil {
 		t.Errorf("the inspector no longer answers: %v", err)
 	}
 	tg.hsAlive(t)

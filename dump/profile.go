@@ -7,8 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/google/pprof/profile"
-
 	"github.com/memdiag/memdiag/procfs"
 )
 
@@ -34,9 +32,9 @@ type StackSample struct {
 // program needs its own Symbolizer and profile.
 //
 // start and duration are the time span the samples cover.
-func BuildProfile(samples []StackSample, sym *Symbolizer, start time.Time, duration time.Duration) (*profile.Profile, error) {
-	p := &profile.Profile{
-		SampleType: []*profile.ValueType{
+func BuildProfile(samples []StackSample, sym *Symbolizer, start time.Time, duration time.Duration) (*Profile, error) {
+	p := &Profile{
+		SampleType: []ValueType{
 			{Type: "growth", Unit: "bytes"},
 			{Type: "faults", Unit: "count"},
 		},
@@ -47,11 +45,11 @@ func BuildProfile(samples []StackSample, sym *Symbolizer, start time.Time, durat
 	b := profileBuilder{
 		p:         p,
 		sym:       sym,
-		locations: make(map[uint64]*profile.Location),
-		functions: make(map[string]*profile.Function),
+		locations: make(map[uint64]*Location),
+		functions: make(map[string]*Function),
 		mappings:  make(map[*procfs.Mapping]*mappingUse),
 	}
-	merged := make(map[string]*profile.Sample)
+	merged := make(map[string]*Sample)
 	var key []byte
 	for _, s := range samples {
 		key = binary.LittleEndian.AppendUint32(key[:0], s.PID)
@@ -63,7 +61,7 @@ func BuildProfile(samples []StackSample, sym *Symbolizer, start time.Time, durat
 			ps.Value[1] += s.Pages
 			continue
 		}
-		ps := &profile.Sample{Value: []int64{s.Bytes, s.Pages}}
+		ps := &Sample{Value: []int64{s.Bytes, s.Pages}}
 		if s.PID != 0 {
 			ps.NumLabel = map[string][]int64{"pid": {int64(s.PID)}}
 		}
@@ -74,14 +72,14 @@ func BuildProfile(samples []StackSample, sym *Symbolizer, start time.Time, durat
 		p.Sample = append(p.Sample, ps)
 	}
 	b.finishMappings()
-	if err := p.CheckValid(); err != nil {
+	if err := p.check(); err != nil {
 		return nil, fmt.Errorf("building the growth profile: %w", err)
 	}
 	return p, nil
 }
 
-// WriteProfile writes p as pprof reads it: gzip-compressed protobuf.
-func WriteProfile(w io.Writer, p *profile.Profile) error {
+// WriteProfile writes p as pprof reads it: gzip-compressed protobuf (Profile.Write).
+func WriteProfile(w io.Writer, p *Profile) error {
 	if err := p.Write(w); err != nil {
 		return fmt.Errorf("writing the growth profile: %w", err)
 	}
@@ -91,10 +89,10 @@ func WriteProfile(w io.Writer, p *profile.Profile) error {
 // profileBuilder deduplicates the locations, functions and mappings of a
 // profile being built.
 type profileBuilder struct {
-	p         *profile.Profile
+	p         *Profile
 	sym       *Symbolizer
-	locations map[uint64]*profile.Location // by address
-	functions map[string]*profile.Function // by name
+	locations map[uint64]*Location // by address
+	functions map[string]*Function // by name
 	mappings  map[*procfs.Mapping]*mappingUse
 }
 
@@ -102,7 +100,7 @@ type profileBuilder struct {
 // named: only then may HasFunctions say so (pprof symbolizes the others
 // again when it finds the binary).
 type mappingUse struct {
-	m        *profile.Mapping
+	m        *Mapping
 	allNamed bool
 }
 
@@ -111,11 +109,11 @@ type mappingUse struct {
 // be the next function when the call was the last instruction of a
 // noreturn path, so every frame but the leaf is named at addr-1; the
 // location keeps addr itself, as pprof expects.
-func (b *profileBuilder) location(addr uint64, leaf bool) *profile.Location {
+func (b *profileBuilder) location(addr uint64, leaf bool) *Location {
 	if l, ok := b.locations[addr]; ok {
 		return l
 	}
-	l := &profile.Location{ID: uint64(len(b.p.Location) + 1), Address: addr}
+	l := &Location{ID: uint64(len(b.p.Location) + 1), Address: addr}
 	b.locations[addr] = l
 	b.p.Location = append(b.p.Location, l)
 	if b.sym == nil {
@@ -134,7 +132,7 @@ func (b *profileBuilder) location(addr uint64, leaf bool) *profile.Location {
 		mu := b.mappings[r.mapping]
 		if mu == nil {
 			mu = &mappingUse{
-				m: &profile.Mapping{
+				m: &Mapping{
 					Start:   r.mapping.Start,
 					Limit:   r.mapping.End,
 					Offset:  r.mapping.Offset,
@@ -151,11 +149,11 @@ func (b *profileBuilder) location(addr uint64, leaf bool) *profile.Location {
 	if r.name != "" {
 		f := b.functions[r.name]
 		if f == nil {
-			f = &profile.Function{ID: uint64(len(b.p.Function) + 1), Name: r.name, SystemName: r.name}
+			f = &Function{ID: uint64(len(b.p.Function) + 1), Name: r.name, SystemName: r.name}
 			b.functions[r.name] = f
 			b.p.Function = append(b.p.Function, f)
 		}
-		l.Line = []profile.Line{{Function: f}}
+		l.Line = []Line{{Function: f}}
 	}
 	return l
 }
@@ -168,7 +166,7 @@ func (b *profileBuilder) finishMappings() {
 		mu.m.HasFunctions = mu.allNamed
 		b.p.Mapping = append(b.p.Mapping, mu.m)
 	}
-	slices.SortFunc(b.p.Mapping, func(x, y *profile.Mapping) int {
+	slices.SortFunc(b.p.Mapping, func(x, y *Mapping) int {
 		switch {
 		case x.Start < y.Start:
 			return -1

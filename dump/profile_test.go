@@ -125,7 +125,7 @@ func startProfileWorkload(t *testing.T, flags ...string) *profileWorkload {
 }
 
 // roundTrip writes p and parses it back, as pprof would read it.
-func roundTrip(t *testing.T, p *profile.Profile) *profile.Profile {
+func roundTrip(t *testing.T, p *Profile) *profile.Profile {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := WriteProfile(&buf, p); err != nil {

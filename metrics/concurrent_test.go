@@ -1,7 +1,6 @@
 package metrics_test
 
 import (
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -16,8 +15,7 @@ func TestScrapesAreConsistent(t *testing.T) {
 	r := sampleReport()
 	r.Growth.RSS = 0
 	e.Update(r, 0)
-	srv := httptest.NewServer(e.Handler())
-	defer srv.Close()
+	url := serveURL(t, e)
 	const updates = 200
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -29,7 +27,7 @@ func TestScrapesAreConsistent(t *testing.T) {
 		}
 	})
 	check := func() (growth, dumps float64) {
-		fams := scrapeURL(t, srv.URL)
+		fams := scrapeURL(t, url)
 		growth = series(t, fams, "memdiag_target_growth_rss_bytes", nil)
 		dumps = series(t, fams, "memdiag_dumps_total", nil)
 		if growth != dumps*(1<<20) {

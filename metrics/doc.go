@@ -2,12 +2,23 @@
 // (`--metrics-addr`), so a fleet can run memdiag as a Kubernetes DaemonSet
 // and aggregate in Prometheus.
 //
-// An Exporter has its own registry (never the global one). The session feeds
-// it report snapshots with Update; Handler and Serve expose the latest one at
-// /metrics. Until the first Update only memdiag_build_info and the Go and
-// process collectors' series are exported.
+// An Exporter keeps its own series (there is no global registry). The
+// session feeds it report snapshots with Update; WriteTo and ServeListener expose the
+// latest one at /metrics, in the Prometheus text format (version 0.0.4),
+// written by hand in expose.go rather than with client_golang, and served
+// by a small HTTP/1.1 server (serve.go) rather than net/http: their
+// initializers cost every memdiag process about 1 and 3 MiB of resident
+// memory, serving metrics or not.
+// Until the first Update only memdiag_build_info and memdiag's own Go and
+// process series are exported: go_goroutines, go_threads, go_info,
+// go_memstats_heap_alloc_bytes, go_memstats_sys_bytes,
+// process_cpu_seconds_total, process_resident_memory_bytes,
+// process_virtual_memory_bytes, process_start_time_seconds,
+// process_open_fds and process_max_fds, named, described and typed as
+// client_golang's Go and process collectors do (the other series of those
+// collectors, and promhttp's, are not exported).
 //
-// Every series, the Go and process collectors' included, carries two
+// Every series, the Go and process series included, carries two
 // constant labels naming the traced target, since the scraped pod is memdiag's
 // own and not the target's:
 //
@@ -21,7 +32,7 @@
 //	container_id, pod_uid       as above
 //
 // and memdiag's own series (memdiag_build_info, the Go and process
-// collectors) carry none. A container's series appear when its trace
+// series) carry none. A container's series appear when its trace
 // starts and are removed when it ends.
 //
 // memdiag's series (values from report.Report, whose fields README.md

@@ -28,7 +28,7 @@ func TestFleetLabels(t *testing.T) {
 	a.Update(ra, 0)
 	b.Update(rb, 0)
 
-	fams := scrape(t, f.Handler())
+	fams := scrape(t, f)
 	rss := fams["memdiag_target_rss_bytes"].GetMetric()
 	if len(rss) != 2 {
 		t.Fatalf("memdiag_target_rss_bytes has %d series, want 2", len(rss))
@@ -59,7 +59,7 @@ func TestFleetLabels(t *testing.T) {
 	if f.Len() != 1 {
 		t.Errorf("Len %d after Remove, want 1", f.Len())
 	}
-	fams = scrape(t, f.Handler())
+	fams = scrape(t, f)
 	for name, fam := range fams {
 		for _, m := range fam.GetMetric() {
 			if labelsOf(m)["pod"] == "web-0" {

@@ -5,17 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"net/http"
 	"slices"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/memdiag/memdiag/report"
 )
@@ -51,11 +47,10 @@ type Labels struct {
 }
 
 // Exporter serves the metrics of one memdiag session. Update feeds it report
-// snapshots; Handler and Serve expose the latest one. It is safe for
+// snapshots; WriteTo and ServeListener expose the latest one. It is safe for
 // concurrent use.
 type Exporter struct {
-	reg     *prometheus.Registry
-	handler http.Handler
+	labels  []labelPair // the constant labels of every series
 	version string
 
 	// build says whether the collector emits memdiag_build_info (a
@@ -109,24 +104,11 @@ type opsCounters struct {
 	total map[catKey]float64 // each series' counter
 }
 
-// New returns an exporter with its own registry: memdiag's metrics and the Go
-// and process collectors, every series labelled with labels.
+// New returns an exporter of memdiag's metrics and its own Go and process
+// series, every series labelled with labels.
 func New(labels Labels) *Exporter {
 	e := newExporter(labels.Version, true)
-	e.reg = prometheus.NewRegistry()
-	// The series describe the target, not the memdiag pod Prometheus
-	// scrapes (a DaemonSet pod traces another pod), so its container and pod
-	// travel as labels of every series rather than as target labels.
-	wrapped := prometheus.WrapRegistererWith(prometheus.Labels{
-		"container_id": labels.ContainerID,
-		"pod_uid":      labels.PodUID,
-	}, e.reg)
-	wrapped.MustRegister(
-		collector{e},
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
-	e.handler = promhttp.InstrumentMetricHandler(wrapped, promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}))
+	e.labels = []labelPair{{"container_id", labels.ContainerID}, {"pod_uid", labels.PodUID}}
 	return e
 }
 
@@ -237,8 +219,14 @@ func abs(v int64) int64 {
 	return v
 }
 
-// Handler serves the metrics in the Prometheus exposition formats.
-func (e *Exporter) Handler() http.Handler { return e.handler }
+// WriteTo writes the metrics in the Prometheus text format (version 0.0.4),
+// as /metrics answers them.
+func (e *Exporter) WriteTo(w io.Writer) (int64, error) {
+	return writeExposition(w, func(x *exposition) {
+		addSelf(x, e.labels)
+		e.collect(x)
+	})
+}
 
 // Listen opens addr for Serve, with a clear error when the address is
 // already in use.
@@ -258,80 +246,42 @@ func Listen(addr string) (net.Listener, error) {
 // shuts down, giving scrapes in flight a few seconds. It returns nil after a
 // shutdown caused by ctx, and the error otherwise. It closes ln.
 func (e *Exporter) ServeListener(ctx context.Context, ln net.Listener) error {
-	return serve(ctx, ln, e.handler)
-}
-
-// serve serves handler at /metrics on ln until ctx ends (ServeListener).
-func serve(ctx context.Context, ln net.Listener, handler http.Handler) error {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", handler)
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "memdiag: metrics at /metrics")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		return fmt.Errorf("serving metrics on %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-		return fmt.Errorf("shutting down the metrics server: %w", err)
-	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving metrics on %s: %w", ln.Addr(), err)
-	}
-	return nil
+	return serve(ctx, ln, func(w io.Writer) { e.WriteTo(w) })
 }
 
 // Descriptions of memdiag's series; doc.go lists them.
 var (
-	descTargetRSS = prometheus.NewDesc("memdiag_target_rss_bytes",
-		"Resident memory of the target at the latest snapshot: baseline plus growth (report final.rss_bytes).", []string{"pid"}, nil)
-	descGrowth = prometheus.NewDesc("memdiag_target_growth_rss_bytes",
-		"Change of resident memory since tracing began, target and children (report growth.rss_bytes).", nil, nil)
-	descRate = prometheus.NewDesc("memdiag_growth_rate_rss_bytes_per_minute",
-		"RSS growth per minute over the last minute (since the start when tracing is younger).", nil, nil)
-	descCatRSS = prometheus.NewDesc("memdiag_category_rss_bytes",
-		"Resident memory growth charged to a category (report categories[].rss_bytes).", []string{"category", "kind"}, nil)
-	descCatExternal = prometheus.NewDesc("memdiag_category_external_bytes",
-		"External (off-heap) memory growth charged to a category (report categories[].external_bytes).", []string{"category", "kind"}, nil)
-	descCatRetained = prometheus.NewDesc("memdiag_category_retained_bytes",
-		"Memory allocated by a category's ops and still live (report categories[].retained_bytes).", []string{"category", "kind"}, nil)
-	descCatOps = prometheus.NewDesc("memdiag_category_ops_total",
-		"Operations completed in a category (report categories[].ops).", []string{"category", "kind"}, nil)
-	descLost = prometheus.NewDesc("memdiag_lost_events_total",
-		"Lifecycle events the ring buffer could not take (report lost_events); byte totals never depend on them.", nil, nil)
-	descDumps = prometheus.NewDesc("memdiag_dumps_total",
-		"Dumps taken at RSS thresholds.", nil, nil)
-	descCulprit = prometheus.NewDesc("memdiag_culprit_info",
-		"1 for the category that dominates growth (report culprit); absent when there is none.", []string{"category"}, nil)
-	descSuspect = prometheus.NewDesc("memdiag_suspect_info",
-		"1 for the category a mapping estimate alone points at, when no measured culprit keeps more (report verdict.suspect): where a heap grew, not shown to be who keeps it.", []string{"category", "heap"}, nil)
-	descBuild = prometheus.NewDesc("memdiag_build_info",
-		"1, labelled with memdiag's version.", []string{"version"}, nil)
+	descTargetRSS = newDesc("memdiag_target_rss_bytes",
+		"Resident memory of the target at the latest snapshot: baseline plus growth (report final.rss_bytes).", gaugeType, "pid")
+	descGrowth = newDesc("memdiag_target_growth_rss_bytes",
+		"Change of resident memory since tracing began, target and children (report growth.rss_bytes).", gaugeType)
+	descRate = newDesc("memdiag_growth_rate_rss_bytes_per_minute",
+		"RSS growth per minute over the last minute (since the start when tracing is younger).", gaugeType)
+	descCatRSS = newDesc("memdiag_category_rss_bytes",
+		"Resident memory growth charged to a category (report categories[].rss_bytes).", gaugeType, "category", "kind")
+	descCatExternal = newDesc("memdiag_category_external_bytes",
+		"External (off-heap) memory growth charged to a category (report categories[].external_bytes).", gaugeType, "category", "kind")
+	descCatRetained = newDesc("memdiag_category_retained_bytes",
+		"Memory allocated by a category's ops and still live (report categories[].retained_bytes).", gaugeType, "category", "kind")
+	descCatOps = newDesc("memdiag_category_ops_total",
+		"Operations completed in a category (report categories[].ops).", counterType, "category", "kind")
+	descLost = newDesc("memdiag_lost_events_total",
+		"Lifecycle events the ring buffer could not take (report lost_events); byte totals never depend on them.", counterType)
+	descDumps = newDesc("memdiag_dumps_total",
+		"Dumps taken at RSS thresholds.", counterType)
+	descCulprit = newDesc("memdiag_culprit_info",
+		"1 for the category that dominates growth (report culprit); absent when there is none.", gaugeType, "category")
+	descSuspect = newDesc("memdiag_suspect_info",
+		"1 for the category a mapping estimate alone points at, when no measured culprit keeps more (report verdict.suspect): where a heap grew, not shown to be who keeps it.", gaugeType, "category", "heap")
+	descBuild = newDesc("memdiag_build_info",
+		"1, labelled with memdiag's version.", gaugeType, "version")
 )
 
-// collector emits the exporter's latest snapshot.
-type collector struct{ e *Exporter }
-
-func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTargetRSS, descGrowth, descRate, descCatRSS, descCatExternal, descCatRetained, descCatOps, descLost, descDumps, descCulprit, descSuspect} {
-		ch <- d
-	}
-	if c.e.build {
-		ch <- descBuild
-	}
-}
-
-func (c collector) Collect(ch chan<- prometheus.Metric) {
-	e := c.e
+// collect adds the exporter's series: memdiag_build_info (unless in a
+// Fleet, which has its own) and the latest snapshot's.
+func (e *Exporter) collect(x *exposition) {
 	if e.build {
-		ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, e.version)
+		x.add(descBuild, e.labels, 1, e.version)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -339,25 +289,22 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if s == nil {
 		return
 	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	gauge(descTargetRSS, float64(s.rss), s.pid)
-	gauge(descGrowth, float64(s.growth))
-	gauge(descRate, s.rate)
-	ch <- prometheus.MustNewConstMetric(descLost, prometheus.CounterValue, float64(s.lost))
-	ch <- prometheus.MustNewConstMetric(descDumps, prometheus.CounterValue, float64(s.dumps))
+	x.add(descTargetRSS, e.labels, float64(s.rss), s.pid)
+	x.add(descGrowth, e.labels, float64(s.growth))
+	x.add(descRate, e.labels, s.rate)
+	x.add(descLost, e.labels, float64(s.lost))
+	x.add(descDumps, e.labels, float64(s.dumps))
 	if s.culprit != "" {
-		gauge(descCulprit, 1, s.culprit)
+		x.add(descCulprit, e.labels, 1, s.culprit)
 	}
 	if s.suspect != "" {
-		gauge(descSuspect, 1, s.suspect, s.suspectHeap)
+		x.add(descSuspect, e.labels, 1, s.suspect, s.suspectHeap)
 	}
 	for _, k := range s.categories {
 		v := s.values[k]
-		gauge(descCatRSS, float64(v.rss), k.name, k.kind)
-		gauge(descCatExternal, float64(v.external), k.name, k.kind)
-		gauge(descCatRetained, float64(v.retained), k.name, k.kind)
-		ch <- prometheus.MustNewConstMetric(descCatOps, prometheus.CounterValue, e.ops.total[k], k.name, k.kind)
+		x.add(descCatRSS, e.labels, float64(v.rss), k.name, k.kind)
+		x.add(descCatExternal, e.labels, float64(v.external), k.name, k.kind)
+		x.add(descCatRetained, e.labels, float64(v.retained), k.name, k.kind)
+		x.add(descCatOps, e.labels, e.ops.total[k], k.name, k.kind)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,12 +54,36 @@ func newExporter() *metrics.Exporter {
 	return metrics.New(metrics.Labels{ContainerID: testContainer, PodUID: testPod, Version: "v1.2.3"})
 }
 
-// scrape fetches h's metrics over HTTP and parses the text format.
-func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
+// server is what serves metrics: an Exporter or a Fleet.
+type server interface {
+	ServeListener(ctx context.Context, ln net.Listener) error
+}
+
+// serveURL serves s on a loopback port until the test ends and returns
+// the URL of its metrics.
+func serveURL(t *testing.T, s server) string {
 	t.Helper()
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	return scrapeURL(t, srv.URL)
+	ln, err := metrics.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ServeListener(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeListener: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String() + "/metrics"
+}
+
+// scrape serves s's metrics, fetches them over HTTP and parses the text
+// format.
+func scrape(t *testing.T, s server) map[string]*dto.MetricFamily {
+	t.Helper()
+	return scrapeURL(t, serveURL(t, s))
 }
 
 func scrapeURL(t *testing.T, url string) map[string]*dto.MetricFamily {
@@ -129,7 +152,7 @@ func TestUpdateMatchesReport(t *testing.T) {
 	e := newExporter()
 	r := sampleReport()
 	e.Update(r, 3)
-	fams := scrape(t, e.Handler())
+	fams := scrape(t, e)
 
 	type check struct {
 		name   string
@@ -186,7 +209,7 @@ func TestUpdateMatchesReport(t *testing.T) {
 
 func TestBeforeUpdate(t *testing.T) {
 	e := newExporter()
-	fams := scrape(t, e.Handler())
+	fams := scrape(t, e)
 	if got := series(t, fams, "memdiag_build_info", map[string]string{"version": "v1.2.3"}); got != 1 {
 		t.Errorf("memdiag_build_info = %v, want 1", got)
 	}
@@ -196,7 +219,7 @@ func TestBeforeUpdate(t *testing.T) {
 		}
 	}
 	e.Update(nil, 1) // ignored
-	if _, ok := scrape(t, e.Handler())["memdiag_dumps_total"]; ok {
+	if _, ok := scrape(t, e)["memdiag_dumps_total"]; ok {
 		t.Error("Update(nil) exported a snapshot")
 	}
 }
@@ -204,7 +227,7 @@ func TestBeforeUpdate(t *testing.T) {
 func TestEmptyLabels(t *testing.T) {
 	e := metrics.New(metrics.Labels{})
 	e.Update(sampleReport(), 0)
-	fams := scrape(t, e.Handler())
+	fams := scrape(t, e)
 	if got := series(t, fams, "memdiag_target_growth_rss_bytes", map[string]string{"container_id": "", "pod_uid": ""}); got != 90<<20 {
 		t.Errorf("growth = %v", got)
 	}
@@ -218,16 +241,16 @@ func TestNoCulprit(t *testing.T) {
 	r := sampleReport()
 	r.Culprit = nil
 	e.Update(r, 0)
-	if f, ok := scrape(t, e.Handler())["memdiag_culprit_info"]; ok {
+	if f, ok := scrape(t, e)["memdiag_culprit_info"]; ok {
 		t.Errorf("memdiag_culprit_info exported without a culprit: %v", f)
 	}
-	if f, ok := scrape(t, e.Handler())["memdiag_suspect_info"]; ok {
+	if f, ok := scrape(t, e)["memdiag_suspect_info"]; ok {
 		t.Errorf("memdiag_suspect_info exported without a suspect: %v", f)
 	}
 	// A suspect (a mapping estimate) is its own series, never the culprit's.
 	r.Verdict.Suspect, r.Verdict.SuspectKind = "api_records", "native"
 	e.Update(r, 0)
-	fams := scrape(t, e.Handler())
+	fams := scrape(t, e)
 	if got := series(t, fams, "memdiag_suspect_info", map[string]string{"category": "api_records", "heap": "native"}); got != 1 {
 		t.Errorf("memdiag_suspect_info = %v, want 1", got)
 	}
@@ -240,7 +263,7 @@ func TestGrowthRate(t *testing.T) {
 	e := newExporter()
 	r := sampleReport()
 	rate := func() float64 {
-		return series(t, scrape(t, e.Handler()), "memdiag_growth_rate_rss_bytes_per_minute", nil)
+		return series(t, scrape(t, e), "memdiag_growth_rate_rss_bytes_per_minute", nil)
 	}
 	steps := []struct {
 		at     time.Duration // EndedAt - StartedAt
@@ -294,7 +317,7 @@ func TestCardinalityBound(t *testing.T) {
 	r := sampleReport()
 	r.Categories = manyCategories(n)
 	e.Update(r, 0)
-	fams := scrape(t, e.Handler())
+	fams := scrape(t, e)
 
 	// The largest |rss| are the last MaxCategories; the first 57 are summed.
 	var other report.CategoryJSON
@@ -337,7 +360,7 @@ func TestOpsCounterNeverGoesDown(t *testing.T) {
 	small.Ops = 10
 	e.Update(r, 0)
 	o := cat(metrics.OtherCategory, metrics.OtherKind)
-	if got := series(t, scrape(t, e.Handler()), "memdiag_category_ops_total", o); got != 10 {
+	if got := series(t, scrape(t, e), "memdiag_category_ops_total", o); got != 10 {
 		t.Fatalf("other ops = %v, want 10", got)
 	}
 
@@ -346,7 +369,7 @@ func TestOpsCounterNeverGoesDown(t *testing.T) {
 	small.Ops = 15
 	small.RSSBytes = 1 << 40
 	e.Update(r, 0)
-	fams := scrape(t, e.Handler())
+	fams := scrape(t, e)
 	if got := series(t, fams, "memdiag_category_ops_total", cat(small.Name, small.Kind)); got != 5 {
 		t.Errorf("moved category ops = %v, want 5 (the ops since it left \"other\")", got)
 	}
@@ -369,7 +392,7 @@ func TestOpsCounterNeverGoesDown(t *testing.T) {
 		r.Categories[i].Ops = 1
 	}
 	e.Update(r, 0)
-	fams = scrape(t, e.Handler())
+	fams = scrape(t, e)
 	if got := series(t, fams, "memdiag_category_ops_total", cat(small.Name, small.Kind)); got != 6 {
 		t.Errorf("after a new session: ops = %v, want 6", got)
 	}

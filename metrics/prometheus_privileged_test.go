@@ -45,7 +45,7 @@ func TestPrometheusScrapesMemdiag(t *testing.T) {
 	dir := t.TempDir()
 	memdiagBin, memworkBin := filepath.Join(dir, "memdiag"), filepath.Join(dir, "memwork")
 	for _, c := range [][]string{
-		{"go", "build", "-o", memdiagBin, "../cmd/memdiag"},
+		{"env", "CGO_ENABLED=0", "go", "build", "-tags", "urfave_cli_no_docs", "-o", memdiagBin, "../cmd/memdiag"}, // as make build
 		{"gcc", "-O2", "-Wall", "-pthread", "-o", memworkBin, "../testdata/workload/memwork.c"},
 	} {
 		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {

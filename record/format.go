@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/memdiag/memdiag/safefile"
@@ -51,7 +52,8 @@ const (
 )
 
 // castagnoli is the CRC-32C table frames are checked with.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// Made on first use: only a recording needs it.
+var castagnoli = sync.OnceValue(func() *crc32.Table { return crc32.MakeTable(crc32.Castagnoli) })
 
 // Header is the first frame of a recording: what was traced and how.
 type Header struct {

@@ -205,7 +205,7 @@ func (r *Reader) frame() (byte, []byte, error) {
 	}
 	r.buf = b
 	body := b[:need-4]
-	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[need-4:]) {
+	if crc32.Checksum(body, castagnoli()) != binary.LittleEndian.Uint32(b[need-4:]) {
 		return 0, nil, ErrChecksum
 	}
 	return body[0], body[1:], nil

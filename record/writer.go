@@ -152,7 +152,7 @@ func (w *Writer) writeFrame(b []byte) error {
 	if n > MaxFrame {
 		return fmt.Errorf("%s frame of %d bytes exceeds the %d-byte limit of recordings", kindName(b[frameHead]), n, MaxFrame)
 	}
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[frameHead:], castagnoli))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[frameHead:], castagnoli()))
 	var lenBuf [binary.MaxVarintLen64]byte
 	k := binary.PutUvarint(lenBuf[:], uint64(n))
 	start := frameHead - k

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"fmt"
 	"html/template"
+	"sync"
 )
 
 // The HTML report is one page that opens offline: inline CSS, inline SVG
@@ -37,7 +38,7 @@ const otherColor = "#B4BAC2"
 // their top ops, and what the tracer could not keep.
 func (r *Report) HTML() ([]byte, error) {
 	var b bytes.Buffer
-	if err := htmlPage.Execute(&b, newPageView(r)); err != nil {
+	if err := htmlPage().Execute(&b, newPageView(r)); err != nil {
 		return nil, fmt.Errorf("rendering the HTML report: %w", err)
 	}
 	return b.Bytes(), nil
@@ -48,4 +49,9 @@ func (r *Report) HTML() ([]byte, error) {
 //go:embed templates/report.html.tmpl
 var pageTemplate string
 
-var htmlPage = template.Must(template.New("report").Parse(pageTemplate))
+// htmlPage is pageTemplate parsed, on first use: parsing at start-up cost
+// every memdiag process 150 KB of heap and the template parser's pages,
+// whether it wrote an HTML report or not.
+var htmlPage = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("report").Parse(pageTemplate))
+})

@@ -8,7 +8,7 @@
 # process memdiag does not trace) over ROUNDS rounds, and memdiag's own CPU
 # per second meanwhile. N=0 runs no memdiag.
 #
-#   go build -o bin/memdiag ./cmd/memdiag
+#   make build                           # CGO_ENABLED=0 go build -tags urfave_cli_no_docs -o bin/memdiag ./cmd/memdiag
 #   gcc -O2 -pthread -o bin/memwork testdata/workload/memwork.c
 #   sudo scripts/fleet-bench.sh 8 4      # MEMDIAG=bin/memdiag MEMWORK=bin/memwork by default
 set -euo pipefail

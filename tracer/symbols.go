@@ -18,9 +18,12 @@ import (
 // symChunk is how much of a table is read at a time.
 const symChunk = 1 << 20
 
-// lookupSymbols returns, for each name found in path's .symtab (or
-// .dynsym), its value (virtual address) and the file offset of that address
-// (what a uprobe is attached at). Names not found are missing from the map.
+// lookupSymbols returns, for each name found in path's .dynsym (or, for
+// names it lacks, .symtab), its value (virtual address) and the file offset
+// of that address (what a uprobe is attached at). Names not found are
+// missing from the map. .dynsym comes first: it is small, and where it has
+// the names (Node.js exports the functions memdiag probes) the large
+// .symtab and .strtab are never read.
 func lookupSymbols(path string, names ...string) (map[string]elfSymbol, error) {
 	f, err := elf.Open(path)
 	if err != nil {
@@ -28,7 +31,7 @@ func lookupSymbols(path string, names ...string) (map[string]elfSymbol, error) {
 	}
 	defer f.Close()
 	out := map[string]elfSymbol{}
-	for _, tab := range []struct{ sym, str string }{{".symtab", ".strtab"}, {".dynsym", ".dynstr"}} {
+	for _, tab := range []struct{ sym, str string }{{".dynsym", ".dynstr"}, {".symtab", ".strtab"}} {
 		symtab, strtab := f.Section(tab.sym), f.Section(tab.str)
 		if symtab == nil || strtab == nil {
 			continue

@@ -159,9 +159,95 @@ func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err er
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising the memlock limit: %w", err)
 	}
+	spec, err := newSpec(cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.QueueLen == 0 {
+		cfg.QueueLen = 4096
+	}
+
+	t := &Tracer{
+		events:     make(chan event.Event, cfg.QueueLen),
+		readerDone: make(chan struct{}),
+		clock:      nowClock(),
+		http:       httpreq.Options{KeepQueryValues: cfg.KeepQueryValues},
+		conns:      httpreq.NewConns(httpreq.Options{KeepQueryValues: cfg.KeepQueryValues}),
+		shared:     onExec != nil,
+		onExec:     onExec,
+	}
+	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			ve = verifierErrorWithLines(cfg, ve)
+			return nil, fmt.Errorf("the kernel's verifier refused memdiag's BPF program (please report this with your kernel version): %+v", ve)
+		}
+		return nil, fmt.Errorf("loading BPF objects: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			t.objs.Close()
+			t.bits.close()
+		}
+	}()
+	// Loading parsed the kernel's BTF (an index of its types and the
+	// structures built from those the program uses, several MB): give it
+	// all back before attaching, so memdiag's peak is the load's alone and
+	// not the load's plus the pages attaching touches.
+	runtime.GC()
+	debug.FreeOSMemory()
+	if t.bits, err = mapTargetBits(t.objs.TargetBits); err != nil {
+		return nil, err
+	}
+
+	if cfg.Cgroup != "" {
+		dir, err := os.Open(cfg.Cgroup)
+		if err != nil {
+			return nil, fmt.Errorf("opening cgroup %s: %w", cfg.Cgroup, err)
+		}
+		err = t.objs.TargetCgroup.Update(uint32(0), uint32(dir.Fd()), ebpf.UpdateAny)
+		dir.Close()
+		if err != nil {
+			return nil, fmt.Errorf("following cgroup %s (it must be a cgroup v2 directory): %w", cfg.Cgroup, err)
+		}
+	}
+	overflow := memdiagBucketKey{Kind: uint32(event.BucketOverflow)}
+	if err := t.objs.Buckets.Update(&overflow, &memdiagCounters{}, ebpf.UpdateNoExist); err != nil {
+		return nil, fmt.Errorf("creating the overflow bucket: %w", err)
+	}
+
+	for _, a := range attachments {
+		l, err := link.AttachTracing(link.TracingOptions{Program: a.prog(&t.objs)})
+		if err != nil {
+			t.closeLinks()
+			return nil, fmt.Errorf("attaching tracepoint %s: %w", a.Tracepoint, err)
+		}
+		t.links = append(t.links, l)
+	}
+	t.reader, err = ringbuf.NewReader(t.objs.Events)
+	if err != nil {
+		t.closeLinks()
+		return nil, fmt.Errorf("opening the ring buffer: %w", err)
+	}
+	go t.read()
+	return t, nil
+}
+
+// newSpec reads the embedded program and sizes it for cfg. Without
+// sourceLines the instructions lose their C source lines: those are only
+// for the verifier's log, and they and their copies were 0.7 MiB of
+// memdiag's peak RSS while loading (BENCHMARKS.md).
+func newSpec(cfg Config, sourceLines bool) (*ebpf.CollectionSpec, error) {
 	spec, err := loadMemdiag()
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF program: %w", err)
+	}
+	if !sourceLines {
+		for _, p := range spec.Programs {
+			for i := range p.Instructions {
+				p.Instructions[i] = p.Instructions[i].WithSource(nil)
+			}
+		}
 	}
 	if err := setCPUs(spec); err != nil {
 		return nil, err
@@ -198,72 +284,27 @@ func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err er
 	if cfg.MaxOutstanding != 0 {
 		spec.Maps["outstanding"].MaxEntries = uint32(cfg.MaxOutstanding)
 	}
-	if cfg.QueueLen == 0 {
-		cfg.QueueLen = 4096
-	}
+	return spec, nil
+}
 
-	t := &Tracer{
-		events:     make(chan event.Event, cfg.QueueLen),
-		readerDone: make(chan struct{}),
-		clock:      nowClock(),
-		http:       httpreq.Options{KeepQueryValues: cfg.KeepQueryValues},
-		conns:      httpreq.NewConns(httpreq.Options{KeepQueryValues: cfg.KeepQueryValues}),
-		shared:     onExec != nil,
-		onExec:     onExec,
-	}
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("the kernel's verifier refused memdiag's BPF program (please report this with your kernel version): %+v", ve)
-		}
-		return nil, fmt.Errorf("loading BPF objects: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			t.objs.Close()
-			t.bits.close()
-		}
-	}()
-	if t.bits, err = mapTargetBits(t.objs.TargetBits); err != nil {
-		return nil, err
-	}
-
-	if cfg.Cgroup != "" {
-		dir, err := os.Open(cfg.Cgroup)
-		if err != nil {
-			return nil, fmt.Errorf("opening cgroup %s: %w", cfg.Cgroup, err)
-		}
-		err = t.objs.TargetCgroup.Update(uint32(0), uint32(dir.Fd()), ebpf.UpdateAny)
-		dir.Close()
-		if err != nil {
-			return nil, fmt.Errorf("following cgroup %s (it must be a cgroup v2 directory): %w", cfg.Cgroup, err)
-		}
-	}
-	overflow := memdiagBucketKey{Kind: uint32(event.BucketOverflow)}
-	if err := t.objs.Buckets.Update(&overflow, &memdiagCounters{}, ebpf.UpdateNoExist); err != nil {
-		return nil, fmt.Errorf("creating the overflow bucket: %w", err)
-	}
-
-	for _, a := range attachments {
-		l, err := link.AttachTracing(link.TracingOptions{Program: a.prog(&t.objs)})
-		if err != nil {
-			t.closeLinks()
-			return nil, fmt.Errorf("attaching tracepoint %s: %w", a.Tracepoint, err)
-		}
-		t.links = append(t.links, l)
-	}
-	t.reader, err = ringbuf.NewReader(t.objs.Events)
+// verifierErrorWithLines loads the program again, with its C source
+// lines, to report the verifier's refusal with them; ve when that load
+// does not fail the same way.
+func verifierErrorWithLines(cfg Config, ve *ebpf.VerifierError) *ebpf.VerifierError {
+	spec, err := newSpec(cfg, true)
 	if err != nil {
-		t.closeLinks()
-		return nil, fmt.Errorf("opening the ring buffer: %w", err)
+		return ve
 	}
-	go t.read()
-	// Loading parsed the kernel's BTF (a mapping of several MB and the
-	// structures built from it): give it all back now, so memdiag's own
-	// footprint while tracing stays small.
-	runtime.GC()
-	debug.FreeOSMemory()
-	return t, nil
+	var objs memdiagObjects
+	err = spec.LoadAndAssign(&objs, nil)
+	if err == nil {
+		objs.Close()
+	}
+	var lined *ebpf.VerifierError
+	if errors.As(err, &lined) {
+		return lined
+	}
+	return ve
 }
 
 func nowClock() Clock {
@@ -295,17 +336,15 @@ const TLSSymbol = "llhttp_execute"
 // /proc/PID/exe, which also reaches into containers; memdiag run gives the
 // command's binary before the exec, so nothing is missed.
 func (t *Tracer) AttachTLS(pid int, path string) error {
-	ex, err := link.OpenExecutable(path)
+	syms, err := lookupSymbols(path, TLSSymbol)
 	if err != nil {
-		return fmt.Errorf("--tls: opening %s: %w", path, err)
+		return fmt.Errorf("--tls: %w", err)
 	}
-	l, err := ex.UprobeMulti([]string{TLSSymbol}, t.objs.OnLlhttpExecute, &link.UprobeMultiOptions{PID: uint32(pid)})
-	if err == nil {
-		t.links = append(t.links, l)
+	if sym, ok := syms[TLSSymbol]; ok && sym.Offset != 0 {
+		if err := t.attachAt(pid, path, t.objs.OnLlhttpExecute, sym.Offset, "uprobe "+TLSSymbol); err != nil {
+			return fmt.Errorf("--tls: %w", err)
+		}
 		return nil
-	}
-	if !errors.Is(err, link.ErrNoSymbol) {
-		return fmt.Errorf("--tls: attaching uprobe %s to process %d: %w", TLSSymbol, pid, err)
 	}
 	lib, lerr := MappedLibrary(pid, "libssl.so")
 	if lerr != nil {
@@ -327,22 +366,30 @@ var OpenSSLSymbols = []string{"SSL_read", "SSL_read_ex"}
 // in the process's mount namespace) for pid only.
 func (t *Tracer) attachOpenSSL(pid int, lib string) error {
 	path := filepath.Join("/proc", strconv.Itoa(pid), "root", lib)
+	syms, err := lookupSymbols(path, OpenSSLSymbols...)
+	if err != nil {
+		return fmt.Errorf("--tls: %w", err)
+	}
+	at := make([]uint64, len(OpenSSLSymbols))
+	for i, name := range OpenSSLSymbols {
+		sym, ok := syms[name]
+		if !ok || sym.Offset == 0 {
+			return fmt.Errorf("--tls: attaching uprobe %s in %s to process %d: %w", name, lib, pid, errSymbolNotFound)
+		}
+		at[i] = sym.Offset
+	}
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		return fmt.Errorf("--tls: opening %s: %w", lib, err)
 	}
-	opts := &link.UprobeMultiOptions{PID: uint32(pid)}
-	for _, p := range []struct {
-		sym  string
-		prog *ebpf.Program
-	}{{"SSL_read", t.objs.OnSslRead}, {"SSL_read_ex", t.objs.OnSslReadEx}} {
-		l, err := ex.UprobeMulti([]string{p.sym}, p.prog, opts)
+	for i, prog := range []*ebpf.Program{t.objs.OnSslRead, t.objs.OnSslReadEx} {
+		l, err := ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{PID: uint32(pid), Addresses: at[i : i+1]})
 		if err != nil {
-			return fmt.Errorf("--tls: attaching uprobe %s in %s to process %d: %w", p.sym, lib, pid, err)
+			return fmt.Errorf("--tls: attaching uprobe %s in %s to process %d: %w", OpenSSLSymbols[i], lib, pid, err)
 		}
 		t.links = append(t.links, l)
 	}
-	l, err := ex.UretprobeMulti(OpenSSLSymbols, t.objs.OnSslReadReturn, opts)
+	l, err := ex.UretprobeMulti(nil, t.objs.OnSslReadReturn, &link.UprobeMultiOptions{PID: uint32(pid), Addresses: at})
 	if err != nil {
 		return fmt.Errorf("--tls: attaching uretprobes %v in %s to process %d: %w", OpenSSLSymbols, lib, pid, err)
 	}
@@ -668,6 +715,23 @@ const (
 // path, for process pid only. path is the binary the process runs or will
 // run (memdiag run attaches before the exec, so nothing is missed).
 func (t *Tracer) AttachExact(pid int, path string) error {
+	syms, err := lookupSymbols(path, abAllocate, abAllocateUninitialized, abFree)
+	if err != nil {
+		return fmt.Errorf("--exact-external: %w", err)
+	}
+	for _, name := range []string{abAllocate, abAllocateUninitialized, abFree} {
+		if sym, ok := syms[name]; !ok || sym.Offset == 0 {
+			target, rerr := os.Readlink(path)
+			if rerr != nil {
+				target = path
+			}
+			return fmt.Errorf("--exact-external: %s has no node::NodeArrayBufferAllocator symbols: it works with Node.js binaries that export them; run without --exact-external", target)
+		}
+	}
+	freeAt, err := probeOffset(path, abFree, syms[abFree].Value)
+	if err != nil {
+		return fmt.Errorf("--exact-external: %w", err)
+	}
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		return fmt.Errorf("--exact-external: opening %s: %w", path, err)
@@ -675,35 +739,24 @@ func (t *Tracer) AttachExact(pid int, path string) error {
 	// uprobe_multi links filter by process, all its threads (V8 frees
 	// backing stores on its own threads); a classic uprobe's pid is one
 	// thread's.
-	freeAt, err := probeOffset(path, abFree)
-	if err != nil && !errors.Is(err, errSymbolNotFound) {
-		return fmt.Errorf("--exact-external: %w", err)
-	}
-	allocs := []string{abAllocate, abAllocateUninitialized}
+	allocs := []uint64{syms[abAllocate].Offset, syms[abAllocateUninitialized].Offset}
 	for _, p := range []struct {
-		syms []string
+		at   []uint64
 		ret  bool
 		prog *ebpf.Program
-		opts *link.UprobeMultiOptions
 	}{
-		{allocs, false, t.objs.OnAbAllocate, &link.UprobeMultiOptions{PID: uint32(pid)}},
-		{allocs, true, t.objs.OnAbAllocateRet, &link.UprobeMultiOptions{PID: uint32(pid)}},
-		{[]string{abFree}, false, t.objs.OnAbFree, &link.UprobeMultiOptions{PID: uint32(pid), Offsets: []uint64{freeAt}}},
+		{allocs, false, t.objs.OnAbAllocate},
+		{allocs, true, t.objs.OnAbAllocateRet},
+		{[]uint64{syms[abFree].Offset + freeAt}, false, t.objs.OnAbFree},
 	} {
+		opts := &link.UprobeMultiOptions{PID: uint32(pid), Addresses: p.at}
 		var l link.Link
 		if p.ret {
-			l, err = ex.UretprobeMulti(p.syms, p.prog, p.opts)
+			l, err = ex.UretprobeMulti(nil, p.prog, opts)
 		} else {
-			l, err = ex.UprobeMulti(p.syms, p.prog, p.opts)
+			l, err = ex.UprobeMulti(nil, p.prog, opts)
 		}
 		if err != nil {
-			if errors.Is(err, link.ErrNoSymbol) {
-				target, rerr := os.Readlink(path)
-				if rerr != nil {
-					target = path
-				}
-				return fmt.Errorf("--exact-external: %s has no node::NodeArrayBufferAllocator symbols: it works with Node.js binaries that export them; run without --exact-external", target)
-			}
 			return fmt.Errorf("--exact-external: attaching to %s: %w", path, err)
 		}
 		t.links = append(t.links, l)

@@ -61,7 +61,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	build("go", "build", "-o", memdiagBin, ".")
+	build("env", "CGO_ENABLED=0", "go", "build", "-tags", "urfave_cli_no_docs", "-o", memdiagBin, ".") // as make build
 	// Frame pointers: dumps' profiles walk user stacks with them.
 	build("gcc", "-O2", "-fno-omit-frame-pointer", "-fno-inline", "-Wall", "-pthread", "-o", memworkBin, "../../testdata/workload/memwork.c")
 	code := m.Run()

@@ -76,7 +76,8 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
     +1.7% CPU per request on a Go service allocating 1 MiB per request
   --native-heap: every malloc and free traps: +192% (Python) to +250%
     (Node.js) CPU per request; a diagnosis mode, for a bounded time
-  memdiag itself: 26 MiB peak RSS, 3-5% of a core at 6,000-10,000 records/s,
+  memdiag itself: 16-17 MiB peak RSS (default and uprobe modes alike; 7.4 MiB
+    for memdiag version), 3-5% of a core at 6,000-10,000 records/s,
     0.45-0.55 s of CPU to attach (the kernel verifying the programs), under
     0.3 s to exit after SIGTERM`
 

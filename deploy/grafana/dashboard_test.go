@@ -1,10 +1,10 @@
 package grafana
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"regexp"
 	"slices"
@@ -61,9 +61,14 @@ func exported(t *testing.T) []string {
 	}
 	e := metrics.New(metrics.Labels{Version: "test"})
 	e.Update(r, 1)
-	srv := httptest.NewServer(e.Handler())
-	defer srv.Close()
-	resp, err := http.Get(srv.URL)
+	ln, err := metrics.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.ServeListener(ctx, ln)
+	resp, err := http.Get("http://" + ln.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

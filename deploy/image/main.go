@@ -6,7 +6,7 @@
 // to pin but the Go toolchain. The archive is reproducible: the same
 // binary, reference and -created time give the same bytes.
 //
-//	CGO_ENABLED=0 go build -trimpath -o memdiag ./cmd/memdiag
+//	CGO_ENABLED=0 go build -tags urfave_cli_no_docs -trimpath -o memdiag ./cmd/memdiag
 //	go run ./deploy/image -binary memdiag -ref ghcr.io/memdiag/memdiag:v0.2.0 -o memdiag-image.tar
 //
 // `make image` does both. Load the archive with `docker load -i`,

@@ -1,0 +1,138 @@
+package dump
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rawServer accepts one connection on loopback and hands it to serve.
+func rawServer(t *testing.T, serve func(c net.Conn, r *bufio.Reader)) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		serve(c, bufio.NewReader(c))
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+// TestHTTPGetChunked: a chunked answer is read whole, a longer one cut at
+// the limit.
+func TestHTTPGetChunked(t *testing.T) {
+	for _, limit := range []int64{1 << 20, 7} {
+		addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+			for l, _ := r.ReadString('\n'); l != "\r\n" && l != ""; l, _ = r.ReadString('\n') {
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\n[{\"a\"\r\n4\r\n:1}]\r\n0\r\n\r\n")
+		})
+		h, body, err := (&netnsDialer{}).httpGet(t.Context(), addr, "/json/list", limit)
+		want := `[{"a":1}]`[:min(9, limit)]
+		if err != nil || h.code != 200 || string(body) != want {
+			t.Errorf("limit %d: %d %q %v, want %q", limit, h.code, body, err, want)
+		}
+	}
+}
+
+// TestWebSocketFrames: the client answers a ping, joins a fragmented
+// message, and reports the server's close frame; the server sees the
+// client's frames masked.
+func TestWebSocketFrames(t *testing.T) {
+	pong := make(chan string, 1)
+	addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+		var key string
+		for l, _ := r.ReadString('\n'); l != "\r\n" && l != ""; l, _ = r.ReadString('\n') {
+			if v, ok := strings.CutPrefix(l, "Sec-WebSocket-Key: "); ok {
+				key = strings.TrimSpace(v)
+			}
+		}
+		sum := sha1.Sum([]byte(key + wsGUID))
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
+			base64.StdEncoding.EncodeToString(sum[:])+"\r\n\r\n")
+		c.Write([]byte{0x89, 2, 'h', 'i'})             // ping "hi"
+		c.Write([]byte{0x01, 3, 'a', 'b', 'c'})        // text, not final
+		c.Write([]byte{0x80, 126, 0, 2, 'd', 'e'})     // continuation, final, 16-bit length
+		c.Write([]byte{0x88, 4, 0x03, 0xe8, 'o', 'k'}) // close 1000
+		// The pong: final, opcode 10, masked, 2 bytes.
+		var f [8]byte
+		if _, err := io.ReadFull(r, f[:]); err == nil && f[0] == 0x8a && f[1] == 0x82 {
+			pong <- string([]byte{f[6] ^ f[2], f[7] ^ f[3]})
+		}
+		close(pong)
+		time.Sleep(100 * time.Millisecond)
+	})
+	ws, err := dialWebSocket(t.Context(), &netnsDialer{}, addr, "/x", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	msg, err := ws.Read(ctx)
+	if err != nil || string(msg) != "abcde" {
+		t.Errorf("first message %q, %v; want abcde", msg, err)
+	}
+	if got := <-pong; got != "hi" {
+		t.Errorf("pong %q, want hi", got)
+	}
+	if _, err := ws.Read(ctx); !errors.Is(err, errWSClosed) || !strings.Contains(err.Error(), "1000") {
+		t.Errorf("after the close frame: %v", err)
+	}
+}
+
+// FuzzReadResponseHead: any answer head parses or fails, never panics.
+func FuzzReadResponseHead(f *testing.F) {
+	f.Add("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+	f.Add("HTTP/1.0 404\n\n")
+	f.Fuzz(func(t *testing.T, head string) {
+		h, err := readResponseHead(bufio.NewReader(strings.NewReader(head)))
+		if err == nil && (h.code < 0 || h.header == nil) {
+			t.Errorf("%q: %+v", head, h)
+		}
+	})
+}
+
+// TestWebSocketOutlivesDialContext: a websocket opened under a context
+// with a deadline still reads after that deadline.
+func TestWebSocketOutlivesDialContext(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+		var key string
+		for l, _ := r.ReadString('\n'); l != "\r\n" && l != ""; l, _ = r.ReadString('\n') {
+			if v, ok := strings.CutPrefix(l, "Sec-WebSocket-Key: "); ok {
+				key = strings.TrimSpace(v)
+			}
+		}
+		sum := sha1.Sum([]byte(key + wsGUID))
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
+			base64.StdEncoding.EncodeToString(sum[:])+"\r\n\r\n")
+		time.Sleep(300 * time.Millisecond)
+		c.Write([]byte{0x81, 2, 'o', 'k'})
+		time.Sleep(100 * time.Millisecond)
+	})
+	dctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	ws, err := dialWebSocket(dctx, &netnsDialer{}, addr, "/x", 1<<20)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if msg, err := ws.Read(t.Context()); err != nil || string(msg) != "ok" {
+		t.Errorf("read after the dial context's deadline: %q, %v", msg, err)
+	}
+}
