@@ -488,13 +488,26 @@ static __noinline int count_fault(u32 tgid, u32 tid)
 	return 0;
 }
 
+/* Counts the current thread's last fault on this CPU if nothing counted
+ * it yet (it changed no RSS): called at the thread's syscall exits. */
+static __always_inline void flush_fault(u32 tid)
+{
+	u32 zero = 0;
+	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
+	if (lf && lf->uncounted && lf->tid == tid) {
+		lf->uncounted = 0;
+		count_fault(lf->tgid, tid);
+	}
+}
+
 /* A BTF raw tracepoint: no trace record is assembled for it (the fault
  * path is the hottest memdiag sits on). TP_PROTO(address, regs,
  * error_code). Leaves the fault's thread and address for the rss_stat
  * that follows on this CPU (fault_class), which also counts the fault in
  * the bucket it charges: no map lookup here. A fault that changed no RSS
- * is counted at this CPU's next target fault, so a bucket's fault count
- * lags by at most one fault per CPU. */
+ * is counted at this CPU's next target fault, or at the thread's next
+ * syscall exit on this CPU (flush_fault): a bucket's fault count lags by
+ * at most one fault per CPU, and only while its thread computes. */
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(on_page_fault, unsigned long address)
 {
@@ -506,8 +519,10 @@ int BPF_PROG(on_page_fault, unsigned long address)
 	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
 	if (!lf)
 		return 0;
-	if (lf->uncounted)
+	if (lf->uncounted) {
+		lf->uncounted = 0;
 		count_fault(lf->tgid, lf->tid);
+	}
 	lf->tid = task->pid;
 	lf->tgid = tgid;
 	lf->addr = address;

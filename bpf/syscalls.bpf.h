@@ -120,6 +120,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
 	if (!maybe_target(current_tgid()) || compat_syscall())
 		return 0;
+	flush_fault(bpf_get_current_task_btf()->pid);
 	/* The handlers take the return value alone: the dispatch keeps no
 	 * stack, for the deepest handler's call chain (512 bytes in all). */
 	switch (regs->orig_rax) { /* the syscall number (x86_64's pt_regs) */
