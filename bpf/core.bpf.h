@@ -27,7 +27,7 @@
  * counts every map that was found full.
  *
  * Syscall arguments. A syscall whose exit needs its arguments saves them
- * at entry in `pending` (tid -> struct pending) and takes them at exit.
+ * at entry in `pending` (the thread's task storage) and takes them at exit.
  */
 #ifndef MEMDIAG_CORE_BPF_H
 #define MEMDIAG_CORE_BPF_H
