@@ -133,7 +133,9 @@ type Tracer struct {
 	// decodeErrors counts records that did not decode (Stats.DecodeErrors).
 	// Nothing else is ever dropped here: read blocks on a full channel.
 	decodeErrors atomic.Uint64
-	readerDone   chan struct{}
+	// records counts the records read from the ring (Stats.Records).
+	records    atomic.Uint64
+	readerDone chan struct{}
 	// shared: a Shared routes this tracer's records; the reader marks
 	// each moment it finds the ring empty (ringEmpty) and hands each
 	// exec record's cgroup to onExec before the record goes out.
@@ -397,6 +399,7 @@ func (t *Tracer) read() {
 			}
 			continue
 		}
+		t.records.Add(1)
 		ev, err := decode(rec.RawSample, t.clock, t.http, t.conns)
 		if err != nil {
 			t.decodeErrors.Add(1)
@@ -565,6 +568,7 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 		}
 	}
 	s.Stats.DecodeErrors = t.decodeErrors.Load()
+	s.Stats.Records = t.records.Load()
 	return s, nil
 }
 
