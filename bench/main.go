@@ -19,7 +19,12 @@
 // With -bystander, memdiag is attached to an idle process instead of the
 // workload: that measures what tracing costs the processes it does not trace.
 //
-// It prints one markdown table on stdout (progress goes to stderr) and
+// Then, record storms (storm.go, issue #15): bench/workloads/reqstorm.c's
+// server traced, its client sending keep-alive requests paced at each of
+// -storm-rates requests/s (two ring buffer records a request), and what
+// memdiag read and lost.
+//
+// It prints markdown tables on stdout (progress goes to stderr) and
 // leaves no files behind: everything it writes is in a temporary directory
 // removed at the end.
 package main
@@ -68,7 +73,10 @@ func run() int {
 		faultMiB   = flag.Int("fault-mib", 4, "fault storm: region size in `MiB`")
 		mmapIters  = flag.Int("mmap-iterations", 200000, "mmap storm: `N` times map 64 KiB and unmap it untouched")
 		readIters  = flag.Int("read-iterations", 400000, "read storm: `N` one-byte reads from /dev/zero")
-		only       = flag.String("only", "", "run only the workload `NAME` (fault-storm, mmap-storm or read-storm)")
+		only       = flag.String("only", "", "run only the workload `NAME` (fault-storm, mmap-storm, read-storm or record-storm)")
+		stormRates = flag.String("storm-rates", "25000,50000,75000", "record storms: client `RATES` in requests/s, comma-separated (two ring buffer records a request)")
+		stormSecs  = flag.Float64("storm-seconds", 3, "record storms: `SECONDS` of requests per storm")
+		stormRuns  = flag.Int("storm-runs", 2, "record storms: `N` storms per rate")
 		bystander  = flag.Bool("bystander", false, "attach memdiag to an idle process instead of the workload: what tracing costs the processes it does not trace")
 	)
 	flag.Parse()
@@ -96,7 +104,15 @@ func run() int {
 			rate: "syscalls",
 		},
 	}
-	if *only != "" {
+	rates, err := parseRates(*stormRates)
+	if err != nil || *stormSecs <= 0 || *stormRuns < 1 {
+		fmt.Fprintf(os.Stderr, "bench: -storm-rates %q, -storm-seconds %g, -storm-runs %d: want rates, seconds > 0 and runs >= 1 (%v)\n", *stormRates, *stormSecs, *stormRuns, err)
+		return 2
+	}
+	if *only == "record-storm" {
+		workloads = nil
+	} else if *only != "" {
+		rates = nil
 		var picked []workload
 		for _, w := range workloads {
 			if w.name == *only {
@@ -104,7 +120,7 @@ func run() int {
 			}
 		}
 		if picked == nil {
-			fmt.Fprintf(os.Stderr, "bench: unknown workload %q (fault-storm, mmap-storm or read-storm)\n", *only)
+			fmt.Fprintf(os.Stderr, "bench: unknown workload %q (fault-storm, mmap-storm, read-storm or record-storm)\n", *only)
 			return 2
 		}
 		workloads = picked
@@ -129,17 +145,29 @@ func run() int {
 	loadBefore := benchkit.Loadavg(1)
 	b.faultstorm, err = compileFaultstorm(dir)
 	if err == nil {
+		b.reqstorm, err = compileReqstorm(dir)
+	}
+	if err == nil {
 		err = b.measure(workloads, *rounds)
+	}
+	if err == nil && len(rates) > 0 && !b.bystander {
+		err = b.storms(rates, *stormSecs, *stormRuns)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "bench: done in %s\n", time.Since(b.start).Round(time.Second))
-	printTable(os.Stdout, b.rows, tableInfo{
-		rounds: *rounds, bystander: *bystander, version: memdiagVersion(*memdiagBin),
-		loadBefore: loadBefore, loadAfter: benchkit.Loadavg(1),
-	})
+	version := memdiagVersion(*memdiagBin)
+	if len(b.rows) > 0 {
+		printTable(os.Stdout, b.rows, tableInfo{
+			rounds: *rounds, bystander: *bystander, version: version,
+			loadBefore: loadBefore, loadAfter: benchkit.Loadavg(1),
+		})
+	}
+	if len(b.stormRows) > 0 {
+		printStormTable(os.Stdout, b.stormRows, *stormSecs, version)
+	}
 	return 0
 }
 
@@ -165,10 +193,12 @@ func checkSetup(rounds int, memdiagBin string) error {
 type bench struct {
 	memdiag    string // memdiag binary
 	faultstorm string // compiled workload
+	reqstorm   string // compiled record storm (storm.go)
 	dir        string // temporary directory for every file
 	bystander  bool   // attach to an idle process, not to the workload
 	stop       chan os.Signal
 	rows       []row
+	stormRows  []stormResult
 
 	start       time.Time
 	retriesLeft int   // pairs that may still be run again

@@ -162,7 +162,12 @@ func cpuTicks(stat string) (uint64, error) {
 type jsonReport struct {
 	Faults     uint64            `json:"faults"`
 	LostEvents uint64            `json:"lost_events"`
+	Records    uint64            `json:"ring_records"`
 	Health     map[string]uint64 `json:"health"`
+	Categories []struct {
+		Name string `json:"name"`
+		Ops  uint64 `json:"ops"`
+	} `json:"categories"`
 }
 
 // stop sends SIGTERM, waits for memdiag to write its report and exit 0,
