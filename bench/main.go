@@ -77,6 +77,7 @@ func run() int {
 		stormRates = flag.String("storm-rates", "25000,50000,75000", "record storms: client `RATES` in requests/s, comma-separated (two ring buffer records a request)")
 		stormSecs  = flag.Float64("storm-seconds", 3, "record storms: `SECONDS` of requests per storm")
 		stormRuns  = flag.Int("storm-runs", 2, "record storms: `N` storms per rate")
+		stormRing  = flag.Int("storm-ringbuf", 0, "record storms: memdiag's --ringbuf-size `BYTES` (0: memdiag's default)")
 		bystander  = flag.Bool("bystander", false, "attach memdiag to an idle process instead of the workload: what tracing costs the processes it does not trace")
 	)
 	flag.Parse()
@@ -137,8 +138,8 @@ func run() int {
 	// killed), and the temporary directory is still removed.
 	b := &bench{
 		memdiag: *memdiagBin, dir: dir, bystander: *bystander, stop: make(chan os.Signal, 1),
-		retriesLeft: retryBudget * (*rounds + 1) * len(workloads),
-		start:       time.Now(),
+		retriesLeft: retryBudget * (*rounds + 1) * len(workloads), stormRing: *stormRing,
+		start: time.Now(),
 	}
 	signal.Notify(b.stop, os.Interrupt, syscall.SIGTERM)
 
@@ -166,7 +167,7 @@ func run() int {
 		})
 	}
 	if len(b.stormRows) > 0 {
-		printStormTable(os.Stdout, b.stormRows, *stormSecs, version)
+		printStormTable(os.Stdout, b.stormRows, *stormSecs, version, *stormRing)
 	}
 	return 0
 }
@@ -194,6 +195,7 @@ type bench struct {
 	memdiag    string // memdiag binary
 	faultstorm string // compiled workload
 	reqstorm   string // compiled record storm (storm.go)
+	stormRing  int    // memdiag's --ringbuf-size in record storms (0: its default)
 	dir        string // temporary directory for every file
 	bystander  bool   // attach to an idle process, not to the workload
 	stop       chan os.Signal

@@ -150,7 +150,11 @@ func (b *bench) storm(rate int, seconds float64, round int) (stormResult, error)
 	}
 	defer srv.stop()
 	tag := fmt.Sprintf("record-storm-%d-%d", rate, round)
-	tr, _, err := attach(b.memdiag, b.dir, tag, srv.pid, memdiagCPU, readyTimeout)
+	var extra []string
+	if b.stormRing != 0 {
+		extra = []string{"--ringbuf-size", strconv.Itoa(b.stormRing)}
+	}
+	tr, _, err := attach(b.memdiag, b.dir, tag, srv.pid, memdiagCPU, readyTimeout, extra...)
 	if err != nil {
 		return stormResult{}, err
 	}
@@ -236,9 +240,13 @@ func rate2(perSec float64, what string) string {
 
 // printStormTable writes the record storms as a caption and a markdown
 // table, one row per storm.
-func printStormTable(w io.Writer, rows []stormResult, seconds float64, version string) {
-	fmt.Fprintf(w, "\nRecord storms (%s): `reqstorm serve` traced, its client paced for %.0f s over %d keep-alive connections; server and client on CPU %d, memdiag on CPU %d; %s.\n\n",
-		version, seconds, stormConns, workloadCPU, memdiagCPU, machine())
+func printStormTable(w io.Writer, rows []stormResult, seconds float64, version string, ring int) {
+	ringSize := "memdiag's default ring buffer"
+	if ring != 0 {
+		ringSize = fmt.Sprintf("--ringbuf-size %d", ring)
+	}
+	fmt.Fprintf(w, "\nRecord storms (%s, %s): `reqstorm serve` traced, its client paced for %.0f s over %d keep-alive connections; server and client on CPU %d, memdiag on CPU %d; %s.\n\n",
+		version, ringSize, seconds, stormConns, workloadCPU, memdiagCPU, machine())
 	fmt.Fprintln(w, "| requests/s asked | requests | records read (rate) | lost events | ops seen | bucket_overflow | memdiag CPU | memdiag peak RSS | load average |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
