@@ -161,7 +161,11 @@ func (a *Account) opBegin(b *event.OpBegin) {
 	// lost its end record. Without this it stayed open, its bucket in the
 	// kernel, until StaleOp (5 minutes): a storm that lost 16,384 ends
 	// filled the bucket table, and every later op got no bucket and made
-	// no record at all (BENCHMARKS.md, "Record storms").
+	// no record at all (BENCHMARKS.md, "Record storms"). (An fd closed by
+	// its op's own callback ends that op at the thread's next poll; should
+	// the fd be reused before, and a snapshot come between, the op ends
+	// at that snapshot and what it charges until the poll is idle's:
+	// totals conserve.)
 	sock := sockKey{b.PID, b.FD}
 	if prev, ok := a.sockOps[sock]; ok {
 		if p := a.open[prev]; p != nil {
