@@ -51,6 +51,7 @@ type Account struct {
 	opts    Options
 	cats    map[string]*category
 	open    map[uint64]*op
+	sockOps map[sockKey]uint64   // socket -> the open op begun on it last
 	ended   map[uint64]int       // op id -> snapshot seq of its end
 	orphans map[uint64]orphan    // op buckets seen in a snapshot before their begin
 	owners  map[uint64]*category // ended ops that mapped memory -> their category
@@ -101,6 +102,7 @@ func New(main uint32, start time.Time) *Account {
 		start:     start,
 		cats:      map[string]*category{},
 		open:      map[uint64]*op{},
+		sockOps:   map[sockKey]uint64{},
 		ended:     map[uint64]int{},
 		orphans:   map[uint64]orphan{},
 		unclaimed: map[uint64]unclaimed{},

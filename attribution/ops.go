@@ -106,10 +106,21 @@ func (c *category) pidKey(pid uint32) uint32 {
 type op struct {
 	id    uint64
 	pid   uint32
+	fd    int32 // the socket it began on
 	cat   *category
 	unit  *unit
 	live  event.Counters // provisional, from snapshots
 	moved time.Time      // when live last changed
+	// superseded: its socket began another op, so the kernel ended this
+	// one and its end record was lost (the ring buffer was full). The
+	// next snapshot's read of its bucket is final.
+	superseded bool
+}
+
+// sockKey is a socket of a traced process.
+type sockKey struct {
+	pid uint32
+	fd  int32
 }
 
 const topOps = 3
@@ -145,12 +156,29 @@ func (a *Account) opBegin(b *event.OpBegin) {
 		return
 	}
 	delete(a.orphans, b.OpID)
+	// The kernel ends a socket's op before it begins the next one there,
+	// in that order in the ring buffer: an op still open on this socket
+	// lost its end record. Without this it stayed open, its bucket in the
+	// kernel, until StaleOp (5 minutes): a storm that lost 16,384 ends
+	// filled the bucket table, and every later op got no bucket and made
+	// no record at all (BENCHMARKS.md, "Record storms"). (An fd closed by
+	// its op's own callback ends that op at the thread's next poll; should
+	// the fd be reused before, and a snapshot come between, the op ends
+	// at that snapshot and what it charges until the poll is idle's:
+	// totals conserve.)
+	sock := sockKey{b.PID, b.FD}
+	if prev, ok := a.sockOps[sock]; ok {
+		if p := a.open[prev]; p != nil {
+			p.superseded = true
+		}
+	}
+	a.sockOps[sock] = b.OpID
 	if len(a.open) >= a.opts.MaxOpenOps {
 		a.endOldest(b.Time)
 	}
 	n := a.opts.Categorizer.Categorize(b)
 	c := a.categoryFor(n)
-	o := &op{id: b.OpID, pid: b.PID, cat: c, moved: b.Time}
+	o := &op{id: b.OpID, pid: b.PID, fd: b.FD, cat: c, moved: b.Time}
 	rec := OpRecord{Name: n.Name, Detail: n.Detail, PID: b.PID, Begin: b.Time, Ops: 1}
 	switch {
 	case c.gap > 0 && c.cycle != nil && b.Time.Sub(c.cycle.last) < c.gap:
@@ -191,6 +219,9 @@ func (a *Account) opEnd(id uint64, at time.Time, final *event.Counters) {
 	}
 	delete(a.open, id)
 	delete(a.orphans, id)
+	if sock := (sockKey{o.pid, o.fd}); a.sockOps[sock] == id {
+		delete(a.sockOps, sock)
+	}
 	a.ended[id] = a.seq
 	if c.Mapped > 0 || c.ABAlloc > 0 || c.Retained != 0 {
 		a.rememberOwner(id, o.cat)
@@ -294,6 +325,13 @@ func (a *Account) opSnapshot(b event.Bucket, now time.Time) {
 		o = &op{id: b.Key.ID, pid: b.Key.PID, cat: c, moved: now,
 			unit: &unit{rec: OpRecord{Name: "unknown (begin lost)", PID: b.Key.PID, Begin: now, Ops: 1}, open: 1}}
 		a.open[b.Key.ID] = o
+	}
+	if o.superseded {
+		// Its end record was lost; nothing charges it any more (its
+		// thread moved to the next op): this read is its final one.
+		a.opEnd(o.id, now, &b.Counters)
+		a.forget = append(a.forget, b.Key)
+		return
 	}
 	if b.Counters != o.live {
 		o.live, o.moved = b.Counters, now

@@ -233,6 +233,29 @@ func TestOpLifecycle(t *testing.T) {
 			forget: []event.BucketKey{{PID: 100, Kind: event.BucketOp, ID: 1}},
 		},
 		{
+			// The ring buffer was full when the kernel ended op 1: its
+			// end record was lost and its bucket stayed. Op 2 begun on
+			// the same socket says op 1 ended; the next snapshot's read
+			// of its bucket is final, and the kernel forgets it.
+			name: "an op whose end was lost ends at the next snapshot once its socket began another",
+			events: []event.Event{
+				served(1, 1, "GET", "/a"),
+				func() *event.OpBegin { b := served(2, 2, "GET", "/b"); b.FD = 11; return b }(),
+				conserved(3, 0, base, opBucket(1, mib), opBucket(2, 0)),
+			},
+			want:   []cat{{"GET /a", 1, 0, mib}, {"GET /b", 1, 1, 0}},
+			forget: []event.BucketKey{{PID: 100, Kind: event.BucketOp, ID: 1}},
+		},
+		{
+			name: "an op on another socket does not end an open one",
+			events: []event.Event{
+				served(1, 1, "GET", "/a"),
+				served(2, 2, "GET", "/b"),
+				conserved(3, 0, base, opBucket(1, mib), opBucket(2, 0)),
+			},
+			want: []cat{{"GET /a", 1, 1, mib}, {"GET /b", 1, 1, 0}},
+		},
+		{
 			name: "what an op gives back after it ended is its category's",
 			events: []event.Event{
 				served(1, 1, "GET", "/map"),

@@ -19,7 +19,12 @@
 // With -bystander, memdiag is attached to an idle process instead of the
 // workload: that measures what tracing costs the processes it does not trace.
 //
-// It prints one markdown table on stdout (progress goes to stderr) and
+// Then, record storms (storm.go, issue #15): bench/workloads/reqstorm.c's
+// server traced, its client sending keep-alive requests paced at each of
+// -storm-rates requests/s (two ring buffer records a request), and what
+// memdiag read and lost.
+//
+// It prints markdown tables on stdout (progress goes to stderr) and
 // leaves no files behind: everything it writes is in a temporary directory
 // removed at the end.
 package main
@@ -69,7 +74,11 @@ func run() int {
 		faultMiB   = flag.Int("fault-mib", 4, "fault storm: region size in `MiB`")
 		mmapIters  = flag.Int("mmap-iterations", 200000, "mmap storm: `N` times map 64 KiB and unmap it untouched")
 		readIters  = flag.Int("read-iterations", 400000, "read storm: `N` one-byte reads from /dev/zero")
-		only       = flag.String("only", "", "run only the workload `NAME` (fault-storm, mmap-storm or read-storm)")
+		only       = flag.String("only", "", "run only the workload `NAME` (fault-storm, mmap-storm, read-storm or record-storm)")
+		stormRates = flag.String("storm-rates", "25000,50000,75000", "record storms: client `RATES` in requests/s, comma-separated (two ring buffer records a request)")
+		stormSecs  = flag.Float64("storm-seconds", 3, "record storms: `SECONDS` of requests per storm")
+		stormRuns  = flag.Int("storm-runs", 2, "record storms: `N` storms per rate")
+		stormRing  = flag.Int("storm-ringbuf", 0, "record storms: memdiag's --ringbuf-size `BYTES` (0: memdiag's default)")
 		bystander  = flag.Bool("bystander", false, "attach memdiag to an idle process instead of the workload: what tracing costs the processes it does not trace")
 	)
 	flag.Parse()
@@ -97,7 +106,15 @@ func run() int {
 			rate: "syscalls",
 		},
 	}
-	if *only != "" {
+	rates, err := parseRates(*stormRates)
+	if err != nil || *stormSecs <= 0 || *stormRuns < 1 {
+		fmt.Fprintf(os.Stderr, "bench: -storm-rates %q, -storm-seconds %g, -storm-runs %d: want rates, seconds > 0 and runs >= 1 (%v)\n", *stormRates, *stormSecs, *stormRuns, err)
+		return 2
+	}
+	if *only == "record-storm" {
+		workloads = nil
+	} else if *only != "" {
+		rates = nil
 		var picked []workload
 		for _, w := range workloads {
 			if w.name == *only {
@@ -105,7 +122,7 @@ func run() int {
 			}
 		}
 		if picked == nil {
-			fmt.Fprintf(os.Stderr, "bench: unknown workload %q (fault-storm, mmap-storm or read-storm)\n", *only)
+			fmt.Fprintf(os.Stderr, "bench: unknown workload %q (fault-storm, mmap-storm, read-storm or record-storm)\n", *only)
 			return 2
 		}
 		workloads = picked
@@ -122,25 +139,37 @@ func run() int {
 	// killed), and the temporary directory is still removed.
 	b := &bench{
 		memdiag: *memdiagBin, dir: dir, bystander: *bystander, stop: make(chan os.Signal, 1),
-		retriesLeft: retryBudget * (*rounds + 1) * len(workloads),
-		start:       time.Now(),
+		retriesLeft: retryBudget * (*rounds + 1) * len(workloads), stormRing: *stormRing,
+		start: time.Now(),
 	}
 	signal.Notify(b.stop, os.Interrupt, syscall.SIGTERM)
 
 	loadBefore := benchkit.Loadavg(1)
 	b.faultstorm, err = compileFaultstorm(dir)
 	if err == nil {
+		b.reqstorm, err = compileReqstorm(dir)
+	}
+	if err == nil {
 		err = b.measure(workloads, *rounds)
+	}
+	if err == nil && len(rates) > 0 && !b.bystander {
+		err = b.storms(rates, *stormSecs, *stormRuns)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "bench: done in %s\n", time.Since(b.start).Round(time.Second))
-	printTable(os.Stdout, b.rows, tableInfo{
-		rounds: *rounds, bystander: *bystander, version: memdiagVersion(*memdiagBin),
-		loadBefore: loadBefore, loadAfter: benchkit.Loadavg(1),
-	})
+	version := memdiagVersion(*memdiagBin)
+	if len(b.rows) > 0 {
+		printTable(os.Stdout, b.rows, tableInfo{
+			rounds: *rounds, bystander: *bystander, version: version,
+			loadBefore: loadBefore, loadAfter: benchkit.Loadavg(1),
+		})
+	}
+	if len(b.stormRows) > 0 {
+		printStormTable(os.Stdout, b.stormRows, *stormSecs, version, *stormRing)
+	}
 	return 0
 }
 
@@ -166,10 +195,13 @@ func checkSetup(rounds int, memdiagBin string) error {
 type bench struct {
 	memdiag    string // memdiag binary
 	faultstorm string // compiled workload
+	reqstorm   string // compiled record storm (storm.go)
+	stormRing  int    // memdiag's --ringbuf-size in record storms (0: its default)
 	dir        string // temporary directory for every file
 	bystander  bool   // attach to an idle process, not to the workload
 	stop       chan os.Signal
 	rows       []row
+	stormRows  []stormResult
 
 	start       time.Time
 	retriesLeft int   // pairs that may still be run again

@@ -36,20 +36,21 @@ type tracerRun struct {
 }
 
 // attach starts memdiag pinned to cpu on pid, with its ready file, report
-// and log under dir (names built from tag), and waits for the ready file.
-// It returns the attach time: memdiag's start to the ready file existing.
-func attach(memdiagBin, dir, tag string, pid, cpu int, timeout time.Duration) (*tracerRun, time.Duration, error) {
+// and log under dir (names built from tag), and more flags extra, and
+// waits for the ready file. It returns the attach time: memdiag's start to
+// the ready file existing.
+func attach(memdiagBin, dir, tag string, pid, cpu int, timeout time.Duration, extra ...string) (*tracerRun, time.Duration, error) {
 	t := &tracerRun{
 		ready:    filepath.Join(dir, tag+".ready"),
 		reportTo: filepath.Join(dir, tag+".json"),
 		exited:   make(chan struct{}),
 	}
-	t.cmd = exec.Command(memdiagBin, "attach",
+	t.cmd = exec.Command(memdiagBin, append([]string{"attach",
 		"--pid", strconv.Itoa(pid),
 		"--ready-file", t.ready,
 		"--report-json", t.reportTo,
 		"--log", filepath.Join(dir, tag+".log"),
-		"--interval", "1h")
+		"--interval", "1h"}, extra...)...)
 	t.cmd.Stdout = &t.stderr
 	t.cmd.Stderr = &t.stderr
 
@@ -162,7 +163,12 @@ func cpuTicks(stat string) (uint64, error) {
 type jsonReport struct {
 	Faults     uint64            `json:"faults"`
 	LostEvents uint64            `json:"lost_events"`
+	Records    uint64            `json:"ring_records"`
 	Health     map[string]uint64 `json:"health"`
+	Categories []struct {
+		Name string `json:"name"`
+		Ops  uint64 `json:"ops"`
+	} `json:"categories"`
 }
 
 // stop sends SIGTERM, waits for memdiag to write its report and exit 0,

@@ -54,3 +54,36 @@ func TestVmHWM(t *testing.T) {
 		t.Error("status without VmHWM accepted")
 	}
 }
+
+func TestParseClientResult(t *testing.T) {
+	r, err := parseClientResult("result mode=client requests=150000 conns=4 depth=1 rate=50000 elapsed_ns=3000414003 requests_per_sec=49993 cpu_ns=636519000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (clientResult{requests: 150000, elapsed: 3000414003}); r != want {
+		t.Errorf("got %+v, want %+v", r, want)
+	}
+	for _, bad := range []string{
+		"",
+		"ready 42 port=80",
+		"result mode=fault iterations=2 elapsed_ns=1",    // faultstorm's
+		"result mode=client requests=0 elapsed_ns=1",     // no requests
+		"result mode=client requests=10 elapsed_ns=zero", // no elapsed time
+	} {
+		if _, err := parseClientResult(bad); err == nil {
+			t.Errorf("parseClientResult(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestParseRates(t *testing.T) {
+	got, err := parseRates("25000, 50000,,75000")
+	if err != nil || len(got) != 3 || got[0] != 25000 || got[2] != 75000 {
+		t.Errorf("parseRates = %v, %v", got, err)
+	}
+	for _, bad := range []string{"0", "-5", "fast", "1000,x"} {
+		if _, err := parseRates(bad); err == nil {
+			t.Errorf("parseRates(%q) succeeded", bad)
+		}
+	}
+}

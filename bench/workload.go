@@ -22,6 +22,11 @@ import (
 //go:embed workloads/faultstorm.c
 var faultstormSource []byte
 
+// reqstormSource is the record storm's server and client (storm.go).
+//
+//go:embed workloads/reqstorm.c
+var reqstormSource []byte
+
 // compileFaultstorm builds faultstorm into dir and returns its path.
 func compileFaultstorm(dir string) (string, error) {
 	if _, err := exec.LookPath("gcc"); err != nil {

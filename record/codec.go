@@ -19,7 +19,7 @@ const noTime = math.MinInt64
 // rest.
 const (
 	countersFields = 16
-	statsFields    = 12
+	statsFields    = 13
 )
 
 // Address families of an encoded netip.AddrPort.
@@ -289,7 +289,7 @@ func (e *encoder) appendSnapshot(b []byte, s *event.Snapshot) ([]byte, error) {
 	for _, v := range [statsFields]uint64{
 		st.LostEvents, st.DecodeErrors, st.BucketOverflow, st.MMOverflow, st.TargetOverflow,
 		st.PendingOverflow, st.SocketOverflow, st.ThreadOverflow, st.RegionOverflow,
-		st.OutstandingOverflow, st.UnmapSplit, st.FramesLost,
+		st.OutstandingOverflow, st.UnmapSplit, st.FramesLost, st.Records,
 	} {
 		b = binary.AppendUvarint(b, v)
 	}
@@ -644,7 +644,7 @@ func (e *eventDecoder) snapshot(d *decoder) *event.Snapshot {
 	dst := [statsFields]*uint64{
 		&st.LostEvents, &st.DecodeErrors, &st.BucketOverflow, &st.MMOverflow, &st.TargetOverflow,
 		&st.PendingOverflow, &st.SocketOverflow, &st.ThreadOverflow, &st.RegionOverflow,
-		&st.OutstandingOverflow, &st.UnmapSplit, &st.FramesLost,
+		&st.OutstandingOverflow, &st.UnmapSplit, &st.FramesLost, &st.Records,
 	}
 	n := d.count(1)
 	for i := range n {

@@ -141,7 +141,8 @@
 //	          bucket_overflow, mm_overflow, target_overflow, pending_overflow,
 //	          socket_overflow, thread_overflow, region_overflow,
 //	          outstanding_overflow, unmap_split (n = 11 in version 1),
-//	          frames_lost (n = 12 since; same rule as counters)
+//	          frames_lost (n = 12 since), records (n = 13 since; same
+//	          rule as counters)
 //
 // Integers that are 32 bits in package event (pids, tids, kinds, fd, exit
 // code) must fit them. A reader ignores bytes after the fields it knows at

@@ -77,7 +77,7 @@ func everyEvent() []event.Event {
 		Total:     91 << 20,
 		Peak:      102 << 20,
 		Stats: event.Stats{LostEvents: 1, DecodeErrors: 2, BucketOverflow: 3, MMOverflow: 4, TargetOverflow: 5,
-			PendingOverflow: 6, SocketOverflow: 7, ThreadOverflow: 8, RegionOverflow: 9, OutstandingOverflow: 10, UnmapSplit: 11, FramesLost: 12},
+			PendingOverflow: 6, SocketOverflow: 7, ThreadOverflow: 8, RegionOverflow: 9, OutstandingOverflow: 10, UnmapSplit: 11, FramesLost: 12, Records: 13},
 	}
 	// The same buckets a second later, one of them changed: both bucket
 	// modes.

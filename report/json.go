@@ -232,6 +232,7 @@ type Report struct {
 	Buckets           []BucketJSON   `json:"buckets"`
 	Processes         []ProcessJSON  `json:"processes"`
 	LostEvents        uint64         `json:"lost_events"`
+	Records           uint64         `json:"ring_records"` // ring buffer records read, every kind
 	Health            Health         `json:"health"`
 	Timeline          []TimelineJSON `json:"timeline"`
 	Markers           []MarkerJSON   `json:"markers"`
@@ -326,6 +327,7 @@ func Build(sum *attribution.Summary, base Baseline, target Target, tool string) 
 	}
 	inheritExe(r)
 	r.LostEvents = sum.Stats.LostEvents
+	r.Records = sum.Stats.Records
 	r.Health = Health{
 		BucketOverflow:      sum.Stats.BucketOverflow,
 		MMOverflow:          sum.Stats.MMOverflow,

@@ -301,11 +301,25 @@ func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow, dum
 				events = nil
 				continue
 			}
-			s.consume(ev)
-			if ex, ok := ev.(*event.Exec); ok {
-				s.execd(ex)
+			s.event(ev)
+			// Take what the reader queued meanwhile before the next
+			// select of every case: a select locks all its channels, a
+			// fifth of memdiag's CPU at 100k records/s when it ran once
+			// per record (BENCHMARKS.md, "Record storms"). Bounded, so
+			// the ticks still come in a storm.
+		drain:
+			for range drainBatch {
+				select {
+				case ev, ok := <-events:
+					if !ok {
+						events = nil
+						break drain
+					}
+					s.event(ev)
+				default:
+					break drain
+				}
 			}
-			s.tlsHint()
 		case <-s.flushTick:
 			s.learnPending()
 			s.flush()
@@ -336,6 +350,19 @@ func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow, dum
 			return "signal"
 		}
 	}
+}
+
+// drainBatch bounds how many queued events Loop takes after one before it
+// looks at its other channels again.
+const drainBatch = 256
+
+// event takes one event from the tracer.
+func (s *Session) event(ev event.Event) {
+	s.consume(ev)
+	if ex, ok := ev.(*event.Exec); ok {
+		s.execd(ex)
+	}
+	s.tlsHint()
 }
 
 // flush reads the kernel's counters into the account and lets the kernel

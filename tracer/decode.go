@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/memdiag/memdiag/event"
@@ -87,8 +88,8 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns)
 		return nil, fmt.Errorf("decoding header of %d bytes: %w", len(raw), ErrShort)
 	}
 	var h memdiagEventHdr
-	if _, err := binary.Decode(raw, binary.LittleEndian, &h); err != nil {
-		return nil, fmt.Errorf("decoding header: %w", err)
+	if err := decodeFixed(raw, &h, "header"); err != nil {
+		return nil, err
 	}
 	if int(h.Size) > len(raw) || int(h.Size) < hdrSize {
 		return nil, fmt.Errorf("record says %d bytes, has %d: %w", h.Size, len(raw), ErrBadSize)
@@ -98,19 +99,19 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns)
 	switch h.Kind {
 	case kindFork:
 		var e memdiagForkEvent
-		if err := decodeFixed(raw, forkSize, &e, "fork"); err != nil {
+		if err := decodeFixed(raw, &e, "fork"); err != nil {
 			return nil, err
 		}
 		return &event.Fork{Header: hdr, Child: e.ChildPid, Comm: cString(e.Comm[:])}, nil
 	case kindExec:
 		var e memdiagExecEvent
-		if err := decodeFixed(raw, execSize, &e, "exec"); err != nil {
+		if err := decodeFixed(raw, &e, "exec"); err != nil {
 			return nil, err
 		}
 		return &event.Exec{Header: hdr, Filename: cString(e.Filename[:])}, nil
 	case kindExit:
 		var e memdiagExitEvent
-		if err := decodeFixed(raw, exitSize, &e, "exit"); err != nil {
+		if err := decodeFixed(raw, &e, "exit"); err != nil {
 			return nil, err
 		}
 		if e.GroupDead != 0 && conns != nil {
@@ -119,13 +120,13 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns)
 		return &event.Exit{Header: hdr, ExitCode: e.ExitCode, GroupDead: e.GroupDead != 0, Comm: cString(e.Comm[:])}, nil
 	case kindOpBegin:
 		var e memdiagOpBeginEvent
-		if err := decodeFixed(raw, beginSize, &e, "op begin"); err != nil {
+		if err := decodeFixed(raw, &e, "op begin"); err != nil {
 			return nil, err
 		}
 		return opBegin(hdr, &e, opts, conns), nil
 	case kindOpEnd:
 		var e memdiagOpEndEvent
-		if err := decodeFixed(raw, endSize, &e, "op end"); err != nil {
+		if err := decodeFixed(raw, &e, "op end"); err != nil {
 			return nil, err
 		}
 		end := &event.OpEnd{Header: hdr, OpID: e.OpId, FD: e.Fd, Reason: event.OpEndReason(e.Reason)}
@@ -138,7 +139,7 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns)
 		return end, nil
 	case kindOpData:
 		var e memdiagOpDataEvent
-		if err := decodeFixed(raw, dataSize, &e, "op data"); err != nil {
+		if err := decodeFixed(raw, &e, "op data"); err != nil {
 			return nil, err
 		}
 		if conns != nil {
@@ -149,21 +150,21 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns)
 		return &event.TLSSeen{Header: hdr}, nil
 	case kindOOM:
 		var e memdiagOomEvent
-		if err := decodeFixed(raw, oomSize, &e, "oom"); err != nil {
+		if err := decodeFixed(raw, &e, "oom"); err != nil {
 			return nil, err
 		}
 		const kB = 1024 // mark_victim reports kilobytes
 		return &event.OOM{Header: hdr, AnonRSS: int64(e.AnonRss) * kB, FileRSS: int64(e.FileRss) * kB, ShmemRSS: int64(e.ShmemRss) * kB}, nil
 	case kindSample:
 		var e memdiagHeapSampleEvent
-		if err := decodeFixed(raw, smplSize, &e, "heap sample"); err != nil {
+		if err := decodeFixed(raw, &e, "heap sample"); err != nil {
 			return nil, err
 		}
 		return &event.HeapSample{Header: hdr, Runtime: event.Runtime(e.Runtime), Ordinal: e.Ordinal, Addr: e.Addr, Size: e.Size,
 			Owner: event.BucketKey{PID: e.Owner.Tgid, Kind: event.BucketKind(e.Owner.Kind), ID: e.Owner.Id}}, nil
 	case kindFree, kindGC:
 		var e memdiagHeapNoteEvent
-		if err := decodeFixed(raw, noteSize, &e, "heap note"); err != nil {
+		if err := decodeFixed(raw, &e, "heap note"); err != nil {
 			return nil, err
 		}
 		if h.Kind == kindGC {
@@ -252,27 +253,39 @@ func opData(pid uint32, e *memdiagOpDataEvent, conns *httpreq.Conns) {
 	}
 }
 
-// decodeFixed decodes raw into out after checking it holds size bytes.
-func decodeFixed(raw []byte, size int, out any, what string) error {
+// decodeFixed copies the first bytes of raw into out, a record layout,
+// after checking raw holds them. The layouts are bpf2go's mirrors of the C
+// structs (structs.HostLayout, padding spelled out as fields, no pointers),
+// and the BPF object is little-endian like the only host it loads on
+// (amd64, arch.go), so the record's bytes are out's bytes: a copy. It was
+// encoding/binary.Decode, which walks out by reflection and made each
+// record escape to the heap: a third of memdiag's CPU at 100k records/s
+// (BENCHMARKS.md, "Record storms"). TestLayoutsCopyable checks every
+// layout's size against binary.Size.
+func decodeFixed[T any](raw []byte, out *T, what string) error {
+	size := int(unsafe.Sizeof(*out))
 	if len(raw) < size {
 		return fmt.Errorf("decoding %s record of %d bytes, want %d: %w", what, len(raw), size, ErrShort)
 	}
-	if _, err := binary.Decode(raw[:size], binary.LittleEndian, out); err != nil {
-		return fmt.Errorf("decoding %s record: %w", what, err)
-	}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(out)), size), raw[:size])
 	return nil
 }
 
-// cString returns the NUL-terminated prefix of a C char array.
+// cString returns the NUL-terminated prefix of a C char array: one
+// allocation (none when empty), invalid UTF-8 replaced by '?'.
 func cString[T int8 | uint8](b []T) string {
-	buf := make([]byte, 0, len(b))
-	for _, c := range b {
-		if c == 0 {
-			break
-		}
-		buf = append(buf, byte(c))
+	n := 0
+	for n < len(b) && b[n] != 0 {
+		n++
 	}
-	return string(bytes.ToValidUTF8(buf, []byte("?")))
+	if n == 0 {
+		return ""
+	}
+	s := unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), n)
+	if utf8.Valid(s) {
+		return string(s)
+	}
+	return string(bytes.ToValidUTF8(s, []byte("?")))
 }
 
 // counters converts the kernel's counters to event.Counters.

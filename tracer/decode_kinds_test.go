@@ -225,3 +225,23 @@ func FuzzDecodeEveryKind(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDecodeRequest decodes what one served keep-alive request makes:
+// an op begin (its request line parsed against the connection's naming
+// state) and the previous op's end with its final counters. The reader
+// does this 50,000 times a second at 100k records/s (BENCHMARKS.md,
+// "Record storms").
+func BenchmarkDecodeRequest(b *testing.B) {
+	begin := opBeginBytes(1000, 42, 42, 7, uint32(event.OpHTTPServer), 5, 0, 0, [16]byte{}, "GET /storm HTTP/1.1\r\nHost: storm\r\n\r\n")
+	end := opEndBytes(2000, 42, 42, 7, 5, uint32(event.EndNext), countersBytes(1, ""))
+	conns := httpreq.NewConns(httpreq.Options{})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decode(begin, testClock, httpreq.Options{}, conns); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := decode(end, testClock, httpreq.Options{}, conns); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

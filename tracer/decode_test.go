@@ -371,9 +371,64 @@ func TestLayoutSizes(t *testing.T) {
 	}
 }
 
-// TestLayoutOffsets checks the offsets Decode relies on: encoding/binary
-// reads fields back to back, so every field of a mirror must sit where the
-// C compiler put it (explicit padding included).
+// TestRecordLayoutsCopyable: Decode copies a record's bytes into its Go
+// mirror (decodeFixed), so every record mirror must have exactly the size
+// of the C struct in the committed object's BTF, with no padding Go adds on
+// its own (binary.Size counts fields only) and no pointers.
+func TestRecordLayoutsCopyable(t *testing.T) {
+	spec, err := loadMemdiag()
+	if err != nil {
+		t.Fatalf("loading the embedded object: %v", err)
+	}
+	for cName, mirror := range map[string]any{
+		"event_hdr":         memdiagEventHdr{},
+		"fork_event":        memdiagForkEvent{},
+		"exec_event":        memdiagExecEvent{},
+		"exit_event":        memdiagExitEvent{},
+		"op_begin_event":    memdiagOpBeginEvent{},
+		"op_end_event":      memdiagOpEndEvent{},
+		"op_data_event":     memdiagOpDataEvent{},
+		"oom_event":         memdiagOomEvent{},
+		"heap_sample_event": memdiagHeapSampleEvent{},
+		"heap_note_event":   memdiagHeapNoteEvent{},
+	} {
+		var st *btf.Struct
+		if err := spec.Types.TypeByName(cName, &st); err != nil {
+			t.Errorf("BTF of struct %s: %v", cName, err)
+			continue
+		}
+		typ := reflect.TypeOf(mirror)
+		if got := int(typ.Size()); got != int(st.Size) || got != binary.Size(mirror) {
+			t.Errorf("%T: %d bytes in memory, %d encoded, struct %s %d bytes", mirror, got, binary.Size(mirror), cName, st.Size)
+		}
+		if hasPointers(typ) {
+			t.Errorf("%T holds pointers: its bytes cannot come from the ring", mirror)
+		}
+	}
+}
+
+// hasPointers reports whether values of typ hold any pointer.
+func hasPointers(typ reflect.Type) bool {
+	switch typ.Kind() {
+	case reflect.Struct:
+		for i := range typ.NumField() {
+			if hasPointers(typ.Field(i).Type) {
+				return true
+			}
+		}
+		return false
+	case reflect.Array:
+		return hasPointers(typ.Elem())
+	case reflect.Bool, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return false
+	}
+	return true
+}
+
+// TestLayoutOffsets checks the offsets Decode relies on: it copies a
+// record's bytes into its mirror, so every field of a mirror must sit where
+// the C compiler put it (explicit padding included).
 func TestLayoutOffsets(t *testing.T) {
 	tests := []struct {
 		name      string
