@@ -59,14 +59,15 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 // ("What it costs") carries the same lines (TestCostTextInREADME).
 const costText = `Measured with sudo make bench and go run ./bench/http on a 2-CPU KVM VM (Linux 6.18,
 2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
-  default mode, the traced service: +130 to +170 ns per page fault (+15% of a
-    0.9 us fault), +366 to +454 ns per mmap or munmap, +90 to +130 ns per read;
-    the reference Node.js service under wrk: +3.8% to +5.0% CPU per request, 0.95 of
-    untraced throughput (median of 5 rounds)
-  default mode, every other process on the host: +10 to +50 ns per page fault;
+  default mode, the traced service: +122 ns per page fault (+15% of a 0.8 us
+    fault), +268 ns per mmap or munmap, +48 ns per read; the reference Node.js
+    service under wrk: 0.999 of untraced throughput, p99 -2% (median of 7
+    rounds); a plain Node.js http server at 114k requests/s: +10% CPU per
+    request (~1 us), 0.80 of untraced throughput with wrk on memdiag's CPU
+  default mode, every other process on the host: +32 ns per page fault;
     every syscall goes through the kernel's syscall-tracing slow path and the
     bit test of memdiag's raw sys_enter/sys_exit pair while memdiag runs:
-    +15 to +25 ns per syscall (read, getppid...), +53 ns per mmap or munmap
+    +20 ns per syscall (read, getppid...), +36 ns per mmap or munmap
   --exact-external: about 8 us per ArrayBuffer allocation or free (uprobe traps;
     -9% throughput on the reference service)
   --tls: about 36 us per HTTPS request parsed (uprobe; -14% throughput)
@@ -76,10 +77,10 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
     +1.7% CPU per request on a Go service allocating 1 MiB per request
   --native-heap: every malloc and free traps: +192% (Python) to +250%
     (Node.js) CPU per request; a diagnosis mode, for a bounded time
-  memdiag itself: 16-17 MiB peak RSS (default and uprobe modes alike; 7.4 MiB
-    for memdiag version), 3-5% of a core at 6,000-10,000 records/s,
-    0.45-0.55 s of CPU to attach (the kernel verifying the programs), under
-    0.3 s to exit after SIGTERM`
+  memdiag itself: 17 MiB peak RSS (default and uprobe modes alike; 27 MiB
+    reading 150k records/s), 2% of a core at 12,000 records/s, 11% at
+    100,000 (0 lost), 0.42 s of CPU to attach (the kernel verifying the
+    programs), under 0.3 s to exit after SIGTERM`
 
 // newApp builds the command line; an unknown command's name goes to
 // *unknown (cli offers no error for it), for exitCode to report.
