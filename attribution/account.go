@@ -51,10 +51,10 @@ type Account struct {
 	opts    Options
 	cats    map[string]*category
 	open    map[uint64]*op
-	sockOps map[sockKey]uint64   // socket -> the open op begun on it last
-	ended   map[uint64]int       // op id -> snapshot seq of its end
-	orphans map[uint64]orphan    // op buckets seen in a snapshot before their begin
-	owners  map[uint64]*category // ended ops that mapped memory -> their category
+	sockOps map[sockKey]uint64    // socket -> the open op begun on it last
+	ended   map[uint64]endedBlock // op id / 64 -> which of those 64 ops ended, and when the last did
+	orphans map[uint64]orphan     // op buckets seen in a snapshot before their begin
+	owners  map[uint64]*category  // ended ops that mapped memory -> their category
 	// unclaimed: give-backs of ops not known yet when their snapshot came
 	// (the maps are read apart from the ring buffer, so an op's begin and
 	// end records can come after a give-back it made), charged to the
@@ -103,7 +103,7 @@ func New(main uint32, start time.Time) *Account {
 		cats:      map[string]*category{},
 		open:      map[uint64]*op{},
 		sockOps:   map[sockKey]uint64{},
-		ended:     map[uint64]int{},
+		ended:     map[uint64]endedBlock{},
 		orphans:   map[uint64]orphan{},
 		unclaimed: map[uint64]unclaimed{},
 		owners:    map[uint64]*category{},
