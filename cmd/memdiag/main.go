@@ -140,9 +140,10 @@ func main() {
 	// memdiag sits next to the service it measures: keep its own heap
 	// small (a GC is cheap at this heap size), as the RSS budget says:
 	// GOGC 25 keeps the heap within a quarter of what is live. The limit
-	// is a backstop, not the budget: at 12 MiB it sat under the live heap
-	// of a 130k records/s storm and the GC ran without pause (memdiag at
-	// 31% of a core, 20% at 32 MiB, for 1 MiB more RSS; BENCHMARKS.md).
+	// is a backstop, not the budget: a limit under the live heap makes the
+	// GC run without pause (12 MiB did in a 130k records/s storm, while
+	// ended op ids were a map entry each: memdiag at 31% of a core, 20% at
+	// 32 MiB; BENCHMARKS.md).
 	debug.SetGCPercent(25)
 	debug.SetMemoryLimit(32 << 20)
 	os.Exit(exitCode(run(os.Args)))
