@@ -146,7 +146,7 @@ func inspectorTargetPath(ctx context.Context, d *netnsDialer, addr netip.AddrPor
 		}
 		if t.WebSocketDebuggerURL != "" {
 			if wu, err := url.Parse(t.WebSocketDebuggerURL); err == nil && wu.Path != "" {
-				return wu.Path, nil
+				return wu.EscapedPath(), nil // as sent in the request line
 			}
 		}
 		if t.ID != "" && !strings.ContainsAny(t.ID, "/?#%") {

@@ -61,18 +61,42 @@ type responseHead struct {
 	header map[string]string
 }
 
+// maxChunkLine bounds a chunk-size line of a chunked body.
+const maxChunkLine = 4 << 10
+
+// errLineTooLong: a peer sent more than a line may hold without ending it.
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads one line, its end ("\r\n" or "\n") cut off, and fails
+// as soon as it passes max bytes: bufio's ReadString keeps whatever a peer
+// sends until a newline, gigabytes from a socket that streams without one.
+func readLine(r *bufio.Reader, max int) (string, error) {
+	var line []byte
+	for {
+		frag, err := r.ReadSlice('\n')
+		if len(line)+len(frag) > max {
+			return "", errLineTooLong
+		}
+		line = append(line, frag...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		return strings.TrimRight(string(line), "\r\n"), err
+	}
+}
+
 // readResponseHead reads the status line and headers of an HTTP/1.x
-// answer.
+// answer, at most maxResponseHead bytes of them.
 func readResponseHead(r *bufio.Reader) (responseHead, error) {
 	var h responseHead
 	n := 0
 	line := func() (string, error) {
-		s, err := r.ReadString('\n')
-		n += len(s)
-		if err == nil && n > maxResponseHead {
+		s, err := readLine(r, maxResponseHead-n)
+		n += len(s) + 2
+		if errors.Is(err, errLineTooLong) {
 			err = errors.New("answer's head too large")
 		}
-		return strings.TrimRight(s, "\r\n"), err
+		return s, err
 	}
 	status, err := line()
 	if err != nil {
@@ -126,11 +150,15 @@ func (d *netnsDialer) httpGet(ctx context.Context, addr netip.AddrPort, path str
 	case strings.EqualFold(h.header["transfer-encoding"], "chunked"):
 		b, err = readChunked(br, limit)
 	case h.header["content-length"] != "":
-		n, perr := strconv.ParseInt(h.header["content-length"], 10, 64)
-		if perr != nil || n < 0 {
-			return h, nil, fmt.Errorf("bad Content-Length %q", h.header["content-length"])
+		cl := h.header["content-length"]
+		n, perr := strconv.ParseInt(cl, 10, 64)
+		if perr != nil || n < 0 || strings.Trim(cl, "0123456789") != "" {
+			return h, nil, fmt.Errorf("bad Content-Length %q", cl)
 		}
 		b, err = io.ReadAll(io.LimitReader(br, min(n, limit)))
+		if err == nil && int64(len(b)) < min(n, limit) {
+			err = fmt.Errorf("the answer ended after %d of its %d bytes: %w", len(b), n, io.ErrUnexpectedEOF)
+		}
 	default: // to the end of the connection
 		b, err = io.ReadAll(io.LimitReader(br, limit))
 	}
@@ -142,7 +170,10 @@ func (d *netnsDialer) httpGet(ctx context.Context, addr netip.AddrPort, path str
 func readChunked(r *bufio.Reader, limit int64) ([]byte, error) {
 	var b []byte
 	for {
-		line, err := r.ReadString('\n')
+		line, err := readLine(r, maxChunkLine)
+		if errors.Is(err, errLineTooLong) {
+			return b, errors.New("chunk size line too long")
+		}
 		if err != nil {
 			return b, io.ErrUnexpectedEOF
 		}
@@ -198,6 +229,11 @@ func dialWebSocket(ctx context.Context, d *netnsDialer, addr netip.AddrPort, pat
 		return nil, err
 	}
 	ws, err := handshake(ctx, c, addr, path)
+	if err == nil && ctx.Err() != nil {
+		// Ended between the handshake and its unbinding: the
+		// connection may keep the past deadline bindContext set.
+		err = context.Cause(ctx)
+	}
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -207,6 +243,9 @@ func dialWebSocket(ctx context.Context, d *netnsDialer, addr netip.AddrPort, pat
 }
 
 func handshake(ctx context.Context, c net.Conn, addr netip.AddrPort, path string) (*wsConn, error) {
+	if strings.ContainsFunc(path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return nil, fmt.Errorf("websocket path %.60q: spaces or control characters", path)
+	}
 	defer bindContext(ctx, c)()
 	var nonce [16]byte
 	rand.Read(nonce[:])

@@ -136,3 +136,52 @@ func TestWebSocketOutlivesDialContext(t *testing.T) {
 		t.Errorf("read after the dial context's deadline: %q, %v", msg, err)
 	}
 }
+
+// endless is a peer that streams a byte forever and never a newline.
+type endless byte
+
+func (e endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(e)
+	}
+	return len(p), nil
+}
+
+// TestEndlessLinesAreCut: a peer that never ends a line (any service that
+// streams, probed for an inspector) is cut off at the bound, not buffered
+// until memdiag runs out of memory.
+func TestEndlessLinesAreCut(t *testing.T) {
+	head := bufio.NewReader(io.MultiReader(strings.NewReader("HTTP/1.1 200 OK\r\nX: "), endless('a')))
+	if _, err := readResponseHead(head); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Errorf("an endless header line: %v, want the head too large", err)
+	}
+	status := bufio.NewReader(endless('b'))
+	if _, err := readResponseHead(status); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Errorf("an endless status line: %v, want the head too large", err)
+	}
+	chunks := bufio.NewReader(io.MultiReader(strings.NewReader("5\r\nhello\r\n"), endless('1')))
+	b, err := readChunked(chunks, 1<<20)
+	if err == nil || !strings.Contains(err.Error(), "too long") || string(b) != "hello" {
+		t.Errorf("an endless chunk-size line: %q, %v; want hello and the line too long", b, err)
+	}
+}
+
+// TestContentLengthShortAnswer: an answer that ends before its
+// Content-Length says so, and a Content-Length with a sign is refused.
+func TestContentLengthShortAnswer(t *testing.T) {
+	for _, tc := range []struct{ answer, want string }{
+		{"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "ended after 5 of its 10 bytes"},
+		{"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello", "bad Content-Length"},
+	} {
+		answer := tc.answer
+		addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+			for l, _ := r.ReadString('\n'); l != "\r\n" && l != ""; l, _ = r.ReadString('\n') {
+			}
+			io.WriteString(c, answer)
+		})
+		_, _, err := (&netnsDialer{}).httpGet(t.Context(), addr, "/json/list", 1<<20)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("answer %q: %v, want %q", tc.answer, err, tc.want)
+		}
+	}
+}
