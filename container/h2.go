@@ -113,6 +113,7 @@ func h2Exchange(c io.ReadWriter, path string, body []byte, maxBody int) (grpcAns
 	var (
 		a         grpcAnswer
 		headers   []byte // a header block being received
+		inBlock   bool   // a HEADERS frame's block is being received (it may be empty so far)
 		endStream bool   // of the HEADERS frame whose block is being received
 		goAway    error
 	)
@@ -127,7 +128,7 @@ func h2Exchange(c io.ReadWriter, path string, body []byte, maxBody int) (grpcAns
 			}
 			return a, err
 		}
-		if headers != nil && typ != h2Continuation {
+		if inBlock && typ != h2Continuation {
 			return a, errors.New("HTTP/2 header block interrupted")
 		}
 		switch typ {
@@ -153,6 +154,9 @@ func h2Exchange(c io.ReadWriter, path string, body []byte, maxBody int) (grpcAns
 				code = binary.BigEndian.Uint32(payload[4:])
 			}
 			goAway = fmt.Errorf("the server closed the connection (GOAWAY, code %d)", code)
+			if len(payload) >= 4 && binary.BigEndian.Uint32(payload)&0x7fffffff < 1 {
+				return a, goAway // our stream (1) will not be answered
+			}
 		case h2RSTStream:
 			if stream == 1 {
 				code := uint32(0)
@@ -192,9 +196,10 @@ func h2Exchange(c io.ReadWriter, path string, body []byte, maxBody int) (grpcAns
 					payload = payload[5:]
 				}
 				endStream = flags&h2FlagEndStream != 0
-			} else if headers == nil || stream != 1 {
+			} else if !inBlock || stream != 1 {
 				return a, errors.New("HTTP/2 CONTINUATION out of place")
 			}
+			inBlock = true
 			headers = append(headers, payload...)
 			if len(headers) > 1<<20 {
 				return a, errors.New("HTTP/2 header block too large")
@@ -206,7 +211,7 @@ func h2Exchange(c io.ReadWriter, path string, body []byte, maxBody int) (grpcAns
 			if err != nil {
 				return a, fmt.Errorf("decoding HTTP/2 headers: %w", err)
 			}
-			headers = nil
+			headers, inBlock = nil, false
 			m := map[string]string{}
 			for _, f := range fields {
 				m[f.Name] = f.Value
@@ -235,6 +240,10 @@ func h2AppendFrame(b *bytes.Buffer, typ, flags byte, stream uint32, payload []by
 func h2ReadFrame(r io.Reader) (typ, flags byte, stream uint32, payload []byte, err error) {
 	var head [9]byte
 	if _, err = io.ReadFull(r, head[:]); err != nil {
+		return
+	}
+	if bytes.HasPrefix(head[:], []byte("HTTP/1.")) {
+		err = errors.New("the socket answers HTTP/1, not HTTP/2 gRPC: give a CRI runtime's socket (containerd's or CRI-O's)")
 		return
 	}
 	n := int(head[0])<<16 | int(head[1])<<8 | int(head[2])

@@ -260,7 +260,7 @@ func opData(pid uint32, e *memdiagOpDataEvent, conns *httpreq.Conns) {
 // (amd64, arch.go), so the record's bytes are out's bytes: a copy. It was
 // encoding/binary.Decode, which walks out by reflection and made each
 // record escape to the heap: a third of memdiag's CPU at 100k records/s
-// (BENCHMARKS.md, "Record storms"). TestLayoutsCopyable checks every
+// (BENCHMARKS.md, "Record storms"). TestRecordLayoutsCopyable checks every
 // layout's size against binary.Size.
 func decodeFixed[T any](raw []byte, out *T, what string) error {
 	size := int(unsafe.Sizeof(*out))
