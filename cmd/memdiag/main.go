@@ -61,9 +61,9 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
 2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
   default mode, the traced service: +122 ns per page fault (+15% of a 0.8 us
     fault), +268 ns per mmap or munmap, +48 ns per read; the reference Node.js
-    service under wrk: 0.999 of untraced throughput, p99 -2% (median of 7
-    rounds); a plain Node.js http server at 114k requests/s: +10% CPU per
-    request (~1 us), 0.80 of untraced throughput with wrk on memdiag's CPU
+    service under wrk: 0.999-1.005 of untraced throughput, p99 -2% to +4%
+    (medians of 7 rounds, two runs); a plain Node.js http server at 95-114k requests/s: +9% CPU per
+    request (~1 us), 0.79 of untraced throughput with wrk on memdiag's CPU
   default mode, every other process on the host: +32 ns per page fault;
     every syscall goes through the kernel's syscall-tracing slow path and the
     bit test of memdiag's raw sys_enter/sys_exit pair while memdiag runs:
@@ -77,10 +77,10 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
     +1.7% CPU per request on a Go service allocating 1 MiB per request
   --native-heap: every malloc and free traps: +192% (Python) to +250%
     (Node.js) CPU per request; a diagnosis mode, for a bounded time
-  memdiag itself: 17 MiB peak RSS (default and uprobe modes alike; 27 MiB
-    reading 150k records/s), 2% of a core at 12,000 records/s, 11% at
-    100,000 (0 lost), 0.42 s of CPU to attach (the kernel verifying the
-    programs), under 0.3 s to exit after SIGTERM`
+  memdiag itself: 17 MiB peak RSS (default and uprobe modes alike, and
+    reading 150k records/s), 2% of a core at 10,000-12,000 records/s, 11-14%
+    at 100,000 (0 lost), 0.42-0.52 s of CPU to attach (the kernel verifying
+    the programs), under 0.3 s to exit after SIGTERM`
 
 // newApp builds the command line; an unknown command's name goes to
 // *unknown (cli offers no error for it), for exitCode to report.
