@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -53,10 +52,9 @@ func compileReqstorm(dir string) (string, error) {
 	return bin, nil
 }
 
-// stormServer is a started `reqstorm serve`.
+// stormServer is a started `reqstorm serve`; closing its stdin ends it.
 type stormServer struct {
-	cmd  *exec.Cmd
-	in   io.WriteCloser // closing it ends the server
+	*piped
 	pid  int
 	port int
 }
@@ -64,38 +62,21 @@ type stormServer struct {
 // startStormServer starts reqstorm's server pinned to cpu and reads its
 // pid and port.
 func startStormServer(bin string, cpu int) (*stormServer, error) {
-	cmd := exec.Command(bin, "serve", "-t", strconv.Itoa(stormConns))
-	in, err := cmd.StdinPipe()
+	p, err := startPiped(exec.Command(bin, "serve", "-t", strconv.Itoa(stormConns)), cpu, "reqstorm serve")
 	if err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
+	s := &stormServer{piped: p}
+	line, err := s.line()
 	if err != nil {
-		return nil, err
+		s.kill()
+		return nil, fmt.Errorf("reqstorm serve did not get ready (%v): %s", err, strings.TrimSpace(s.stderr.String()))
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := benchkit.StartPinned(cmd, cpu); err != nil {
-		return nil, fmt.Errorf("starting reqstorm serve: %w", err)
-	}
-	s := &stormServer{cmd: cmd, in: in}
-	sc := bufio.NewScanner(out)
-	if !sc.Scan() {
-		s.stop()
-		return nil, fmt.Errorf("reqstorm serve did not get ready: %s", strings.TrimSpace(stderr.String()))
-	}
-	if _, err := fmt.Sscanf(sc.Text(), "ready %d port=%d", &s.pid, &s.port); err != nil {
-		s.stop()
-		return nil, fmt.Errorf("reqstorm serve said %q: %w", sc.Text(), err)
+	if _, err := fmt.Sscanf(line, "ready %d port=%d", &s.pid, &s.port); err != nil {
+		s.kill()
+		return nil, fmt.Errorf("reqstorm serve said %q: %w", line, err)
 	}
 	return s, nil
-}
-
-// stop ends the server and reaps it.
-func (s *stormServer) stop() {
-	s.in.Close()
-	s.cmd.Process.Kill()
-	s.cmd.Wait()
 }
 
 // clientResult is reqstorm client's account of its work.
@@ -148,7 +129,7 @@ func (b *bench) storm(rate int, seconds float64, round int) (stormResult, error)
 	if err != nil {
 		return stormResult{}, err
 	}
-	defer srv.stop()
+	defer srv.kill()
 	tag := fmt.Sprintf("record-storm-%d-%d", rate, round)
 	var extra []string
 	if b.stormRing != 0 {

@@ -100,18 +100,19 @@ func parseResult(line string) (result, error) {
 	return r, nil
 }
 
-// running is a started faultstorm -w, waiting on its stdin.
-type running struct {
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Scanner
-	pid int
+// piped is a process started pinned to a CPU, driven through its stdin
+// and read a line at a time on its stdout: faultstorm -w, reqstorm serve.
+type piped struct {
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	out    *bufio.Scanner
+	stderr bytes.Buffer
 }
 
-// startWorkload starts faultstorm pinned to cpu and waits for its "ready"
-// line: from then on it only waits for the line that releases it.
-func startWorkload(bin string, w workload, cpu int) (*running, error) {
-	cmd := exec.Command(bin, append(w.args, "-w")...)
+// startPiped starts cmd pinned to cpu with its stdin and stdout piped;
+// what names it in errors.
+func startPiped(cmd *exec.Cmd, cpu int, what string) (*piped, error) {
+	p := &piped{cmd: cmd}
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -120,31 +121,55 @@ func startWorkload(bin string, w workload, cpu int) (*running, error) {
 	if err != nil {
 		return nil, err
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Stderr = &p.stderr
 	if err := benchkit.StartPinned(cmd, cpu); err != nil {
-		return nil, fmt.Errorf("starting faultstorm: %w", err)
+		return nil, fmt.Errorf("starting %s: %w", what, err)
 	}
-	r := &running{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	p.in, p.out = in, bufio.NewScanner(out)
+	return p, nil
+}
+
+// line reads the process's next line.
+func (p *piped) line() (string, error) {
+	if !p.out.Scan() {
+		if err := p.out.Err(); err != nil {
+			return "", err
+		}
+		return "", io.ErrUnexpectedEOF
+	}
+	return p.out.Text(), nil
+}
+
+// kill ends the process and reaps it.
+func (p *piped) kill() {
+	p.cmd.Process.Kill()
+	p.in.Close()
+	p.cmd.Wait()
+}
+
+// running is a started faultstorm -w, waiting on its stdin.
+type running struct {
+	*piped
+	pid int
+}
+
+// startWorkload starts faultstorm pinned to cpu and waits for its "ready"
+// line: from then on it only waits for the line that releases it.
+func startWorkload(bin string, w workload, cpu int) (*running, error) {
+	p, err := startPiped(exec.Command(bin, append(w.args, "-w")...), cpu, "faultstorm")
+	if err != nil {
+		return nil, err
+	}
+	r := &running{piped: p}
 	line, err := r.line()
 	if err == nil {
 		_, err = fmt.Sscanf(line, "ready %d", &r.pid)
 	}
 	if err != nil {
 		r.kill()
-		return nil, fmt.Errorf("faultstorm did not get ready (%v): %s", err, strings.TrimSpace(stderr.String()))
+		return nil, fmt.Errorf("faultstorm did not get ready (%v): %s", err, strings.TrimSpace(r.stderr.String()))
 	}
 	return r, nil
-}
-
-func (r *running) line() (string, error) {
-	if !r.out.Scan() {
-		if err := r.out.Err(); err != nil {
-			return "", err
-		}
-		return "", io.ErrUnexpectedEOF
-	}
-	return r.out.Text(), nil
 }
 
 // work releases the workload and returns its result once the work is done.
@@ -170,8 +195,3 @@ func (r *running) finish() error {
 }
 
 // kill ends the workload on an error path.
-func (r *running) kill() {
-	r.cmd.Process.Kill()
-	r.in.Close()
-	r.cmd.Wait()
-}
