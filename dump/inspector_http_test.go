@@ -33,13 +33,23 @@ func rawServer(t *testing.T, serve func(c net.Conn, r *bufio.Reader)) netip.Addr
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
+// readRequestHead reads a request's head and returns its headers.
+func readRequestHead(r *bufio.Reader) map[string]string {
+	h := map[string]string{}
+	for l, _ := r.ReadString('\n'); l != "\r\n" && l != ""; l, _ = r.ReadString('\n') {
+		if name, value, ok := strings.Cut(l, ": "); ok {
+			h[name] = strings.TrimSpace(value)
+		}
+	}
+	return h
+}
+
 // TestHTTPGetChunked: a chunked answer is read whole, a longer one cut at
 // the limit.
 func TestHTTPGetChunked(t *testing.T) {
 	for _, limit := range []int64{1 << 20, 7} {
 		addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
-			for l, _ := r.ReadString('\n'); l != "\r\n" && l != ""; l, _ = r.ReadString('\n') {
-			}
+			readRequestHead(r)
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\n[{\"a\"\r\n4\r\n:1}]\r\n0\r\n\r\n")
 		})
 		h, body, err := (&netnsDialer{}).httpGet(t.Context(), addr, "/json/list", limit)
@@ -56,12 +66,7 @@ func TestHTTPGetChunked(t *testing.T) {
 func TestWebSocketFrames(t *testing.T) {
 	pong := make(chan string, 1)
 	addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
-		var key string
-		for l, _ := r.ReadString('\n'); l != "\r\n" && l != ""; l, _ = r.ReadString('\n') {
-			if v, ok := strings.CutPrefix(l, "Sec-WebSocket-Key: "); ok {
-				key = strings.TrimSpace(v)
-			}
-		}
+		key := readRequestHead(r)["Sec-WebSocket-Key"]
 		sum := sha1.Sum([]byte(key + wsGUID))
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
 			base64.StdEncoding.EncodeToString(sum[:])+"\r\n\r\n")
@@ -111,26 +116,24 @@ func FuzzReadResponseHead(f *testing.F) {
 // TestWebSocketOutlivesDialContext: a websocket opened under a context
 // with a deadline still reads after that deadline.
 func TestWebSocketOutlivesDialContext(t *testing.T) {
+	expired := make(chan struct{})
 	addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
-		var key string
-		for l, _ := r.ReadString('\n'); l != "\r\n" && l != ""; l, _ = r.ReadString('\n') {
-			if v, ok := strings.CutPrefix(l, "Sec-WebSocket-Key: "); ok {
-				key = strings.TrimSpace(v)
-			}
-		}
+		key := readRequestHead(r)["Sec-WebSocket-Key"]
 		sum := sha1.Sum([]byte(key + wsGUID))
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
 			base64.StdEncoding.EncodeToString(sum[:])+"\r\n\r\n")
-		time.Sleep(300 * time.Millisecond)
+		<-expired
 		c.Write([]byte{0x81, 2, 'o', 'k'})
-		time.Sleep(100 * time.Millisecond)
+		r.ReadByte() // until the client closes
 	})
 	dctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
 	ws, err := dialWebSocket(dctx, &netnsDialer{}, addr, "/x", 1<<20)
-	cancel()
 	if err != nil {
 		t.Fatal(err)
 	}
+	<-dctx.Done() // the dial context's deadline has passed
+	close(expired)
 	defer ws.Close()
 	if msg, err := ws.Read(t.Context()); err != nil || string(msg) != "ok" {
 		t.Errorf("read after the dial context's deadline: %q, %v", msg, err)
@@ -175,8 +178,7 @@ func TestContentLengthShortAnswer(t *testing.T) {
 	} {
 		answer := tc.answer
 		addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
-			for l, _ := r.ReadString('\n'); l != "\r\n" && l != ""; l, _ = r.ReadString('\n') {
-			}
+			readRequestHead(r)
 			io.WriteString(c, answer)
 		})
 		_, _, err := (&netnsDialer{}).httpGet(t.Context(), addr, "/json/list", 1<<20)
