@@ -80,7 +80,7 @@ func TestWebSocketFrames(t *testing.T) {
 			pong <- string([]byte{f[6] ^ f[2], f[7] ^ f[3]})
 		}
 		close(pong)
-		time.Sleep(100 * time.Millisecond)
+		r.ReadByte() // until the client closes
 	})
 	ws, err := dialWebSocket(t.Context(), &netnsDialer{}, addr, "/x", 1<<20)
 	if err != nil {
