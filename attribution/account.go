@@ -144,8 +144,14 @@ func (a *Account) Apply(ev event.Event) {
 	case *event.Fork:
 		// The kernel reports threads and processes alike: remember the
 		// parent until the child either exits as a thread or shows up as
-		// a process of its own in a snapshot.
-		a.parents[e.Child] = e.PID
+		// a process of its own in a snapshot. A snapshot reads the kernel's
+		// tables, not the ring buffer, so it may show the child first:
+		// then the child takes its parent now.
+		if p, ok := a.procs[e.Child]; ok && p.Parent == 0 && !p.Exited && e.Child != a.main {
+			p.Parent = e.PID
+		} else if !ok {
+			a.parents[e.Child] = e.PID
+		}
 	case *event.Exec:
 		p := a.process(e.PID)
 		p.Exe = e.Filename

@@ -515,6 +515,22 @@ func TestProcesses(t *testing.T) {
 	}
 }
 
+// TestProcessParentAfterSnapshot: a snapshot (read from the kernel's
+// tables) can show a child before its fork record comes out of the ring
+// buffer; the record still names its parent.
+func TestProcessParentAfterSnapshot(t *testing.T) {
+	a := attribution.New(100, t0)
+	a.Apply(snap(1, []event.ProcessMemory{{PID: 100, Current: 5 * mib}, {PID: 200, Current: 24 * mib}}))
+	a.Apply(fork(1, 100, 100, 200, "node"))
+	s := a.Summary()
+	if len(s.Processes) != 2 || s.Processes[1].PID != 200 || s.Processes[1].Parent != 100 {
+		t.Errorf("Processes = %+v, want pid 200 with parent 100", s.Processes)
+	}
+	if s.Processes[0].Parent != 0 {
+		t.Errorf("the main target's parent = %d, want 0", s.Processes[0].Parent)
+	}
+}
+
 func TestProcessCommFromExit(t *testing.T) {
 	a := attribution.New(100, t0)
 	a.Apply(fork(1, 100, 100, 200, "sh"))
