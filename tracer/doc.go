@@ -29,6 +29,13 @@
 // its final Snapshot; Close closes the reader, then the maps and programs.
 // Both are idempotent.
 //
+// Loading: cilium/ebpf creates the maps and loads the uprobe programs;
+// the tp_btf programs are loaded here (leanload.go) with what cilium/ebpf
+// would look up in the kernel's BTF, read without decoding all of it
+// (kernelbtf.go): decoding it was most of memdiag's peak memory. The
+// kernel gets the same programs (TestLeanLoadIsCiliumsLoad); whatever
+// that path does not cover goes to cilium/ebpf's loader, as before.
+//
 // amd64 only: the uprobe programs read x86_64 registers, gen.go builds the
 // object with -target amd64, and arch.go stops any other build.
 //

@@ -190,7 +190,7 @@ func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err er
 		shared:     onExec != nil,
 		onExec:     onExec,
 	}
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+	if err := loadObjects(spec, &t.objs); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			ve = verifierErrorWithLines(cfg, ve)
@@ -204,10 +204,10 @@ func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err er
 			t.bits.close()
 		}
 	}()
-	// Loading parsed the kernel's BTF (an index of its types and the
-	// structures built from those the program uses, several MB): give it
-	// all back before attaching, so memdiag's peak is the load's alone and
-	// not the load's plus the pages attaching touches.
+	// Loading left garbage (the program's spec, the kernel types read;
+	// several MB when cilium/ebpf decoded the kernel's BTF): give it all
+	// back before attaching, so memdiag's peak is the load's alone and not
+	// the load's plus the pages attaching touches.
 	runtime.GC()
 	debug.FreeOSMemory()
 	if t.bits, err = mapTargetBits(t.objs.TargetBits); err != nil {
