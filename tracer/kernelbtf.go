@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -11,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf/btf"
-	"golang.org/x/sys/unix"
 )
 
 // The kernel's BTF, read for what loading memdiag's tp_btf programs needs
@@ -21,18 +21,34 @@ import (
 // kernel's 125,646 types) and inflates each target with everything it
 // reaches: the target of rss_stat takes an mm_struct, which reaches
 // task_struct and most of the kernel, 2 MB of Go values. Both were live
-// at once at memdiag's peak (BENCHMARKS.md, "second diet"). Here the
-// kernel's BTF stays in a mapping the kernel backs (not memdiag's
-// resident memory) and an offset per type is the only table built.
+// at once at memdiag's peak (BENCHMARKS.md, "second diet"). Here the BTF
+// file is streamed once for the names wanted, then read at the few
+// hundred types those embed; an offset per type (4 bytes) is the only
+// table built.
 
-// rawBTF is one BTF blob: vmlinux's, or a module's split on top of it.
-type rawBTF struct {
-	types   []byte // the type section
-	strs    []byte // the string section
-	base    *rawBTF
-	firstID btf.TypeID // the ID of the first type in types
-	offsets []uint32   // each type's offset in types, from firstID on
+// btfFile is one BTF blob: vmlinux's, or a module's split on top of it.
+type btfFile struct {
+	types   *io.SectionReader // the type section
+	strs    *io.SectionReader // the string section
+	base    *btfFile
+	firstID btf.TypeID          // the ID of the first type in types
+	offsets [][]uint32          // each type's offset in types, from firstID on, in chunks
+	wanted  map[uint32]btfMatch // offsets of the names asked for: the match's name and exact
+	matches []btfMatch          // the types with those names, in ID order
+	scratch [64]byte            // for str
 }
+
+// btfMatch is a type whose name was asked for.
+type btfMatch struct {
+	id    btf.TypeID
+	kind  uint32
+	name  string // its essential name, or its name when exact
+	exact bool   // asked for by exact name
+}
+
+// offsetChunk entries per chunk of btfFile.offsets: vmlinux's 125,646
+// offsets appended to one slice allocated 2.4 MB for its final 0.5 MB.
+const offsetChunk = 4096
 
 // BTF kinds (include/uapi/linux/btf.h).
 const (
@@ -61,95 +77,167 @@ const btfTypeLen = 12 // struct btf_type: name_off, info, size or type
 
 var errBTF = errors.New("malformed BTF")
 
-// parseBTF indexes data, BTF in the host's byte order (the kernel's);
-// base is vmlinux's when data is a module's.
-func parseBTF(data []byte, base *rawBTF) (*rawBTF, error) {
-	bo := binary.NativeEndian
-	if len(data) < 24 || bo.Uint16(data) != 0xeb9f {
-		return nil, fmt.Errorf("%w: no header", errBTF)
-	}
-	hdrLen, typeOff, typeLen := bo.Uint32(data[4:]), bo.Uint32(data[8:]), bo.Uint32(data[12:])
-	strOff, strLen := bo.Uint32(data[16:]), bo.Uint32(data[20:])
-	if uint64(hdrLen) > uint64(len(data)) {
-		return nil, fmt.Errorf("%w: header", errBTF)
-	}
-	body := data[hdrLen:]
-	if uint64(typeOff)+uint64(typeLen) > uint64(len(body)) || uint64(strOff)+uint64(strLen) > uint64(len(body)) {
-		return nil, fmt.Errorf("%w: sections out of bounds", errBTF)
-	}
-	r := &rawBTF{types: body[typeOff : typeOff+typeLen], strs: body[strOff : strOff+strLen], base: base, firstID: 1}
-	if base != nil {
-		r.firstID = base.firstID + btf.TypeID(len(base.offsets))
-	}
-	// Counted first: appending to a growing table allocated 2.4 MB
-	// for vmlinux's 0.5 MB.
-	count := 0
-	for off := 0; off < len(r.types); count++ {
-		n, err := r.recordLen(off)
-		if err != nil {
-			return nil, err
-		}
-		off += n
-	}
-	r.offsets = make([]uint32, 0, count)
-	for off := 0; off < len(r.types); {
-		n, _ := r.recordLen(off)
-		r.offsets = append(r.offsets, uint32(off))
-		off += n
-	}
-	return r, nil
+// btfNames are the names a btfFile looks for: types whose essential name
+// is in essential, and types named exactly as in exact.
+type btfNames struct {
+	essential map[string]bool
+	exact     map[string]bool
 }
 
-// recordLen is the length of the type record at off.
-func (r *rawBTF) recordLen(off int) (int, error) {
-	if off+btfTypeLen > len(r.types) {
-		return 0, fmt.Errorf("%w: truncated type", errBTF)
+// openBTF indexes the BTF of r (size bytes, in the host's byte order,
+// which is the kernel's) and finds the types named as in want; base is
+// vmlinux's when r is a module's.
+func openBTF(r io.ReaderAt, size int64, base *btfFile, want btfNames) (*btfFile, error) {
+	bo := binary.NativeEndian
+	var hdr [24]byte
+	if _, err := r.ReadAt(hdr[:], 0); err != nil {
+		return nil, fmt.Errorf("%w: no header: %w", errBTF, err)
 	}
-	info := binary.NativeEndian.Uint32(r.types[off+4:])
+	if bo.Uint16(hdr[:]) != 0xeb9f {
+		return nil, fmt.Errorf("%w: not BTF of this byte order", errBTF)
+	}
+	hdrLen := int64(bo.Uint32(hdr[4:]))
+	typeOff, typeLen := hdrLen+int64(bo.Uint32(hdr[8:])), int64(bo.Uint32(hdr[12:]))
+	strOff, strLen := hdrLen+int64(bo.Uint32(hdr[16:])), int64(bo.Uint32(hdr[20:]))
+	if typeOff+typeLen > size || strOff+strLen > size {
+		return nil, fmt.Errorf("%w: sections out of bounds", errBTF)
+	}
+	f := &btfFile{
+		types:   io.NewSectionReader(r, typeOff, typeLen),
+		strs:    io.NewSectionReader(r, strOff, strLen),
+		base:    base,
+		firstID: 1,
+	}
+	if base != nil {
+		f.firstID = base.firstID + btf.TypeID(base.count())
+	}
+	var err error
+	if f.wanted, err = f.wantedNames(want); err != nil {
+		return nil, err
+	}
+	return f, f.index()
+}
+
+func (f *btfFile) count() int {
+	if len(f.offsets) == 0 {
+		return 0
+	}
+	return (len(f.offsets)-1)*offsetChunk + len(f.offsets[len(f.offsets)-1])
+}
+
+// wantedNames streams f's strings for the names in want: each one's
+// offset, with the name types are matched by (essential or exact). A
+// module's names go on from vmlinux's offsets.
+func (f *btfFile) wantedNames(want btfNames) (map[uint32]btfMatch, error) {
+	names := make(map[uint32]btfMatch)
+	var start uint32
+	if f.base != nil {
+		start = uint32(f.base.strs.Size())
+	}
+	br := bufio.NewReaderSize(io.NewSectionReader(f.strs, 0, f.strs.Size()), 32<<10)
+	for off := start; ; {
+		s, err := br.ReadSlice(0)
+		if err == io.EOF && len(s) == 0 {
+			return names, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: strings: %w", errBTF, err)
+		}
+		name := s[:len(s)-1]
+		ess := name
+		if i := bytes.LastIndex(name, []byte("___")); i > 0 {
+			ess = name[:i] // as essentialName, without a string per name
+		}
+		switch {
+		case want.exact[string(name)]:
+			names[off] = btfMatch{name: string(name), exact: true}
+		case want.essential[string(ess)]:
+			names[off] = btfMatch{name: string(ess)}
+		}
+		off += uint32(len(s))
+	}
+}
+
+// index streams f's types: each one's offset, and the types with the
+// names asked for.
+func (f *btfFile) index() error {
+	br := bufio.NewReaderSize(io.NewSectionReader(f.types, 0, f.types.Size()), 32<<10)
+	var hdr [btfTypeLen]byte
+	id := f.firstID
+	for off := int64(0); off < f.types.Size(); id++ {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return fmt.Errorf("%w: type %d: %w", errBTF, id, err)
+		}
+		info := binary.NativeEndian.Uint32(hdr[4:])
+		n, err := dataLen(info)
+		if err != nil {
+			return err
+		}
+		if _, err := br.Discard(n); err != nil {
+			return fmt.Errorf("%w: type %d: %w", errBTF, id, err)
+		}
+		if last := len(f.offsets) - 1; last < 0 || len(f.offsets[last]) == offsetChunk {
+			f.offsets = append(f.offsets, make([]uint32, 0, offsetChunk))
+		}
+		f.offsets[len(f.offsets)-1] = append(f.offsets[len(f.offsets)-1], uint32(off))
+		nameOff := binary.NativeEndian.Uint32(hdr[:])
+		m, ok := f.wanted[nameOff]
+		if !ok && f.base != nil {
+			m, ok = f.base.wanted[nameOff]
+		}
+		if ok {
+			m.id, m.kind = id, info>>24&0x1f
+			f.matches = append(f.matches, m)
+		}
+		off += btfTypeLen + int64(n)
+	}
+	return nil
+}
+
+// dataLen is the length of the data after a type record of info.
+func dataLen(info uint32) (int, error) {
 	vlen := int(info & 0xffff)
-	n := btfTypeLen
 	switch info >> 24 & 0x1f {
 	case kindInt, kindVar, kindDeclTag:
-		n += 4
+		return 4, nil
 	case kindArray:
-		n += 12
+		return 12, nil
 	case kindStruct, kindUnion, kindDatasec, kindEnum64:
-		n += 12 * vlen
+		return 12 * vlen, nil
 	case kindEnum, kindFuncProto:
-		n += 8 * vlen
+		return 8 * vlen, nil
 	case kindPointer, kindFwd, kindTypedef, kindVolatile, kindConst, kindRestrict, kindFunc, kindFloat, kindTypeTag:
-	default:
-		return 0, fmt.Errorf("%w: unknown kind %d", errBTF, info>>24&0x1f)
+		return 0, nil
 	}
-	if off+n > len(r.types) {
-		return 0, fmt.Errorf("%w: truncated type", errBTF)
-	}
-	return n, nil
+	return 0, fmt.Errorf("%w: unknown kind %d", errBTF, info>>24&0x1f)
 }
 
 // str is the string at off; a module's offsets go on from vmlinux's.
-func (r *rawBTF) str(off uint32) ([]byte, error) {
-	if r.base != nil {
-		if off < uint32(len(r.base.strs)) {
-			return r.base.str(off)
-		}
-		off -= uint32(len(r.base.strs))
-	}
-	if off >= uint32(len(r.strs)) {
-		return nil, fmt.Errorf("%w: string offset %d", errBTF, off)
-	}
-	s := r.strs[off:]
-	for i, c := range s {
-		if c == 0 {
-			return s[:i], nil
+func (f *btfFile) str(off uint32) (string, error) {
+	if f.base != nil {
+		if base := uint32(f.base.strs.Size()); off < base {
+			return f.base.str(off)
+		} else {
+			off -= base
 		}
 	}
-	return nil, fmt.Errorf("%w: unterminated string", errBTF)
+	// Names are short: most fit in scratch; a longer one is read whole.
+	buf := f.scratch[:]
+	for {
+		n, err := f.strs.ReadAt(buf, int64(off))
+		if i := bytes.IndexByte(buf[:n], 0); i >= 0 {
+			return string(buf[:i]), nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("%w: string at %d: %w", errBTF, off, err)
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }
 
 // rawType is one type record, its kind's data in data.
 type rawType struct {
-	name     []byte
+	name     string
 	kind     uint32
 	vlen     int
 	kindFlag bool
@@ -161,36 +249,41 @@ type rawType struct {
 func (r *rawType) u32(i int) uint32 { return binary.NativeEndian.Uint32(r.data[4*i:]) }
 
 // typ is the record of id, vmlinux's when id is below a module's own.
-func (r *rawBTF) typ(id btf.TypeID) (rawType, error) {
-	if id < r.firstID {
-		if r.base == nil {
+func (f *btfFile) typ(id btf.TypeID) (rawType, error) {
+	if id < f.firstID {
+		if f.base == nil {
 			return rawType{}, fmt.Errorf("%w: type id %d", errBTF, id)
 		}
-		return r.base.typ(id)
+		return f.base.typ(id)
 	}
-	idx := int(id - r.firstID)
-	if idx >= len(r.offsets) {
+	idx := int(id - f.firstID)
+	if idx >= f.count() {
 		return rawType{}, fmt.Errorf("%w: type id %d", errBTF, id)
 	}
-	off := int(r.offsets[idx])
-	n, err := r.recordLen(off)
+	off := int64(f.offsets[idx/offsetChunk][idx%offsetChunk])
+	var hdr [btfTypeLen]byte
+	if _, err := f.types.ReadAt(hdr[:], off); err != nil {
+		return rawType{}, fmt.Errorf("%w: type %d: %w", errBTF, id, err)
+	}
+	info := binary.NativeEndian.Uint32(hdr[4:])
+	n, err := dataLen(info)
 	if err != nil {
 		return rawType{}, err
 	}
-	rec := r.types[off : off+n]
-	info := binary.NativeEndian.Uint32(rec[4:])
-	name, err := r.str(binary.NativeEndian.Uint32(rec))
-	if err != nil {
-		return rawType{}, err
-	}
-	return rawType{
-		name:     name,
+	t := rawType{
 		kind:     info >> 24 & 0x1f,
 		vlen:     int(info & 0xffff),
 		kindFlag: info>>31 == 1,
-		sizeType: binary.NativeEndian.Uint32(rec[8:]),
-		data:     rec[btfTypeLen:],
-	}, nil
+		sizeType: binary.NativeEndian.Uint32(hdr[8:]),
+		data:     make([]byte, n),
+	}
+	if _, err := f.types.ReadAt(t.data, off+btfTypeLen); err != nil {
+		return rawType{}, fmt.Errorf("%w: type %d: %w", errBTF, id, err)
+	}
+	if t.name, err = f.str(binary.NativeEndian.Uint32(hdr[:])); err != nil {
+		return rawType{}, err
+	}
+	return t, nil
 }
 
 // essentialName is name without a CO-RE flavour (bpf_array___pcpu is a
@@ -202,51 +295,33 @@ func essentialName(name string) string {
 	return name
 }
 
-// named calls fn with each of r's own types whose essential name is in
-// names.
-func (r *rawBTF) named(names map[string]bool, fn func(id btf.TypeID, t rawType) error) error {
-	for i := range r.offsets {
-		id := r.firstID + btf.TypeID(i)
-		t, err := r.typ(id)
-		if err != nil {
-			return err
-		}
-		name := t.name
-		if i := bytes.LastIndex(name, []byte("___")); i > 0 {
-			name = name[:i] // essentialName, without a string per type
-		}
-		if len(name) > 0 && names[string(name)] {
-			if err := fn(id, t); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// kernelBTF is the running kernel's BTF: vmlinux's and each module's.
-// close unmaps vmlinux's.
+// kernelBTF is the running kernel's BTF: vmlinux's and each module's,
+// open until close.
 type kernelBTF struct {
-	vmlinux *rawBTF
-	modules []*rawBTF
-	mapped  []byte
+	vmlinux *btfFile
+	modules []*btfFile
+	files   []*os.File
 }
 
-func openKernelBTF() (_ *kernelBTF, err error) {
+// openKernelBTF finds the types named as in want in the kernel's BTF.
+func openKernelBTF(want btfNames) (_ *kernelBTF, err error) {
 	k := &kernelBTF{}
 	defer func() {
 		if err != nil {
 			k.close()
 		}
 	}()
-	data, err := k.mapVmlinux()
+	// Read from the file, not mapped (kernels before 6.16 cannot map it):
+	// 10 ms here either way, all of it streaming and the few hundred
+	// types read at their offsets.
+	r, size, err := k.open("/sys/kernel/btf/vmlinux")
 	if err != nil {
 		return nil, err
 	}
-	if k.vmlinux, err = parseBTF(data, nil); err != nil {
+	if k.vmlinux, err = openBTF(r, size, nil, want); err != nil {
 		return nil, fmt.Errorf("vmlinux: %w", err)
 	}
-	// Modules' BTF is small; cilium/ebpf relocates against it too.
+	// cilium/ebpf relocates against modules' BTF too.
 	paths, err := filepath.Glob("/sys/kernel/btf/*")
 	if err != nil {
 		return nil, err
@@ -255,11 +330,11 @@ func openKernelBTF() (_ *kernelBTF, err error) {
 		if filepath.Base(p) == "vmlinux" {
 			continue
 		}
-		data, err := os.ReadFile(p)
+		r, size, err := k.open(p)
 		if err != nil {
 			return nil, err
 		}
-		m, err := parseBTF(data, k.vmlinux)
+		m, err := openBTF(r, size, k.vmlinux, want)
 		if err != nil {
 			return nil, fmt.Errorf("module %s: %w", filepath.Base(p), err)
 		}
@@ -268,56 +343,41 @@ func openKernelBTF() (_ *kernelBTF, err error) {
 	return k, nil
 }
 
-// mapVmlinux maps vmlinux's BTF: the kernel backs the mapping, so it is
-// not memdiag's resident memory. Kernels before 6.16 cannot map it; it is
-// read then (5-6 MB of heap for a while, as cilium/ebpf reads it too).
-func (k *kernelBTF) mapVmlinux() ([]byte, error) {
-	f, err := os.Open("/sys/kernel/btf/vmlinux")
+func (k *kernelBTF) open(path string) (io.ReaderAt, int64, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	defer f.Close()
+	k.files = append(k.files, f)
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	k.mapped, err = unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
-	if err == nil {
-		return k.mapped, nil
-	}
-	return io.ReadAll(f)
+	return f, st.Size(), nil
 }
 
 func (k *kernelBTF) close() {
-	if k.mapped != nil {
-		_ = unix.Munmap(k.mapped)
-		k.mapped = nil
+	for _, f := range k.files {
+		f.Close()
 	}
+	k.files = nil
 }
 
-// typedefIDs gives the vmlinux ID of each named typedef (the tp_btf
-// target of tracepoint X is the typedef btf_trace_X): an error when one is
-// missing from vmlinux or defined more than once, as cilium/ebpf (which
-// would then look in modules, or refuse an ambiguous target).
+// typedefIDs gives the vmlinux ID of each typedef asked for exactly (the
+// tp_btf target of tracepoint X is the typedef btf_trace_X): an error
+// when one is missing from vmlinux or defined more than once, as
+// cilium/ebpf (which would then look in modules, or refuse an ambiguous
+// target).
 func (k *kernelBTF) typedefIDs(names []string) (map[string]btf.TypeID, error) {
-	want := make(map[string]bool, len(names))
-	for _, n := range names {
-		want[n] = true
-	}
 	ids := make(map[string]btf.TypeID, len(names))
-	err := k.vmlinux.named(want, func(id btf.TypeID, t rawType) error {
-		name := string(t.name)
-		if t.kind != kindTypedef || !want[name] {
-			return nil
+	for _, m := range k.vmlinux.matches {
+		if !m.exact || m.kind != kindTypedef {
+			continue
 		}
-		if _, dup := ids[name]; dup {
-			return fmt.Errorf("typedef %s is defined more than once", name)
+		if _, dup := ids[m.name]; dup {
+			return nil, fmt.Errorf("typedef %s is defined more than once", m.name)
 		}
-		ids[name] = id
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		ids[m.name] = m.id
 	}
 	for _, n := range names {
 		if _, ok := ids[n]; !ok {
@@ -328,14 +388,14 @@ func (k *kernelBTF) typedefIDs(names []string) (map[string]btf.TypeID, error) {
 }
 
 // coreSpec holds every kernel type (of vmlinux and the modules) whose
-// essential name is in names, each with the types it embeds, so CO-RE
+// essential name was asked for, each with the types it embeds, so CO-RE
 // relocations of the field and enum kinds give what they give against
 // the whole kernel: they find their candidates by name and walk members,
 // arrays, typedefs and qualifiers, never through a pointer. A pointer's
 // target is left out (void): a field relocation only checks that the
 // kernel's member is a pointer. Relocations by type ID or type shape
 // would not see the kernel's types, and must not use this spec.
-func (k *kernelBTF) coreSpec(names map[string]bool) (*btf.Spec, error) {
+func (k *kernelBTF) coreSpec() (*btf.Spec, error) {
 	var roots []btf.Type
 	vmlinux := &btfConverter{raw: k.vmlinux, done: map[btf.TypeID]btf.Type{}}
 	convs := []*btfConverter{vmlinux}
@@ -343,22 +403,23 @@ func (k *kernelBTF) coreSpec(names map[string]bool) (*btf.Spec, error) {
 		convs = append(convs, &btfConverter{raw: m, base: vmlinux, done: map[btf.TypeID]btf.Type{}})
 	}
 	for _, c := range convs {
-		err := c.raw.named(names, func(id btf.TypeID, t rawType) error {
-			switch t.kind {
-			case kindFunc, kindVar, kindDatasec, kindDeclTag:
+		for _, m := range c.raw.matches {
+			switch {
+			case m.exact:
+				continue
+			case m.kind == kindFunc, m.kind == kindVar, m.kind == kindDatasec, m.kind == kindDeclTag:
 				// Never a struct, union or enum, even under a
 				// typedef: every field or enum relocation against
 				// one is impossible, and a candidate whose
 				// relocations are all impossible changes nothing
 				// (cilium/ebpf's coreCalculateFixups).
-				return nil
+				continue
 			}
-			typ, err := c.convert(id)
+			typ, err := c.convert(m.id)
+			if err != nil {
+				return nil, err
+			}
 			roots = append(roots, typ)
-			return err
-		})
-		if err != nil {
-			return nil, err
 		}
 	}
 	b, err := btf.NewBuilder(roots, nil)
@@ -371,7 +432,7 @@ func (k *kernelBTF) coreSpec(names map[string]bool) (*btf.Spec, error) {
 // btfConverter makes btf.Types of one blob's raw types; a module's asks
 // vmlinux's for the IDs below its own.
 type btfConverter struct {
-	raw  *rawBTF
+	raw  *btfFile
 	base *btfConverter
 	done map[btf.TypeID]btf.Type
 }
@@ -393,7 +454,7 @@ func (c *btfConverter) convert(id btf.TypeID) (btf.Type, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := string(t.name)
+	name := t.name
 	// ref converts a referenced type into *dst.
 	ref := func(id uint32, dst *btf.Type) error {
 		typ, err := c.convert(btf.TypeID(id))
@@ -427,7 +488,7 @@ func (c *btfConverter) convert(id btf.TypeID) (btf.Type, error) {
 				return nil, err
 			}
 			m := &members[i]
-			m.Name = string(mname)
+			m.Name = mname
 			off := t.u32(3*i + 2)
 			if err := ref(t.u32(3*i+1), &m.Type); err != nil {
 				return nil, err
@@ -472,7 +533,7 @@ func (c *btfConverter) convert(id btf.TypeID) (btf.Type, error) {
 			case typ.Signed:
 				v = uint64(int32(v))
 			}
-			typ.Values = append(typ.Values, btf.EnumValue{Name: string(vname), Value: v})
+			typ.Values = append(typ.Values, btf.EnumValue{Name: vname, Value: v})
 		}
 		return typ, nil
 	case kindFwd:

@@ -79,16 +79,21 @@ func TestTypedefIDsAreTheKernels(t *testing.T) {
 	for _, a := range attachments {
 		names = append(names, "btf_trace_"+a.Name)
 	}
-	k, err := openKernelBTF()
+	names = append(names, "btf_trace_no_such_tracepoint")
+	want := btfNames{exact: make(map[string]bool)}
+	for _, n := range names {
+		want.exact[n] = true
+	}
+	k, err := openKernelBTF(want)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer k.close()
-	ids, err := k.typedefIDs(names)
+	ids, err := k.typedefIDs(names[:len(names)-1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range names {
+	for _, n := range names[:len(names)-1] {
 		var td *btf.Typedef
 		if err := kernel.TypeByName(n, &td); err != nil {
 			t.Fatal(err)

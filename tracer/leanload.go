@@ -97,7 +97,7 @@ func tracingKernelTypes(spec *ebpf.CollectionSpec, tracing map[string]*ebpf.Prog
 	}
 	// A relocation's candidates are the kernel types named as its
 	// (local) struct, union or enum: every such name of the program.
-	names := make(map[string]bool)
+	want := btfNames{essential: make(map[string]bool), exact: make(map[string]bool)}
 	for typ, err := range spec.Types.All() {
 		if err != nil {
 			return nil, nil, err
@@ -105,11 +105,14 @@ func tracingKernelTypes(spec *ebpf.CollectionSpec, tracing map[string]*ebpf.Prog
 		switch typ.(type) {
 		case *btf.Struct, *btf.Union, *btf.Enum:
 			if n := typ.TypeName(); n != "" {
-				names[essentialName(n)] = true
+				want.essential[essentialName(n)] = true
 			}
 		}
 	}
-	k, err := openKernelBTF()
+	for _, t := range targets {
+		want.exact[t] = true
+	}
+	k, err := openKernelBTF(want)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -118,7 +121,7 @@ func tracingKernelTypes(spec *ebpf.CollectionSpec, tracing map[string]*ebpf.Prog
 	if err != nil {
 		return nil, nil, err
 	}
-	kernel, err := k.coreSpec(names)
+	kernel, err := k.coreSpec()
 	if err != nil {
 		return nil, nil, err
 	}
