@@ -90,7 +90,7 @@ type btfNames struct {
 func openBTF(r io.ReaderAt, size int64, base *btfFile, want btfNames) (*btfFile, error) {
 	bo := binary.NativeEndian
 	var hdr [24]byte
-	if _, err := r.ReadAt(hdr[:], 0); err != nil {
+	if err := readFull(r, hdr[:], 0); err != nil {
 		return nil, fmt.Errorf("%w: no header: %w", errBTF, err)
 	}
 	if bo.Uint16(hdr[:]) != 0xeb9f {
@@ -262,7 +262,7 @@ func (f *btfFile) typ(id btf.TypeID) (rawType, error) {
 	}
 	off := int64(f.offsets[idx/offsetChunk][idx%offsetChunk])
 	var hdr [btfTypeLen]byte
-	if _, err := f.types.ReadAt(hdr[:], off); err != nil {
+	if err := readFull(f.types, hdr[:], off); err != nil {
 		return rawType{}, fmt.Errorf("%w: type %d: %w", errBTF, id, err)
 	}
 	info := binary.NativeEndian.Uint32(hdr[4:])
@@ -277,13 +277,26 @@ func (f *btfFile) typ(id btf.TypeID) (rawType, error) {
 		sizeType: binary.NativeEndian.Uint32(hdr[8:]),
 		data:     make([]byte, n),
 	}
-	if _, err := f.types.ReadAt(t.data, off+btfTypeLen); err != nil {
+	if err := readFull(f.types, t.data, off+btfTypeLen); err != nil {
 		return rawType{}, fmt.Errorf("%w: type %d: %w", errBTF, id, err)
 	}
 	if t.name, err = f.str(binary.NativeEndian.Uint32(hdr[:])); err != nil {
 		return rawType{}, err
 	}
 	return t, nil
+}
+
+// readFull reads len(b) bytes at off: a ReaderAt may say io.EOF with all
+// of them when they end its input.
+func readFull(r io.ReaderAt, b []byte, off int64) error {
+	n, err := r.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // essentialName is name without a CO-RE flavour (bpf_array___pcpu is a

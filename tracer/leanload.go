@@ -31,7 +31,10 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *memdiagObjects) error {
 // which needs no kernel types for them, and its tp_btf programs with
 // loadTracing: the same bytes reach the kernel as cilium/ebpf's, found
 // without decoding the kernel's BTF (kernelbtf.go).
-func loadLean(spec *ebpf.CollectionSpec, objs *memdiagObjects) (err error) {
+func loadLean(spec *ebpf.CollectionSpec, objs *memdiagObjects) error {
+	if spec.Types == nil {
+		return errors.New("the program has no BTF")
+	}
 	// Extern kernel symbols and kconfig values are resolved by
 	// cilium/ebpf's loader only.
 	var ds *btf.Datasec
@@ -130,19 +133,20 @@ func tracingKernelTypes(spec *ebpf.CollectionSpec, tracing map[string]*ebpf.Prog
 
 // progLoadAttr is union bpf_attr's part for BPF_PROG_LOAD, up to
 // attach_btf_obj_fd (include/uapi/linux/bpf.h); the kernel takes the
-// fields after it as zero.
+// fields after it as zero, and so are the blank ones (no verifier log,
+// the target in vmlinux).
 type progLoadAttr struct {
 	progType           uint32
 	insnCnt            uint32
 	insns              uint64
 	license            uint64
-	logLevel           uint32
-	logSize            uint32
-	logBuf             uint64
-	kernVersion        uint32
+	_                  uint32 // log_level
+	_                  uint32 // log_size
+	_                  uint64 // log_buf
+	_                  uint32 // kern_version
 	progFlags          uint32
 	progName           [unix.BPF_OBJ_NAME_LEN]byte
-	progIfindex        uint32
+	_                  uint32 // prog_ifindex
 	expectedAttachType uint32
 	progBTFFd          uint32
 	funcInfoRecSize    uint32
@@ -152,7 +156,7 @@ type progLoadAttr struct {
 	lineInfo           uint64
 	lineInfoCnt        uint32
 	attachBTFID        uint32
-	attachBTFObjFd     uint32
+	_                  uint32 // attach_btf_obj_fd
 }
 
 // loadTracing loads a tp_btf program as cilium/ebpf's
@@ -161,8 +165,8 @@ type progLoadAttr struct {
 // target. It sends no verifier log: on an error the caller loads with
 // cilium/ebpf, which reports the verifier's.
 func loadTracing(p *ebpf.ProgramSpec, maps map[string]*ebpf.Map, kernel *btf.Spec, target btf.TypeID) (*ebpf.Program, error) {
-	if p.ByteOrder == nil || target == 0 {
-		return nil, errors.New("no byte order or target")
+	if len(p.Instructions) == 0 || p.ByteOrder == nil || p.AttachTarget != nil || target == 0 {
+		return nil, errors.New("no instructions, byte order or vmlinux target")
 	}
 	insns := make(asm.Instructions, len(p.Instructions))
 	copy(insns, p.Instructions)

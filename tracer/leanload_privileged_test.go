@@ -54,3 +54,28 @@ func TestLeanLoadIsCiliumsLoad(t *testing.T) {
 		}
 	}
 }
+
+// What loadLean does not cover goes to cilium/ebpf's loader: here a
+// kconfig map, which only cilium/ebpf fills.
+func TestLoadObjectsFallsBack(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads the BPF program")
+	}
+	spec, err := newSpec(Config{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Maps[".kconfig"] = &ebpf.MapSpec{Name: ".kconfig", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}
+	var objs memdiagObjects
+	if err := loadLean(spec, &objs); err == nil {
+		objs.Close()
+		t.Fatal("loadLean loaded a program with a kconfig map")
+	}
+	if err := loadObjects(spec, &objs); err != nil {
+		t.Fatal(err)
+	}
+	defer objs.Close()
+	if objs.OnRssStat == nil || objs.OnMalloc == nil || objs.Events == nil {
+		t.Error("not every object loaded")
+	}
+}
