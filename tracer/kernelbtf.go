@@ -46,8 +46,9 @@ type btfMatch struct {
 	exact bool   // asked for by exact name
 }
 
-// offsetChunk entries per chunk of btfFile.offsets: vmlinux's 125,646
-// offsets appended to one slice allocated 2.4 MB for its final 0.5 MB.
+// offsetChunk entries at most per chunk of btfFile.offsets: vmlinux's
+// 125,646 offsets appended to one slice allocated 2.4 MB for its final
+// 0.5 MB.
 const offsetChunk = 4096
 
 // BTF kinds (include/uapi/linux/btf.h).
@@ -176,8 +177,10 @@ func (f *btfFile) index() error {
 		if _, err := br.Discard(n); err != nil {
 			return fmt.Errorf("%w: type %d: %w", errBTF, id, err)
 		}
-		if last := len(f.offsets) - 1; last < 0 || len(f.offsets[last]) == offsetChunk {
-			f.offsets = append(f.offsets, make([]uint32, 0, offsetChunk))
+		if last := len(f.offsets) - 1; last < 0 || len(f.offsets[last]) == cap(f.offsets[last]) {
+			// No more than the types left can hold (12 bytes at
+			// least each): a module's few take little.
+			f.offsets = append(f.offsets, make([]uint32, 0, min(offsetChunk, (f.types.Size()-off)/btfTypeLen)))
 		}
 		f.offsets[len(f.offsets)-1] = append(f.offsets[len(f.offsets)-1], uint32(off))
 		nameOff := binary.NativeEndian.Uint32(hdr[:])
@@ -327,14 +330,16 @@ func openKernelBTF(want btfNames) (_ *kernelBTF, err error) {
 	// Read from the file, not mapped (kernels before 6.16 cannot map it):
 	// 10 ms here either way, all of it streaming and the few hundred
 	// types read at their offsets.
-	r, size, err := k.open("/sys/kernel/btf/vmlinux")
+	f, size, err := openSized("/sys/kernel/btf/vmlinux")
 	if err != nil {
 		return nil, err
 	}
-	if k.vmlinux, err = openBTF(r, size, nil, want); err != nil {
+	k.files = append(k.files, f)
+	if k.vmlinux, err = openBTF(f, size, nil, want); err != nil {
 		return nil, fmt.Errorf("vmlinux: %w", err)
 	}
-	// cilium/ebpf relocates against modules' BTF too.
+	// cilium/ebpf relocates against modules' BTF too; those without a
+	// type of the names wanted are done with.
 	paths, err := filepath.Glob("/sys/kernel/btf/*")
 	if err != nil {
 		return nil, err
@@ -343,27 +348,33 @@ func openKernelBTF(want btfNames) (_ *kernelBTF, err error) {
 		if filepath.Base(p) == "vmlinux" {
 			continue
 		}
-		r, size, err := k.open(p)
+		f, size, err := openSized(p)
 		if err != nil {
 			return nil, err
 		}
-		m, err := openBTF(r, size, k.vmlinux, want)
+		m, err := openBTF(f, size, k.vmlinux, want)
 		if err != nil {
+			f.Close()
 			return nil, fmt.Errorf("module %s: %w", filepath.Base(p), err)
 		}
+		if len(m.matches) == 0 {
+			f.Close()
+			continue
+		}
+		k.files = append(k.files, f)
 		k.modules = append(k.modules, m)
 	}
 	return k, nil
 }
 
-func (k *kernelBTF) open(path string) (io.ReaderAt, int64, error) {
+func openSized(path string) (*os.File, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, err
 	}
-	k.files = append(k.files, f)
 	st, err := f.Stat()
 	if err != nil {
+		f.Close()
 		return nil, 0, err
 	}
 	return f, st.Size(), nil
