@@ -8,15 +8,18 @@ package tracer
 // peak.
 
 import (
-	"bytes"
+	"bufio"
 	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
 )
 
-// symChunk is how much of a table is read at a time.
-const symChunk = 1 << 20
+// symChunk is how much of a table is read at a time. A chunk of 1 MiB
+// (and nameOffsets' copy of each) made the uprobe modes' set-up memdiag's
+// peak: 17.7-18.0 MiB with --tls against Node.js, 14.9-15.2 with 64 KiB
+// chunks (BENCHMARKS.md, "second diet").
+const symChunk = 64 << 10
 
 // lookupSymbols returns, for each name found in path's .dynsym (or, for
 // names it lacks, .symtab), its value (virtual address) and the file offset
@@ -69,31 +72,27 @@ type elfSymbol struct {
 // and returns the offset of each wanted name.
 func nameOffsets(r io.Reader, want map[string]bool) (map[uint32]string, error) {
 	out := map[uint32]string{}
-	chunk := make([]byte, symChunk)
-	var carry []byte // an unfinished name from the previous chunk
-	var base uint32  // table offset of data[0]
-	for {
-		n, err := io.ReadFull(r, chunk)
-		data := append(carry, chunk[:n]...)
-		start := 0
-		for {
-			j := bytes.IndexByte(data[start:], 0)
-			if j < 0 {
-				break
-			}
-			if want[string(data[start:start+j])] {
-				out[base+uint32(start)] = string(data[start : start+j])
-			}
-			start += j + 1
+	br := bufio.NewReaderSize(r, symChunk)
+	var long []byte // a name longer than the buffer, so far
+	for off := uint32(0); ; {
+		s, err := br.ReadSlice(0)
+		if err == bufio.ErrBufferFull {
+			long = append(long, s...)
+			continue
 		}
-		base += uint32(start)
-		carry = append(carry[:0:0], data[start:]...)
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return out, nil
+			if errors.Is(err, io.EOF) {
+				return out, nil // a last name without its NUL is no name
 			}
 			return nil, err
 		}
+		if long != nil {
+			s, long = append(long, s...), nil
+		}
+		if name := s[:len(s)-1]; want[string(name)] {
+			out[off] = string(name)
+		}
+		off += uint32(len(s))
 	}
 }
 

@@ -2,9 +2,11 @@ package tracer
 
 import (
 	"debug/elf"
+	"maps"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -64,5 +66,20 @@ func TestLookupSymbols(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d symbols checked", path, len(want))
+	}
+}
+
+// nameOffsets finds names at their offsets, after a name longer than its
+// buffer too.
+func TestNameOffsets(t *testing.T) {
+	long := strings.Repeat("x", 3*symChunk)
+	table := "\x00a\x00" + long + "\x00b\x00c"
+	got, err := nameOffsets(strings.NewReader(table), map[string]bool{"a": true, "b": true, "c": true, long: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint32]string{1: "a", 3: long, uint32(4 + len(long)): "b"}
+	if !maps.Equal(got, want) {
+		t.Errorf("got %d names, want %d (c has no NUL: no name)", len(got), len(want))
 	}
 }
