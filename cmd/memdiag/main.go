@@ -78,7 +78,7 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
     +1.7% CPU per request on a Go service allocating 1 MiB per request
   --native-heap: every malloc and free traps: +192% (Python) to +250%
     (Node.js) CPU per request; a diagnosis mode, for a bounded time
-  memdiag itself: 14 MiB peak RSS in default mode, 14-19 MiB in the uprobe
+  memdiag itself: 14 MiB peak RSS in default mode, 14-15 MiB in the uprobe
     modes (attached to an idle process), 2% of a core at 10,000-12,000
     records/s, 11-14% at 100,000 (0 lost), 0.42-0.53 s of CPU to attach (the
     kernel verifying the programs), under 0.3 s to exit after SIGTERM`
