@@ -60,6 +60,7 @@ const struct exec_event *unused_exec_event __attribute__((unused));
 const struct exit_event *unused_exit_event __attribute__((unused));
 const struct op_begin_event *unused_op_begin_event __attribute__((unused));
 const struct op_end_event *unused_op_end_event __attribute__((unused));
+const struct op_pair_event *unused_op_pair_event __attribute__((unused));
 const struct op_data_event *unused_op_data_event __attribute__((unused));
 const struct thread_state *unused_thread_state __attribute__((unused));
 const struct sock_info *unused_sock_info __attribute__((unused));

@@ -27,6 +27,7 @@ enum event_kind {
 	EV_HEAP_FREE = 9,   /* a sampled allocation was freed (Go: its profile special) */
 	EV_GC_CYCLE = 10,   /* a runtime finished a GC cycle (Go: mProf_NextCycle) */
 	EV_OP_DATA = 11,    /* more bytes Go needs to name ops: pipelined requests, HTTP/2 header blocks */
+	EV_OP_PAIR = 12,    /* struct op_pair_event: an OP_END and the OP_BEGIN that caused it, one record */
 };
 
 
@@ -217,6 +218,17 @@ struct op_end_event {
 	u32 has_final; /* final holds the op's counters, taken from the buckets map */
 	u32 _pad;
 	struct counters final;
+};
+
+/* EV_OP_PAIR: a request that ends its socket's previous op (keep-alive:
+ * END_NEXT) sends both records in one reservation, each whole with its own
+ * header: half the ring buffer records, reservations and reader wakeups of
+ * a keep-alive server. begin.hdr.kind is 0 when the new op could not start
+ * (no room for its bucket): the end alone. */
+struct op_pair_event {
+	struct event_hdr hdr;
+	struct op_end_event end;
+	struct op_begin_event begin;
 };
 
 /* What a mapping holds, from how it was made. */

@@ -108,20 +108,17 @@ struct {
 	__type(value, u64);
 } op_ids SEC(".maps");
 
-/* Sends OP_END for op_id with the op's final counters, taken out of the
- * buckets map. When the ring is full the bucket stays: userspace finds it
- * in a snapshot and ends the op itself, so no byte is lost with the record.
- * (A charge racing the copy on another CPU can be lost; ops run on one
- * thread at a time, so this is rare and small.) */
-static __always_inline void emit_op_end(u32 tgid, u32 tid, u64 op_id, s32 fd, u32 reason)
+/* Fills the OP_END record e for op_id with the op's final counters, taken
+ * out of the buckets map. A bucket already gone leaves has_final 0. (A
+ * charge racing the copy on another CPU can be lost; ops run on one thread
+ * at a time, so this is rare and small.) */
+static __always_inline void take_final(struct op_end_event *e, u32 tgid, u64 op_id, s32 fd, u32 reason)
 {
-	struct op_end_event *e = event_reserve(sizeof(*e), EV_OP_END, tgid, tid);
-	if (!e)
-		return;
 	e->op_id = op_id;
 	e->fd = fd;
 	e->reason = reason;
 	e->has_final = 0;
+	e->_pad = 0;
 	struct bucket_key key = { .tgid = tgid, .kind = BK_OP, .id = op_id };
 	struct counters *c = bpf_map_lookup_elem(&buckets, &key);
 	if (c) {
@@ -131,6 +128,17 @@ static __always_inline void emit_op_end(u32 tgid, u32 tid, u64 op_id, s32 fd, u3
 	} else {
 		__builtin_memset(&e->final, 0, sizeof(e->final));
 	}
+}
+
+/* Sends OP_END for op_id. When the ring is full the bucket stays:
+ * userspace finds it in a snapshot and ends the op itself, so no byte is
+ * lost with the record. */
+static __always_inline void emit_op_end(u32 tgid, u32 tid, u64 op_id, s32 fd, u32 reason)
+{
+	struct op_end_event *e = event_reserve(sizeof(*e), EV_OP_END, tgid, tid);
+	if (!e)
+		return;
+	take_final(e, tgid, op_id, fd, reason);
 	submit(e);
 }
 
@@ -279,11 +287,33 @@ struct op_start {
 	u32 _pad;
 };
 
+/* [0] -> the counters a new op's bucket starts as: zero but its first_ns,
+ * which op_begin_global writes before each use; per CPU, so the bucket is
+ * created whole in one map update, with no lookup after it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct counters);
+} op_fresh SEC(".maps");
+
+/* Fills a record header inside a larger record (an EV_OP_PAIR's parts). */
+static __always_inline void inner_hdr(struct event_hdr *h, u32 kind, u32 size, u64 ktime, u32 tgid, u32 tid)
+{
+	h->kind = kind;
+	h->size = size;
+	h->ktime_ns = ktime;
+	h->pid = tgid;
+	h->tid = tid;
+}
+
 /* Starts an op on socket s: creates its bucket, makes it the thread's and
  * the socket's current op, and sends OP_BEGIN with the first bytes at buf
- * (len of them valid). Returns 0. A global function: the kernel verifies
- * it once per program instead of once per call site and path (the read
- * handler calls it from five places and two bpf_loop callbacks). */
+ * (len of them valid). The socket's previous op ends (END_NEXT) in the
+ * same record (EV_OP_PAIR): a keep-alive server's every request but the
+ * first. Returns 0. A global function: the kernel verifies it once per
+ * program instead of once per call site and path (the read handler calls
+ * it from five places and two bpf_loop callbacks). */
 __noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 {
 	if (!s || !o)
@@ -292,32 +322,61 @@ __noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 	s32 fd = o->fd;
 	u64 buf = o->buf, pre = o->pre;
 	s64 len = o->len;
-	op_end(s, tgid, tid, fd, END_NEXT);
+	u64 prev = s->op_id;
+	struct op_pair_event *pair = NULL;
+	struct op_begin_event *e = NULL;
+	u64 now;
+	if (prev) {
+		s->op_id = 0;
+		pair = event_reserve(sizeof(*pair), EV_OP_PAIR, tgid, tid);
+		if (pair) {
+			now = pair->hdr.ktime_ns;
+			inner_hdr(&pair->end.hdr, EV_OP_END, sizeof(pair->end), now, tgid, tid);
+			take_final(&pair->end, tgid, prev, fd, END_NEXT);
+			e = &pair->begin;
+		}
+		/* else the ring is full: the previous op's bucket stays, as
+		 * with a lost OP_END (emit_op_end) */
+	} else {
+		e = event_reserve(sizeof(*e), EV_OP_BEGIN, tgid, tid);
+		if (e)
+			now = e->hdr.ktime_ns;
+	}
+	if (!e)
+		now = bpf_ktime_get_ns();
 	u32 zero = 0;
 	u64 *next = bpf_map_lookup_elem(&op_ids, &zero);
-	if (!next)
-		return 0;
-	u64 op_id = __sync_fetch_and_add(next, 1) + 1;
-	struct bucket_key key = { .tgid = tgid, .kind = BK_OP, .id = op_id };
-	u32 zero_idx = 0;
-	struct counters *fresh = bpf_map_lookup_elem(&zeroes, &zero_idx);
-	if (!fresh || bpf_map_update_elem(&buckets, &key, fresh, BPF_NOEXIST)) {
-		/* No room for the op's bucket: its activity stays idle. */
-		stat_inc(ST_BUCKET_OVERFLOW);
+	struct counters *fresh = bpf_map_lookup_elem(&op_fresh, &zero);
+	u64 op_id = 0;
+	struct bucket_key key = { .tgid = tgid, .kind = BK_OP };
+	if (next && fresh) {
+		op_id = __sync_fetch_and_add(next, 1) + 1;
+		key.id = op_id;
+		fresh->first_ns = now;
+		if (bpf_map_update_elem(&buckets, &key, fresh, BPF_NOEXIST)) {
+			/* No room for the op's bucket: its activity stays idle. */
+			stat_inc(ST_BUCKET_OVERFLOW);
+			op_id = 0;
+		}
+	}
+	if (!op_id) {
 		set_thread(tgid, tid, TM_IDLE, 0);
+		if (pair) {
+			pair->begin.hdr.kind = 0; /* the end alone */
+			submit(pair);
+		} else if (e) {
+			bpf_ringbuf_discard(e, 0);
+		}
 		return 0;
 	}
-	struct counters *oc = bpf_map_lookup_elem(&buckets, &key);
-	if (oc)
-		oc->first_ns = bpf_ktime_get_ns();
 	s->op_id = op_id;
 	s->flags &= ~SF_RESPONDED;
 	s->flags |= SF_STARTED;
 	set_thread(tgid, tid, TM_OP, op_id);
-
-	struct op_begin_event *e = event_reserve(sizeof(*e), EV_OP_BEGIN, tgid, tid);
 	if (!e)
 		return 0;
+	if (pair)
+		inner_hdr(&e->hdr, EV_OP_BEGIN, sizeof(*e), now, tgid, tid);
 	e->op_id = op_id;
 	e->op_kind = kind;
 	e->fd = fd;
@@ -338,7 +397,10 @@ __noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 	e->data_len = off;
 	if (n > 0 && !bpf_probe_read_user(e->data + off, n, (void *)buf))
 		e->data_len = off + n;
-	submit(e);
+	if (pair)
+		submit(pair);
+	else
+		submit(e);
 	return 0;
 }
 

@@ -330,8 +330,14 @@ static __always_inline s64 rss_delta(struct mm_struct *mm, u32 member, struct mm
 		return size - __sync_lock_test_and_set(&st->last[member], size);
 	}
 	struct percpu_counter *pc = rss_counter(mm, member);
-	s64 count = pc->count;
-	s64 d = count - __sync_lock_test_and_set(&st->last[member], count);
+	s64 count = pc->count, d = 0;
+	/* The count moves only when a CPU's part folds into it (every
+	 * batch of changes): a count as last seen is no change, and skips
+	 * the exchange, a locked instruction. (A racing exchange on another
+	 * CPU charges its own change; nothing is skipped that was not
+	 * already charged.) */
+	if (*(volatile s64 *)&st->last[member] != count)
+		d = count - __sync_lock_test_and_set(&st->last[member], count);
 	u64 parts = (u64)pc->counters;
 	if (!first) {
 		d += part_delta(st, member, parts, bpf_get_smp_processor_id());

@@ -317,9 +317,11 @@ type Bucket struct {
 // Stats are the kernel's own health counters, summed over CPUs.
 type Stats struct {
 	LostEvents uint64 // ring buffer records dropped (full buffer)
-	// Records counts the ring buffer records the tracer read, of every
-	// kind (op begin and end, lifecycle, heap samples): with LostEvents,
-	// the rate the ring carried (BENCHMARKS.md, "Record storms").
+	// Records counts the records the tracer read, of every kind (op
+	// begin and end, lifecycle, heap samples), a pair (an op's end and
+	// the next op's begin, sent in one reservation) as two: with
+	// LostEvents, the rate the ring carried (BENCHMARKS.md, "Record
+	// storms").
 	Records uint64
 	// DecodeErrors counts ring buffer records the tracer could not decode
 	// (a kernel/userspace layout mismatch: a bug). Their bytes stay in the

@@ -34,6 +34,7 @@ const (
 	kindFree    = uint32(memdiagEventKindEV_HEAP_FREE)
 	kindGC      = uint32(memdiagEventKindEV_GC_CYCLE)
 	kindOpData  = uint32(memdiagEventKindEV_OP_DATA)
+	kindOpPair  = uint32(memdiagEventKindEV_OP_PAIR)
 )
 
 // Op kinds of the kernel beyond event.OpKind's: served requests all.
@@ -173,6 +174,23 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns)
 		return &event.HeapFree{Header: hdr, Runtime: event.Runtime(e.Runtime), Addr: e.Addr}, nil
 	}
 	return nil, fmt.Errorf("record kind %d: %w", h.Kind, ErrUnknownKind)
+}
+
+// pairParts returns the two records an EV_OP_PAIR record carries (an op's
+// end, then the begin of the op that ended it; begin is nil when that op
+// could not start), and ok false for a record of any other kind. The parts
+// are whole records, each decoded on its own.
+func pairParts(raw []byte) (end, begin []byte, ok bool) {
+	if len(raw) < hdrSize || binary.LittleEndian.Uint32(raw) != kindOpPair {
+		return nil, nil, false
+	}
+	var p memdiagOpPairEvent
+	endAt, beginAt := int(unsafe.Offsetof(p.End)), int(unsafe.Offsetof(p.Begin))
+	end = raw[min(endAt, len(raw)):min(beginAt, len(raw))]
+	if beginAt+hdrSize <= len(raw) && binary.LittleEndian.Uint32(raw[beginAt:]) != 0 {
+		begin = raw[beginAt:]
+	}
+	return end, begin, true
 }
 
 // Address families of the kernel's sockaddr.

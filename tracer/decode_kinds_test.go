@@ -187,6 +187,43 @@ func TestOpLayouts(t *testing.T) {
 	}
 }
 
+// TestPairParts: an EV_OP_PAIR record carries an op's end and the next
+// op's begin, each decoded whole; a begin of kind 0 (the new op could not
+// start) is the end alone; other kinds are no pair.
+func TestPairParts(t *testing.T) {
+	end := opEndBytes(7, 100, 101, 41, 5, uint32(event.EndNext), countersBytes(4096, ""))
+	begin := opBeginBytes(7, 100, 101, 42, uint32(event.OpHTTPServer), 5, 0, 0, [16]byte{}, "GET /next HTTP/1.1\r\n")
+	if got := binary.Size(memdiagOpPairEvent{}); got != cHdrSize+cOpEndSize+cOpBeginSize {
+		t.Fatalf("op_pair_event: Go mirror %d bytes, C layout %d", got, cHdrSize+cOpEndSize+cOpBeginSize)
+	}
+	pair := append(append(hdrBytes(kindOpPair, cHdrSize+cOpEndSize+cOpBeginSize, 7, 100, 101), end...), begin...)
+	e, b, ok := pairParts(pair)
+	if !ok {
+		t.Fatal("a pair record not taken for one")
+	}
+	endEv, err := Decode(e, testClock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if oe, isEnd := endEv.(*event.OpEnd); !isEnd || oe.OpID != 41 || !oe.HasFinal || oe.Final.RSS[0] != -8192 {
+		t.Errorf("first part = %#v, want op 41's end with its counters", endEv)
+	}
+	beginEv, err := Decode(b, testClock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ob, isBegin := beginEv.(*event.OpBegin); !isBegin || ob.OpID != 42 || ob.Path != "/next" {
+		t.Errorf("second part = %#v, want op 42's begin of /next", beginEv)
+	}
+	copy(pair[cHdrSize+cOpEndSize:], make([]byte, cHdrSize)) // begin.hdr.kind = 0
+	if _, b, ok := pairParts(pair); !ok || b != nil {
+		t.Errorf("a pair whose begin has kind 0: begin = %d bytes, want none", len(b))
+	}
+	if _, _, ok := pairParts(end); ok {
+		t.Error("an op end record taken for a pair")
+	}
+}
+
 // hdr is the event header Decode makes of a record at ktime ns.
 func hdr(ktime uint64, pid, tid uint32) event.Header {
 	return event.Header{Time: testClock.Wall(ktime), PID: pid, TID: tid}

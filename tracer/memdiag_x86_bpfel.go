@@ -89,6 +89,7 @@ const (
 	memdiagEventKindEV_HEAP_FREE   memdiagEventKind = 9
 	memdiagEventKindEV_GC_CYCLE    memdiagEventKind = 10
 	memdiagEventKindEV_OP_DATA     memdiagEventKind = 11
+	memdiagEventKindEV_OP_PAIR     memdiagEventKind = 12
 )
 
 type memdiagExecEvent struct {
@@ -245,6 +246,13 @@ const (
 	memdiagOpKindOP_H2STREAM       memdiagOpKind = 4
 	memdiagOpKindOP_WS_MESSAGE     memdiagOpKind = 5
 )
+
+type memdiagOpPairEvent struct {
+	_     structs.HostLayout
+	Hdr   memdiagEventHdr
+	End   memdiagOpEndEvent
+	Begin memdiagOpBeginEvent
+}
 
 type memdiagPendingSlot struct {
 	_ structs.HostLayout
@@ -435,6 +443,7 @@ const (
 	memdiagMapLibcRanges            = "libc_ranges"
 	memdiagMapMmFresh               = "mm_fresh"
 	memdiagMapMmStates              = "mm_states"
+	memdiagMapOpFresh               = "op_fresh"
 	memdiagMapOpIds                 = "op_ids"
 	memdiagMapOutstanding           = "outstanding"
 	memdiagMapPending               = "pending"
@@ -505,6 +514,7 @@ const (
 	memdiagVarUnusedOpEndEvent      = "unused_op_end_event"
 	memdiagVarUnusedOpEndReason     = "unused_op_end_reason"
 	memdiagVarUnusedOpKind          = "unused_op_kind"
+	memdiagVarUnusedOpPairEvent     = "unused_op_pair_event"
 	memdiagVarUnusedRegion          = "unused_region"
 	memdiagVarUnusedRegionChunk     = "unused_region_chunk"
 	memdiagVarUnusedRegionChunkKey  = "unused_region_chunk_key"
@@ -606,6 +616,7 @@ type memdiagMapSpecs struct {
 	LibcRanges     *ebpf.MapSpec `ebpf:"libc_ranges"`
 	MmFresh        *ebpf.MapSpec `ebpf:"mm_fresh"`
 	MmStates       *ebpf.MapSpec `ebpf:"mm_states"`
+	OpFresh        *ebpf.MapSpec `ebpf:"op_fresh"`
 	OpIds          *ebpf.MapSpec `ebpf:"op_ids"`
 	Outstanding    *ebpf.MapSpec `ebpf:"outstanding"`
 	Pending        *ebpf.MapSpec `ebpf:"pending"`
@@ -658,6 +669,7 @@ type memdiagVariableSpecs struct {
 	UnusedOpEndEvent      *ebpf.VariableSpec `ebpf:"unused_op_end_event"`
 	UnusedOpEndReason     *ebpf.VariableSpec `ebpf:"unused_op_end_reason"`
 	UnusedOpKind          *ebpf.VariableSpec `ebpf:"unused_op_kind"`
+	UnusedOpPairEvent     *ebpf.VariableSpec `ebpf:"unused_op_pair_event"`
 	UnusedRegion          *ebpf.VariableSpec `ebpf:"unused_region"`
 	UnusedRegionChunk     *ebpf.VariableSpec `ebpf:"unused_region_chunk"`
 	UnusedRegionChunkKey  *ebpf.VariableSpec `ebpf:"unused_region_chunk_key"`
@@ -707,6 +719,7 @@ type memdiagMaps struct {
 	LibcRanges     *ebpf.Map `ebpf:"libc_ranges"`
 	MmFresh        *ebpf.Map `ebpf:"mm_fresh"`
 	MmStates       *ebpf.Map `ebpf:"mm_states"`
+	OpFresh        *ebpf.Map `ebpf:"op_fresh"`
 	OpIds          *ebpf.Map `ebpf:"op_ids"`
 	Outstanding    *ebpf.Map `ebpf:"outstanding"`
 	Pending        *ebpf.Map `ebpf:"pending"`
@@ -746,6 +759,7 @@ func (m *memdiagMaps) Close() error {
 		m.LibcRanges,
 		m.MmFresh,
 		m.MmStates,
+		m.OpFresh,
 		m.OpIds,
 		m.Outstanding,
 		m.Pending,
@@ -799,6 +813,7 @@ type memdiagVariables struct {
 	UnusedOpEndEvent      *ebpf.Variable `ebpf:"unused_op_end_event"`
 	UnusedOpEndReason     *ebpf.Variable `ebpf:"unused_op_end_reason"`
 	UnusedOpKind          *ebpf.Variable `ebpf:"unused_op_kind"`
+	UnusedOpPairEvent     *ebpf.Variable `ebpf:"unused_op_pair_event"`
 	UnusedRegion          *ebpf.Variable `ebpf:"unused_region"`
 	UnusedRegionChunk     *ebpf.Variable `ebpf:"unused_region_chunk"`
 	UnusedRegionChunkKey  *ebpf.Variable `ebpf:"unused_region_chunk_key"`

@@ -464,24 +464,36 @@ func (t *Tracer) read() {
 			}
 			continue
 		}
-		t.records.Add(1)
-		ev, err := decode(rec.RawSample, t.clock, t.http, t.conns)
-		if err != nil {
-			t.decodeErrors.Add(1)
+		if end, begin, ok := pairParts(rec.RawSample); ok {
+			t.deliver(end)
+			if begin != nil {
+				t.deliver(begin)
+			}
 			continue
 		}
-		if ev == nil {
-			continue // bytes that only feed the naming state
-		}
-		if _, ok := ev.(*event.Exec); ok && t.onExec != nil {
-			t.onExec(ev.(*event.Exec).PID, execCgroup(rec.RawSample))
-		}
-		// Block rather than drop: an op's end carries bytes the kernel no
-		// longer holds. A slow consumer fills the ring buffer instead,
-		// where a record that finds no room is counted and its bytes
-		// stay in the kernel's tables.
-		t.events <- ev
+		t.deliver(rec.RawSample)
 	}
+}
+
+// deliver decodes one record and sends its event on.
+func (t *Tracer) deliver(raw []byte) {
+	t.records.Add(1)
+	ev, err := decode(raw, t.clock, t.http, t.conns)
+	if err != nil {
+		t.decodeErrors.Add(1)
+		return
+	}
+	if ev == nil {
+		return // bytes that only feed the naming state
+	}
+	if _, ok := ev.(*event.Exec); ok && t.onExec != nil {
+		t.onExec(ev.(*event.Exec).PID, execCgroup(raw))
+	}
+	// Block rather than drop: an op's end carries bytes the kernel no
+	// longer holds. A slow consumer fills the ring buffer instead, where a
+	// record that finds no room is counted and its bytes stay in the
+	// kernel's tables.
+	t.events <- ev
 }
 
 // Snapshot reads every bucket, the group totals and the health counters.
