@@ -229,6 +229,10 @@ func opBegin(hdr event.Header, e *memdiagOpBeginEvent, data []byte, opts httpreq
 		if r, err = conns.Begin(key, data); err != nil {
 			return ob
 		}
+	case conns != nil:
+		if r, err = conns.Parse(data); err != nil {
+			r = httpreq.Request{}
+		}
 	default:
 		if r, err = httpreq.Parse(data, opts); err != nil {
 			r = httpreq.Request{}
