@@ -51,6 +51,7 @@ type Account struct {
 	opts    Options
 	cats    map[string]*category
 	open    map[uint64]*op
+	spare   []*op                 // ended ops to reuse (newOp)
 	sockOps map[sockKey]uint64    // socket -> the open op begun on it last
 	ended   map[uint64]endedBlock // op id / 64 -> which of those 64 ops ended, and when the last did
 	orphans map[uint64]orphan     // op buckets seen in a snapshot before their begin
