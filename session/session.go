@@ -358,8 +358,9 @@ const drainBatch = 256
 
 // event takes one event from the tracer.
 func (s *Session) event(ev event.Event) {
+	ex, _ := ev.(*event.Exec)
 	s.consume(ev)
-	if ex, ok := ev.(*event.Exec); ok {
+	if ex != nil {
 		s.execd(ex)
 	}
 	s.tlsHint()
@@ -401,7 +402,8 @@ func (s *Session) learnPending() {
 	}
 }
 
-// consume records one event and applies it to the account.
+// consume records one event and applies it to the account, then hands it
+// back to be reused (event.Recycle): neither keeps it.
 func (s *Session) consume(ev event.Event) {
 	s.record(ev)
 	s.acct.Apply(ev)
@@ -414,6 +416,7 @@ func (s *Session) consume(ev event.Event) {
 			report.MB(oom.AnonRSS, false), report.MB(oom.FileRSS, false), report.MB(oom.ShmemRSS, false))
 		s.log.Summary(s.acct.Summary(), "at the OOM kill")
 	}
+	event.Recycle(ev)
 }
 
 // reportNow writes the current full report to the log and to the reports

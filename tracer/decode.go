@@ -73,7 +73,7 @@ func (c Clock) Wall(ktimeNs uint64) time.Time {
 }
 
 // Decode turns one ring buffer record into an event, redacting query
-// values. Ops that need a connection's earlier bytes to be named
+// values; op begins and ends come from event's pools (event.Recycle). Ops that need a connection's earlier bytes to be named
 // (pipelined requests, HTTP/2 streams) are named by the tracer, which keeps
 // that state; alone, Decode leaves them unnamed. A record that only feeds
 // that state (EV_OP_DATA) decodes to nil.
@@ -129,7 +129,8 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns)
 		if err := decodeFixed(raw, &e, "op end"); err != nil {
 			return nil, err
 		}
-		end := &event.OpEnd{Header: hdr, OpID: e.OpId, FD: e.Fd, Reason: event.OpEndReason(e.Reason)}
+		end := event.NewOpEnd()
+		*end = event.OpEnd{Header: hdr, OpID: e.OpId, FD: e.Fd, Reason: event.OpEndReason(e.Reason)}
 		if end.Reason == event.EndClose && conns != nil {
 			conns.Close(httpreq.ConnKey{PID: h.Pid, FD: e.Fd})
 		}
@@ -193,7 +194,8 @@ func recordData(raw []byte, off uintptr, dataLen uint32, capacity int) []byte {
 // its HEADERS frame (HTTP/2) or taking the next pipelined request of its
 // connection from data, the record's bytes; the raw bytes go no further.
 func opBegin(hdr event.Header, e *memdiagOpBeginEvent, data []byte, opts httpreq.Options, conns *httpreq.Conns) *event.OpBegin {
-	ob := &event.OpBegin{Header: hdr, OpID: e.OpId, Kind: event.OpKind(e.OpKind), FD: e.Fd}
+	ob := event.NewOpBegin()
+	*ob = event.OpBegin{Header: hdr, OpID: e.OpId, Kind: event.OpKind(e.OpKind), FD: e.Fd}
 	key := httpreq.ConnKey{PID: hdr.PID, FD: e.Fd}
 	var (
 		r   httpreq.Request

@@ -17,11 +17,11 @@ import (
 // for a plain Node.js server under wrk (issue #15): the previous op's end
 // on the connection with its final counters, the next op's begin with its
 // request line and a few headers, each decoded against the connections'
-// naming state and applied to an account. One op is one iteration; 16
-// connections take turns, four request lines come round, op ids and times
-// grow as the kernel's do, and a snapshot comes every 100,000 ops (a
-// second of such load). The GC runs as memdiag's main sets it: GOGC 25,
-// a 32 MiB limit.
+// naming state, applied to an account and recycled. One op is one
+// iteration; 16 connections take turns, four request lines come round, op
+// ids and times grow as the kernel's do, and a snapshot comes every
+// 100,000 ops (a second of such load). The GC runs as memdiag's main sets
+// it: GOGC 25, a 32 MiB limit.
 func BenchmarkOpPair(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(25))
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(32 << 20))
@@ -46,6 +46,7 @@ func BenchmarkOpPair(b *testing.B) {
 			b.Fatal(err)
 		}
 		acct.Apply(ev)
+		event.Recycle(ev) // as the session does
 	}
 	b.ReportAllocs()
 	var op uint64
