@@ -68,10 +68,10 @@ type Account struct {
 	evicted   int // open ops ended early because the table was full
 	tlsSeen   bool
 	tl        timeline
-	markers   []event.Marker          // bounded: maxMarkers
-	abLive    int64                   // exact mode: live ArrayBuffer bytes at the last snapshot
-	heap      heapState               // runtime heap samples joined with ops
-	trend     map[string][]trendPoint // per category: mapping measures against work (trend.go)
+	markers   []event.Marker           // bounded: maxMarkers
+	abLive    int64                    // exact mode: live ArrayBuffer bytes at the last snapshot
+	heap      heapState                // runtime heap samples joined with ops
+	trend     map[string]*[]trendPoint // per category: mapping measures against work (trend.go)
 }
 
 // maxMarkers bounds the markers kept for the timeline.

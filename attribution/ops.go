@@ -231,8 +231,7 @@ func (a *Account) opEnd(id uint64, at time.Time, final *event.Counters) {
 		a.rememberOwner(id, o.cat)
 	}
 	cat := o.cat
-	cat.done = add(cat.done, c)
-	cat.perPID[cat.pidKey(o.pid)] = add(cat.perPID[cat.pidKey(o.pid)], c)
+	cat.charge(o.pid, c)
 	u := o.unit
 	u.rec.Counters = add(u.rec.Counters, c)
 	u.open--
@@ -582,7 +581,8 @@ func (a *Account) freed(b event.Bucket) {
 // charge adds counters of process pid to the category's finished ones.
 func (c *category) charge(pid uint32, v event.Counters) {
 	c.done = add(c.done, v)
-	c.perPID[c.pidKey(pid)] = add(c.perPID[c.pidKey(pid)], v)
+	k := c.pidKey(pid)
+	c.perPID[k] = add(c.perPID[k], v)
 }
 
 // claim moves what op id gave back before its begin came from the
