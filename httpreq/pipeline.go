@@ -179,7 +179,7 @@ func headerIs(name, want []byte) bool {
 			return bytes.Equal(bytes.ToLower(name), want)
 		}
 	}
-	return bytes.EqualFold(name, want)
+	return len(name) == len(want) && bytes.EqualFold(name, want)
 }
 
 // contentLen reads a Content-Length value: a decimal from 0 to 1 GiB.
