@@ -26,7 +26,9 @@ import (
 // satisfies it. Tests implement it with events and snapshots they built.
 type Tracer interface {
 	// Events delivers lifecycle events in order; it is closed once Stop
-	// has drained the ring buffer.
+	// has drained the ring buffer. The session hands the op begins and
+	// ends it took back to be reused (event.Recycle): the tracer keeps
+	// none once sent.
 	Events() <-chan event.Event
 	// Snapshot reads the kernel's counters.
 	Snapshot() (*event.Snapshot, error)
