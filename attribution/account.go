@@ -51,6 +51,7 @@ type Account struct {
 	opts    Options
 	cats    map[string]*category
 	open    map[uint64]*op
+	spare   []*op                 // ended ops to reuse (newOp)
 	sockOps map[sockKey]uint64    // socket -> the open op begun on it last
 	ended   map[uint64]endedBlock // op id / 64 -> which of those 64 ops ended, and when the last did
 	orphans map[uint64]orphan     // op buckets seen in a snapshot before their begin
@@ -67,10 +68,10 @@ type Account struct {
 	evicted   int // open ops ended early because the table was full
 	tlsSeen   bool
 	tl        timeline
-	markers   []event.Marker          // bounded: maxMarkers
-	abLive    int64                   // exact mode: live ArrayBuffer bytes at the last snapshot
-	heap      heapState               // runtime heap samples joined with ops
-	trend     map[string][]trendPoint // per category: mapping measures against work (trend.go)
+	markers   []event.Marker           // bounded: maxMarkers
+	abLive    int64                    // exact mode: live ArrayBuffer bytes at the last snapshot
+	heap      heapState                // runtime heap samples joined with ops
+	trend     map[string]*[]trendPoint // per category: mapping measures against work (trend.go)
 }
 
 // maxMarkers bounds the markers kept for the timeline.

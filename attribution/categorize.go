@@ -1,7 +1,8 @@
 package attribution
 
 import (
-	"fmt"
+	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,33 @@ type Naming struct {
 type Categorizer struct {
 	rules []config.Category
 	fold  routeFolder
+	// known holds the namings of the requests seen last (maxKnown at
+	// most), so a request that comes again makes no new strings: at 100k
+	// ops a second they were most of memdiag's allocations (issue #15).
+	known map[namingKey]*naming
+}
+
+// maxKnown bounds Categorizer.known: a service's routes fit, and ops whose
+// requests are all new (ids in the path) cost at most this many entries,
+// forgotten together when full.
+const maxKnown = 1024
+
+// namingKey is what an op's naming is made of.
+type namingKey struct {
+	kind event.OpKind
+	http bool
+	dest netip.AddrPort
+	req  event.Request
+}
+
+// naming is the naming of one namingKey. A name by route is folded again
+// for every op (routeFolder learns from each one and may fold it later),
+// so its category is the one of the route as last folded.
+type naming struct {
+	Naming
+	byRoute bool   // the category is the method and the folded route
+	route   string // the normalized route, when byRoute
+	folded  string // route as last folded, which Category names
 }
 
 // NewCategorizer returns a categorizer for cfg (nil: automatic names only).
@@ -48,6 +76,26 @@ func NewCategorizer(cfg *config.Config) *Categorizer {
 
 // Categorize names an operation.
 func (c *Categorizer) Categorize(b *event.OpBegin) Naming {
+	k := namingKey{kind: b.Kind, http: b.HTTP, dest: b.Dest, req: b.Request}
+	n := c.known[k]
+	if n == nil {
+		n = c.name(b)
+		if c.known == nil || len(c.known) >= maxKnown {
+			c.known = make(map[namingKey]*naming)
+		}
+		c.known[k] = n
+	}
+	if n.byRoute {
+		if folded := c.fold.apply(b.Method, n.route); folded != n.folded {
+			n.folded, n.Category = folded, b.Method+" "+folded
+		}
+	}
+	return n.Naming
+}
+
+// name names an operation seen for the first time, but for the folding of
+// a route.
+func (c *Categorizer) name(b *event.OpBegin) *naming {
 	n := Naming{Kind: KindHTTP}
 	if b.Kind == event.OpOutbound {
 		n.Kind = KindOutbound
@@ -66,7 +114,7 @@ func (c *Categorizer) Categorize(b *event.OpBegin) Naming {
 		n.Name = b.Method + " " + b.Path
 	default:
 		n.Kind, n.Category, n.Name = KindUnknown, "unknown", "unknown"
-		return n
+		return &naming{Naming: n}
 	}
 	if b.Query != "" {
 		n.Detail = "?" + b.Query
@@ -77,7 +125,7 @@ func (c *Categorizer) Categorize(b *event.OpBegin) Naming {
 	for _, r := range c.rules {
 		if matches(r, b) {
 			n.Category, n.CycleGap = r.Name, r.CycleGap
-			return n
+			return &naming{Naming: n}
 		}
 	}
 	switch {
@@ -86,9 +134,11 @@ func (c *Categorizer) Categorize(b *event.OpBegin) Naming {
 	case b.GRPC:
 		n.Category = n.Name // a method is a route already: nothing to fold
 	default:
-		n.Category = b.Method + " " + c.fold.apply(b.Method, NormalizeRoute(b.Path))
+		route := NormalizeRoute(b.Path)
+		n.Category = b.Method + " " + route
+		return &naming{Naming: n, byRoute: true, route: route, folded: route}
 	}
-	return n
+	return &naming{Naming: n}
 }
 
 // Route folding bounds: a segment position of one route shape is an id
@@ -111,24 +161,28 @@ const (
 type routeFolder struct {
 	values map[string]map[string]int // a position's shape -> value -> ops
 	state  map[string]bool           // decided shapes: true = an id, false = static
+	segs   []string                  // scratch: the segments of the route being folded
+	shape  []byte                    // scratch: the shape of the position looked at
 }
 
 // apply folds the id positions of a normalized route, learning from it.
+// It runs for every op: only a route it folds makes a new string.
 func (f *routeFolder) apply(method, route string) string {
 	if route == "" || route[0] != '/' {
 		return route
 	}
-	segs := strings.Split(route[1:], "/")
+	segs := f.segs[:0]
+	for s := range strings.SplitSeq(route[1:], "/") {
+		segs = append(segs, s)
+	}
+	f.segs = segs
 	folded := false
 	for i, s := range segs {
 		if s == ":id" || s == "" || s == "…" {
 			continue
 		}
-		// A position's shape: the method, the segments before it as
-		// folded so far, and how many come after (not their values,
-		// which may be ids not learnt yet).
-		shape := fmt.Sprintf("%s /%s/\x00 +%d", method, strings.Join(segs[:i], "/"), len(segs)-i-1)
-		if f.isID(shape, s) {
+		f.shape = appendShape(f.shape[:0], method, segs[:i], len(segs)-i-1)
+		if f.isID(f.shape, s) {
 			segs[i], folded = ":id", true
 		}
 	}
@@ -138,16 +192,31 @@ func (f *routeFolder) apply(method, route string) string {
 	return "/" + strings.Join(segs, "/")
 }
 
+// appendShape appends a position's shape to b: the method, the segments
+// before it as folded so far, and how many come after (not their values,
+// which may be ids not learnt yet).
+func appendShape(b []byte, method string, before []string, after int) []byte {
+	b = append(append(b, method...), " /"...)
+	for i, s := range before {
+		if i > 0 {
+			b = append(b, '/')
+		}
+		b = append(b, s...)
+	}
+	b = append(b, "/\x00 +"...)
+	return strconv.AppendInt(b, int64(after), 10)
+}
+
 // isID counts value at shape's position and says whether the position is
 // an id.
-func (f *routeFolder) isID(shape, value string) bool {
-	if id, decided := f.state[shape]; decided {
+func (f *routeFolder) isID(shape []byte, value string) bool {
+	if id, decided := f.state[string(shape)]; decided {
 		return id
 	}
 	if f.values == nil {
 		f.values, f.state = map[string]map[string]int{}, map[string]bool{}
 	}
-	seen, ok := f.values[shape]
+	seen, ok := f.values[string(shape)]
 	if !ok {
 		if len(f.state) >= foldShapes {
 			return false // decided shapes fill the bound: nothing more is learnt
@@ -160,7 +229,7 @@ func (f *routeFolder) isID(shape, value string) bool {
 			clear(f.values)
 		}
 		seen = map[string]int{}
-		f.values[shape] = seen
+		f.values[string(shape)] = seen
 	}
 	seen[value]++
 	if len(seen) <= foldAfter {
@@ -173,8 +242,8 @@ func (f *routeFolder) isID(shape, value string) bool {
 		}
 	}
 	id := float64(singles) >= foldSingles*float64(len(seen))
-	f.state[shape] = id
-	delete(f.values, shape)
+	f.state[string(shape)] = id
+	delete(f.values, string(shape))
 	return id
 }
 

@@ -186,6 +186,21 @@ func TestOpLifecycle(t *testing.T) {
 			top:  "out 10.0.0.5:8765 GET /sync",
 		},
 		{
+			// The first call holds the cycle: it must outlive its end
+			// while the others run (ended ops are reused).
+			name: "overlapping calls of a cycle, the first ending first",
+			opts: attribution.Options{Categorizer: attribution.NewCategorizer(syncRules(t))},
+			events: []event.Event{
+				call(1, 1, "10.0.0.5:8765", "/sync"), call(2, 2, "10.0.0.5:8765", "/changes"),
+				end(3, 1, 2*mib), call(3, 3, "10.0.0.5:8765", "/changes"),
+				end(4, 2, 3*mib), end(4, 3, mib),
+				call(20, 4, "10.0.0.5:8765", "/sync"), end(21, 4, 1*mib), // 16 s after: a new cycle
+				conserved(30, 7*mib, base),
+			},
+			want: []cat{{"gun_sync", 2, 0, 7 * mib}},
+			top:  "out 10.0.0.5:8765 GET /sync",
+		},
+		{
 			name: "messages of a WebSocket route closer than its cycle gap make one burst",
 			opts: attribution.Options{Categorizer: attribution.NewCategorizer(burstRules(t))},
 			events: []event.Event{

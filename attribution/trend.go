@@ -57,12 +57,18 @@ func (a *Account) recordTrend() {
 
 func (a *Account) addTrend(name string, p trendPoint) {
 	if a.trend == nil {
-		a.trend = map[string][]trendPoint{}
+		a.trend = map[string]*[]trendPoint{}
 	}
-	h := a.trend[name]
+	// A pointer per name: this runs at every op's end, and one lookup
+	// then does.
+	hp := a.trend[name]
+	if hp == nil {
+		hp = new([]trendPoint)
+		a.trend[name] = hp
+	}
+	h := *hp
 	if n := len(h); n > 0 && h[n-1].x == p.x {
 		h[n-1] = p // no new ops: the latest measure replaces it
-		a.trend[name] = h
 		return
 	}
 	if len(h) >= maxTrendPoints {
@@ -72,7 +78,7 @@ func (a *Account) addTrend(name string, p trendPoint) {
 		}
 		h = kept
 	}
-	a.trend[name] = append(h, p)
+	*hp = append(h, p)
 }
 
 // growsWithWork reports whether measure kept growing with a category's
@@ -84,10 +90,11 @@ func (a *Account) addTrend(name string, p trendPoint) {
 // its high-water mark stays flat. ok is false when the history is too short
 // to say.
 func (a *Account) growsWithWork(name string, measure func(trendPoint) int64) (grows, ok bool) {
-	h := a.trend[name]
-	if len(h) < 8 {
+	hp := a.trend[name]
+	if hp == nil || len(*hp) < 8 {
 		return false, false
 	}
+	h := *hp
 	first, last := h[0].x, h[len(h)-1].x
 	span := last - first
 	if span < 8 {

@@ -16,6 +16,7 @@ const maxConns = 65536
 // concurrent use: the tracer's reader owns it.
 type Conns struct {
 	opts    Options
+	lines   lineCache
 	m       map[ConnKey]*connState
 	Dropped uint64 // connections not followed because maxConns were
 }
@@ -28,8 +29,12 @@ type connState struct {
 
 // NewConns returns an empty table whose names keep what opts says.
 func NewConns(opts Options) *Conns {
-	return &Conns{opts: opts, m: map[ConnKey]*connState{}}
+	return &Conns{opts: opts, lines: lineCache{opts: opts}, m: map[ConnKey]*connState{}}
 }
+
+// Parse is Parse with Conns' options, through its cache of request lines:
+// a line seen before makes no new strings.
+func (c *Conns) Parse(b []byte) (Request, error) { return c.lines.parse(b) }
 
 func (c *Conns) get(k ConnKey) *connState {
 	s := c.m[k]
@@ -47,7 +52,7 @@ func (c *Conns) get(k ConnKey) *connState {
 // Begin names the op a read began with the HTTP/1.x request at the start
 // of data, and queues the requests after it.
 func (c *Conns) Begin(k ConnKey, data []byte) (Request, error) {
-	r, err := Parse(data, c.opts)
+	r, err := c.lines.parse(data)
 	if err != nil {
 		return r, err
 	}

@@ -13,7 +13,8 @@
 //   - Message: a client's WebSocket message, named after the request that
 //     upgraded its connection.
 //   - Conns: that state for every served connection, keyed by process
-//     and fd, bounded.
+//     and fd, bounded; and the requests of the request lines seen last
+//     (bounded too), so a line that comes again makes no new strings.
 //
 // Header values other than the pseudo-headers and content-type are never
 // kept, nor are bodies.

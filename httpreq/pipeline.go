@@ -3,6 +3,7 @@ package httpreq
 import (
 	"bytes"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Bounds of a Pipeline: what the kernel hands over is bounded already
@@ -115,15 +116,19 @@ func (p *Pipeline) split() {
 }
 
 var (
+	crlf          = []byte("\r\n")
 	crlf2         = []byte("\r\n\r\n")
-	contentLength = []byte("content-length:")
-	transferEnc   = []byte("transfer-encoding:")
+	colon         = []byte(":")
+	contentLength = []byte("content-length")
+	transferEnc   = []byte("transfer-encoding")
+	identity      = []byte("identity")
 )
 
 // RequestLen returns the length of the HTTP/1.x request at the start of b:
 // its header block and its Content-Length body. It returns 0 when b does
 // not hold all of it yet, and -1 when its end cannot be found from its
-// headers (not a request line, a chunked body, a bad Content-Length).
+// headers (not a request line, a chunked body, a bad Content-Length). It
+// runs on every request read, so it scans the headers in place.
 func RequestLen(b []byte) int {
 	if sp := indexByte(b, ' ', 8); sp <= 0 || !methods[string(b[:sp])] {
 		if len(b) >= 8 || sp > 0 {
@@ -136,22 +141,24 @@ func RequestLen(b []byte) int {
 		return 0
 	}
 	body := 0
-	for _, line := range bytes.Split(b[:end], []byte("\r\n"))[1:] {
-		name, value, ok := bytes.Cut(line, []byte(":"))
+	_, rest, more := bytes.Cut(b[:end], crlf) // past the request line
+	for more {
+		var line []byte
+		line, rest, more = bytes.Cut(rest, crlf)
+		name, value, ok := bytes.Cut(line, colon)
 		if !ok {
 			return -1
 		}
-		lower := bytes.ToLower(append(bytes.TrimSpace(name), ':'))
-		value = bytes.TrimSpace(value)
+		name, value = bytes.TrimSpace(name), bytes.TrimSpace(value)
 		switch {
-		case bytes.Equal(lower, contentLength):
-			n, err := strconv.Atoi(string(value))
-			if err != nil || n < 0 || n > 1<<30 {
+		case headerIs(name, contentLength):
+			n, ok := contentLen(value)
+			if !ok {
 				return -1
 			}
 			body = n
-		case bytes.Equal(lower, transferEnc):
-			if !bytes.EqualFold(value, []byte("identity")) {
+		case headerIs(name, transferEnc):
+			if !bytes.EqualFold(value, identity) {
 				return -1
 			}
 		}
@@ -161,4 +168,31 @@ func RequestLen(b []byte) int {
 		return 0
 	}
 	return total
+}
+
+// headerIs says whether a header's name is want (lower case) once
+// lowered. ASCII names, all of them in practice, compare in place; others
+// are lowered as Unicode lowers them (the Kelvin sign is a k).
+func headerIs(name, want []byte) bool {
+	for _, c := range name {
+		if c >= utf8.RuneSelf {
+			return bytes.Equal(bytes.ToLower(name), want)
+		}
+	}
+	return len(name) == len(want) && bytes.EqualFold(name, want)
+}
+
+// contentLen reads a Content-Length value: a decimal from 0 to 1 GiB.
+// Plain digits are read in place; anything else goes through strconv.Atoi
+// (a sign, an error), whose string is an allocation.
+func contentLen(v []byte) (int, bool) {
+	n := 0
+	for i, c := range v {
+		if c < '0' || c > '9' || i == 10 {
+			n, err := strconv.Atoi(string(v))
+			return n, err == nil && n >= 0 && n <= 1<<30
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, len(v) > 0 && n <= 1<<30
 }

@@ -97,6 +97,12 @@ func TestRequestLen(t *testing.T) {
 		{"GE", 0},
 		{"FOO / HTTP/1.1\r\n\r\n", -1},
 		{"GET / HTTP/1.1\r\nno colon\r\n\r\n", -1},
+		{"POST / HTTP/1.1\r\ncontent-LENGTH :  +2 \r\n\r\nab", 44},
+		{"POST / HTTP/1.1\r\nContent-Length: 0002\r\n\r\nab", 43},
+		{"POST / HTTP/1.1\r\nContent-Length: 10000000000\r\n\r\n", -1},
+		{"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n", -1},
+		{"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", -1},
+		{"POST / HTTP/1.1\r\nTransfer-Encoding: Identity\r\n\r\n", 48},
 	} {
 		if got := RequestLen([]byte(c.in)); got != c.want {
 			t.Errorf("RequestLen(%q) = %d, want %d", c.in, got, c.want)

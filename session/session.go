@@ -26,7 +26,9 @@ import (
 // satisfies it. Tests implement it with events and snapshots they built.
 type Tracer interface {
 	// Events delivers lifecycle events in order; it is closed once Stop
-	// has drained the ring buffer.
+	// has drained the ring buffer. The session hands the op begins and
+	// ends it took back to be reused (event.Recycle): the tracer keeps
+	// none once sent.
 	Events() <-chan event.Event
 	// Snapshot reads the kernel's counters.
 	Snapshot() (*event.Snapshot, error)
@@ -358,8 +360,9 @@ const drainBatch = 256
 
 // event takes one event from the tracer.
 func (s *Session) event(ev event.Event) {
+	ex, _ := ev.(*event.Exec)
 	s.consume(ev)
-	if ex, ok := ev.(*event.Exec); ok {
+	if ex != nil {
 		s.execd(ex)
 	}
 	s.tlsHint()
@@ -401,7 +404,8 @@ func (s *Session) learnPending() {
 	}
 }
 
-// consume records one event and applies it to the account.
+// consume records one event and applies it to the account, then hands it
+// back to be reused (event.Recycle): neither keeps it.
 func (s *Session) consume(ev event.Event) {
 	s.record(ev)
 	s.acct.Apply(ev)
@@ -414,6 +418,7 @@ func (s *Session) consume(ev event.Event) {
 			report.MB(oom.AnonRSS, false), report.MB(oom.FileRSS, false), report.MB(oom.ShmemRSS, false))
 		s.log.Summary(s.acct.Summary(), "at the OOM kill")
 	}
+	event.Recycle(ev)
 }
 
 // reportNow writes the current full report to the log and to the reports

@@ -74,7 +74,7 @@ func (c Clock) Wall(ktimeNs uint64) time.Time {
 }
 
 // Decode turns one ring buffer record into an event, redacting query
-// values. Ops that need a connection's earlier bytes to be named
+// values; op begins and ends come from event's pools (event.Recycle). Ops that need a connection's earlier bytes to be named
 // (pipelined requests, HTTP/2 streams) are named by the tracer, which keeps
 // that state; alone, Decode leaves them unnamed. A record that only feeds
 // that state (EV_OP_DATA) decodes to nil.
@@ -124,13 +124,14 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns)
 		if err := decodeFixed(raw, &e, "op begin"); err != nil {
 			return nil, err
 		}
-		return opBegin(hdr, &e, opts, conns), nil
+		return opBegin(hdr, &e, recordData(raw, unsafe.Offsetof(e.Data), e.DataLen, len(e.Data)), opts, conns), nil
 	case kindOpEnd:
 		var e memdiagOpEndEvent
 		if err := decodeFixed(raw, &e, "op end"); err != nil {
 			return nil, err
 		}
-		end := &event.OpEnd{Header: hdr, OpID: e.OpId, FD: e.Fd, Reason: event.OpEndReason(e.Reason)}
+		end := event.NewOpEnd()
+		*end = event.OpEnd{Header: hdr, OpID: e.OpId, FD: e.Fd, Reason: event.OpEndReason(e.Reason)}
 		if end.Reason == event.EndClose && conns != nil {
 			conns.Close(httpreq.ConnKey{PID: h.Pid, FD: e.Fd})
 		}
@@ -144,7 +145,7 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns)
 			return nil, err
 		}
 		if conns != nil {
-			opData(h.Pid, &e, conns)
+			opData(h.Pid, &e, recordData(raw, unsafe.Offsetof(e.Data), e.DataLen, len(e.Data)), conns)
 		}
 		return nil, nil
 	case kindTLSSeen:
@@ -199,12 +200,20 @@ const (
 	afInet6 = 10
 )
 
+// recordData returns a record's data bytes, in place in raw: the first
+// dataLen (at most capacity) of those at off. A copy in the decoded record
+// would do, but handing it to the naming state (which copies what it keeps)
+// moved every decoded op begin, 320 bytes, to the heap.
+func recordData(raw []byte, off uintptr, dataLen uint32, capacity int) []byte {
+	return raw[off : int(off)+min(int(dataLen), capacity)]
+}
+
 // opBegin converts an op begin record, parsing its request line (HTTP/1.x),
 // its HEADERS frame (HTTP/2) or taking the next pipelined request of its
-// connection; the raw bytes go no further.
-func opBegin(hdr event.Header, e *memdiagOpBeginEvent, opts httpreq.Options, conns *httpreq.Conns) *event.OpBegin {
-	ob := &event.OpBegin{Header: hdr, OpID: e.OpId, Kind: event.OpKind(e.OpKind), FD: e.Fd}
-	n := min(int(e.DataLen), len(e.Data))
+// connection from data, the record's bytes; the raw bytes go no further.
+func opBegin(hdr event.Header, e *memdiagOpBeginEvent, data []byte, opts httpreq.Options, conns *httpreq.Conns) *event.OpBegin {
+	ob := event.NewOpBegin()
+	*ob = event.OpBegin{Header: hdr, OpID: e.OpId, Kind: event.OpKind(e.OpKind), FD: e.Fd}
 	key := httpreq.ConnKey{PID: hdr.PID, FD: e.Fd}
 	var (
 		r   httpreq.Request
@@ -225,7 +234,7 @@ func opBegin(hdr event.Header, e *memdiagOpBeginEvent, opts httpreq.Options, con
 		if conns == nil {
 			return ob
 		}
-		if r, err = conns.Stream(key, e.Data[:n]); err != nil {
+		if r, err = conns.Stream(key, data); err != nil {
 			return ob
 		}
 	case e.OpKind == opWSMessage:
@@ -233,15 +242,19 @@ func opBegin(hdr event.Header, e *memdiagOpBeginEvent, opts httpreq.Options, con
 		if conns == nil {
 			return ob
 		}
-		if r, err = conns.Message(key, e.Data[:n]); err != nil {
+		if r, err = conns.Message(key, data); err != nil {
 			return ob
 		}
 	case e.OpKind == uint32(event.OpHTTPServer) && conns != nil:
-		if r, err = conns.Begin(key, e.Data[:n]); err != nil {
+		if r, err = conns.Begin(key, data); err != nil {
 			return ob
 		}
+	case conns != nil:
+		if r, err = conns.Parse(data); err != nil {
+			r = httpreq.Request{}
+		}
 	default:
-		if r, err = httpreq.Parse(e.Data[:n], opts); err != nil {
+		if r, err = httpreq.Parse(data, opts); err != nil {
 			r = httpreq.Request{}
 		}
 	}
@@ -257,10 +270,10 @@ func opBegin(hdr event.Header, e *memdiagOpBeginEvent, opts httpreq.Options, con
 	return ob
 }
 
-// opData feeds an EV_OP_DATA record to its connection's naming state.
-func opData(pid uint32, e *memdiagOpDataEvent, conns *httpreq.Conns) {
+// opData feeds an EV_OP_DATA record's bytes, data, to its connection's
+// naming state.
+func opData(pid uint32, e *memdiagOpDataEvent, data []byte, conns *httpreq.Conns) {
 	key := httpreq.ConnKey{PID: pid, FD: e.Fd}
-	data := e.Data[:min(int(e.DataLen), len(e.Data))]
 	switch e.What {
 	case uint32(memdiagOpDataWhatDATA_REST):
 		conns.More(key, data)

@@ -132,10 +132,11 @@ func (s *Shared) route() {
 			s.closeStopped(m.at)
 			continue
 		}
+		at := ev.When() // once sent, ev is the view's (event.Recycle)
 		if v := s.dest(ev); v != nil {
 			v.ch <- ev
 		}
-		s.closeStopped(ev.When())
+		s.closeStopped(at)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

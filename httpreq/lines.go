@@ -1,0 +1,47 @@
+package httpreq
+
+import "bytes"
+
+// maxLines bounds the request lines a lineCache remembers: a service's
+// routes fit, and a client that sends a new line every time (ids in the
+// path) costs at most this many entries, forgotten together when full.
+const maxLines = 1024
+
+// lineCache remembers the request each request line already seen named,
+// so a line that comes again (most of a service's traffic) costs a map
+// lookup instead of Parse's new strings. Not safe for concurrent use.
+type lineCache struct {
+	opts Options
+	m    map[string]Request
+}
+
+var (
+	http10 = []byte(" HTTP/1.0\r\n")
+	http11 = []byte(" HTTP/1.1\r\n")
+)
+
+// parse is Parse(b, opts). A request line that ends with its version and
+// CRLF names the request by itself (Parse reads nothing past it then), so
+// it is the key; what does not parse is not kept.
+func (c *lineCache) parse(b []byte) (Request, error) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return Parse(b, c.opts)
+	}
+	line := b[:i+1]
+	if !bytes.HasSuffix(line, http11) && !bytes.HasSuffix(line, http10) {
+		return Parse(b, c.opts)
+	}
+	if r, ok := c.m[string(line)]; ok {
+		return r, nil
+	}
+	r, err := Parse(b, c.opts)
+	if err != nil {
+		return r, err
+	}
+	if c.m == nil || len(c.m) >= maxLines {
+		c.m = make(map[string]Request)
+	}
+	c.m[string(line)] = r
+	return r, nil
+}
