@@ -232,7 +232,7 @@ type Report struct {
 	Buckets           []BucketJSON   `json:"buckets"`
 	Processes         []ProcessJSON  `json:"processes"`
 	LostEvents        uint64         `json:"lost_events"`
-	Records           uint64         `json:"ring_records"` // ring buffer records read, every kind
+	Records           uint64         `json:"ring_records"` // records read, every kind (a pair record counts as two)
 	Health            Health         `json:"health"`
 	Timeline          []TimelineJSON `json:"timeline"`
 	Markers           []MarkerJSON   `json:"markers"`
