@@ -297,6 +297,20 @@ struct {
 	__type(value, struct counters);
 } op_fresh SEC(".maps");
 
+/* Sends now the END_CLOSE the thread owes (its op's socket was closed by
+ * the op's own callback: thread_state.end_fd), which set_thread would send
+ * when the thread moves on: an op begun on a reused fd must reach the
+ * reader after the close of the fd's previous connection, whose end drops
+ * that fd's naming state in Go. */
+static __always_inline void end_closed_op(u32 tgid, u32 tid)
+{
+	struct thread_state *cur = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0, 0);
+	if (cur && cur->mode == TM_OP && cur->end_fd) {
+		emit_op_end(tgid, tid, cur->op_id, (s32)cur->end_fd - 1, END_CLOSE);
+		cur->end_fd = 0;
+	}
+}
+
 /* Fills a record header inside a larger record (an EV_OP_PAIR's parts). */
 static __always_inline void inner_hdr(struct event_hdr *h, u32 kind, u32 size, u64 ktime, u32 tgid, u32 tid)
 {
@@ -322,6 +336,7 @@ __noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 	s32 fd = o->fd;
 	u64 buf = o->buf, pre = o->pre;
 	s64 len = o->len;
+	end_closed_op(tgid, tid);
 	u64 prev = s->op_id;
 	struct op_pair_event *pair = NULL;
 	struct op_begin_event *e = NULL;
@@ -329,6 +344,8 @@ __noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 	if (prev) {
 		s->op_id = 0;
 		pair = event_reserve(sizeof(*pair), EV_OP_PAIR, tgid, tid);
+		if (!pair)
+			stat_inc(ST_LOST_EVENTS); /* two records lost: the end and the begin */
 		if (pair) {
 			now = pair->hdr.ktime_ns;
 			inner_hdr(&pair->end.hdr, EV_OP_END, sizeof(pair->end), now, tgid, tid);

@@ -316,7 +316,7 @@ type Bucket struct {
 
 // Stats are the kernel's own health counters, summed over CPUs.
 type Stats struct {
-	LostEvents uint64 // ring buffer records dropped (full buffer)
+	LostEvents uint64 // ring buffer records dropped (full buffer; a lost pair, an op's end and the next op's begin, counts as two)
 	// Records counts the records the tracer read, of every kind (op
 	// begin and end, lifecycle, heap samples), a pair (an op's end and
 	// the next op's begin, sent in one reservation) as two: with

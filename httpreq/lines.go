@@ -1,6 +1,9 @@
 package httpreq
 
-import "bytes"
+import (
+	"bytes"
+	"hash/maphash"
+)
 
 // maxLines bounds the request lines a lineCache remembers: a service's
 // routes fit, and a client that sends a new line every time (ids in the
@@ -9,10 +12,14 @@ const maxLines = 1024
 
 // lineCache remembers the request each request line already seen named,
 // so a line that comes again (most of a service's traffic) costs a map
-// lookup instead of Parse's new strings. Not safe for concurrent use.
+// lookup instead of Parse's new strings. It keeps a line's hash, not the
+// line: the query values Parse redacts stay out of memdiag's heap
+// (SECURITY.md). Two lines of one hash (2^-64 for a pair, with a seed of
+// this process's own) would share a naming. Not safe for concurrent use.
 type lineCache struct {
 	opts Options
-	m    map[string]Request
+	seed maphash.Seed
+	m    map[uint64]Request
 }
 
 var (
@@ -32,7 +39,11 @@ func (c *lineCache) parse(b []byte) (Request, error) {
 	if !bytes.HasSuffix(line, http11) && !bytes.HasSuffix(line, http10) {
 		return Parse(b, c.opts)
 	}
-	if r, ok := c.m[string(line)]; ok {
+	if c.m == nil {
+		c.seed = maphash.MakeSeed()
+	}
+	h := maphash.Bytes(c.seed, line)
+	if r, ok := c.m[h]; ok {
 		return r, nil
 	}
 	r, err := Parse(b, c.opts)
@@ -40,8 +51,8 @@ func (c *lineCache) parse(b []byte) (Request, error) {
 		return r, err
 	}
 	if c.m == nil || len(c.m) >= maxLines {
-		c.m = make(map[string]Request)
+		c.m = make(map[uint64]Request)
 	}
-	c.m[string(line)] = r
+	c.m[h] = r
 	return r, nil
 }

@@ -21,10 +21,21 @@ import (
 // program), cilium/ebpf loads everything, as it always did, and reports
 // its own errors (a verifier's refusal among them).
 func loadObjects(spec *ebpf.CollectionSpec, objs *memdiagObjects) error {
-	if err := loadLean(spec, objs); err == nil {
+	if err := loadLeanSafely(spec, objs); err == nil {
 		return nil
 	}
 	return spec.LoadAndAssign(objs, nil)
+}
+
+// loadLeanSafely is loadLean with a panic (a BTF it misreads) turned into
+// an error, so that cilium/ebpf's loader still runs.
+func loadLeanSafely(spec *ebpf.CollectionSpec, objs *memdiagObjects) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("lean load: %v", r)
+		}
+	}()
+	return loadLean(spec, objs)
 }
 
 // loadLean loads spec's maps and non-tp_btf programs with cilium/ebpf,
@@ -157,6 +168,7 @@ type progLoadAttr struct {
 	lineInfoCnt        uint32
 	attachBTFID        uint32
 	_                  uint32 // attach_btf_obj_fd
+	_                  uint32 // core_relo_cnt: spelled out, not left to padding (the kernel reads it)
 }
 
 // loadTracing loads a tp_btf program as cilium/ebpf's
@@ -257,7 +269,16 @@ func loadTracing(p *ebpf.ProgramSpec, maps map[string]*ebpf.Map, kernel *btf.Spe
 		return -1
 	}, p.Name)
 	copy(attr.progName[:unix.BPF_OBJ_NAME_LEN-1], name)
-	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	// EAGAIN: a signal interrupted the verifier; cilium/ebpf retries too.
+	var (
+		fd    uintptr
+		errno unix.Errno
+	)
+	for range 5 {
+		if fd, _, errno = unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr)); errno != unix.EAGAIN {
+			break
+		}
+	}
 	runtime.KeepAlive(code)
 	runtime.KeepAlive(license)
 	runtime.KeepAlive(funcInfos)
