@@ -59,16 +59,17 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 // ("What it costs") carries the same lines (TestCostTextInREADME).
 const costText = `Measured with sudo make bench and go run ./bench/http on a 2-CPU KVM VM (Linux 6.18,
 2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
-  default mode, the traced service: +116 ns per page fault (+14% of a
-    0.8 us fault), +256 ns per mmap or munmap, +47 ns per read; the
-    reference Node.js service under wrk: 0.998 of untraced throughput, p99
-    +3.5% (medians of 7 rounds); a plain Node.js http server at 100k
-    requests/s: +10% CPU per request (~1 us), 0.87 of untraced throughput
-    with wrk on memdiag's CPU
-  default mode, every other process on the host: +31 ns per page fault;
+  default mode, the traced service: +116 to +120 ns per page fault (+14% to
+    +15% of a 0.8 us fault), +256 to +267 ns per mmap or munmap, +47 to +49 ns
+    per read (two runs); the reference Node.js service under wrk: 0.96-1.00 of
+    untraced throughput (0.998, 0.961, 0.991: medians of 7 rounds, three
+    runs), p99 -5% to +3.5%; a plain Node.js http server at 100-110k
+    requests/s: +8% to +11% CPU per request (~1 us), 0.87-0.89 of untraced
+    throughput with wrk on memdiag's CPU
+  default mode, every other process on the host: +30 ns per page fault;
     every syscall goes through the kernel's syscall-tracing slow path and the
     bit test of memdiag's raw sys_enter/sys_exit pair while memdiag runs:
-    +20 ns per syscall (read, getppid...), +36 ns per mmap or munmap
+    +20 ns per syscall (read, getppid...), +26 to +36 ns per mmap or munmap
   --exact-external: about 8 us per ArrayBuffer allocation or free (uprobe traps;
     -9% throughput on the reference service)
   --tls: about 36 us per HTTPS request parsed (uprobe; -14% throughput)
@@ -80,8 +81,8 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
     (Node.js) CPU per request; a diagnosis mode, for a bounded time
   memdiag itself: 14 MiB peak RSS in default mode, 14-15 MiB in the uprobe
     modes (attached to an idle process; 16 MiB under the reference service,
-    dumps on and its 1 MiB ring buffer touched through), 1.4% of a core at
-    11,000 records/s, 4-7% at 100,000-150,000 (0 lost), 0.42 s of CPU to
+    dumps on and its 1 MiB ring buffer touched through), 1.4-1.5% of a core at
+    11,000 records/s, 4-7% at 100,000-150,000 (0 lost), 0.42-0.46 s of CPU to
     attach (the kernel verifying the programs), under 0.3 s to exit after SIGTERM`
 
 // newApp builds the command line; an unknown command's name goes to
