@@ -74,10 +74,12 @@ func (c Clock) Wall(ktimeNs uint64) time.Time {
 }
 
 // Decode turns one ring buffer record into an event, redacting query
-// values; op begins and ends come from event's pools (event.Recycle). Ops that need a connection's earlier bytes to be named
-// (pipelined requests, HTTP/2 streams) are named by the tracer, which keeps
-// that state; alone, Decode leaves them unnamed. A record that only feeds
-// that state (EV_OP_DATA) decodes to nil.
+// values; op begins and ends come from event's pools (event.Recycle). Ops
+// that need a connection's earlier bytes to be named (pipelined requests,
+// HTTP/2 streams) are named by the tracer, which keeps that state; alone,
+// Decode leaves them unnamed. A record that only feeds that state
+// (EV_OP_DATA) decodes to nil. An EV_OP_PAIR record is two: the tracer
+// splits it (pairParts) before decoding.
 func Decode(raw []byte, clock Clock) (event.Event, error) {
 	return decode(raw, clock, httpreq.Options{}, nil)
 }
