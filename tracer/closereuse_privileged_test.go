@@ -25,14 +25,7 @@ func TestClosedOpEndsBeforeReusedFD(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads and attaches the BPF program")
 	}
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
-		t.Skip("needs gcc to build testdata/workload/closereuse.c")
-	}
-	bin := t.TempDir() + "/closereuse"
-	if out, err := exec.Command(gcc, "-O2", "-Wall", "-o", bin, "../testdata/workload/closereuse.c").CombinedOutput(); err != nil {
-		t.Fatalf("building closereuse: %v\n%s", err, out)
-	}
+	bin := buildC(t, "../testdata/workload/closereuse.c")
 	tr, err := Open(Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -40,13 +33,7 @@ func TestClosedOpEndsBeforeReusedFD(t *testing.T) {
 	defer tr.Close()
 	stdin, stdout := startPiped(t, exec.Command(bin))
 	sc := bufio.NewScanner(stdout)
-	var pid, port int
-	if !sc.Scan() {
-		t.Fatalf("closereuse did not get ready: %v", sc.Err())
-	}
-	if _, err := fmt.Sscanf(sc.Text(), "ready %d port=%d", &pid, &port); err != nil {
-		t.Fatalf("closereuse said %q: %v", sc.Text(), err)
-	}
+	pid, port := readyPort(t, sc)
 	if err := tr.AddTarget(pid); err != nil {
 		t.Fatal(err)
 	}

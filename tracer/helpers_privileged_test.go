@@ -3,9 +3,13 @@
 package tracer
 
 import (
+	"bufio"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -51,4 +55,32 @@ func startPiped(t *testing.T, cmd *exec.Cmd) (in io.Writer, out io.Reader) {
 		cmd.Wait()
 	})
 	return stdin, stdout
+}
+
+// buildC compiles the C workload at src (relative to this package) into
+// the test's temporary directory and returns the binary; without gcc the
+// test is skipped, saying so.
+func buildC(t *testing.T, src string) string {
+	t.Helper()
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Skipf("needs gcc to build %s", src)
+	}
+	bin := filepath.Join(t.TempDir(), strings.TrimSuffix(filepath.Base(src), ".c"))
+	if out, err := exec.Command(gcc, "-O2", "-Wall", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", src, err, out)
+	}
+	return bin
+}
+
+// readyPort reads a server workload's first line, "ready <pid> port=<port>".
+func readyPort(t *testing.T, sc *bufio.Scanner) (pid, port int) {
+	t.Helper()
+	if !sc.Scan() {
+		t.Fatalf("the workload did not get ready: %v", sc.Err())
+	}
+	if _, err := fmt.Sscanf(sc.Text(), "ready %d port=%d", &pid, &port); err != nil {
+		t.Fatalf("the workload said %q: %v", sc.Text(), err)
+	}
+	return pid, port
 }

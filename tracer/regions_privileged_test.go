@@ -129,14 +129,7 @@ func TestRegionTableMatchesModel(t *testing.T) {
 	// The traced process: a small C program, so nothing but its orders
 	// maps memory (a Go helper's runtime put its own mappings in the
 	// holes the test made).
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
-		t.Skip("needs gcc to build testdata/workload/regionops.c")
-	}
-	helper := t.TempDir() + "/regionops"
-	if out, err := exec.Command(gcc, "-O2", "-Wall", "-o", helper, "../testdata/workload/regionops.c").CombinedOutput(); err != nil {
-		t.Fatalf("building regionops: %v\n%s", err, out)
-	}
+	helper := buildC(t, "../testdata/workload/regionops.c")
 	cmd := exec.Command(helper)
 	in, stdout := startPiped(t, cmd)
 	out := bufio.NewScanner(stdout)

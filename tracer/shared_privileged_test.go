@@ -212,14 +212,7 @@ func TestSharedThreads(t *testing.T) {
 	if v2 == "" {
 		t.Skip("no cgroup v2 hierarchy on this host")
 	}
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
-		t.Skip("needs gcc to build testdata/workload/memwork.c")
-	}
-	memwork := t.TempDir() + "/memwork"
-	if out, err := exec.Command(gcc, "-O2", "-pthread", "-o", memwork, "../testdata/workload/memwork.c").CombinedOutput(); err != nil {
-		t.Fatalf("building memwork: %v\n%s", err, out)
-	}
+	memwork := buildC(t, "../testdata/workload/memwork.c")
 	b := make([]byte, 4)
 	rand.Read(b)
 	root := filepath.Join(v2, "memdiag-shared-"+hex.EncodeToString(b)+".slice")

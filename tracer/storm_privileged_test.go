@@ -34,14 +34,7 @@ func TestRequestStormLosesNothing(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads and attaches the BPF program")
 	}
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
-		t.Skip("needs gcc to build bench/workloads/reqstorm.c")
-	}
-	bin := t.TempDir() + "/reqstorm"
-	if out, err := exec.Command(gcc, "-O2", "-Wall", "-pthread", "-o", bin, "../bench/workloads/reqstorm.c").CombinedOutput(); err != nil {
-		t.Fatalf("building reqstorm: %v\n%s", err, out)
-	}
+	bin := buildC(t, "../bench/workloads/reqstorm.c")
 	tr, err := Open(Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -50,14 +43,7 @@ func TestRequestStormLosesNothing(t *testing.T) {
 
 	srv := exec.Command(bin, "serve", "-t", "4")
 	_, stdout := startPiped(t, srv)
-	sc := bufio.NewScanner(stdout)
-	var pid, port int
-	if !sc.Scan() {
-		t.Fatalf("reqstorm serve did not get ready: %v", sc.Err())
-	}
-	if _, err := fmt.Sscanf(sc.Text(), "ready %d port=%d", &pid, &port); err != nil {
-		t.Fatalf("reqstorm serve said %q: %v", sc.Text(), err)
-	}
+	pid, port := readyPort(t, bufio.NewScanner(stdout))
 	if err := tr.AddTarget(pid); err != nil {
 		t.Fatal(err)
 	}
