@@ -52,7 +52,8 @@ func TestClosedOpEndsBeforeReusedFD(t *testing.T) {
 		c.Close()
 	}
 	if fds[0] != fds[1] {
-		t.Skipf("the second connection did not reuse the first's fd (%s, %s)", fds[0], fds[1])
+		// accept returns the lowest free fd: the one just closed.
+		t.Fatalf("the second connection did not reuse the first's fd (%s, %s)", fds[0], fds[1])
 	}
 
 	// The events in ring order: the first op's end (END_CLOSE) must come
@@ -62,7 +63,10 @@ func TestClosedOpEndsBeforeReusedFD(t *testing.T) {
 	deadline := time.After(30 * time.Second)
 	for {
 		select {
-		case ev := <-tr.Events():
+		case ev, ok := <-tr.Events():
+			if !ok {
+				t.Fatal("the tracer's events ended")
+			}
 			switch ev := ev.(type) {
 			case *event.OpBegin:
 				if ev.PID != uint32(pid) {
