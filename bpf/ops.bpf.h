@@ -168,8 +168,19 @@ static __always_inline void emit_op_data(u32 tgid, u32 tid, u64 op_id, s32 fd, u
 	submit(e);
 }
 
+/* Sends the END_CLOSE the thread owes, if any: its op's socket was closed
+ * by the op's own callback (thread_state.end_fd), and the op ends when the
+ * thread moves on — to its poll, another op, or idle. */
+static __always_inline void end_owed(struct thread_state *ts, u32 tgid, u32 tid)
+{
+	if (ts->mode == TM_OP && ts->end_fd) {
+		emit_op_end(tgid, tid, ts->op_id, (s32)ts->end_fd - 1, END_CLOSE);
+		ts->end_fd = 0;
+	}
+}
+
 /* Makes op_id (or idle) the thread's current charge. An op whose socket
- * closed under the thread ends when the thread moves on. */
+ * closed under the thread ends when the thread moves on (end_owed). */
 static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
 {
 	struct thread_state *cur = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0,
@@ -180,12 +191,10 @@ static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
 	}
 	if (cur->mode == mode && cur->op_id == op_id)
 		return;
-	if (cur->mode == TM_OP && cur->end_fd)
-		emit_op_end(tgid, tid, cur->op_id, (s32)cur->end_fd - 1, END_CLOSE);
+	end_owed(cur, tgid, tid);
 	int first = cur->mode == 0;
 	cur->op_id = op_id;
 	cur->mode = mode;
-	cur->end_fd = 0;
 	if (first) {
 		/* From now on the fault and RSS paths look threads up. */
 		struct target *t = bpf_map_lookup_elem(&targets, &tgid);
@@ -297,20 +306,6 @@ struct {
 	__type(value, struct counters);
 } op_fresh SEC(".maps");
 
-/* Sends now the END_CLOSE the thread owes (its op's socket was closed by
- * the op's own callback: thread_state.end_fd), which set_thread would send
- * when the thread moves on: an op begun on a reused fd must reach the
- * reader after the close of the fd's previous connection, whose end drops
- * that fd's naming state in Go. */
-static __always_inline void end_closed_op(u32 tgid, u32 tid)
-{
-	struct thread_state *cur = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0, 0);
-	if (cur && cur->mode == TM_OP && cur->end_fd) {
-		emit_op_end(tgid, tid, cur->op_id, (s32)cur->end_fd - 1, END_CLOSE);
-		cur->end_fd = 0;
-	}
-}
-
 /* Fills a record header inside a larger record (an EV_OP_PAIR's parts). */
 static __always_inline void inner_hdr(struct event_hdr *h, u32 kind, u32 size, u64 ktime, u32 tgid, u32 tid)
 {
@@ -336,7 +331,13 @@ __noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 	s32 fd = o->fd;
 	u64 buf = o->buf, pre = o->pre;
 	s64 len = o->len;
-	end_closed_op(tgid, tid);
+	/* The END_CLOSE the thread owes goes first (set_thread, below, would
+	 * send it after this op's begin): an op begun on a reused fd must
+	 * reach the reader after the end of the fd's previous connection,
+	 * which drops that fd's naming state in Go. */
+	struct thread_state *ts = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0, 0);
+	if (ts)
+		end_owed(ts, tgid, tid);
 	u64 prev = s->op_id;
 	struct op_pair_event *pair = NULL;
 	struct op_begin_event *e = NULL;
@@ -987,11 +988,9 @@ static __always_inline int poll_done(void)
 	struct thread_state *ts = current_thread_state();
 	if (!ts || ts->mode != TM_OP)
 		return 0;
-	if (ts->end_fd)
-		emit_op_end(id >> 32, tid, ts->op_id, (s32)ts->end_fd - 1, END_CLOSE);
+	end_owed(ts, id >> 32, tid);
 	ts->mode = TM_IDLE;
 	ts->op_id = 0;
-	ts->end_fd = 0;
 	return 0;
 }
 
