@@ -59,17 +59,17 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 // ("What it costs") carries the same lines (TestCostTextInREADME).
 const costText = `Measured with sudo make bench and go run ./bench/http on a 2-CPU KVM VM (Linux 6.18,
 2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
-  default mode, the traced service: +116 to +120 ns per page fault (+14% to
+  default mode, the traced service: +116 to +124 ns per page fault (+14% to
     +15% of a 0.8 us fault), +256 to +267 ns per mmap or munmap, +47 to +49 ns
-    per read (two runs); the reference Node.js service under wrk: 0.96-1.00 of
-    untraced throughput (0.998, 0.961, 0.991: medians of 7 rounds, three
-    runs), p99 -5% to +3.5%; a plain Node.js http server at 100-110k
-    requests/s: +8% to +11% CPU per request (~1 us), 0.87-0.89 of untraced
+    per read (three runs); the reference Node.js service under wrk: 0.96-1.00
+    of untraced throughput (0.998, 0.961, 0.991, 0.970: medians of 7 rounds,
+    four runs), p99 -5% to +3.5%; a plain Node.js http server at 100-110k
+    requests/s: +5% to +11% CPU per request (0.5-1 us), 0.87-0.91 of untraced
     throughput with wrk on memdiag's CPU
-  default mode, every other process on the host: +30 ns per page fault;
-    every syscall goes through the kernel's syscall-tracing slow path and the
-    bit test of memdiag's raw sys_enter/sys_exit pair while memdiag runs:
-    +20 ns per syscall (read, getppid...), +26 to +36 ns per mmap or munmap
+  default mode, every other process on the host: +26 to +31 ns per page
+    fault; every syscall goes through the kernel's syscall-tracing slow path
+    and the bit test of memdiag's raw sys_enter/sys_exit pair while memdiag
+    runs: +20 ns per syscall (read, getppid...), +26 to +36 ns per mmap or munmap
   --exact-external: about 8 us per ArrayBuffer allocation or free (uprobe traps;
     -9% throughput on the reference service)
   --tls: about 36 us per HTTPS request parsed (uprobe; -14% throughput)
