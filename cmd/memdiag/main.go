@@ -70,15 +70,17 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
     fault; every syscall goes through the kernel's syscall-tracing slow path
     and the bit test of memdiag's raw sys_enter/sys_exit pair while memdiag
     runs: +20 ns per syscall (read, getppid...), +26 to +36 ns per mmap or munmap
-  --exact-external: about 8 us per ArrayBuffer allocation or free (uprobe traps;
-    -9% throughput on the reference service)
-  --tls: about 36 us per HTTPS request parsed (uprobe; -14% throughput)
-  --heap-sampling v8: +12% CPU per request at the 64 KiB interval, +2% at
+  --exact-external: a uprobe trap per ArrayBuffer allocation or free: -8%
+    throughput on the reference service, +9% CPU per request
+  --tls: a uprobe per HTTPS request parsed: -12% throughput, +14% CPU per
+    request (~25 us)
+  --heap-sampling v8: +19% CPU per request at the 64 KiB interval, +6% at
     1 MiB (a uprobe trap per sample; V8's own profiler a few percent)
   Go's memory profiler (default; turned on where the linker turned it off):
-    +1.7% CPU per request on a Go service allocating 1 MiB per request
-  --native-heap: every malloc and free traps: +192% (Python) to +250%
-    (Node.js) CPU per request; a diagnosis mode, for a bounded time
+    +5% CPU per request on a Go service allocating 1 MiB per request, default
+    mode included
+  --native-heap: every malloc and free traps: +247% (Node.js) to +249%
+    (Python) CPU per request; a diagnosis mode, for a bounded time
   memdiag itself: 14 MiB peak RSS in default mode, 14-15 MiB in the uprobe
     modes (attached to an idle process; 16 MiB under the reference service,
     dumps on and its 1 MiB ring buffer touched through), 1.4-1.5% of a core at
