@@ -7,14 +7,17 @@
  * through `pending` and charged on success to the current bucket's
  * virtual-memory counters (mapped, unmapped, made writable, advised free).
  * Every mapping is remembered with its owner bucket and class in `regions`,
- * one hash entry per mapping keyed by its start, so mmap and munmap of a
- * whole mapping cost O(1) map updates (the LPM trie before took up to 96
- * block updates per mmap, 5 µs). The mapping that holds an address (a
- * fault's class, an unmap or mprotect of part of a mapping) is found
- * through `region_index`: a mapping of level L (2^(L-1) < len <= 2^L) is
- * listed under the one or two aligned 2^L-byte chunks it meets, so one
- * lookup per level the process uses (`region_levels`) finds it. An mmap
- * without MAP_FIXED replaces nothing, so it looks nothing up.
+ * under the aligned chunk of its own size level where it starts: a mapping
+ * of level L (2^(L-1) < len <= 2^L) starts in the 2^L-byte chunk
+ * start >> L, which holds the starts of at most two mappings of that
+ * level. So an mmap is one map insert and an munmap of a whole mapping
+ * one lookup and one delete (the LPM trie before took up to 96 block
+ * updates per mmap, 5 µs; a table by start plus a chunk index after it,
+ * two to three of each), and the mapping that holds an address (a fault's
+ * class, an unmap or mprotect of part of a mapping) is in the address's
+ * chunk or the one before, at some level the process uses
+ * (`region_levels`). An mmap without MAP_FIXED replaces nothing, so it
+ * looks nothing up.
  * A writable mapping counts as retained by its owner until it is given
  * back; a PROT_NONE reservation (V8, glibc arenas) does not, and a later
  * mprotect that makes part of a native reservation writable (a glibc arena
@@ -35,35 +38,25 @@
 #ifndef MEMDIAG_MAPPINGS_BPF_H
 #define MEMDIAG_MAPPINGS_BPF_H
 
-/* struct region_key -> struct region: every mapping made while traced (and
- * those found at attach), one entry per mapping, by start. Unmapping gives
- * the memory back to whoever mapped it (an op's transient buffer freed
- * later by a GC nets out in the op's category), and a fault is external
- * when its mapping is the native allocator's. 65536: vm.max_map_count's
- * default is 65530 mappings per process. */
+/* struct region_key -> struct region_slots: every mapping made while
+ * traced (and those found at attach), under the aligned chunk of its own
+ * size level where it starts: one entry (usually) or one slot of an entry
+ * per mapping, so an mmap is one insert and an munmap of a whole mapping
+ * one lookup and one delete. Unmapping gives the memory back to whoever
+ * mapped it (an op's transient buffer freed later by a GC nets out in the
+ * op's category), and a fault is external when its mapping is the native
+ * allocator's. 65536: vm.max_map_count's default is 65530 mappings per
+ * process. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct region_key);
-	__type(value, struct region);
+	__type(value, struct region_slots);
 } regions SEC(".maps");
 
-/* struct region_chunk_key -> struct region_chunk: which mappings meet an
- * aligned chunk of their own size level, so the mapping that holds an
- * address is found with one lookup per level in use (region_levels)
- * instead of a walk. At most two entries per mapping. 131072: two per
- * entry of `regions`. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 131072);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct region_chunk_key);
-	__type(value, struct region_chunk);
-} region_index SEC(".maps");
-
 /* tgid -> bit L set when the process has (or had) a mapping of level L in
- * region_index: containment lookups try only those levels. Bits are only
+ * `regions`: containment lookups try only those levels. Bits are only
  * ever set (the kernel with an atomic or, userspace when it seeds).
  * 8192: as `targets`. */
 struct {
@@ -216,59 +209,21 @@ static __always_inline u64 chunk_of(u64 addr, u32 level)
 	return ((addr >> level) << 6) | level;
 }
 
+/* The chunk before chunk, of the same level (~0 before the first). */
+static __always_inline u64 chunk_before(u64 chunk)
+{
+	return chunk >= 64 ? chunk - 64 : ~0ULL;
+}
+
+/* Whether a slot holds a mapping (not free, not being written). */
+static __always_inline int slot_live(const struct region *r)
+{
+	return r->len > REGION_CLAIMED;
+}
+
 /* The table's functions below are global (verified once each, not at
  * every call site: inlined, the unmap loop's paths multiply past the
- * verifier's limit); they return 0. */
-
-/* Claims a slot for [start, end) in the chunk entry (tgid, gen, chunk). */
-__noinline int index_put(u32 tgid, u32 gen, u64 chunk, u64 start, u64 end)
-{
-	struct region_chunk_key k = { .tgid = tgid, .gen = gen, .chunk = chunk };
-	struct region_chunk_key *key = &k;
-	/* Most chunks are new: create the entry with the slot filled, one
-	 * map operation; an existing one gets a slot claimed below. */
-	struct region_chunk fresh = { .start = { start }, .end = { end } };
-	if (!bpf_map_update_elem(&region_index, key, &fresh, BPF_NOEXIST))
-		return 0;
-	struct region_chunk *c = bpf_map_lookup_elem(&region_index, key);
-	if (!c) {
-		stat_inc(ST_REGION_OVERFLOW);
-		return 0;
-	}
-	/* Claim by start (compare-and-swap), then publish end: a reader
-	 * that sees the start before the end matches nothing. */
-	for (int i = 0; i < CHUNK_SLOTS; i++) {
-		if (c->start[i] == 0 && __sync_val_compare_and_swap(&c->start[i], 0, start) == 0) {
-			c->end[i] = end;
-			return 0;
-		}
-	}
-	stat_inc(ST_REGION_OVERFLOW);
-	return 0;
-}
-
-/* Frees the slot of start in the chunk entry (tgid, gen, chunk); an
- * entry left empty goes. */
-__noinline int index_del(u32 tgid, u32 gen, u64 chunk, u64 start)
-{
-	struct region_chunk_key k = { .tgid = tgid, .gen = gen, .chunk = chunk };
-	struct region_chunk_key *key = &k;
-	struct region_chunk *c = bpf_map_lookup_elem(&region_index, key);
-	if (!c)
-		return 0;
-	int used = 0;
-	for (int i = 0; i < CHUNK_SLOTS; i++) {
-		if (c->start[i] == start) {
-			c->end[i] = 0;
-			c->start[i] = 0;
-		} else if (c->start[i]) {
-			used = 1;
-		}
-	}
-	if (!used)
-		bpf_map_delete_elem(&region_index, key);
-	return 0;
-}
+ * verifier's limit). */
 
 /* Something in the table changed: per-CPU caches of a fault's mapping
  * (last_faults) are stale. */
@@ -280,46 +235,75 @@ static __always_inline void regions_changed(void)
 		__sync_fetch_and_add(epoch, 1);
 }
 
-/* Forgets the mapping [start, start + len) of tgid's image gen. */
+/* Forgets the mapping [start, start + len) of tgid's image gen: frees its
+ * slot; an entry left empty goes. Returns 0. */
 __noinline int region_drop(u32 tgid, u32 gen, u64 start, u64 len)
 {
-	u64 end = start + len;
-	u32 level = region_level(len);
-	u64 first = chunk_of(start, level), last = chunk_of(end - 1, level);
-	index_del(tgid, gen, first, start);
-	if (last != first)
-		index_del(tgid, gen, last, start);
-	struct region_key rk = { .tgid = tgid, .gen = gen, .start = start };
-	bpf_map_delete_elem(&regions, &rk);
+	struct region_key k = { .tgid = tgid, .gen = gen, .chunk = chunk_of(start, region_level(len)) };
+	struct region_key *key = &k;
+	struct region_slots *s = bpf_map_lookup_elem(&regions, key);
+	if (!s)
+		return 0;
+	int used = 0;
+	for (int i = 0; i < REGION_SLOTS; i++) {
+		if (slot_live(&s->r[i]) && s->r[i].start == start)
+			s->r[i].len = 0;
+		else if (s->r[i].len)
+			used = 1;
+	}
+	if (!used)
+		bpf_map_delete_elem(&regions, key);
 	regions_changed();
 	return 0;
 }
 
-/* Stores the mapping r (NULL: nothing): one regions entry, one or two
- * index slots, and its level in region_levels. An older entry with the
- * same start (a mapping whose end memdiag did not see) is dropped first. */
+/* Stores the mapping r (NULL: nothing) in a slot of its chunk's entry: a
+ * new entry with the slot filled (one map operation, most mappings), or
+ * a slot claimed in the existing one. Mappings never overlap, so a slot
+ * whose mapping overlaps r holds one whose end memdiag did not see: it is
+ * taken over. Returns 0. */
 __noinline int region_put(u32 tgid, struct region *r)
 {
-	if (!r || !r->len)
+	if (!r || r->len <= REGION_CLAIMED)
 		return 0;
-	struct region_key rk = { .tgid = tgid, .gen = r->gen, .start = r->start };
-	long err = bpf_map_update_elem(&regions, &rk, r, BPF_NOEXIST);
-	if (err == -EEXIST) {
-		struct region *old = bpf_map_lookup_elem(&regions, &rk);
-		if (old)
-			region_drop(tgid, old->gen, old->start, old->len);
-		err = bpf_map_update_elem(&regions, &rk, r, BPF_ANY);
-	}
-	if (err) {
+	u32 level = region_level(r->len);
+	struct region_key k = { .tgid = tgid, .gen = r->gen, .chunk = chunk_of(r->start, level) };
+	struct region_key *key = &k;
+	struct region_slots fresh = {};
+	fresh.r[0] = *r;
+	long err = bpf_map_update_elem(&regions, key, &fresh, BPF_NOEXIST);
+	if (err == 0)
+		goto stored;
+	struct region_slots *s = bpf_map_lookup_elem(&regions, key);
+	if (!s) {
 		stat_inc(ST_REGION_OVERFLOW);
 		return 0;
 	}
-	u64 start = r->start, end = r->start + r->len;
-	u32 level = region_level(r->len);
-	u64 first = chunk_of(start, level), last = chunk_of(end - 1, level);
-	index_put(tgid, r->gen, first, start, end);
-	if (last != first)
-		index_put(tgid, r->gen, last, start, end);
+	u64 end = r->start + r->len;
+	for (int i = 0; i < REGION_SLOTS; i++) {
+		struct region *o = &s->r[i];
+		u64 olen = o->len;
+		if (olen > REGION_CLAIMED && o->start < end && r->start < o->start + olen)
+			__sync_val_compare_and_swap(&o->len, olen, 0); /* stale: free it */
+	}
+	/* Claim a free slot (compare-and-swap of its len), write it, then
+	 * publish its len: a reader skips a slot being written. */
+	for (int i = 0; i < REGION_SLOTS; i++) {
+		struct region *o = &s->r[i];
+		if (o->len == 0 && __sync_val_compare_and_swap(&o->len, 0, REGION_CLAIMED) == 0) {
+			o->start = r->start;
+			o->owner = r->owner;
+			o->class = r->class;
+			o->counted = r->counted;
+			o->gen = r->gen;
+			barrier();
+			o->len = r->len;
+			goto stored;
+		}
+	}
+	stat_inc(ST_REGION_OVERFLOW);
+	return 0;
+stored:;
 	u64 bit = 1ULL << level;
 	u64 *levels = bpf_map_lookup_elem(&region_levels, &tgid);
 	if (!levels) {
@@ -340,22 +324,47 @@ static __always_inline u32 exec_gen(u32 tgid)
 	return t ? t->gen : 0;
 }
 
-/* The mapping of tgid's current image that starts at start, or NULL. */
-static __always_inline struct region *region_from(u32 tgid, u32 gen, u64 start)
+/* Copies into out the mapping of chunk's entry that holds addr (exact:
+ * that starts at addr); returns 1 when there is one. */
+static __always_inline int slots_find(u32 tgid, u32 gen, u64 chunk, u64 addr, int exact, struct region *out)
 {
-	struct region_key rk = { .tgid = tgid, .gen = gen, .start = start };
-	return bpf_map_lookup_elem(&regions, &rk);
+	struct region_key k = { .tgid = tgid, .gen = gen, .chunk = chunk };
+	struct region_slots *s = bpf_map_lookup_elem(&regions, &k);
+	if (!s)
+		return 0;
+	for (int i = 0; i < REGION_SLOTS; i++) {
+		struct region *o = &s->r[i];
+		u64 start = o->start, len = o->len;
+		if (len <= REGION_CLAIMED || start > addr || (exact ? start != addr : addr - start >= len))
+			continue;
+		*out = *o;
+		/* A slot freed and claimed again while copied: not this one. */
+		if (out->start != start || out->len != len)
+			return 0;
+		return 1;
+	}
+	return 0;
+}
+
+/* Copies into out the mapping of tgid's image gen that starts at start
+ * and is len bytes long, if the table has it; returns 1 when it does. */
+__noinline int region_exact(u32 tgid, u32 gen, u64 start, u64 len, struct region *out)
+{
+	if (!out)
+		return 0;
+	return slots_find(tgid, gen, chunk_of(start, region_level(len)), start, 1, out) && out->len == len;
 }
 
 struct find_ctx {
+	struct region *out;
 	u64 addr;
 	u64 levels;
-	u64 found; /* start of the mapping that holds addr, 0 if none yet */
 	u32 tgid;
 	u32 gen;
+	u32 found;
 };
 
-/* One level of region_at: bpf_loop callback, returns 1 to stop. */
+/* One level of region_find: bpf_loop callback, returns 1 to stop. */
 static long find_step(u64 i, struct find_ctx *c)
 {
 	u32 level = MIN_LEVEL + (u32)i;
@@ -363,57 +372,48 @@ static long find_step(u64 i, struct find_ctx *c)
 		return 1; /* no mapping of this level or above */
 	if (!((c->levels >> level) & 1))
 		return 0;
-	struct region_chunk_key ck = { .tgid = c->tgid, .gen = c->gen, .chunk = chunk_of(c->addr, level) };
-	struct region_chunk *rc = bpf_map_lookup_elem(&region_index, &ck);
-	if (!rc)
-		return 0;
-	for (int s = 0; s < CHUNK_SLOTS; s++) {
-		u64 start = rc->start[s], end = rc->end[s];
-		if (start && start <= c->addr && c->addr < end) {
-			c->found = start;
-			return 1;
-		}
+	u64 chunk = chunk_of(c->addr, level);
+	if (slots_find(c->tgid, c->gen, chunk, c->addr, 0, c->out) ||
+	    slots_find(c->tgid, c->gen, chunk_before(chunk), c->addr, 0, c->out)) {
+		c->found = 1;
+		return 1;
 	}
 	return 0;
 }
 
-/* Returns the start of the mapping of tgid's image gen that holds addr, 0
- * when none: one index lookup per level the process uses. Global:
- * verified once. */
-__noinline u64 region_find(u32 tgid, u32 gen, u64 addr)
+/* Copies into out the mapping of tgid's image gen that holds addr;
+ * returns 1 when there is one: two entry lookups per level the process
+ * uses. */
+__noinline int region_find(u32 tgid, u32 gen, u64 addr, struct region *out)
 {
+	if (!out)
+		return 0;
 	u64 *levels = bpf_map_lookup_elem(&region_levels, &tgid);
 	if (!levels)
 		return 0;
-	struct find_ctx c = { .addr = addr, .levels = *levels, .tgid = tgid, .gen = gen };
+	struct find_ctx c = { .out = out, .addr = addr, .levels = *levels, .tgid = tgid, .gen = gen };
 	bpf_loop(MAX_LEVEL - MIN_LEVEL + 1, find_step, &c, 0);
 	return c.found;
 }
 
-/* Returns the mapping of the process's current image that holds addr, or
- * NULL: a lookup by start first (unmapping usually names one), else
- * through the index. */
-static __always_inline struct region *region_at_gen(u32 tgid, u32 gen, u64 addr)
+/* Copies into out the mapping of the process's image gen that holds
+ * addr; returns 1 when there is one. len is a guess of its length (the
+ * range a syscall names usually is one whole mapping): one lookup when
+ * right, else a search through every level. */
+static __always_inline int region_at_gen(u32 tgid, u32 gen, u64 addr, u64 len, struct region *out)
 {
-	struct region *r = region_from(tgid, gen, addr);
-	if (r)
-		return r;
-	u64 start = region_find(tgid, gen, addr);
-	if (!start)
-		return NULL;
-	r = region_from(tgid, gen, start);
-	if (r && (addr < r->start || addr - r->start >= r->len))
-		return NULL;
-	return r;
+	if (len && region_exact(tgid, gen, addr, len, out))
+		return 1;
+	return region_find(tgid, gen, addr, out);
 }
 
 /* region_at_gen for the process's current image. */
-static __always_inline struct region *region_at(u32 tgid, u64 addr)
+static __always_inline int region_at(u32 tgid, u64 addr, struct region *out)
 {
 	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
 	if (!t)
-		return NULL;
-	return region_at_gen(tgid, t->gen, addr);
+		return 0;
+	return region_at_gen(tgid, t->gen, addr, 0, out);
 }
 
 /* The class of the mapping this thread last faulted in. */
@@ -430,15 +430,15 @@ static __always_inline u32 fault_class(u32 tgid, u32 tid)
 	if (lf->cache_tgid == tgid && lf->cache_epoch == now &&
 	    lf->addr >= lf->cache_start && lf->addr < lf->cache_end)
 		return lf->cache_class;
-	struct region *r = region_at(tgid, lf->addr);
-	if (!r)
+	struct region r;
+	if (!region_at(tgid, lf->addr, &r))
 		return RC_UNKNOWN;
 	lf->cache_tgid = tgid;
 	lf->cache_epoch = now;
-	lf->cache_start = r->start;
-	lf->cache_end = r->start + r->len;
-	lf->cache_class = r->class;
-	return r->class;
+	lf->cache_start = r.start;
+	lf->cache_end = r.start + r.len;
+	lf->cache_class = r.class;
+	return r.class;
 }
 
 /* The bucket a mapping's owner is credited through: an op that has ended
@@ -495,14 +495,13 @@ static long unmap_step(u64 i, struct unmap_ctx *c)
 		c->done = 1;
 		return 1;
 	}
-	/* The first mapping holds a; the next ones start where the last
-	 * one ended, or there is a gap. */
-	struct region *found = i == 0 ? region_at_gen(c->tgid, c->gen, c->a) : region_from(c->tgid, c->gen, c->a);
-	if (!found) {
+	/* The first mapping holds a (and is usually all of [a, b)); the
+	 * next ones start where the last one ended, or there is a gap. */
+	struct region r;
+	if (!region_at_gen(c->tgid, c->gen, c->a, i == 0 ? c->b - c->a : 0, &r) || (i && r.start != c->a)) {
 		c->done = 1;
 		return 1; /* a gap: what follows was mapped before tracing */
 	}
-	struct region r = *found;
 	u64 end = r.start + r.len;
 	region_drop(c->tgid, r.gen, r.start, r.len);
 	u64 lo = c->a > r.start ? c->a : r.start, hi = c->b < end ? c->b : end;
@@ -635,10 +634,10 @@ static __always_inline void release_begin(u32 tgid, u32 gen, u32 tid, u64 a, u64
 	if (forget) {
 		unmap_range(tgid, gen, a, b, &rel);
 	} else {
-		struct region *r = region_at_gen(tgid, gen, a);
-		if (!r)
+		struct region r;
+		if (!region_at_gen(tgid, gen, a, b - a, &r))
 			return;
-		rel.class = r->class; /* madvise: only what it held, not whose */
+		rel.class = r.class; /* madvise: only what it held, not whose */
 	}
 	struct releasing_slot *slot = bpf_task_storage_get(&releasing, bpf_get_current_task_btf(), 0,
 							   BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -690,13 +689,8 @@ static __noinline int on_exit_mremap(s64 ret)
 	/* The mapping moved or resized: it keeps its class; the part that
 	 * grew is the current thread's. */
 	u32 gen = exec_gen(tgid);
-	struct region *r = region_at_gen(tgid, gen, old);
 	struct region moved = {};
-	int found = 0;
-	if (r) {
-		moved = *r;
-		found = 1;
-	}
+	int found = region_at_gen(tgid, gen, old, old_len, &moved);
 	u32 class = moved.class;
 	struct releasing rel = {};
 	unmap_range(tgid, gen, old, old + old_len, &rel);
@@ -772,10 +766,10 @@ static __noinline int on_exit_mprotect(s64 ret)
 	 * them, and its heap is measured by its sampler. A range already
 	 * writable (W^X flips) changes no owner. */
 	u32 gen = exec_gen(tgid);
-	struct region *r = region_at_gen(tgid, gen, a);
-	if (!r || r->counted || r->class != RC_NATIVE || a + len > r->start + r->len)
+	struct region r;
+	if (!region_at_gen(tgid, gen, a, len, &r) || r.counted || r.class != RC_NATIVE || a + len > r.start + r.len)
 		return 0;
-	u32 class = r->class;
+	u32 class = r.class;
 	struct releasing rel = {};
 	unmap_range(tgid, gen, a, a + len, &rel);
 	map_region(tgid, tid, a, len, class, RG_HEAP);

@@ -241,31 +241,16 @@ enum region_class {
 	RC_SHARED = 5,  /* shared anonymous memory */
 };
 
-/* Key of the regions hash: one entry per mapping, by its start. */
+/* Key of the region table: the mappings of one level (2^(level-1) < len
+ * <= 2^level bytes; level 12 for one page) that start in the aligned chunk
+ * [chunk << level, (chunk + 1) << level). A chunk holds the starts of at
+ * most two mappings of its level (each is longer than half a chunk), and
+ * the mapping that holds an address of a chunk starts in that chunk or the
+ * one before. */
 struct region_key {
 	u32 tgid;
 	u32 gen;   /* the process's exec generation: older images' mappings are never found */
-	u64 start;
-};
-
-/* Key of the region index, for containment lookups: the mappings of one
- * level (2^(level-1) < len <= 2^level bytes; level 12 for one page) that
- * meet the aligned chunk [chunk << level, (chunk + 1) << level). A mapping
- * meets at most two chunks of its level, and a chunk meets at most three
- * mappings of its level (each is longer than half a chunk). */
-struct region_chunk_key {
-	u32 tgid;
-	u32 gen;
-	u64 chunk; /* (addr >> level) << 6 | level */
-};
-
-#define CHUNK_SLOTS 4
-
-/* The mappings of a region_chunk_key: [start, end) per slot, start 0 when
- * the slot is free. */
-struct region_chunk {
-	u64 start[CHUNK_SLOTS];
-	u64 end[CHUNK_SLOTS];
+	u64 chunk; /* (start >> level) << 6 | level */
 };
 
 /* How a region counts in its owner's retained bytes. */
@@ -278,12 +263,20 @@ enum region_counted {
 /* A mapping made while traced (or found at attach), with its owner. */
 struct region {
 	u64 start;
-	u64 len;
+	u64 len;                 /* 0: a free slot; REGION_CLAIMED: being written */
 	struct bucket_key owner; /* the bucket of whoever mapped it */
 	u32 class;               /* enum region_class */
 	u32 counted;             /* enum region_counted: counted in the owner's retained bytes, and how */
 	u32 gen;                 /* the process's exec generation when mapped: older ones are gone */
 	u32 _pad;
+};
+
+#define REGION_SLOTS 2
+#define REGION_CLAIMED 1 /* a slot's len while its claimer writes it (no mapping is 1 byte) */
+
+/* The mappings of a region_key, one per slot. */
+struct region_slots {
+	struct region r[REGION_SLOTS];
 };
 
 /* While a thread gives memory back (munmap, madvise, brk shrink): who

@@ -274,19 +274,6 @@ type memdiagRegion struct {
 	Pad     uint32
 }
 
-type memdiagRegionChunk struct {
-	_     structs.HostLayout
-	Start [4]uint64
-	End   [4]uint64
-}
-
-type memdiagRegionChunkKey struct {
-	_     structs.HostLayout
-	Tgid  uint32
-	Gen   uint32
-	Chunk uint64
-}
-
 type memdiagRegionClass uint32
 
 const (
@@ -302,7 +289,12 @@ type memdiagRegionKey struct {
 	_     structs.HostLayout
 	Tgid  uint32
 	Gen   uint32
-	Start uint64
+	Chunk uint64
+}
+
+type memdiagRegionSlots struct {
+	_ structs.HostLayout
+	R [2]memdiagRegion
 }
 
 type memdiagReleasingSlot struct {
@@ -448,7 +440,6 @@ const (
 	memdiagMapOutstanding           = "outstanding"
 	memdiagMapPending               = "pending"
 	memdiagMapPercpuProbe           = "percpu_probe"
-	memdiagMapRegionIndex           = "region_index"
 	memdiagMapRegionLevels          = "region_levels"
 	memdiagMapRegions               = "regions"
 	memdiagMapRegionsEpoch          = "regions_epoch"
@@ -516,10 +507,9 @@ const (
 	memdiagVarUnusedOpKind          = "unused_op_kind"
 	memdiagVarUnusedOpPairEvent     = "unused_op_pair_event"
 	memdiagVarUnusedRegion          = "unused_region"
-	memdiagVarUnusedRegionChunk     = "unused_region_chunk"
-	memdiagVarUnusedRegionChunkKey  = "unused_region_chunk_key"
 	memdiagVarUnusedRegionClass     = "unused_region_class"
 	memdiagVarUnusedRegionKey       = "unused_region_key"
+	memdiagVarUnusedRegionSlots     = "unused_region_slots"
 	memdiagVarUnusedRssMember       = "unused_rss_member"
 	memdiagVarUnusedSockInfo        = "unused_sock_info"
 	memdiagVarUnusedSockRole        = "unused_sock_role"
@@ -621,7 +611,6 @@ type memdiagMapSpecs struct {
 	Outstanding    *ebpf.MapSpec `ebpf:"outstanding"`
 	Pending        *ebpf.MapSpec `ebpf:"pending"`
 	PercpuProbe    *ebpf.MapSpec `ebpf:"percpu_probe"`
-	RegionIndex    *ebpf.MapSpec `ebpf:"region_index"`
 	RegionLevels   *ebpf.MapSpec `ebpf:"region_levels"`
 	Regions        *ebpf.MapSpec `ebpf:"regions"`
 	RegionsEpoch   *ebpf.MapSpec `ebpf:"regions_epoch"`
@@ -671,10 +660,9 @@ type memdiagVariableSpecs struct {
 	UnusedOpKind          *ebpf.VariableSpec `ebpf:"unused_op_kind"`
 	UnusedOpPairEvent     *ebpf.VariableSpec `ebpf:"unused_op_pair_event"`
 	UnusedRegion          *ebpf.VariableSpec `ebpf:"unused_region"`
-	UnusedRegionChunk     *ebpf.VariableSpec `ebpf:"unused_region_chunk"`
-	UnusedRegionChunkKey  *ebpf.VariableSpec `ebpf:"unused_region_chunk_key"`
 	UnusedRegionClass     *ebpf.VariableSpec `ebpf:"unused_region_class"`
 	UnusedRegionKey       *ebpf.VariableSpec `ebpf:"unused_region_key"`
+	UnusedRegionSlots     *ebpf.VariableSpec `ebpf:"unused_region_slots"`
 	UnusedRssMember       *ebpf.VariableSpec `ebpf:"unused_rss_member"`
 	UnusedSockInfo        *ebpf.VariableSpec `ebpf:"unused_sock_info"`
 	UnusedSockRole        *ebpf.VariableSpec `ebpf:"unused_sock_role"`
@@ -724,7 +712,6 @@ type memdiagMaps struct {
 	Outstanding    *ebpf.Map `ebpf:"outstanding"`
 	Pending        *ebpf.Map `ebpf:"pending"`
 	PercpuProbe    *ebpf.Map `ebpf:"percpu_probe"`
-	RegionIndex    *ebpf.Map `ebpf:"region_index"`
 	RegionLevels   *ebpf.Map `ebpf:"region_levels"`
 	Regions        *ebpf.Map `ebpf:"regions"`
 	RegionsEpoch   *ebpf.Map `ebpf:"regions_epoch"`
@@ -764,7 +751,6 @@ func (m *memdiagMaps) Close() error {
 		m.Outstanding,
 		m.Pending,
 		m.PercpuProbe,
-		m.RegionIndex,
 		m.RegionLevels,
 		m.Regions,
 		m.RegionsEpoch,
@@ -815,10 +801,9 @@ type memdiagVariables struct {
 	UnusedOpKind          *ebpf.Variable `ebpf:"unused_op_kind"`
 	UnusedOpPairEvent     *ebpf.Variable `ebpf:"unused_op_pair_event"`
 	UnusedRegion          *ebpf.Variable `ebpf:"unused_region"`
-	UnusedRegionChunk     *ebpf.Variable `ebpf:"unused_region_chunk"`
-	UnusedRegionChunkKey  *ebpf.Variable `ebpf:"unused_region_chunk_key"`
 	UnusedRegionClass     *ebpf.Variable `ebpf:"unused_region_class"`
 	UnusedRegionKey       *ebpf.Variable `ebpf:"unused_region_key"`
+	UnusedRegionSlots     *ebpf.Variable `ebpf:"unused_region_slots"`
 	UnusedRssMember       *ebpf.Variable `ebpf:"unused_rss_member"`
 	UnusedSockInfo        *ebpf.Variable `ebpf:"unused_sock_info"`
 	UnusedSockRole        *ebpf.Variable `ebpf:"unused_sock_role"`

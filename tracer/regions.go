@@ -159,10 +159,7 @@ func (t *Tracer) forgetRegions(pids []uint32, all bool) error {
 		}
 	}
 	errs := []error{
-		deleteWhere(t.objs.Regions, "regions", func(k memdiagRegionKey, _ memdiagRegion) bool {
-			return dead[k.Tgid] && (all || k.Gen != gens[k.Tgid])
-		}),
-		deleteWhere(t.objs.RegionIndex, "the region index", func(k memdiagRegionChunkKey, _ memdiagRegionChunk) bool {
+		deleteWhere(t.objs.Regions, "regions", func(k memdiagRegionKey, _ memdiagRegionSlots) bool {
 			return dead[k.Tgid] && (all || k.Gen != gens[k.Tgid])
 		}),
 	}

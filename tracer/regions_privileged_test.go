@@ -167,10 +167,9 @@ func TestRegionTableMatchesModel(t *testing.T) {
 	var model regionModel
 	learn := func(start, n uint64, counted uint32) {
 		t.Helper()
-		var r memdiagRegion
-		key := memdiagRegionKey{Tgid: pid, Gen: genOf(t, tr, pid), Start: start}
-		if err := tr.objs.Regions.Lookup(&key, &r); err != nil || r.Len != n {
-			t.Fatalf("new mapping %#x+%#x: table has %+v (%v)", start, n, r, err)
+		r, ok, err := tr.regionAt(pid, genOf(t, tr, pid), start)
+		if err != nil || !ok || r.Start != start || r.Len != n {
+			t.Fatalf("new mapping %#x+%#x: table has %+v (found %v, %v)", start, n, r, ok, err)
 		}
 		model.add(modelRegion{start: start, len: n, class: r.Class, counted: counted})
 	}
@@ -269,12 +268,18 @@ func checkRegions(t *testing.T, tr *Tracer, pid uint32, base, span uint64, model
 	t.Helper()
 	var (
 		k   memdiagRegionKey
-		v   memdiagRegion
+		s   memdiagRegionSlots
 		got []modelRegion
 	)
 	it := tr.objs.Regions.Iterate()
-	for it.Next(&k, &v) {
-		if k.Tgid == pid && k.Start >= base && k.Start < base+span {
+	for it.Next(&k, &s) {
+		for _, v := range s.R {
+			if k.Tgid != pid || v.Len <= regionClaimed || v.Start < base || v.Start >= base+span {
+				continue
+			}
+			if want := chunkOf(v.Start, regionLevel(v.Len)); k.Chunk != want {
+				t.Fatalf("step %d (%s): mapping %#x+%#x is under chunk %#x, not %#x", step, last, v.Start, v.Len, k.Chunk, want)
+			}
 			got = append(got, modelRegion{start: v.Start, len: v.Len, class: v.Class, counted: v.Counted})
 		}
 	}

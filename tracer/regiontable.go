@@ -8,20 +8,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// The region table (bpf/mappings.bpf.h): one `regions` entry per mapping,
-// keyed by (tgid, exec generation, start), and the `region_index` that
-// finds the mapping holding an address. A mapping of len bytes has the
-// level L = max(12, ceil(log2(len))); it is listed in the index under the
-// aligned chunks of 2^L bytes it meets (one or two), and a chunk lists at
-// most three mappings of its level. The mapping holding addr is in the
-// chunk addr >> L of some level L the process uses (`region_levels`).
-// These functions mirror the kernel's, for seeding at attach and for
-// tests that check the kernel's table.
+// The region table (bpf/mappings.bpf.h): a mapping of len bytes has the
+// level L = max(12, ceil(log2(len))) and is stored in a slot of the
+// `regions` entry keyed by (tgid, exec generation, the aligned chunk of
+// 2^L bytes where it starts). A chunk holds the starts of at most two
+// mappings of its level, and the mapping that holds addr starts in the
+// chunk addr >> L or the one before, for some level L the process uses
+// (`region_levels`). These functions mirror the kernel's, for seeding at
+// attach and for tests that check the kernel's table.
 
 const (
 	minRegionLevel = 12
 	maxRegionLevel = 57
-	chunkSlots     = 4
+	regionClaimed  = 1 // REGION_CLAIMED: a slot being written
 )
 
 // regionLevel mirrors region_level.
@@ -37,57 +36,45 @@ func chunkOf(addr uint64, level uint32) uint64 {
 	return addr>>level<<6 | uint64(level)
 }
 
-// regionChunks lists the index chunks of [start, start+n).
-func regionChunks(start, n uint64) []uint64 {
-	l := regionLevel(n)
-	first, last := chunkOf(start, l), chunkOf(start+n-1, l)
-	if first == last {
-		return []uint64{first}
-	}
-	return []uint64{first, last}
-}
-
-// errChunkFull says an index chunk had no free slot.
-var errChunkFull = errors.New("region index chunk full")
+// errChunkFull says a chunk had no free slot.
+var errChunkFull = errors.New("region table chunk full")
 
 // putRegion stores a mapping found at attach, as region_put does; one the
 // kernel stored already (mapped since attach) is left alone.
 func (t *Tracer) putRegion(tgid uint32, r *memdiagRegion) error {
-	if r.Len == 0 {
+	if r.Len <= regionClaimed {
 		return nil
 	}
-	key := memdiagRegionKey{Tgid: tgid, Gen: r.Gen, Start: r.Start}
-	if err := t.objs.Regions.Update(&key, r, ebpf.UpdateNoExist); err != nil {
-		if errors.Is(err, ebpf.ErrKeyExist) {
-			return nil
-		}
-		return fmt.Errorf("seeding the region table: %w", err)
+	level := regionLevel(r.Len)
+	key := memdiagRegionKey{Tgid: tgid, Gen: r.Gen, Chunk: chunkOf(r.Start, level)}
+	var s memdiagRegionSlots
+	if err := t.objs.Regions.Lookup(&key, &s); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("reading the region table: %w", err)
 	}
-	for _, c := range regionChunks(r.Start, r.Len) {
-		ck := memdiagRegionChunkKey{Tgid: tgid, Gen: r.Gen, Chunk: c}
-		var rc memdiagRegionChunk
-		if err := t.objs.RegionIndex.Lookup(&ck, &rc); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("reading the region index: %w", err)
+	free := -1
+	for i, o := range s.R {
+		if o.Len > regionClaimed && o.Start < r.Start+r.Len && r.Start < o.Start+o.Len {
+			return nil // the kernel's, mapped since attach
 		}
-		free := -1
-		for i := range chunkSlots {
-			if rc.Start[i] == 0 && free < 0 {
-				free = i
-			}
+		if o.Len == 0 && free < 0 {
+			free = i
 		}
-		if free < 0 {
-			return fmt.Errorf("seeding mapping %#x+%#x: %w", r.Start, r.Len, errChunkFull)
-		}
-		rc.Start[free], rc.End[free] = r.Start, r.Start+r.Len
-		if err := t.objs.RegionIndex.Update(&ck, &rc, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("seeding the region index: %w", err)
-		}
+	}
+	if free < 0 {
+		return fmt.Errorf("seeding mapping %#x+%#x: %w", r.Start, r.Len, errChunkFull)
+	}
+	// The kernel may claim the same slot meanwhile: a mapping made since
+	// attach in this very chunk, which the update would overwrite. The
+	// attach seeds before the kernel's hooks see the process map much.
+	s.R[free] = *r
+	if err := t.objs.Regions.Update(&key, &s, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("seeding the region table: %w", err)
 	}
 	// The kernel sets bits with an atomic or; this read-modify-write can
 	// lose one it sets in between, until its next mapping of that level.
 	var levels uint64
 	_ = t.objs.RegionLevels.Lookup(&tgid, &levels)
-	if bit := uint64(1) << regionLevel(r.Len); levels&bit == 0 {
+	if bit := uint64(1) << level; levels&bit == 0 {
 		levels |= bit
 		if err := t.objs.RegionLevels.Update(&tgid, &levels, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("seeding region levels: %w", err)
@@ -96,39 +83,36 @@ func (t *Tracer) putRegion(tgid uint32, r *memdiagRegion) error {
 	return nil
 }
 
-// regionAt finds the mapping of tgid's image gen that holds addr through
-// the index, as region_at does.
+// regionAt finds the mapping of tgid's image gen that holds addr, as
+// region_find does.
 func (t *Tracer) regionAt(tgid, gen uint32, addr uint64) (memdiagRegion, bool, error) {
-	var r memdiagRegion
-	key := memdiagRegionKey{Tgid: tgid, Gen: gen, Start: addr}
-	if err := t.objs.Regions.Lookup(&key, &r); err == nil {
-		return r, true, nil
-	}
 	var levels uint64
 	if err := t.objs.RegionLevels.Lookup(&tgid, &levels); err != nil {
-		return r, false, nil
+		return memdiagRegion{}, false, nil
 	}
 	for l := uint32(minRegionLevel); l <= maxRegionLevel && levels>>l != 0; l++ {
 		if levels>>l&1 == 0 {
 			continue
 		}
-		ck := memdiagRegionChunkKey{Tgid: tgid, Gen: gen, Chunk: chunkOf(addr, l)}
-		var rc memdiagRegionChunk
-		if err := t.objs.RegionIndex.Lookup(&ck, &rc); err != nil {
-			continue
-		}
-		for i := range chunkSlots {
-			if rc.Start[i] != 0 && rc.Start[i] <= addr && addr < rc.End[i] {
-				key.Start = rc.Start[i]
-				if err := t.objs.Regions.Lookup(&key, &r); err != nil {
-					return r, false, fmt.Errorf("index lists %#x, the table has no such mapping: %w", rc.Start[i], err)
+		c := chunkOf(addr, l)
+		for _, chunk := range []uint64{c, c - 64} {
+			if chunk > c {
+				continue // before the first chunk
+			}
+			key := memdiagRegionKey{Tgid: tgid, Gen: gen, Chunk: chunk}
+			var s memdiagRegionSlots
+			if err := t.objs.Regions.Lookup(&key, &s); err != nil {
+				continue
+			}
+			for _, o := range s.R {
+				if o.Len > regionClaimed && o.Start <= addr && addr-o.Start < o.Len {
+					if regionLevel(o.Len) != l {
+						return o, false, fmt.Errorf("mapping %#x+%#x is in a chunk of level %d", o.Start, o.Len, l)
+					}
+					return o, true, nil
 				}
-				if addr < r.Start || addr-r.Start >= r.Len {
-					return r, false, fmt.Errorf("index lists %#x for %#x, the mapping is %#x+%#x", rc.Start[i], addr, r.Start, r.Len)
-				}
-				return r, true, nil
 			}
 		}
 	}
-	return r, false, nil
+	return memdiagRegion{}, false, nil
 }
