@@ -83,13 +83,18 @@ struct {
  * hash by tid: the kernel keeps it in the task (no hashing, no lock, no
  * delete per syscall; a hash cost three map operations, ~100 ns, per
  * hooked syscall) and frees it with the thread. Created for target
- * threads only. `valid` is 1 from entry to exit. */
+ * threads only. `valid` is 1 from entry to exit; `releasing` is 1 from
+ * the entry to the exit of a syscall that gives memory back (munmap, brk
+ * shrinking, madvise: mappings.bpf.h), while `rel` says whose it was, for
+ * the RSS decreases on the way (rss.bpf.h). */
 struct pending {
 	u64 args[5];
 };
 struct pending_slot {
 	struct pending p;
-	u64 valid;
+	u32 valid;
+	u32 releasing;
+	struct releasing rel;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -283,17 +288,20 @@ static __always_inline void submit(void *e)
 	bpf_ringbuf_submit(e, avail >= size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
-/* Saves p as the current thread's syscall arguments, until its exit. */
-static __always_inline void put_args(struct pending *p)
+/* Saves p as the current thread's syscall arguments, until its exit;
+ * returns the thread's slot (NULL when it could not be made). */
+static __always_inline struct pending_slot *put_args(struct pending *p)
 {
 	struct pending_slot *slot = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
 							 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!slot) {
 		stat_inc(ST_PENDING_OVERFLOW);
-		return;
+		return NULL;
 	}
 	slot->p = *p;
 	slot->valid = 1;
+	slot->releasing = 0;
+	return slot;
 }
 
 /* Saves the first n (<= 3) syscall arguments of a target thread; returns 0. */
@@ -322,6 +330,7 @@ static __always_inline int take_args(struct pending *out, u32 *tgid, u32 *tid)
 		return 0;
 	*out = slot->p;
 	slot->valid = 0;
+	slot->releasing = 0; /* the memory is given back */
 	return 1;
 }
 

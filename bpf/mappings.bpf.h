@@ -27,7 +27,7 @@
  * keeps what is in them; a writable mmap (RG_MAPPING: a large malloc chunk)
  * is kept as long as what was allocated in it. Unmapping (munmap, MAP_FIXED over a mapping, mremap, brk
  * shrinking) forgets the mappings, lowers their owners' retained bytes and
- * marks the thread in `releasing`, so the RSS it gives back is charged to
+ * marks the thread as releasing (its `pending` slot), so the RSS it gives back is charged to
  * the owner (rss.bpf.h) — for an op that has ended, to its BK_FREED bucket —
  * and an op's transient buffer freed later by a GC nets out in the op's
  * category. madvise(DONTNEED/FREE/REMOVE) only names the class of what is
@@ -55,6 +55,18 @@ struct {
 	__type(value, struct region_slots);
 } regions SEC(".maps");
 
+/* [0] -> the key of an entry of `regions` this CPU left empty (tgid 0:
+ * none), kept for the next mapping of its chunk: a chunk freed is often
+ * mapped again (malloc's large chunks, a runtime's pages), and an entry
+ * kept is a slot claimed, not an element allocated and, after an RCU grace
+ * period, freed. One per CPU: when the CPU empties another, this one goes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct region_key);
+} region_vacant SEC(".maps");
+
 /* tgid -> bit L set when the process has (or had) a mapping of level L in
  * `regions`: containment lookups try only those levels. Bits are only
  * ever set (the kernel with an atomic or, userspace when it seeds).
@@ -66,34 +78,12 @@ struct {
 	__type(value, u64);
 } region_levels SEC(".maps");
 
-/* The thread's struct releasing (task storage, as `pending`): active
- * while it gives memory back (munmap, brk, madvise, mremap in flight).
- * rss_stat reads it on every decrease of a target's RSS. */
-struct releasing_slot {
-	struct releasing r;
-	u32 active;
-	u32 _pad;
-};
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct releasing_slot);
-} releasing SEC(".maps");
-
-/* The current thread's releasing state while it gives memory back, or NULL. */
+/* The current thread's releasing state while it gives memory back, or
+ * NULL: rss_stat reads it on every decrease of a target's RSS. */
 static __always_inline struct releasing *current_releasing(void)
 {
-	struct releasing_slot *slot = bpf_task_storage_get(&releasing, bpf_get_current_task_btf(), 0, 0);
-	return slot && slot->active ? &slot->r : NULL;
-}
-
-/* The thread gives memory back no longer. */
-static __always_inline void release_end(void)
-{
-	struct releasing_slot *slot = bpf_task_storage_get(&releasing, bpf_get_current_task_btf(), 0, 0);
-	if (slot)
-		slot->active = 0;
+	struct pending_slot *slot = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0, 0);
+	return slot && slot->releasing ? &slot->rel : NULL;
 }
 
 /* tgid -> struct libc_range (userspace reads it from /proc/PID/maps; fork
@@ -221,6 +211,15 @@ static __always_inline int slot_live(const struct region *r)
 	return r->len > REGION_CLAIMED;
 }
 
+/* Whether an entry's slots are all free. */
+static __always_inline int slots_empty(const struct region_slots *s)
+{
+	for (int i = 0; i < REGION_SLOTS; i++)
+		if (s->r[i].len)
+			return 0;
+	return 1;
+}
+
 /* The table's functions below are global (verified once each, not at
  * every call site: inlined, the unmap loop's paths multiply past the
  * verifier's limit). */
@@ -251,15 +250,30 @@ __noinline int region_drop(u32 tgid, u32 gen, u64 start, u64 len)
 		else if (s->r[i].len)
 			used = 1;
 	}
-	if (!used)
-		bpf_map_delete_elem(&regions, key);
 	regions_changed();
+	if (used)
+		return 0;
+	/* Left empty: kept as this CPU's vacant entry; the one kept before
+	 * goes, if still empty. */
+	u32 zero = 0;
+	struct region_key *vacant = bpf_map_lookup_elem(&region_vacant, &zero);
+	if (!vacant) {
+		bpf_map_delete_elem(&regions, key);
+		return 0;
+	}
+	if (vacant->tgid && (vacant->tgid != k.tgid || vacant->gen != k.gen || vacant->chunk != k.chunk)) {
+		struct region_key old = *vacant;
+		struct region_slots *o = bpf_map_lookup_elem(&regions, &old);
+		if (o && slots_empty(o))
+			bpf_map_delete_elem(&regions, &old);
+	}
+	*vacant = k;
 	return 0;
 }
 
 /* Stores the mapping r (NULL: nothing) in a slot of its chunk's entry: a
- * new entry with the slot filled (one map operation, most mappings), or
- * a slot claimed in the existing one. Mappings never overlap, so a slot
+ * slot claimed in the existing one (often one kept vacant), or a new
+ * entry with the slot filled. Mappings never overlap, so a slot
  * whose mapping overlaps r holds one whose end memdiag did not see: it is
  * taken over. Returns 0. */
 __noinline int region_put(u32 tgid, struct region *r)
@@ -269,15 +283,17 @@ __noinline int region_put(u32 tgid, struct region *r)
 	u32 level = region_level(r->len);
 	struct region_key k = { .tgid = tgid, .gen = r->gen, .chunk = chunk_of(r->start, level) };
 	struct region_key *key = &k;
-	struct region_slots fresh = {};
-	fresh.r[0] = *r;
-	long err = bpf_map_update_elem(&regions, key, &fresh, BPF_NOEXIST);
-	if (err == 0)
-		goto stored;
 	struct region_slots *s = bpf_map_lookup_elem(&regions, key);
 	if (!s) {
-		stat_inc(ST_REGION_OVERFLOW);
-		return 0;
+		struct region_slots fresh = {};
+		fresh.r[0] = *r;
+		if (!bpf_map_update_elem(&regions, key, &fresh, BPF_NOEXIST))
+			goto stored;
+		s = bpf_map_lookup_elem(&regions, key); /* another thread's, just made */
+		if (!s) {
+			stat_inc(ST_REGION_OVERFLOW);
+			return 0;
+		}
 	}
 	u64 end = r->start + r->len;
 	for (int i = 0; i < REGION_SLOTS; i++) {
@@ -626,9 +642,10 @@ static __noinline int on_exit_mmap(s64 ret)
 	return 0;
 }
 
-/* Marks the thread as giving back [a, b): forgets those mappings and
+/* Marks the thread, whose syscall's arguments are in slot, as giving back
+ * [a, b) until the syscall's exit (take_args): forgets those mappings and
  * remembers, for the RSS decreases to come, whose they were. */
-static __always_inline void release_begin(u32 tgid, u32 gen, u32 tid, u64 a, u64 b, int forget)
+static __always_inline void release_begin(struct pending_slot *slot, u32 tgid, u32 gen, u64 a, u64 b, int forget)
 {
 	struct releasing rel = {};
 	if (forget) {
@@ -639,24 +656,20 @@ static __always_inline void release_begin(u32 tgid, u32 gen, u32 tid, u64 a, u64
 			return;
 		rel.class = r.class; /* madvise: only what it held, not whose */
 	}
-	struct releasing_slot *slot = bpf_task_storage_get(&releasing, bpf_get_current_task_btf(), 0,
-							   BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!slot)
 		return;
-	slot->r = rel;
-	slot->active = 1;
+	slot->rel = rel;
+	slot->releasing = 1;
 }
 
 static __noinline int on_enter_munmap(struct tp_sys_enter *ctx)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	u32 tgid = id >> 32, tid = (u32)id;
+	u32 tgid = bpf_get_current_task_btf()->tgid;
 	struct target *t = current_target(tgid);
 	if (!t)
 		return 0;
 	struct pending p = { .args = { ctx->args[0], ctx->args[1] } };
-	put_args(&p);
-	release_begin(tgid, t->gen, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 1);
+	release_begin(put_args(&p), tgid, t->gen, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 1);
 	return 0;
 }
 
@@ -666,7 +679,6 @@ static __noinline int on_exit_munmap(s64 ret)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid))
 		return 0;
-	release_end();
 	if (ret != 0)
 		return 0;
 	vm_charge(tgid, tid, VM_UNMAPPED, PAGE_ALIGN(p.args[1]));
@@ -716,15 +728,14 @@ static __noinline int on_enter_brk(struct tp_sys_enter *ctx)
 	struct target *t = current_target(id >> 32);
 	if (!t)
 		return 0;
-	u32 tid = (u32)id;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct pending p = {};
 	p.args[0] = BPF_CORE_READ(task, mm, brk); /* the break before the call */
-	put_args(&p);
+	struct pending_slot *slot = put_args(&p);
 	if (ctx->args[0] && PAGE_ALIGN(ctx->args[0]) < PAGE_ALIGN(p.args[0])) {
 		/* Shrinking the heap gives native memory back. */
 		u32 tgid = id >> 32;
-		release_begin(tgid, t->gen, tid, PAGE_ALIGN(ctx->args[0]), PAGE_ALIGN(p.args[0]), 1);
+		release_begin(slot, tgid, t->gen, PAGE_ALIGN(ctx->args[0]), PAGE_ALIGN(p.args[0]), 1);
 	}
 	return 0;
 }
@@ -735,7 +746,6 @@ static __noinline int on_exit_brk(s64 ret)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid))
 		return 0;
-	release_end();
 	/* brk returns the new break, or the old one on failure. */
 	u64 before = PAGE_ALIGN(p.args[0]), after = PAGE_ALIGN((u64)ret);
 	if (after > before) {
@@ -782,16 +792,15 @@ static __noinline int on_exit_mprotect(s64 ret)
 
 static __noinline int on_enter_madvise(struct tp_sys_enter *ctx)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	u32 tgid = id >> 32, tid = (u32)id;
+	u32 tgid = bpf_get_current_task_btf()->tgid;
 	struct target *t = current_target(tgid);
 	if (!t)
 		return 0;
 	struct pending p = { .args = { ctx->args[0], ctx->args[1], ctx->args[2] } };
-	put_args(&p);
+	struct pending_slot *slot = put_args(&p);
 	u64 advice = ctx->args[2];
 	if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
-		release_begin(tgid, t->gen, tid, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 0);
+		release_begin(slot, tgid, t->gen, ctx->args[0], ctx->args[0] + PAGE_ALIGN(ctx->args[1]), 0);
 	return 0;
 }
 
@@ -801,7 +810,6 @@ static __noinline int on_exit_madvise(s64 ret)
 	u32 tgid, tid;
 	if (!take_args(&p, &tgid, &tid))
 		return 0;
-	release_end();
 	if (ret != 0)
 		return 0;
 	u64 advice = p.args[2];

@@ -260,7 +260,14 @@ type memdiagPendingSlot struct {
 		_    structs.HostLayout
 		Args [5]uint64
 	}
-	Valid uint64
+	Valid     uint32
+	Releasing uint32
+	Rel       struct {
+		_           structs.HostLayout
+		Owner       memdiagBucketKey
+		Class       uint32
+		CreditOwner uint32
+	}
 }
 
 type memdiagRegion struct {
@@ -295,18 +302,6 @@ type memdiagRegionKey struct {
 type memdiagRegionSlots struct {
 	_ structs.HostLayout
 	R [2]memdiagRegion
-}
-
-type memdiagReleasingSlot struct {
-	_ structs.HostLayout
-	R struct {
-		_           structs.HostLayout
-		Owner       memdiagBucketKey
-		Class       uint32
-		CreditOwner uint32
-	}
-	Active uint32
-	Pad    uint32
 }
 
 type memdiagRssMember uint32
@@ -441,9 +436,9 @@ const (
 	memdiagMapPending               = "pending"
 	memdiagMapPercpuProbe           = "percpu_probe"
 	memdiagMapRegionLevels          = "region_levels"
+	memdiagMapRegionVacant          = "region_vacant"
 	memdiagMapRegions               = "regions"
 	memdiagMapRegionsEpoch          = "regions_epoch"
-	memdiagMapReleasing             = "releasing"
 	memdiagMapSampleAcc             = "sample_acc"
 	memdiagMapSockets               = "sockets"
 	memdiagMapSslReads              = "ssl_reads"
@@ -612,9 +607,9 @@ type memdiagMapSpecs struct {
 	Pending        *ebpf.MapSpec `ebpf:"pending"`
 	PercpuProbe    *ebpf.MapSpec `ebpf:"percpu_probe"`
 	RegionLevels   *ebpf.MapSpec `ebpf:"region_levels"`
+	RegionVacant   *ebpf.MapSpec `ebpf:"region_vacant"`
 	Regions        *ebpf.MapSpec `ebpf:"regions"`
 	RegionsEpoch   *ebpf.MapSpec `ebpf:"regions_epoch"`
-	Releasing      *ebpf.MapSpec `ebpf:"releasing"`
 	SampleAcc      *ebpf.MapSpec `ebpf:"sample_acc"`
 	Sockets        *ebpf.MapSpec `ebpf:"sockets"`
 	SslReads       *ebpf.MapSpec `ebpf:"ssl_reads"`
@@ -713,9 +708,9 @@ type memdiagMaps struct {
 	Pending        *ebpf.Map `ebpf:"pending"`
 	PercpuProbe    *ebpf.Map `ebpf:"percpu_probe"`
 	RegionLevels   *ebpf.Map `ebpf:"region_levels"`
+	RegionVacant   *ebpf.Map `ebpf:"region_vacant"`
 	Regions        *ebpf.Map `ebpf:"regions"`
 	RegionsEpoch   *ebpf.Map `ebpf:"regions_epoch"`
-	Releasing      *ebpf.Map `ebpf:"releasing"`
 	SampleAcc      *ebpf.Map `ebpf:"sample_acc"`
 	Sockets        *ebpf.Map `ebpf:"sockets"`
 	SslReads       *ebpf.Map `ebpf:"ssl_reads"`
@@ -752,9 +747,9 @@ func (m *memdiagMaps) Close() error {
 		m.Pending,
 		m.PercpuProbe,
 		m.RegionLevels,
+		m.RegionVacant,
 		m.Regions,
 		m.RegionsEpoch,
-		m.Releasing,
 		m.SampleAcc,
 		m.Sockets,
 		m.SslReads,
