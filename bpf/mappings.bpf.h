@@ -111,7 +111,7 @@ struct last_fault {
 	u32 _pad;
 };
 
-/* [0] -> bumped whenever a mapping is added or removed, so per-CPU caches
+/* [0] -> bumped whenever a mapping leaves the table, so per-CPU caches
  * of a fault's mapping know when they are stale. One counter. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -224,8 +224,10 @@ static __always_inline int slots_empty(const struct region_slots *s)
  * every call site: inlined, the unmap loop's paths multiply past the
  * verifier's limit). */
 
-/* Something in the table changed: per-CPU caches of a fault's mapping
- * (last_faults) are stale. */
+/* A mapping left the table: per-CPU caches of a fault's mapping
+ * (last_faults) are stale. (A mapping added changes no cached answer:
+ * only a mapping found is cached, and a new one that overlaps it comes
+ * after it left the table, or the table still lists it too.) */
 static __always_inline void regions_changed(void)
 {
 	u32 zero = 0;
@@ -234,15 +236,11 @@ static __always_inline void regions_changed(void)
 		__sync_fetch_and_add(epoch, 1);
 }
 
-/* Forgets the mapping [start, start + len) of tgid's image gen: frees its
- * slot; an entry left empty goes. Returns 0. */
-__noinline int region_drop(u32 tgid, u32 gen, u64 start, u64 len)
+/* Frees the slot of the mapping that starts at start in the entry s of
+ * key k; an entry left empty stays as this CPU's vacant one, and the one
+ * kept before goes, if still empty. */
+static __always_inline void slots_free(struct region_slots *s, struct region_key *k, u64 start)
 {
-	struct region_key k = { .tgid = tgid, .gen = gen, .chunk = chunk_of(start, region_level(len)) };
-	struct region_key *key = &k;
-	struct region_slots *s = bpf_map_lookup_elem(&regions, key);
-	if (!s)
-		return 0;
 	int used = 0;
 	for (int i = 0; i < REGION_SLOTS; i++) {
 		if (slot_live(&s->r[i]) && s->r[i].start == start)
@@ -252,22 +250,50 @@ __noinline int region_drop(u32 tgid, u32 gen, u64 start, u64 len)
 	}
 	regions_changed();
 	if (used)
-		return 0;
-	/* Left empty: kept as this CPU's vacant entry; the one kept before
-	 * goes, if still empty. */
+		return;
 	u32 zero = 0;
 	struct region_key *vacant = bpf_map_lookup_elem(&region_vacant, &zero);
 	if (!vacant) {
-		bpf_map_delete_elem(&regions, key);
-		return 0;
+		bpf_map_delete_elem(&regions, k);
+		return;
 	}
-	if (vacant->tgid && (vacant->tgid != k.tgid || vacant->gen != k.gen || vacant->chunk != k.chunk)) {
+	if (vacant->tgid && (vacant->tgid != k->tgid || vacant->gen != k->gen || vacant->chunk != k->chunk)) {
 		struct region_key old = *vacant;
 		struct region_slots *o = bpf_map_lookup_elem(&regions, &old);
 		if (o && slots_empty(o))
 			bpf_map_delete_elem(&regions, &old);
 	}
-	*vacant = k;
+	*vacant = *k;
+}
+
+/* Forgets the mapping [start, start + len) of tgid's image gen. Returns 0. */
+__noinline int region_drop(u32 tgid, u32 gen, u64 start, u64 len)
+{
+	struct region_key k = { .tgid = tgid, .gen = gen, .chunk = chunk_of(start, region_level(len)) };
+	struct region_slots *s = bpf_map_lookup_elem(&regions, &k);
+	if (s)
+		slots_free(s, &k, start);
+	return 0;
+}
+
+/* Forgets the mapping of tgid's image gen that is exactly [start, start +
+ * len), if the table has it, copying it into out first; returns 1 when it
+ * did: an munmap of a whole mapping, in one lookup. */
+__noinline int region_take(u32 tgid, u32 gen, u64 start, u64 len, struct region *out)
+{
+	if (!out)
+		return 0;
+	struct region_key k = { .tgid = tgid, .gen = gen, .chunk = chunk_of(start, region_level(len)) };
+	struct region_slots *s = bpf_map_lookup_elem(&regions, &k);
+	if (!s)
+		return 0;
+	for (int i = 0; i < REGION_SLOTS; i++) {
+		if (slot_live(&s->r[i]) && s->r[i].start == start && s->r[i].len == len) {
+			*out = s->r[i];
+			slots_free(s, &k, start);
+			return 1;
+		}
+	}
 	return 0;
 }
 
@@ -299,8 +325,10 @@ __noinline int region_put(u32 tgid, struct region *r)
 	for (int i = 0; i < REGION_SLOTS; i++) {
 		struct region *o = &s->r[i];
 		u64 olen = o->len;
-		if (olen > REGION_CLAIMED && o->start < end && r->start < o->start + olen)
+		if (olen > REGION_CLAIMED && o->start < end && r->start < o->start + olen) {
 			__sync_val_compare_and_swap(&o->len, olen, 0); /* stale: free it */
+			regions_changed();
+		}
 	}
 	/* Claim a free slot (compare-and-swap of its len), write it, then
 	 * publish its len: a reader skips a slot being written. */
@@ -329,7 +357,6 @@ stored:;
 	}
 	if (levels && !(*levels & bit))
 		__sync_fetch_and_or(levels, bit);
-	regions_changed();
 	return 0;
 }
 
@@ -514,12 +541,15 @@ static long unmap_step(u64 i, struct unmap_ctx *c)
 	/* The first mapping holds a (and is usually all of [a, b)); the
 	 * next ones start where the last one ended, or there is a gap. */
 	struct region r;
-	if (!region_at_gen(c->tgid, c->gen, c->a, i == 0 ? c->b - c->a : 0, &r) || (i && r.start != c->a)) {
+	if (i == 0 && region_take(c->tgid, c->gen, c->a, c->b - c->a, &r)) {
+		/* The whole of one mapping: taken out already. */
+	} else if (region_find(c->tgid, c->gen, c->a, &r) && (i == 0 || r.start == c->a)) {
+		region_drop(c->tgid, r.gen, r.start, r.len);
+	} else {
 		c->done = 1;
 		return 1; /* a gap: what follows was mapped before tracing */
 	}
 	u64 end = r.start + r.len;
-	region_drop(c->tgid, r.gen, r.start, r.len);
 	u64 lo = c->a > r.start ? c->a : r.start, hi = c->b < end ? c->b : end;
 	if (r.start < lo) {
 		struct region left = r;
@@ -591,41 +621,50 @@ static __always_inline u32 anon_class(u32 tgid, u64 caller)
 	return caller >= lr->lo && caller < lr->hi ? RC_NATIVE : RC_RUNTIME;
 }
 
-static __noinline int on_enter_mmap(struct tp_sys_enter *ctx)
+/* The class of a new mapping, from how it is asked for (caller: the code
+ * that asked, for an anonymous private one). */
+static __always_inline u32 mmap_class(u32 tgid, u64 flags, s32 fd, u64 caller)
 {
-	if (!current_target(bpf_get_current_task_btf()->tgid))
-		return 0;
-	/* len, flags, fd, caller, prot */
-	struct pending p = { .args = { ctx->args[1], ctx->args[3], ctx->args[4], syscall_caller(), ctx->args[2] } };
-	put_args(&p);
-	return 0;
+	if (!(flags & MAP_ANONYMOUS) && fd >= 0)
+		return RC_FILE;
+	if (flags & (MAP_STACK | MAP_GROWSDOWN))
+		return RC_STACK;
+	if (flags & MAP_SHARED)
+		return RC_SHARED;
+	return anon_class(tgid, caller);
 }
 
-static __noinline int on_exit_mmap(s64 ret)
+/* The target entry of the current thread's process (NULL: not traced),
+ * and its ids: for the exits that read their syscall's arguments from the
+ * registers (mmap, mremap, mprotect), which the syscall left as the entry
+ * found them, so their entries need no handler and save nothing. */
+static __always_inline struct target *exit_target(u32 *tgid, u32 *tid)
 {
-	struct pending p;
+	struct task_struct *task = bpf_get_current_task_btf();
+	*tgid = task->tgid;
+	*tid = task->pid;
+	return bpf_map_lookup_elem(&targets, tgid);
+}
+
+static __noinline int on_exit_mmap(struct pt_regs *regs, s64 ret)
+{
 	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ret))
+	struct target *t = exit_target(&tgid, &tid);
+	if (!t || IS_ERR_VALUE(ret))
 		return 0;
-	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
-	if (!t)
-		return 0;
-	u64 start = (u64)ret, len = PAGE_ALIGN(p.args[0]), flags = p.args[1];
-	s32 fd = (s32)p.args[2];
+	u64 start = (u64)ret, len = PAGE_ALIGN(PT_REGS_PARM2_SYSCALL(regs)), flags = PT_REGS_PARM4_SYSCALL(regs);
+	struct region r = {
+		.start = start,
+		.len = len,
+		.class = mmap_class(tgid, flags, (s32)PT_REGS_PARM5_SYSCALL(regs), syscall_caller()),
+		.counted = PT_REGS_PARM3_SYSCALL(regs) & PROT_WRITE ? RG_MAPPING : RG_UNCOUNTED,
+		.gen = t->gen,
+	};
 	/* One bucket for the charge and the new mapping's owner. */
-	struct region r = { .start = start, .len = len, .gen = t->gen, .counted = p.args[4] & PROT_WRITE ? RG_MAPPING : RG_UNCOUNTED };
 	target_bucket(&r.owner, t, tgid, tid);
 	struct counters *c = bucket(&r.owner);
 	if (c)
 		__sync_fetch_and_add(&c->mapped, len);
-	if (!(flags & MAP_ANONYMOUS) && fd >= 0)
-		r.class = RC_FILE;
-	else if (flags & (MAP_STACK | MAP_GROWSDOWN))
-		r.class = RC_STACK;
-	else if (flags & MAP_SHARED)
-		r.class = RC_SHARED;
-	else
-		r.class = anon_class(tgid, p.args[3]);
 	/* MAP_FIXED over an old mapping replaces it; without MAP_FIXED the
 	 * kernel never places a mapping over another, so there is nothing
 	 * to look for. */
@@ -685,22 +724,21 @@ static __noinline int on_exit_munmap(s64 ret)
 	return 0;
 }
 
-static __noinline int on_enter_mremap(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
-
-static __noinline int on_exit_mremap(s64 ret)
+static __noinline int on_exit_mremap(struct pt_regs *regs, s64 ret)
 {
-	struct pending p;
 	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || IS_ERR_VALUE(ret))
+	struct target *t = exit_target(&tgid, &tid);
+	if (!t || IS_ERR_VALUE(ret))
 		return 0;
-	u64 old = p.args[0], old_len = PAGE_ALIGN(p.args[1]), new_len = PAGE_ALIGN(p.args[2]);
+	u64 old = PT_REGS_PARM1_SYSCALL(regs), old_len = PAGE_ALIGN(PT_REGS_PARM2_SYSCALL(regs)),
+	    new_len = PAGE_ALIGN(PT_REGS_PARM3_SYSCALL(regs));
 	if (new_len > old_len)
 		vm_charge(tgid, tid, VM_MAPPED, new_len - old_len);
 	else
 		vm_charge(tgid, tid, VM_UNMAPPED, old_len - new_len);
 	/* The mapping moved or resized: it keeps its class; the part that
 	 * grew is the current thread's. */
-	u32 gen = exec_gen(tgid);
+	u32 gen = t->gen;
 	struct region moved = {};
 	int found = region_at_gen(tgid, gen, old, old_len, &moved);
 	u32 class = moved.class;
@@ -758,15 +796,15 @@ static __noinline int on_exit_brk(s64 ret)
 }
 
 
-static __noinline int on_enter_mprotect(struct tp_sys_enter *ctx) { return save_args(ctx, 3); }
-
-static __noinline int on_exit_mprotect(s64 ret)
+static __noinline int on_exit_mprotect(struct pt_regs *regs, s64 ret)
 {
-	struct pending p;
-	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || ret != 0 || !(p.args[2] & PROT_WRITE))
+	if (ret != 0 || !(PT_REGS_PARM3_SYSCALL(regs) & PROT_WRITE))
 		return 0;
-	u64 a = p.args[0], len = PAGE_ALIGN(p.args[1]);
+	u32 tgid, tid;
+	struct target *t = exit_target(&tgid, &tid);
+	if (!t)
+		return 0;
+	u64 a = PT_REGS_PARM1_SYSCALL(regs), len = PAGE_ALIGN(PT_REGS_PARM2_SYSCALL(regs));
 	vm_charge(tgid, tid, VM_WRITABLE, len);
 	/* A commit: part of a reservation (PROT_NONE, not counted) made
 	 * writable — glibc arenas grow this way, V8 commits its pages so. It
@@ -775,7 +813,7 @@ static __noinline int on_exit_mprotect(s64 ret)
 	 * (glibc arenas): a runtime that commits its own pages (V8) reuses
 	 * them, and its heap is measured by its sampler. A range already
 	 * writable (W^X flips) changes no owner. */
-	u32 gen = exec_gen(tgid);
+	u32 gen = t->gen;
 	struct region r;
 	if (!region_at_gen(tgid, gen, a, len, &r) || r.counted || r.class != RC_NATIVE || a + len > r.start + r.len)
 		return 0;

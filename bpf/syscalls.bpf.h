@@ -20,7 +20,9 @@
  *
  * The handlers (mappings.bpf.h, ops.bpf.h) take at entry the same record
  * the per-syscall tracepoints gave (struct tp_sys_enter, built here on the
- * stack), at exit the return value, and are static non-inlined functions: each is verified
+ * stack), at exit the return value (and the registers, where the exit
+ * reads the syscall's arguments itself: mmap, mremap and mprotect have no
+ * entry handler), and are static non-inlined functions: each is verified
  * once, at its one call site. Numbers are x86_64's (memdiag is built for
  * amd64 only); a 32-bit (ia32) syscall of a target has other numbers and
  * is skipped, as the per-syscall tracepoints skipped it.
@@ -96,16 +98,10 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 		return on_enter_close(&c);
 	case NR_CONNECT:
 		return on_enter_connect(&c);
-	case NR_MMAP:
-		return on_enter_mmap(&c);
 	case NR_MUNMAP:
 		return on_enter_munmap(&c);
-	case NR_MREMAP:
-		return on_enter_mremap(&c);
 	case NR_BRK:
 		return on_enter_brk(&c);
-	case NR_MPROTECT:
-		return on_enter_mprotect(&c);
 	case NR_MADVISE:
 		return on_enter_madvise(&c);
 	case NR_EXECVE:
@@ -121,8 +117,8 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	if (!maybe_target(current_tgid()) || compat_syscall())
 		return 0;
 	flush_fault(bpf_get_current_task_btf()->pid);
-	/* The handlers take the return value alone: the dispatch keeps no
-	 * stack, for the deepest handler's call chain (512 bytes in all). */
+	/* The handlers take the return value (and regs): the dispatch keeps
+	 * no stack, for the deepest handler's call chain (512 bytes in all). */
 	switch (regs->orig_rax) { /* the syscall number (x86_64's pt_regs) */
 	case NR_READ:
 	case NR_RECVFROM:
@@ -144,15 +140,15 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	case NR_ACCEPT4:
 		return on_exit_accept(ret);
 	case NR_MMAP:
-		return on_exit_mmap(ret);
+		return on_exit_mmap(regs, ret);
 	case NR_MUNMAP:
 		return on_exit_munmap(ret);
 	case NR_MREMAP:
-		return on_exit_mremap(ret);
+		return on_exit_mremap(regs, ret);
 	case NR_BRK:
 		return on_exit_brk(ret);
 	case NR_MPROTECT:
-		return on_exit_mprotect(ret);
+		return on_exit_mprotect(regs, ret);
 	case NR_MADVISE:
 		return on_exit_madvise(ret);
 	case NR_EXECVE:
