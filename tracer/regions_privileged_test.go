@@ -215,6 +215,30 @@ func TestRegionTableMatchesModel(t *testing.T) {
 			}
 			model.unmap(a, a+n)
 			ops["munmap"]++
+		case k == 9: // mremap in place: shrink, or grow a mapping into the hole after it
+			newn := n / 2 / page * page
+			if rng.IntN(2) == 0 && len(model.regs) > 1 {
+				j := rng.IntN(len(model.regs) - 1)
+				r, next := model.regs[j], model.regs[j+1]
+				a, n, newn = r.start, r.len, r.len+min(r.len, next.start-r.end())
+			}
+			i, found := model.at(a)
+			if !found || newn == 0 || newn == n || !model.unmapCovers(a, a+n) {
+				continue
+			}
+			if _, ok := do("remap %d %d %d", a, n, newn); !ok {
+				ops["mremap (refused)"]++ // the range spans mappings the kernel keeps apart, or no hole to grow into
+				continue
+			}
+			r := model.regs[i]
+			model.unmap(a, a+n)
+			model.add(modelRegion{start: a, len: min(n, newn), class: r.class, counted: r.counted})
+			if newn > n {
+				model.add(modelRegion{start: a + n, len: newn - n, class: r.class, counted: r.counted})
+				ops["mremap (grow)"]++
+			} else {
+				ops["mremap (shrink)"]++
+			}
 		default: // mprotect writable: a commit of a native reservation
 			_, ok := do("protect %d %d %d", a, n, unix.PROT_READ|unix.PROT_WRITE)
 			if ok != model.covered(a, a+n) {
@@ -257,7 +281,7 @@ func TestRegionTableMatchesModel(t *testing.T) {
 	if gotNative != wantNative || gotHeap != wantHeap || wantHeap == 0 || wantHeap == wantNative {
 		t.Errorf("retained native %d, of it a shared heap's growth %d; the table holds %d and %d (want both parts non-empty)", gotNative, gotHeap, wantNative, wantHeap)
 	}
-	if ops["mprotect (commit)"] == 0 || ops["munmap"] == 0 || ops["mmap"] == 0 {
+	if ops["mprotect (commit)"] == 0 || ops["munmap"] == 0 || ops["mmap"] == 0 || ops["mremap (shrink)"] == 0 || ops["mremap (grow)"] == 0 {
 		t.Fatalf("the random walk missed an operation kind: %v", ops)
 	}
 }

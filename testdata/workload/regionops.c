@@ -1,5 +1,5 @@
 // regionops: the traced process of tracer's TestRegionTableMatchesModel. It
-// runs mmap, munmap and mprotect as told on stdin, one per line, and answers
+// runs mmap, munmap, mprotect and mremap as told on stdin, one per line, and answers
 // each with "ok <result>" or "err <errno>". Single-threaded and without
 // malloc (static stdio buffers), so no mapping but the ones it is told to
 // make appears in its address space while it runs.
@@ -8,6 +8,7 @@
 //   map ADDR LEN PROT      mmap(ADDR, LEN, PROT, private anonymous, MAP_FIXED)
 //   unmap ADDR LEN         munmap(ADDR, LEN)
 //   protect ADDR LEN PROT  mprotect(ADDR, LEN, PROT)
+//   remap ADDR LEN NEWLEN  mremap(ADDR, LEN, NEWLEN, 0): in place
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -39,6 +40,9 @@ int main(void)
 			r = munmap((void *)a, b);
 		} else if (!strcmp(op, "protect")) {
 			r = mprotect((void *)a, b, (int)c);
+		} else if (!strcmp(op, "remap")) {
+			void *p = mremap((void *)a, b, c, 0); /* in place: shrink, or grow into a hole */
+			r = p == MAP_FAILED ? -1 : (long)p;
 		} else {
 			errno = EINVAL;
 			r = -1;
