@@ -295,8 +295,12 @@ func checkRegions(t *testing.T, tr *Tracer, pid uint32, base, span uint64, model
 		s   memdiagRegionSlots
 		got []modelRegion
 	)
+	empty := 0 // entries kept vacant for reuse: at most one per CPU
 	it := tr.objs.Regions.Iterate()
 	for it.Next(&k, &s) {
+		if k.Tgid == pid && s.R[0].Len == 0 && s.R[1].Len == 0 {
+			empty++
+		}
 		for _, v := range s.R {
 			if k.Tgid != pid || v.Len <= regionClaimed || v.Start < base || v.Start >= base+span {
 				continue
@@ -309,6 +313,9 @@ func checkRegions(t *testing.T, tr *Tracer, pid uint32, base, span uint64, model
 	}
 	if err := it.Err(); err != nil {
 		t.Fatal(err)
+	}
+	if cpus, err := ebpf.PossibleCPU(); err != nil || empty > cpus {
+		t.Fatalf("step %d (%s): %d empty entries in the table, more than one per CPU (%v)", step, last, empty, err)
 	}
 	slices.SortFunc(got, func(a, b modelRegion) int { return cmp.Compare(a.start, b.start) })
 	if !slices.Equal(got, model.regs) {
