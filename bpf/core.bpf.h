@@ -325,6 +325,19 @@ static __always_inline int save_args(struct tp_sys_enter *ctx, int n)
 	return 0;
 }
 
+/* The target entry of the current thread's process (NULL: not traced),
+ * and its ids: for the exits that read their syscall's arguments from the
+ * registers (mmap, mremap, mprotect, the reads), which the syscall left as
+ * the entry found them, so their entries need no handler and save
+ * nothing. */
+static __always_inline struct target *exit_target(u32 *tgid, u32 *tid)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	*tgid = task->tgid;
+	*tid = task->pid;
+	return bpf_map_lookup_elem(&targets, tgid);
+}
+
 /* Takes the saved arguments of the current thread into out; returns 1 when
  * there were some (the syscall was entered by a target thread). */
 static __always_inline int take_args(struct pending *out, u32 *tgid, u32 *tid)

@@ -634,18 +634,6 @@ static __always_inline u32 mmap_class(u32 tgid, u64 flags, s32 fd, u64 caller)
 	return anon_class(tgid, caller);
 }
 
-/* The target entry of the current thread's process (NULL: not traced),
- * and its ids: for the exits that read their syscall's arguments from the
- * registers (mmap, mremap, mprotect), which the syscall left as the entry
- * found them, so their entries need no handler and save nothing. */
-static __always_inline struct target *exit_target(u32 *tgid, u32 *tid)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	*tgid = task->tgid;
-	*tid = task->pid;
-	return bpf_map_lookup_elem(&targets, tgid);
-}
-
 static __noinline int on_exit_mmap(struct pt_regs *regs, s64 ret)
 {
 	u32 tgid, tid;

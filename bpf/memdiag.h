@@ -350,6 +350,8 @@ struct thread_state {
 	u64 op_id;
 	u32 mode;     /* enum thread_mode */
 	u32 end_fd;   /* fd + 1 of the op's socket when it closed under the op: its end waits for the poll */
+	u32 release;  /* 1 from a served socket's write entry to its exit, which makes the thread idle */
+	u32 _pad;
 };
 
 /* A socket of a target, keyed by struct sock_key. */

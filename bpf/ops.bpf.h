@@ -179,16 +179,11 @@ static __always_inline void end_owed(struct thread_state *ts, u32 tgid, u32 tid)
 	}
 }
 
-/* Makes op_id (or idle) the thread's current charge. An op whose socket
- * closed under the thread ends when the thread moves on (end_owed). */
-static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
+/* Makes op_id (or idle) the current thread's charge, in its state cur.
+ * An op whose socket closed under the thread ends when the thread moves
+ * on (end_owed). */
+static __always_inline void set_thread_state(struct thread_state *cur, u32 tgid, u32 tid, u32 mode, u64 op_id)
 {
-	struct thread_state *cur = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0,
-							BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!cur) {
-		stat_inc(ST_THREAD_OVERFLOW);
-		return;
-	}
 	if (cur->mode == mode && cur->op_id == op_id)
 		return;
 	end_owed(cur, tgid, tid);
@@ -201,6 +196,20 @@ static __always_inline void set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
 		if (t && !(t->flags & TF_OPS))
 			__sync_fetch_and_or(&t->flags, TF_OPS);
 	}
+}
+
+/* set_thread_state for the current thread, whose state is made if it has
+ * none; returns the state (NULL when it could not be made). */
+static __always_inline struct thread_state *set_thread(u32 tgid, u32 tid, u32 mode, u64 op_id)
+{
+	struct thread_state *cur = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0,
+							BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!cur) {
+		stat_inc(ST_THREAD_OVERFLOW);
+		return NULL;
+	}
+	set_thread_state(cur, tgid, tid, mode, op_id);
+	return cur;
 }
 
 #define AF_INET 2
@@ -543,15 +552,6 @@ static __noinline int on_enter_connect(struct tp_sys_enter *ctx)
 }
 
 /* Saves fd, buffer and io kind of a read or write by a target thread. */
-static __always_inline int save_io(struct tp_sys_enter *ctx, u32 kind)
-{
-	if (!current_target(bpf_get_current_task_btf()->tgid))
-		return 0;
-	struct pending p = { .args = { ctx->args[0], ctx->args[1], kind } };
-	put_args(&p);
-	return 0;
-}
-
 #define MAX_FRAMES 64 /* frames walked per read (HTTP/2, WebSocket); more lose the boundaries */
 #define H2_PREFACE_LEN 24 /* "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" */
 #define H2_HEADERS 1
@@ -687,14 +687,33 @@ static __always_inline s64 first_got(struct pending *p, s64 ret)
 	return n < ret ? n : ret;
 }
 
-/* A read of ret bytes finished: switch to the socket's op, or start one
- * when the bytes begin a request. */
-static __always_inline int read_done(s64 ret)
+/* x86_64 syscall numbers of the reads and writes whose first argument
+ * is not a plain buffer (the tracepoint record carries the number). */
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+
+/* How the buffer argument of read/write syscall nr is laid out. */
+static __always_inline u32 io_kind(s32 nr)
 {
-	struct pending p;
+	if (nr == NR_READV || nr == NR_WRITEV)
+		return IO_IOV;
+	if (nr == NR_RECVMSG || nr == NR_SENDMSG)
+		return IO_MSG;
+	return IO_PLAIN;
+}
+
+/* A read of ret bytes finished: switch to the socket's op, or start one
+ * when the bytes begin a request. The read's arguments are in regs, as
+ * the syscall's entry found them: the entry saves nothing. */
+static __always_inline int read_done(struct pt_regs *regs, s64 ret)
+{
 	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid) || ret < 0)
+	if (ret < 0 || !exit_target(&tgid, &tid))
 		return 0;
+	/* fd, buffer, how the buffer is laid out */
+	struct pending p = { .args = { PT_REGS_PARM1_SYSCALL(regs), PT_REGS_PARM2_SYSCALL(regs), io_kind(regs->orig_rax) } };
 	s32 fd = (s32)p.args[0];
 	struct sock_key k = { .tgid = tgid, .fd = fd };
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
@@ -826,28 +845,10 @@ not_request:
 	return 0;
 }
 
-/* x86_64 syscall numbers of the reads and writes whose first argument
- * is not a plain buffer (the tracepoint record carries the number). */
-#define NR_READV 19
-#define NR_WRITEV 20
-#define NR_SENDMSG 46
-#define NR_RECVMSG 47
-
-/* How the buffer argument of read/write syscall nr is laid out. */
-static __always_inline u32 io_kind(s32 nr)
-{
-	if (nr == NR_READV || nr == NR_WRITEV)
-		return IO_IOV;
-	if (nr == NR_RECVMSG || nr == NR_SENDMSG)
-		return IO_MSG;
-	return IO_PLAIN;
-}
-
-/* The handlers below are called by the syscall dispatch
- * (syscalls.bpf.h): on_enter_read and on_exit_read for read, recvfrom,
- * readv and recvmsg alike, one copy of read_done to verify. */
-static __noinline int on_enter_read(struct tp_sys_enter *ctx) { return save_io(ctx, io_kind(ctx->nr)); }
-static __noinline int on_exit_read(s64 ret) { return read_done(ret); }
+/* The handler below is called by the syscall dispatch (syscalls.bpf.h)
+ * at the exit of read, recvfrom, readv and recvmsg alike (their entry
+ * has none), one copy of read_done to verify. */
+static __noinline int on_exit_read(struct pt_regs *regs, s64 ret) { return read_done(regs, ret); }
 
 /* A write begins: a served socket's write belongs to its op (and releases
  * the thread when it returns); a client socket's joins the thread's op or,
@@ -901,10 +902,9 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 				s->frame_skip = 0;
 			}
 		}
-		set_thread(tgid, tid, TM_OP, s->op_id);
-		/* Remember the served fd so the exit releases the thread. */
-		struct pending p = { .args = { fd, 0, 0 } };
-		put_args(&p);
+		struct thread_state *ts = set_thread(tgid, tid, TM_OP, s->op_id);
+		if (ts)
+			ts->release = 1; /* the exit releases the thread */
 		return 0;
 	}
 	if ((s->flags & SF_BOUND) && s->op_id) {
@@ -937,11 +937,12 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 /* A write on a served socket returned: the thread is released. */
 static __always_inline int write_done(s64 ret)
 {
-	struct pending p;
-	u32 tgid, tid;
-	if (!take_args(&p, &tgid, &tid))
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct thread_state *ts = bpf_task_storage_get(&thread_states, task, 0, 0);
+	if (!ts || !ts->release)
 		return 0;
-	set_thread(tgid, tid, TM_IDLE, 0);
+	ts->release = 0;
+	set_thread_state(ts, task->tgid, task->pid, TM_IDLE, 0);
 	return 0;
 }
 

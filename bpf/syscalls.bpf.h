@@ -21,8 +21,8 @@
  * The handlers (mappings.bpf.h, ops.bpf.h) take at entry the same record
  * the per-syscall tracepoints gave (struct tp_sys_enter, built here on the
  * stack), at exit the return value (and the registers, where the exit
- * reads the syscall's arguments itself: mmap, mremap and mprotect have no
- * entry handler), and are static non-inlined functions: each is verified
+ * reads the syscall's arguments itself: the reads, mmap, mremap and
+ * mprotect have no entry handler), and are static non-inlined functions: each is verified
  * once, at its one call site. Numbers are x86_64's (memdiag is built for
  * amd64 only); a 32-bit (ia32) syscall of a target has other numbers and
  * is skipped, as the per-syscall tracepoints skipped it.
@@ -84,11 +84,6 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 			  PT_REGS_PARM5_SYSCALL(regs), 0 },
 	};
 	switch (id) {
-	case NR_READ:
-	case NR_RECVFROM:
-	case NR_READV:
-	case NR_RECVMSG:
-		return on_enter_read(&c);
 	case NR_WRITE:
 	case NR_SENDTO:
 	case NR_WRITEV:
@@ -124,7 +119,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	case NR_RECVFROM:
 	case NR_READV:
 	case NR_RECVMSG:
-		return on_exit_read(ret);
+		return on_exit_read(regs, ret);
 	case NR_WRITE:
 	case NR_SENDTO:
 	case NR_WRITEV:

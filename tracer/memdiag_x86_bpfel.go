@@ -407,10 +407,12 @@ const (
 )
 
 type memdiagThreadState struct {
-	_     structs.HostLayout
-	OpId  uint64
-	Mode  uint32
-	EndFd uint32
+	_       structs.HostLayout
+	OpId    uint64
+	Mode    uint32
+	EndFd   uint32
+	Release uint32
+	Pad     uint32
 }
 
 // Names of all BPF objects in the ELF.

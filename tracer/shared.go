@@ -534,7 +534,7 @@ func (t *Tracer) DropProcesses(pids []uint32) error {
 		}
 		for _, tid := range tids {
 			del(t.objs.Targets, &tid)
-			// thread_states, pending and releasing are task storage: the kernel frees
+			// thread_states and pending are task storage: the kernel frees
 			// a thread's with the thread.
 		}
 		del(t.objs.LibcRanges, &pid)
