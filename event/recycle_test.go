@@ -19,3 +19,23 @@ func TestRecycledEventsComeBackZero(t *testing.T) {
 		Recycle(e)
 	}
 }
+
+// TestRecycledBatchesComeBackEmpty: what NewBatch returns is empty and
+// refers to no event of its last holder.
+func TestRecycledBatchesComeBackEmpty(t *testing.T) {
+	for i := range 3 {
+		b := NewBatch()
+		if len(b.Events) != 0 {
+			t.Fatalf("round %d: a new batch holds %d events", i, len(b.Events))
+		}
+		if held := b.Events[:cap(b.Events)]; len(held) > 0 && held[0] != nil {
+			t.Fatalf("round %d: a new batch still refers to %#v", i, held[0])
+		}
+		b.Events = append(b.Events, NewOpBegin(), NewOpEnd(), &Fork{Child: 9})
+		if i%2 == 0 {
+			b.Recycle()
+		} else {
+			b.Release()
+		}
+	}
+}
