@@ -27,9 +27,8 @@ import (
 type Tracer interface {
 	// Events delivers lifecycle events in order, in batches; it is
 	// closed once Stop has drained the ring buffer. The session hands
-	// the batches and the op begins and ends it took back to be reused
-	// (event.Batch.Release, event.Recycle): the tracer keeps none once
-	// sent.
+	// each batch back with its events, to be reused
+	// (event.Batch.Recycle): the tracer keeps none once sent.
 	Events() <-chan *event.Batch
 	// Snapshot reads the kernel's counters.
 	Snapshot() (*event.Snapshot, error)
@@ -310,7 +309,7 @@ func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow, dum
 			for _, ev := range b.Events {
 				s.event(ev)
 			}
-			b.Release()
+			b.Recycle()
 		case <-s.flushTick:
 			s.learnPending()
 			s.flush()
@@ -389,8 +388,8 @@ func (s *Session) learnPending() {
 	}
 }
 
-// consume records one event and applies it to the account, then hands it
-// back to be reused (event.Recycle): neither keeps it.
+// consume records one event and applies it to the account: neither keeps
+// it, so its batch can be recycled after.
 func (s *Session) consume(ev event.Event) {
 	s.record(ev)
 	s.acct.Apply(ev)
@@ -403,15 +402,15 @@ func (s *Session) consume(ev event.Event) {
 			report.MB(oom.AnonRSS, false), report.MB(oom.FileRSS, false), report.MB(oom.ShmemRSS, false))
 		s.log.Summary(s.acct.Summary(), "at the OOM kill")
 	}
-	event.Recycle(ev)
 }
 
-// consumeBatch consumes a batch's events in order and hands it back.
+// consumeBatch consumes a batch's events in order and hands it back
+// with them (event.Batch.Recycle).
 func (s *Session) consumeBatch(b *event.Batch) {
 	for _, ev := range b.Events {
 		s.consume(ev)
 	}
-	b.Release()
+	b.Recycle()
 }
 
 // reportNow writes the current full report to the log and to the reports
@@ -559,19 +558,18 @@ func (s *Session) Finish(why string) error {
 	s.stopSampling()
 	// Stop drains the ring buffer into the events channel; take them
 	// while it does, apply them in order after.
-	var rest []event.Event
+	var rest []*event.Batch
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
 		for b := range s.tr.Events() {
-			rest = append(rest, b.Events...)
-			b.Release()
+			rest = append(rest, b)
 		}
 	}()
 	stopErr := s.tr.Stop()
 	<-drained
-	for _, ev := range rest {
-		s.consume(ev)
+	for _, b := range rest {
+		s.consumeBatch(b)
 	}
 	// A TLS handshake read just before the end reaches the account here,
 	// after the loop: the hint is said all the same.

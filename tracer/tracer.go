@@ -503,7 +503,7 @@ func (t *Tracer) send() {
 // deliver decodes one record into the batch.
 func (t *Tracer) deliver(raw []byte) {
 	t.records.Add(1)
-	ev, err := decode(raw, t.clock, t.http, t.conns)
+	ev, err := decode(raw, t.clock, t.http, t.conns, t.batch)
 	if err != nil {
 		t.decodeErrors.Add(1)
 		return
