@@ -234,12 +234,12 @@ func (s *Session) awaitLive(results <-chan liveResult) liveResult {
 		select {
 		case r := <-results:
 			return r
-		case ev, ok := <-events:
+		case b, ok := <-events:
 			if !ok {
 				events = nil
 				continue
 			}
-			s.consume(ev)
+			s.consumeBatch(b)
 		}
 	}
 }

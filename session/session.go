@@ -25,11 +25,11 @@ import (
 // Tracer is what a session needs of the kernel side; *tracer.Tracer
 // satisfies it. Tests implement it with events and snapshots they built.
 type Tracer interface {
-	// Events delivers lifecycle events in order; it is closed once Stop
-	// has drained the ring buffer. The session hands the op begins and
-	// ends it took back to be reused (event.Recycle): the tracer keeps
-	// none once sent.
-	Events() <-chan event.Event
+	// Events delivers lifecycle events in order, in batches; it is
+	// closed once Stop has drained the ring buffer. The session hands
+	// each batch back with its events, to be reused
+	// (event.Batch.Recycle): the tracer keeps none once sent.
+	Events() <-chan *event.Batch
 	// Snapshot reads the kernel's counters.
 	Snapshot() (*event.Snapshot, error)
 	// Forget deletes buckets attribution folded away and the kernel state
@@ -298,30 +298,18 @@ func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow, dum
 	events := s.tr.Events()
 	for {
 		select {
-		case ev, ok := <-events:
+		case b, ok := <-events:
 			if !ok {
 				events = nil
 				continue
 			}
-			s.event(ev)
-			// Take what the reader queued meanwhile before the next
-			// select of every case: a select locks all its channels, a
-			// fifth of memdiag's CPU at 100k records/s when it ran once
-			// per record (BENCHMARKS.md, "Record storms"). Bounded, so
-			// the ticks still come in a storm.
-		drain:
-			for range drainBatch {
-				select {
-				case ev, ok := <-events:
-					if !ok {
-						events = nil
-						break drain
-					}
-					s.event(ev)
-				default:
-					break drain
-				}
+			// A batch at once (event.BatchLen events at most, but a
+			// container's first in fleet mode): the ticks still come
+			// in a storm.
+			for _, ev := range b.Events {
+				s.event(ev)
 			}
+			b.Recycle()
 		case <-s.flushTick:
 			s.learnPending()
 			s.flush()
@@ -353,10 +341,6 @@ func (s *Session) Loop(ctx context.Context, done <-chan struct{}, reportNow, dum
 		}
 	}
 }
-
-// drainBatch bounds how many queued events Loop takes after one before it
-// looks at its other channels again.
-const drainBatch = 256
 
 // event takes one event from the tracer.
 func (s *Session) event(ev event.Event) {
@@ -404,8 +388,8 @@ func (s *Session) learnPending() {
 	}
 }
 
-// consume records one event and applies it to the account, then hands it
-// back to be reused (event.Recycle): neither keeps it.
+// consume records one event and applies it to the account: neither keeps
+// it, so its batch can be recycled after.
 func (s *Session) consume(ev event.Event) {
 	s.record(ev)
 	s.acct.Apply(ev)
@@ -418,7 +402,15 @@ func (s *Session) consume(ev event.Event) {
 			report.MB(oom.AnonRSS, false), report.MB(oom.FileRSS, false), report.MB(oom.ShmemRSS, false))
 		s.log.Summary(s.acct.Summary(), "at the OOM kill")
 	}
-	event.Recycle(ev)
+}
+
+// consumeBatch consumes a batch's events in order and hands it back
+// with them (event.Batch.Recycle).
+func (s *Session) consumeBatch(b *event.Batch) {
+	for _, ev := range b.Events {
+		s.consume(ev)
+	}
+	b.Recycle()
 }
 
 // reportNow writes the current full report to the log and to the reports
@@ -554,30 +546,30 @@ func (s *Session) Finish(why string) error {
 			s.dumped(d)
 		case r := <-s.diffs.done:
 			s.heapDiffed(r)
-		case ev, ok := <-events:
+		case b, ok := <-events:
 			if !ok {
 				events = nil
 				continue
 			}
-			s.consume(ev)
+			s.consumeBatch(b)
 		}
 	}
 	// The last profile of the runtime heap, while the probes still run.
 	s.stopSampling()
 	// Stop drains the ring buffer into the events channel; take them
 	// while it does, apply them in order after.
-	var rest []event.Event
+	var rest []*event.Batch
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
-		for ev := range s.tr.Events() {
-			rest = append(rest, ev)
+		for b := range s.tr.Events() {
+			rest = append(rest, b)
 		}
 	}()
 	stopErr := s.tr.Stop()
 	<-drained
-	for _, ev := range rest {
-		s.consume(ev)
+	for _, b := range rest {
+		s.consumeBatch(b)
 	}
 	// A TLS handshake read just before the end reaches the account here,
 	// after the loop: the hint is said all the same.

@@ -15,7 +15,7 @@ import (
 // built, in the order the test drives them. It implements the interface
 // for real (Stop drains, Close closes, Forget forgets); it has no kernel.
 type sliceTracer struct {
-	events chan event.Event // unbuffered: a send returns once the loop took it
+	events chan *event.Batch // unbuffered: a send returns once the loop took it
 
 	mu        sync.Mutex
 	snap      *event.Snapshot // what Snapshot returns next
@@ -30,9 +30,16 @@ type sliceTracer struct {
 	closed    bool
 }
 
-func newSliceTracer() *sliceTracer { return &sliceTracer{events: make(chan event.Event)} }
+func newSliceTracer() *sliceTracer { return &sliceTracer{events: make(chan *event.Batch)} }
 
-func (f *sliceTracer) Events() <-chan event.Event { return f.events }
+func (f *sliceTracer) Events() <-chan *event.Batch { return f.events }
+
+// send sends evs as one batch, as the tracer sends what it read at once.
+func (f *sliceTracer) send(evs ...event.Event) {
+	b := event.NewBatch()
+	b.Events = append(b.Events, evs...)
+	f.events <- b
+}
 
 func (f *sliceTracer) Snapshot() (*event.Snapshot, error) {
 	f.mu.Lock()
@@ -77,8 +84,13 @@ func (f *sliceTracer) Stop() error {
 	f.stopped = true
 	rest := slices.Clone(f.rest)
 	f.mu.Unlock()
-	for _, ev := range rest {
-		f.events <- ev
+	// Two batches, when there is more than one event: the session takes
+	// every batch the tracer drains.
+	if half := len(rest) / 2; half > 0 {
+		f.send(rest[:half]...)
+		f.send(rest[half:]...)
+	} else if len(rest) > 0 {
+		f.send(rest...)
 	}
 	close(f.events)
 	return nil
@@ -122,13 +134,20 @@ func newDriver(s *Session, tr *sliceTracer) *driver {
 	return d
 }
 
-// play feeds the steps, then says the target exited.
+// play feeds the steps, then says the target exited. Events one after the
+// other go in one batch.
 func (d *driver) play(t *testing.T, steps []step) {
 	defer close(d.done)
-	for _, st := range steps {
+	for i := 0; i < len(steps); i++ {
+		st := steps[i]
 		switch {
 		case st.ev != nil:
-			d.tr.events <- st.ev
+			evs := []event.Event{st.ev}
+			for i+1 < len(steps) && steps[i+1].ev != nil {
+				i++
+				evs = append(evs, steps[i].ev)
+			}
+			d.tr.send(evs...)
 		case st.snap != nil:
 			d.tr.mu.Lock()
 			d.tr.snap = st.snap

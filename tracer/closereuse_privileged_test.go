@@ -61,9 +61,10 @@ func TestClosedOpEndsBeforeReusedFD(t *testing.T) {
 	// failure.
 	var firstID uint64
 	deadline := time.After(30 * time.Second)
+	events := unbatched(t, tr.Events())
 	for {
 		select {
-		case ev, ok := <-tr.Events():
+		case ev, ok := <-events:
 			if !ok {
 				t.Fatal("the tracer's events ended")
 			}

@@ -81,12 +81,13 @@ func (c Clock) Wall(ktimeNs uint64) time.Time {
 // (EV_OP_DATA) decodes to nil. An EV_OP_PAIR record is two: the tracer
 // splits it (pairParts) before decoding.
 func Decode(raw []byte, clock Clock) (event.Event, error) {
-	return decode(raw, clock, httpreq.Options{}, nil)
+	return decode(raw, clock, httpreq.Options{}, nil, nil)
 }
 
 // decode is Decode with conns, the naming state of served connections
-// (nil: none kept).
-func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns) (event.Event, error) {
+// (nil: none kept), taking op begins and ends from the spares of the batch
+// the event goes in (nil: from event's pools).
+func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns, into *event.Batch) (event.Event, error) {
 	if len(raw) < hdrSize {
 		return nil, fmt.Errorf("decoding header of %d bytes: %w", len(raw), ErrShort)
 	}
@@ -126,13 +127,13 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns)
 		if err := decodeFixed(raw, &e, "op begin"); err != nil {
 			return nil, err
 		}
-		return opBegin(hdr, &e, recordData(raw, unsafe.Offsetof(e.Data), e.DataLen, len(e.Data)), opts, conns), nil
+		return opBegin(into.NewOpBegin(), hdr, &e, recordData(raw, unsafe.Offsetof(e.Data), e.DataLen, len(e.Data)), opts, conns), nil
 	case kindOpEnd:
 		var e memdiagOpEndEvent
 		if err := decodeFixed(raw, &e, "op end"); err != nil {
 			return nil, err
 		}
-		end := event.NewOpEnd()
+		end := into.NewOpEnd()
 		*end = event.OpEnd{Header: hdr, OpID: e.OpId, FD: e.Fd, Reason: event.OpEndReason(e.Reason)}
 		if end.Reason == event.EndClose && conns != nil {
 			conns.Close(httpreq.ConnKey{PID: h.Pid, FD: e.Fd})
@@ -210,11 +211,11 @@ func recordData(raw []byte, off uintptr, dataLen uint32, capacity int) []byte {
 	return raw[off : int(off)+min(int(dataLen), capacity)]
 }
 
-// opBegin converts an op begin record, parsing its request line (HTTP/1.x),
-// its HEADERS frame (HTTP/2) or taking the next pipelined request of its
-// connection from data, the record's bytes; the raw bytes go no further.
-func opBegin(hdr event.Header, e *memdiagOpBeginEvent, data []byte, opts httpreq.Options, conns *httpreq.Conns) *event.OpBegin {
-	ob := event.NewOpBegin()
+// opBegin converts an op begin record into ob (a zero one), parsing its
+// request line (HTTP/1.x), its HEADERS frame (HTTP/2) or taking the next
+// pipelined request of its connection from data, the record's bytes; the
+// raw bytes go no further.
+func opBegin(ob *event.OpBegin, hdr event.Header, e *memdiagOpBeginEvent, data []byte, opts httpreq.Options, conns *httpreq.Conns) *event.OpBegin {
 	*ob = event.OpBegin{Header: hdr, OpID: e.OpId, Kind: event.OpKind(e.OpKind), FD: e.Fd}
 	key := httpreq.ConnKey{PID: hdr.PID, FD: e.Fd}
 	var (

@@ -39,7 +39,7 @@ func TestDecodeConns(t *testing.T) {
 	conns := httpreq.NewConns(httpreq.Options{})
 	name := func(raw []byte) string {
 		t.Helper()
-		ev, err := decode(raw, testClock, httpreq.Options{}, conns)
+		ev, err := decode(raw, testClock, httpreq.Options{}, conns, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +96,7 @@ func TestDecodeConns(t *testing.T) {
 	if got := name(opBeginBytes(1, 7, 7, 21, ws, 8, 0, 0, [16]byte{}, "\x81\x85abcdhello")); got != "ws GET /chat" {
 		t.Errorf("message = %q", got)
 	}
-	if _, err := decode(opEndBytes(1, 7, 7, 21, 8, uint32(event.EndClose), nil), testClock, httpreq.Options{}, conns); err != nil {
+	if _, err := decode(opEndBytes(1, 7, 7, 21, 8, uint32(event.EndClose), nil), testClock, httpreq.Options{}, conns, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := name(opBeginBytes(1, 7, 7, 22, ws, 8, 0, 0, [16]byte{}, "\x81\x85abcdhello")); got != "unknown" {

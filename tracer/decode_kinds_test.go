@@ -165,7 +165,7 @@ func TestDecodeEveryKind(t *testing.T) {
 // the values it redacts by default.
 func TestDecodeKeepQueryValues(t *testing.T) {
 	raw := opBeginBytes(1, 100, 100, 1, uint32(event.OpHTTPServer), 3, 0, 0, [16]byte{}, "GET /a?b=c HTTP/1.1\r\n")
-	ev, err := decode(raw, testClock, httpreq.Options{KeepQueryValues: true}, nil)
+	ev, err := decode(raw, testClock, httpreq.Options{KeepQueryValues: true}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,10 +274,10 @@ func BenchmarkDecodeRequest(b *testing.B) {
 	conns := httpreq.NewConns(httpreq.Options{})
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := decode(begin, testClock, httpreq.Options{}, conns); err != nil {
+		if _, err := decode(begin, testClock, httpreq.Options{}, conns, nil); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := decode(end, testClock, httpreq.Options{}, conns); err != nil {
+		if _, err := decode(end, testClock, httpreq.Options{}, conns, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -118,10 +118,13 @@ func tracing(t *testing.T, p *goProgram) (*Tracer, <-chan int) {
 	samples := make(chan int, 1)
 	go func() {
 		n := 0
-		for ev := range tr.Events() {
-			if hs, ok := ev.(*event.HeapSample); ok && hs.PID == uint32(p.cmd.Process.Pid) {
-				n++
+		for b := range tr.Events() {
+			for _, ev := range b.Events {
+				if hs, ok := ev.(*event.HeapSample); ok && hs.PID == uint32(p.cmd.Process.Pid) {
+					n++
+				}
 			}
+			b.Recycle()
 		}
 		samples <- n
 	}()

@@ -11,7 +11,31 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/memdiag/memdiag/event"
 )
+
+// unbatched passes on the events of batches one at a time, as the tests
+// read them; once the test ends it drops them, so the tracer's reader
+// never waits on a test that stopped reading.
+func unbatched(t *testing.T, batches <-chan *event.Batch) <-chan event.Event {
+	out := make(chan event.Event)
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go func() {
+		defer close(out)
+		for b := range batches {
+			for _, ev := range b.Events {
+				select {
+				case out <- ev:
+				case <-stop:
+				}
+			}
+			b.Release()
+		}
+	}()
+	return out
+}
 
 // openDrained opens a tracer for a test that reads the kernel's maps, not
 // the events: it skips without root, keeps the ring buffer moving, and

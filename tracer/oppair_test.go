@@ -41,7 +41,7 @@ func BenchmarkOpPair(b *testing.B) {
 	acct := attribution.New(pid, testClock.Wall(0))
 	acct.SetOptions(attribution.Options{Categorizer: attribution.NewCategorizer(nil), KeepOps: 100})
 	apply := func(raw []byte) {
-		ev, err := decode(raw, testClock, httpreq.Options{}, naming)
+		ev, err := decode(raw, testClock, httpreq.Options{}, naming, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

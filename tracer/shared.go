@@ -32,8 +32,9 @@ import (
 //
 // Memory: the kernel's maps are the one tracer's (their sizes do not grow
 // with the number of targets); userspace holds per View a channel of
-// QueueLen+MaxPendingEvents records and the pids it routes, per pending
-// cgroup at most MaxPendingEvents records (MaxPending cgroups).
+// QueueLen records and one batch of a pending cgroup's, and the pids it
+// routes; per pending cgroup at most MaxPendingEvents records (MaxPending
+// cgroups).
 type Shared struct {
 	t *Tracer
 	// unknown is called, on the router's goroutine, when a process execs
@@ -124,19 +125,40 @@ func (s *Shared) sawExec(pid uint32, cgroup uint64) {
 }
 
 // route moves every record of the tracer to its View or pending cgroup,
-// until the tracer's channel closes; then it closes every View's.
+// until the tracer's channel closes; then it closes every View's. Each
+// View gets a batch's records for it in one batch, sent when the batch is
+// routed, or at once while a View is stopping (before its channel may
+// close).
 func (s *Shared) route() {
 	defer close(s.routerDone)
-	for ev := range s.t.events {
-		if m, ok := ev.(ringEmpty); ok {
-			s.closeStopped(m.at)
-			continue
+	out := map[*View]*event.Batch{} // the records routed to each View, not sent yet
+	for b := range s.t.events {
+		var at time.Time
+		for _, ev := range b.Events {
+			if m, ok := ev.(ringEmpty); ok {
+				s.sendRouted(out)
+				s.closeStopped(m.at)
+				continue
+			}
+			at = ev.When() // once sent, ev is the view's (event.Recycle)
+			if v := s.dest(ev); v != nil {
+				o := out[v]
+				if o == nil {
+					o = event.NewBatch()
+					out[v] = o
+				}
+				o.Events = append(o.Events, ev)
+			}
+			if s.t.wantMarks.Load() { // a View is stopping
+				s.sendRouted(out)
+				s.closeStopped(at)
+			}
 		}
-		at := ev.When() // once sent, ev is the view's (event.Recycle)
-		if v := s.dest(ev); v != nil {
-			v.ch <- ev
+		b.Release()
+		s.sendRouted(out)
+		if !at.IsZero() {
+			s.closeStopped(at)
 		}
-		s.closeStopped(at)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -147,6 +169,15 @@ func (s *Shared) route() {
 		v.end()
 	}
 	s.views, s.stops = map[uint64]*View{}, nil
+}
+
+// sendRouted sends each View the records routed to it (the router only
+// ends a View, so none was ended since).
+func (s *Shared) sendRouted(out map[*View]*event.Batch) {
+	for v, b := range out {
+		v.ch <- b
+		delete(out, v)
+	}
 }
 
 // dest finds where ev goes: a View (returned, to be sent outside the
@@ -299,11 +330,7 @@ func (s *Shared) NewView(dir string, pids []int) (v *View, fromExec []int, err e
 	}
 	v = &View{s: s, cgroup: cg, dir: dir, pids: map[uint32]bool{}, stopped: make(chan struct{})}
 	p := s.pending[cg]
-	n := cap(s.t.events)
-	if p != nil {
-		n += len(p.events)
-	}
-	v.ch = make(chan event.Event, n)
+	v.ch = make(chan *event.Batch, cap(s.t.events)+1) // +1: the pending records
 	if p != nil {
 		s.adoptLocked(v, p)
 	}
@@ -374,11 +401,13 @@ func (s *Shared) nestLocked(v *View) {
 // router sends to v from now on.
 func (s *Shared) adoptLocked(v *View, p *pendingCgroup) {
 	delete(s.pending, p.cgroup)
-	if cap(v.ch)-len(v.ch) < len(p.events) {
-		s.overflow += uint64(len(p.events))
-	} else {
-		for _, ev := range p.events {
-			v.ch <- ev
+	if len(p.events) > 0 {
+		if len(v.ch) == cap(v.ch) {
+			s.overflow += uint64(len(p.events))
+		} else {
+			b := event.NewBatch()
+			b.Events = append(b.Events, p.events...)
+			v.ch <- b
 		}
 	}
 	for pid := range p.pids {
@@ -600,7 +629,7 @@ type View struct {
 	s          *Shared
 	cgroup     uint64 // its directory's id; s.views also maps the ids of those below
 	dir        string
-	ch         chan event.Event
+	ch         chan *event.Batch
 	pids       map[uint32]bool // processes routed here, until forgotten (s.mu)
 	freed      []event.Bucket  // freed buckets taken by a snapshot, not yet given (s.mu)
 	lastRouted time.Time       // when the router last sent here or Forget deleted: the next snapshot is read after (s.mu)
@@ -624,7 +653,7 @@ func (v *View) end() {
 }
 
 // Events implements session.Tracer.
-func (v *View) Events() <-chan event.Event { return v.ch }
+func (v *View) Events() <-chan *event.Batch { return v.ch }
 
 // Snapshot implements session.Tracer: the view's processes' buckets and
 // memory; the group's total is theirs summed, its peak the highest total

@@ -97,7 +97,8 @@ func TestShared(t *testing.T) {
 	if len(fromExec) != 1 || fromExec[0] != pa.Process.Pid {
 		t.Errorf("fromExec %v, want [%d]", fromExec, pa.Process.Pid)
 	}
-	ev := <-v.Events()
+	events := unbatched(t, v.Events())
+	ev := <-events
 	if ex, ok := ev.(*event.Exec); !ok || ex.PID != uint32(pa.Process.Pid) || !strings.HasSuffix(ex.Filename, "cat") {
 		t.Fatalf("the view's first event is %#v, want the exec of cat by %d", ev, pa.Process.Pid)
 	}
@@ -152,7 +153,7 @@ func TestShared(t *testing.T) {
 	execs := map[uint32]bool{}
 	for len(execs) < 2 {
 		select {
-		case ev := <-v.Events():
+		case ev := <-events:
 			if ex, ok := ev.(*event.Exec); ok {
 				execs[ex.PID] = true
 			}
@@ -255,10 +256,13 @@ func TestSharedThreads(t *testing.T) {
 	}
 	exits := make(chan uint32, 64)
 	go func() {
-		for ev := range v.Events() {
-			if e, ok := ev.(*event.Exit); ok && e.TID != e.PID {
-				exits <- e.TID
+		for b := range v.Events() {
+			for _, ev := range b.Events {
+				if e, ok := ev.(*event.Exit); ok && e.TID != e.PID {
+					exits <- e.TID
+				}
 			}
+			b.Recycle()
 		}
 	}()
 	routes := s.Counts().Routes

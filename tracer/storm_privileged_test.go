@@ -63,6 +63,7 @@ func TestRequestStormLosesNothing(t *testing.T) {
 	// only turns a hang into a failure. A lost record is seen in the
 	// kernel's counter at once.
 	var begins, ends int
+	events := unbatched(t, tr.Events())
 	check := time.NewTicker(100 * time.Millisecond)
 	defer check.Stop()
 	deadline := time.After(2 * time.Minute)
@@ -75,7 +76,7 @@ func TestRequestStormLosesNothing(t *testing.T) {
 	}
 	for begins < stormRequests || ends < stormRequests {
 		select {
-		case ev, ok := <-tr.Events():
+		case ev, ok := <-events:
 			if !ok {
 				t.Fatal("the tracer's events ended")
 			}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
@@ -49,7 +48,8 @@ type Config struct {
 	// are redacted by default: they carry tokens and personal data).
 	KeepQueryValues bool
 	// QueueLen sizes the channel between the ring buffer reader and its
-	// consumer (the reader waits when it is full). 0 means 4096.
+	// consumer, in events (the reader waits when it is full): it holds
+	// QueueLen/event.BatchLen batches, at least one. 0 means 4096.
 	QueueLen int
 }
 
@@ -137,8 +137,9 @@ type Tracer struct {
 	objs   memdiagObjects
 	bits   *targetBits // the kernel's target bitmap, mapped
 	links  []io.Closer // closed in reverse
-	reader *ringbuf.Reader
-	events chan event.Event
+	ring   *ring       // the events ring buffer, the reader's
+	events chan *event.Batch
+	batch  *event.Batch // the reader's, filling
 	clock  Clock
 	http   httpreq.Options // what request names keep
 	conns  *httpreq.Conns  // naming state of served connections (pipelining, HTTP/2); the reader's own
@@ -182,7 +183,7 @@ func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err er
 	}
 
 	t := &Tracer{
-		events:     make(chan event.Event, cfg.QueueLen),
+		events:     make(chan *event.Batch, max(1, cfg.QueueLen/event.BatchLen)),
 		readerDone: make(chan struct{}),
 		clock:      nowClock(),
 		http:       httpreq.Options{KeepQueryValues: cfg.KeepQueryValues},
@@ -238,7 +239,7 @@ func open(cfg Config, onExec func(pid uint32, cgroup uint64)) (_ *Tracer, err er
 		}
 		t.links = append(t.links, l)
 	}
-	t.reader, err = ringbuf.NewReader(t.objs.Events)
+	t.ring, err = newRing(t.objs.Events)
 	if err != nil {
 		t.closeLinks()
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)
@@ -432,53 +433,91 @@ func MappedLibrary(pid int, prefix string) (string, error) {
 	return "", fmt.Errorf("process %d maps no %s*", pid, prefix)
 }
 
-// Events returns the lifecycle events; it is closed after Close drained it.
-func (t *Tracer) Events() <-chan event.Event { return t.events }
+// Events returns the lifecycle events, in batches in the order they were
+// read (event.Batch); it is closed after Close drained it. Whoever takes a
+// batch hands it back (Recycle, or Release once its events are recycled).
+func (t *Tracer) Events() <-chan *event.Batch { return t.events }
 
-// read moves ring buffer records into the events channel until the reader
-// is flushed or closed.
+// read moves ring buffer records into the events channel until the ring
+// is flushed or interrupted. Records are decoded into a batch, sent once
+// the ring has no more or it holds event.BatchLen: a channel send per
+// record (its lock, and the consumer's wakeup) was a tenth of memdiag's CPU
+// in record storms.
 func (t *Tracer) read() {
 	defer close(t.readerDone)
 	defer close(t.events)
-	var rec ringbuf.Record
+	t.batch = event.NewBatch()
+	flushed := false
 	for {
-		// The kernel side wakes the reader only when the ring fills up
-		// (a wakeup per record costs the traced service a self-IPI), so
-		// the reader also looks every readPoll.
 		var at time.Time // shared mode: when the ring was last looked at
 		if t.shared {
 			at = t.clock.Wall(monotonicNow())
 		}
-		// Records waiting are read without blocking: renewing the
-		// deadline per record (a clock read and a lock) was a few per
-		// cent of memdiag's CPU in record storms.
-		if t.shared || t.reader.AvailableBytes() == 0 {
-			t.reader.SetDeadline(time.Now().Add(readPoll))
+		n, busy, err := t.ring.read(event.BatchLen-len(t.batch.Events), t.deliverRecord)
+		if err != nil {
+			t.decodeErrors.Add(1) // the records written are dropped
 		}
-		if err := t.reader.ReadInto(&rec); err != nil {
-			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed) {
-				return
-			}
-			if t.shared && t.wantMarks.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-				t.events <- ringEmpty{at} // nothing made before at is left
-			}
+		switch {
+		case len(t.batch.Events) >= event.BatchLen:
+			t.send()
 			continue
-		}
-		if end, begin, ok := pairParts(rec.RawSample); ok {
-			t.deliver(end)
-			if begin != nil {
-				t.deliver(begin)
-			}
+		case busy && n == 0:
+			runtime.Gosched() // a record is being written
 			continue
+		case n > 0 || busy:
+			continue // more may have come meanwhile
 		}
-		t.deliver(rec.RawSample)
+		// The ring is empty.
+		if len(t.batch.Events) > 0 {
+			t.send()
+		}
+		if flushed {
+			return
+		}
+		// The kernel side wakes the reader only when the ring fills up
+		// (a wakeup per record costs the traced service a self-IPI), so
+		// the reader also looks every readPoll.
+		timedOut, fl, closed, err := t.ring.wait(readPoll)
+		switch {
+		case closed:
+			return
+		case fl:
+			flushed = true // read what is left, then stop
+		case err != nil:
+			time.Sleep(readPoll) // not seen; do not spin on it
+		case timedOut && t.shared && t.wantMarks.Load():
+			// Nothing made before at is left: behind every record sent.
+			t.batch.Events = append(t.batch.Events, ringEmpty{at})
+		}
 	}
 }
 
-// deliver decodes one record and sends its event on.
+// deliverRecord decodes one ring buffer record into the batch: an
+// EV_OP_PAIR record is two.
+func (t *Tracer) deliverRecord(raw []byte) {
+	if end, begin, ok := pairParts(raw); ok {
+		t.deliver(end)
+		if begin != nil {
+			t.deliver(begin)
+		}
+		return
+	}
+	t.deliver(raw)
+}
+
+// send sends the batch on and starts the next. Block rather than drop: an
+// op's end carries bytes the kernel no longer holds. A slow consumer fills
+// the ring buffer instead, where a record that finds no room is counted and
+// its bytes stay in the kernel's tables.
+func (t *Tracer) send() {
+	t.events <- t.batch
+	t.batch = event.NewBatch()
+}
+
+// deliver decodes one record into the batch.
 func (t *Tracer) deliver(raw []byte) {
 	t.records.Add(1)
-	ev, err := decode(raw, t.clock, t.http, t.conns)
+	ev, err := decode(raw, t.clock, t.http, t.conns, t.batch)
 	if err != nil {
 		t.decodeErrors.Add(1)
 		return
@@ -489,11 +528,7 @@ func (t *Tracer) deliver(raw []byte) {
 	if _, ok := ev.(*event.Exec); ok && t.onExec != nil {
 		t.onExec(ev.(*event.Exec).PID, execCgroup(raw))
 	}
-	// Block rather than drop: an op's end carries bytes the kernel no
-	// longer holds. A slow consumer fills the ring buffer instead, where a
-	// record that finds no room is counted and its bytes stay in the
-	// kernel's tables.
-	t.events <- ev
+	t.batch.Events = append(t.batch.Events, ev)
 }
 
 // Snapshot reads every bucket, the group totals and the health counters.
@@ -708,9 +743,9 @@ func (t *Tracer) Stop() error {
 		}
 		// Nothing new can be written now: let the reader take what is
 		// left, then stop.
-		if err := t.reader.Flush(); err != nil {
+		if err := t.ring.Flush(); err != nil {
 			errs = append(errs, fmt.Errorf("flushing the ring buffer: %w", err))
-			t.reader.Close()
+			t.ring.Interrupt()
 		}
 		<-t.readerDone
 		t.stopErr = errors.Join(errs...)
@@ -723,7 +758,7 @@ func (t *Tracer) Stop() error {
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
 		errs := []error{t.Stop()}
-		if err := t.reader.Close(); err != nil && !errors.Is(err, ringbuf.ErrClosed) {
+		if err := t.ring.close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing the ring buffer reader: %w", err))
 		}
 		if err := t.bits.close(); err != nil {

@@ -32,8 +32,8 @@
 //	memdiag pipelined      + memdiag attach (every pipelined request its op)
 //
 // With -base-memdiag BIN (another build, e.g. main's, to compare a change
-// with), two more arms run that build: "default-base" and "pipelined-base",
-// side by side with the same arms of -memdiag.
+// with), three more arms run that build: "default-base", "pipelined-base"
+// and "plain-base", side by side with the same arms of -memdiag.
 //
 // Every run starts a fresh service (the service leaks about 4 MB a second
 // under this load by design: a long-lived one would grow by gigabytes over
@@ -136,6 +136,7 @@ var allArms = []arm{
 	{key: "pipelined", name: "memdiag (default), 5 pipelined", base: "untraced-pipelined", tracer: "memdiag", pipelined: true},
 	{key: "default-base", name: "memdiag (default), -base-memdiag build", base: "untraced", tracer: "memdiag", baseBin: true},
 	{key: "pipelined-base", name: "memdiag (default), 5 pipelined, -base-memdiag build", base: "untraced-pipelined", tracer: "memdiag", pipelined: true, baseBin: true},
+	{key: "plain-base", name: "plain Node.js http, memdiag (default), -base-memdiag build", base: "plain-untraced", svc: "node-plain", tracer: "memdiag", baseBin: true},
 }
 
 func main() {
@@ -150,7 +151,7 @@ func run() int {
 		settle   = flag.Duration("settle", 2*time.Second, "idle time between the warm-up's end and the measurement, the same for every arm; the tracer attaches in it")
 		conns    = flag.Int("connections", 16, "wrk's open connections")
 		memdiag  = flag.String("memdiag", "bin/memdiag", "the memdiag `binary` to measure (make build)")
-		baseBin  = flag.String("base-memdiag", "", "another memdiag `binary` (e.g. main's build) measured side by side in the default-base and pipelined-base arms")
+		baseBin  = flag.String("base-memdiag", "", "another memdiag `binary` (e.g. main's build) measured side by side in the default-base, pipelined-base and plain-base arms")
 		memleak  = flag.String("memleak", "memleak-bpfcc", "bcc's memleak (Debian: apt-get install -y bpfcc-tools)")
 		arms     = flag.String("arms", "", "comma-separated `arms` to run (default all): "+armKeys())
 		profile  = flag.Bool("profile", true, "after the rounds, one run per memdiag arm with kernel.bpf_stats_enabled=1 for the programs' run times")
@@ -303,7 +304,7 @@ func (b *bench) setup(rounds int, arms string) error {
 	}
 	if b.needs(func(a arm) bool { return a.baseBin }) {
 		if b.baseMemdiag == "" {
-			return errors.New("the default-base and pipelined-base arms run -base-memdiag: give it")
+			return errors.New("the default-base, pipelined-base and plain-base arms run -base-memdiag: give it")
 		}
 		if _, err := os.Stat(b.baseMemdiag); err != nil {
 			return fmt.Errorf("-base-memdiag: %w", err)
