@@ -3,6 +3,7 @@ package attribution
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"testing"
 	"time"
 
@@ -182,10 +183,14 @@ func TestCategorizeSeenRequestAllocatesNothing(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("Categorize allocated %v times an op", n)
 	}
+	table := reflect.ValueOf(c.known).UnsafePointer()
 	for i := range 3 * maxKnown {
 		c.Categorize(&event.OpBegin{Kind: event.OpHTTPServer, HTTP: true, Request: event.Request{Method: "GET", Path: fmt.Sprintf("/v%d", i)}})
 		if len(c.known) > maxKnown {
 			t.Fatalf("%d namings kept", len(c.known))
+		}
+		if reflect.ValueOf(c.known).UnsafePointer() != table {
+			t.Fatalf("op %d: a new table (a full one is cleared, not replaced)", i)
 		}
 	}
 }

@@ -3,7 +3,9 @@ package httpreq
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
+	"unsafe"
 )
 
 // FuzzLineCache: after any request went through the cache, any other one
@@ -24,15 +26,23 @@ func FuzzLineCache(f *testing.F) {
 	})
 }
 
-// TestLineCacheBounded: a new line every time keeps at most maxLines.
+// TestLineCacheBounded: a new line every time keeps at most maxLines, in
+// the one table made first (a full cache is cleared, not replaced: a new
+// table regrown every maxLines lines was garbage the size of the cache).
 func TestLineCacheBounded(t *testing.T) {
 	c := lineCache{}
+	var table unsafe.Pointer
 	for i := range 3 * maxLines {
 		if _, err := c.parse(fmt.Appendf(nil, "GET /u%d HTTP/1.1\r\n", i)); err != nil {
 			t.Fatal(err)
 		}
 		if len(c.m) > maxLines {
 			t.Fatalf("%d lines kept", len(c.m))
+		}
+		if table == nil {
+			table = reflect.ValueOf(c.m).UnsafePointer()
+		} else if reflect.ValueOf(c.m).UnsafePointer() != table {
+			t.Fatalf("line %d: a new table", i)
 		}
 	}
 }
