@@ -21,8 +21,11 @@ import (
 // storm. This one hands the records in place to its caller and publishes
 // the position once for all it read. The mapping is the kernel's
 // (kernel/bpf/ringbuf.c): the consumer page (the position, read-write),
-// then the producer page (its position) and the data pages, mapped twice
-// in a row so that a record that wraps around is whole.
+// then the producer page (its position) and the data pages. The kernel
+// offers the data twice in a row, so that a record that wraps around the
+// end reads whole; this maps it once (a second mapping of the same pages
+// was 1 MiB more of memdiag's resident memory with the default ring) and
+// joins the rare record that wraps in a buffer of its own.
 //
 // The reader waits for the kernel's wakeup in Go's network poller, not in
 // an epoll_wait of its own: a goroutine parked there holds no thread, so
@@ -30,9 +33,10 @@ import (
 // runtime hand the processor to another thread and back at every wakeup.
 type ring struct {
 	cons []byte // the consumer page
-	prod []byte // the producer page and the data pages, twice
+	prod []byte // the producer page and the data pages
 	data []byte // prod past its first page
 	mask uint64 // the data's size - 1
+	wrap []byte // a record that wraps around the data's end, joined
 
 	file *os.File        // a duplicate of the map's fd, in the poller
 	conn syscall.RawConn // file's
@@ -66,7 +70,7 @@ func newRing(m *ebpf.Map) (_ *ring, err error) {
 	if r.cons, err = unix.Mmap(m.FD(), 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
 		return nil, fmt.Errorf("mapping the ring buffer's consumer page: %w", err)
 	}
-	if r.prod, err = unix.Mmap(m.FD(), int64(page), page+2*size, unix.PROT_READ, unix.MAP_SHARED); err != nil {
+	if r.prod, err = unix.Mmap(m.FD(), int64(page), page+size, unix.PROT_READ, unix.MAP_SHARED); err != nil {
 		return nil, fmt.Errorf("mapping the ring buffer's data: %w", err)
 	}
 	r.data = r.prod[page:]
@@ -117,8 +121,7 @@ func (r *ring) read(max int, f func([]byte)) (n int, busy bool, err error) {
 			return n, false, errRingCorrupt
 		}
 		if word&ringDiscard == 0 {
-			at := cons&r.mask + ringHdrSize
-			f(r.data[at : at+size : at+size])
+			f(r.record(cons&r.mask+ringHdrSize, size))
 			n++
 		}
 		cons = next
@@ -127,6 +130,23 @@ func (r *ring) read(max int, f func([]byte)) (n int, busy bool, err error) {
 		atomic.StoreUint64(r.consPos(), cons)
 	}
 	return n, busy, nil
+}
+
+// record returns the size bytes at offset at of the data (past the data's
+// end, continued from its start): in place, or joined in r.wrap when they
+// wrap around. (A header never wraps: records are 8-byte aligned.)
+func (r *ring) record(at, size uint64) []byte {
+	at &= r.mask // a header in the data's last 8 bytes: the record starts at 0
+	if at+size <= uint64(len(r.data)) {
+		return r.data[at : at+size : at+size]
+	}
+	if uint64(cap(r.wrap)) < size {
+		r.wrap = make([]byte, size)
+	}
+	w := r.wrap[:size:size]
+	n := copy(w, r.data[at:])
+	copy(w[n:], r.data)
+	return w
 }
 
 // wait blocks until the kernel wakes the reader (records), timeout passes

@@ -7,8 +7,8 @@ import (
 	"testing"
 )
 
-// fakeRing is a ring over plain memory laid out as the kernel maps it:
-// the data twice in a row, so a record that wraps reads whole.
+// fakeRing is a ring over plain memory laid out as the reader maps it:
+// the data once, so a record that wraps around its end is in two parts.
 type fakeRing struct {
 	*ring
 	size uint64
@@ -16,7 +16,7 @@ type fakeRing struct {
 }
 
 func newFakeRing(size uint64) *fakeRing {
-	return &fakeRing{ring: &ring{cons: make([]byte, 8), prod: make([]byte, 8), data: make([]byte, 2*size), mask: size - 1}, size: size}
+	return &fakeRing{ring: &ring{cons: make([]byte, 8), prod: make([]byte, 8), data: make([]byte, size), mask: size - 1}, size: size}
 }
 
 // put writes a record of payload at the producer position with the given
@@ -31,7 +31,7 @@ func (f *fakeRing) put(payload []byte, bits uint32) {
 	}
 	for i, b := range rec {
 		at := (f.prod + uint64(i)) & f.mask
-		f.data[at], f.data[at+f.size] = b, b
+		f.data[at] = b
 	}
 	f.prod += uint64(len(rec))
 	binary.LittleEndian.PutUint64(f.ring.prod, f.prod)
@@ -41,7 +41,6 @@ func (f *fakeRing) put(payload []byte, bits uint32) {
 func (f *fakeRing) setBits(pos uint64, size int, bits uint32) {
 	at := pos & f.mask
 	binary.LittleEndian.PutUint32(f.data[at:], uint32(size)|bits)
-	binary.LittleEndian.PutUint32(f.data[at+f.size:], uint32(size)|bits)
 }
 
 func (f *fakeRing) cons() uint64 { return binary.LittleEndian.Uint64(f.ring.cons) }
@@ -122,5 +121,29 @@ func TestRingCorrupt(t *testing.T) {
 	_, _, err := f.read(100, func([]byte) {})
 	if !errors.Is(err, errRingCorrupt) || f.cons() != f.prod {
 		t.Fatalf("err %v, consumer at %d; want errRingCorrupt, at %d", err, f.cons(), f.prod)
+	}
+}
+
+// TestRingJoinsWrappedRecord: a record whose bytes run past the data's
+// end (mapped once) reads whole, and so does one whose header is in the
+// data's last bytes.
+func TestRingJoinsWrappedRecord(t *testing.T) {
+	f := newFakeRing(64)
+	long := "0123456789abcdefghij" // 20 bytes: 32 with the header and padding
+	for _, p := range []string{"first 24 bytes, padded.", "", long, "x", long} {
+		f.put([]byte(p), 0)
+		got, _ := f.readAll(t, 10)
+		if len(got) != 1 || got[0] != p {
+			t.Fatalf("read %q, want [%q] (producer at %d)", got, p, f.prod)
+		}
+	}
+	// The third record's header is at 40..48, its bytes at 48..68: past
+	// the end. Now one whose header is at 56..64 and bytes at 0..20.
+	f = newFakeRing(64)
+	f.put([]byte("48 bytes of a record and its header, in all!!"), 0) // 8 + 45, padded to 56
+	f.readAll(t, 10)
+	f.put([]byte(long), 0)
+	if got, _ := f.readAll(t, 10); len(got) != 1 || got[0] != long {
+		t.Fatalf("header at the data's last bytes: read %q, want [%q]", got, long)
 	}
 }
