@@ -26,8 +26,11 @@
  * reserve bumps ST_LOST_EVENTS in the per-CPU `stats` array, which also
  * counts every map that was found full.
  *
- * Syscall arguments. A syscall whose exit needs its arguments saves them
- * at entry in `pending` (the thread's task storage) and takes them at exit.
+ * Syscall arguments. An exit reads its syscall's arguments from the
+ * registers, which the syscall leaves as its entry found them (exit_target);
+ * a syscall that gives memory back (munmap, brk, madvise) needs more than
+ * its arguments from its entry, saved in `pending` (the thread's task
+ * storage) and taken at exit.
  */
 #ifndef MEMDIAG_CORE_BPF_H
 #define MEMDIAG_CORE_BPF_H
@@ -309,20 +312,6 @@ static __always_inline struct pending_slot *put_args(struct pending *p)
 	slot->valid = 1;
 	slot->releasing = 0;
 	return slot;
-}
-
-/* Saves the first n (<= 3) syscall arguments of a target thread; returns 0. */
-static __always_inline int save_args(struct tp_sys_enter *ctx, int n)
-{
-	if (!current_target(bpf_get_current_task_btf()->tgid))
-		return 0;
-	struct pending p = {};
-	p.args[0] = ctx->args[0];
-	p.args[1] = ctx->args[1];
-	if (n > 2)
-		p.args[2] = ctx->args[2];
-	put_args(&p);
-	return 0;
 }
 
 /* The target entry of the current thread's process (NULL: not traced),
