@@ -59,33 +59,34 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 // ("What it costs") carries the same lines (TestCostTextInREADME).
 const costText = `Measured with sudo make bench and go run ./bench/http on a 2-CPU KVM VM (Linux 6.18,
 2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
-  default mode, the traced service: +116 to +124 ns per page fault (+14% to
-    +15% of a 0.8 us fault), +256 to +267 ns per mmap or munmap, +47 to +49 ns
-    per read (three runs); the reference Node.js service under wrk: 0.96-1.00
-    of untraced throughput (0.998, 0.961, 0.991, 0.970: medians of 7 rounds,
-    four runs), p99 -5% to +3.5%; a plain Node.js http server at 100-110k
-    requests/s: +5% to +11% CPU per request (0.5-1 us), 0.87-0.91 of untraced
+  default mode, the traced service: +160 to +276 ns per page fault (+17% to
+    +27% of a 1 us fault, on a noisy day; +116 to +124 ns, +14% to +15%, on a
+    quiet one, same fault path), +169 to +221 ns per mmap or munmap (+29% to
+    +33%), +51 to +77 ns per read (four runs); the reference Node.js service
+    under wrk: 0.995 and 1.006 of untraced throughput (medians of 7 rounds,
+    two runs), p99 -0.1% and +8.4%; a plain Node.js http server at 80-90k
+    requests/s: +4% to +9% CPU per request (0.5-1 us), 0.90-0.91 of untraced
     throughput with wrk on memdiag's CPU
   default mode, every other process on the host: +26 to +31 ns per page
     fault; every syscall goes through the kernel's syscall-tracing slow path
     and the bit test of memdiag's raw sys_enter/sys_exit pair while memdiag
-    runs: +20 ns per syscall (read, getppid...), +26 to +36 ns per mmap or munmap
-  --exact-external: a uprobe trap per ArrayBuffer allocation or free: -8%
-    throughput on the reference service, +9% CPU per request
-  --tls: a uprobe per HTTPS request parsed: -12% throughput, +14% CPU per
+    runs: +20 ns per syscall (read, getppid...), +26 to +36 ns per mmap or
+    munmap (quiet days; the same bit test since)
+  --exact-external: a uprobe trap per ArrayBuffer allocation or free: -9% to
+    -13% throughput on the reference service, +10% to +15% CPU per request
+  --tls: a uprobe per HTTPS request parsed: -13% throughput, +15% CPU per
     request (~25 us)
-  --heap-sampling v8: +19% CPU per request at the 64 KiB interval, +6% at
-    1 MiB (a uprobe trap per sample; V8's own profiler a few percent)
+  --heap-sampling v8: +18% CPU per request at the 64 KiB interval, +9% to
+    +13% at 1 MiB (a uprobe trap per sample; V8's own profiler a few percent)
   Go's memory profiler (default; turned on where the linker turned it off):
-    +5% CPU per request on a Go service allocating 1 MiB per request, default
+    +2% CPU per request on a Go service allocating 1 MiB per request, default
     mode included
-  --native-heap: every malloc and free traps: +247% (Node.js) to +249%
+  --native-heap: every malloc and free traps: +230% (Node.js) to +255%
     (Python) CPU per request; a diagnosis mode, for a bounded time
-  memdiag itself: 14 MiB peak RSS in default mode, 14-15 MiB in the uprobe
-    modes (attached to an idle process; 16 MiB under the reference service,
-    dumps on and its 1 MiB ring buffer touched through), 1.4-1.5% of a core at
-    11,000 records/s, 4-7% at 100,000-150,000 (0 lost), 0.42-0.46 s of CPU to
-    attach (the kernel verifying the programs), under 0.3 s to exit after SIGTERM`
+  memdiag itself: 13-14 MiB peak RSS in default mode (14.5 MiB under the
+    reference service), 14-17 MiB in the uprobe modes, 1.2% of a core at
+    8,700 records/s, 5-10% at 100,000-150,000 (0 lost), 0.31-0.32 s of CPU to
+    attach (the kernel verifying the programs), under 10 ms to exit after SIGTERM`
 
 // newApp builds the command line; an unknown command's name goes to
 // *unknown (cli offers no error for it), for exitCode to report.
