@@ -61,8 +61,8 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
 2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
   default mode, the traced service: +160 to +276 ns per page fault (+17% to
     +27% of a 1 us fault, on a noisy day; +116 to +124 ns, +14% to +15%, on a
-    quiet one, same fault path), +169 to +221 ns per mmap or munmap (+29% to
-    +33%), +51 to +77 ns per read (four runs); the reference Node.js service
+    quiet one, same fault path), +169 to +279 ns per mmap or munmap (+29% to
+    +40%), +51 to +77 ns per read (four runs); the reference Node.js service
     under wrk: 0.995 and 1.006 of untraced throughput (medians of 7 rounds,
     two runs), p99 -0.1% and +8.4%; a plain Node.js http server at 80-90k
     requests/s: +4% to +9% CPU per request (0.5-1 us), 0.90-0.91 of untraced
