@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -22,15 +21,8 @@ import (
 // drops. testdata/workload/closereuse.c closes each connection from its
 // request's op and accepts the next on the same fd.
 func TestClosedOpEndsBeforeReusedFD(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads and attaches the BPF program")
-	}
+	tr := openTracer(t)
 	bin := buildC(t, "../testdata/workload/closereuse.c")
-	tr, err := Open(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
 	stdin, stdout := startPiped(t, exec.Command(bin))
 	sc := bufio.NewScanner(stdout)
 	pid, port := readyPort(t, sc)

@@ -110,11 +110,7 @@ func (p *goProgram) allocate(t *testing.T) string {
 // the number of p's heap samples once the tracer is closed.
 func tracing(t *testing.T, p *goProgram) (*Tracer, <-chan int) {
 	t.Helper()
-	tr, err := Open(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tr.Close() })
+	tr := openTracer(t)
 	samples := make(chan int, 1)
 	go func() {
 		n := 0

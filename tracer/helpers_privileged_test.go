@@ -37,10 +37,9 @@ func unbatched(t *testing.T, batches <-chan *event.Batch) <-chan event.Event {
 	return out
 }
 
-// openDrained opens a tracer for a test that reads the kernel's maps, not
-// the events: it skips without root, keeps the ring buffer moving, and
-// closes the tracer when the test ends.
-func openDrained(t *testing.T) *Tracer {
+// openTracer opens a tracer with the default configuration, skipping the
+// test without root, and closes it when the test ends.
+func openTracer(t *testing.T) *Tracer {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads and attaches the BPF program")
@@ -50,6 +49,14 @@ func openDrained(t *testing.T) *Tracer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+// openDrained opens a tracer (openTracer) for a test that reads the
+// kernel's maps, not the events, and keeps its ring buffer moving.
+func openDrained(t *testing.T) *Tracer {
+	t.Helper()
+	tr := openTracer(t)
 	go func() {
 		for range tr.Events() {
 		}

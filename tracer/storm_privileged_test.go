@@ -5,7 +5,6 @@ package tracer
 import (
 	"bufio"
 	"fmt"
-	"os"
 	"os/exec"
 	"strconv"
 	"testing"
@@ -31,15 +30,8 @@ const (
 // op end must come out of the ring (the connections' last ops end at
 // close), and the kernel must have lost no record.
 func TestRequestStormLosesNothing(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads and attaches the BPF program")
-	}
+	tr := openTracer(t)
 	bin := buildC(t, "../bench/workloads/reqstorm.c")
-	tr, err := Open(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
 
 	srv := exec.Command(bin, "serve", "-t", "4")
 	_, stdout := startPiped(t, srv)
