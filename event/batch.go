@@ -34,22 +34,28 @@ func NewBatch() *Batch { return batches.Get().(*Batch) }
 // NewOpBegin returns a zero OpBegin, a spare of b's when it has one; a nil
 // b takes it from event's pool.
 func (b *Batch) NewOpBegin() *OpBegin {
-	if b == nil || len(b.begins) == 0 {
+	if b == nil {
 		return NewOpBegin()
 	}
-	e := b.begins[len(b.begins)-1]
-	b.begins = b.begins[:len(b.begins)-1]
-	return e
+	return takeSpare(&b.begins, NewOpBegin)
 }
 
-// NewOpEnd returns a zero OpEnd, a spare of b's when it has one; a nil b
-// takes it from event's pool.
+// NewOpEnd returns a zero OpEnd, as NewOpBegin does.
 func (b *Batch) NewOpEnd() *OpEnd {
-	if b == nil || len(b.ends) == 0 {
+	if b == nil {
 		return NewOpEnd()
 	}
-	e := b.ends[len(b.ends)-1]
-	b.ends = b.ends[:len(b.ends)-1]
+	return takeSpare(&b.ends, NewOpEnd)
+}
+
+// takeSpare takes the last of spares, or one from fresh when none is left.
+func takeSpare[T any](spares *[]*T, fresh func() *T) *T {
+	n := len(*spares)
+	if n == 0 {
+		return fresh()
+	}
+	e := (*spares)[n-1]
+	*spares = (*spares)[:n-1]
 	return e
 }
 
