@@ -134,8 +134,8 @@ func seedClass(m procfs.Mapping) uint32 {
 	return classRuntime
 }
 
-// ForgetProcess drops the kernel's region table and libc range of
-// processes that exited.
+// ForgetProcess drops the kernel's region table, libc range and sockets
+// of processes that exited.
 func (t *Tracer) ForgetProcess(pids ...uint32) error {
 	t.unmarkTargets(pids)
 	return t.forgetRegions(pids, true)
@@ -178,6 +178,13 @@ func (t *Tracer) forgetRegions(pids []uint32, all bool) error {
 		if err := t.objs.LibcRanges.Delete(&p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("deleting a libc range: %w", err))
 		}
+	}
+	if all {
+		// A process's exit closes its sockets without a close syscall:
+		// their entries go here. The kernel takes a socket it knows for
+		// a target's without looking the target up (ops.bpf.h,
+		// read_done), so none may outlive its process.
+		errs = append(errs, deleteWhere(t.objs.Sockets, "sockets", func(k memdiagSockKey, _ memdiagSockInfo) bool { return dead[k.Tgid] }))
 	}
 	return errors.Join(errs...)
 }
