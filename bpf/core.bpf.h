@@ -18,8 +18,10 @@
  * (BK_THREAD, id = tid, named after its comm). RSS accounting adds the
  * per-process pseudo buckets (BK_BASELINE, BK_START, BK_KERNEL,
  * BK_RELEASE), mappings add BK_FREED, and a full map charges BK_OVERFLOW.
- * Values are only ever added to, with atomic adds; userspace reads the map
- * periodically (that is the flush) and takes an op's bucket out at its end.
+ * An op's bucket is a slot of `op_slots`, not an entry of `buckets`.
+ * Values are only ever added to, with atomic adds; userspace reads them
+ * periodically (that is the flush), and an op's end takes its counters
+ * out of its slot into the op's end record.
  *
  * Records. Lifecycle records, op begin/end and heap samples go through the
  * one `events` ring buffer, each starting with struct event_hdr; a failed
@@ -80,6 +82,47 @@ struct {
 	__type(key, struct bucket_key);
 	__type(value, struct counters);
 } buckets SEC(".maps");
+
+/* Op buckets: the counters of every live op, in a slot of this array
+ * (op id modulo its size) rather than in `buckets`. An op begins and ends
+ * for every request a server handles: as a hash entry that was an insert
+ * (an element taken from the free list, key and 150 bytes copied under the
+ * bucket's lock) and a lookup and delete at its end, ~250 ns a request;
+ * a slot is claimed with one compare-and-swap and freed with a store, and
+ * every charge to an op finds it by index, with no hashing. A slot
+ * belongs to the op whose id it holds (0: free); a charge for an op whose
+ * slot holds another id (the op ended) charges idle instead, as a charge
+ * for a deleted op bucket did. An op whose id falls on a slot still held
+ * (a long-lived op: an idle keep-alive connection's) takes the next id
+ * (OP_CLAIM_TRIES in all); ids stay increasing, never reused. Userspace
+ * reads the held slots with the buckets (as BK_OP buckets) and frees the
+ * slot of an op it ends itself (its end record was lost). Its size, a power
+ * of two, is set from userspace (--max-buckets, rounded up). */
+struct op_slot {
+	u64 op_id; /* the op holding the slot; 0: free */
+	u32 tgid;
+	u32 _pad;
+	struct counters c;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, struct op_slot);
+} op_slots SEC(".maps");
+
+/* op_slots' size minus one (set by userspace with the size). */
+volatile const u32 op_slot_mask = 16384 - 1;
+#define OP_CLAIM_TRIES 8
+
+/* The slot of op op_id, or NULL when the op has ended (its slot is free
+ * or another op's). */
+static __always_inline struct op_slot *op_slot(u64 op_id)
+{
+	u32 idx = (u32)op_id & op_slot_mask;
+	struct op_slot *s = bpf_map_lookup_elem(&op_slots, &idx);
+	return s && op_id && s->op_id == op_id ? s : NULL;
+}
 
 /* Arguments of a syscall in flight (memory, socket io), in the thread's
  * own task storage: saved at entry, taken at exit. Task storage, not a
@@ -191,17 +234,17 @@ static __always_inline struct target *current_target(u32 tgid)
  * overflow bucket (created by userspace before attach) is missing. */
 static __always_inline struct counters *bucket(struct bucket_key *key)
 {
+	if (key->kind == BK_OP) {
+		struct op_slot *s = op_slot(key->id);
+		if (s)
+			return &s->c;
+		/* The op has ended: its slot is never taken again for it. */
+		key->kind = BK_IDLE;
+		key->id = 0;
+	}
 	struct counters *c = bpf_map_lookup_elem(&buckets, key);
 	if (c)
 		return c;
-	if (key->kind == BK_OP) {
-		/* Taken by userspace at the op's end: never re-create it. */
-		key->kind = BK_IDLE;
-		key->id = 0;
-		c = bpf_map_lookup_elem(&buckets, key);
-		if (c)
-			return c;
-	}
 	u32 zero = 0;
 	struct counters *fresh = bpf_map_lookup_elem(&zeroes, &zero);
 	if (!fresh)
@@ -227,20 +270,19 @@ static __always_inline void current_bucket_of(struct bucket_key *key, struct thr
 {
 	if (!ts)
 		return;
-	if (ts->mode == TM_OP) {
+	if (ts->mode == TM_OP && op_slot(ts->op_id)) {
 		key->kind = BK_OP;
 		key->id = ts->op_id;
-		if (bpf_map_lookup_elem(&buckets, key))
-			return;
+		return;
 	}
 	key->kind = BK_IDLE;
 	key->id = 0;
 }
 
 /* Fills key with the bucket the current thread's activity is charged to:
- * its operation, the idle bucket, or its own. An operation whose bucket is
- * gone (userspace took it when the op ended) charges idle instead: op
- * buckets are created only by op_begin, never re-created by a late charge. */
+ * its operation, the idle bucket, or its own. An operation that has ended
+ * (its slot was freed) charges idle instead: op slots are claimed only by
+ * op_begin, never by a late charge. */
 static __always_inline void current_bucket(struct bucket_key *key, u32 tgid, u32 tid)
 {
 	key->tgid = tgid;

@@ -485,10 +485,10 @@ static __always_inline u32 fault_class(u32 tgid, u32 tid)
 }
 
 /* The bucket a mapping's owner is credited through: an op that has ended
- * (its bucket was taken) is credited through its BK_FREED bucket. */
+ * (its slot was freed) is credited through its BK_FREED bucket. */
 static __always_inline void owner_key(struct bucket_key *owner)
 {
-	if (owner->kind == BK_OP && !bpf_map_lookup_elem(&buckets, owner))
+	if (owner->kind == BK_OP && !op_slot(owner->id))
 		owner->kind = BK_FREED;
 }
 

@@ -109,22 +109,21 @@ struct {
 } op_ids SEC(".maps");
 
 /* Fills the OP_END record e for op_id with the op's final counters, taken
- * out of the buckets map. A bucket already gone leaves has_final 0. (A
- * charge racing the copy on another CPU can be lost; ops run on one thread
- * at a time, so this is rare and small.) */
-static __always_inline void take_final(struct op_end_event *e, u32 tgid, u64 op_id, s32 fd, u32 reason)
+ * out of its slot, which is freed. A slot already freed leaves has_final
+ * 0. (A charge racing the copy on another CPU can be lost; ops run on one
+ * thread at a time, so this is rare and small.) */
+static __always_inline void take_final(struct op_end_event *e, u64 op_id, s32 fd, u32 reason)
 {
 	e->op_id = op_id;
 	e->fd = fd;
 	e->reason = reason;
 	e->has_final = 0;
 	e->_pad = 0;
-	struct bucket_key key = { .tgid = tgid, .kind = BK_OP, .id = op_id };
-	struct counters *c = bpf_map_lookup_elem(&buckets, &key);
-	if (c) {
-		__builtin_memcpy(&e->final, c, sizeof(e->final));
+	struct op_slot *slot = op_slot(op_id);
+	if (slot) {
+		__builtin_memcpy(&e->final, &slot->c, sizeof(e->final));
 		e->has_final = 1;
-		bpf_map_delete_elem(&buckets, &key);
+		*(volatile u64 *)&slot->op_id = 0;
 	} else {
 		__builtin_memset(&e->final, 0, sizeof(e->final));
 	}
@@ -138,7 +137,7 @@ static __always_inline void emit_op_end(u32 tgid, u32 tid, u64 op_id, s32 fd, u3
 	struct op_end_event *e = event_reserve(sizeof(*e), EV_OP_END, tgid, tid);
 	if (!e)
 		return;
-	take_final(e, tgid, op_id, fd, reason);
+	take_final(e, op_id, fd, reason);
 	submit(e);
 }
 
@@ -305,15 +304,30 @@ struct op_start {
 	u32 _pad;
 };
 
-/* [0] -> the counters a new op's bucket starts as: zero but its first_ns,
- * which op_begin_global writes before each use; per CPU, so the bucket is
- * created whole in one map update, with no lookup after it. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, u32);
-	__type(value, struct counters);
-} op_fresh SEC(".maps");
+/* Claims a free slot for a new op, started at now, of process tgid;
+ * returns the op's id, 0 when every slot tried was held (the op's
+ * activity stays idle). */
+static __always_inline u64 op_claim(u32 tgid, u64 now)
+{
+	u32 zero = 0;
+	u64 *next = bpf_map_lookup_elem(&op_ids, &zero);
+	if (!next)
+		return 0;
+	for (int i = 0; i < OP_CLAIM_TRIES; i++) {
+		u64 op_id = __sync_fetch_and_add(next, 1) + 1;
+		u32 idx = (u32)op_id & op_slot_mask;
+		struct op_slot *slot = bpf_map_lookup_elem(&op_slots, &idx);
+		if (!slot || slot->op_id || __sync_val_compare_and_swap(&slot->op_id, 0, op_id))
+			continue;
+		/* Nobody charges an id not handed out yet: the slot is this
+		 * op's to fill. */
+		slot->tgid = tgid;
+		__builtin_memset(&slot->c, 0, sizeof(slot->c));
+		slot->c.first_ns = now;
+		return op_id;
+	}
+	return 0;
+}
 
 /* Fills a record header inside a larger record (an EV_OP_PAIR's parts). */
 static __always_inline void inner_hdr(struct event_hdr *h, u32 kind, u32 size, u64 ktime, u32 tgid, u32 tid)
@@ -344,9 +358,12 @@ __noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 	 * send it after this op's begin): an op begun on a reused fd must
 	 * reach the reader after the end of the fd's previous connection,
 	 * which drops that fd's naming state in Go. */
-	struct thread_state *ts = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0, 0);
+	struct thread_state *ts = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0,
+						       BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (ts)
 		end_owed(ts, tgid, tid);
+	else
+		stat_inc(ST_THREAD_OVERFLOW);
 	u64 prev = s->op_id;
 	struct op_pair_event *pair = NULL;
 	struct op_begin_event *e = NULL;
@@ -359,7 +376,7 @@ __noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 		if (pair) {
 			now = pair->hdr.ktime_ns;
 			inner_hdr(&pair->end.hdr, EV_OP_END, sizeof(pair->end), now, tgid, tid);
-			take_final(&pair->end, tgid, prev, fd, END_NEXT);
+			take_final(&pair->end, prev, fd, END_NEXT);
 			e = &pair->begin;
 		}
 		/* else the ring is full: the previous op's bucket stays, as
@@ -371,23 +388,12 @@ __noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 	}
 	if (!e)
 		now = bpf_ktime_get_ns();
-	u32 zero = 0;
-	u64 *next = bpf_map_lookup_elem(&op_ids, &zero);
-	struct counters *fresh = bpf_map_lookup_elem(&op_fresh, &zero);
-	u64 op_id = 0;
-	struct bucket_key key = { .tgid = tgid, .kind = BK_OP };
-	if (next && fresh) {
-		op_id = __sync_fetch_and_add(next, 1) + 1;
-		key.id = op_id;
-		fresh->first_ns = now;
-		if (bpf_map_update_elem(&buckets, &key, fresh, BPF_NOEXIST)) {
-			/* No room for the op's bucket: its activity stays idle. */
-			stat_inc(ST_BUCKET_OVERFLOW);
-			op_id = 0;
-		}
-	}
+	u64 op_id = op_claim(tgid, now);
 	if (!op_id) {
-		set_thread(tgid, tid, TM_IDLE, 0);
+		/* No free slot: its activity stays idle. */
+		stat_inc(ST_BUCKET_OVERFLOW);
+		if (ts)
+			set_thread_state(ts, tgid, tid, TM_IDLE, 0);
 		if (pair) {
 			pair->begin.hdr.kind = 0; /* the end alone */
 			submit(pair);
@@ -399,7 +405,8 @@ __noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 	s->op_id = op_id;
 	s->flags &= ~SF_RESPONDED;
 	s->flags |= SF_STARTED;
-	set_thread(tgid, tid, TM_OP, op_id);
+	if (ts)
+		set_thread_state(ts, tgid, tid, TM_OP, op_id);
 	if (!e)
 		return 0;
 	if (pair)
@@ -538,8 +545,7 @@ static __noinline int on_enter_connect(struct tp_sys_enter *ctx)
 	 * even when its first write comes from a later loop turn. */
 	struct thread_state *ts = current_thread_state();
 	if (ts && ts->mode == TM_OP) {
-		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = ts->op_id };
-		if (bpf_map_lookup_elem(&buckets, &bk)) {
+		if (op_slot(ts->op_id)) {
 			s.op_id = ts->op_id;
 			s.flags |= SF_JOINED | SF_BOUND;
 		}
@@ -709,14 +715,20 @@ static __always_inline u32 io_kind(s32 nr)
  * the syscall's entry found them: the entry saves nothing. */
 static __always_inline int read_done(struct pt_regs *regs, s64 ret)
 {
-	u32 tgid, tid;
-	if (ret < 0 || !exit_target(&tgid, &tid))
+	if (ret < 0)
 		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	u32 tgid = task->tgid, tid = task->pid;
 	/* fd, buffer, how the buffer is laid out */
 	struct pending p = { .args = { PT_REGS_PARM1_SYSCALL(regs), PT_REGS_PARM2_SYSCALL(regs), io_kind(regs->orig_rax) } };
 	s32 fd = (s32)p.args[0];
 	struct sock_key k = { .tgid = tgid, .fd = fd };
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
+	/* A socket in `sockets` is a target's (its entries go with the
+	 * target): only an fd memdiag does not know needs the target looked
+	 * up, one hash lookup fewer a request. */
+	if (!s && !bpf_map_lookup_elem(&targets, &tgid))
+		return 0;
 	if (s && s->role == SOCK_IGNORED)
 		return 0;
 	if (ret == 0) {
@@ -857,16 +869,15 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
-	if (!current_target(tgid))
-		return 0;
 	s32 fd = (s32)ctx->args[0];
 	struct sock_key k = { .tgid = tgid, .fd = fd };
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
 	if (!s) {
 		/* A socket connected before memdiag came (a keep-alive pool):
-		 * it becomes a client socket at its first request written. */
+		 * it becomes a client socket at its first request written.
+		 * (A known socket is a target's: read_done.) */
 		u64 wb = first_buffer(ctx->args[1], kind), w = 0;
-		if (!wb || bpf_probe_read_user(&w, sizeof(w), (void *)wb) || !looks_like_request(w))
+		if (!current_target(tgid) || !wb || bpf_probe_read_user(&w, sizeof(w), (void *)wb) || !looks_like_request(w))
 			return 0;
 		struct sock_info fresh = { .role = SOCK_CLIENT };
 		if (sock_peer(fd, &fresh))
@@ -913,16 +924,14 @@ static __always_inline int write_begin(struct tp_sys_enter *ctx, u32 kind)
 		 * write it while busy with another op's sockets. It is still the
 		 * connecting op's call, and what its callbacks do is that op's. */
 		s->flags &= ~SF_BOUND;
-		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = s->op_id };
-		if (bpf_map_lookup_elem(&buckets, &bk)) {
+		if (op_slot(s->op_id)) {
 			set_thread(tgid, tid, TM_OP, s->op_id);
 			return 0;
 		}
 	}
 	struct thread_state *ts = current_thread_state();
 	if (ts && ts->mode == TM_OP) {
-		struct bucket_key bk = { .tgid = tgid, .kind = BK_OP, .id = ts->op_id };
-		if (bpf_map_lookup_elem(&buckets, &bk)) {
+		if (op_slot(ts->op_id)) {
 			s->op_id = ts->op_id; /* the call is part of the thread's op */
 			s->flags |= SF_JOINED;
 			return 0;
@@ -954,8 +963,7 @@ static __noinline int on_enter_close(struct tp_sys_enter *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32, tid = (u32)id;
-	if (!current_target(tgid))
-		return 0;
+	/* A known socket is a target's (read_done): no target lookup. */
 	struct sock_key k = { .tgid = tgid, .fd = (s32)ctx->args[0] };
 	struct sock_info *s = bpf_map_lookup_elem(&sockets, &k);
 	if (!s)

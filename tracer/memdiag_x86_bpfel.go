@@ -254,6 +254,14 @@ type memdiagOpPairEvent struct {
 	Begin memdiagOpBeginEvent
 }
 
+type memdiagOpSlot struct {
+	_    structs.HostLayout
+	OpId uint64
+	Tgid uint32
+	Pad  uint32
+	C    memdiagCounters
+}
+
 type memdiagPendingSlot struct {
 	_ structs.HostLayout
 	P struct {
@@ -432,8 +440,8 @@ const (
 	memdiagMapLibcRanges            = "libc_ranges"
 	memdiagMapMmFresh               = "mm_fresh"
 	memdiagMapMmStates              = "mm_states"
-	memdiagMapOpFresh               = "op_fresh"
 	memdiagMapOpIds                 = "op_ids"
+	memdiagMapOpSlots               = "op_slots"
 	memdiagMapOutstanding           = "outstanding"
 	memdiagMapPending               = "pending"
 	memdiagMapPercpuProbe           = "percpu_probe"
@@ -482,6 +490,7 @@ const (
 	memdiagVarGoSpecialKindOff      = "go_special_kind_off"
 	memdiagVarLauncherTgid          = "launcher_tgid"
 	memdiagVarNrCpus                = "nr_cpus"
+	memdiagVarOpSlotMask            = "op_slot_mask"
 	memdiagVarStackSampleBytes      = "stack_sample_bytes"
 	memdiagVarUnusedAbAlloc         = "unused_ab_alloc"
 	memdiagVarUnusedAbKey           = "unused_ab_key"
@@ -603,8 +612,8 @@ type memdiagMapSpecs struct {
 	LibcRanges     *ebpf.MapSpec `ebpf:"libc_ranges"`
 	MmFresh        *ebpf.MapSpec `ebpf:"mm_fresh"`
 	MmStates       *ebpf.MapSpec `ebpf:"mm_states"`
-	OpFresh        *ebpf.MapSpec `ebpf:"op_fresh"`
 	OpIds          *ebpf.MapSpec `ebpf:"op_ids"`
+	OpSlots        *ebpf.MapSpec `ebpf:"op_slots"`
 	Outstanding    *ebpf.MapSpec `ebpf:"outstanding"`
 	Pending        *ebpf.MapSpec `ebpf:"pending"`
 	PercpuProbe    *ebpf.MapSpec `ebpf:"percpu_probe"`
@@ -635,6 +644,7 @@ type memdiagVariableSpecs struct {
 	GoSpecialKindOff      *ebpf.VariableSpec `ebpf:"go_special_kind_off"`
 	LauncherTgid          *ebpf.VariableSpec `ebpf:"launcher_tgid"`
 	NrCpus                *ebpf.VariableSpec `ebpf:"nr_cpus"`
+	OpSlotMask            *ebpf.VariableSpec `ebpf:"op_slot_mask"`
 	StackSampleBytes      *ebpf.VariableSpec `ebpf:"stack_sample_bytes"`
 	UnusedAbAlloc         *ebpf.VariableSpec `ebpf:"unused_ab_alloc"`
 	UnusedAbKey           *ebpf.VariableSpec `ebpf:"unused_ab_key"`
@@ -704,8 +714,8 @@ type memdiagMaps struct {
 	LibcRanges     *ebpf.Map `ebpf:"libc_ranges"`
 	MmFresh        *ebpf.Map `ebpf:"mm_fresh"`
 	MmStates       *ebpf.Map `ebpf:"mm_states"`
-	OpFresh        *ebpf.Map `ebpf:"op_fresh"`
 	OpIds          *ebpf.Map `ebpf:"op_ids"`
+	OpSlots        *ebpf.Map `ebpf:"op_slots"`
 	Outstanding    *ebpf.Map `ebpf:"outstanding"`
 	Pending        *ebpf.Map `ebpf:"pending"`
 	PercpuProbe    *ebpf.Map `ebpf:"percpu_probe"`
@@ -743,8 +753,8 @@ func (m *memdiagMaps) Close() error {
 		m.LibcRanges,
 		m.MmFresh,
 		m.MmStates,
-		m.OpFresh,
 		m.OpIds,
+		m.OpSlots,
 		m.Outstanding,
 		m.Pending,
 		m.PercpuProbe,
@@ -776,6 +786,7 @@ type memdiagVariables struct {
 	GoSpecialKindOff      *ebpf.Variable `ebpf:"go_special_kind_off"`
 	LauncherTgid          *ebpf.Variable `ebpf:"launcher_tgid"`
 	NrCpus                *ebpf.Variable `ebpf:"nr_cpus"`
+	OpSlotMask            *ebpf.Variable `ebpf:"op_slot_mask"`
 	StackSampleBytes      *ebpf.Variable `ebpf:"stack_sample_bytes"`
 	UnusedAbAlloc         *ebpf.Variable `ebpf:"unused_ab_alloc"`
 	UnusedAbKey           *ebpf.Variable `ebpf:"unused_ab_key"`

@@ -374,6 +374,14 @@ func retainedOf(t *testing.T, tr *Tracer, pid uint32) (native, heap int64) {
 	if err := it.Err(); err != nil {
 		t.Fatal(err)
 	}
+	if err := tr.heldOpSlots(func(o *memdiagOpSlot) {
+		if o.Tgid == pid {
+			native += o.C.RetainedNative
+			heap += o.C.RetainedHeap
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return native, heap
 }
 

@@ -492,7 +492,7 @@ func (s *Shared) SetIgnored(ids []uint64) (dropped int, err error) {
 type Counts struct {
 	Views, Pending, Routes, Ignored int
 	Dropped, Overflow               uint64 // records routed nowhere, records a pending cgroup had no room for
-	Targets, Buckets                int    // entries of the kernel's targets and buckets maps
+	Targets, Buckets                int    // entries of the kernel's targets and buckets maps (buckets: with the held op slots)
 }
 
 // Counts counts the routes and the kernel's entries.
@@ -508,6 +508,7 @@ func (s *Shared) Counts() Counts {
 	s.mu.Unlock()
 	c.Targets = countEntries(s.t.objs.Targets)
 	c.Buckets = countEntries(s.t.objs.Buckets)
+	_ = s.t.heldOpSlots(func(*memdiagOpSlot) { c.Buckets++ })
 	return c
 }
 
@@ -572,7 +573,8 @@ func (t *Tracer) DropProcesses(pids []uint32) error {
 		deleteWhere(t.objs.Buckets, "buckets", func(k memdiagBucketKey, _ memdiagCounters) bool {
 			return set[k.Tgid] && k.Kind != uint32(event.BucketOverflow)
 		}),
-		deleteWhere(t.objs.Sockets, "sockets", func(k memdiagSockKey, _ memdiagSockInfo) bool { return set[k.Tgid] }))
+		deleteWhere(t.objs.Sockets, "sockets", func(k memdiagSockKey, _ memdiagSockInfo) bool { return set[k.Tgid] }),
+		t.freeOpSlotsOf(set))
 	if err := t.Forget(nil, pids); err != nil {
 		errs = append(errs, err)
 	}

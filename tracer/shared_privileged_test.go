@@ -198,6 +198,9 @@ func snapBuckets(t *testing.T, s *Shared) []uint32 {
 			out = append(out, k.Tgid)
 		}
 	}
+	if err := s.t.heldOpSlots(func(o *memdiagOpSlot) { out = append(out, o.Tgid) }); err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 

@@ -296,6 +296,13 @@ func newSpec(cfg Config, sourceLines bool) (*ebpf.CollectionSpec, error) {
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingbufBytes)
 	if cfg.MaxBuckets != 0 {
 		spec.Maps["buckets"].MaxEntries = uint32(cfg.MaxBuckets)
+		// Live ops have slots of their own, as many (a power of two:
+		// an op's slot is its id modulo their number).
+		slots := opSlots(cfg.MaxBuckets)
+		spec.Maps["op_slots"].MaxEntries = slots
+		if err := spec.Variables["op_slot_mask"].Set(slots - 1); err != nil {
+			return nil, fmt.Errorf("setting op_slot_mask: %w", err)
+		}
 	}
 	if cfg.MaxOutstanding != 0 {
 		spec.Maps["outstanding"].MaxEntries = uint32(cfg.MaxOutstanding)
@@ -574,6 +581,9 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 			return nil, fmt.Errorf("reading buckets: %w", err)
 		}
 	}
+	if err := t.opBuckets(s); err != nil {
+		return nil, err
+	}
 	// Freed buckets are taken, atomically, so a give-back that lands after
 	// the read starts a new bucket instead of being lost.
 	for _, k := range freed {
@@ -689,6 +699,10 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 func (t *Tracer) Forget(buckets []event.BucketKey, deadPIDs []uint32) error {
 	var errs []error
 	for _, k := range buckets {
+		if k.Kind == event.BucketOp {
+			errs = append(errs, t.freeOpSlot(k.ID))
+			continue
+		}
 		key := memdiagBucketKey{Tgid: k.PID, Kind: uint32(k.Kind), Id: k.ID}
 		if err := t.objs.Buckets.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("deleting bucket %v: %w", k, err))
