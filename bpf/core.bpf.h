@@ -84,7 +84,7 @@ struct {
 } buckets SEC(".maps");
 
 /* Op buckets: the counters of every live op, in a slot of this array
- * (op id modulo its size) rather than in `buckets`. An op begins and ends
+ * (op_slot_index: its id, scattered) rather than in `buckets`. An op begins and ends
  * for every request a server handles: as a hash entry that was an insert
  * (an element taken from the free list, key and 150 bytes copied under the
  * bucket's lock) and a lookup and delete at its end, ~250 ns a request;
@@ -115,11 +115,20 @@ struct {
 volatile const u32 op_slot_mask = 16384 - 1;
 #define OP_CLAIM_TRIES 8
 
+/* The index of op op_id's slot: the id scattered (Fibonacci hashing), so
+ * that ops begun together, whose ids follow one another and which may
+ * all stay (a burst of keep-alive connections), hold slots spread over
+ * the table, not a run the next ids would all fall on. */
+static __always_inline u32 op_slot_index(u64 op_id)
+{
+	return (u32)((op_id * 0x9E3779B97F4A7C15ULL) >> 32) & op_slot_mask;
+}
+
 /* The slot of op op_id, or NULL when the op has ended (its slot is free
  * or another op's). */
 static __always_inline struct op_slot *op_slot(u64 op_id)
 {
-	u32 idx = (u32)op_id & op_slot_mask;
+	u32 idx = op_slot_index(op_id);
 	struct op_slot *s = bpf_map_lookup_elem(&op_slots, &idx);
 	return s && op_id && s->op_id == op_id ? s : NULL;
 }

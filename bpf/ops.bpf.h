@@ -315,7 +315,7 @@ static __always_inline u64 op_claim(u32 tgid, u64 now)
 		return 0;
 	for (int i = 0; i < OP_CLAIM_TRIES; i++) {
 		u64 op_id = __sync_fetch_and_add(next, 1) + 1;
-		u32 idx = (u32)op_id & op_slot_mask;
+		u32 idx = op_slot_index(op_id);
 		struct op_slot *slot = bpf_map_lookup_elem(&op_slots, &idx);
 		if (!slot || slot->op_id || __sync_val_compare_and_swap(&slot->op_id, 0, op_id))
 			continue;

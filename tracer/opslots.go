@@ -11,13 +11,19 @@ import (
 
 // opSlots is the number of op slots (bpf/core.bpf.h, op_slots) beside a
 // bucket table of maxBuckets entries: as many, rounded up to a power of
-// two, since an op's slot is its id modulo their number.
+// two (opSlotIndex masks).
 func opSlots(maxBuckets int) uint32 {
 	n := uint32(64)
 	for int(n) < maxBuckets && n < 1<<30 {
 		n <<= 1
 	}
 	return n
+}
+
+// opSlotIndex is the index of op id's slot among slots (a power of two),
+// as the kernel computes it (bpf/core.bpf.h, op_slot_index).
+func opSlotIndex(id uint64, slots uint32) uint32 {
+	return uint32((id*0x9E3779B97F4A7C15)>>32) & (slots - 1)
 }
 
 // opSlotBatch is how many op slots one read of the table copies (~43 KiB).
@@ -61,7 +67,7 @@ func (t *Tracer) opBuckets(s *event.Snapshot) error {
 // socket has moved on), so the plain write races with nothing but a late
 // charge, which is lost with the op.
 func (t *Tracer) freeOpSlot(id uint64) error {
-	idx := uint32(id) & (t.objs.OpSlots.MaxEntries() - 1)
+	idx := opSlotIndex(id, t.objs.OpSlots.MaxEntries())
 	var o memdiagOpSlot
 	if err := t.objs.OpSlots.Lookup(&idx, &o); err != nil {
 		return fmt.Errorf("reading op slot %d: %w", idx, err)
