@@ -17,7 +17,10 @@
  * class, an unmap or mprotect of part of a mapping) is in the address's
  * chunk or the one before, at some level the process uses
  * (`region_levels`). An mmap without MAP_FIXED replaces nothing, so it
- * looks nothing up.
+ * looks nothing up. Lookups come in runs through one mapping, so each CPU
+ * keeps the last mapping a fault found and the last one a syscall found
+ * (struct region_cache), good until the table next changes
+ * (`regions_epoch`).
  * A writable mapping counts as retained by its owner until it is given
  * back; a PROT_NONE reservation (V8, glibc arenas) does not, and a later
  * mprotect that makes part of a native reservation writable (a glibc arena
@@ -95,24 +98,39 @@ struct {
 	__type(value, struct libc_range);
 } libc_ranges SEC(".maps");
 
+/* A mapping found in `regions`, kept for the next lookup on the same CPU:
+ * lookups come in runs through one mapping (a fault's pages, V8's
+ * madvise and mprotect inside one reservation), and the search costs two
+ * entry lookups per level the process uses. It answers for tgid's image
+ * r.gen (a mapping is keyed by the image it belongs to, so an exec makes
+ * it miss) at any address inside r, while regions_epoch still reads
+ * epoch: then the table is as it was when r was found, and the search
+ * would find r again. */
+struct region_cache {
+	struct region r;
+	u64 epoch;
+	u32 tgid;
+	u32 _pad;
+};
+
 /* The last user fault of the thread running on this CPU: {tid, address}.
  * rss_stat follows its fault on the same CPU, so this names the mapping a
  * new page went to without a per-thread table. */
 struct last_fault {
 	u32 tid;
-	u32 cache_tgid; /* the cached mapping: whose, and when */
-	u64 addr;
 	u32 tgid;
+	u64 addr;
 	u32 uncounted; /* 1: the fault is not yet in its thread's bucket */
-	u64 cache_epoch;
-	u64 cache_start;
-	u64 cache_end;
-	u32 cache_class;
 	u32 _pad;
+	/* The mapping the last fault that asked was found in: here, not in
+	 * `last_regions`, so a fault's hit costs no lookup more, and faults and
+	 * the syscalls between them do not evict each other's mapping. */
+	struct region_cache cache;
 };
 
-/* [0] -> bumped whenever a mapping leaves the table, so per-CPU caches
- * of a fault's mapping know when they are stale. One counter. */
+/* [0] -> bumped after every change of the table (a mapping leaves it or
+ * arrives, in the kernel or from userspace), so a region_cache knows when
+ * it may be stale. One counter. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -128,6 +146,16 @@ struct {
 	__type(key, u32);
 	__type(value, struct last_fault);
 } last_faults SEC(".maps");
+
+/* [0] -> struct region_cache, per CPU: the mapping the syscall paths
+ * (mprotect, madvise, munmap of part of a mapping, mremap) last found
+ * with region_find. One entry per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct region_cache);
+} last_regions SEC(".maps");
 
 #define PAGE_ALIGN(x) (((x) + 4095) & ~4095ULL)
 #define IS_ERR_VALUE(x) ((u64)(x) >= (u64)-4095)
@@ -224,16 +252,48 @@ static __always_inline int slots_empty(const struct region_slots *s)
  * every call site: inlined, the unmap loop's paths multiply past the
  * verifier's limit). */
 
-/* A mapping left the table: per-CPU caches of a fault's mapping
- * (last_faults) are stale. (A mapping added changes no cached answer:
- * only a mapping found is cached, and a new one that overlaps it comes
- * after it left the table, or the table still lists it too.) */
+/* The table changed: every region_cache is stale. Called once the change
+ * is visible to a search (a lookup that read the epoch before then either
+ * saw the change or caches under an epoch that is gone now). A mapping
+ * added bumps it too, though in a table that matches the process it
+ * changes no answer (mappings do not overlap): the table also keeps
+ * mappings whose end memdiag did not see (an unmap that stopped at a gap
+ * or after MAX_UNMAP_REGIONS, an mremap onto other mappings), a new
+ * mapping can overlap one of those at a lower level, and the search then
+ * finds the new one where a cache would still give the old. That costs
+ * an mmap one atomic add, and the caches a miss per mapping made as well
+ * as per mapping gone. */
 static __always_inline void regions_changed(void)
 {
 	u32 zero = 0;
 	u64 *epoch = bpf_map_lookup_elem(&regions_epoch, &zero);
 	if (epoch)
 		__sync_fetch_and_add(epoch, 1);
+}
+
+/* The epoch now: read before a search whose answer is cached. */
+static __always_inline u64 regions_epoch_now(void)
+{
+	u32 zero = 0;
+	u64 *epoch = bpf_map_lookup_elem(&regions_epoch, &zero);
+	return epoch ? *epoch : 0;
+}
+
+/* The cached mapping if it answers for addr of tgid's image gen, else
+ * NULL. */
+static __always_inline struct region *region_cached(struct region_cache *c, u32 tgid, u32 gen, u64 epoch, u64 addr)
+{
+	if (c->tgid != tgid || c->r.gen != gen || c->epoch != epoch || addr - c->r.start >= c->r.len)
+		return NULL;
+	return &c->r;
+}
+
+/* Keeps r, found under epoch (read before the search), in c. */
+static __always_inline void region_cache_fill(struct region_cache *c, u32 tgid, u64 epoch, const struct region *r)
+{
+	c->r = *r;
+	c->epoch = epoch;
+	c->tgid = tgid;
 }
 
 /* Frees the slot of the mapping that starts at start in the entry s of
@@ -357,6 +417,7 @@ stored:;
 	}
 	if (levels && !(*levels & bit))
 		__sync_fetch_and_or(levels, bit);
+	regions_changed(); /* after its level is set: a search finds it now */
 	return 0;
 }
 
@@ -426,8 +487,8 @@ static long find_step(u64 i, struct find_ctx *c)
 
 /* Copies into out the mapping of tgid's image gen that holds addr;
  * returns 1 when there is one: two entry lookups per level the process
- * uses. */
-__noinline int region_find(u32 tgid, u32 gen, u64 addr, struct region *out)
+ * uses. Uncached: region_find and fault_class keep its answers. */
+__noinline int region_search(u32 tgid, u32 gen, u64 addr, struct region *out)
 {
 	if (!out)
 		return 0;
@@ -439,10 +500,35 @@ __noinline int region_find(u32 tgid, u32 gen, u64 addr, struct region *out)
 	return c.found;
 }
 
+/* region_search through this CPU's last answer (`last_regions`): V8 calls
+ * madvise and mprotect inside its large reservations many times a second,
+ * each a search through every level below the reservation's. */
+__noinline int region_find(u32 tgid, u32 gen, u64 addr, struct region *out)
+{
+	if (!out)
+		return 0;
+	u32 zero = 0;
+	struct region_cache *rc = bpf_map_lookup_elem(&last_regions, &zero);
+	u64 epoch = regions_epoch_now();
+	struct region *hit = rc ? region_cached(rc, tgid, gen, epoch, addr) : NULL;
+	if (hit) {
+		*out = *hit;
+		return 1;
+	}
+	if (!region_search(tgid, gen, addr, out))
+		return 0;
+	if (rc)
+		region_cache_fill(rc, tgid, epoch, out);
+	return 1;
+}
+
 /* Copies into out the mapping of the process's image gen that holds
  * addr; returns 1 when there is one. len is a guess of its length (the
  * range a syscall names usually is one whole mapping): one lookup when
- * right, else a search through every level. */
+ * right, else this CPU's last answer or a search through every level.
+ * (The exact lookup comes first, as it did before the cache: where the
+ * table holds two mappings over addr, one of them stale, the answer stays
+ * the one that starts at addr and is len long.) */
 static __always_inline int region_at_gen(u32 tgid, u32 gen, u64 addr, u64 len, struct region *out)
 {
 	if (len && region_exact(tgid, gen, addr, len, out))
@@ -450,37 +536,22 @@ static __always_inline int region_at_gen(u32 tgid, u32 gen, u64 addr, u64 len, s
 	return region_find(tgid, gen, addr, out);
 }
 
-/* region_at_gen for the process's current image. */
-static __always_inline int region_at(u32 tgid, u64 addr, struct region *out)
-{
-	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
-	if (!t)
-		return 0;
-	return region_at_gen(tgid, t->gen, addr, 0, out);
-}
-
-/* The class of the mapping this thread last faulted in. */
-static __always_inline u32 fault_class(u32 tgid, u32 tid)
+/* The class of the mapping this thread last faulted in, in the image gen
+ * of process tgid. */
+static __always_inline u32 fault_class(u32 tgid, u32 gen, u32 tid)
 {
 	u32 zero = 0;
 	struct last_fault *lf = bpf_map_lookup_elem(&last_faults, &zero);
 	if (!lf || lf->tid != tid)
 		return RC_UNKNOWN;
-	/* Faults come in runs through one mapping: the last answer on this
-	 * CPU holds while no mapping changed anywhere (regions_epoch). */
-	u64 *epoch = bpf_map_lookup_elem(&regions_epoch, &zero);
-	u64 now = epoch ? *epoch : 0;
-	if (lf->cache_tgid == tgid && lf->cache_epoch == now &&
-	    lf->addr >= lf->cache_start && lf->addr < lf->cache_end)
-		return lf->cache_class;
+	u64 epoch = regions_epoch_now();
+	struct region *hit = region_cached(&lf->cache, tgid, gen, epoch, lf->addr);
+	if (hit)
+		return hit->class;
 	struct region r;
-	if (!region_at(tgid, lf->addr, &r))
+	if (!region_search(tgid, gen, lf->addr, &r))
 		return RC_UNKNOWN;
-	lf->cache_tgid = tgid;
-	lf->cache_epoch = now;
-	lf->cache_start = r.start;
-	lf->cache_end = r.start + r.len;
-	lf->cache_class = r.class;
+	region_cache_fill(&lf->cache, tgid, epoch, &r);
 	return r.class;
 }
 

@@ -377,6 +377,7 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 		return 0;
 	u64 mm_key = (u64)mm;
 	struct bucket_key key = {};
+	u32 gen = 0; /* the target's image, for the class of its fault's mapping */
 	struct mm_state *st = bpf_map_lookup_elem(&mm_states, &mm_key);
 
 	if (!curr) {
@@ -406,6 +407,7 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 		}
 		if (!t)
 			return 0;
+		gen = t->gen;
 		if (!st) {
 			u32 zero = 0;
 			struct mm_state *fresh = bpf_map_lookup_elem(&mm_fresh, &zero);
@@ -442,7 +444,7 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 	s64 external = 0;
 	if (curr && member == RSS_ANON) {
 		if (delta > 0) {
-			if (fault_class(tgid, tid) == RC_NATIVE)
+			if (fault_class(tgid, gen, tid) == RC_NATIVE)
 				external = delta;
 		} else {
 			struct releasing *rel = current_releasing();

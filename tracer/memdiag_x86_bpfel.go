@@ -149,17 +149,13 @@ type memdiagHeapSampleEvent struct {
 }
 
 type memdiagLastFault struct {
-	_          structs.HostLayout
-	Tid        uint32
-	CacheTgid  uint32
-	Addr       uint64
-	Tgid       uint32
-	Uncounted  uint32
-	CacheEpoch uint64
-	CacheStart uint64
-	CacheEnd   uint64
-	CacheClass uint32
-	Pad        uint32
+	_         structs.HostLayout
+	Tid       uint32
+	Tgid      uint32
+	Addr      uint64
+	Uncounted uint32
+	Pad       uint32
+	Cache     memdiagRegionCache
 }
 
 type memdiagLibcRange struct {
@@ -287,6 +283,14 @@ type memdiagRegion struct {
 	Counted uint32
 	Gen     uint32
 	Pad     uint32
+}
+
+type memdiagRegionCache struct {
+	_     structs.HostLayout
+	R     memdiagRegion
+	Epoch uint64
+	Tgid  uint32
+	Pad   uint32
 }
 
 type memdiagRegionClass uint32
@@ -437,6 +441,7 @@ const (
 	memdiagMapIgnoredCgroups        = "ignored_cgroups"
 	memdiagMapIgnoredPorts          = "ignored_ports"
 	memdiagMapLastFaults            = "last_faults"
+	memdiagMapLastRegions           = "last_regions"
 	memdiagMapLibcRanges            = "libc_ranges"
 	memdiagMapMmFresh               = "mm_fresh"
 	memdiagMapMmStates              = "mm_states"
@@ -609,6 +614,7 @@ type memdiagMapSpecs struct {
 	IgnoredCgroups *ebpf.MapSpec `ebpf:"ignored_cgroups"`
 	IgnoredPorts   *ebpf.MapSpec `ebpf:"ignored_ports"`
 	LastFaults     *ebpf.MapSpec `ebpf:"last_faults"`
+	LastRegions    *ebpf.MapSpec `ebpf:"last_regions"`
 	LibcRanges     *ebpf.MapSpec `ebpf:"libc_ranges"`
 	MmFresh        *ebpf.MapSpec `ebpf:"mm_fresh"`
 	MmStates       *ebpf.MapSpec `ebpf:"mm_states"`
@@ -711,6 +717,7 @@ type memdiagMaps struct {
 	IgnoredCgroups *ebpf.Map `ebpf:"ignored_cgroups"`
 	IgnoredPorts   *ebpf.Map `ebpf:"ignored_ports"`
 	LastFaults     *ebpf.Map `ebpf:"last_faults"`
+	LastRegions    *ebpf.Map `ebpf:"last_regions"`
 	LibcRanges     *ebpf.Map `ebpf:"libc_ranges"`
 	MmFresh        *ebpf.Map `ebpf:"mm_fresh"`
 	MmStates       *ebpf.Map `ebpf:"mm_states"`
@@ -750,6 +757,7 @@ func (m *memdiagMaps) Close() error {
 		m.IgnoredCgroups,
 		m.IgnoredPorts,
 		m.LastFaults,
+		m.LastRegions,
 		m.LibcRanges,
 		m.MmFresh,
 		m.MmStates,

@@ -68,13 +68,18 @@ func (t *Tracer) LearnProcess(pid int, seed bool) (bool, error) {
 		w[0], w[1] = binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])
 		return w, true
 	})
+	// A seeded entry may overwrite one the kernel changed meanwhile
+	// (putRegion), so caches of the kernel's answers go, even on error.
+	var errs []error
 	for i, m := range maps {
 		r := memdiagRegion{Start: m.Start, Len: m.End - m.Start, Class: classes[i], Counted: 0, Gen: gen}
 		if err := t.putRegion(key, &r); err != nil {
-			return found, err
+			errs = append(errs, err)
+			break
 		}
 	}
-	return found, nil
+	errs = append(errs, t.regionsChanged())
+	return found, errors.Join(errs...)
 }
 
 // seedClasses classifies the mappings found at attach (seedClass), and
@@ -171,6 +176,10 @@ func (t *Tracer) forgetRegions(pids []uint32, all bool) error {
 			errs = append(errs, fmt.Errorf("deleting region levels: %w", err))
 		}
 	}
+	// A pid may come back as a new target (a child forked by another)
+	// whose image has the same generation: no cache may answer for it
+	// from the old process's mappings.
+	errs = append(errs, t.regionsChanged())
 	for _, p := range pids {
 		if !all {
 			break

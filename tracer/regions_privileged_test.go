@@ -122,7 +122,10 @@ func (m *regionModel) covered(a, b uint64) bool {
 // checks, after each, that the kernel's region table (one entry per
 // mapping) holds exactly the model's mappings, and that its index finds,
 // for the first, last and a middle byte of each, that mapping, and for
-// holes none: the O(1) table gives the answers the LPM trie gave.
+// holes none: the O(1) table gives the answers the LPM trie gave. The
+// kernel's lookups start from the last mapping found on their CPU, and
+// the walk often changes a mapping just found, then works beside it: an
+// answer kept past a change puts wrong pieces in the table.
 func TestRegionTableMatchesModel(t *testing.T) {
 	tr := openDrained(t)
 
@@ -134,6 +137,14 @@ func TestRegionTableMatchesModel(t *testing.T) {
 	in, stdout := startPiped(t, cmd)
 	out := bufio.NewScanner(stdout)
 	pid := uint32(cmd.Process.Pid)
+	// On one CPU, each lookup of the kernel's starts from the mapping its
+	// last one found there (a per-CPU cache): answers kept past a change
+	// then show in the table.
+	var cpu0 unix.CPUSet
+	cpu0.Set(0)
+	if err := unix.SchedSetaffinity(int(pid), &cpu0); err != nil {
+		t.Fatal(err)
+	}
 	if err := tr.AddTarget(int(pid)); err != nil {
 		t.Fatal(err)
 	}
@@ -180,15 +191,44 @@ func TestRegionTableMatchesModel(t *testing.T) {
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	sizes := []uint64{1, 1, 2, 3, 4, 8, 16, 17, 64, 100, 256, 1024}
+	// Half the operations land on or beside the range the last one
+	// changed: the kernel's lookup for them then starts from the
+	// mapping its last lookup found on this CPU (struct region_cache),
+	// just changed, shrunk, split or committed, and an answer kept past
+	// the change puts the wrong pieces back in the table.
+	var lastA, lastN uint64
 	pick := func() (uint64, uint64) {
 		n := sizes[rng.IntN(len(sizes))] * page
 		a := base + uint64(rng.IntN(span/page))*page
+		if lastN != 0 && rng.IntN(2) == 0 {
+			a = lastA + uint64(rng.IntN(int(lastN/page)+1))*page
+			if back := uint64(rng.IntN(int(n/page)+1)) * page; a-base >= back {
+				a -= back
+			}
+		}
 		if a+n > base+span {
 			a = base + span - n
 		}
 		return a, n
 	}
 	ops := map[string]int{}
+	// Half the time before an operation, the kernel finds the mapping it
+	// is about to change without changing the table (an mprotect of a
+	// page of a writable mapping: no commit), so that mapping is in its
+	// cache when the operation changes it in place.
+	look := func(addr uint64) {
+		t.Helper()
+		i, ok := model.at(addr)
+		if !ok || model.regs[i].counted == 0 || rng.IntN(2) == 0 {
+			return
+		}
+		r := model.regs[i]
+		p := r.start + uint64(rng.IntN(int(r.len/page)))*page
+		if _, ok := do("protect %d %d %d", p, page, unix.PROT_READ|unix.PROT_WRITE); !ok {
+			t.Fatalf("mprotect %#x+%#x in %#x+%#x failed", p, page, r.start, r.len)
+		}
+		ops["look"]++
+	}
 	for step := 0; step < 600; step++ {
 		a, n := pick()
 		switch k := rng.IntN(10); {
@@ -200,21 +240,30 @@ func TestRegionTableMatchesModel(t *testing.T) {
 			if rng.IntN(3) == 0 {
 				prot, counted = unix.PROT_NONE, 0
 			}
+			look(a)
 			if _, ok := do("map %d %d %d", a, n, prot); !ok {
 				t.Fatalf("step %d: mmap %#x+%#x failed", step, a, n)
 			}
 			model.unmap(a, a+n)
 			learn(a, n, counted)
 			ops["mmap"]++
-		case k < 7: // munmap
+		case k < 7: // munmap: of part of a mapping, of several, or of one whole
+			whole := false
+			if i, ok := model.at(a); ok && rng.IntN(3) == 0 && model.regs[i].len <= sizes[len(sizes)-1]*page {
+				a, n, whole = model.regs[i].start, model.regs[i].len, true
+			}
 			if !model.unmapCovers(a, a+n) {
 				continue
 			}
+			look(a)
 			if _, ok := do("unmap %d %d", a, n); !ok {
 				t.Fatalf("step %d: munmap %#x+%#x failed", step, a, n)
 			}
 			model.unmap(a, a+n)
 			ops["munmap"]++
+			if whole {
+				ops["munmap (whole)"]++
+			}
 		case k == 9: // mremap in place: shrink, or grow a mapping into the hole after it
 			newn := n / 2 / page * page
 			if rng.IntN(2) == 0 && len(model.regs) > 1 {
@@ -226,6 +275,7 @@ func TestRegionTableMatchesModel(t *testing.T) {
 			if !found || newn == 0 || newn == n || !model.unmapCovers(a, a+n) {
 				continue
 			}
+			look(a)
 			if _, ok := do("remap %d %d %d", a, n, newn); !ok {
 				ops["mremap (refused)"]++ // the range spans mappings the kernel keeps apart, or no hole to grow into
 				continue
@@ -240,6 +290,7 @@ func TestRegionTableMatchesModel(t *testing.T) {
 				ops["mremap (shrink)"]++
 			}
 		default: // mprotect writable: a commit of a native reservation
+			look(a)
 			_, ok := do("protect %d %d %d", a, n, unix.PROT_READ|unix.PROT_WRITE)
 			if ok != model.covered(a, a+n) {
 				t.Fatalf("step %d: mprotect %#x+%#x: ok=%v, model says mapped=%v", step, a, n, ok, !ok)
@@ -248,18 +299,16 @@ func TestRegionTableMatchesModel(t *testing.T) {
 				ops["mprotect (hole)"]++
 				continue
 			}
-			i, found := model.at(a)
-			if found {
+			if i, found := model.at(a); found && model.regs[i].counted == 0 && model.regs[i].class == classNative && a+n <= model.regs[i].end() {
 				r := model.regs[i]
-				if r.counted == 0 && r.class == classNative && a+n <= r.end() {
-					model.unmap(a, a+n)
-					model.add(modelRegion{start: a, len: n, class: r.class, counted: 2}) // RG_HEAP: a shared heap's growth
-					ops["mprotect (commit)"]++
-					continue
-				}
+				model.unmap(a, a+n)
+				model.add(modelRegion{start: a, len: n, class: r.class, counted: 2}) // RG_HEAP: a shared heap's growth
+				ops["mprotect (commit)"]++
+			} else {
+				ops["mprotect (no change)"]++
 			}
-			ops["mprotect (no change)"]++
 		}
+		lastA, lastN = a, n
 		checkRegions(t, tr, pid, base, span, &model, rng, step, last)
 	}
 	t.Logf("ops: %v; %d mappings at the end", ops, len(model.regs))
@@ -281,7 +330,8 @@ func TestRegionTableMatchesModel(t *testing.T) {
 	if gotNative != wantNative || gotHeap != wantHeap || wantHeap == 0 || wantHeap == wantNative {
 		t.Errorf("retained native %d, of it a shared heap's growth %d; the table holds %d and %d (want both parts non-empty)", gotNative, gotHeap, wantNative, wantHeap)
 	}
-	if ops["mprotect (commit)"] == 0 || ops["munmap"] == 0 || ops["mmap"] == 0 || ops["mremap (shrink)"] == 0 || ops["mremap (grow)"] == 0 {
+	if ops["mprotect (commit)"] == 0 || ops["munmap"] == 0 || ops["mmap"] == 0 || ops["mremap (shrink)"] == 0 || ops["mremap (grow)"] == 0 ||
+		ops["munmap (whole)"] == 0 || ops["look"] == 0 {
 		t.Fatalf("the random walk missed an operation kind: %v", ops)
 	}
 }

@@ -83,6 +83,27 @@ func (t *Tracer) putRegion(tgid uint32, r *memdiagRegion) error {
 	return nil
 }
 
+// regionsChanged bumps the kernel's regions_epoch after userspace changed
+// the region table (seeding, forgetting a process), as the kernel's
+// regions_changed does after its own changes, so no CPU's cached mapping
+// (struct region_cache) answers from the table as it was. A syscall
+// cannot add atomically: the kernel may bump the epoch between the read
+// and the write, and writing read+1 could then take it back to a value a
+// cache holds. Read+2^32 lies past any bump made in between, so the epoch
+// only moves up and never comes back to a cached value.
+func (t *Tracer) regionsChanged() error {
+	var zero uint32
+	var epoch uint64
+	if err := t.objs.RegionsEpoch.Lookup(&zero, &epoch); err != nil {
+		return fmt.Errorf("reading the region table's epoch: %w", err)
+	}
+	epoch += 1 << 32
+	if err := t.objs.RegionsEpoch.Update(&zero, &epoch, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("bumping the region table's epoch: %w", err)
+	}
+	return nil
+}
+
 // regionAt finds the mapping of tgid's image gen that holds addr, as
 // region_find does.
 func (t *Tracer) regionAt(tgid, gen uint32, addr uint64) (memdiagRegion, bool, error) {
