@@ -33,7 +33,8 @@ type Config struct {
 	// RingbufBytes sizes the lifecycle ring buffer (a power of two, at
 	// least one page); 0 means DefaultRingbufBytes.
 	RingbufBytes int
-	// MaxBuckets bounds the kernel's bucket table; 0 means 16384.
+	// MaxBuckets bounds the kernel's bucket table, and its op slots (rounded
+	// up to a power of two); 0 means 16384.
 	MaxBuckets int
 	// MaxOutstanding bounds the exact mode's table of live ArrayBuffers;
 	// 0 means 262144.

@@ -32,8 +32,9 @@
 //	memdiag pipelined      + memdiag attach (every pipelined request its op)
 //
 // With -base-memdiag BIN (another build, e.g. main's, to compare a change
-// with), three more arms run that build: "default-base", "pipelined-base"
-// and "plain-base", side by side with the same arms of -memdiag.
+// with), more arms run that build: "default-base", "pipelined-base",
+// "plain-base", "v8-1m-base" and "exact-base", side by side with the same
+// arms of -memdiag.
 //
 // Every run starts a fresh service (the service leaks about 4 MB a second
 // under this load by design: a long-lived one would grow by gigabytes over
@@ -137,6 +138,8 @@ var allArms = []arm{
 	{key: "default-base", name: "memdiag (default), -base-memdiag build", base: "untraced", tracer: "memdiag", baseBin: true},
 	{key: "pipelined-base", name: "memdiag (default), 5 pipelined, -base-memdiag build", base: "untraced-pipelined", tracer: "memdiag", pipelined: true, baseBin: true},
 	{key: "plain-base", name: "plain Node.js http, memdiag (default), -base-memdiag build", base: "plain-untraced", svc: "node-plain", tracer: "memdiag", baseBin: true},
+	{key: "v8-1m-base", name: "memdiag --heap-sampling v8 --heap-sample-interval 1MiB, -base-memdiag build", base: "untraced", tracer: "memdiag", flags: []string{"--heap-sampling", "v8", "--heap-sample-interval", "1MiB"}, baseBin: true},
+	{key: "exact-base", name: "memdiag --exact-external, -base-memdiag build", base: "untraced", tracer: "memdiag", flags: []string{"--exact-external"}, baseBin: true},
 }
 
 func main() {
@@ -151,7 +154,7 @@ func run() int {
 		settle   = flag.Duration("settle", 2*time.Second, "idle time between the warm-up's end and the measurement, the same for every arm; the tracer attaches in it")
 		conns    = flag.Int("connections", 16, "wrk's open connections")
 		memdiag  = flag.String("memdiag", "bin/memdiag", "the memdiag `binary` to measure (make build)")
-		baseBin  = flag.String("base-memdiag", "", "another memdiag `binary` (e.g. main's build) measured side by side in the default-base, pipelined-base and plain-base arms")
+		baseBin  = flag.String("base-memdiag", "", "another memdiag `binary` (e.g. main's build) measured side by side in the *-base arms")
 		memleak  = flag.String("memleak", "memleak-bpfcc", "bcc's memleak (Debian: apt-get install -y bpfcc-tools)")
 		arms     = flag.String("arms", "", "comma-separated `arms` to run (default all): "+armKeys())
 		profile  = flag.Bool("profile", true, "after the rounds, one run per memdiag arm with kernel.bpf_stats_enabled=1 for the programs' run times")
