@@ -64,8 +64,11 @@ func (t *Tracer) opBuckets(s *event.Snapshot) error {
 // freeOpSlot frees the slot of op id when the op still holds it: for an
 // op userspace ends itself (its end record was lost, or its process is
 // gone). The kernel never touches such a slot again but to charge it (its
-// socket has moved on), so the plain write races with nothing but a late
-// charge, which is lost with the op.
+// socket has moved on), so the write races with a late charge, lost with
+// the op, and, in the instant the kernel copies the zeroed value in, with
+// a new op claiming the slot the moment its id reads 0: that op could
+// start with its process and start time zeroed. Both rare (a lost end
+// record, a process gone) and small; a slot is never lost or shared.
 func (t *Tracer) freeOpSlot(id uint64) error {
 	idx := opSlotIndex(id, t.objs.OpSlots.MaxEntries())
 	var o memdiagOpSlot
