@@ -273,6 +273,57 @@ static __always_inline struct counters *bucket(struct bucket_key *key)
 	return bpf_map_lookup_elem(&buckets, &of);
 }
 
+/* What charge() adds to: one counter (CF_NONE: none), and with RETAIN_*
+ * flags the retained counters too. */
+enum charge_field { CF_NONE, CF_MAPPED, CF_UNMAPPED, CF_WRITABLE, CF_ADVISED, CF_AB_ALLOC, CF_AB_FREED };
+#define RETAIN 1        /* retained += bytes */
+#define RETAIN_NATIVE 2 /* and retained_native */
+#define RETAIN_HEAP 4   /* and retained_heap */
+
+/* Adds bytes to counter f of key's bucket (created if need be; key may
+ * turn from an ended op's to idle), and to its retained counters as
+ * retain says. A global function, verified once, and the only way the syscall
+ * and uprobe paths charge: bucket() answers with an op's slot or an
+ * entry of `buckets`, pointers into two maps that the verifier does not
+ * merge, so every path after an inlined charge was verified once per
+ * kind (twice after one charge, four times after two: attach took four
+ * times as long). */
+__noinline int charge(struct bucket_key *key, u32 f, s64 bytes, u32 retain)
+{
+	if (!key)
+		return 0;
+	struct counters *c = bucket(key);
+	if (!c)
+		return 0;
+	switch (f) {
+	case CF_MAPPED:
+		__sync_fetch_and_add(&c->mapped, bytes);
+		break;
+	case CF_UNMAPPED:
+		__sync_fetch_and_add(&c->unmapped, bytes);
+		break;
+	case CF_WRITABLE:
+		__sync_fetch_and_add(&c->made_writable, bytes);
+		break;
+	case CF_ADVISED:
+		__sync_fetch_and_add(&c->advised_free, bytes);
+		break;
+	case CF_AB_ALLOC:
+		__sync_fetch_and_add(&c->ab_alloc, bytes);
+		break;
+	case CF_AB_FREED:
+		__sync_fetch_and_add(&c->ab_freed, bytes);
+		break;
+	}
+	if (retain & RETAIN)
+		__sync_fetch_and_add(&c->retained, bytes);
+	if (retain & RETAIN_NATIVE)
+		__sync_fetch_and_add(&c->retained_native, bytes);
+	if (retain & RETAIN_HEAP)
+		__sync_fetch_and_add(&c->retained_heap, bytes);
+	return 0;
+}
+
 /* Turns key (the thread's own bucket) into its op's or idle, per the
  * thread's state ts (NULL: the thread's own). */
 static __always_inline void current_bucket_of(struct bucket_key *key, struct thread_state *ts)

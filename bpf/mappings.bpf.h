@@ -160,33 +160,15 @@ struct {
 #define PAGE_ALIGN(x) (((x) + 4095) & ~4095ULL)
 #define IS_ERR_VALUE(x) ((u64)(x) >= (u64)-4095)
 
-/* Field selectors for vm_charge. */
-enum vm_field { VM_MAPPED, VM_UNMAPPED, VM_WRITABLE, VM_ADVISED };
-
-/* Adds bytes to one virtual-memory field of the current thread's bucket. */
-static __always_inline void vm_charge(u32 tgid, u32 tid, enum vm_field f, u64 bytes)
+/* Adds bytes to one virtual-memory counter (enum charge_field) of the
+ * current thread's bucket. */
+static __always_inline void vm_charge(u32 tgid, u32 tid, u32 f, u64 bytes)
 {
 	if (!bytes)
 		return;
 	struct bucket_key key = {};
 	current_bucket(&key, tgid, tid);
-	struct counters *c = bucket(&key);
-	if (!c)
-		return;
-	switch (f) {
-	case VM_MAPPED:
-		__sync_fetch_and_add(&c->mapped, bytes);
-		break;
-	case VM_UNMAPPED:
-		__sync_fetch_and_add(&c->unmapped, bytes);
-		break;
-	case VM_WRITABLE:
-		__sync_fetch_and_add(&c->made_writable, bytes);
-		break;
-	case VM_ADVISED:
-		__sync_fetch_and_add(&c->advised_free, bytes);
-		break;
-	}
+	charge(&key, f, bytes, 0);
 }
 
 /*
@@ -567,14 +549,7 @@ static __always_inline void owner_key(struct bucket_key *owner)
  * counted as counted (enum region_counted). */
 static __always_inline void retain(struct bucket_key *key, u32 class, u32 counted, s64 bytes)
 {
-	struct counters *c = bucket(key);
-	if (!c)
-		return;
-	__sync_fetch_and_add(&c->retained, bytes);
-	if (class == RC_NATIVE)
-		__sync_fetch_and_add(&c->retained_native, bytes);
-	if (counted == RG_HEAP)
-		__sync_fetch_and_add(&c->retained_heap, bytes);
+	charge(key, CF_NONE, bytes, RETAIN | (class == RC_NATIVE ? RETAIN_NATIVE : 0) | (counted == RG_HEAP ? RETAIN_HEAP : 0));
 }
 
 /* Records a new mapping [start, start + len) of class, owned by the
@@ -721,9 +696,8 @@ static __noinline int on_exit_mmap(struct pt_regs *regs, s64 ret)
 	};
 	/* One bucket for the charge and the new mapping's owner. */
 	target_bucket(&r.owner, t, tgid, tid);
-	struct counters *c = bucket(&r.owner);
-	if (c)
-		__sync_fetch_and_add(&c->mapped, len);
+	charge(&r.owner, CF_MAPPED, len,
+	       r.counted ? RETAIN | (r.class == RC_NATIVE ? RETAIN_NATIVE : 0) : 0);
 	/* MAP_FIXED over an old mapping replaces it; without MAP_FIXED the
 	 * kernel never places a mapping over another, so there is nothing
 	 * to look for. */
@@ -732,11 +706,6 @@ static __noinline int on_exit_mmap(struct pt_regs *regs, s64 ret)
 		unmap_range(tgid, r.gen, start, start + len, &rel);
 	}
 	region_put(tgid, &r);
-	if (r.counted && c) {
-		__sync_fetch_and_add(&c->retained, (s64)len);
-		if (r.class == RC_NATIVE)
-			__sync_fetch_and_add(&c->retained_native, (s64)len);
-	}
 	return 0;
 }
 
@@ -779,7 +748,7 @@ static __noinline int on_exit_munmap(s64 ret)
 		return 0;
 	if (ret != 0)
 		return 0;
-	vm_charge(tgid, tid, VM_UNMAPPED, PAGE_ALIGN(p.args[1]));
+	vm_charge(tgid, tid, CF_UNMAPPED, PAGE_ALIGN(p.args[1]));
 	return 0;
 }
 
@@ -792,9 +761,9 @@ static __noinline int on_exit_mremap(struct pt_regs *regs, s64 ret)
 	u64 old = PT_REGS_PARM1_SYSCALL(regs), old_len = PAGE_ALIGN(PT_REGS_PARM2_SYSCALL(regs)),
 	    new_len = PAGE_ALIGN(PT_REGS_PARM3_SYSCALL(regs));
 	if (new_len > old_len)
-		vm_charge(tgid, tid, VM_MAPPED, new_len - old_len);
+		vm_charge(tgid, tid, CF_MAPPED, new_len - old_len);
 	else
-		vm_charge(tgid, tid, VM_UNMAPPED, old_len - new_len);
+		vm_charge(tgid, tid, CF_UNMAPPED, old_len - new_len);
 	/* The mapping moved or resized: it keeps its class; the part that
 	 * grew is the current thread's. */
 	u32 gen = t->gen;
@@ -846,10 +815,10 @@ static __noinline int on_exit_brk(s64 ret)
 	/* brk returns the new break, or the old one on failure. */
 	u64 before = PAGE_ALIGN(p.args[0]), after = PAGE_ALIGN((u64)ret);
 	if (after > before) {
-		vm_charge(tgid, tid, VM_MAPPED, after - before);
+		vm_charge(tgid, tid, CF_MAPPED, after - before);
 		map_region(tgid, tid, before, after - before, RC_NATIVE, RG_HEAP); /* the brk heap is malloc's */
 	} else {
-		vm_charge(tgid, tid, VM_UNMAPPED, before - after);
+		vm_charge(tgid, tid, CF_UNMAPPED, before - after);
 	}
 	return 0;
 }
@@ -864,7 +833,7 @@ static __noinline int on_exit_mprotect(struct pt_regs *regs, s64 ret)
 	if (!t)
 		return 0;
 	u64 a = PT_REGS_PARM1_SYSCALL(regs), len = PAGE_ALIGN(PT_REGS_PARM2_SYSCALL(regs));
-	vm_charge(tgid, tid, VM_WRITABLE, len);
+	vm_charge(tgid, tid, CF_WRITABLE, len);
 	/* A commit: part of a reservation (PROT_NONE, not counted) made
 	 * writable — glibc arenas grow this way, V8 commits its pages so. It
 	 * becomes a mapping of its own, owned by the current bucket and
@@ -911,7 +880,7 @@ static __noinline int on_exit_madvise(s64 ret)
 		return 0;
 	u64 advice = p.args[2];
 	if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
-		vm_charge(tgid, tid, VM_ADVISED, PAGE_ALIGN(p.args[1]));
+		vm_charge(tgid, tid, CF_ADVISED, PAGE_ALIGN(p.args[1]));
 	return 0;
 }
 

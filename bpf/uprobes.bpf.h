@@ -217,9 +217,7 @@ int on_ab_allocate_ret(struct pt_regs *ctx)
 		stat_inc(ST_OUTSTANDING_OVERFLOW);
 		return 0;
 	}
-	struct counters *c = bucket(&a.owner);
-	if (c)
-		__sync_fetch_and_add(&c->ab_alloc, size);
+	charge(&a.owner, CF_AB_ALLOC, size, 0);
 	ab_live_add(tgid, (s64)size);
 	return 0;
 }
@@ -238,9 +236,7 @@ static __always_inline int ab_free(u32 tgid, u64 ptr)
 	u64 asize = a->size;
 	bpf_map_delete_elem(&outstanding, &k);
 	owner_key(&owner);
-	struct counters *c = bucket(&owner);
-	if (c)
-		__sync_fetch_and_add(&c->ab_freed, asize);
+	charge(&owner, CF_AB_FREED, asize, 0);
 	ab_live_add(tgid, -(s64)asize);
 	return 0;
 }
