@@ -128,9 +128,9 @@ struct last_fault {
 	struct region_cache cache;
 };
 
-/* [0] -> bumped after every change of the table (a mapping leaves it or
- * arrives, in the kernel or from userspace), so a region_cache knows when
- * it may be stale. One counter. */
+/* [0] -> bumped after a mapping leaves the table in the kernel, and after
+ * userspace changes it (seeding, forgetting a process), so a region_cache
+ * knows when it may be stale (regions_changed). One counter. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -234,17 +234,18 @@ static __always_inline int slots_empty(const struct region_slots *s)
  * every call site: inlined, the unmap loop's paths multiply past the
  * verifier's limit). */
 
-/* The table changed: every region_cache is stale. Called once the change
- * is visible to a search (a lookup that read the epoch before then either
- * saw the change or caches under an epoch that is gone now). A mapping
- * added bumps it too, though in a table that matches the process it
- * changes no answer (mappings do not overlap): the table also keeps
- * mappings whose end memdiag did not see (an unmap that stopped at a gap
- * or after MAX_UNMAP_REGIONS, an mremap onto other mappings), a new
- * mapping can overlap one of those at a lower level, and the search then
- * finds the new one where a cache would still give the old. That costs
- * an mmap one atomic add, and the caches a miss per mapping made as well
- * as per mapping gone. */
+/* A mapping left the table: every region_cache is stale. Called once the
+ * change is visible to a search (a lookup that read the epoch before then
+ * either saw the change or caches under an epoch that is gone now). A
+ * mapping added does not bump it: in a table that matches the process it
+ * changes no answer (mappings do not overlap). The table can also keep a
+ * mapping whose end memdiag did not see (an unmap that stopped at a gap
+ * or after MAX_UNMAP_REGIONS, an mremap onto other mappings); a new
+ * mapping over one of those at a lower level is what the search finds,
+ * where a cache still gives the stale one, until the next mapping leaves
+ * (munmaps are frequent). Bumping at every add cost more: V8 maps all
+ * the time, every fault after it searched again, and a plain Node.js
+ * server took ~1 us more CPU per request (BENCHMARKS.md, sixth round). */
 static __always_inline void regions_changed(void)
 {
 	u32 zero = 0;
@@ -399,7 +400,6 @@ stored:;
 	}
 	if (levels && !(*levels & bit))
 		__sync_fetch_and_or(levels, bit);
-	regions_changed(); /* after its level is set: a search finds it now */
 	return 0;
 }
 
