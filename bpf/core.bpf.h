@@ -84,20 +84,25 @@ struct {
 } buckets SEC(".maps");
 
 /* Op buckets: the counters of every live op, in a slot of this array
- * (op_slot_index: its id, scattered) rather than in `buckets`. An op begins and ends
- * for every request a server handles: as a hash entry that was an insert
- * (an element taken from the free list, key and 150 bytes copied under the
- * bucket's lock) and a lookup and delete at its end, ~250 ns a request;
- * a slot is claimed with one compare-and-swap and freed with a store, and
- * every charge to an op finds it by index, with no hashing. A slot
- * belongs to the op whose id it holds (0: free); a charge for an op whose
- * slot holds another id (the op ended) charges idle instead, as a charge
- * for a deleted op bucket did. An op whose id falls on a slot still held
- * (a long-lived op: an idle keep-alive connection's) takes the next id
- * (OP_CLAIM_TRIES in all); ids stay increasing, never reused. Userspace
- * reads the held slots with the buckets (as BK_OP buckets) and frees the
- * slot of an op it ends itself (its end record was lost). Its size, a power
- * of two, is set from userspace (--max-buckets, rounded up). */
+ * rather than in `buckets`. An op begins and ends for every request a
+ * server handles: as a hash entry that was an insert (an element taken
+ * from the free list, key and 150 bytes copied under the bucket's lock)
+ * and a lookup and delete at its end, ~250 ns a request; a slot is
+ * claimed with one compare-and-swap and freed with a store, and every
+ * charge to an op finds it by index, with no hashing. An op's id carries
+ * its slot in its low OP_SLOT_BITS (above them, a sequence number: ids
+ * are never reused), so the op can take any free slot: a request that
+ * ends its connection's previous op takes that op's slot, just freed
+ * and still in this CPU's cache (a new slot per request, scattered over
+ * the table, cost a plain Node.js server more than the hash did), a new
+ * connection's first op the slot this CPU freed last, else one found by
+ * probing (op_claim). A slot belongs to the op whose id it holds (0:
+ * free); a charge for an op whose slot holds another id (the op ended)
+ * charges idle instead, as a charge for a deleted op bucket did.
+ * Userspace reads the held slots with the buckets (as BK_OP buckets) and
+ * frees the slot of an op it ends itself (its end record was lost). Its
+ * size, a power of two up to 2^OP_SLOT_BITS, is set from userspace
+ * (--max-buckets, rounded up). */
 struct op_slot {
 	u64 op_id; /* the op holding the slot; 0: free */
 	u32 tgid;
@@ -113,24 +118,35 @@ struct {
 
 /* op_slots' size minus one (set by userspace with the size). */
 volatile const u32 op_slot_mask = 16384 - 1;
+#define OP_SLOT_BITS 20 /* tracer/opslots.go opSlotBits */
 #define OP_CLAIM_TRIES 8
 
-/* The index of op op_id's slot: the id scattered (Fibonacci hashing), so
- * that ops begun together, whose ids follow one another and which may
- * all stay (a burst of keep-alive connections), hold slots spread over
- * the table, not a run the next ids would all fall on. */
-static __always_inline u32 op_slot_index(u64 op_id)
-{
-	return (u32)((op_id * 0x9E3779B97F4A7C15ULL) >> 32) & op_slot_mask;
-}
+/* [0] -> the slot this CPU freed last, plus one (0: none): where a new
+ * connection's op looks first. Per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u32);
+} op_slot_freed SEC(".maps");
 
 /* The slot of op op_id, or NULL when the op has ended (its slot is free
  * or another op's). */
 static __always_inline struct op_slot *op_slot(u64 op_id)
 {
-	u32 idx = op_slot_index(op_id);
+	u32 idx = (u32)op_id & op_slot_mask;
 	struct op_slot *s = bpf_map_lookup_elem(&op_slots, &idx);
 	return s && op_id && s->op_id == op_id ? s : NULL;
+}
+
+/* Frees op s's slot, idx, and makes it this CPU's first choice. */
+static __always_inline void op_slot_free(struct op_slot *s, u32 idx)
+{
+	*(volatile u64 *)&s->op_id = 0;
+	u32 zero = 0;
+	u32 *hint = bpf_map_lookup_elem(&op_slot_freed, &zero);
+	if (hint)
+		*hint = idx + 1;
 }
 
 /* Arguments of a syscall in flight (memory, socket io), in the thread's

@@ -99,8 +99,9 @@ struct {
 	__type(value, u8);
 } ignored_ports SEC(".maps");
 
-/* [0] -> the last op id handed out (ids are unique across processes).
- * One counter. */
+/* [0] -> the last op sequence number handed out: an op's id is its
+ * sequence number and its slot (op_claim), unique across processes. One
+ * counter. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -123,7 +124,7 @@ static __always_inline void take_final(struct op_end_event *e, u64 op_id, s32 fd
 	if (slot) {
 		__builtin_memcpy(&e->final, &slot->c, sizeof(e->final));
 		e->has_final = 1;
-		*(volatile u64 *)&slot->op_id = 0;
+		op_slot_free(slot, (u32)op_id & op_slot_mask);
 	} else {
 		__builtin_memset(&e->final, 0, sizeof(e->final));
 	}
@@ -304,29 +305,49 @@ struct op_start {
 	u32 _pad;
 };
 
-/* Claims a free slot for a new op, started at now, of process tgid;
- * returns the op's id, 0 when every slot tried was held (the op's
- * activity stays idle). A global function, verified once: inlined, the
- * rest of op_begin_global was verified once per try that can succeed
- * (attach took four times as long). */
-__noinline u64 op_claim(u32 tgid, u64 now)
+/* Takes slot idx for op id (sequence seq) if it is free; returns the
+ * op's id, 0 when it was held. */
+static __always_inline u64 op_take(u32 idx, u64 seq, u32 tgid, u64 now)
+{
+	idx &= op_slot_mask;
+	struct op_slot *slot = bpf_map_lookup_elem(&op_slots, &idx);
+	u64 op_id = (seq << OP_SLOT_BITS) | idx;
+	if (!slot || slot->op_id || __sync_val_compare_and_swap(&slot->op_id, 0, op_id))
+		return 0;
+	/* Nobody charges an id not handed out yet: the slot is this op's to
+	 * fill. */
+	slot->tgid = tgid;
+	__builtin_memset(&slot->c, 0, sizeof(slot->c));
+	slot->c.first_ns = now;
+	return op_id;
+}
+
+/* Claims a free slot for a new op, started at now, of process tgid: the
+ * slot want (plus one; 0: none) first — the slot its connection's
+ * previous op just freed — then the one this CPU freed last, then slots
+ * spread over the table (the sequence number scattered, Fibonacci
+ * hashing: ops begun together and kept, a burst of keep-alive
+ * connections, do not hold a run the next probes all fall on). Returns
+ * the op's id, 0 when every slot tried was held (the op's activity stays
+ * idle). A global function, verified once: inlined, the rest of
+ * op_begin_global was verified once per try that can succeed. */
+__noinline u64 op_claim(u32 tgid, u64 now, u32 want)
 {
 	u32 zero = 0;
 	u64 *next = bpf_map_lookup_elem(&op_ids, &zero);
 	if (!next)
 		return 0;
-	for (int i = 0; i < OP_CLAIM_TRIES; i++) {
-		u64 op_id = __sync_fetch_and_add(next, 1) + 1;
-		u32 idx = op_slot_index(op_id);
-		struct op_slot *slot = bpf_map_lookup_elem(&op_slots, &idx);
-		if (!slot || slot->op_id || __sync_val_compare_and_swap(&slot->op_id, 0, op_id))
-			continue;
-		/* Nobody charges an id not handed out yet: the slot is this
-		 * op's to fill. */
-		slot->tgid = tgid;
-		__builtin_memset(&slot->c, 0, sizeof(slot->c));
-		slot->c.first_ns = now;
+	u64 seq = __sync_fetch_and_add(next, 1) + 1;
+	u64 op_id;
+	if (want && (op_id = op_take(want - 1, seq, tgid, now)))
 		return op_id;
+	u32 *freed = bpf_map_lookup_elem(&op_slot_freed, &zero);
+	if (freed && *freed && *freed != want && (op_id = op_take(*freed - 1, seq, tgid, now)))
+		return op_id;
+	for (u32 i = 0; i < OP_CLAIM_TRIES; i++) {
+		u32 idx = (u32)(((seq * OP_CLAIM_TRIES + i) * 0x9E3779B97F4A7C15ULL) >> 32);
+		if ((op_id = op_take(idx, seq, tgid, now)))
+			return op_id;
 	}
 	return 0;
 }
@@ -390,7 +411,7 @@ __noinline int op_begin_global(struct sock_info *s, struct op_start *o)
 	}
 	if (!e)
 		now = bpf_ktime_get_ns();
-	u64 op_id = op_claim(tgid, now);
+	u64 op_id = op_claim(tgid, now, prev ? ((u32)prev & op_slot_mask) + 1 : 0);
 	if (!op_id) {
 		/* No free slot: its activity stays idle. */
 		stat_inc(ST_BUCKET_OVERFLOW);

@@ -446,6 +446,7 @@ const (
 	memdiagMapMmFresh               = "mm_fresh"
 	memdiagMapMmStates              = "mm_states"
 	memdiagMapOpIds                 = "op_ids"
+	memdiagMapOpSlotFreed           = "op_slot_freed"
 	memdiagMapOpSlots               = "op_slots"
 	memdiagMapOutstanding           = "outstanding"
 	memdiagMapPending               = "pending"
@@ -619,6 +620,7 @@ type memdiagMapSpecs struct {
 	MmFresh        *ebpf.MapSpec `ebpf:"mm_fresh"`
 	MmStates       *ebpf.MapSpec `ebpf:"mm_states"`
 	OpIds          *ebpf.MapSpec `ebpf:"op_ids"`
+	OpSlotFreed    *ebpf.MapSpec `ebpf:"op_slot_freed"`
 	OpSlots        *ebpf.MapSpec `ebpf:"op_slots"`
 	Outstanding    *ebpf.MapSpec `ebpf:"outstanding"`
 	Pending        *ebpf.MapSpec `ebpf:"pending"`
@@ -722,6 +724,7 @@ type memdiagMaps struct {
 	MmFresh        *ebpf.Map `ebpf:"mm_fresh"`
 	MmStates       *ebpf.Map `ebpf:"mm_states"`
 	OpIds          *ebpf.Map `ebpf:"op_ids"`
+	OpSlotFreed    *ebpf.Map `ebpf:"op_slot_freed"`
 	OpSlots        *ebpf.Map `ebpf:"op_slots"`
 	Outstanding    *ebpf.Map `ebpf:"outstanding"`
 	Pending        *ebpf.Map `ebpf:"pending"`
@@ -762,6 +765,7 @@ func (m *memdiagMaps) Close() error {
 		m.MmFresh,
 		m.MmStates,
 		m.OpIds,
+		m.OpSlotFreed,
 		m.OpSlots,
 		m.Outstanding,
 		m.Pending,

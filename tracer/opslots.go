@@ -9,21 +9,25 @@ import (
 	"github.com/memdiag/memdiag/event"
 )
 
-// opSlots is the number of op slots (bpf/core.bpf.h, op_slots) beside a
-// bucket table of maxBuckets entries: as many, rounded up to a power of
-// two (opSlotIndex masks).
+// opSlotBits is the kernel's OP_SLOT_BITS: an op id's low bits are its
+// slot (bpf/core.bpf.h, op_slots).
+const opSlotBits = 20
+
+// opSlots is the number of op slots beside a bucket table of maxBuckets
+// entries: as many, rounded up to a power of two (the slot is an id's low
+// bits), at most 2^opSlotBits.
 func opSlots(maxBuckets int) uint32 {
 	n := uint32(64)
-	for int(n) < maxBuckets && n < 1<<30 {
+	for int(n) < maxBuckets && n < 1<<opSlotBits {
 		n <<= 1
 	}
 	return n
 }
 
 // opSlotIndex is the index of op id's slot among slots (a power of two),
-// as the kernel computes it (bpf/core.bpf.h, op_slot_index).
+// as the kernel reads it (op_slot).
 func opSlotIndex(id uint64, slots uint32) uint32 {
-	return uint32((id*0x9E3779B97F4A7C15)>>32) & (slots - 1)
+	return uint32(id) & (slots - 1)
 }
 
 // opSlotBatch is how many op slots one read of the table copies (~43 KiB).
