@@ -134,7 +134,7 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns,
 			return nil, err
 		}
 		end := into.NewOpEnd()
-		*end = event.OpEnd{Header: hdr, OpID: e.OpId, FD: e.Fd, Reason: event.OpEndReason(e.Reason)}
+		*end = event.OpEnd{Header: hdr, OpID: opSeq(e.OpId), FD: e.Fd, Reason: event.OpEndReason(e.Reason)}
 		if end.Reason == event.EndClose && conns != nil {
 			conns.Close(httpreq.ConnKey{PID: h.Pid, FD: e.Fd})
 		}
@@ -166,7 +166,7 @@ func decode(raw []byte, clock Clock, opts httpreq.Options, conns *httpreq.Conns,
 			return nil, err
 		}
 		return &event.HeapSample{Header: hdr, Runtime: event.Runtime(e.Runtime), Ordinal: e.Ordinal, Addr: e.Addr, Size: e.Size,
-			Owner: event.BucketKey{PID: e.Owner.Tgid, Kind: event.BucketKind(e.Owner.Kind), ID: e.Owner.Id}}, nil
+			Owner: bucketKey(e.Owner.Tgid, e.Owner.Kind, e.Owner.Id)}, nil
 	case kindFree, kindGC:
 		var e memdiagHeapNoteEvent
 		if err := decodeFixed(raw, &e, "heap note"); err != nil {
@@ -216,7 +216,7 @@ func recordData(raw []byte, off uintptr, dataLen uint32, capacity int) []byte {
 // pipelined request of its connection from data, the record's bytes; the
 // raw bytes go no further.
 func opBegin(ob *event.OpBegin, hdr event.Header, e *memdiagOpBeginEvent, data []byte, opts httpreq.Options, conns *httpreq.Conns) *event.OpBegin {
-	*ob = event.OpBegin{Header: hdr, OpID: e.OpId, Kind: event.OpKind(e.OpKind), FD: e.Fd}
+	*ob = event.OpBegin{Header: hdr, OpID: opSeq(e.OpId), Kind: event.OpKind(e.OpKind), FD: e.Fd}
 	key := httpreq.ConnKey{PID: hdr.PID, FD: e.Fd}
 	var (
 		r   httpreq.Request

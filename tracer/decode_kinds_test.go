@@ -23,9 +23,13 @@ const (
 
 // opBeginBytes lays out an op_begin_event: the socket's first bytes in
 // data, the destination in family/port/addr.
+// kernelOpID is the kernel's id of the op userspace knows as seq: seq
+// and a slot (opSeq takes the slot off).
+func kernelOpID(seq uint64) uint64 { return seq<<opSlotBits | seq%64 }
+
 func opBeginBytes(ktime uint64, pid, tid uint32, opID uint64, kind uint32, fd int32, family, port uint16, addr [16]byte, data string) []byte {
 	b := hdrBytes(kindOpBegin, cOpBeginSize, ktime, pid, tid)
-	b = binary.LittleEndian.AppendUint64(b, opID)
+	b = binary.LittleEndian.AppendUint64(b, kernelOpID(opID))
 	b = binary.LittleEndian.AppendUint32(b, kind)
 	b = binary.LittleEndian.AppendUint32(b, uint32(fd))
 	b = binary.LittleEndian.AppendUint16(b, family)
@@ -50,7 +54,7 @@ func countersBytes(seed int64, comm string) []byte {
 // opEndBytes lays out an op_end_event.
 func opEndBytes(ktime uint64, pid, tid uint32, opID uint64, fd int32, reason uint32, final []byte) []byte {
 	b := hdrBytes(kindOpEnd, cOpEndSize, ktime, pid, tid)
-	b = binary.LittleEndian.AppendUint64(b, opID)
+	b = binary.LittleEndian.AppendUint64(b, kernelOpID(opID))
 	b = binary.LittleEndian.AppendUint32(b, uint32(fd))
 	b = binary.LittleEndian.AppendUint32(b, reason)
 	hasFinal := uint32(0)

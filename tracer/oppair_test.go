@@ -70,6 +70,6 @@ func BenchmarkOpPair(b *testing.B) {
 // stamp sets an op record's time, op id and fd (at fdAt) in place.
 func stamp(rec []byte, ktime, opID uint64, fdAt uintptr, fd int32) {
 	binary.LittleEndian.PutUint64(rec[unsafe.Offsetof(memdiagEventHdr{}.KtimeNs):], ktime)
-	binary.LittleEndian.PutUint64(rec[unsafe.Offsetof(memdiagOpEndEvent{}.OpId):], opID)
+	binary.LittleEndian.PutUint64(rec[unsafe.Offsetof(memdiagOpEndEvent{}.OpId):], kernelOpID(opID))
 	binary.LittleEndian.PutUint32(rec[fdAt:], uint32(fd))
 }

@@ -59,45 +59,56 @@ func (t *Tracer) heldOpSlots(f func(s *memdiagOpSlot)) error {
 func (t *Tracer) opBuckets(s *event.Snapshot) error {
 	return t.heldOpSlots(func(o *memdiagOpSlot) {
 		s.Buckets = append(s.Buckets, event.Bucket{
-			Key:      event.BucketKey{PID: o.Tgid, Kind: event.BucketOp, ID: o.OpId},
+			Key:      bucketKey(o.Tgid, uint32(event.BucketOp), o.OpId),
 			Counters: counters(&o.C),
 		})
 	})
 }
 
-// freeOpSlot frees the slot of op id when the op still holds it: for an
-// op userspace ends itself (its end record was lost, or its process is
-// gone). The kernel never touches such a slot again but to charge it (its
-// socket has moved on), so the write races with a late charge, lost with
-// the op, and, in the instant the kernel copies the zeroed value in, with
-// a new op claiming the slot the moment its id reads 0: that op could
-// start with its process and start time zeroed. Both rare (a lost end
-// record, a process gone) and small; a slot is never lost or shared.
-func (t *Tracer) freeOpSlot(id uint64) error {
-	idx := opSlotIndex(id, t.objs.OpSlots.MaxEntries())
-	var o memdiagOpSlot
-	if err := t.objs.OpSlots.Lookup(&idx, &o); err != nil {
-		return fmt.Errorf("reading op slot %d: %w", idx, err)
+// opSeq is the id userspace knows an op by: the kernel's id without its
+// slot, the op's sequence number. Dense, as userspace's tables of ended
+// ops expect (a bit per id: one map word per 64 ops, not one per op).
+func opSeq(kernelID uint64) uint64 { return kernelID >> opSlotBits }
+
+// bucketKey is a kernel bucket key as userspace knows it: an op's id, or
+// the id of the op a BK_FREED bucket credits, is its sequence number.
+func bucketKey(tgid, kind uint32, id uint64) event.BucketKey {
+	k := event.BucketKey{PID: tgid, Kind: event.BucketKind(kind), ID: id}
+	if k.Kind == event.BucketOp || k.Kind == event.BucketFreed {
+		k.ID = opSeq(id)
 	}
-	if o.OpId != id {
-		return nil
-	}
-	if err := t.objs.OpSlots.Update(&idx, &memdiagOpSlot{}, ebpf.UpdateExist); err != nil {
-		return fmt.Errorf("freeing op slot %d: %w", idx, err)
-	}
-	return nil
+	return k
 }
 
-// freeOpSlotsOf frees the slots of every op of the processes in pids.
-func (t *Tracer) freeOpSlotsOf(pids map[uint32]bool) error {
+// freeOpSlots frees the slots of the held ops that match: ops userspace
+// ends itself (their end record was lost, or their process is gone). The
+// kernel never touches such a slot again but to charge it (its socket has
+// moved on), so the write races with a late charge, lost with the op,
+// and, in the instant the kernel copies the zeroed value in, with a new op
+// claiming the slot the moment its id reads 0: that op could start with
+// its process and start time zeroed. Both rare (a lost end record, a
+// process gone) and small; a slot is never lost or shared.
+func (t *Tracer) freeOpSlots(match func(*memdiagOpSlot) bool) error {
 	var ids []uint64
 	err := t.heldOpSlots(func(o *memdiagOpSlot) {
-		if pids[o.Tgid] {
+		if match(o) {
 			ids = append(ids, o.OpId)
 		}
 	})
+	mask := t.objs.OpSlots.MaxEntries() - 1
 	for _, id := range ids {
-		err = errors.Join(err, t.freeOpSlot(id))
+		idx := uint32(id) & mask
+		var o memdiagOpSlot
+		if e := t.objs.OpSlots.Lookup(&idx, &o); e != nil {
+			err = errors.Join(err, fmt.Errorf("reading op slot %d: %w", idx, e))
+			continue
+		}
+		if o.OpId != id {
+			continue // ended meanwhile
+		}
+		if e := t.objs.OpSlots.Update(&idx, &memdiagOpSlot{}, ebpf.UpdateExist); e != nil {
+			err = errors.Join(err, fmt.Errorf("freeing op slot %d: %w", idx, e))
+		}
 	}
 	return err
 }

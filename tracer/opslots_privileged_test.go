@@ -23,7 +23,7 @@ import (
 // connections close their ends carry their own counters (an op that
 // overwrote a held slot would take the held op's counters with it). The
 // ten held ops began one after the other: with slots taken in id order
-// they would hold a run of ten, longer than the tries an op makes.
+// they held a run of ten, longer than the tries an op makes.
 func TestOpSlotsHeldAndSkipped(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads and attaches the BPF program")
@@ -111,21 +111,36 @@ func TestOpSlotsHeldAndSkipped(t *testing.T) {
 		get(c, r)
 		held[begun()] = true
 	}
-	var ids0 []uint64
-	if err := tr.heldOpSlots(func(o *memdiagOpSlot) { ids0 = append(ids0, o.OpId) }); err != nil {
-		t.Fatal(err)
+	// slots reads the held slots: the kernel's id of each op userspace
+	// knows by its sequence number.
+	slots := func() map[uint64]uint64 {
+		t.Helper()
+		ids := map[uint64]uint64{}
+		if err := tr.heldOpSlots(func(o *memdiagOpSlot) { ids[opSeq(o.OpId)] = o.OpId }); err != nil {
+			t.Fatal(err)
+		}
+		return ids
 	}
-	if len(ids0) != len(held) {
-		t.Fatalf("held after the holders: %v, want the ops begun: %v", ids0, held)
+	heldSlots := map[uint32]uint64{}
+	for seq, kid := range slots() {
+		if !held[seq] {
+			t.Fatalf("op %d holds a slot, but the ops begun are %v", seq, held)
+		}
+		heldSlots[opSlotIndex(kid, 64)] = seq
+	}
+	if len(heldSlots) != len(held) {
+		t.Fatalf("%d slots held after the holders, want one per op begun: %v", len(heldSlots), held)
 	}
 	c, r := dial()
 	for range 100 {
 		get(c, r)
 		id := begun()
-		for h := range held {
-			if opSlotIndex(id, 64) == opSlotIndex(h, 64) {
-				t.Fatalf("op %d took the slot of op %d, which is still held", id, h)
-			}
+		kid, ok := slots()[id]
+		if !ok {
+			t.Fatalf("op %d began but holds no slot", id)
+		}
+		if h, taken := heldSlots[opSlotIndex(kid, 64)]; taken {
+			t.Fatalf("op %d took the slot of op %d, which is still held", id, h)
 		}
 	}
 	snap, err := tr.Snapshot()

@@ -574,7 +574,7 @@ func (t *Tracer) DropProcesses(pids []uint32) error {
 			return set[k.Tgid] && k.Kind != uint32(event.BucketOverflow)
 		}),
 		deleteWhere(t.objs.Sockets, "sockets", func(k memdiagSockKey, _ memdiagSockInfo) bool { return set[k.Tgid] }),
-		t.freeOpSlotsOf(set))
+		t.freeOpSlots(func(o *memdiagOpSlot) bool { return set[o.Tgid] }))
 	if err := t.Forget(nil, pids); err != nil {
 		errs = append(errs, err)
 	}

@@ -564,7 +564,7 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 				continue
 			}
 			b := event.Bucket{
-				Key:      event.BucketKey{PID: key.Tgid, Kind: event.BucketKind(key.Kind), ID: key.Id},
+				Key:      bucketKey(key.Tgid, key.Kind, key.Id),
 				Counters: counters(&val),
 			}
 			if i, dup := seen[key]; dup {
@@ -590,7 +590,7 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 	for _, k := range freed {
 		if err := t.objs.Buckets.LookupAndDelete(&k, &val); err == nil {
 			s.Freed = append(s.Freed, event.Bucket{
-				Key:      event.BucketKey{PID: k.Tgid, Kind: event.BucketFreed, ID: k.Id},
+				Key:      bucketKey(k.Tgid, k.Kind, k.Id),
 				Counters: counters(&val),
 			})
 		}
@@ -699,15 +699,19 @@ func (t *Tracer) Snapshot() (*event.Snapshot, error) {
 // kernel state of processes that are gone, keeping the tables bounded.
 func (t *Tracer) Forget(buckets []event.BucketKey, deadPIDs []uint32) error {
 	var errs []error
+	ops := map[uint64]bool{}
 	for _, k := range buckets {
 		if k.Kind == event.BucketOp {
-			errs = append(errs, t.freeOpSlot(k.ID))
+			ops[k.ID] = true
 			continue
 		}
 		key := memdiagBucketKey{Tgid: k.PID, Kind: uint32(k.Kind), Id: k.ID}
 		if err := t.objs.Buckets.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("deleting bucket %v: %w", k, err))
 		}
+	}
+	if len(ops) > 0 {
+		errs = append(errs, t.freeOpSlots(func(o *memdiagOpSlot) bool { return ops[opSeq(o.OpId)] }))
 	}
 	if len(deadPIDs) == 0 {
 		return errors.Join(errs...)
