@@ -298,7 +298,7 @@ func newSpec(cfg Config, sourceLines bool) (*ebpf.CollectionSpec, error) {
 	if cfg.MaxBuckets != 0 {
 		spec.Maps["buckets"].MaxEntries = uint32(cfg.MaxBuckets)
 		// Live ops have slots of their own, as many (a power of two:
-		// an op's slot is its id modulo their number).
+		// the slot is the low bits of the op's id).
 		slots := opSlots(cfg.MaxBuckets)
 		spec.Maps["op_slots"].MaxEntries = slots
 		if err := spec.Variables["op_slot_mask"].Set(slots - 1); err != nil {
