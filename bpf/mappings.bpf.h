@@ -19,7 +19,7 @@
  * (`region_levels`). An mmap without MAP_FIXED replaces nothing, so it
  * looks nothing up. Lookups come in runs through one mapping, so each CPU
  * keeps the last mapping a fault found and the last one a syscall found
- * (struct region_cache), good until the table next changes
+ * (struct region_cache), good until a mapping next leaves the table
  * (`regions_epoch`).
  * A writable mapping counts as retained by its owner until it is given
  * back; a PROT_NONE reservation (V8, glibc arenas) does not, and a later
