@@ -95,9 +95,9 @@ func (t *Tracer) freeOpSlots(match func(*memdiagOpSlot) bool) error {
 			ids = append(ids, o.OpId)
 		}
 	})
-	mask := t.objs.OpSlots.MaxEntries() - 1
+	slots := t.objs.OpSlots.MaxEntries()
 	for _, id := range ids {
-		idx := uint32(id) & mask
+		idx := opSlotIndex(id, slots)
 		var o memdiagOpSlot
 		if e := t.objs.OpSlots.Lookup(&idx, &o); e != nil {
 			err = errors.Join(err, fmt.Errorf("reading op slot %d: %w", idx, e))

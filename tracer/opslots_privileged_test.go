@@ -44,14 +44,7 @@ func TestOpSlotsHeldAndSkipped(t *testing.T) {
 	l.Close()
 	cmd := exec.Command("node", "../testdata/services/concurrency.js")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "SMALL=1024")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	_, out := startPiped(t, cmd)
 	sc := bufio.NewScanner(out)
 	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "listening") {
 		t.Fatalf("the service did not start: %q %v", sc.Text(), sc.Err())
