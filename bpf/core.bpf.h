@@ -368,25 +368,18 @@ static __always_inline void current_bucket(struct bucket_key *key, u32 tgid, u32
 	current_bucket_of(key, ts);
 }
 
-/* current_bucket for a process whose target flags (TF_*) are known: one
- * none of whose threads ever served an op (TF_OPS clear) has no thread
- * state to look up. */
-static __always_inline void flags_bucket(struct bucket_key *key, u32 flags, u32 tgid, u32 tid)
+/* current_bucket for the hot paths (faults, RSS, mappings), which hold
+ * the target t already: a process none of whose threads ever served an op
+ * (TF_OPS clear) has no thread state to look up. */
+static __always_inline void target_bucket(struct bucket_key *key, struct target *t, u32 tgid, u32 tid)
 {
 	key->tgid = tgid;
 	key->kind = BK_THREAD;
 	key->id = tid;
-	if (!(flags & TF_OPS))
+	if (!(t->flags & TF_OPS))
 		return;
 	struct thread_state *ts = current_thread_state();
 	current_bucket_of(key, ts);
-}
-
-/* current_bucket for the hot paths (faults, RSS), which hold the target t
- * already. */
-static __always_inline void target_bucket(struct bucket_key *key, struct target *t, u32 tgid, u32 tid)
-{
-	flags_bucket(key, t->flags, tgid, tid);
 }
 
 /* Reserves a ring buffer record of size bytes and fills its header; counts
