@@ -59,14 +59,14 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 // ("What it costs") carries the same lines (TestCostTextInREADME).
 const costText = `Measured with sudo make bench and go run ./bench/http on a 2-CPU KVM VM (Linux 6.18,
 2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
-  default mode, the traced service: +143 ns per page fault (+13% of a 1 us
-    fault; +116 to +276 ns, +14% to +27%, in earlier runs of the same fault
-    path), +195 ns per mmap or munmap (+28%; +169 to +279 ns, +29% to +40%,
-    in earlier runs), +50 to +103 ns per read; the reference Node.js service
-    under wrk: 0.950 to 1.006 of untraced throughput (medians of 7 rounds,
-    three runs), p99 -0.1% to +8.4%; a plain Node.js http server at 80-90k
-    requests/s: +7% to +9% CPU per request (0.5-1 us), 0.90-0.91 of untraced
-    throughput with wrk on memdiag's CPU
+  default mode, the traced service: +141 to +143 ns per page fault (+13% of
+    a 1 us fault; +116 to +276 ns, +14% to +27%, in earlier runs of the same
+    fault path), +195 ns per mmap or munmap (+26% to +28%; +169 to +279 ns,
+    +29% to +40%, in earlier runs), +50 to +103 ns per read; the reference
+    Node.js service under wrk: 0.943 to 1.006 of untraced throughput (medians
+    of 7 rounds, four runs), p99 -0.1% to +8.4%; a plain Node.js http server
+    at 85-100k requests/s: +7% to +11% CPU per request (0.7-1 us), 0.88-0.91
+    of untraced throughput with wrk on memdiag's CPU
   default mode, every other process on the host: +26 to +31 ns per page
     fault; every syscall goes through the kernel's syscall-tracing slow path
     and the bit test of memdiag's raw sys_enter/sys_exit pair while memdiag
@@ -84,8 +84,8 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
   --native-heap: every malloc and free traps: +230% (Node.js) to +255%
     (Python) CPU per request; a diagnosis mode, for a bounded time
   memdiag itself: 13-14 MiB peak RSS in default mode (14.5 MiB under the
-    reference service), 14-17 MiB in the uprobe modes, 1.3% of a core at
-    7,700 records/s, 5-7% at 100,000-150,000 (0 lost), 0.33-0.34 s of CPU to
+    reference service), 14-17 MiB in the uprobe modes, 1.2-1.3% of a core at
+    7,700-8,500 records/s, 5-7% at 100,000-150,000 (0 lost), 0.28-0.34 s of CPU to
     attach (the kernel verifying the programs), under 150 ms to exit after
     SIGTERM (10 ms typical)`
 
