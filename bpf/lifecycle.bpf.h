@@ -100,8 +100,14 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 			mark_target(tgid);
 	}
 	struct target *t = current_target(tgid);
-	if (t)
-		__sync_fetch_and_add(&t->gen, 1);
+	if (t) {
+		u32 gen = __sync_fetch_and_add(&t->gen, 1) + 1;
+		/* The new mm's state, if its first RSS change came before this
+		 * (the exec loads the image into it), kept the old gen. */
+		struct mm_state *st = current_mm_state(tgid);
+		if (st)
+			st->gen = gen;
+	}
 	struct exec_event *e = event_reserve(sizeof(*e), EV_EXEC, tgid, (u32)id);
 	if (!e)
 		return 0;

@@ -320,6 +320,8 @@ struct mm_state {
 	s64 peak;              /* highest total seen */
 	u32 tgid;              /* process the mm belongs to */
 	u32 seen;              /* bit per member: a value has been seen */
+	u32 gen;               /* the process's image (struct target's gen), kept here */
+	u32 _pad;
 	s32 parts[PART_CPUS][RSS_MEMBERS]; /* each CPU's part last seen, in pages */
 };
 

@@ -50,8 +50,8 @@ struct {
 } mm_states SEC(".maps");
 
 /* [0] -> the state a new mm_states entry starts as (all zero but its
- * tgid, which the program writes before each use), per CPU: a struct
- * mm_state does not fit on the BPF stack. */
+ * tgid and gen, which the program writes before each use), per CPU: a
+ * struct mm_state does not fit on the BPF stack. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -110,6 +110,18 @@ struct {
 	__type(key, u32);
 	__type(value, s64);
 } sample_acc SEC(".maps");
+
+/* The state of the current process's own mm, NULL when it has none yet.
+ * It keeps a copy of the process's image gen, which every RSS change
+ * reads (no `targets` lookup there): exec, which bumps the gen in
+ * `targets`, bumps it here too (on_exec). A tp_btf program's helper: the
+ * loader computes the task's mm offset for those only (leanload.go). */
+static __always_inline struct mm_state *current_mm_state(u32 tgid)
+{
+	u64 mm_key = (u64)bpf_get_current_task_btf()->mm;
+	struct mm_state *st = bpf_map_lookup_elem(&mm_states, &mm_key);
+	return st && st->tgid == tgid ? st : NULL;
+}
 
 /* Counts in c the current thread's fault on this CPU not yet counted. */
 static __always_inline void take_fault(struct counters *c, u32 tid)
@@ -398,29 +410,34 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int mm_member)
 		/* The owner itself, after leaving the mm: exit or exec. */
 		key.kind = tgid == st->tgid ? BK_RELEASE : BK_KERNEL;
 	} else {
-		struct target *t = bpf_map_lookup_elem(&targets, &tgid);
-		if (st && (!t || st->tgid != tgid)) {
-			/* Stale: the mm was freed and reallocated. */
-			keep_peak(st);
-			bpf_map_delete_elem(&mm_states, &mm_key);
-			st = NULL;
-		}
-		if (!t)
-			return 0;
-		gen = t->gen;
-		if (!st) {
+		if (!st || st->tgid != tgid) {
+			/* Not known yet, or stale (the mm was freed and
+			 * reallocated): the one `targets` lookup of this mm. */
+			struct target *t = bpf_map_lookup_elem(&targets, &tgid);
+			if (st) {
+				keep_peak(st);
+				bpf_map_delete_elem(&mm_states, &mm_key);
+				st = NULL;
+			}
+			if (!t)
+				return 0;
 			u32 zero = 0;
 			struct mm_state *fresh = bpf_map_lookup_elem(&mm_fresh, &zero);
 			if (!fresh)
 				return 0;
 			fresh->tgid = tgid;
+			fresh->gen = t->gen;
 			if (bpf_map_update_elem(&mm_states, &mm_key, fresh, BPF_NOEXIST) == -E2BIG)
 				stat_inc(ST_MM_OVERFLOW);
 			st = bpf_map_lookup_elem(&mm_states, &mm_key);
 			if (!st)
 				return 0;
 		}
-		target_bucket(&key, t, tgid, tid);
+		/* The image from st (kept there: current_mm_state), the bucket
+		 * from the thread's own state: a task storage read, no hashing,
+		 * where a `targets` lookup for TF_OPS cost more. */
+		gen = st->gen;
+		current_bucket(&key, tgid, tid);
 	}
 	/* What st remembers starts at 0, so a first sight charges the
 	 * whole value. */

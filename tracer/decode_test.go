@@ -22,14 +22,14 @@ import (
 // regenerates the Go mirrors, which then disagree with these numbers: update
 // them only after checking the new layout on purpose.
 const (
-	cHdrSize       = 4 + 4 + 8 + 4 + 4            // kind, size, ktime_ns, pid, tid = 24
-	cForkSize      = cHdrSize + 4 + 4 + 16        // hdr, child_pid, _pad, comm = 48
-	cExecSize      = cHdrSize + 128 + 8           // hdr, filename, cgroup_id = 160
-	cExitSize      = cHdrSize + 4 + 1 + 3 + 16    // hdr, exit_code, group_dead, _pad, comm = 48
-	cBucketKeySize = 4 + 4 + 8                    // tgid, kind, id = 16
-	cCountersSize  = 4*8 + 13*8 + 16              // rss[4], 13 u64/s64, comm = 152
-	cMmStateSize   = 4*8 + 8 + 8 + 4 + 4 + 64*4*4 // last[4], total, peak, tgid, seen, parts[64][4] = 1080
-	cGroupTotal    = 8 + 8                        // total, peak = 16
+	cHdrSize       = 4 + 4 + 8 + 4 + 4          // kind, size, ktime_ns, pid, tid = 24
+	cForkSize      = cHdrSize + 4 + 4 + 16      // hdr, child_pid, _pad, comm = 48
+	cExecSize      = cHdrSize + 128 + 8         // hdr, filename, cgroup_id = 160
+	cExitSize      = cHdrSize + 4 + 1 + 3 + 16  // hdr, exit_code, group_dead, _pad, comm = 48
+	cBucketKeySize = 4 + 4 + 8                  // tgid, kind, id = 16
+	cCountersSize  = 4*8 + 13*8 + 16            // rss[4], 13 u64/s64, comm = 152
+	cMmStateSize   = 4*8 + 8 + 8 + 4*4 + 64*4*4 // last[4], total, peak, tgid, seen, gen, _pad, parts[64][4] = 1088
+	cGroupTotal    = 8 + 8                      // total, peak = 16
 )
 
 // hdrBytes lays out an event_hdr.

@@ -171,6 +171,8 @@ type memdiagMmState struct {
 	Peak  int64
 	Tgid  uint32
 	Seen  uint32
+	Gen   uint32
+	Pad   uint32
 	Parts [64][4]int32
 }
 
