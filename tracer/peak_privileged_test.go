@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os/exec"
 	"testing"
+
+	"github.com/cilium/ebpf"
 )
 
 // TestPeakOutlivesItsMM: when the kernel drops a traced mm's state — its
@@ -16,9 +18,11 @@ import (
 // peak.rss_bytes = 0, and the exact mode's live ArrayBuffers 0, for a
 // target that exited between two reads.
 //
-// The test takes the drop path without waiting for a reuse: a process that
-// is no longer a target changes its own mm, which is what the kernel sees
-// when its mm id went to a process memdiag does not trace.
+// The test takes the drop path without waiting for a reuse: the state of
+// the workload's mm is rewritten to name another process (former, its
+// previous owner) and the workload stops being a target, so when it
+// changes its mm the kernel sees what it sees when an exited target's mm
+// id went to a process memdiag does not trace.
 func TestPeakOutlivesItsMM(t *testing.T) {
 	tr := openDrained(t)
 
@@ -48,15 +52,28 @@ sys.stdin.readline()`)
 		t.Fatal(err)
 	}
 	step("grown")
-	if !hasMMState(t, tr, pid) {
+	mmID, ok := mmStateOf(t, tr, pid)
+	if !ok {
 		t.Fatal("the target's growth made no mm state")
+	}
+	const former = 4000000 // above any pid_max: no live process has it
+	var st memdiagMmState
+	if err := tr.objs.MmStates.Lookup(&mmID, &st); err != nil {
+		t.Fatal(err)
+	}
+	st.Tgid = former
+	if err := tr.objs.MmStates.Update(&mmID, &st, ebpf.UpdateExist); err != nil {
+		t.Fatal(err)
 	}
 	if err := tr.objs.Targets.Delete(&pid); err != nil {
 		t.Fatal(err)
 	}
-	step("touched") // its own mm, no longer a target's: the state goes
-	if hasMMState(t, tr, pid) {
-		t.Fatal("the mm state of a process that is no longer traced is still there")
+	step("touched") // an untraced process changes an mm whose state names another: the state goes
+	if _, ok := mmStateOf(t, tr, former); ok {
+		t.Fatal("the stale mm state is still there")
+	}
+	if _, ok := mmStateOf(t, tr, pid); ok {
+		t.Fatal("a process that is not traced got an mm state")
 	}
 
 	snap, err := tr.Snapshot()
@@ -65,7 +82,7 @@ sys.stdin.readline()`)
 	}
 	var peak int64
 	for _, p := range snap.Processes {
-		if p.PID == pid {
+		if p.PID == former {
 			peak = p.Peak
 		}
 	}
@@ -73,21 +90,22 @@ sys.stdin.readline()`)
 		t.Errorf("peak after the mm state went = %d, want at least the 32 MiB the process held", peak)
 	}
 	// Forgetting the process forgets its kept peak too.
-	if err := tr.Forget(nil, []uint32{pid}); err != nil {
+	if err := tr.Forget(nil, []uint32{former}); err != nil {
 		t.Fatal(err)
 	}
 	if snap, err = tr.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range snap.Processes {
-		if p.PID == pid {
-			t.Errorf("forgotten process %d still in the snapshot: %+v", pid, p)
+		if p.PID == former {
+			t.Errorf("forgotten process %d still in the snapshot: %+v", former, p)
 		}
 	}
 }
 
-// hasMMState says whether the kernel's mm table has an entry of tgid.
-func hasMMState(t *testing.T, tr *Tracer, tgid uint32) bool {
+// mmStateOf returns the id of the kernel's mm table entry of tgid, and
+// whether there is one.
+func mmStateOf(t *testing.T, tr *Tracer, tgid uint32) (uint64, bool) {
 	t.Helper()
 	var (
 		id uint64
@@ -96,11 +114,11 @@ func hasMMState(t *testing.T, tr *Tracer, tgid uint32) bool {
 	it := tr.objs.MmStates.Iterate()
 	for it.Next(&id, &st) {
 		if st.Tgid == tgid {
-			return true
+			return id, true
 		}
 	}
 	if err := it.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return false
+	return 0, false
 }
