@@ -122,3 +122,59 @@ func mmStateOf(t *testing.T, tr *Tracer, tgid uint32) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// TestExecKeepsTheImageInTheMMState: an RSS change reads its process's
+// image generation from the state of its mm (the class of a fault's
+// mapping is looked up in that image's table), and the exec that makes
+// the new mm changes the gen after the new mm's first changes (the image
+// is loaded into it before sched_process_exec). The state must still end
+// with the process's gen, or every fault after the exec would look its
+// mapping up in the image before it.
+func TestExecKeepsTheImageInTheMMState(t *testing.T) {
+	tr := openDrained(t)
+
+	python, err := exec.LookPath("/usr/bin/python3")
+	if err != nil {
+		t.Skipf("needs /usr/bin/python3: %v", err)
+	}
+	cmd := exec.Command(python, "-c", `import os, sys
+sys.stdin.readline()
+os.execv(sys.executable, [sys.executable, "-c", "import sys\nb = b'x' * (8 << 20)\nprint('grown', flush=True)\nsys.stdin.readline()"])`)
+	in, stdout := startPiped(t, cmd)
+	pid := uint32(cmd.Process.Pid)
+	if err := tr.AddTarget(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(in)
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "grown\n" {
+		t.Fatalf("the workload said %q, %v; want grown", line, err)
+	}
+	var target memdiagTarget
+	if err := tr.objs.Targets.Lookup(&pid, &target); err != nil {
+		t.Fatal(err)
+	}
+	if target.Gen == 0 {
+		t.Fatal("the exec did not bump the target's gen")
+	}
+	var (
+		id uint64
+		st memdiagMmState
+		n  int
+	)
+	it := tr.objs.MmStates.Iterate()
+	for it.Next(&id, &st) {
+		if st.Tgid != pid || st.Total <= 0 {
+			continue // the mm the exec left, torn down to nothing
+		}
+		n++
+		if st.Gen != target.Gen {
+			t.Errorf("the new mm's state has gen %d, the process %d", st.Gen, target.Gen)
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("%d live mm states of the process after its exec, want 1", n)
+	}
+}
