@@ -570,6 +570,10 @@ func (t *Tracer) DropProcesses(pids []uint32) error {
 		del(t.objs.LibcRanges, &pid)
 	}
 	errs = append(errs,
+		// The mms before the buckets: an RSS change of a known mm charges
+		// its process without looking the target up, so until its mm state
+		// goes a live process would make buckets after the sweep below.
+		deleteWhere(t.objs.MmStates, "mm states", func(_ uint64, st memdiagMmState) bool { return set[st.Tgid] }),
 		deleteWhere(t.objs.Buckets, "buckets", func(k memdiagBucketKey, _ memdiagCounters) bool {
 			return set[k.Tgid] && k.Kind != uint32(event.BucketOverflow)
 		}),
