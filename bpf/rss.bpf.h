@@ -25,9 +25,11 @@
  * An anonymous increase is external when the page's mapping is the native
  * allocator's (RC_NATIVE), found through the thread's last fault on this
  * CPU (`last_faults`, written by the page_fault_user BTF raw tracepoint,
- * which also counts faults per bucket). A process none of whose threads
- * ever served an op (TF_OPS clear) charges its threads' own buckets with
- * no thread_states lookup. Each mm's total and peak, and the
+ * which also counts faults per bucket). A change of an mm already known
+ * reads no `targets` entry: the mm's state keeps the process's image gen
+ * (for that class), and the bucket comes from the thread's task storage
+ * (a thread that never served an op has none: its own bucket). Each mm's
+ * total and peak, and the
  * group's (`group`), give the peak RSS; with dumps on, every
  * stack_sample_bytes of growth samples the user stack (`stack_growths`).
  */
