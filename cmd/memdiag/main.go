@@ -58,15 +58,16 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 // costText is what each mode costs, from the runs in BENCHMARKS.md; README.md
 // ("What it costs") carries the same lines (TestCostTextInREADME).
 const costText = `Measured with sudo make bench and go run ./bench/http on a 2-CPU KVM VM (Linux 6.18,
-2026-12-07; BENCHMARKS.md has the runs). CPU added per event:
-  default mode, the traced service: +141 to +143 ns per page fault (+13% of
-    a 1 us fault; +116 to +276 ns, +14% to +27%, in earlier runs of the same
-    fault path), +195 ns per mmap or munmap (+26% to +28%; +169 to +279 ns,
-    +29% to +40%, in earlier runs), +50 to +103 ns per read; the reference
-    Node.js service under wrk: 0.943 to 1.006 of untraced throughput (medians
-    of 7 rounds, four runs), p99 -0.1% to +8.4%; a plain Node.js http server
-    at 85-100k requests/s: +7% to +11% CPU per request (0.7-1 us), 0.88-0.91
-    of untraced throughput with wrk on memdiag's CPU
+2026-12-08; BENCHMARKS.md has the runs). CPU added per event:
+  default mode, the traced service: +116 to +118 ns per page fault (+15% of
+    a 0.8 us fault; +116 to +276 ns, +13% to +27%, in earlier runs of the
+    same fault path), +151 to +159 ns per mmap or munmap (+29% to +30%; +144
+    to +279 ns, +25% to +40%, in earlier runs), +50 to +103 ns per read; the
+    reference Node.js service under wrk: 0.943 to 1.006 of untraced
+    throughput (medians of 7 rounds, five runs; 0.990 in the latest), p99
+    -3.7% to +8.4%; a plain Node.js http server at 85-115k requests/s: +5% to
+    +11% CPU per request (0.4-1 us), 0.88-0.93 of untraced throughput and p99
+    +40% to +50% with wrk on memdiag's CPU (wrk waits behind memdiag's reads)
   default mode, every other process on the host: +26 to +31 ns per page
     fault; every syscall goes through the kernel's syscall-tracing slow path
     and the bit test of memdiag's raw sys_enter/sys_exit pair while memdiag
@@ -83,11 +84,11 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
     mode included
   --native-heap: every malloc and free traps: +230% (Node.js) to +255%
     (Python) CPU per request; a diagnosis mode, for a bounded time
-  memdiag itself: 13-14 MiB peak RSS in default mode (14.5 MiB under the
-    reference service), 14-17 MiB in the uprobe modes, 1.2-1.3% of a core at
-    7,700-8,500 records/s, 5-7% at 100,000-150,000 (0 lost), 0.28-0.34 s of CPU to
-    attach (the kernel verifying the programs), under 150 ms to exit after
-    SIGTERM (10 ms typical)`
+  memdiag itself: 13-14 MiB peak RSS in default mode (14.4-14.8 MiB under
+    the HTTP services), 14-17 MiB in the uprobe modes, 1.0-1.3% of a core at
+    7,700-11,200 records/s, 5-7% at 100,000-165,000 (0 lost), 0.22-0.34 s of
+    CPU to attach (the kernel verifying the programs), under 150 ms to exit
+    after SIGTERM (10 ms typical)`
 
 // newApp builds the command line; an unknown command's name goes to
 // *unknown (cli offers no error for it), for exitCode to report.
