@@ -93,8 +93,8 @@ func TestDumpOnDemandHeapDiff(t *testing.T) {
 	// by the path of one of the groups that grew most. Not asserted: V8's
 	// object ids do not survive memdiag's dumps (each dump's inspector
 	// session ends with the heap profiler's ids cleared, and the next
-	// numbers the heap afresh, in nearly the same order), so "new in B"
-	// is by id only nearly right and the held-new ranking misses the leak
+	// numbers the heap afresh), so "new in B" matches numbers, not
+	// objects, and the held-new ranking misses the leak
 	// in about one run of ten (ids matched between two such dumps of the
 	// reference service: 45,664 of 81,476 named objects of another class).
 	// Keeping the ids across dumps is open work; until then this logs.
