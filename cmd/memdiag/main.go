@@ -68,11 +68,11 @@ const costText = `Measured with sudo make bench and go run ./bench/http on a 2-C
     -3.7% to +8.4%; a plain Node.js http server at 85-115k requests/s: +5% to
     +11% CPU per request (0.4-1 us), 0.88-0.93 of untraced throughput and p99
     +40% to +50% with wrk on memdiag's CPU (wrk waits behind memdiag's reads)
-  default mode, every other process on the host: +26 to +31 ns per page
-    fault; every syscall goes through the kernel's syscall-tracing slow path
-    and the bit test of memdiag's raw sys_enter/sys_exit pair while memdiag
-    runs: +20 ns per syscall (read, getppid...), +26 to +36 ns per mmap or
-    munmap (quiet days; the same bit test since)
+  default mode, every other process on the host: +23 to +49 ns per page
+    fault (+3% to +5%); every syscall goes through the kernel's syscall-tracing
+    slow path and the bit test of memdiag's raw sys_enter/sys_exit pair while
+    memdiag runs: +19 to +20 ns per syscall (read, getppid...: +19% of a
+    one-byte read), +26 to +52 ns per mmap or munmap
   --exact-external: a uprobe trap per ArrayBuffer allocation or free: -9% to
     -13% throughput on the reference service, +10% to +15% CPU per request
   --tls: a uprobe per HTTPS request parsed: -13% throughput, +15% CPU per
