@@ -41,10 +41,16 @@ func unbatched(t *testing.T, batches <-chan *event.Batch) <-chan event.Event {
 // test without root, and closes it when the test ends.
 func openTracer(t *testing.T) *Tracer {
 	t.Helper()
+	return openTracerWith(t, Config{})
+}
+
+// openTracerWith is openTracer with configuration cfg.
+func openTracerWith(t *testing.T, cfg Config) *Tracer {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads and attaches the BPF program")
 	}
-	tr, err := Open(Config{})
+	tr, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,14 +25,7 @@ import (
 // ten held ops began one after the other: with slots taken in id order
 // they held a run of ten, longer than the tries an op makes.
 func TestOpSlotsHeldAndSkipped(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads and attaches the BPF program")
-	}
-	tr, err := Open(Config{MaxBuckets: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tr.Close() })
+	tr := openTracerWith(t, Config{MaxBuckets: 64})
 	if n := tr.objs.OpSlots.MaxEntries(); n != 64 {
 		t.Fatalf("%d op slots for --max-buckets 64, want 64", n)
 	}
