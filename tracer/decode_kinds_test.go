@@ -21,12 +21,12 @@ const (
 	cTLSSize     = cHdrSize                                     // the header alone
 )
 
-// opBeginBytes lays out an op_begin_event: the socket's first bytes in
-// data, the destination in family/port/addr.
 // kernelOpID is the kernel's id of the op userspace knows as seq: seq
 // and a slot (opSeq takes the slot off).
 func kernelOpID(seq uint64) uint64 { return seq<<opSlotBits | seq%64 }
 
+// opBeginBytes lays out an op_begin_event: the socket's first bytes in
+// data, the destination in family/port/addr.
 func opBeginBytes(ktime uint64, pid, tid uint32, opID uint64, kind uint32, fd int32, family, port uint16, addr [16]byte, data string) []byte {
 	b := hdrBytes(kindOpBegin, cOpBeginSize, ktime, pid, tid)
 	b = binary.LittleEndian.AppendUint64(b, kernelOpID(opID))
