@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/memdiag/memdiag/tracer"
 )
 
 // TestResolveAndCheck: what the user got wrong is ErrInput (exit 2), with
@@ -90,13 +92,17 @@ func TestOptionsValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good options refused: %v", err)
 	}
-	for flag, o := range map[string]Options{
-		"--ringbuf-size":    {RingbufBytes: 6000, MaxBuckets: 64, MaxOutstanding: 1, Config: good.Config},
-		"--max-buckets":     {RingbufBytes: 4096, MaxBuckets: 63, MaxOutstanding: 1, Config: good.Config},
-		"--max-outstanding": {RingbufBytes: 4096, MaxBuckets: 64, Config: good.Config},
+	for _, c := range []struct {
+		flag string
+		o    Options
+	}{
+		{"--ringbuf-size", Options{RingbufBytes: 6000, MaxBuckets: 64, MaxOutstanding: 1, Config: good.Config}},
+		{"--max-buckets", Options{RingbufBytes: 4096, MaxBuckets: 63, MaxOutstanding: 1, Config: good.Config}},
+		{"--max-buckets", Options{RingbufBytes: 4096, MaxBuckets: tracer.MaxBuckets + 1, MaxOutstanding: 1, Config: good.Config}},
+		{"--max-outstanding", Options{RingbufBytes: 4096, MaxBuckets: 64, Config: good.Config}},
 	} {
-		if err := o.Validate(); !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), flag) {
-			t.Errorf("%s: %v", flag, err)
+		if err := c.o.Validate(); !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), c.flag) {
+			t.Errorf("%s (%d buckets): %v", c.flag, c.o.MaxBuckets, err)
 		}
 	}
 }

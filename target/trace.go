@@ -34,8 +34,8 @@ func (o *Options) Validate() error {
 	switch {
 	case o.RingbufBytes < 4096 || o.RingbufBytes&(o.RingbufBytes-1) != 0:
 		return inputf("--ringbuf-size must be a power of two of at least 4096, got %d", o.RingbufBytes)
-	case o.MaxBuckets < 64:
-		return inputf("--max-buckets must be at least 64, got %d", o.MaxBuckets)
+	case o.MaxBuckets < 64 || o.MaxBuckets > tracer.MaxBuckets:
+		return inputf("--max-buckets must be between 64 and %d, got %d", tracer.MaxBuckets, o.MaxBuckets)
 	case o.MaxOutstanding < 1:
 		return inputf("--max-outstanding must be at least 1, got %d", o.MaxOutstanding)
 	}

@@ -13,6 +13,10 @@ import (
 // slot (bpf/core.bpf.h, op_slots).
 const opSlotBits = 20
 
+// MaxBuckets is the largest bucket table a tracer takes (Config.MaxBuckets,
+// --max-buckets): its op slots, as many, are at most 2^opSlotBits.
+const MaxBuckets = 1 << opSlotBits
+
 // opSlots is the number of op slots beside a bucket table of maxBuckets
 // entries: as many, rounded up to a power of two (the slot is an id's low
 // bits), at most 2^opSlotBits.
